@@ -1,0 +1,95 @@
+"""The DVM interconnect: broadcast TLB maintenance between PEs (vCPUs) and SMMUs.
+
+Participants (vCPUs, SMMUs, the simulated host's CPU-side maintenance) attach to one `Interconnect`.
+`tlbi(op, source)` delivers a TLBI to every *other* participant when `op.broadcast` is true (IS/OS
+operations, or EL1 operations with HCR_EL2.FB=1: the decoder has already decided); a local operation is
+delivered to nobody (the issuing PE handles its own TLB). `sync(source)` is the DVM Sync a DSB issues after
+TLBIs: every other participant completes the invalidations it received before acknowledging. The model is
+synchronous, so a Sync completes when every `dvm_sync` call has returned; the number of acknowledgements is
+traced and returned.
+
+A participant may refuse broadcasts (an SMMU with IDR0.BTM=0 or CR2.PTM=1): it still attaches, and decides in
+its own `dvm_tlbi`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .tlbi_types import TlbiOp
+from .trace import NULL_TRACER, Tracer, define
+
+__all__ = ["Participant", "Interconnect", "DvmSync"]
+
+define("dvm_tlbi", ("src", "dst", "op", "vmid", "asid", "addr", "size", "leaf", "stage", "regime", "msg"),
+       "a broadcast TLBI delivered to one DVM receiver")
+define("dvm_sync", ("src", "acks", "msg"), "DVM Sync issued by a DSB after TLBIs, with the receivers' acks")
+
+
+@dataclass(frozen=True, slots=True)
+class DvmSync:
+    source: str
+    msg: int          # message number of the Sync on this interconnect
+
+
+class Participant(Protocol):
+    dvm_name: str
+
+    def dvm_tlbi(self, op: TlbiOp, msg: int) -> None:
+        """Apply a broadcast TLBI (msg = its message number, to link traces)."""
+
+    def dvm_sync(self, sync: DvmSync) -> None:
+        """Complete every invalidation received before this Sync."""
+
+
+class Interconnect:
+    def __init__(self, tracer: Tracer = NULL_TRACER):
+        self.participants: list[Participant] = []
+        self.tracer = tracer
+        self.msgs = 0            # messages sent (TLBI deliveries + syncs), used as flow ids in traces
+        self.tlbis = 0           # broadcast TLBI operations sent
+        self.syncs = 0
+
+    def attach(self, p: Participant) -> None:
+        if any(q is p for q in self.participants):
+            raise ValueError(f"{p.dvm_name} is already attached")
+        self.participants.append(p)
+
+    def detach(self, p: Participant) -> None:
+        self.participants = [q for q in self.participants if q is not p]
+
+    def tlbi(self, op: TlbiOp, source: Participant | None) -> int:
+        """Broadcast `op` to every participant except `source`. Returns the number of receivers."""
+        if not op.broadcast:
+            return 0
+        self.tlbis += 1
+        tr = self.tracer
+        trace = "dvm_tlbi" in tr.enabled
+        n = 0
+        src = source.dvm_name if source is not None else "host"
+        for p in self.participants:
+            if p is source:
+                continue
+            self.msgs += 1
+            n += 1
+            if trace:
+                tr.emit("dvm_tlbi", src=src, dst=p.dvm_name, op=op.name, vmid=op.vmid, asid=op.asid,
+                        addr=op.addr, size=op.size, leaf=op.leaf, stage=op.stage.value,
+                        regime=op.regime.value, msg=self.msgs)
+            p.dvm_tlbi(op, self.msgs)
+        return n
+
+    def sync(self, source: Participant | None) -> int:
+        """DVM Sync from `source`; returns the number of acknowledgements (every other participant)."""
+        self.syncs += 1
+        self.msgs += 1
+        s = DvmSync(source.dvm_name if source is not None else "host", self.msgs)
+        acks = 0
+        for p in self.participants:
+            if p is source:
+                continue
+            p.dvm_sync(s)
+            acks += 1
+        if "dvm_sync" in self.tracer.enabled:
+            self.tracer.emit("dvm_sync", src=s.source, acks=acks, msg=s.msg)
+        return acks
