@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Benchmarks: `python3 tools/bench.py NAME [args]`, NAME in harness, trap, smmu, vmid (or `all`).
+
+Each benchmark lives in `tools/benches/<name>.py` with `run(argv) -> dict` and prints its rates and the ratio
+against a baseline measured in the same run, so results do not depend on the machine's speed. Exit status 1
+when a ratio misses its goal (the goal is printed next to it).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+NAMES = ("harness", "trap", "smmu", "vmid")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    names = NAMES if name == "all" else (name,)
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:   # allow running as a script from a checkout
+        sys.path.insert(0, str(root))
+    worst = 0
+    for n in names:
+        if n not in NAMES:
+            print(f"bench: unknown benchmark {n!r} (choose from {', '.join(NAMES)} or all)", file=sys.stderr)
+            return 2
+        mod = importlib.import_module(f"tools.benches.{n}")
+        result = mod.run(rest)
+        if not result.get("ok", True):
+            worst = 1
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
