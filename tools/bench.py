@@ -7,11 +7,20 @@ when a ratio misses its goal (the goal is printed next to it).
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
 NAMES = ("harness", "trap", "smmu", "vmid")
+
+
+def _load(name: str):
+    """Load tools/benches/<name>.py by path (tools/ is not an installed package)."""
+    path = Path(__file__).resolve().parent / "benches" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"smmu_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,15 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     names = NAMES if name == "all" else (name,)
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path:   # allow running as a script from a checkout
-        sys.path.insert(0, str(root))
     worst = 0
     for n in names:
         if n not in NAMES:
             print(f"bench: unknown benchmark {n!r} (choose from {', '.join(NAMES)} or all)", file=sys.stderr)
             return 2
-        mod = importlib.import_module(f"tools.benches.{n}")
+        mod = _load(n)
         result = mod.run(rest)
         if not result.get("ok", True):
             worst = 1
