@@ -1,0 +1,571 @@
+"""The SMMUv3 translation core: walks + IOTLB + invalidation, separate from the programming model.
+
+Like QEMU's `hw/arm/smmu-common.c` against `hw/arm/smmuv3.c`: the device (`device.py`) decodes STE/CD into a
+`TransCfg` and calls `TranslationCore.translate(cfg, addr, ...)`; this module never sees registers, queues or
+STE/CD bits. Everything that goes wrong comes back as a `Fault` value (never a Python exception).
+
+* `translate(cfg, addr, write, exec_, priv) -> TransResult | Fault`: IOTLB lookup (one dict lookup on a hit),
+  else a walk: stage 1 (`walk_s1`), stage 2 (`walk_s2`) or nested, where every stage-1 table access and the
+  final IPA go through stage 2 (faults: S2=1, CLASS=TT for table accesses, CLASS=IN for the output, IPA set).
+  Stage-1 permission faults take priority over the stage-2 translation of the output address (DDI 0487
+  AArch64.FullTranslate order). Entries are cached even when the access then faults on permissions (the
+  descriptor was valid), so a stale read-only entry really gives a permission fault.
+* `translate_s2(cfg, ipa, cls)`: stage-2 translation of a read (nested CD fetches, CLASS=CD) through the
+  same stage-2 entries.
+* `invalidate(cmd)`: the TLBI_* commands of IHI 0070 4.4 (see `_COMMANDS` for what each one selects), with
+  Leaf (walk caches survive leaf invalidations), TTL, and ranges: with TG != 0 the command covers
+  (NUM+1) * 2^SCALE granules of size TG from Address aligned down to TG - not the CPU formula, and not
+  aligned to the range size (misaligned starts are legal). TTL/TG hints: an entry of another level/granule
+  "need not" be invalidated (DDI 0487 D8.14): with `strict_hints=True` (default) such entries stay (a wrong
+  hint is visible), with False they are removed and counted as allowed over-invalidation.
+  TLBI_S2_IPA removes stage-2 entries only: combined stage-1+2 entries are not required to go (software
+  must follow with TLBI_NH_ALL/S12_VMALL, as Linux does for nest parents), so they stay.
+* `dvm_tlbi(op)`: broadcast TLB maintenance (BTM, IHI 0070 3.17.6): the op hits entries of the StreamWorld
+  given by its regime and security state (EL1&0 -> NS-EL1/Secure/Realm, EL2 -> EL2, EL2&0 -> EL2-E2H,
+  ALLE2 -> both, EL3 -> EL3), the VMID (all VMIDs when the op carries none), the ASID for ASID-specific
+  operations except entries whose CD had ASET=1, the stage (S1 ops: stage-1 and combined entries; IPAS2:
+  stage-2 entries; VMALLS12E1/ALLE1: everything), and the address or range (`op.size`, already computed with
+  the CPU formula by the decoder). Every broadcast is counted per context (per tag: world, VMID, ASID, kind):
+  `hits` when it architecturally targets the context, `over` when it is a stage-1 operation for the VMID of
+  a stage-2-only context (not required to hit it, but implementations invalidate by VMID: seed 001). With
+  `overinvalidate_s2=True` such entries are also removed (counted as `over_removed`).
+* `dvm_sync()`: the model applies broadcasts synchronously, so a Sync has nothing left to wait for.
+
+Not modelled yet: ATS/ATC (ATC_INV is accepted and counted), Secure/Realm command variants, TLB conflict
+faults, 52-bit addresses, HTTU (AF/dirty updates).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..tlbi_types import Regime, Scope, Security, Stage, TlbiOp
+from ..trace import NULL_TRACER, Tracer, define
+from .config import PERM_R, CfgKind, StreamWorld, TransCfg, TransResult
+from .fault import EventType, Fault, FaultClass
+from .iotlb import IOTLB, KIND_NESTED, KIND_S1, KIND_S2, MASK56, Entry, Tag
+from .walk import Leaf, WalkFault, walk_s1, walk_s2
+
+__all__ = ["TranslationCore"]
+
+define("smmu_iotlb_lookup_hit", ("sid", "ssid", "vmid", "asid", "addr", "pa", "perm"), "IOTLB hit")
+define("smmu_iotlb_lookup_miss", ("sid", "ssid", "vmid", "asid", "addr"), "IOTLB miss: walk follows")
+define("smmu_ptw_done", ("sid", "ssid", "stage", "addr", "out", "size", "level"), "a walk produced an entry")
+define("smmu_translate_fault", ("sid", "ssid", "addr", "event", "stage2", "cls", "ipa", "reason"),
+       "translation fault value returned to the device")
+define("smmu_btm_tlbi", ("op", "world", "vmid", "asid", "contexts", "over", "removed", "over_removed"),
+       "a broadcast TLBI applied by the translation core")
+define("smmu_btm_ctx", ("op", "world", "vmid", "asid", "kind", "hit", "over", "removed"),
+       "one context reached by a broadcast TLBI (hit: architecturally targeted; over: allowed extra)")
+define("smmu_dvm_sync", ("syncs",), "DVM Sync: every preceding broadcast invalidation is complete")
+
+_tnew = tuple.__new__
+_MASK64 = (1 << 64) - 1
+_TOP8 = 0xFF << 56
+_GSHIFT = {4096: 12, 16384: 14, 65536: 16}
+_TG_GRAN = {1: 4096, 2: 16384, 3: 65536}
+_ALL_KINDS = frozenset((KIND_S1, KIND_S2, KIND_NESTED))
+_S1_KINDS = frozenset((KIND_S1, KIND_NESTED))
+_S2_KINDS = frozenset((KIND_S2,))
+_SINGLE_RANGE = (StreamWorld.EL2, StreamWorld.EL3)
+_NS = frozenset((StreamWorld.NS_EL1,))
+_EL2S = frozenset((StreamWorld.EL2, StreamWorld.EL2_E2H))
+
+# name -> (worlds, asid mode, kinds, address kind); asid mode: "all" | "asid" | "va"; address: None|"va"|"ipa"
+_COMMANDS: dict[str, tuple[frozenset, str, frozenset, str | None]] = {
+    "TLBI_NH_ALL": (_NS, "all", _S1_KINDS, None),
+    "TLBI_NH_ASID": (_NS, "asid", _S1_KINDS, None),
+    "TLBI_NH_VA": (_NS, "va", _S1_KINDS, "va"),
+    "TLBI_NH_VAA": (_NS, "all", _S1_KINDS, "va"),
+    "TLBI_EL2_ALL": (_EL2S, "all", _S1_KINDS, None),
+    "TLBI_EL2_ASID": (frozenset((StreamWorld.EL2_E2H,)), "asid", _S1_KINDS, None),
+    "TLBI_EL2_VA": (_EL2S, "va", _S1_KINDS, "va"),
+    "TLBI_EL2_VAA": (_EL2S, "all", _S1_KINDS, "va"),
+    "TLBI_EL3_ALL": (frozenset((StreamWorld.EL3,)), "all", _S1_KINDS, None),
+    "TLBI_EL3_VA": (frozenset((StreamWorld.EL3,)), "all", _S1_KINDS, "va"),
+    "TLBI_S12_VMALL": (_NS, "all", _ALL_KINDS, None),
+    "TLBI_S2_IPA": (_NS, "all", _S2_KINDS, "ipa"),
+    "TLBI_NSNH_ALL": (_NS, "all", _ALL_KINDS, None),
+}
+_NO_VMID = frozenset(("TLBI_NSNH_ALL", "TLBI_EL2_ALL", "TLBI_EL2_ASID", "TLBI_EL2_VA", "TLBI_EL2_VAA",
+                      "TLBI_EL3_ALL", "TLBI_EL3_VA"))
+
+
+class _Ctx:
+    """Per-TransCfg lookup state (found by identity of the cfg object)."""
+    __slots__ = ("cfg", "ng", "g", "shift", "tbi", "kind", "s2tag")
+
+
+def _canon(addr: int) -> int:
+    """TBI: replace the top byte by the sign extension of bit 55 (the form entries are keyed with)."""
+    a = addr & MASK56
+    return a | _TOP8 if a >> 55 else a
+
+
+class TranslationCore:
+    """Walks + IOTLB for one SMMU. `read(addr) -> u64` reads table descriptors from host memory and raises
+    `devmodel.bus.BusError` for unmapped addresses (-> F_WALK_EABT)."""
+
+    def __init__(self, read: Callable[..., int], tracer: Tracer = NULL_TRACER, features: Any = None, *,
+                 tlb_size: int = 4096, policy: str = "fifo", walk_cache: bool = False, seed: int = 0,
+                 strict_hints: bool = True, overinvalidate_s2: bool = False):
+        self._read = read
+        self.tracer = tracer
+        self.features = features
+        # features None: everything supported (SmmuFeatures has no XNX field: then XNX is off)
+        self.ril = True if features is None else bool(getattr(features, "ril", True))
+        self.xnx = True if features is None else bool(getattr(features, "xnx", False))
+        self.strict_hints = strict_hints
+        self.overinvalidate_s2 = overinvalidate_s2
+        self.iotlb = IOTLB(tlb_size, policy, seed=seed, tracer=tracer, walk_cache=walk_cache)
+        self.walk_cache = walk_cache
+        self._empty = Tag(StreamWorld.NS_EL1, -1, None, False, "none", 12)
+        self._ctxs: dict[int, _Ctx] = {}
+        self._last_cfg: object = None
+        self._last_ctx: _Ctx | None = None
+        self.walks = self.faults = self.s2_hits = self.dvm_syncs = self.broadcasts = 0
+        self.btm: dict[tuple, dict[str, int]] = {}
+
+    # -- contexts ----------------------------------------------------------------------------------------------
+    def _ctx_for(self, cfg: TransCfg) -> _Ctx:
+        ctx = self._ctxs.get(id(cfg))
+        if ctx is None or ctx.cfg is not cfg:
+            ctx = self._build_ctx(cfg)
+            if len(self._ctxs) >= 4096:
+                self._ctxs.clear()
+            self._ctxs[id(cfg)] = ctx
+        self._last_cfg, self._last_ctx = cfg, ctx
+        return ctx
+
+    def _build_ctx(self, cfg: TransCfg) -> _Ctx:
+        ctx = _Ctx()
+        ctx.cfg, ctx.ng, ctx.g, ctx.shift, ctx.tbi, ctx.kind, ctx.s2tag = cfg, self._empty, self._empty, 12, \
+            False, None, None
+        try:
+            kind, world, s1, s2 = cfg.kind, cfg.world, cfg.s1, cfg.s2
+            tlb = self.iotlb
+            vmid = cfg.vmid if world not in _SINGLE_RANGE and world != StreamWorld.EL2_E2H else 0
+            s2shift = _GSHIFT.get(s2.tg, 12) if s2 is not None else 12
+            if kind in (CfgKind.S1, CfgKind.NESTED) and s1 is not None and (kind == CfgKind.S1 or s2 is not None):
+                k = KIND_S1 if kind == CfgKind.S1 else KIND_NESTED
+                shifts = [_GSHIFT[g] for g in (s1.tg0, s1.tg1) if g in _GSHIFT]
+                if k == KIND_NESTED:
+                    shifts.append(s2shift)
+                ctx.shift = min(shifts) if shifts else 12
+                ctx.g = tlb.tag(world, vmid, None, bool(s1.aset), k, ctx.shift)
+                ctx.ng = ctx.g if world in _SINGLE_RANGE else tlb.tag(world, vmid, int(s1.asid), bool(s1.aset),
+                                                                      k, ctx.shift)
+                ctx.tbi = bool(s1.tbi & 3)
+                ctx.kind = k
+                if k == KIND_NESTED:
+                    ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)
+            elif kind == CfgKind.S2 and s2 is not None:
+                ctx.shift = s2shift
+                ctx.ng = ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)
+                ctx.kind = KIND_S2
+            elif kind in (CfgKind.S1, CfgKind.NESTED) and s2 is not None:
+                ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)   # translate_s2 still works
+        except (AttributeError, TypeError, ValueError, KeyError):
+            ctx.kind = None
+        return ctx
+
+    # -- translation -------------------------------------------------------------------------------------------
+    def translate(self, cfg: TransCfg, addr: int, write: bool = False, exec_: bool = False,
+                  priv: bool = False) -> TransResult | Fault:
+        ctx = self._last_ctx if cfg is self._last_cfg else self._ctx_for(cfg)
+        e = ctx.ng.d.get((_canon(addr) if ctx.tbi else addr) >> ctx.shift)
+        if e is None:
+            e = ctx.g.d.get((_canon(addr) if ctx.tbi else addr) >> ctx.shift)
+            if e is None:
+                return self._miss(ctx, addr, write, exec_, priv)
+        p = e.pp if priv else e.pu
+        if p & (2 if write else (4 if exec_ else 1)):
+            tlb = self.iotlb
+            tlb.hits += 1
+            if tlb.lru:
+                tlb.touch(e)
+            if self.tracer.enabled and "smmu_iotlb_lookup_hit" in self.tracer.enabled:
+                self.tracer.emit("smmu_iotlb_lookup_hit", sid=cfg.sid, ssid=cfg.ssid, vmid=cfg.vmid,
+                                 asid=cfg.asid, addr=addr, pa=e.pa | (addr & e.mask), perm=p)
+            return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, True))
+        self.iotlb.hits += 1
+        return self._perm_fault(ctx, e, addr, write, exec_, priv)
+
+    def _need(self, write: bool, exec_: bool) -> int:
+        return 2 if write else (4 if exec_ else 1)
+
+    def _miss(self, ctx: _Ctx, addr: int, write: bool, exec_: bool, priv: bool) -> TransResult | Fault:
+        cfg = ctx.cfg
+        tlb = self.iotlb
+        tlb.misses += 1
+        tr = self.tracer
+        if tr.enabled and "smmu_iotlb_lookup_miss" in tr.enabled:
+            tr.emit("smmu_iotlb_lookup_miss", sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None),
+                    vmid=getattr(cfg, "vmid", 0), asid=getattr(cfg, "asid", 0), addr=addr)
+        if not isinstance(addr, int) or not 0 <= addr <= _MASK64:
+            return self._fault(cfg, addr, WalkFault(EventType.F_TRANSLATION, reason=f"address {addr!r} not a "
+                                                    "64-bit value"), write, exec_, priv)
+        kind = ctx.kind
+        if kind is None:
+            return self._config_fault(cfg, addr, write, exec_, priv)
+        self.walks += 1
+        need = 2 if write else (4 if exec_ else 1)
+        if kind == KIND_S2:
+            e = self._s2_entry(ctx, addr, FaultClass.IN)
+            if type(e) is WalkFault:
+                return self._fault(cfg, addr, e, write, exec_, priv)
+        else:
+            s1 = cfg.s1
+            if kind == KIND_NESTED:
+                oas = min(cfg.oas, 64 - cfg.s2.t0sz) if 16 <= cfg.s2.t0sz <= 48 else cfg.oas
+                l1 = walk_s1(s1, addr, self._read, world=cfg.world, oas=oas,
+                             table_xlate=lambda ipa: self._s2_table(ctx, ipa),
+                             wc=ctx.ng.wc if self.walk_cache else None)
+            else:
+                l1 = walk_s1(s1, addr, self._read, world=cfg.world, oas=cfg.oas,
+                             wc=ctx.ng.wc if self.walk_cache else None)
+            if type(l1) is WalkFault:
+                return self._fault(cfg, addr, l1, write, exec_, priv)
+            if tr.enabled and "smmu_ptw_done" in tr.enabled:
+                tr.emit("smmu_ptw_done", sid=cfg.sid, ssid=cfg.ssid, stage=1, addr=addr, out=l1.oa, size=l1.size,
+                        level=l1.level)
+            va_lo = l1.in_base & MASK56
+            va = (va_lo, va_lo + l1.size, l1.level, l1.granule)
+            p1 = (l1.perm_priv, l1.perm_user)
+            if kind == KIND_S1:
+                e = Entry(l1.out_base, l1.size, l1.perm_priv, l1.perm_user, p1=p1, va=va)
+            else:
+                if not (l1.perm_priv if priv else l1.perm_user) & need:
+                    return self._fault(cfg, addr, WalkFault(EventType.F_PERMISSION, level=l1.level,
+                                                            reason="stage-1 permission"), write, exec_, priv)
+                e2 = self._s2_entry(ctx, l1.oa, FaultClass.IN)
+                if type(e2) is WalkFault:
+                    return self._fault(cfg, addr, e2, write, exec_, priv)
+                size = min(l1.size, e2.size)
+                ipa = l1.oa & ~(size - 1)
+                e = Entry(e2.pa | (ipa & e2.mask), size, l1.perm_priv & e2.p2p, l1.perm_user & e2.p2u, p1=p1,
+                          p2=(e2.p2p, e2.p2u), va=va, ipa=ipa, s2=(e2.ipa_lo, e2.ipa_hi, e2.lvl2, e2.gran2))
+            key = (_canon(addr) if ctx.tbi else addr) >> ctx.shift
+            tlb.insert(ctx.g if l1.global_ else ctx.ng, key, e)
+        p = e.pp if priv else e.pu
+        if p & need:
+            return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, False))
+        return self._perm_fault(ctx, e, addr, write, exec_, priv)
+
+    def _s2_entry(self, ctx: _Ctx, ipa: int, cls: FaultClass) -> Entry | WalkFault:
+        """The stage-2 entry for `ipa` in the context's stage-2 tag (cached, or walked and inserted)."""
+        t = ctx.s2tag
+        key = ipa >> t.shift
+        e = t.d.get(key)
+        if e is not None:
+            self.s2_hits += 1
+            return e
+        cfg = ctx.cfg
+        l2 = walk_s2(cfg.s2, ipa, self._read, cls=cls, oas=cfg.oas, wc=t.wc if self.walk_cache else None,
+                     xnx=self.xnx)
+        if type(l2) is WalkFault:
+            return l2
+        tr = self.tracer
+        if tr.enabled and "smmu_ptw_done" in tr.enabled:
+            tr.emit("smmu_ptw_done", sid=cfg.sid, ssid=cfg.ssid, stage=2, addr=ipa, out=l2.oa, size=l2.size,
+                    level=l2.level)
+        e = Entry(l2.out_base, l2.size, l2.perm_priv, l2.perm_user, p2=(l2.perm_priv, l2.perm_user),
+                  ipa=l2.in_base, s2=(l2.in_base, l2.in_base + l2.size, l2.level, l2.granule))
+        self.iotlb.insert(t, key, e)
+        return e
+
+    def _s2_table(self, ctx: _Ctx, ipa: int) -> int | WalkFault:
+        """Nested: the PA of a stage-1 table access at `ipa` (a read; S2 faults have CLASS=TT)."""
+        e = self._s2_entry(ctx, ipa, FaultClass.TT)
+        if type(e) is WalkFault:
+            return e
+        if not e.p2p & PERM_R:
+            return WalkFault(EventType.F_PERMISSION, True, FaultClass.TT, e.lvl2, ipa,
+                             "stage-2 permission: stage-1 table read")
+        return e.pa | (ipa & e.mask)
+
+    def translate_s2(self, cfg: TransCfg, ipa: int, cls: FaultClass = FaultClass.CD) -> int | Fault:
+        """Stage-2 translation of a read at `ipa` (nested CD fetch: CLASS=CD). Without stage 2: ipa."""
+        if getattr(cfg, "s2", None) is None:
+            return ipa
+        if not isinstance(ipa, int) or not 0 <= ipa <= _MASK64:
+            return self._fault(cfg, 0, WalkFault(EventType.F_TRANSLATION, True, cls, reason="bad IPA"),
+                               False, False, False)
+        ctx = self._last_ctx if cfg is self._last_cfg else self._ctx_for(cfg)
+        if ctx.s2tag is None:
+            return self._config_fault(cfg, ipa, False, False, False)
+        e = self._s2_entry(ctx, ipa, cls)
+        if type(e) is WalkFault:
+            return self._fault(cfg, ipa, e, False, False, False)
+        if not e.p2p & PERM_R:
+            return self._fault(cfg, ipa, WalkFault(EventType.F_PERMISSION, True, cls, e.lvl2, ipa,
+                                                   "stage-2 permission: read"), False, False, False)
+        return e.pa | (ipa & e.mask)
+
+    # -- faults ------------------------------------------------------------------------------------------------
+    def _perm_fault(self, ctx: _Ctx, e: Entry, addr: int, write: bool, exec_: bool, priv: bool) -> Fault:
+        need = 2 if write else (4 if exec_ else 1)
+        p1 = e.p1p if priv else e.p1u
+        if not p1 & need:
+            wf = WalkFault(EventType.F_PERMISSION, level=e.lvl1, reason="stage-1 permission")
+        else:
+            ipa = (e.ipa | (addr & e.mask)) if ctx.kind != KIND_S2 else addr
+            wf = WalkFault(EventType.F_PERMISSION, True, FaultClass.IN, e.lvl2, ipa, "stage-2 permission")
+        return self._fault(ctx.cfg, addr, wf, write, exec_, priv)
+
+    def _config_fault(self, cfg: Any, addr: int, write: bool, exec_: bool, priv: bool) -> Fault:
+        kind = getattr(cfg, "kind", None)
+        if kind == CfgKind.BYPASS:
+            return Fault(EventType.F_TRANS_FORBIDDEN, sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None),
+                         addr=addr, rnw=not write, ind=exec_, pnu=priv, record=False,
+                         reason="bypass configurations are handled by the device, not the translation core")
+        return Fault(EventType.F_TRANS_FORBIDDEN if kind == CfgKind.ABORT else EventType.C_BAD_STE,
+                     sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None), addr=addr, rnw=not write,
+                     ind=exec_, pnu=priv, record=kind != CfgKind.ABORT,
+                     reason=f"configuration {kind!r} has no usable stage-1/stage-2 description")
+
+    def _fault(self, cfg: Any, addr: int, wf: WalkFault, write: bool, exec_: bool, priv: bool) -> Fault:
+        self.faults += 1
+        if wf.stage2:
+            rec = getattr(getattr(cfg, "s2", None), "record", True)
+        else:
+            rec = getattr(getattr(cfg, "s1", None), "record", True)
+        f = Fault(wf.type, sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None),
+                  addr=addr if isinstance(addr, int) else 0, ipa=wf.ipa, stage2=wf.stage2, cls=wf.cls,
+                  rnw=not write, ind=bool(exec_), pnu=bool(priv), record=bool(rec), reason=wf.reason)
+        tr = self.tracer
+        if tr.enabled and "smmu_translate_fault" in tr.enabled:
+            tr.emit("smmu_translate_fault", sid=f.sid, ssid=f.ssid, addr=f.addr, event=f.type.name,
+                    stage2=f.stage2, cls=f.cls.name, ipa=f.ipa, reason=f.reason)
+        return f
+
+    # -- invalidation: the common selector ------------------------------------------------------------------
+    def _select(self, worlds: frozenset, vmid: int | None, asid_mode: str, asid: int | None, kinds: frozenset,
+                aset_exempt: bool = False) -> Callable[[Tag], bool]:
+        def tag_pred(t: Tag) -> bool:
+            if t.world not in worlds or t.kind not in kinds:
+                return False
+            if vmid is not None and t.vmid != vmid:
+                return False
+            if asid_mode == "asid" and t.asid != asid:
+                return False
+            if asid_mode == "va" and t.asid is not None and t.asid != asid:
+                return False
+            if aset_exempt and t.aset:
+                return False
+            return True
+        return tag_pred
+
+    def _apply(self, cause: str, tag_pred: Callable[[Tag], bool], rng: tuple[int, int] | None, by_ipa: bool,
+               leaf: bool, level: int, granule: int | None) -> dict[str, int]:
+        tlb = self.iotlb
+        if rng is None:
+            return tlb.invalidate(cause, tag_pred, walk_all=True)
+        lo, hi = rng
+        if by_ipa:
+            def entry_pred(e: Entry) -> bool:
+                return e.ipa_lo < hi and lo < e.ipa_hi
+        else:
+            def entry_pred(e: Entry) -> bool:
+                return e.va_lo < hi and lo < e.va_hi
+
+        hint_pred = None
+        if level or granule:
+            def hint_pred(e: Entry) -> bool:
+                lv, gr = (e.lvl2, e.gran2) if by_ipa else (e.lvl1, e.gran1)
+                return (not level or lv == level) and (not granule or gr == granule)
+
+        def wc_pred(t: Tag, key: tuple) -> bool:
+            sh, pfx = key
+            wlo = pfx << sh
+            return wlo < hi and lo < wlo + (1 << sh)
+
+        if hint_pred is not None and not self.strict_hints:
+            # hints ignored: everything in range goes; what the hint would have kept is allowed extra
+            r1 = tlb.invalidate(cause, tag_pred, entry_pred, hint_pred=hint_pred, count_op=False)
+            res = tlb.invalidate(cause, tag_pred, entry_pred, None if leaf else wc_pred, count_op=False)
+            kept = r1["kept_by_hint"]
+            res["removed"] += r1["removed"]
+            tlb.count(cause, removed=res["removed"], walk_removed=res["walk_removed"], over=kept)
+            res["over"] = kept
+            return res
+        return tlb.invalidate(cause, tag_pred, entry_pred, None if leaf else wc_pred, hint_pred=hint_pred)
+
+    # -- invalidation commands ---------------------------------------------------------------------------------
+    def invalidate(self, cmd: Any) -> dict[str, int]:
+        """Apply one decoded TLBI_* / ATC_INV command (attributes: name, vmid, asid, addr, leaf, num, scale,
+        tg, ttl). Other commands are ignored. Returns what was removed."""
+        name = str(getattr(cmd, "name", ""))
+        if name == "ATC_INV":
+            self.iotlb.count("ATC_INV")          # no ATS/ATC modelled: nothing cached in devices
+            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+        spec = _COMMANDS.get(name)
+        if spec is None:
+            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+        try:
+            worlds, asid_mode, kinds, akind = spec
+            vmid = None if name in _NO_VMID else int(getattr(cmd, "vmid", 0)) & 0xFFFF
+            asid = int(getattr(cmd, "asid", 0)) & 0xFFFF
+            tag_pred = self._select(worlds, vmid, asid_mode, asid, kinds)
+            if akind is None:
+                return self._apply(name, tag_pred, None, False, False, 0, None)
+            addr = int(getattr(cmd, "addr", 0)) & _MASK64
+            tg = int(getattr(cmd, "tg", 0)) & 3 if self.ril else 0
+            level, granule = 0, None
+            if tg:
+                granule = _TG_GRAN[tg]
+                lo = addr & ~(granule - 1)
+                num = int(getattr(cmd, "num", 0)) & 0x1F
+                scale = int(getattr(cmd, "scale", 0)) & 0x1F
+                hi = lo + ((num + 1) << scale) * granule
+                ttl = int(getattr(cmd, "ttl", 0)) & 3
+                level = ttl if _ttl_valid(ttl, granule) else 0
+            else:
+                lo, hi = addr, addr + 1
+            if akind == "va":
+                lo56 = lo & MASK56
+                rng = (lo56, lo56 + (hi - lo))
+            else:
+                rng = (lo, hi)
+            return self._apply(name, tag_pred, rng, akind == "ipa", bool(getattr(cmd, "leaf", 0)), level, granule)
+        except (TypeError, ValueError, AttributeError):
+            self.iotlb.count("malformed:" + name)
+            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+
+    def flush(self) -> int:
+        return self.iotlb.flush()
+
+    # -- BTM ----------------------------------------------------------------------------------------------------
+    def dvm_tlbi(self, op: TlbiOp) -> dict[str, int]:
+        """Apply a broadcast TLBI (DVM TLB Invalidate) as an SMMU with BTM must. Never raises."""
+        try:
+            return self._dvm_tlbi(op)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            self.iotlb.count("dvm:malformed")
+            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+
+    def _dvm_tlbi(self, op: TlbiOp) -> dict[str, int]:
+        self.broadcasts += 1
+        cause = "dvm:" + op.name
+        zero = {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+        regime, scope = op.regime, op.scope
+        if regime == Regime.GPT or scope == Scope.PA:
+            self.iotlb.count(cause)               # RME granule protection: no TLB entries here
+            return zero
+        if regime == Regime.EL10:
+            worlds = frozenset((
+                {Security.NS: StreamWorld.NS_EL1, Security.S: StreamWorld.SECURE,
+                 Security.REALM: StreamWorld.REALM}.get(op.security, StreamWorld.NS_EL1),))
+            vmid = op.vmid
+        elif regime == Regime.EL3:
+            worlds, vmid = frozenset((StreamWorld.EL3,)), None
+        elif scope == Scope.ALL:
+            worlds, vmid = _EL2S, None            # ALLE2 covers the EL2 and EL2&0 regimes
+        else:
+            worlds = frozenset((StreamWorld.EL2 if regime == Regime.EL2 else StreamWorld.EL2_E2H,))
+            vmid = None
+        kinds = {Stage.S1: _S1_KINDS, Stage.S2: _S2_KINDS}.get(op.stage, _ALL_KINDS)
+        if scope == Scope.IPA:
+            kinds = _S2_KINDS
+        asid = op.asid
+        if scope == Scope.ASID:
+            asid_mode, exempt = "asid", True
+        elif scope == Scope.VA and asid is not None:
+            asid_mode, exempt = "va", True
+        else:
+            asid_mode, exempt = "all", False
+        tag_pred = self._select(worlds, vmid, asid_mode, asid, kinds, exempt)
+        rng = None
+        level, granule = 0, None
+        if scope in (Scope.VA, Scope.VAA, Scope.IPA) and op.addr is not None:
+            if op.size:
+                lo, hi = op.addr & _MASK64, (op.addr & _MASK64) + op.size
+                level = op.ttl & 3 if op.ttl else 0
+                granule = op.granule
+            else:
+                lo, hi = op.addr & _MASK64, (op.addr & _MASK64) + 1
+                if op.ttl and op.ttl >> 2:
+                    granule = op.granule
+                    level = op.ttl & 3 if _ttl_valid(op.ttl & 3, granule) else 0
+            if scope != Scope.IPA:
+                lo56 = lo & MASK56
+                rng = (lo56, lo56 + (hi - lo))
+            else:
+                rng = (lo, hi)
+        # per-context accounting (before removal, so contexts are counted even when empty)
+        over_pred = None
+        if op.stage == Stage.S1 and scope != Scope.IPA and StreamWorld.NS_EL1 in worlds and regime == Regime.EL10:
+            def over_pred(t: Tag) -> bool:     # seed 001: stage-2-only entries of the op's VMID
+                return t.kind == KIND_S2 and t.world == StreamWorld.NS_EL1 and (vmid is None or t.vmid == vmid)
+        hit_keys: set[tuple] = set()
+        over_keys: set[tuple] = set()
+        removed_by: dict[tuple, int] = {}
+        for t in self.iotlb.tags.values():
+            k = (t.world.value, t.vmid, t.asid, t.kind)
+            if tag_pred(t):
+                hit_keys.add(k)
+            elif over_pred is not None and over_pred(t):
+                over_keys.add(k)
+            before = len(t.d)
+            if before:
+                removed_by[id(t)] = before
+        res = self._apply(cause, tag_pred, rng, scope == Scope.IPA, op.leaf, level, granule)
+        over_removed = 0
+        if over_keys and self.overinvalidate_s2:
+            r = self.iotlb.invalidate(cause + ":over", over_pred, walk_all=True)
+            over_removed = r["removed"]
+        tr = self.tracer
+        ctx_on = tr.enabled and "smmu_btm_ctx" in tr.enabled
+        stats = self.btm
+        removed_per_key: dict[tuple, int] = {}
+        for t in self.iotlb.tags.values():
+            n = removed_by.get(id(t), 0) - len(t.d)
+            if n:
+                k = (t.world.value, t.vmid, t.asid, t.kind)
+                removed_per_key[k] = removed_per_key.get(k, 0) + n
+        for k in hit_keys | over_keys:
+            s = stats.get(k)
+            if s is None:
+                s = stats[k] = {"hits": 0, "over": 0, "removed": 0}
+            hit = k in hit_keys
+            s["hits" if hit else "over"] += 1
+            s["removed"] += removed_per_key.get(k, 0)
+            if ctx_on:
+                tr.emit("smmu_btm_ctx", op=op.name, world=k[0], vmid=k[1], asid=k[2], kind=k[3], hit=hit,
+                        over=not hit, removed=removed_per_key.get(k, 0))
+        if tr.enabled and "smmu_btm_tlbi" in tr.enabled:
+            tr.emit("smmu_btm_tlbi", op=op.name, world=",".join(sorted(w.value for w in worlds)), vmid=vmid,
+                    asid=asid, contexts=len(hit_keys), over=len(over_keys), removed=res["removed"],
+                    over_removed=over_removed)
+        res = dict(res)
+        res["contexts"] = len(hit_keys)
+        res["over_contexts"] = len(over_keys)
+        res["over_removed"] = over_removed
+        return res
+
+    def dvm_sync(self, sync: Any = None) -> None:
+        """DVM Sync: broadcasts are applied synchronously in `dvm_tlbi`, so all are complete here."""
+        self.dvm_syncs += 1
+        tr = self.tracer
+        if tr.enabled and "smmu_dvm_sync" in tr.enabled:
+            tr.emit("smmu_dvm_sync", syncs=self.dvm_syncs)
+
+    # -- statistics -------------------------------------------------------------------------------------------
+    def btm_context(self, world: StreamWorld | str, vmid: int, asid: int | None, kind: str) -> dict[str, int]:
+        """Broadcast counters of one context: hits (targeted), over (allowed extra), removed (entries)."""
+        w = world.value if isinstance(world, StreamWorld) else world
+        return dict(self.btm.get((w, vmid, asid, kind), {"hits": 0, "over": 0, "removed": 0}))
+
+    @property
+    def stats(self) -> dict:
+        s = self.iotlb.stats()
+        s.update(walks=self.walks, faults=self.faults, s2_hits=self.s2_hits, broadcasts=self.broadcasts,
+                 dvm_syncs=self.dvm_syncs,
+                 btm={f"{k[0]}/vmid={k[1]}/asid={k[2]}/{k[3]}": dict(v) for k, v in self.btm.items()})
+        return s
+
+
+def _ttl_valid(level: int, granule: int | None) -> bool:
+    """TTL level hints that can name a leaf: 4K levels 1-3, 16K/64K levels 2-3 (48-bit formats)."""
+    if not level:
+        return False
+    return level >= (1 if granule == 4096 else 2)

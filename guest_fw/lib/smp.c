@@ -1,0 +1,122 @@
+/*
+ * PSCI calls (DEN0022, SMCCC conduit: HVC from EL1, SMC from EL2 as on QEMU virt,virtualization=on),
+ * SMP boot of secondaries, and the unhandled-exception report used by the vectors in start.S.
+ */
+#include "guest.h"
+
+s64 psci_call(u32 fn, u64 a1, u64 a2, u64 a3)
+{
+	register u64 x0 asm("x0") = fn;
+	register u64 x1 asm("x1") = a1;
+	register u64 x2 asm("x2") = a2;
+	register u64 x3 asm("x3") = a3;
+	if (current_el() == 2)
+		asm volatile("smc #0" : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3) : : "memory");
+	else
+		asm volatile("hvc #0" : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3) : : "memory");
+	return (s64)x0;
+}
+
+u32 psci_version(void)
+{
+	return (u32)psci_call(PSCI_VERSION, 0, 0, 0);
+}
+
+s64 psci_cpu_on(u64 mpidr, u64 entry, u64 context)
+{
+	return psci_call(PSCI_CPU_ON, mpidr, entry, context);
+}
+
+s64 psci_affinity_info(u64 mpidr)
+{
+	return psci_call(PSCI_AFFINITY_INFO, mpidr, 0, 0);
+}
+
+void psci_cpu_off(void)
+{
+	for (;;)
+		psci_call(PSCI_CPU_OFF, 0, 0, 0);
+}
+
+void psci_system_off(void)
+{
+	for (;;)
+		psci_call(PSCI_SYSTEM_OFF, 0, 0, 0);
+}
+
+/* ---- SMP --------------------------------------------------------------------------------------- */
+u64 cpu_mpidr(int cpu)
+{
+	return ((u64)(cpu / 16) << 8) | (u64)(cpu % 16);
+}
+
+int smp_processor_id(void)
+{
+	u64 m = current_el() == 2 ? read_sysreg(vmpidr_el2) : read_sysreg(mpidr_el1);
+	return (int)((m & 0xff) + ((m >> 8) & 0xff) * 16);
+}
+
+int nr_cpus_present(void)
+{
+	int n = 0;
+	while (n < NR_CPUS && psci_affinity_info(cpu_mpidr(n)) >= 0)
+		n++;
+	return n;
+}
+
+struct secondary_boot {
+	void (*fn)(void *);
+	void *arg;
+};
+
+static volatile struct secondary_boot boot_data[NR_CPUS];
+extern char secondary_entry[];
+
+s64 smp_boot_secondary(int cpu, void (*fn)(void *), void *arg)
+{
+	if (cpu < 0 || cpu >= NR_CPUS)
+		return PSCI_RET_INVALID_PARAMETERS;
+	boot_data[cpu].fn = fn;
+	boot_data[cpu].arg = arg;
+	dsb(sy);
+	return psci_cpu_on(cpu_mpidr(cpu), (u64)(uintptr_t)secondary_entry, (u64)cpu);
+}
+
+void __noreturn secondary_main(int cpu)
+{
+	void (*fn)(void *) = boot_data[cpu].fn;
+	if (fn)
+		fn(boot_data[cpu].arg);
+	dsb(sy);
+	psci_cpu_off();
+}
+
+void smp_wait_cpu_off(int cpu)
+{
+	while (psci_affinity_info(cpu_mpidr(cpu)) != PSCI_AFF_OFF)
+		;
+}
+
+/* ---- exceptions (vectors in start.S) ------------------------------------------------------------ */
+void unhandled_exception(int vector)
+{
+	static const char *const kinds[4] = { "Synchronous", "IRQ", "FIQ", "SError" };
+	static const char *const from[4] = { "current EL, SP0", "current EL, SPx", "lower EL, AArch64",
+					     "lower EL, AArch32" };
+	u64 esr, elr, far;
+	unsigned int ec;
+	if (current_el() == 2) {
+		esr = read_sysreg(esr_el2);
+		elr = read_sysreg(elr_el2);
+		far = read_sysreg(far_el2);
+	} else {
+		esr = read_sysreg(esr_el1);
+		elr = read_sysreg(elr_el1);
+		far = read_sysreg(far_el1);
+	}
+	ec = (unsigned int)(esr >> 26) & 0x3f;
+	printf("unhandled exception: %s from %s at pc %#lx: EC %#x ESR %#lx FAR %#lx\n", kinds[vector & 3],
+	       from[(vector >> 2) & 3], (unsigned long)elr, ec, (unsigned long)esr, (unsigned long)far);
+	/* the same statuses as smmu-harness: 132 undefined instruction (EC 0), 139 anything else */
+	exit(ec == 0 ? 132 : 139);
+}

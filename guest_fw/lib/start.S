@@ -1,0 +1,99 @@
+/*
+ * Guest entry, secondary-CPU entry and the exception vector table.
+ *
+ * Boot (PSCI / QEMU -kernel): the boot CPU enters _start at EL1 (or EL2) with the MMU off. It clears .bss,
+ * takes the stack of its CPU number, enables FP/SIMD, installs the vectors, and calls main(); main's return
+ * value goes to exit(). Secondaries are started with PSCI CPU_ON at secondary_entry and run
+ * secondary_main(cpu) (smp.c). CPU number = MPIDR Aff1 * 16 + Aff0; at EL2 it is read from VMPIDR_EL2, which
+ * the harness sets per vCPU and which resets to MPIDR_EL1 on hardware and QEMU (Arm ARM D17.2.190).
+ */
+    .section .text.boot, "ax"
+    .global _start
+_start:
+    bl      cpu_number              // x0 = CPU number
+    mov     x19, x0
+    adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+1:  cmp     x1, x2
+    b.hs    2f
+    str     xzr, [x1], #8
+    b       1b
+2:  mov     x0, x19
+    bl      cpu_setup               // stack, FP, vectors (preserves x19)
+    bl      console_init
+    bl      main
+    bl      exit                    // does not return
+    b       .
+
+    .global secondary_entry
+secondary_entry:                    // PSCI CPU_ON entry point; x0 = context id (unused)
+    bl      cpu_number
+    mov     x19, x0
+    bl      cpu_setup
+    mov     x0, x19
+    bl      secondary_main          // does not return
+    b       .
+
+/* x0 = CPU number from (V)MPIDR. Clobbers x0-x2. */
+cpu_number:
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.eq    1f
+    mrs     x1, mpidr_el1
+    b       2f
+1:  mrs     x1, vmpidr_el2
+2:  and     x0, x1, #0xff
+    ubfx    x2, x1, #8, #8
+    add     x0, x0, x2, lsl #4
+    ret
+
+/* x0 = CPU number: SP = top of its stack; FP/SIMD on; VBAR. Clobbers x0-x3. */
+cpu_setup:
+    cmp     x0, #16                 // GUEST_NR_CPUS in link.ld
+    b.hs    .                       // no stack for this CPU: park it
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    add     x0, x0, #1
+    lsl     x0, x0, #14             // GUEST_STACK_SIZE = 0x4000
+    add     x1, x1, x0
+    mov     sp, x1
+    adr     x2, vectors
+    mrs     x3, CurrentEL
+    cmp     x3, #(2 << 2)
+    b.eq    1f
+    mrs     x3, cpacr_el1           // CPACR_EL1.FPEN = 0b11: no FP/SIMD traps (Arm ARM D17.2.30)
+    orr     x3, x3, #(3 << 20)
+    msr     cpacr_el1, x3
+    msr     vbar_el1, x2
+    b       2f
+1:  mov     x3, #0x33ff             // CPTR_EL2 (E2H=0): RES1 bits, TFP=0 (Arm ARM D17.2.32)
+    msr     cptr_el2, x3
+    msr     vbar_el2, x2
+2:  isb
+    ret
+
+/*
+ * Vector table (Arm ARM D1.10.2): 16 entries of 0x80 bytes, 2 KiB aligned. Every entry reports an unhandled
+ * exception with its index (exceptions.c). Under smmu-harness the harness catches exceptions itself and
+ * reports them; on QEMU or hardware these entries do.
+ */
+    .macro vector idx
+    .balign 0x80
+    stp     x29, x30, [sp, #-16]!
+    mov     x0, #\idx
+    b       vector_common
+    .endm
+
+    .balign 0x800
+    .global vectors
+vectors:
+    .irp idx, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    vector \idx
+    .endr
+
+vector_common:
+    mov     x29, sp
+    bl      unhandled_exception     // does not return
+    b       .

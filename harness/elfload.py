@@ -1,0 +1,184 @@
+"""Guest ELF loading with pyelftools: PT_LOAD segments, entry point, and a symbolizer (pc -> `func+off`).
+
+`load_elf(path)` validates the file before anything is loaded and raises `ElfLoadError` (one line, naming the
+file and what is wrong) for: missing/unreadable files, non-ELF data, 32-bit, big-endian or non-AArch64 ELFs,
+truncated headers or segments, and images without loadable segments. Low-level parser errors are converted in
+one place (`_guard`). Whether the segments fit in a VM's RAM is checked by `VM.load`.
+
+Segments are placed at their physical address (`p_paddr`), like QEMU's `-kernel` ELF loader; the entry point
+is translated from a segment's virtual to its physical address when the two differ.
+
+Not handled: relocation of ET_DYN images (they are loaded at their link addresses), compressed sections.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from elftools.common.exceptions import ELFError, ELFParseError
+from elftools.elf.elffile import ELFFile
+
+__all__ = ["ElfLoadError", "Segment", "ElfImage", "Symbolizer", "load_elf", "EM_AARCH64"]
+
+EM_AARCH64 = 183
+_MACHINES = {3: "x86 (i386)", 62: "x86-64", 40: "32-bit Arm", 243: "RISC-V", 8: "MIPS", 20: "PowerPC",
+             21: "PowerPC64", 22: "s390"}
+PF_X = 1
+
+
+class ElfLoadError(Exception):
+    """The file cannot be run: the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    vaddr: int
+    paddr: int
+    data: bytes           # p_filesz bytes from the file
+    memsz: int            # data is followed by memsz - len(data) zero bytes
+    flags: int
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & PF_X)
+
+
+class Symbolizer:
+    """Maps addresses to `symbol+0xoff` using the function and label symbols of an image."""
+
+    def __init__(self, symbols: list[tuple[int, int, str]] = ()):
+        # (address, size, name) sorted by address; size 0 for assembly labels
+        self._syms = sorted(symbols)
+        self._addrs = [s[0] for s in self._syms]
+
+    def __len__(self) -> int:
+        return len(self._syms)
+
+    def lookup(self, addr: int) -> tuple[str, int] | None:
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0:
+            return None
+        base, size, name = self._syms[i]
+        if size and addr >= base + size:       # a sized symbol covers [base, base+size) only
+            return None
+        return name, addr - base
+
+    def __call__(self, addr: int) -> str:
+        hit = self.lookup(addr)
+        if hit is None:
+            return "??"
+        name, off = hit
+        return f"{name}+{off:#x}" if off else name
+
+    def address_of(self, name: str) -> int:
+        for a, _, n in self._syms:
+            if n == name:
+                return a
+        raise KeyError(f"no symbol {name!r}")
+
+
+@dataclass
+class ElfImage:
+    path: str
+    entry: int                          # physical (load) address of the entry point
+    segments: list[Segment]
+    symbolizer: Symbolizer = field(default_factory=Symbolizer)
+
+    def symbol(self, name: str) -> int:
+        return self.symbolizer.address_of(name)
+
+
+@contextmanager
+def _guard(path: str) -> Iterator[None]:
+    """The one place that turns parser-level failures into ElfLoadError."""
+    try:
+        yield
+    except ElfLoadError:
+        raise
+    except (ELFError, ELFParseError, struct.error, ValueError, IndexError, KeyError, AssertionError,
+            UnicodeDecodeError) as e:
+        raise ElfLoadError(f"{path}: malformed or truncated ELF ({type(e).__name__}: {e})") from None
+    except Exception as e:            # construct.* errors and friends from deep inside pyelftools
+        if type(e).__module__.startswith(("construct", "elftools")):
+            raise ElfLoadError(f"{path}: malformed or truncated ELF ({type(e).__name__}: {e})") from None
+        raise
+
+
+def _check_ident(path: str, head: bytes) -> None:
+    if len(head) < 4 or head[:4] != b"\x7fELF":
+        raise ElfLoadError(f"{path}: not an ELF file (starts with {head[:4]!r})")
+    if len(head) < 64:
+        raise ElfLoadError(f"{path}: truncated ELF header ({len(head)} bytes)")
+    ei_class, ei_data = head[4], head[5]
+    if ei_class == 1:
+        raise ElfLoadError(f"{path}: 32-bit ELF (ELFCLASS32); an AArch64 (ELFCLASS64) image is required")
+    if ei_class != 2:
+        raise ElfLoadError(f"{path}: bad ELF class {ei_class}")
+    if ei_data == 2:
+        raise ElfLoadError(f"{path}: big-endian ELF (ELFDATA2MSB); only little-endian AArch64 is supported")
+    if ei_data != 1:
+        raise ElfLoadError(f"{path}: bad ELF data encoding {ei_data}")
+    machine = int.from_bytes(head[18:20], "little")
+    if machine != EM_AARCH64:
+        what = _MACHINES.get(machine, f"e_machine {machine}")
+        raise ElfLoadError(f"{path}: {what} ELF, not AArch64 (EM_AARCH64 = {EM_AARCH64})")
+    e_type = int.from_bytes(head[16:18], "little")
+    if e_type not in (2, 3):
+        kind = {1: "a relocatable object (ET_REL): link it first", 4: "a core file"}.get(e_type, f"type {e_type}")
+        raise ElfLoadError(f"{path}: ELF is {kind}, not an executable")
+
+
+def load_elf(path: str | os.PathLike) -> ElfImage:
+    """Parse and validate an AArch64 executable. Raises ElfLoadError with a one-line message."""
+    spath = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ElfLoadError(f"{spath}: no such file") from None
+    except IsADirectoryError:
+        raise ElfLoadError(f"{spath}: is a directory") from None
+    except OSError as e:
+        raise ElfLoadError(f"{spath}: cannot read: {e.strerror or e}") from None
+    _check_ident(spath, data[:64])
+    with _guard(spath):
+        import io
+        elf = ELFFile(io.BytesIO(data))
+        segments: list[Segment] = []
+        for i, ph in enumerate(elf.iter_segments()):
+            if ph["p_type"] != "PT_LOAD" or ph["p_memsz"] == 0:
+                continue
+            off, filesz, memsz = ph["p_offset"], ph["p_filesz"], ph["p_memsz"]
+            if filesz > memsz:
+                raise ElfLoadError(f"{spath}: segment {i}: p_filesz {filesz:#x} > p_memsz {memsz:#x}")
+            if off + filesz > len(data):
+                raise ElfLoadError(f"{spath}: truncated: segment {i} needs file bytes "
+                                   f"[{off:#x}, {off + filesz:#x}) but the file has {len(data):#x}")
+            segments.append(Segment(ph["p_vaddr"], ph["p_paddr"], data[off:off + filesz], memsz, ph["p_flags"]))
+        if not segments:
+            raise ElfLoadError(f"{spath}: no loadable (PT_LOAD) segments")
+        entry = elf.header["e_entry"]
+        for s in segments:
+            if s.vaddr <= entry < s.vaddr + s.memsz:
+                entry = entry - s.vaddr + s.paddr
+                break
+        else:
+            raise ElfLoadError(f"{spath}: entry point {entry:#x} is not inside any loadable segment")
+        syms: list[tuple[int, int, str]] = []
+        tab = elf.get_section_by_name(".symtab")
+        if tab is not None and hasattr(tab, "iter_symbols"):
+            for sym in tab.iter_symbols():
+                name = sym.name
+                kind = sym["st_info"]["type"]
+                if not name or name.startswith("$") or kind not in ("STT_FUNC", "STT_NOTYPE"):
+                    continue
+                if sym["st_shndx"] in ("SHN_UNDEF", "SHN_ABS"):
+                    continue
+                if name.startswith((".L", "__")) and kind == "STT_NOTYPE":
+                    continue
+                syms.append((sym["st_value"], sym["st_size"], name))
+    return ElfImage(spath, entry, segments, Symbolizer(syms))

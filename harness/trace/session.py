@@ -1,0 +1,103 @@
+"""`TraceSession`: the `run` command's trace options (`--trace FILE --trace-format F --trace-events GLOBS
+--expect-trace GOLDEN --update-golden`) turned into sinks on a `Tracer`, closed on every exit path.
+
+    with TraceSession(trace="t.json", fmt="chrome", events="tlbi*,dvm*") as ts:
+        ts.attach(machine.tracer, annotate=..., where=...)
+        status = machine.run()
+    if ts.diff: print(ts.diff)
+
+Event selection: `events` globs (QEMU `--trace` style, `-name` removes); without it, the events named in the
+golden file, or `tlbi*,dvm*`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from devmodel.trace import Record, Tracer, select
+
+from .golden import GoldenDiff, compare, golden_events, load_golden, write_golden
+from .sinks import Annotate, Where, open_sink, record_obj
+
+__all__ = ["TraceSession", "DEFAULT_EVENTS", "CollectSink"]
+
+DEFAULT_EVENTS = "tlbi*,dvm*"
+
+
+class CollectSink:
+    """Keeps the plain objects of the records (what the golden compare sees)."""
+
+    def __init__(self, annotate: Annotate | None = None, where: Where | None = None):
+        self.objs: list[dict[str, Any]] = []
+        self.annotate = annotate
+        self.where = where
+
+    def write(self, rec: Record) -> None:
+        self.objs.append(record_obj(rec, self.annotate, self.where))
+
+    def close(self) -> None:
+        pass
+
+
+class TraceSession:
+    def __init__(self, trace: str | Path | None = None, fmt: str = "jsonl", events: str | None = None,
+                 expect_trace: str | Path | None = None, update_golden: bool = False):
+        self.trace, self.fmt = trace, fmt
+        self.expect_trace = Path(expect_trace) if expect_trace else None
+        self.update_golden = update_golden
+        if update_golden and self.expect_trace is None:
+            raise ValueError("--update-golden needs --expect-trace GOLDEN.jsonl")
+        self.golden: list[dict[str, Any]] | None = None
+        if self.expect_trace is not None and not update_golden:
+            self.golden = load_golden(self.expect_trace)
+        if events is None:
+            if self.golden:
+                events = ",".join(golden_events(self.golden))
+            elif trace is not None or self.expect_trace is not None:
+                events = DEFAULT_EVENTS
+        self.events = events
+        self.enabled: frozenset[str] = select(events) if events else frozenset()
+        self.sinks: list[Any] = []
+        self.collect: CollectSink | None = None
+        self.diff: GoldenDiff | None = None
+        self.updated: int | None = None
+        self._closed = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.enabled)
+
+    def attach(self, tracer: Tracer, annotate: Annotate | None = None, where: Where | None = None) -> None:
+        """Enable the selected events on `tracer` and add this session's sinks to it."""
+        if not self.active:
+            return
+        tracer.enable(self.events)
+        if self.trace is not None:
+            s = open_sink(self.trace, self.fmt, annotate, where)
+            self.sinks.append(s)
+            tracer.add_sink(s)
+        if self.expect_trace is not None:
+            self.collect = CollectSink(annotate, where)
+            tracer.add_sink(self.collect)
+
+    def close(self) -> GoldenDiff | None:
+        """Close the files, then compare with (or rewrite) the golden file. Idempotent."""
+        if self._closed:
+            return self.diff
+        self._closed = True
+        try:
+            for s in self.sinks:
+                s.close()
+        finally:
+            if self.collect is not None:
+                if self.update_golden:
+                    self.updated = write_golden(self.expect_trace, self.collect.objs)
+                elif self.golden is not None:
+                    self.diff = compare(self.golden, self.collect.objs)
+        return self.diff
+
+    def __enter__(self) -> "TraceSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,255 @@
+"""File sinks for `devmodel.trace` records: QEMU-log-style text, JSON Lines and Chrome/Perfetto JSON.
+
+Every sink turns a `Record` into the same plain object first (`record_obj`): `event`, `seq`, `ts`, `cpu`, `pc`
+(integer), `sym` (`symbol+0xoff` of the PC), `insn` (capstone text of the instruction at the PC), then the
+event's own fields, with enums turned into their values. `cpu`/`pc` come from the record's fields, or, for
+events emitted while a vCPU instruction is being handled (a `dvm_tlbi` caused by a trapped TLBI), from the
+`where()` callable the harness gives the sink; `sym`/`insn` come from the `annotate(cpu, pc)` callable.
+
+Files are complete and valid whatever way the run ends: each sink writes whole lines, `close()` is
+idempotent and also runs at interpreter exit, and the Chrome sink uses the JSON Array Format (a trailing `]`
+written on close; readers such as Perfetto and chrome://tracing also accept the array without it).
+
+Not done yet: binary Perfetto protobuf output, log rotation.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import weakref
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
+
+from devmodel.trace import Record
+
+__all__ = ["record_obj", "TextSink", "JsonlSink", "ChromeSink", "open_sink", "FORMATS", "HEX_FIELDS",
+           "Annotate", "Where"]
+
+Annotate = Callable[[Optional[int], int], tuple[Optional[str], Optional[str]]]
+Where = Callable[[], Optional[tuple[int, int]]]
+
+#: fields printed in hex by the text sink (addresses, raw register values)
+HEX_FIELDS = frozenset({"pc", "addr", "xt", "size", "range_bytes", "ipa", "iova", "pa", "va", "val", "value",
+                        "base", "offset"})
+FORMATS = ("text", "jsonl", "chrome")
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str, float)):
+        return v.value if isinstance(v, Enum) else v
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return str(v)
+
+
+def record_obj(rec: Record, annotate: Annotate | None = None, where: Where | None = None) -> dict[str, Any]:
+    """The plain object every sink and the golden compare use for one record."""
+    f = rec.fields
+    cpu, pc = f.get("cpu"), f.get("pc")
+    if cpu is None and pc is None and where is not None:
+        w = where()
+        if w is not None:
+            cpu, pc = w
+    sym = insn = None
+    if annotate is not None and pc is not None:
+        sym, insn = annotate(cpu, pc)
+    obj: dict[str, Any] = {"event": rec.event, "seq": rec.seq, "ts": rec.ts, "cpu": cpu, "pc": pc,
+                           "sym": sym, "insn": insn}
+    for k, v in f.items():
+        if k not in obj:
+            obj[k] = _plain(v)
+    return obj
+
+
+_OPEN: "weakref.WeakSet[_FileSink]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for s in list(_OPEN):
+        s.close()
+
+
+class _FileSink:
+    """Common part: the target (path or text stream), annotation callables, idempotent close."""
+
+    def __init__(self, target: str | Path | IO[str], annotate: Annotate | None = None,
+                 where: Where | None = None):
+        if isinstance(target, (str, Path)):
+            self._f: IO[str] = open(target, "w", encoding="utf-8")
+            self._owned = True
+        else:
+            self._f = target
+            self._owned = False
+        self.annotate = annotate
+        self.where = where
+        self.closed = False
+        self.count = 0
+        _OPEN.add(self)
+
+    def write(self, rec: Record) -> None:
+        if self.closed:
+            return
+        self._write(record_obj(rec, self.annotate, self.where))
+        self.count += 1
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Write the trailer (Chrome's closing bracket)."""
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._f.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        _OPEN.discard(self)
+        try:
+            self._finish()
+            self._f.flush()
+        finally:
+            if self._owned:
+                self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fmt_text(k: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int) and (k in HEX_FIELDS or k.endswith("addr")):
+        return f"{v:#x}"
+    if isinstance(v, str) and (" " in v or not v):
+        return json.dumps(v)
+    return str(v)
+
+
+class TextSink(_FileSink):
+    """QEMU log backend style: one line per event, `name k=v ...`, addresses in hex, the PC's symbol+offset
+    and capstone disassembly next to it (`pc=0x40080010 sym=main+0x10 insn="tlbi vae1is, x0"`)."""
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        parts = [obj["event"]]
+        for k, v in obj.items():
+            if k in ("event", "seq", "ts"):
+                continue
+            if v is None and k in ("cpu", "pc", "sym", "insn"):
+                continue
+            parts.append(f"{k}={_fmt_text(k, v)}")
+        self._f.write(" ".join(parts) + "\n")
+
+
+class JsonlSink(_FileSink):
+    """One JSON object per line (see `record_obj` for the keys)."""
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+
+
+class ChromeSink(_FileSink):
+    """Chrome Trace Event Format (JSON Array Format), openable in ui.perfetto.dev.
+
+    Process 1 "vCPUs" has one thread (track) per vCPU; process 2 "DVM receivers" one per receiver; process 3
+    "host/devices" the rest. Each event is a 1-unit complete slice ("X") at `ts`. A `dvm_tlbi` adds a flow
+    (`s` on the issuing vCPU's track, bound to its `tlbi_trap` slice; `f` on the receiver's slice) whose id is
+    the DVM message number, so the UI draws an arrow from each TLBI to the invalidations it caused.
+    """
+
+    PID_CPU, PID_DVM, PID_OTHER = 1, 2, 3
+
+    def __init__(self, target, annotate=None, where=None):
+        super().__init__(target, annotate, where)
+        self._tracks: dict[tuple[int, str], int] = {}
+        self._last_ts: dict[tuple[int, int], int] = {}
+        self._first = True
+        self._f.write("[\n")
+        self._emit({"ph": "M", "pid": self.PID_CPU, "tid": 0, "name": "process_name", "args": {"name": "vCPUs"}})
+        self._emit({"ph": "M", "pid": self.PID_DVM, "tid": 0, "name": "process_name",
+                    "args": {"name": "DVM receivers"}})
+        self._emit({"ph": "M", "pid": self.PID_OTHER, "tid": 0, "name": "process_name",
+                    "args": {"name": "host/devices"}})
+
+    def _emit(self, ev: dict[str, Any]) -> None:
+        self._f.write(("" if self._first else ",\n") + json.dumps(ev, separators=(",", ":")))
+        self._first = False
+
+    def _track(self, pid: int, name: str) -> tuple[int, int]:
+        key = (pid, name)
+        tid = self._tracks.get(key)
+        if tid is None:
+            if pid == self.PID_CPU and name.startswith("cpu") and name[3:].isdigit():
+                tid = int(name[3:]) + 1
+            else:
+                tid = 1000 + len(self._tracks)
+            self._tracks[key] = tid
+            self._emit({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}})
+        return pid, tid
+
+    def _cpu_track(self, name: str) -> tuple[int, int]:
+        is_cpu = name.startswith("cpu") and name[3:].isdigit()
+        return self._track(self.PID_CPU if is_cpu else self.PID_OTHER, name)
+
+    def _slice(self, where: tuple[int, int], ts: int, obj: dict[str, Any]) -> None:
+        args = {k: v for k, v in obj.items() if k not in ("event", "ts") and v is not None}
+        self._emit({"ph": "X", "pid": where[0], "tid": where[1], "ts": ts, "dur": 1, "name": obj["event"],
+                    "cat": obj["event"].split("_", 1)[0], "args": args})
+        self._last_ts[where] = ts
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        ts = obj["ts"]
+        ev = obj["event"]
+        if ev == "dvm_tlbi":
+            src = self._cpu_track(str(obj.get("src")))
+            dst = self._track(self.PID_DVM, str(obj.get("dst")))
+            self._slice(dst, ts, obj)
+            msg = obj.get("msg")
+            if msg is not None:
+                start = self._last_ts.get(src)
+                if start is None:                     # no slice on the source track yet (host maintenance)
+                    self._slice(src, ts, {"event": "dvm_send", "op": obj.get("op")})
+                    start = ts
+                self._emit({"ph": "s", "pid": src[0], "tid": src[1], "ts": start, "id": msg,
+                            "name": "dvm", "cat": "dvm"})
+                self._emit({"ph": "f", "bp": "e", "pid": dst[0], "tid": dst[1], "ts": ts, "id": msg,
+                            "name": "dvm", "cat": "dvm"})
+            return
+        if ev == "dvm_sync":
+            self._slice(self._cpu_track(str(obj.get("src"))), ts, obj)
+            return
+        cpu = obj.get("cpu")
+        if cpu is not None:
+            self._slice(self._track(self.PID_CPU, f"cpu{cpu}"), ts, obj)
+        else:
+            self._slice(self._track(self.PID_OTHER, ev.split("_", 1)[0]), ts, obj)
+
+    def _finish(self) -> None:
+        self._f.write("\n]\n")
+
+
+_SINKS = {"text": TextSink, "jsonl": JsonlSink, "chrome": ChromeSink}
+
+
+def open_sink(target: str | Path | IO[str], fmt: str = "jsonl", annotate: Annotate | None = None,
+              where: Where | None = None) -> _FileSink:
+    """Open a sink of format `fmt` (text, jsonl, chrome) on a path or text stream."""
+    try:
+        cls = _SINKS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown trace format {fmt!r} (choose from {', '.join(FORMATS)})") from None
+    return cls(target, annotate, where)
+

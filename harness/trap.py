@@ -1,0 +1,454 @@
+"""TLBI trapping: the Unicorn SYS hook, DSB barrier hooks, and vCPUs as DVM participants.
+
+`TlbiTrap` is a machine plugin (docs/DESIGN.md "Machine plugins"). On each vCPU it adds one
+`UC_HOOK_INSN`/`UC_ARM64_INS_SYS` hook; TLBIs (CRn 8, nXS CRn 9) are decoded with `devmodel.tlbi.decode` and
+the issuing vCPU's state (EL from PSTATE, `vcpu.vmid`, `HCR_EL2.FB`), then:
+
+1. the issuing vCPU's own Unicorn TLB is flushed (`UC_CTL_TLB_FLUSH`): returning 1 from the hook skips the
+   instruction *without* Unicorn's own flush (REFERENCE.md, Unicorn facts);
+2. encodings Unicorn does not implement (OS, range, nXS, FEAT_TLBIW, RME) re-fire the hook forever when it
+   returns 1, so the PC is moved past the instruction first; the v8.0 operations Unicorn implements (the
+   `UNICORN_NATIVE` set, checked by tests/harness/test_trap.py) skip that register write;
+3. `tlbi_trap` is traced (when enabled);
+4. a broadcast operation (IS/OS, or EL1 with FB=1) goes to `interconnect.tlbi`: the other vCPUs flush their
+   Unicorn TLBs (`VcpuParticipant.dvm_tlbi`), SMMUs with BTM invalidate what the op hits.
+
+DSB/DMB/ISB never reach a hook, so executable code is pre-scanned (capstone) and every DSB gets a
+per-address `UC_HOOK_CODE`. A full DSB (not `...LD`/`...ST`) of the Inner/Outer Shareable or full-system
+domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`); `DSB NSH` completes local TLBIs
+only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any TLBI at EL0) is an
+undefined instruction: traced `tlbi_undef`, the guest dies with status 132 (128 + SIGILL) through the
+machine's stop mechanism.
+
+Hot path: the decode of (encoding, Xt, context) is memoised (`TlbiOp` is frozen), the PC is read only when it
+is needed (PC advance, tracing, broadcast context), and the trace fields are built only when enabled.
+
+Not modelled yet: per-entry invalidation of Unicorn's TLB (every TLBI flushes the whole vCPU TLB, which is
+architecturally allowed over-invalidation), HCR_EL2.TTLB traps to EL2, delivering the undefined-instruction
+exception to the guest's own vectors instead of ending the run, barriers in code written at run time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import capstone
+from unicorn import UC_HOOK_CODE, UC_HOOK_INSN
+from unicorn.arm64_const import UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
+
+import ctypes
+
+from devmodel.dvm import DvmSync, Interconnect
+from devmodel.tlbi import BY_ENCODING, Operand, TlbiDef, decode
+from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedTlbi
+from devmodel.trace import NULL_TRACER, Tracer, define
+
+from .exits import EXIT_UNDEF
+
+__all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "scan_barriers", "Barrier", "EXIT_UNDEFINED",
+           "TRAP_FIELDS"]
+
+_EL10 = Regime.EL10
+EXIT_UNDEFINED = EXIT_UNDEF             # 132 = 128 + SIGILL, what a shell reports for an undefined instruction
+
+TRAP_FIELDS = ("cpu", "pc", "el", "op", "xt", "shareability", "broadcast", "regime", "stage", "scope", "vmid",
+               "asid", "addr", "leaf", "ttl", "nxs", "tg", "scale", "num", "range_bytes")
+define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fields only for range ops)")
+define("tlbi_undef", ("cpu", "pc", "el", "op1", "crn", "crm", "op2", "reason"),
+       "a TLBI not allowed at the current EL: undefined instruction, the guest dies")
+define("tlbi_dsb", ("cpu", "pc", "domain", "pending"), "a DSB executed after TLBIs of this vCPU")
+
+
+def _unicorn_native(d: TlbiDef) -> bool:
+    """Unicorn 2.1 (QEMU 5 based) implements the Armv8.0 TLBIs: CRn=8, no OS form, no range, no RME/TLBIW."""
+    return (d.crn == 8 and d.share is not Share.OSH and d.operand not in (Operand.RVA, Operand.RIPA, Operand.RPA)
+            and d.family.value != "GPT" and not d.name.startswith("VMALLWS2E1"))
+
+
+#: encodings for which returning 1 from the SYS hook advances the PC by itself
+UNICORN_NATIVE: frozenset[tuple[int, int, int, int]] = frozenset(d.key for d in BY_ENCODING.values()
+                                                                 if _unicorn_native(d))
+
+# --- fast Unicorn access ----------------------------------------------------------------------------------
+
+try:   # unicorn 2.1's ctypes library handle: calling it directly halves the cost of reg_read/ctl in hooks
+    from unicorn.unicorn_py3.unicorn import uclib as _uclib
+except ImportError:                                   # pragma: no cover - other unicorn packaging
+    _uclib = None
+
+_TLB_FLUSH_CODE = (UC_CTL_IO_WRITE << 30) | UC_CTL_TLB_FLUSH     # uc_ctl encoding: op<<30 | nargs<<26 | ctl
+
+
+class _FastUc:
+    """`read_pstate()` and `flush_tlb()` for one Unicorn instance, through the C API when available."""
+
+    def __init__(self, uc: Any):
+        if _uclib is not None:
+            h = uc._uch
+            buf = ctypes.c_uint64()
+            ref = ctypes.byref(buf)
+            rr, ctl = _uclib.uc_reg_read, _uclib.uc_ctl
+
+            def read_pstate() -> int:
+                rr(h, UC_ARM64_REG_PSTATE, ref)
+                return buf.value
+
+            def read_pc() -> int:
+                rr(h, UC_ARM64_REG_PC, ref)
+                return buf.value
+
+            def flush_tlb() -> None:
+                if ctl(h, _TLB_FLUSH_CODE):
+                    uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)     # error path: let the binding raise UcError
+        else:
+            def read_pstate() -> int:
+                return uc.reg_read(UC_ARM64_REG_PSTATE)
+
+            def read_pc() -> int:
+                return uc.reg_read(UC_ARM64_REG_PC)
+
+            def flush_tlb() -> None:
+                uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self.read_pstate, self.read_pc, self.flush_tlb = read_pstate, read_pc, flush_tlb
+
+
+# --- barrier pre-scan ---------------------------------------------------------------------------------------
+
+_DSB_MASK, _DSB_BITS = 0xFFFFF0FF, 0xD503309F          # DSB <option>: CRm in bits [11:8]
+_DSBNXS_MASK, _DSBNXS_BITS = 0xFFFFF3FF, 0xD503323F    # FEAT_XS DSB <option>nXS: imm2 in bits [11:10]
+_DOMAIN = {0: "OSH", 1: "NSH", 2: "ISH", 3: "SY"}
+_MD = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+
+
+@dataclass(frozen=True)
+class Barrier:
+    addr: int
+    text: str          # capstone text, e.g. "dsb ish"
+    domain: str        # OSH / NSH / ISH / SY
+    full: bool         # waits for all accesses and maintenance (not the LD/ST-only forms)
+
+    @property
+    def syncs(self) -> bool:
+        """Does this DSB complete broadcast TLBIs on other PEs (send a DVM Sync)?"""
+        return self.full and self.domain != "NSH"
+
+
+def scan_barriers(regions: Iterable[tuple[int, bytes]]) -> list[Barrier]:
+    """DSBs in executable `regions` [(address, bytes)]: an encoding filter, confirmed by capstone."""
+    out: list[Barrier] = []
+    for base, data in regions:
+        data = bytes(data)
+        n = len(data) // 4
+        words = memoryview(data[: n * 4]).cast("I")
+        for i in range(n):
+            w = words[i]
+            if (w & _DSB_MASK) == _DSB_BITS:
+                crm = (w >> 8) & 0xF
+                if crm & 3 == 0:                     # SSBB / PSSBB / reserved: not a DSB
+                    continue
+                domain, full = _DOMAIN[crm >> 2], (crm & 3) == 3
+            elif (w & _DSBNXS_MASK) == _DSBNXS_BITS:
+                domain, full = _DOMAIN[(w >> 10) & 3], True
+            else:
+                continue
+            addr = base + 4 * i
+            insn = next(_MD.disasm(data[4 * i: 4 * i + 4], addr), None)
+            text = f"{insn.mnemonic} {insn.op_str}".strip() if insn is not None else f"dsb{domain.lower()}nxs"
+            if insn is not None and insn.mnemonic != "dsb":
+                continue
+            out.append(Barrier(addr, text, domain, full))
+    return out
+
+
+_ERETS = frozenset({0xD69F03E0, 0xD69F0BFF, 0xD69F0FFF})     # ERET, ERETAA, ERETAB
+
+
+def scan_erets(regions: Iterable[tuple[int, bytes]]) -> list[int]:
+    """Addresses of ERET instructions (they change the EL, which the trap caches)."""
+    out = []
+    for base, data in regions:
+        data = bytes(data)
+        n = len(data) // 4
+        words = memoryview(data[: n * 4]).cast("I")
+        out.extend(base + 4 * i for i in range(n) if words[i] in _ERETS)
+    return out
+
+
+# --- vCPUs as DVM participants ------------------------------------------------------------------------------
+
+class VcpuParticipant:
+    """A vCPU on the DVM interconnect: a received TLBI flushes its Unicorn TLB.
+
+    The filter is the one hardware applies by tag: an EL1&0 operation for another VMID cannot hit this vCPU's
+    guest translations, so it is ignored; everything else flushes the whole (software) TLB.
+
+    With `lazy=True` (used under the machine, whose round-robin scheduler runs one vCPU at a time and calls
+    the plugin's `slice_start` before each slice) the flush is recorded and done when this vCPU next runs:
+    nothing can observe the difference, and a loop of broadcasts costs one flush per slice.
+    """
+
+    def __init__(self, uc: Any, index: int, vmid: Callable[[], int], lazy: bool = False):
+        self.uc = uc
+        self.index = index
+        self.dvm_name = f"cpu{index}"
+        self._vmid = vmid
+        self._flush_tlb = _FastUc(uc).flush_tlb
+        self.lazy = lazy
+        self.dirty = False
+        self.flushes = 0
+        self.received = 0
+
+    def flush(self) -> None:
+        self._flush_tlb()
+        self.dirty = False
+        self.flushes += 1
+
+    def flush_if_dirty(self) -> None:
+        if self.dirty:
+            self.flush()
+
+    def dvm_tlbi(self, op: TlbiOp, msg: int) -> None:
+        self.received += 1
+        vmid = op.vmid
+        if vmid is not None and op.regime is _EL10 and vmid != self._vmid():
+            return
+        if self.lazy:
+            self.dirty = True
+        else:
+            self.flush()
+
+    def dvm_sync(self, sync: DvmSync) -> None:
+        pass                                          # synchronous model: invalidations are already done
+
+
+class _Cpu:
+    __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el")
+
+    def __init__(self, uc, index, part, vcpu, hcr_fb):
+        self.uc, self.index, self.part, self.vcpu = uc, index, part, vcpu
+        self.pending = False          # broadcast TLBIs issued since the last syncing DSB
+        self.hcr_fb = hcr_fb
+        self.e2h = self.tge = False
+        self.cache: dict[tuple, tuple[TlbiOp, bool]] = {}   # (encoding, Xt, EL, VMID) -> (op, Unicorn-native)
+        self.traps = 0
+        self.el: int | None = None    # cached PSTATE.EL; None = read it at the next TLBI
+
+    def configure(self, hcr_fb: bool | None = None, e2h: bool | None = None, tge: bool | None = None) -> None:
+        """Change the HCR_EL2 bits the decoder sees (drops the decode cache)."""
+        if hcr_fb is not None:
+            self.hcr_fb = hcr_fb
+        if e2h is not None:
+            self.e2h = e2h
+        if tge is not None:
+            self.tge = tge
+        self.cache.clear()
+
+
+class TlbiTrap:
+    """Machine plugin: TLBI SYS hook + DSB hooks on every vCPU.
+
+    Standalone use (tests, benchmarks): `add_cpu(uc, index, vmid=lambda: 5)` then `install_barriers(...)`.
+    `on_undefined(cpu_index, pc, reason)` is called when the guest executes a TLBI it may not; the default
+    asks the machine (or vCPU) to stop with status 132, and stops that Unicorn.
+    """
+
+    def __init__(self, interconnect: Interconnect | None = None, tracer: Tracer | None = None,
+                 hcr_fb: bool = True, on_undefined: Callable[[int, int, str], None] | None = None,
+                 lazy: bool = False):
+        self.interconnect = interconnect if interconnect is not None else Interconnect(tracer or NULL_TRACER)
+        self.tracer = tracer if tracer is not None else self.interconnect.tracer
+        self.hcr_fb = hcr_fb
+        self.on_undefined = on_undefined
+        self.lazy = lazy
+        self.cpus: list[_Cpu] = []
+        self.where_now: tuple[int, int] | None = None
+        self.exit_status: int | None = None
+        self.undefined: list[tuple[int, int, str]] = []
+        self.barriers: list[Barrier] = []
+        self._machine: Any = None
+        self._by_uc: dict[int, _Cpu] = {}
+
+    @property
+    def traps(self) -> int:
+        return sum(c.traps for c in self.cpus)
+
+    # -- trace context for sinks (cpu, pc of the instruction being handled) --
+    def where(self) -> tuple[int, int] | None:
+        return self.where_now
+
+    # -- setup --
+    def add_cpu(self, uc: Any, index: int, vmid: Callable[[], int] = lambda: 0, hcr_fb: bool | None = None,
+                vcpu: Any = None) -> VcpuParticipant:
+        part = VcpuParticipant(uc, index, vmid, lazy=self.lazy)
+        cpu = _Cpu(uc, index, part, vcpu, self.hcr_fb if hcr_fb is None else hcr_fb)
+        self.cpus.append(cpu)
+        self._by_uc[id(uc)] = cpu
+        self.interconnect.attach(part)
+        uc.hook_add(UC_HOOK_INSN, self._make_sys_hook(cpu, vmid), None, 1, 0, UC_ARM64_INS_SYS)
+        return part
+
+    def cpu(self, index: int) -> _Cpu:
+        for c in self.cpus:
+            if c.index == index:
+                return c
+        raise KeyError(f"no vCPU {index} attached to the TLBI trap")
+
+    def install_barriers(self, regions: Iterable[tuple[int, bytes]], cpus: Iterable[int] | None = None
+                         ) -> list[Barrier]:
+        """Pre-scan executable `regions` [(address, bytes)] and hook, on the given vCPUs (default: all),
+        every DSB (DVM Sync) and every ERET (the EL the trap caches changes there)."""
+        regions = [(a, bytes(d)) for a, d in regions]
+        found = scan_barriers(regions)
+        erets = scan_erets(regions)
+        wanted = None if cpus is None else set(cpus)
+        for c in self.cpus:
+            if wanted is None or c.index in wanted:
+                for b in found:
+                    c.uc.hook_add(UC_HOOK_CODE, self._make_dsb_hook(c, b), None, b.addr, b.addr)
+                for a in erets:
+                    c.uc.hook_add(UC_HOOK_CODE, self._make_el_hook(c), None, a, a)
+                c.el = None
+        self.barriers.extend(found)
+        return found
+
+    def el_changed(self, index: int | None = None) -> None:
+        """Tell the trap that PSTATE.EL of a vCPU (default: all) may have changed outside the guest's ERETs
+        (the machine emulating an exception entry, or starting a vCPU at another EL)."""
+        for c in self.cpus:
+            if index is None or c.index == index:
+                c.el = None
+
+    # -- machine plugin protocol --
+    def attach_vcpu(self, vcpu: Any) -> None:
+        index = getattr(vcpu, "index", len(self.cpus))
+        fb = getattr(vcpu, "hcr_fb", None)
+        if fb is None:
+            fb = getattr(getattr(vcpu, "vm", None), "hcr_fb", None)
+        self.add_cpu(vcpu.uc, index, lambda v=vcpu: v.vmid, hcr_fb=fb, vcpu=vcpu)
+
+    def before_run(self, machine: Any) -> None:
+        self._machine = machine
+        regions = getattr(machine, "exec_regions", None)
+        if callable(regions):
+            self.install_barriers(regions())
+
+    def slice_start(self, vcpu: Any) -> None:
+        c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
+        if c is not None:
+            c.el = None
+            c.part.flush_if_dirty()
+
+    # -- hot paths --
+    def _make_sys_hook(self, cpu: _Cpu, vmid: Callable[[], int]):
+        cache = cpu.cache
+        native_set = UNICORN_NATIVE
+        tracer = self.tracer
+        ic = self.interconnect
+        part = cpu.part
+        index = cpu.index
+        fast = _FastUc(cpu.uc)
+        read_pstate, read_pc, flush = fast.read_pstate, fast.read_pc, fast.flush_tlb
+        reg_write = cpu.uc.reg_write
+        PC = UC_ARM64_REG_PC
+
+        def on_sys(uc, reg, cp, _user):
+            # cp is unicorn's CpReg named tuple (crn, crm, op0, op1, op2, val): hashable, so it keys the cache
+            crn = cp[0]
+            if crn != 8 and crn != 9:
+                return 0                          # DC / IC / AT: Unicorn executes them
+            el = cpu.el
+            if el is None:                        # reading PSTATE inside a hook costs ~2 us: cache the EL
+                el = cpu.el = (read_pstate() >> 2) & 3
+            ck = (cp, el, vmid())
+            hit = cache.get(ck)
+            if hit is None:
+                key = (cp.op1, crn, cp.crm, cp.op2)
+                ctx = DecodeContext(el=el, vmid=ck[2], hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
+                try:
+                    op = decode(key[0], crn, key[2], key[3], cp.val, ctx)
+                except UndefinedTlbi as e:
+                    return self._undefined(cpu, read_pc(), el, key, str(e))
+                if len(cache) > 4096:
+                    cache.clear()
+                hit = cache[ck] = (op, key in native_set)
+            op, native = hit
+            cpu.traps += 1
+            enabled = tracer.enabled
+            if enabled:
+                pc = read_pc()
+                if "tlbi_trap" in enabled:
+                    self._trace(index, pc, el, op)
+                if op.broadcast:
+                    self.where_now = (index, pc)
+                    ic.tlbi(op, part)
+                    self.where_now = None
+                    cpu.pending = True
+            elif op.broadcast:
+                ic.tlbi(op, part)
+                cpu.pending = True
+            if native:
+                return 0                          # Unicorn executes it: advances the PC, flushes its own TLB
+            reg_write(PC, read_pc() + 4)          # not implemented by Unicorn: skip it ourselves
+            flush()
+            return 1
+
+        return on_sys
+
+    def _trace(self, index: int, pc: int, el: int, op: TlbiOp) -> None:
+        f = dict(cpu=index, pc=pc, el=el, op=op.name, xt=op.xt, shareability=op.shareability.value,
+                 broadcast=op.broadcast, regime=op.regime.value, stage=op.stage.value, scope=op.scope.value,
+                 vmid=op.vmid, asid=op.asid, addr=op.addr, leaf=op.leaf, ttl=op.ttl, nxs=op.nxs)
+        if op.tg is not None:
+            f.update(tg=op.tg, scale=op.scale, num=op.num, range_bytes=op.size)
+        self.tracer.emit("tlbi_trap", **f)
+
+    def _make_dsb_hook(self, cpu: _Cpu, b: Barrier):
+        ic = self.interconnect
+        tracer = self.tracer
+        syncs = b.syncs
+        index = cpu.index
+        part = cpu.part
+
+        def on_dsb(uc, addr, size, _user):
+            if not cpu.pending:
+                return
+            enabled = tracer.enabled
+            if "tlbi_dsb" in enabled:
+                tracer.emit("tlbi_dsb", cpu=index, pc=addr, domain=b.domain, pending=True)
+            if syncs:
+                cpu.pending = False
+                self.where_now = (index, addr) if enabled else None
+                ic.sync(part)
+                self.where_now = None
+
+        return on_dsb
+
+    @staticmethod
+    def _make_el_hook(cpu: _Cpu):
+        def on_eret(uc, addr, size, _user):
+            cpu.el = None
+
+        return on_eret
+
+    def _undefined(self, cpu: _Cpu, pc: int, el: int, key: tuple[int, int, int, int], reason: str) -> int:
+        op1, crn, crm, op2 = key
+        if "tlbi_undef" in self.tracer.enabled:
+            self.tracer.emit("tlbi_undef", cpu=cpu.index, pc=pc, el=el, op1=op1, crn=crn, crm=crm, op2=op2,
+                             reason=reason)
+        self.undefined.append((cpu.index, pc, reason))
+        self.exit_status = EXIT_UNDEFINED
+        if self.on_undefined is not None:
+            self.on_undefined(cpu.index, pc, reason)
+        else:
+            self._stop_guest(cpu, pc, reason)
+        cpu.uc.emu_stop()
+        return 1                                  # PC stays on the TLBI; emulation stops before it re-fires
+
+    def _stop_guest(self, cpu: _Cpu, pc: int, reason: str) -> None:
+        m = self._machine
+        for target in (cpu.vcpu, m):
+            stop = getattr(target, "stop", None) if target is not None else None
+            if callable(stop):
+                stop(EXIT_UNDEFINED, f"undefined instruction: {reason}")
+                return
