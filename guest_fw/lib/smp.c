@@ -115,7 +115,7 @@ void unhandled_exception(int vector)
 		far = read_sysreg(far_el1);
 	}
 	ec = (unsigned int)(esr >> 26) & 0x3f;
-	printf("unhandled exception: %s from %s at pc %#lx: EC %#x ESR %#lx FAR %#lx\n", kinds[vector & 3],
+	printf("unhandled exception: %s from %s at pc 0x%lx: EC 0x%x ESR 0x%lx FAR 0x%lx\n", kinds[vector & 3],
 	       from[(vector >> 2) & 3], (unsigned long)elr, ec, (unsigned long)esr, (unsigned long)far);
 	/* the same statuses as smmu-harness: 132 undefined instruction (EC 0), 139 anything else */
 	exit(ec == 0 ? 132 : 139);

@@ -194,9 +194,8 @@ class VmidMachineLong(VmidMachine):
 
 
 @pytest.mark.slow
-def test_vmid_allocator_long(request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("long property run (~35 s): select it with -m slow")
+def test_vmid_allocator_long():
+    """Long property run (~35 s); the root conftest skips `slow` tests unless -m slow selects them."""
     VmidMachineLong.TestCase.settings = settings(max_examples=1000, stateful_step_count=100, deadline=None,
                                                  suppress_health_check=[HealthCheck.too_slow])
     VmidMachineLong.TestCase().runTest()
