@@ -30,10 +30,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from unicorn import (UC_ARCH_ARM64, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM,
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM,
                      UC_PROT_ALL, Uc, UcError)
 from unicorn import unicorn_const as ucc
-from unicorn.arm64_const import (UC_ARM64_REG_LR, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP,
+from unicorn.arm64_const import (UC_ARM64_INS_MRS, UC_ARM64_REG_LR, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP,
                                  UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3)
 
 from devmodel.bus import Bus, BusError, Ram
@@ -72,6 +72,7 @@ _EXCP_NAMES = {1: "Undefined Instruction", 2: "SVC", 3: "Prefetch Abort", 4: "Da
 SCR_EL3 = (3, 6, 1, 1, 0)
 HCR_EL2 = (3, 4, 1, 1, 0)
 VMPIDR_EL2 = (3, 4, 0, 0, 5)
+MPIDR_EL1 = (3, 0, 0, 0, 5)
 SCTLR_EL1, SCTLR_EL2 = (3, 0, 1, 0, 0), (3, 4, 1, 0, 0)
 TCR_EL1, TCR_EL2 = (3, 0, 2, 0, 2), (3, 4, 2, 0, 2)
 TTBR0_EL1, TTBR1_EL1, TTBR0_EL2 = (3, 0, 2, 0, 0), (3, 0, 2, 0, 1), (3, 4, 2, 0, 0)
@@ -146,6 +147,10 @@ class Vcpu:
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         if "in_asm" in self.machine.log.enabled:
             uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+        if self.start_el == 2:
+            # At EL2 Unicorn's MPIDR_EL1 is 0x80000000 on every vCPU and cannot be set: answer MRS MPIDR_EL1
+            # ourselves (only vCPUs that start at EL2 pay for this MRS hook).
+            uc.hook_add(UC_HOOK_INSN, self._on_mrs, aux1=UC_ARM64_INS_MRS)
         self._setup_el3()
 
     # -- architectural setup ----------------------------------------------------------------------
@@ -254,6 +259,13 @@ class Vcpu:
             m.log("int", f"{self.dvm_name}: exception {intno} [{_EXCP_NAMES.get(intno, '?')}] at pc {pc:#x} "
                          f"<{self.vm.symbolize(pc)}>")
         m._exception_death(self, intno, pc)
+
+    def _on_mrs(self, uc: Uc, reg: int, cp: Any, _ud: Any) -> int:
+        if (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2) == MPIDR_EL1 and self.el >= 2:
+            uc.reg_write(reg, self.mpidr)
+            uc.reg_write(UC_ARM64_REG_PC, uc.reg_read(UC_ARM64_REG_PC) + 4)
+            return 1
+        return 0
 
     def _on_unmapped(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: Any) -> bool:
         self._fault = (access, addr, size, value, uc.reg_read(UC_ARM64_REG_PC))

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import capstone
-from unicorn import UC_HOOK_CODE, UC_HOOK_INSN
+from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR
 from unicorn.arm64_const import UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 
@@ -188,10 +188,12 @@ class VcpuParticipant:
     nothing can observe the difference, and a loop of broadcasts costs one flush per slice.
     """
 
-    def __init__(self, uc: Any, index: int, vmid: Callable[[], int], lazy: bool = False):
+    def __init__(self, uc: Any, index: int, vmid: Callable[[], int], lazy: bool = False,
+                 name: str | None = None, vcpu: Any = None):
         self.uc = uc
         self.index = index
-        self.dvm_name = f"cpu{index}"
+        self.dvm_name = name if name is not None else f"cpu{index}"
+        self.vcpu = vcpu
         self._vmid = vmid
         self._flush_tlb = _FastUc(uc).flush_tlb
         self.lazy = lazy
@@ -203,6 +205,8 @@ class VcpuParticipant:
         self._flush_tlb()
         self.dirty = False
         self.flushes += 1
+        if self.vcpu is not None:
+            self.vcpu.tlb_flushes += 1
 
     def flush_if_dirty(self) -> None:
         if self.dirty:
@@ -268,6 +272,7 @@ class TlbiTrap:
         self.barriers: list[Barrier] = []
         self._machine: Any = None
         self._by_uc: dict[int, _Cpu] = {}
+        self._scanned: set[tuple[int, int, int]] = set()
 
     @property
     def traps(self) -> int:
@@ -279,8 +284,8 @@ class TlbiTrap:
 
     # -- setup --
     def add_cpu(self, uc: Any, index: int, vmid: Callable[[], int] = lambda: 0, hcr_fb: bool | None = None,
-                vcpu: Any = None) -> VcpuParticipant:
-        part = VcpuParticipant(uc, index, vmid, lazy=self.lazy)
+                vcpu: Any = None, name: str | None = None, lazy: bool | None = None) -> VcpuParticipant:
+        part = VcpuParticipant(uc, index, vmid, lazy=self.lazy if lazy is None else lazy, name=name, vcpu=vcpu)
         cpu = _Cpu(uc, index, part, vcpu, self.hcr_fb if hcr_fb is None else hcr_fb)
         self.cpus.append(cpu)
         self._by_uc[id(uc)] = cpu
@@ -321,23 +326,45 @@ class TlbiTrap:
 
     # -- machine plugin protocol --
     def attach_vcpu(self, vcpu: Any) -> None:
-        index = getattr(vcpu, "index", len(self.cpus))
-        fb = getattr(vcpu, "hcr_fb", None)
-        if fb is None:
-            fb = getattr(getattr(vcpu, "vm", None), "hcr_fb", None)
-        self.add_cpu(vcpu.uc, index, lambda v=vcpu: v.vmid, hcr_fb=fb, vcpu=vcpu)
+        """A machine `Vcpu` (harness.machine): trace `cpu` = `vcpu.id` (machine-wide), DVM name
+        `vcpu.dvm_name`, VMID `vcpu.vmid` and `vcpu.hcr_fb` read live. Flushes of other vCPUs are lazy:
+        done at their next `slice_start`."""
+        self._machine = getattr(vcpu, "machine", self._machine)
+        self.add_cpu(vcpu.uc, vcpu.id, lambda v=vcpu: v.vmid, hcr_fb=vcpu.hcr_fb, vcpu=vcpu,
+                     name=vcpu.dvm_name, lazy=True)
+        cpu = self.cpus[-1]
+
+        def on_intr(uc, intno, _user):            # the machine may emulate an exception entry: EL unknown
+            cpu.el = None
+
+        vcpu.uc.hook_add(UC_HOOK_INTR, on_intr)
 
     def before_run(self, machine: Any) -> None:
+        """Pre-scan each VM's executable ranges (`vm.code_ranges`) and hook them on that VM's vCPUs."""
         self._machine = machine
-        regions = getattr(machine, "exec_regions", None)
-        if callable(regions):
-            self.install_barriers(regions())
+        for vm in getattr(machine, "vms", ()):
+            ids = [v.id for v in vm.vcpus]
+            todo = []
+            for r in vm.code_ranges:
+                key = (id(vm), r.vaddr, len(r.data))
+                if key not in self._scanned:
+                    self._scanned.add(key)
+                    todo.append((r.vaddr, r.data))
+            if todo:
+                self.install_barriers(todo, ids)
 
     def slice_start(self, vcpu: Any) -> None:
         c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
         if c is not None:
             c.el = None
             c.part.flush_if_dirty()
+            v = c.vcpu
+            if v is not None and v.hcr_fb != c.hcr_fb:
+                c.configure(hcr_fb=v.hcr_fb)
+
+    def cpu_name(self, index: int) -> str:
+        """DVM name of vCPU `index` (for trace sinks' track names)."""
+        return self.cpu(index).part.dvm_name
 
     # -- hot paths --
     def _make_sys_hook(self, cpu: _Cpu, vmid: Callable[[], int]):
@@ -348,7 +375,8 @@ class TlbiTrap:
         part = cpu.part
         index = cpu.index
         fast = _FastUc(cpu.uc)
-        read_pstate, read_pc, flush = fast.read_pstate, fast.read_pc, fast.flush_tlb
+        read_pstate, read_pc = fast.read_pstate, fast.read_pc
+        flush = part.flush                        # counts; only on the path Unicorn does not flush itself
         reg_write = cpu.uc.reg_write
         PC = UC_ARM64_REG_PC
 
@@ -446,9 +474,5 @@ class TlbiTrap:
         return 1                                  # PC stays on the TLBI; emulation stops before it re-fires
 
     def _stop_guest(self, cpu: _Cpu, pc: int, reason: str) -> None:
-        m = self._machine
-        for target in (cpu.vcpu, m):
-            stop = getattr(target, "stop", None) if target is not None else None
-            if callable(stop):
-                stop(EXIT_UNDEFINED, f"undefined instruction: {reason}")
-                return
+        if cpu.vcpu is not None and self._machine is not None:
+            self._machine.die_undefined(cpu.vcpu, pc, reason)      # death line, outcome UNDEF (exit 132)

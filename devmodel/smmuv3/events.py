@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fields import Field, Layout, decode_as, encode_from
+from ..fields import Field, Layout, decode_as
 from .fault import EventType, Fault, FaultClass
 
 __all__ = ["EVENT_LAYOUT", "Event", "decode", "encode", "from_fault", "EVENT_SIZE"]

@@ -19,7 +19,7 @@ range, EPD) > address size (table or output address above the output size) > acc
 Permission checks are separate (the caller compares `Leaf.perm_*` with `need_of(...)`), so a cached entry
 can fault without a walk.
 
-Not modelled yet: 52-bit VA/IPA/PA (FEAT_LVA/LPA/LPA2 formats; 52-bit descriptor bits give F_ADDR_SIZE),
+Not modelled yet: 52-bit VA/IPA/PA (FEAT_LVA/LPA/LPA2 formats; descriptor bits [51:48] are ignored),
 hardware AF/dirty updates (CD.HA/HD, STE.S2HA/S2HD: with HA=1 an AF=0 descriptor is used as if AF were 1,
 memory is not written), HPD, the Contiguous hint (entries are cached one descriptor at a time), big-endian
 tables (CD.ENDI/STE.S2ENDI are rejected by the programming model), S2PTW device-memory checks.
@@ -45,7 +45,8 @@ MAX_TSZ = 48          # SMMU_IDR3.STT=1 small translation tables (39 without STT
 _MASK64 = (1 << 64) - 1
 _MASK56 = (1 << 56) - 1
 _OA_FIELD = ((1 << 48) - 1)            # descriptor OA bits [47:0] (low bits masked per level)
-_OA_HI = 0x3 << 48                     # descriptor OA[49:48] (FEAT_LPA2 formats): must be 0 here
+# Descriptor bits [51:48] (OA[51:48]/[49:48] only in FEAT_LPA/LPA2 formats) are RES0 here and ignored, as
+# QEMU/Unicorn's MMU does (checked by test_walk_unicorn.py's bit-48/49 experiment; see test_walk.py).
 _SINGLE_RANGE = (StreamWorld.EL2, StreamWorld.EL3)
 
 
@@ -154,7 +155,7 @@ def walk_s1(s1: S1Cfg, va: int, read: ReadFn, *, world: StreamWorld = StreamWorl
                              reason=f"invalid level-{level} descriptor {desc:#x} at {daddr:#x}")
         if level < 3 and desc & 2:                       # table descriptor
             nxt = desc & _OA_FIELD & ~((1 << gshift) - 1)
-            if nxt & ~omask or desc & _OA_HI:
+            if nxt & ~omask:
                 return WalkFault(EventType.F_ADDR_SIZE, level=level,
                                  reason=f"next table {desc & ((1 << 52) - 1):#x} above {outsize}-bit IPS")
             if not single:
@@ -176,7 +177,7 @@ def walk_s1(s1: S1Cfg, va: int, read: ReadFn, *, world: StreamWorld = StreamWorl
                              reason=f"block descriptor not allowed at level {level} with {gran >> 10}K granule")
         size = 1 << shift
         out_base = desc & _OA_FIELD & ~(size - 1)
-        if out_base & ~omask or desc & _OA_HI:
+        if out_base & ~omask:
             return WalkFault(EventType.F_ADDR_SIZE, level=level,
                              reason=f"output address {desc & ((1 << 52) - 1):#x} above {outsize}-bit IPS")
         if not desc & (1 << 10) and not (s1.affd or s1.ha):
@@ -276,7 +277,7 @@ def walk_s2(s2: S2Cfg, ipa: int, read: ReadFn, *, cls: FaultClass = FaultClass.I
                              f"invalid stage-2 level-{level} descriptor {desc:#x} at {daddr:#x}")
         if level < 3 and desc & 2:
             nxt = desc & _OA_FIELD & ~((1 << gshift) - 1)
-            if nxt & ~omask or desc & _OA_HI:
+            if nxt & ~omask:
                 return WalkFault(EventType.F_ADDR_SIZE, True, cls, level, ipa,
                                  f"stage-2 next table {desc:#x} above {outsize}-bit S2PS")
             table = nxt
@@ -292,7 +293,7 @@ def walk_s2(s2: S2Cfg, ipa: int, read: ReadFn, *, cls: FaultClass = FaultClass.I
                              f"stage-2 block not allowed at level {level}")
         size = 1 << shift
         out_base = desc & _OA_FIELD & ~(size - 1)
-        if out_base & ~omask or desc & _OA_HI:
+        if out_base & ~omask:
             return WalkFault(EventType.F_ADDR_SIZE, True, cls, level, ipa,
                              f"stage-2 output {desc & ((1 << 52) - 1):#x} above {outsize}-bit S2PS")
         if not desc & (1 << 10) and not (s2.affd or s2.ha):

@@ -1,7 +1,7 @@
 /*
  * libc-lite: string functions, console (PL011), printf subset, spinlocks, semihosting exit.
  *
- * printf conversions: %d %i %u %x %X %o %p %s %c %%, flags '-' '0', a field width (number or *),
+ * printf conversions: %d %i %u %x %X %o %p %s %c %%, flags '-' '0' '#', a field width (number or *),
  * length modifiers hh h l ll z t j. No floating point.
  */
 #include "guest.h"
@@ -168,7 +168,7 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 {
 	struct out o = { buf, size, 0 };
 	for (; *fmt; fmt++) {
-		bool left = false, zero = false;
+		bool left = false, zero = false, alt = false;
 		int width = 0, lng = 0;
 		if (*fmt != '%') {
 			out_c(&o, *fmt);
@@ -180,6 +180,8 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 				left = true;
 			else if (*fmt == '0')
 				zero = true;
+			else if (*fmt == '#')
+				alt = true;
 			else
 				break;
 		}
@@ -210,6 +212,11 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 		case 'o': {
 			u64 v = lng ? va_arg(ap, u64) : va_arg(ap, unsigned int);
 			int base = *fmt == 'u' ? 10 : *fmt == 'o' ? 8 : 16;
+			if (alt && base == 16 && v) {	/* "%#x": 0x prefix, counted in the width */
+				out_c(&o, '0');
+				out_c(&o, *fmt == 'X' ? 'X' : 'x');
+				width -= 2;
+			}
 			out_num(&o, v, base, *fmt == 'X', false, width, left, zero);
 			break;
 		}

@@ -3,8 +3,9 @@
 A golden file is JSON Lines as `JsonlSink` writes it. The comparison walks the golden events in order against
 the selected events of the run: `seq` is always ignored, and so is every field a golden line leaves out (write
 a golden with only `event` and `op` to pin just the sequence of operations). The first difference is reported
-with the events around it from both sides. `write_golden` drops `seq`, `ts` and `pc` (they move whenever the
-guest's code changes; `sym` and `insn` stay and say where the event came from).
+with the events around it from both sides. `write_golden` drops `seq`, `ts`, `pc`, `sym` and `insn`: they move
+whenever the guest is rebuilt (another compiler allocates other registers), while a golden should pin what
+the architecture defines (operation, operands, VMID, broadcast...). The trace file keeps them for debugging.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = ["GoldenDiff", "load_golden", "compare", "write_golden", "golden_event
            "IGNORED"]
 
 IGNORED = frozenset({"seq"})
-DROP_ON_UPDATE = ("seq", "ts", "pc")
+DROP_ON_UPDATE = ("seq", "ts", "pc", "sym", "insn")
 _MISSING = object()
 
 

@@ -102,5 +102,6 @@ def test_update_golden_needs_a_path():
 
 def test_write_golden_drops_volatile_fields(tmp_path):
     p = tmp_path / "g.jsonl"
-    assert write_golden(p, [{"event": "e", "seq": 1, "ts": 2, "pc": 3, "sym": "main+0x4"}]) == 1
-    assert json.loads(p.read_text()) == {"event": "e", "sym": "main+0x4"}
+    assert write_golden(p, [{"event": "e", "seq": 1, "ts": 2, "pc": 3, "sym": "main+0x4", "insn": "tlbi vae1is, x8",
+                             "op": "VAE1IS"}]) == 1
+    assert json.loads(p.read_text()) == {"event": "e", "op": "VAE1IS"}

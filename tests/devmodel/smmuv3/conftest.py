@@ -9,3 +9,4 @@ from .bench import Bench
 @pytest.fixture
 def bench() -> Bench:
     return Bench()
+

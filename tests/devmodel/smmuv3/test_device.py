@@ -214,7 +214,7 @@ def test_tlbi_and_atc_commands_reach_the_core_before_sync() -> None:
     rec = _Recorder()
     b.smmu.core = rec
     b.submit(C.encode("TLBI_NH_VA", vmid=1, asid=2, addr=0x1000), C.encode("TLBI_S12_VMALL", vmid=1),
-             C.encode("ATC_INV", sid=3, size=52), C.encode("CFGI_ALL" if False else "CFGI_STE", sid=3),
+             C.encode("ATC_INV", sid=3, size=52), C.encode("CFGI_STE", sid=3),
              C.encode("CMD_SYNC", cs=1, msiaddr=MSI, msidata=1))
     assert rec.cmds == ["TLBI_NH_VA", "TLBI_S12_VMALL", "ATC_INV"] and b.bus.read32(MSI) == 1
 

@@ -1,0 +1,247 @@
+"""Guest builds: one entry point for every guest binary, with a content-addressed cache.
+
+Toolchain (first match wins):
+* `CC` (and optionally `LD`) from the environment, e.g. `CC="clang --target=aarch64-none-elf"`;
+* `CROSS_COMPILE` prefix, e.g. `CROSS_COMPILE=aarch64-linux-gnu-` (uses `${CROSS_COMPILE}gcc` and `ld`);
+* default: the `ziglang` package from PyPI (pinned in setup.cfg), `python3 -m ziglang cc -target
+  aarch64-freestanding -mcpu=generic+v8_4a+xs` and `python3 -m ziglang ld.lld`.
+
+Every object is cached under a key that hashes the toolchain's identity (command and `--version` output), the
+flags, the source and every header it could include; the link is cached under the keys of its objects, the
+linker script and the flags. Unchanged guests are therefore never rebuilt, in this process or the next one.
+Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the project root when writable, else
+`~/.cache/smmu-harness`. Writes go to a temporary name and are renamed, so parallel builds (pytest-xdist) are
+safe.
+
+A guest source may carry build options in a comment in its first lines: `smmu-harness-build: no-runtime`
+(link only this file with link.ld: assembly guests that bring their own `_start`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+__all__ = ["Toolchain", "BuildError", "BuildResult", "toolchain_from_env", "build_guest", "build_test_guest",
+           "test_guest_sources", "cache_dir", "GUEST_FW", "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES",
+           "TESTS_DIR", "CFLAGS"]
+
+GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
+RUNTIME_DIR = GUEST_FW / "lib"
+TESTS_DIR = GUEST_FW / "tests"
+LINKER_SCRIPT = GUEST_FW / "link.ld"
+RUNTIME_SOURCES = ("start.S", "libc.c", "smp.c", "report.c", "mmu.c")
+_SOURCE_SUFFIXES = (".c", ".S", ".s")
+
+CFLAGS = ("-ffreestanding", "-fno-builtin", "-nostdlib", "-fno-stack-protector", "-fno-pic", "-fno-pie",
+          "-mstrict-align", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-O2", "-g",
+          "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter")
+LDFLAGS = ("-nostdlib", "-static", "--build-id=none", "-z", "max-page-size=4096")
+
+
+class BuildError(Exception):
+    """A compile or link step failed, or a source is missing; the message includes the tool's output."""
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    name: str
+    cc: tuple[str, ...]
+    ld: tuple[str, ...]
+    arch_flags: tuple[str, ...] = ()
+    _ident: list = field(default_factory=list, compare=False, repr=False)
+
+    def identity(self) -> str:
+        """Command lines plus the compiler's and linker's `--version` (computed once)."""
+        if not self._ident:
+            parts = [" ".join(self.cc), " ".join(self.ld), " ".join(self.arch_flags)]
+            for cmd in (self.cc, self.ld):
+                try:
+                    r = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
+                    parts.append(r.stdout.splitlines()[0] if r.stdout else r.stderr[:200])
+                except (OSError, subprocess.SubprocessError) as e:
+                    raise BuildError(f"toolchain {self.name}: cannot run {cmd[0]}: {e}") from None
+            self._ident.append("\n".join(parts))
+        return self._ident[0]
+
+
+def toolchain_from_env(env: Mapping[str, str] | None = None) -> Toolchain:
+    env = os.environ if env is None else env
+    cc, ld, cross = env.get("CC", "").strip(), env.get("LD", "").strip(), env.get("CROSS_COMPILE", "").strip()
+    if cc:
+        cc_cmd = tuple(shlex.split(cc))
+        base = os.path.basename(cc_cmd[0])
+        if ld:
+            ld_cmd = tuple(shlex.split(ld))
+        elif cross:
+            ld_cmd = (cross + "ld",)
+        elif "ziglang" in cc_cmd:
+            ld_cmd = (cc_cmd[0], "-m", "ziglang", "ld.lld") if base.startswith("python") else ("ld.lld",)
+        else:
+            ld_cmd = ("ld.lld",) if "clang" in base else ("ld",)
+        arch: tuple[str, ...] = ()
+        if "clang" in base and not any(a.startswith(("--target", "-target")) for a in cc_cmd):
+            arch = ("--target=aarch64-none-elf",)
+        if "gcc" in base or "clang" in base:
+            arch += ("-march=armv8.4-a",)
+        return Toolchain(f"CC={cc}", cc_cmd, ld_cmd, arch)
+    if cross:
+        return Toolchain(f"CROSS_COMPILE={cross}", (cross + "gcc",), (ld or cross + "ld",), ("-march=armv8.4-a",))
+    py = sys.executable or "python3"
+    return Toolchain("ziglang", (py, "-m", "ziglang", "cc", "-target", "aarch64-freestanding",
+                                 "-mcpu=generic+v8_4a+xs"), (py, "-m", "ziglang", "ld.lld"))
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("SMMU_HARNESS_CACHE"):
+        return Path(env["SMMU_HARNESS_CACHE"])
+    root = GUEST_FW.parent
+    if os.access(root, os.W_OK):
+        return root / ".guest-cache"
+    return Path.home() / ".cache" / "smmu-harness"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    compiled: int          # objects compiled by this call (0 = every object came from the cache)
+    linked: bool           # False when the ELF came from the cache
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def _sha(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _headers_digest(dirs: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for d in sorted({p.resolve() for p in dirs}):
+        for f in sorted(d.glob("*.h")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _run(cmd: Sequence[str], what: str) -> None:
+    try:
+        r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BuildError(f"{what}: cannot run {cmd[0]}: {e}") from None
+    if r.returncode != 0:
+        out = (r.stderr or r.stdout).strip()
+        raise BuildError(f"{what} failed (exit {r.returncode}):\n$ {shlex.join(cmd)}\n{out}")
+
+
+def _atomic_target(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=final.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def build_options(src: Path) -> set[str]:
+    """Options from a `smmu-harness-build:` comment in the first 5 lines of a source."""
+    opts: set[str] = set()
+    try:
+        head = src.read_text(errors="replace").splitlines()[:5]
+    except OSError:
+        return opts
+    for line in head:
+        if "smmu-harness-build:" in line:
+            rest = line.split("smmu-harness-build:", 1)[1]
+            opts |= {w.strip(" */") for w in rest.split() if w.strip(" */")}
+    return opts
+
+
+def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLike | None = None,
+                runtime: bool | None = None, cflags: Sequence[str] = (), ldflags: Sequence[str] = (),
+                include_dirs: Sequence[str | os.PathLike] = (), toolchain: Toolchain | None = None,
+                cache: str | os.PathLike | None = None, linker_script: str | os.PathLike | None = None,
+                name: str | None = None) -> BuildResult:
+    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`)."""
+    srcs = [Path(s) for s in sources]
+    if not srcs:
+        raise BuildError("no sources given")
+    for s in srcs:
+        if not s.is_file():
+            raise BuildError(f"{s}: no such source file")
+        if s.suffix not in _SOURCE_SUFFIXES:
+            raise BuildError(f"{s}: unknown source type (use .c, .S or .s)")
+    if runtime is None:
+        runtime = not any("no-runtime" in build_options(s) for s in srcs)
+    tc = toolchain or toolchain_from_env()
+    cdir = Path(cache) if cache is not None else cache_dir()
+    script = Path(linker_script) if linker_script else LINKER_SCRIPT
+    if not script.is_file():
+        raise BuildError(f"{script}: no such linker script")
+    incs = [RUNTIME_DIR, *(Path(d) for d in include_dirs)]
+    all_srcs = ([RUNTIME_DIR / r for r in RUNTIME_SOURCES] if runtime else []) + srcs
+    hdr = _headers_digest(incs + [s.parent for s in srcs])
+    ident = tc.identity()
+    flags = [*tc.arch_flags, *CFLAGS, *cflags, *(f"-I{d}" for d in incs)]
+    objs: list[Path] = []
+    keys: list[str] = []
+    compiled = 0
+    for s in all_srcs:
+        key = _sha(ident, " ".join(flags), s.suffix, s.read_bytes(), hdr)
+        obj = cdir / "obj" / f"{key[:32]}.o"
+        if not obj.exists():
+            tmp = _atomic_target(obj)
+            try:
+                _run([*tc.cc, *flags, "-c", str(s), "-o", str(tmp)], f"compiling {s}")
+                os.replace(tmp, obj)
+            finally:
+                tmp.unlink(missing_ok=True)
+            compiled += 1
+        objs.append(obj)
+        keys.append(key)
+    lflags = [*LDFLAGS, *ldflags]
+    stem = name or srcs[-1].stem
+    lkey = _sha(ident, " ".join(lflags), script.read_bytes(), *keys)
+    elf = cdir / "elf" / f"{stem}-{lkey[:16]}.elf"
+    linked = False
+    if not elf.exists():
+        tmp = _atomic_target(elf)
+        try:
+            _run([*tc.ld, *lflags, "-T", str(script), "-o", str(tmp), *map(str, objs)], f"linking {stem}")
+            os.replace(tmp, elf)
+        finally:
+            tmp.unlink(missing_ok=True)
+        linked = True
+    path = elf
+    if output is not None:
+        out = Path(output)
+        if not out.exists() or out.read_bytes() != elf.read_bytes():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(elf, out)
+        path = out
+    return BuildResult(path, compiled, linked)
+
+
+def test_guest_sources() -> dict[str, Path]:
+    """The sample/test guests shipped in guest_fw/tests: name -> source."""
+    return {p.stem: p for p in sorted(TESTS_DIR.iterdir()) if p.suffix in _SOURCE_SUFFIXES}
+
+
+def build_test_guest(name: str, **kw) -> BuildResult:
+    """Build guest_fw/tests/<name>.{c,S} (cached)."""
+    srcs = test_guest_sources()
+    if name not in srcs:
+        raise BuildError(f"no guest named {name!r} in {TESTS_DIR} (have: {', '.join(srcs)})")
+    return build_guest([srcs[name]], name=name, **kw)
