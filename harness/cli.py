@@ -79,11 +79,57 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
                    help="instructions per scheduling slice when several vCPUs run [10000]")
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
+    # tracing (issue 3): harness/trace
+    p.add_argument("--trace", default=None, metavar="FILE", help="write the selected trace events to FILE")
+    p.add_argument("--trace-format", choices=("text", "jsonl", "chrome"), default="jsonl",
+                   help="text (QEMU log style), jsonl, or chrome (Perfetto JSON) [jsonl]")
+    p.add_argument("--trace-events", default=None, metavar="GLOBS",
+                   help="events to trace, comma-separated globs, '-' removes (e.g. 'tlbi*,dvm*') "
+                        "[the golden file's events, else tlbi*,dvm*]")
+    p.add_argument("--expect-trace", default=None, metavar="GOLDEN",
+                   help="compare the selected events with this JSON Lines golden (seq and fields it leaves "
+                        "out are ignored); a difference -> exit 1")
+    p.add_argument("--update-golden", action="store_true", help="rewrite the --expect-trace file instead")
     return p
 
 
 def configure_machine(args: argparse.Namespace, machine) -> None:
     """Attach option-driven plugins (tracing, TLBI trapping ...) to the machine before the guest runs."""
+    from .trace import TraceSession, for_machine
+    from .trap import TlbiTrap
+
+    trap = TlbiTrap(machine.interconnect, machine.tracer)
+    machine.add_plugin(trap)
+    try:
+        session = TraceSession(trace=getattr(args, "trace", None), fmt=getattr(args, "trace_format", "jsonl"),
+                               events=getattr(args, "trace_events", None),
+                               expect_trace=getattr(args, "expect_trace", None),
+                               update_golden=getattr(args, "update_golden", False))
+    except (ValueError, KeyError, OSError) as e:
+        raise UsageError(f"{PROG} run: {e}") from None
+    args.trace_session = session
+    try:
+        session.attach(machine.tracer, where=trap.where, **for_machine(machine))
+    except OSError as e:
+        session.close()
+        raise UsageError(f"{PROG} run: --trace {args.trace}: {e.strerror or e}") from None
+
+
+def finish_tracing(args: argparse.Namespace, code: int | None) -> int | None:
+    """Close the trace files (every exit path) and apply the golden comparison to the exit status."""
+    session = getattr(args, "trace_session", None)
+    if session is None:
+        return code
+    diff = session.close()
+    if code is None:                      # early close on the way out of the run; report once, below
+        return None
+    if session.updated is not None:
+        print(f"{PROG}: wrote {session.updated} events to {args.expect_trace}", file=sys.stderr)
+    if diff is not None:
+        print(f"{PROG}: {diff}", file=sys.stderr)
+        if code == 0:
+            return 1
+    return code
 
 
 class KtapReport:
@@ -170,12 +216,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         sys.stdout.flush()
         log.close()
+        finish_tracing(args, None)
     code = outcome.exit_code
     if outcome.kind is not Kind.EXIT:
         print(f"{PROG}: {outcome.message}", file=sys.stderr)
     elif code != outcome.status:
         print(f"{PROG}: guest exit status {outcome.status} is outside 0-{MAX_GUEST_STATUS}; "
               f"reporting {code}", file=sys.stderr)
+    code = finish_tracing(args, code)
     if ktap is not None:
         sys.stdout.write(ktap.render(outcome, os.path.basename(args.elf)))
         sys.stdout.flush()

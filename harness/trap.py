@@ -57,7 +57,9 @@ TRAP_FIELDS = ("cpu", "pc", "el", "op", "xt", "shareability", "broadcast", "regi
 define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fields only for range ops)")
 define("tlbi_undef", ("cpu", "pc", "el", "op1", "crn", "crm", "op2", "reason"),
        "a TLBI not allowed at the current EL: undefined instruction, the guest dies")
-define("tlbi_dsb", ("cpu", "pc", "domain", "pending"), "a DSB executed after TLBIs of this vCPU")
+define("tlbi_dsb", ("cpu", "pc", "domain", "full"),
+       "a DSB executed after broadcast TLBIs of this vCPU (full = not the LD/ST-only form; with a shareable "
+       "domain it sends the DVM Sync)")
 
 
 def _unicorn_native(d: TlbiDef) -> bool:
@@ -443,7 +445,7 @@ class TlbiTrap:
                 return
             enabled = tracer.enabled
             if "tlbi_dsb" in enabled:
-                tracer.emit("tlbi_dsb", cpu=index, pc=addr, domain=b.domain, pending=True)
+                tracer.emit("tlbi_dsb", cpu=index, pc=addr, domain=b.domain, full=b.full)
             if syncs:
                 cpu.pending = False
                 self.where_now = (index, addr) if enabled else None

@@ -43,7 +43,7 @@ from ..trace import NULL_TRACER, Tracer, define
 from .config import PERM_R, CfgKind, StreamWorld, TransCfg, TransResult
 from .fault import EventType, Fault, FaultClass
 from .iotlb import IOTLB, KIND_NESTED, KIND_S1, KIND_S2, MASK56, Entry, Tag
-from .walk import Leaf, WalkFault, walk_s1, walk_s2
+from .walk import WalkFault, walk_s1, walk_s2
 
 __all__ = ["TranslationCore"]
 
@@ -92,7 +92,11 @@ _NO_VMID = frozenset(("TLBI_NSNH_ALL", "TLBI_EL2_ALL", "TLBI_EL2_ASID", "TLBI_EL
 
 class _Ctx:
     """Per-TransCfg lookup state (found by identity of the cfg object)."""
-    __slots__ = ("cfg", "ng", "g", "shift", "tbi", "kind", "s2tag")
+    __slots__ = ("cfg", "ng", "g", "ngget", "gget", "shift", "tbi", "kind", "s2tag")
+
+
+def _none(_key: int) -> None:
+    return None
 
 
 def _canon(addr: int) -> int:
@@ -122,7 +126,8 @@ class TranslationCore:
         self._ctxs: dict[int, _Ctx] = {}
         self._last_cfg: object = None
         self._last_ctx: _Ctx | None = None
-        self.walks = self.faults = self.s2_hits = self.dvm_syncs = self.broadcasts = 0
+        self._lru = self.iotlb.lru
+        self.hits = self.walks = self.faults = self.s2_hits = self.dvm_syncs = self.broadcasts = 0
         self.btm: dict[tuple, dict[str, int]] = {}
 
     # -- contexts ----------------------------------------------------------------------------------------------
@@ -166,29 +171,38 @@ class TranslationCore:
                 ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)   # translate_s2 still works
         except (AttributeError, TypeError, ValueError, KeyError):
             ctx.kind = None
+        if ctx.tbi:          # tagged addresses: looked up in _miss after canonicalisation (keeps the hit path lean)
+            ctx.ngget = ctx.gget = _none
+        else:                # tags clear their dicts in place, so the bound methods stay valid
+            ctx.ngget, ctx.gget = ctx.ng.d.get, ctx.g.d.get
         return ctx
 
     # -- translation -------------------------------------------------------------------------------------------
     def translate(self, cfg: TransCfg, addr: int, write: bool = False, exec_: bool = False,
                   priv: bool = False) -> TransResult | Fault:
+        # the hit path: keep it lean (tools/benches/smmu.py measures it)
         ctx = self._last_ctx if cfg is self._last_cfg else self._ctx_for(cfg)
-        e = ctx.ng.d.get((_canon(addr) if ctx.tbi else addr) >> ctx.shift)
+        k = addr >> ctx.shift
+        e = ctx.ngget(k)
         if e is None:
-            e = ctx.g.d.get((_canon(addr) if ctx.tbi else addr) >> ctx.shift)
+            e = ctx.gget(k)
             if e is None:
                 return self._miss(ctx, addr, write, exec_, priv)
+        self.hits += 1
         p = e.pp if priv else e.pu
         if p & (2 if write else (4 if exec_ else 1)):
-            tlb = self.iotlb
-            tlb.hits += 1
-            if tlb.lru:
-                tlb.touch(e)
-            if self.tracer.enabled and "smmu_iotlb_lookup_hit" in self.tracer.enabled:
-                self.tracer.emit("smmu_iotlb_lookup_hit", sid=cfg.sid, ssid=cfg.ssid, vmid=cfg.vmid,
-                                 asid=cfg.asid, addr=addr, pa=e.pa | (addr & e.mask), perm=p)
+            if self._lru or self.tracer.enabled:
+                self._hit_extra(cfg, e, addr, p)
             return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, True))
-        self.iotlb.hits += 1
         return self._perm_fault(ctx, e, addr, write, exec_, priv)
+
+    def _hit_extra(self, cfg: TransCfg, e: Entry, addr: int, p: int) -> None:
+        if self._lru:
+            self.iotlb.touch(e)
+        tr = self.tracer
+        if "smmu_iotlb_lookup_hit" in tr.enabled:
+            tr.emit("smmu_iotlb_lookup_hit", sid=cfg.sid, ssid=cfg.ssid, vmid=cfg.vmid, asid=cfg.asid, addr=addr,
+                    pa=e.pa | (addr & e.mask), perm=p)
 
     def _need(self, write: bool, exec_: bool) -> int:
         return 2 if write else (4 if exec_ else 1)
@@ -196,6 +210,17 @@ class TranslationCore:
     def _miss(self, ctx: _Ctx, addr: int, write: bool, exec_: bool, priv: bool) -> TransResult | Fault:
         cfg = ctx.cfg
         tlb = self.iotlb
+        if ctx.tbi and isinstance(addr, int):      # TBI contexts: the lookup with the top byte canonicalised
+            k = _canon(addr) >> ctx.shift
+            e = ctx.ng.d.get(k) or ctx.g.d.get(k)
+            if e is not None:
+                self.hits += 1
+                p = e.pp if priv else e.pu
+                if p & (2 if write else (4 if exec_ else 1)):
+                    if self._lru or self.tracer.enabled:
+                        self._hit_extra(cfg, e, addr, p)
+                    return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, True))
+                return self._perm_fault(ctx, e, addr, write, exec_, priv)
         tlb.misses += 1
         tr = self.tracer
         if tr.enabled and "smmu_iotlb_lookup_miss" in tr.enabled:
@@ -558,6 +583,7 @@ class TranslationCore:
     @property
     def stats(self) -> dict:
         s = self.iotlb.stats()
+        s["hits"] += self.hits
         s.update(walks=self.walks, faults=self.faults, s2_hits=self.s2_hits, broadcasts=self.broadcasts,
                  dvm_syncs=self.dvm_syncs,
                  btm={f"{k[0]}/vmid={k[1]}/asid={k[2]}/{k[3]}": dict(v) for k, v in self.btm.items()})

@@ -33,7 +33,7 @@ from ..bus import BusError
 from .config import PERM_R, PERM_W, PERM_X, S1Cfg, S2Cfg, StreamWorld
 from .fault import EventType, FaultClass
 
-__all__ = ["Leaf", "WalkFault", "walk_s1", "walk_s2", "s1_select", "ReadFn", "TableXlate",
+__all__ = ["Leaf", "WalkFault", "walk_s1", "walk_s2", "s1_select", "s2_perms", "need_of", "ReadFn", "TableXlate",
            "MIN_TSZ", "MAX_TSZ"]
 
 ReadFn = Callable[[int], int]     # read(addr) -> the little-endian 64-bit descriptor at addr

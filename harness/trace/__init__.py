@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from .annotate import Annotator, disasm_word
 from .golden import GoldenDiff, compare, golden_events, load_golden, write_golden
-from .session import TraceSession
+from .session import TraceSession, for_machine
 from .sinks import FORMATS, ChromeSink, JsonlSink, TextSink, open_sink, record_obj
 
 __all__ = ["Annotator", "disasm_word", "GoldenDiff", "compare", "golden_events", "load_golden", "write_golden",
-           "FORMATS", "ChromeSink", "JsonlSink", "TextSink", "open_sink", "record_obj", "TraceSession"]
+           "FORMATS", "ChromeSink", "JsonlSink", "TextSink", "open_sink", "record_obj", "TraceSession", "for_machine"]

@@ -2,7 +2,8 @@
 
 `Annotator(read, symbolize)` is the `annotate(cpu, pc)` callable the sinks take: `read(cpu, pc, 4)` returns
 the instruction bytes (or None) and `symbolize(cpu, pc)` a `name+0xoff` string (or None). Results are cached
-per (cpu, pc, word), so tracing a loop costs one memory read per event.
+per (cpu, pc): reading an instruction by VA walks the guest's page tables, and a traced loop hits the same
+PCs again and again (code rewritten at run time keeps its first annotation).
 """
 from __future__ import annotations
 
@@ -27,13 +28,13 @@ class Annotator:
                  symbolize: Callable[[Optional[int], int], Optional[str]] | None = None):
         self.read = read
         self.symbolize = symbolize
-        self._cache: dict[tuple[Optional[int], int, bytes], tuple[Optional[str], Optional[str]]] = {}
+        self._cache: dict[tuple[Optional[int], int], tuple[Optional[str], Optional[str]]] = {}
 
     def __call__(self, cpu: int | None, pc: int) -> tuple[str | None, str | None]:
-        word = self.read(cpu, pc, 4)                        # None when the PC is not mapped
-        key = (cpu, pc, bytes(word) if word else b"")
+        key = (cpu, pc)
         hit = self._cache.get(key)
         if hit is None:
+            word = self.read(cpu, pc, 4)                    # None when the PC is not mapped
             sym = self.symbolize(cpu, pc) if self.symbolize is not None else None
             insn = disasm_word(word, pc) if word else None
             hit = self._cache[key] = (sym, insn)

@@ -12,14 +12,14 @@ golden file, or `tlbi*,dvm*`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from devmodel.trace import Record, Tracer, select
 
 from .golden import GoldenDiff, compare, golden_events, load_golden, write_golden
 from .sinks import Annotate, Where, open_sink, record_obj
 
-__all__ = ["TraceSession", "DEFAULT_EVENTS", "CollectSink"]
+__all__ = ["TraceSession", "DEFAULT_EVENTS", "CollectSink", "for_machine"]
 
 DEFAULT_EVENTS = "tlbi*,dvm*"
 
@@ -67,13 +67,14 @@ class TraceSession:
     def active(self) -> bool:
         return bool(self.enabled)
 
-    def attach(self, tracer: Tracer, annotate: Annotate | None = None, where: Where | None = None) -> None:
+    def attach(self, tracer: Tracer, annotate: Annotate | None = None, where: Where | None = None,
+               cpu_name: Callable[[int], str] | None = None) -> None:
         """Enable the selected events on `tracer` and add this session's sinks to it."""
         if not self.active:
             return
         tracer.enable(self.events)
         if self.trace is not None:
-            s = open_sink(self.trace, self.fmt, annotate, where)
+            s = open_sink(self.trace, self.fmt, annotate, where, cpu_name)
             self.sinks.append(s)
             tracer.add_sink(s)
         if self.expect_trace is not None:
@@ -101,3 +102,22 @@ class TraceSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def for_machine(machine: Any) -> dict[str, Any]:
+    """`attach()` keyword arguments for a `harness.machine.Machine`: PC annotation through the vCPU's own
+    page tables (`insn_at`) and the VM's symbols, and vCPU track names as DVM messages spell them."""
+    from .annotate import Annotator
+
+    def read(cpu, pc, n):
+        if cpu is None or not 0 <= cpu < len(machine.vcpus):
+            return None
+        word = machine.vcpus[cpu].insn_at(pc)
+        return None if word is None else word.to_bytes(4, "little")
+
+    def symbolize(cpu, pc):
+        if cpu is None or not 0 <= cpu < len(machine.vcpus):
+            return None
+        return machine.vcpus[cpu].vm.symbolize(pc)
+
+    return {"annotate": Annotator(read, symbolize), "cpu_name": lambda i: machine.vcpus[i].dvm_name}

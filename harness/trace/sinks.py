@@ -15,6 +15,7 @@ Not done yet: binary Perfetto protobuf output, log rotation.
 from __future__ import annotations
 
 import atexit
+import re
 import json
 import weakref
 from enum import Enum
@@ -161,6 +162,9 @@ class JsonlSink(_FileSink):
         self._f.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
 
+_CPU_NAME = re.compile(r"(^|\.)cpu\d+$")
+
+
 class ChromeSink(_FileSink):
     """Chrome Trace Event Format (JSON Array Format), openable in ui.perfetto.dev.
 
@@ -168,21 +172,21 @@ class ChromeSink(_FileSink):
     "host/devices" the rest. Each event is a 1-unit complete slice ("X") at `ts`. A `dvm_tlbi` adds a flow
     (`s` on the issuing vCPU's track, bound to its `tlbi_trap` slice; `f` on the receiver's slice) whose id is
     the DVM message number, so the UI draws an arrow from each TLBI to the invalidations it caused.
+    `cpu_name(index)` names a vCPU's track as the DVM messages name it (`vm0.cpu1`); default `cpu<index>`.
     """
 
     PID_CPU, PID_DVM, PID_OTHER = 1, 2, 3
 
-    def __init__(self, target, annotate=None, where=None):
+    def __init__(self, target, annotate=None, where=None, cpu_name: Callable[[int], str] | None = None):
         super().__init__(target, annotate, where)
+        self.cpu_name = cpu_name
         self._tracks: dict[tuple[int, str], int] = {}
         self._last_ts: dict[tuple[int, int], int] = {}
         self._first = True
         self._f.write("[\n")
-        self._emit({"ph": "M", "pid": self.PID_CPU, "tid": 0, "name": "process_name", "args": {"name": "vCPUs"}})
-        self._emit({"ph": "M", "pid": self.PID_DVM, "tid": 0, "name": "process_name",
-                    "args": {"name": "DVM receivers"}})
-        self._emit({"ph": "M", "pid": self.PID_OTHER, "tid": 0, "name": "process_name",
-                    "args": {"name": "host/devices"}})
+        for pid, name in ((self.PID_CPU, "vCPUs"), (self.PID_DVM, "DVM receivers"),
+                          (self.PID_OTHER, "host/devices")):
+            self._emit({"ph": "M", "pid": pid, "tid": 0, "name": "process_name", "args": {"name": name}})
 
     def _emit(self, ev: dict[str, Any]) -> None:
         self._f.write(("" if self._first else ",\n") + json.dumps(ev, separators=(",", ":")))
@@ -192,17 +196,17 @@ class ChromeSink(_FileSink):
         key = (pid, name)
         tid = self._tracks.get(key)
         if tid is None:
-            if pid == self.PID_CPU and name.startswith("cpu") and name[3:].isdigit():
-                tid = int(name[3:]) + 1
-            else:
-                tid = 1000 + len(self._tracks)
-            self._tracks[key] = tid
+            tid = self._tracks[key] = 1 + sum(1 for p, _ in self._tracks if p == pid)
             self._emit({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}})
+            self._emit({"ph": "M", "pid": pid, "tid": tid, "name": "thread_sort_index",
+                        "args": {"sort_index": tid}})
         return pid, tid
 
-    def _cpu_track(self, name: str) -> tuple[int, int]:
-        is_cpu = name.startswith("cpu") and name[3:].isdigit()
-        return self._track(self.PID_CPU if is_cpu else self.PID_OTHER, name)
+    def _vcpu_track(self, cpu: int) -> tuple[int, int]:
+        return self._track(self.PID_CPU, self.cpu_name(cpu) if self.cpu_name is not None else f"cpu{cpu}")
+
+    def _named_track(self, name: str) -> tuple[int, int]:
+        return self._track(self.PID_CPU if _CPU_NAME.search(name) else self.PID_OTHER, name)
 
     def _slice(self, where: tuple[int, int], ts: int, obj: dict[str, Any]) -> None:
         args = {k: v for k, v in obj.items() if k not in ("event", "ts") and v is not None}
@@ -214,7 +218,7 @@ class ChromeSink(_FileSink):
         ts = obj["ts"]
         ev = obj["event"]
         if ev == "dvm_tlbi":
-            src = self._cpu_track(str(obj.get("src")))
+            src = self._named_track(str(obj.get("src")))
             dst = self._track(self.PID_DVM, str(obj.get("dst")))
             self._slice(dst, ts, obj)
             msg = obj.get("msg")
@@ -229,11 +233,11 @@ class ChromeSink(_FileSink):
                             "name": "dvm", "cat": "dvm"})
             return
         if ev == "dvm_sync":
-            self._slice(self._cpu_track(str(obj.get("src"))), ts, obj)
+            self._slice(self._named_track(str(obj.get("src"))), ts, obj)
             return
         cpu = obj.get("cpu")
-        if cpu is not None:
-            self._slice(self._track(self.PID_CPU, f"cpu{cpu}"), ts, obj)
+        if isinstance(cpu, int):
+            self._slice(self._vcpu_track(cpu), ts, obj)
         else:
             self._slice(self._track(self.PID_OTHER, ev.split("_", 1)[0]), ts, obj)
 
@@ -245,11 +249,13 @@ _SINKS = {"text": TextSink, "jsonl": JsonlSink, "chrome": ChromeSink}
 
 
 def open_sink(target: str | Path | IO[str], fmt: str = "jsonl", annotate: Annotate | None = None,
-              where: Where | None = None) -> _FileSink:
+              where: Where | None = None, cpu_name: Callable[[int], str] | None = None) -> _FileSink:
     """Open a sink of format `fmt` (text, jsonl, chrome) on a path or text stream."""
     try:
         cls = _SINKS[fmt]
     except KeyError:
         raise ValueError(f"unknown trace format {fmt!r} (choose from {', '.join(FORMATS)})") from None
+    if cls is ChromeSink:
+        return cls(target, annotate, where, cpu_name)
     return cls(target, annotate, where)
 

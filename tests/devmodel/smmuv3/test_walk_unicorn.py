@@ -22,7 +22,7 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, UC_PROT_ALL, Uc, U
 from unicorn.arm64_const import (UC_ARM64_REG_PC, UC_ARM64_REG_TTBR0_EL1,  # noqa: E402
                                  UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2)
 
-from devmodel.pagetable import PERM_R, PERM_W, PERM_X, block_levels, level_shift, pte_s1  # noqa: E402
+from devmodel.pagetable import PERM_R, PERM_W, PERM_X, block_levels, level_shift  # noqa: E402
 from devmodel.smmuv3.config import CfgKind, TransResult  # noqa: E402
 from devmodel.smmuv3.fault import EventType, Fault  # noqa: E402
 

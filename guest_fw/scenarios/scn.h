@@ -1,0 +1,144 @@
+/*
+ * Guest side of the end-to-end scenarios (harness/scenarios/): the DMA test device, the SMMU context
+ * descriptor the guest owns in nested mode, and the scenario port.
+ *
+ * DMA test device at IPA 0x0910_0000 (devmodel/dmatest.py register map; QEMU iommu-testdev-like): its DMA
+ * goes through the physical SMMU model with the StreamID the host gave it.
+ *
+ * The scenario port at IPA 0x0911_0000 (harness/scenarios/platform.py `HostPort`) stands for the VMM
+ * plumbing a real guest reaches through its vSMMU (install a vSTE pointing at its CD table -> the VMM's
+ * IOMMU_HWPT_ALLOC(nested); a TLBI_NH_VA on the vSMMU command queue -> IOMMU_HWPT_INVALIDATE) and carries the
+ * scenario's parameters and per-round reports. Every write to it is a trap to the host (a VM exit).
+ *
+ * CD layout: IHI 0070 5.4 (also devmodel/smmuv3/cd.py CD_LAYOUT, Linux CTXDESC_CD_0_*): word 0 T0SZ[5:0]
+ * TG0[7:6] IR0[9:8] OR0[11:10] SH0[13:12] EPD0 14 EPD1 30 V 31 IPS[34:32] AA64 41 R 45 A 46 ASET 47
+ * ASID[63:48]; word 1 TTB0[51:4]; word 3 MAIR.
+ */
+#ifndef SCN_H
+#define SCN_H
+#include "guest.h"
+
+#define DMAT_BASE 0x09100000UL
+#define DMAT_STATUS 0x04
+#define DMAT_SID 0x08
+#define DMAT_IOVA 0x10
+#define DMAT_CMD 0x1C
+#define DMAT_DATA 0x20
+#define DMAT_ATTR 0x40
+#define DMAT_CMD_READ64 1
+#define DMAT_CMD_WRITE64 2
+#define DMAT_STATUS_DONE 1
+#define DMAT_ATTR_PRIV 1
+
+#define PORT_BASE 0x09110000UL
+#define PORT_CMD 0x00
+#define PORT_ARG0 0x08
+#define PORT_ARG1 0x10
+#define PORT_ARG2 0x18
+#define PORT_STATUS 0x20
+#define PORT_GATE 0x28
+#define PORT_INV 0x30              /* W: forward one TLBI_NH_VA (value in TLBI Xt format); read STATUS to sync */
+#define PORT_PARAM(i) (0x100 + 8 * (i))
+
+#define PORT_CMD_ATTACH_NESTED 1   /* ARG0 = CD table IPA, ARG1 = S1CDMAX: STATUS = 0 or an errno */
+#define PORT_CMD_REPORT 2          /* ARG0 = round, ARG1 = outcome (SCN_*), ARG2 = value read */
+#define PORT_CMD_YIELD 3           /* give the CPU back to the host scheduler (ends the run slice) */
+#define PORT_CMD_DONE 5            /* ARG0 = step reached (opens other VMs' gates) */
+
+/* outcomes reported per DMA */
+#define SCN_FRESH 0                /* the DMA saw the value the guest's page tables say */
+#define SCN_STALE 1                /* the DMA saw the page the guest unmapped before its TLBI + DSB */
+#define SCN_FAULT 2                /* the DMA faulted */
+#define SCN_OTHER 3                /* the DMA saw some other value (another VM's memory) */
+
+static inline u64 port_param(int i) { return readq(PORT_BASE + PORT_PARAM(i)); }
+
+static inline u64 port_cmd(u64 cmd, u64 a0, u64 a1, u64 a2)
+{
+	writeq(a0, PORT_BASE + PORT_ARG0);
+	writeq(a1, PORT_BASE + PORT_ARG1);
+	writeq(a2, PORT_BASE + PORT_ARG2);
+	writeq(cmd, PORT_BASE + PORT_CMD);
+	return readq(PORT_BASE + PORT_STATUS);
+}
+
+/*
+ * Forward one invalidation the way a guest SMMU driver does on its vSMMU: one trapped write (the CMDQ_PROD
+ * write publishing TLBI_NH_VA + CMD_SYNC) and one trapped read (polling CMDQ_CONS for the sync).
+ */
+static inline u64 port_forward_tlbi_va(u64 asid, u64 va)
+{
+	writeq((asid << 48) | ((va >> 12) & ((1ULL << 44) - 1)), PORT_BASE + PORT_INV);
+	return readq(PORT_BASE + PORT_STATUS);
+}
+
+static inline void port_wait_gate(u64 step)
+{
+	while (readq(PORT_BASE + PORT_GATE) < step)
+		;
+}
+
+/* One 64-bit DMA read through the SMMU; returns the STATUS register (DONE = 1). */
+static inline u32 dma_read64(u64 iova, u64 *val)
+{
+	writeq(iova, DMAT_BASE + DMAT_IOVA);
+	writel(DMAT_CMD_READ64, DMAT_BASE + DMAT_CMD);
+	*val = readq(DMAT_BASE + DMAT_DATA);
+	return readl(DMAT_BASE + DMAT_STATUS);
+}
+
+static inline u32 dma_write64(u64 iova, u64 val)
+{
+	writeq(val, DMAT_BASE + DMAT_DATA);
+	writeq(iova, DMAT_BASE + DMAT_IOVA);
+	writel(DMAT_CMD_WRITE64, DMAT_BASE + DMAT_CMD);
+	return readl(DMAT_BASE + DMAT_STATUS);
+}
+
+#define CD_V (1ULL << 31)
+#define CD_EPD1 (1ULL << 30)
+#define CD_AA64 (1ULL << 41)
+#define CD_R (1ULL << 45)
+#define CD_A (1ULL << 46)
+#define CD_ASET (1ULL << 47)
+
+/*
+ * A CD sharing the CPU's EL1&0 stage-1 tables (TTBR0_EL1, TCR_EL1.T0SZ, MAIR_EL1, the ASID in TTBR0_EL1):
+ * what SVA means. ASET = 0 so the SMMU takes the CPU's broadcast TLBIs by ASID.
+ */
+static inline void cd_share_cpu_tables(u64 *cd)
+{
+	u64 ttbr = read_sysreg(ttbr0_el1);
+	u64 tcr = read_sysreg(tcr_el1);
+	u64 asid = ttbr >> 48;
+	u64 t0sz = tcr & 0x3f;
+	u64 tg0 = (tcr >> 14) & 3;          /* TCR.TG0 and CD.TG0 share the encoding (0 = 4K) */
+	u64 ips = (tcr >> 32) & 7;
+	cd[1] = ttbr & 0x000ffffffffffff0ULL;
+	cd[2] = 0;
+	cd[3] = read_sysreg(mair_el1);
+	for (int i = 4; i < 8; i++)
+		cd[i] = 0;
+	dsb(ishst);
+	cd[0] = t0sz | (tg0 << 6) | (1ULL << 8) | (1ULL << 10) | (3ULL << 12) | CD_EPD1 | CD_V | (ips << 32) |
+		CD_AA64 | CD_R | CD_A | (asid << 48);
+	dsb(ish);
+}
+
+/* The level-3 descriptor of `va` in the CPU's own tables (4K granule, 39-bit VA as guest_fw/lib/mmu.c). */
+static inline u64 *pte_of(u64 va)
+{
+	u64 *t = (u64 *)(uintptr_t)(read_sysreg(ttbr0_el1) & 0x0000fffffffff000ULL);
+	for (int level = 1; level < 3; level++)
+		t = (u64 *)(uintptr_t)(t[(va >> (39 - 9 * level)) & 511] & 0x0000fffffffff000ULL);
+	return &t[(va >> 12) & 511];
+}
+
+/* TLBI VAE1IS operand: ASID[63:48], VA[55:12] in Xt[43:0] */
+static inline void tlbi_vae1is(u64 asid, u64 va)
+{
+	u64 xt = (asid << 48) | ((va >> 12) & ((1ULL << 44) - 1));
+	asm volatile("tlbi vae1is, %0" : : "r"(xt) : "memory");
+}
+
+#endif

@@ -1,0 +1,117 @@
+"""Test board for the host SMMU driver and iommufd: a host bus with the SMMUv3 model, an MSI doorbell, the
+driver's host memory, a DMA test device, and guests (RAM at a host PA, the same RAM at IPA 0x4000_0000, a
+KVM VM). No Unicorn: guest-side tables are written through the guest's IPA bus, as guest code would."""
+from __future__ import annotations
+
+from devmodel.bus import Bus
+from devmodel.dmatest import CMD_READ64, CMD_WRITE64, DMATEST_BASE, DMATEST_SIZE, DmaTestDevice
+from devmodel.pagetable import PageAllocator, PageTableBuilder
+from devmodel.smmuv3 import cd as CD
+from devmodel.smmuv3 import ste as S
+from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
+from devmodel.smmuv3.regs import SmmuFeatures
+from devmodel.trace import ListSink, Tracer
+from harness.host.iommufd import Iommufd
+from harness.host.kvm import Kvm
+from harness.host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
+from harness.host.vmid_policy import make_policy
+
+SMMU_BASE = 0x0905_0000
+RAM_IPA = 0x4000_0000
+GUEST_RAM = 16 << 20
+
+
+class Guest:
+    """A VM as the host sees it: RAM at `pa` (host bus) and at `ipa` (its own bus), a KVM VM."""
+
+    def __init__(self, board: "Board", name: str, pa: int, size: int = GUEST_RAM):
+        self.name, self.pa, self.size, self.ipa_base = name, pa, size, RAM_IPA
+        self.ram = board.bus.add_ram(pa, size, f"{name}.ram")
+        self.ipa = Bus()
+        self.ipa.add_ram(RAM_IPA, size, "ram", self.ram)
+        self.kvm_vm = board.kvm.create_vm(name) if board.kvm is not None else None
+        # guest page-table/CD pool: the top 4 MiB of its RAM (IPAs)
+        self.alloc = PageAllocator(self.ipa, RAM_IPA + size - (4 << 20), 4 << 20)
+
+    def run_once(self, board: "Board", cpu: int = 0) -> int:
+        """One vCPU slice (gives the VM a KVM VMID)."""
+        v = board.kvm.vcpu_load(self.kvm_vm.vcpus[0], cpu)
+        board.kvm.vcpu_put(self.kvm_vm.vcpus[0])
+        return v
+
+    def s1_tables(self, ias: int = 48) -> PageTableBuilder:
+        return PageTableBuilder(self.ipa, self.alloc, granule=4096, stage=1, ias=ias)
+
+    def write_cd(self, b: PageTableBuilder, asid: int, at_ipa: int | None = None, **kw) -> int:
+        """A guest CD for `b` (in guest RAM unless `at_ipa`); returns its IPA."""
+        ipa = self.alloc(64, 64) if at_ipa is None else at_ipa
+        cd = CD.Cd(v=1, aa64=1, t0sz=b.tsz, tg0=0, ir0=1, or0=1, sh0=3, epd1=1, tg1=2, ips=5, asid=asid,
+                   r=1, a=1, ttb0=b.ttb, **kw)
+        self.ipa.write_bytes(ipa, CD.encode(cd))
+        return ipa
+
+
+def vste(cd_ipa: int, config: int = S.CONFIG_S1, **kw) -> tuple[int, int]:
+    """A guest STE's words 0 and 1 (what QEMU passes in struct iommu_hwpt_arm_smmuv3)."""
+    raw = S.encode(S.Ste(v=1, config=config, s1contextptr=cd_ipa, **kw))
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+
+
+class Board:
+    def __init__(self, features: SmmuFeatures = SmmuFeatures(), *, policy: str = "private", vmid_bits: int = 16,
+                 kvm: bool = True, ncpus: int = 2, smmu_reserved: int = 0, split: bool = False,
+                 policy_kw: dict | None = None, msi_doorbell: bool = True, trace: bool = True, **drv_kw):
+        self.bus = Bus()
+        self.sink = ListSink()
+        self.tracer = Tracer(sinks=[self.sink])
+        if trace:
+            self.tracer.enable_all()
+        self.wired: list[str] = []
+        self.smmu = SMMUv3(self.bus, features, tracer=self.tracer, irq=self._wired)
+        self.bus.add_device(SMMU_BASE, MMIO_SIZE, self.smmu, "smmu0")
+        self.doorbell = MsiDoorbell() if msi_doorbell else None
+        if self.doorbell is not None:
+            self.bus.add_device(DOORBELL_BASE, MsiDoorbell.SIZE, self.doorbell, "its")
+        self.mem = HostMemory(self.bus)
+        self.kvm = Kvm(vmid_bits, ncpus, smmu_reserved=smmu_reserved, split=split) if kvm else None
+        pol = make_policy(policy, self.kvm.vmids if self.kvm else None, vmid_bits, **(policy_kw or {}))
+        self.driver = SmmuDriver(self.bus, SMMU_BASE, self.mem, vmid_policy=pol, doorbell=self.doorbell,
+                                 tracer=self.tracer, **drv_kw)
+        self.ictx = Iommufd(self.driver)
+        self.guests: list[Guest] = []
+        self.dma: dict[int, DmaTestDevice] = {}
+
+    def _wired(self, line: str) -> None:
+        self.wired.append(line)
+        drv = getattr(self, "driver", None)
+        if drv is not None:
+            drv.wired_irq(line)
+
+    def guest(self, name: str) -> Guest:
+        g = Guest(self, name, 0x1_0000_0000 * (len(self.guests) + 1))
+        self.guests.append(g)
+        return g
+
+    def dmadev(self, sid: int) -> DmaTestDevice:
+        """A DMA test device with StreamID `sid` on the host bus (one MMIO window per device)."""
+        d = DmaTestDevice(self.bus, self.smmu.translate, sid=sid, tracer=self.tracer, name=f"dma{sid:#x}")
+        self.bus.add_device(DMATEST_BASE + len(self.dma) * DMATEST_SIZE, DMATEST_SIZE, d)
+        self.dma[sid] = d
+        return d
+
+    def dma_read(self, sid: int, iova: int) -> tuple[int, int, int]:
+        """READ64 through the device's MMIO: (status, data, fault_type)."""
+        d = self.dma[sid]
+        d.write(0x10, iova, 8)
+        d.write(0x1C, CMD_READ64, 4)
+        return d.read(0x04, 4), d.read(0x20, 8), d.read(0x30, 4)
+
+    def dma_write(self, sid: int, iova: int, value: int) -> tuple[int, int]:
+        d = self.dma[sid]
+        d.write(0x10, iova, 8)
+        d.write(0x20, value, 8)
+        d.write(0x1C, CMD_WRITE64, 4)
+        return d.read(0x04, 4), d.read(0x30, 4)
+
+    def events(self, name: str):
+        return self.sink.of(name)
