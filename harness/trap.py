@@ -236,7 +236,7 @@ class _Cpu:
         self.pending = False          # broadcast TLBIs issued since the last syncing DSB
         self.hcr_fb = hcr_fb
         self.e2h = self.tge = False
-        self.cache: dict[tuple, tuple[TlbiOp, bool]] = {}   # (encoding, Xt, EL, VMID) -> (op, Unicorn-native)
+        self.cache: dict[tuple, tuple[TlbiOp, bool, int, int]] = {}   # CpReg -> (op, Unicorn-native, EL, VMID)
         self.traps = 0
         self.el: int | None = None    # cached PSTATE.EL; None = read it at the next TLBI
 
@@ -373,7 +373,7 @@ class TlbiTrap:
         cache = cpu.cache
         native_set = UNICORN_NATIVE
         tracer = self.tracer
-        ic = self.interconnect
+        tlbi = self.interconnect.tlbi
         part = cpu.part
         index = cpu.index
         fast = _FastUc(cpu.uc)
@@ -390,38 +390,43 @@ class TlbiTrap:
             el = cpu.el
             if el is None:                        # reading PSTATE inside a hook costs ~2 us: cache the EL
                 el = cpu.el = (read_pstate() >> 2) & 3
-            ck = (cp, el, vmid())
-            hit = cache.get(ck)
-            if hit is None:
+            vm = vmid()
+            hit = cache.get(cp)                   # keyed by the CpReg tuple itself: no allocation here
+            if hit is None or hit[2] != el or hit[3] != vm:
                 key = (cp.op1, crn, cp.crm, cp.op2)
-                ctx = DecodeContext(el=el, vmid=ck[2], hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
+                ctx = DecodeContext(el=el, vmid=vm, hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
                 try:
                     op = decode(key[0], crn, key[2], key[3], cp.val, ctx)
                 except UndefinedTlbi as e:
                     return self._undefined(cpu, read_pc(), el, key, str(e))
                 if len(cache) > 4096:
                     cache.clear()
-                hit = cache[ck] = (op, key in native_set)
-            op, native = hit
+                hit = cache[cp] = (op, key in native_set, el, vm)
+            op = hit[0]
             cpu.traps += 1
-            enabled = tracer.enabled
-            if enabled:
-                pc = read_pc()
-                if "tlbi_trap" in enabled:
-                    self._trace(index, pc, el, op)
-                if op.broadcast:
-                    self.where_now = (index, pc)
-                    ic.tlbi(op, part)
-                    self.where_now = None
-                    cpu.pending = True
+            if tracer.enabled:
+                slow(op, el)
             elif op.broadcast:
-                ic.tlbi(op, part)
+                tlbi(op, part)
                 cpu.pending = True
-            if native:
+            if hit[1]:
                 return 0                          # Unicorn executes it: advances the PC, flushes its own TLB
             reg_write(PC, read_pc() + 4)          # not implemented by Unicorn: skip it ourselves
             flush()
             return 1
+
+        def slow(op: TlbiOp, el: int) -> None:
+            """Tracing on: the same steps, with the trap event and the (cpu, pc) context for sinks."""
+            pc = read_pc()
+            if "tlbi_trap" in tracer.enabled:
+                self._trace(index, pc, el, op)
+            if op.broadcast:
+                self.where_now = (index, pc)
+                try:
+                    tlbi(op, part)
+                finally:
+                    self.where_now = None
+                cpu.pending = True
 
         return on_sys
 
@@ -434,23 +439,34 @@ class TlbiTrap:
         self.tracer.emit("tlbi_trap", **f)
 
     def _make_dsb_hook(self, cpu: _Cpu, b: Barrier):
-        ic = self.interconnect
+        sync = self.interconnect.sync
         tracer = self.tracer
-        syncs = b.syncs
         index = cpu.index
         part = cpu.part
 
-        def on_dsb(uc, addr, size, _user):
-            if not cpu.pending:
-                return
-            enabled = tracer.enabled
-            if "tlbi_dsb" in enabled:
+        def slow(addr: int) -> None:
+            if "tlbi_dsb" in tracer.enabled:
                 tracer.emit("tlbi_dsb", cpu=index, pc=addr, domain=b.domain, full=b.full)
-            if syncs:
+            if b.syncs:
                 cpu.pending = False
-                self.where_now = (index, addr) if enabled else None
-                ic.sync(part)
-                self.where_now = None
+                self.where_now = (index, addr)
+                try:
+                    sync(part)
+                finally:
+                    self.where_now = None
+
+        if b.syncs:
+            def on_dsb(uc, addr, size, _user):
+                if cpu.pending:
+                    if tracer.enabled:
+                        slow(addr)
+                    else:
+                        cpu.pending = False
+                        sync(part)
+        else:
+            def on_dsb(uc, addr, size, _user):        # DSB NSH / LD / ST: completes nothing remote
+                if cpu.pending and tracer.enabled:
+                    slow(addr)
 
         return on_dsb
 

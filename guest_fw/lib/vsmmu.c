@@ -98,17 +98,26 @@ static u32 q_idx(u32 p, int log2) { return p & ((1u << log2) - 1); }
 static u32 q_wrap(u32 p, int log2) { return (p >> log2) & 1; }
 static u32 q_next(u32 p, int log2) { return (p + 1) & ((2u << log2) - 1); }
 
+/* Is the queue full from the driver's view? Uses the cached CONS first and reads CMDQ_CONS (a VM exit on a
+ * vSMMU) only when the cached value says full, as Linux keeps llq.cons. */
+static bool cmdq_full(struct vsmmu *s, bool refresh)
+{
+	const int l = VSMMU_CMDQ_LOG2;
+	if (refresh)
+		s->cmdq_cons = rd(s, SMMU_CMDQ_CONS) & ((2u << l) - 1);
+	return q_idx(s->cmdq_cons, l) == q_idx(s->cmdq_prod, l) && q_wrap(s->cmdq_cons, l) != q_wrap(s->cmdq_prod, l);
+}
+
 int vsmmu_queue(struct vsmmu *s, u64 w0, u64 w1)
 {
 	const int l = VSMMU_CMDQ_LOG2;
-	for (int i = 0; i < POLL_LIMIT; i++) {
-		u32 cons = rd(s, SMMU_CMDQ_CONS) & ((2u << l) - 1);
-		if (!(q_idx(cons, l) == q_idx(s->cmdq_prod, l) && q_wrap(cons, l) != q_wrap(s->cmdq_prod, l)))
-			goto room;
-		vsmmu_kick(s);
+	if (cmdq_full(s, false)) {
+		int i;
+		for (i = 0; i < POLL_LIMIT && cmdq_full(s, true); i++)
+			vsmmu_kick(s);
+		if (i == POLL_LIMIT)
+			return -1;
 	}
-	return -1;
-room:
 	s->cmdq[q_idx(s->cmdq_prod, l) * 2] = w0;
 	s->cmdq[q_idx(s->cmdq_prod, l) * 2 + 1] = w1;
 	s->cmdq_prod = q_next(s->cmdq_prod, l);
@@ -246,6 +255,7 @@ int vsmmu_init(struct vsmmu *s, uintptr_t base)
 	wr(s, SMMU_CMDQ_PROD, 0);
 	wr(s, SMMU_CMDQ_CONS, 0);
 	s->cmdq_prod = 0;
+	s->cmdq_cons = 0;
 	if ((r = write_cr0(s, CR0_CMDQEN)))
 		return r;
 	/* CFGI_ALL (CFGI_STE_RANGE with Range 31), TLBI_NSNH_ALL, CMD_SYNC */

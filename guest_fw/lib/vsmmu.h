@@ -90,6 +90,7 @@ struct vsmmu {
 	u64 *cmdq;                       /* 2 u64 per command */
 	u64 *evtq;                       /* 4 u64 per event */
 	u32 cmdq_prod;                   /* index | wrap bit */
+	u32 cmdq_cons;                   /* last CMDQ_CONS read (refreshed only when the queue looks full) */
 	u32 evtq_cons;
 	volatile u32 *sync_word;         /* CMD_SYNC MSI target */
 	u32 sync_seq;

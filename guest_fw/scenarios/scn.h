@@ -72,6 +72,13 @@ static inline u64 port_forward_tlbi_va(u64 asid, u64 va)
 	return readq(PORT_BASE + PORT_STATUS);
 }
 
+/* Yield the CPU: tell the host, then WFI (the run slice ends there; KVM puts the vCPU). */
+static inline void port_yield(u64 round)
+{
+	port_cmd(PORT_CMD_YIELD, round, 0, 0);
+	asm volatile("wfi" : : : "memory");
+}
+
 static inline void port_wait_gate(u64 step)
 {
 	while (readq(PORT_BASE + PORT_GATE) < step)

@@ -68,7 +68,7 @@ int main(void)
 			printf("sva: round %llu: the CPU itself still sees the old page\n", i);
 		s = dma_read64(va, &v);
 		port_cmd(PORT_CMD_REPORT, 2 * i + 1, classify(s, v, val_b(i), val_a(i)), v);
-		port_cmd(PORT_CMD_YIELD, i, 0, 0);
+		port_yield(i);
 	}
 	port_cmd(PORT_CMD_DONE, 1, 0, 0);
 	return 0;

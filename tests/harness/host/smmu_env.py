@@ -11,7 +11,7 @@ from devmodel.smmuv3 import ste as S
 from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
 from devmodel.smmuv3.regs import SmmuFeatures
 from devmodel.trace import ListSink, Tracer
-from harness.host.iommufd import Iommufd
+from harness.host.iommufd import IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, Iommufd
 from harness.host.kvm import Kvm
 from harness.host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
 from harness.host.vmid_policy import make_policy
@@ -19,6 +19,7 @@ from harness.host.vmid_policy import make_policy
 SMMU_BASE = 0x0905_0000
 RAM_IPA = 0x4000_0000
 GUEST_RAM = 16 << 20
+IOVA = 0x7_0000_0000
 
 
 class Guest:
@@ -60,13 +61,15 @@ def vste(cd_ipa: int, config: int = S.CONFIG_S1, **kw) -> tuple[int, int]:
 class Board:
     def __init__(self, features: SmmuFeatures = SmmuFeatures(), *, policy: str = "private", vmid_bits: int = 16,
                  kvm: bool = True, ncpus: int = 2, smmu_reserved: int = 0, split: bool = False,
-                 policy_kw: dict | None = None, msi_doorbell: bool = True, trace: bool = True, **drv_kw):
+                 policy_kw: dict | None = None, msi_doorbell: bool = True, connect_irq: bool = True,
+                 trace: bool = True, **drv_kw):
         self.bus = Bus()
         self.sink = ListSink()
         self.tracer = Tracer(sinks=[self.sink])
         if trace:
             self.tracer.enable_all()
         self.wired: list[str] = []
+        self.connect_irq = connect_irq
         self.smmu = SMMUv3(self.bus, features, tracer=self.tracer, irq=self._wired)
         self.bus.add_device(SMMU_BASE, MMIO_SIZE, self.smmu, "smmu0")
         self.doorbell = MsiDoorbell() if msi_doorbell else None
@@ -84,7 +87,7 @@ class Board:
     def _wired(self, line: str) -> None:
         self.wired.append(line)
         drv = getattr(self, "driver", None)
-        if drv is not None:
+        if drv is not None and self.connect_irq:
             drv.wired_irq(line)
 
     def guest(self, name: str) -> Guest:
@@ -115,3 +118,28 @@ class Board:
 
     def events(self, name: str):
         return self.sink.of(name)
+
+
+def nested_setup(b, g, sid, vsid, *, kvm_first=True, asid=5, depth=16):
+    """The QEMU smmuv3-accel sequence; returns (dev, dev_id, s2 hwpt, viommu, nested hwpt, vEVENTQ, guest S1)."""
+    ic = b.ictx
+    dev = ic.open_device(sid)
+    if kvm_first:
+        ic.kvm_dev_vfio_file_add(g.kvm_vm, dev)
+    dev_id = ic.bind(dev)
+    if not kvm_first:
+        ic.kvm_dev_vfio_file_add(g.kvm_vm, dev)
+    ioas = ic.ioas_alloc()
+    ic.ioas_map(ioas, g.size, g.pa, iova=RAM_IPA)
+    s2 = ic.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
+    ic.device_attach(dev_id, s2)
+    viommu = ic.viommu_alloc(dev_id, s2)
+    ic.vdevice_alloc(viommu, dev_id, vsid)
+    _, q = ic.veventq_alloc(viommu, depth=depth)
+    t = g.s1_tables()
+    t.map(IOVA, RAM_IPA + 0x10_0000, 0x4000)
+    cd = g.write_cd(t, asid=asid)
+    nested = ic.hwpt_alloc(dev_id, viommu, data_type=IOMMU_HWPT_DATA_ARM_SMMUV3, data=vste(cd))
+    ic.device_attach(dev_id, nested)
+    b.dmadev(sid)
+    return dev, dev_id, s2, viommu, nested, q, t

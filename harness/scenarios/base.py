@@ -1,0 +1,42 @@
+"""What a scenario is: a name, the seed it comes from, and `run(policy, vmid_bits, vms) -> ScenarioResult`."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from devmodel.trace import Tracer
+
+from ..host.vmid_policy import POLICIES
+from .result import ScenarioResult
+
+__all__ = ["Scenario", "POLICY_NAMES"]
+
+POLICY_NAMES = tuple(POLICIES)        # private, unpinned, split, restricted, shared
+
+
+class Scenario:
+    name = "?"
+    seed = ""
+    summary = ""
+    vms_meaning = "VMs"
+    default_vms = 2
+    #: VM counts the report sweeps (over-invalidation and VM exits against the number of VMs)
+    sweep_vms: tuple[int, ...] = ()
+
+    def run(self, policy: str, vmid_bits: int = 16, vms: int | None = None, *, tracer: Tracer | None = None,
+            **opts: Any) -> ScenarioResult:
+        if policy not in POLICY_NAMES:
+            raise ValueError(f"unknown VMID policy {policy!r} (choose from {', '.join(POLICY_NAMES)})")
+        if vmid_bits not in (8, 16):
+            raise ValueError(f"VMID width must be 8 or 16, not {vmid_bits}")
+        n = self.default_vms if vms is None else vms
+        if n < 1:
+            raise ValueError(f"--vms {n}: at least 1")
+        res = ScenarioResult(self.name, policy, vmid_bits, n)
+        t0 = time.perf_counter()
+        self._run(res, tracer=tracer, **opts)
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    def _run(self, res: ScenarioResult, *, tracer: Tracer | None, **opts: Any) -> None:
+        raise NotImplementedError

@@ -1,0 +1,188 @@
+"""The VMM side of a nested-SMMU VM in one call: host SMMUv3 + host driver + KVM + iommufd, a DMA test device
+assigned to the VM (MMIO passed through, DMA through the physical SMMU with its physical StreamID), and the
+VM's vSMMU (`harness.vsmmu.VSmmu`), wired in the order QEMU's accelerated vSMMU does it (REFERENCE.md "iommufd
+nested flow"):
+
+    KVM_DEV_VFIO_FILE_ADD -> VFIO_DEVICE_BIND_IOMMUFD -> IOAS_ALLOC + IOAS_MAP(guest RAM at its IPA)
+    -> HWPT_ALLOC(NEST_PARENT) -> attach (stage 2 only) -> VIOMMU_ALLOC -> VEVENTQ_ALLOC -> vSMMU at IPA
+    0x0905_0000 -> VDEVICE_ALLOC(vSID) + abort/bypass nested HWPTs -> attach per the guest's (disabled) vSMMU
+
+    from harness.machine import Machine
+    from harness.vmm import setup_nested_vm
+    m = Machine()
+    vm = m.add_vm("vm0")
+    nv = setup_nested_vm(m, vm, policy="shared", btm=False)   # nv.host is reused for a second VM:
+    nv2 = setup_nested_vm(m, m.add_vm("vm1"), host=nv.host)
+    vm.load(elf); m.run(); nv.vsmmu.cost()
+
+The guest sees its device's vSID when it reads the DMA test device's SID register (the IORT ID mapping of a
+real board); the register is read-only for the guest, since a device's StreamID is fixed by the hardware.
+
+Not modelled: several devices per VM (call `attach_device` on the vSMMU for more), PCI topology, MSI
+remapping for the device (the DMA test device raises no interrupts), VM teardown in reverse order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from devmodel.dmatest import DMATEST_BASE, DMATEST_SIZE, DmaTestDevice
+from devmodel.dmatest import REGS as DMATEST_REGS
+from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
+from devmodel.smmuv3.regs import SmmuFeatures
+
+from .host.iommufd import IOMMU_HWPT_ALLOC_NEST_PARENT, Iommufd
+from .host.kvm import Kvm, KvmVm
+from .host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
+from .host.vmid_policy import make_policy
+from .vsmmu import VSMMU_IPA, VSmmu, vsmmu_features
+
+__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "HOST_SMMU_PA",
+           "DMATEST_IPA", "DEFAULT_VSID", "FIRST_PSID"]
+
+HOST_SMMU_PA = 0x0905_0000         # the physical SMMU on the host bus (host PA)
+DMATEST_IPA = DMATEST_BASE         # where the guest sees its assigned DMA test device
+DEFAULT_VSID = 0x10
+FIRST_PSID = 0x20                  # physical StreamIDs handed to assigned devices: 0x20, 0x21, ...
+_SID_OFF = next(r.offset for r in DMATEST_REGS if r.name == "SID")
+
+
+class AssignedMmio:
+    """The guest's window onto an assigned device's MMIO (VFIO region mmap'ed into the VM): every access goes
+    to the host device, except the SID register, which reads as the vSID and ignores stores."""
+
+    def __init__(self, dev: Any, vsid: int):
+        self.dev, self.vsid = dev, vsid
+        self.sid_writes_ignored = 0
+
+    def read(self, offset: int, size: int) -> int:
+        if offset == _SID_OFF and size == 4:
+            return self.vsid
+        return self.dev.read(offset, size)
+
+    def write(self, offset: int, value: int, size: int) -> None:
+        if _SID_OFF <= offset < _SID_OFF + 4:
+            self.sid_writes_ignored += 1
+            return
+        self.dev.write(offset, value, size)
+
+
+@dataclass
+class NestedHost:
+    """The host half, shared by every VM of the machine."""
+    machine: Any
+    smmu: SMMUv3
+    mem: HostMemory
+    doorbell: MsiDoorbell
+    driver: SmmuDriver
+    kvm: Kvm
+    policy: Any
+    ictx: Iommufd
+    btm: bool
+    next_psid: int = FIRST_PSID
+    next_dma_pa: int = DMATEST_BASE
+
+
+@dataclass
+class NestedVm:
+    """Handles of one VM's nested set-up."""
+    host: NestedHost
+    vm: Any
+    kvm_vm: KvmVm
+    vsmmu: VSmmu
+    dma: DmaTestDevice
+    mmio: AssignedMmio
+    dev: Any                      # iommufd VfioDevice
+    dev_id: int
+    ioas: int
+    s2_hwpt: int
+    viommu: int
+    veventq_id: int
+    vsid: int
+    psid: int
+    vmid: int                     # the vIOMMU's VMID (what the physical SMMU tags this VM's entries with)
+    extra: dict = field(default_factory=dict)
+
+
+def setup_host(machine: Any, *, policy: str = "shared", btm: bool = False, vmid_bits: int = 16, ncpus: int = 2,
+               features: SmmuFeatures | None = None, policy_kw: dict | None = None, kvm_kw: dict | None = None,
+               driver_kw: dict | None = None) -> NestedHost:
+    """Physical SMMUv3 at HOST_SMMU_PA on the machine's host bus (IDR0.BTM = `btm`; a DVM participant when
+    `btm`), an MSI doorbell, the host driver (BTM used when `btm`: the board says DVM reaches the SMMU), KVM as
+    a machine plugin (VMIDs per slice), the VMID `policy` (harness.host.vmid_policy) and an iommufd context."""
+    feats = features if features is not None else SmmuFeatures(btm=btm)
+    holder: dict[str, SmmuDriver] = {}
+
+    def wired(line: str) -> None:
+        drv = holder.get("driver")
+        if drv is not None:
+            drv.wired_irq(line)
+
+    smmu = SMMUv3(machine.bus, feats, tracer=machine.tracer, name="smmu0", irq=wired)
+    machine.add_device(HOST_SMMU_PA, MMIO_SIZE, smmu, "smmu0")
+    doorbell = MsiDoorbell()
+    machine.add_device(DOORBELL_BASE, MsiDoorbell.SIZE, doorbell, "its")
+    mem = HostMemory(machine.bus)
+    if btm:
+        machine.interconnect.attach(smmu)
+    kvm = Kvm(vmid_bits, ncpus, interconnect=machine.interconnect, tracer=machine.tracer, **(kvm_kw or {}))
+    machine.plugins.insert(0, kvm)          # before plugins that read vcpu.vmid in slice_start
+    for v in machine.vcpus:
+        kvm.attach_vcpu(v)
+    pol = make_policy(policy, kvm.vmids, vmid_bits, btm=btm, **(policy_kw or {}))
+    driver = SmmuDriver(machine.bus, HOST_SMMU_PA, mem, dvm_capable=btm, vmid_policy=pol, doorbell=doorbell,
+                        tracer=machine.tracer, **(driver_kw or {}))
+    holder["driver"] = driver
+    ictx = Iommufd(driver, tracer=machine.tracer)
+    return NestedHost(machine, smmu, mem, doorbell, driver, kvm, pol, ictx, btm)
+
+
+def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, policy: str = "shared",
+                    btm: bool = False, vsid: int = DEFAULT_VSID, psid: int | None = None,
+                    kvm_before_bind: bool = True, batch: bool = False, mask_ste: bool = False,
+                    vsmmu_ipa: int = VSMMU_IPA, dmatest_ipa: int = DMATEST_IPA, veventq_depth: int = 64,
+                    **host_kw: Any) -> NestedVm:
+    """Give `vm` a vSMMU and an assigned DMA test device (see the module docstring). `host` is reused when
+    given (its policy/btm win), else created with `setup_host(machine, policy=, btm=, **host_kw)`.
+    `kvm_before_bind=False` does bind before KVM_DEV_VFIO_FILE_ADD: with a policy that needs the VM's pinned
+    VMID, VIOMMU_ALLOC then fails with ENODEV (an `IommufdError` raised from here)."""
+    if host is None:
+        host = setup_host(machine, policy=policy, btm=btm, **host_kw)
+    ictx = host.ictx
+    if psid is None:
+        psid = host.next_psid
+        host.next_psid += 1
+    dma = DmaTestDevice(machine.bus, host.smmu.translate, sid=psid, tracer=machine.tracer,
+                        name=f"{vm.name}.dmatest")
+    machine.add_device(host.next_dma_pa, DMATEST_SIZE, dma, f"{vm.name}.dmatest")
+    host.next_dma_pa += DMATEST_SIZE
+    mmio = AssignedMmio(dma, vsid)
+    vm.add_device(dmatest_ipa, DMATEST_SIZE, mmio, "dmatest")
+    if vm.vcpus:
+        host.kvm.attach_vcpu(vm.vcpus[0])
+    kvm_vm = host.kvm.vm_of(vm)
+    if kvm_vm is None:
+        kvm_vm = host.kvm.create_vm(vm.name, nvcpus=0, key=vm)
+    dev = ictx.open_device(psid, f"{vm.name}.dmatest")
+    if kvm_before_bind:
+        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
+        dev_id = ictx.bind(dev)
+    else:
+        dev_id = ictx.bind(dev)
+        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
+    ioas = ictx.ioas_alloc()
+    ictx.ioas_map(ioas, length=vm.ram.size, pa=vm.ram_pa, iova=vm.ram_ipa)
+    s2 = ictx.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
+    ictx.device_attach(dev_id, s2)
+    viommu = ictx.viommu_alloc(dev_id, s2)
+    vmid = ictx.viommu_vmid(viommu)
+    q_id, q = ictx.veventq_alloc(viommu, depth=veventq_depth)
+    kvmids = host.kvm.vmids
+    shares_kvm_vmid = kvmids.is_pinned_vmid(vmid) and kvmids.hw_vmid(kvm_vm.vmid_ctx) == vmid
+    feats = vsmmu_features(host.driver.caps, btm=host.driver.caps.use_btm and shares_kvm_vmid)
+    vs = VSmmu(vm, ictx, viommu, veventq=q, features=feats, tracer=machine.tracer, name=f"{vm.name}.vsmmu",
+               batch=batch, mask_ste=mask_ste)
+    vm.add_device(vsmmu_ipa, MMIO_SIZE, vs, "vsmmu")
+    vs.attach_device(vsid, dev_id)
+    machine.add_plugin(vs)
+    return NestedVm(host, vm, kvm_vm, vs, dma, mmio, dev, dev_id, ioas, s2, viommu, q_id, vsid, psid, vmid)

@@ -1,0 +1,427 @@
+"""The VMM's guest-visible SMMUv3 (a vSMMU in the VM's IPA space), accelerated through iommufd as QEMU's
+`hw/arm/smmuv3-accel.c` does.
+
+The programming model is the devmodel SMMUv3 itself: `VSmmu` subclasses `devmodel.smmuv3.device.SMMUv3` on the
+VM's IPA bus, so the register table (`regs.py` + `SmmuFeatures`), the write locks, the CR0/CR0ACK and GBPA
+handshakes, GERROR, the wrapping queues (`queue.py`), the command decoder and its CERROR_ILL checks
+(`commands.py`), CMD_SYNC completion (MSI write into guest RAM, or CONS) and the event-queue writer are the
+model's code. What the VMM adds replaces the model's command *execution* (`_execute`), since the VMM does not
+translate anything itself - the guest's device DMA goes through the physical SMMU:
+
+* guest `CFGI_STE` / `CFGI_STE_RANGE` (and SMMUEN/GBPA changes) -> read the guest STE from its stream table in
+  guest RAM (IPA, `strtab.find_ste` over the VM's IPA bus) -> for an assigned device: abort/bypass -> attach the
+  pre-allocated abort/bypass nested HWPT; stage 1 -> nested `HWPT_ALLOC` with the vSTE words 0-1 + attach, then
+  free the previous nested HWPT (`smmuv3_accel_install_ste`). The vDEVICE (vSID -> SID) is allocated when the
+  device is assigned (`attach_device`). A vSTE the kernel refuses (EIO: fields outside the allowed set, a bad
+  Config) or that is ILLEGAL for this vSMMU is reported to the guest as C_BAD_STE in its event queue (where a
+  real SMMU would report it at the next transaction) and the device is left on the abort HWPT.
+* guest `TLBI_NH_ALL/ASID/VA/VAA`, `TLBI_NSNH_ALL`, `CFGI_CD`, `CFGI_CD_ALL`, `ATC_INV` -> `HWPT_INVALIDATE` on
+  the vIOMMU with the guest's 16 command bytes, unmodified: the kernel rewrites the VMID and maps vSIDs
+  (`smmuv3_accel_issue_inv_cmd`, one command per call). The VMM does not filter vSIDs itself (QEMU skips
+  commands for vSIDs without a vDEVICE): the kernel is the authority, and a command it refuses (EIO, e.g. a
+  vSID the VM does not own) stops the guest's queue with CMDQ_CONS.ERR = CERROR_ILL at that command and
+  GERROR.CMDQ_ERR, as the spec says for an illegal command. With `batch=True` consecutive invalidations are
+  sent in one call at the next CMD_SYNC (or any other command, or the end of the kick), as Linux batches
+  (`arm_smmu_cmdq_batch`); a refusal then rewinds CMDQ_CONS to the refused entry.
+* `CMD_SYNC` completes after everything before it was issued (the kernel's HWPT_INVALIDATE waits for its own
+  CMD_SYNC on the physical queue), by the model's MSI write to guest memory or the CONS update.
+* host events for the device: the vIOMMU's vEVENTQ (events already carry the vSID) is read when the guest reads
+  EVTQ_PROD and at the end of each of the VM's vCPU slices (a machine plugin), and every record goes into the
+  guest's event queue through the model's writer (overflow, MSI/IRQ as the model does).
+* commands the vSMMU does not offer (stage 2, EL2, PRI, stalls: IDR0 says S2P=0, Hyp=0, PRI=0, STALL_MODEL=1)
+  fail with CERROR_ILL in the model's own `commands.check`; PREFETCH_* are accepted and ignored.
+
+Accounting (`stats`, `cost()`): every guest MMIO access to the vSMMU is a trap to the VMM (`vm_exits`: the page
+is emulated, so loads and stores both exit); `work_exits` counts the stores that make the VMM do something
+(CR0, GBPA, IRQ_CTRL, GERRORN, CMDQ_PROD); per guest invalidation command the VMM counts `host_calls`
+(HWPT_INVALIDATE ioctls) and `host_cmds` (commands, CMD_SYNCs included, the host driver put on the physical
+queue for them).
+
+Guest input never raises into the harness: iommufd/driver errors become CERRORs or events, and anything else
+(a bug) is caught at the MMIO boundary, recorded in `internal_errors`, traced (`vsmmu_internal_error`), and
+turns into GERROR.CMDQ_ERR with CERROR_ABT so the guest sees a failure too. Tests assert `internal_errors` is
+empty.
+
+Not modelled: 2-level guest stream tables are read (the model's walker), but hot-plug, PRI, ATS (IDR0.ATS=0),
+the guest's wired interrupts (no GIC: the guest polls or uses MSIs into its RAM), CMDQV, nested vSMMUs for
+several assigned devices behind different physical SMMUs.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from devmodel.smmuv3 import commands as cmds
+from devmodel.smmuv3 import events as evmod
+from devmodel.smmuv3 import ste as stemod
+from devmodel.smmuv3 import strtab
+from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
+from devmodel.smmuv3.fault import EventType, Fault
+from devmodel.smmuv3.regs import SmmuFeatures
+from devmodel.trace import NULL_TRACER, Tracer, define
+
+__all__ = ["VSmmu", "VSmmuDevice", "vsmmu_features", "VSMMU_IPA", "VSMMU_SIZE", "FORWARDED", "WORK_REGS"]
+
+VSMMU_IPA = 0x0905_0000
+VSMMU_SIZE = MMIO_SIZE
+_M64 = (1 << 64) - 1
+
+#: guest commands the VMM hands to IOMMU_HWPT_INVALIDATE (the kernel converts or refuses them)
+FORWARDED = frozenset({"TLBI_NH_ALL", "TLBI_NH_ASID", "TLBI_NH_VA", "TLBI_NH_VAA", "TLBI_NSNH_ALL", "CFGI_CD",
+                       "CFGI_CD_ALL", "ATC_INV"})
+#: registers whose guest stores make the VMM work (the model has a `_on_<reg>_write` hook for them)
+WORK_REGS = frozenset({"CR0", "GBPA", "IRQ_CTRL", "GERRORN", "CMDQ_PROD"})
+
+define("vsmmu_cmd", ("dev", "opcode", "vsid", "action", "host_cmds", "errno"),
+       "a guest command the VMM handled (action: forwarded | batched | installed | local | refused)")
+define("vsmmu_install_ste", ("dev", "vsid", "sid", "config", "hwpt", "how"),
+       "guest STE installed for an assigned device (how: abort | bypass | translate | gbpa-abort | gbpa-bypass "
+       "| refused)")
+define("vsmmu_refused", ("dev", "what", "vsid", "errno", "reason"),
+       "the host refused a guest STE or command; the guest gets C_BAD_STE or CERROR_ILL")
+define("vsmmu_event", ("dev", "type", "vsid", "written"), "a host event (vEVENTQ) put into the guest's EVTQ")
+define("vsmmu_internal_error", ("dev", "where", "error"), "a VMM bug caught at the MMIO boundary")
+
+
+def vsmmu_features(host: Any = None, *, btm: bool = False, **overrides: Any) -> SmmuFeatures:
+    """The ID registers the guest sees: stage 1 only (the host owns stage 2), no Hyp/ATS/PRI, terminate-only
+    stalls, MSIs, linear and 2-level stream tables; OAS, granules, RIL and SSIDSIZE no larger than the host's
+    (`smmuv3_accel_check_hw_compatible`). `host` is the driver's `SmmuCaps` (or None for defaults). `btm` is
+    what IDR0.BTM tells the guest: only true when its CPUs' TLBIs really reach the physical SMMU with the
+    vIOMMU's VMID (host BTM in use and the VM's pinned KVM VMID shared)."""
+    kw: dict[str, Any] = dict(s1p=True, s2p=False, hyp=False, ats=False, pri=False, stall_model=1, msi=True,
+                              sev=True, btm=btm, httu=0, vmid16=True, asid16=True, cd2l=True, st_level_2=True,
+                              sidsize=16, gbpa_abort=False)
+    if host is not None:
+        kw.update(oas=min(host.oas, 48), ril=bool(host.ril), ssidsize=min(host.ssid_bits, 20),
+                  gran4k=4096 in host.granules, gran16k=16384 in host.granules,
+                  gran64k=65536 in host.granules, asid16=host.asid_bits == 16, cd2l=bool(host.cd2l))
+    kw.update(overrides)
+    return SmmuFeatures(**kw)
+
+
+@dataclass
+class VSmmuDevice:
+    """An assigned device behind the vSMMU: its vSID, iommufd dev_id, vDEVICE, current HWPT."""
+    vsid: int
+    dev_id: int
+    sid: int
+    vdevice_id: int
+    hwpt: int = 0                 # attached HWPT id
+    nested: int = 0               # the translate nested HWPT this vSMMU allocated (0: none)
+    how: str = ""
+
+
+class VSmmu(SMMUv3):
+    """A guest-visible SMMUv3 for `vm`, backed by vIOMMU `viommu_id` of iommufd context `ictx`.
+
+    `veventq`: the vIOMMU's vEVENTQ object (`Iommufd.veventq_alloc(...)[1]`), or None (no event forwarding).
+    `batch`: send consecutive invalidations in one HWPT_INVALIDATE (default: one per command, as QEMU).
+    `mask_ste`: strip vSTE bits outside the nesting-allowed set before HWPT_ALLOC, as QEMU does with
+    STE0_MASK/STE1_MASK (default False: pass the guest's words and let the kernel refuse them)."""
+
+    def __init__(self, vm: Any, ictx: Any, viommu_id: int, *, veventq: Any = None,
+                 features: SmmuFeatures | None = None, tracer: Tracer = NULL_TRACER, name: str | None = None,
+                 batch: bool = False, mask_ste: bool = False):
+        self.vm = vm
+        self.ictx = ictx
+        self.viommu_id = viommu_id
+        self.veventq = veventq
+        self.batch = batch
+        self.mask_ste = mask_ste
+        self.devices: dict[int, VSmmuDevice] = {}
+        self.vmm: Counter[str] = Counter()          # VMM-side accounting (see module docstring)
+        self.internal_errors: list[str] = []
+        self.refusals: list[tuple[str, int, int, str]] = []   # (what, vsid, errno, reason)
+        self._pending: list[tuple[int, bytes, cmds.Command]] = []   # batch: (cons, raw, cmd)
+        self._abort_hwpt = 0
+        self._bypass_hwpt = 0
+        self._in_mmio = False
+        super().__init__(vm.ipa, features or vsmmu_features(), tracer=tracer,
+                         name=name or f"{getattr(vm, 'name', 'vm')}.vsmmu", irq=None)
+
+    # -- the model's hooks that the VMM replaces --------------------------------------------------------------
+    def _make_core(self) -> Any:
+        return None                    # no translation in the VMM: DMA goes through the physical SMMU
+
+    @property
+    def stats_vmm(self) -> dict[str, int]:
+        return dict(self.vmm)
+
+    # -- MMIO boundary: exits, accounting, never an exception into the harness ------------------------------------
+    def read(self, offset: int, size: int) -> int:
+        self.vmm["vm_exits"] += 1
+        self.vmm["mmio_reads"] += 1
+        if self._in_mmio:                       # re-entry (cannot happen from a guest); keep it harmless
+            return super().read(offset, size)
+        self._in_mmio = True
+        try:
+            return super().read(offset, size)
+        except Exception as e:                  # noqa: BLE001 - the boundary: record, report, continue
+            self._internal("read", e)
+            return 0
+        finally:
+            self._in_mmio = False
+
+    def write(self, offset: int, value: int, size: int) -> None:
+        self.vmm["vm_exits"] += 1
+        self.vmm["mmio_writes"] += 1
+        hit = self.regs.lookup(self._alias(offset), size) if 0 <= offset < MMIO_SIZE else None
+        if hit is not None and hit[0].name in WORK_REGS:
+            self.vmm["work_exits"] += 1
+            if hit[0].name == "CMDQ_PROD":
+                self.vmm["cmdq_kicks"] += 1
+        self._in_mmio = True
+        try:
+            super().write(offset, value, size)
+        except Exception as e:                  # noqa: BLE001 - the boundary: record, report, continue
+            self._internal("write", e)
+        finally:
+            self._in_mmio = False
+
+    def _internal(self, where: str, e: BaseException) -> None:
+        self.internal_errors.append(f"{where}: {e!r}\n{traceback.format_exc()}")
+        self.vmm["internal_errors"] += 1
+        if self._on("vsmmu_internal_error"):
+            self.tracer.emit("vsmmu_internal_error", dev=self.name, where=where, error=repr(e))
+        self._cmdq_busy = False
+        self.regs.set_field("CMDQ_CONS", "ERR", cmds.CERROR_ABT)
+        self._gerror("CMDQ_ERR")
+
+    # -- register hooks added by the VMM --------------------------------------------------------------------------
+    def _on_cr0_write(self, old: int, new: int) -> None:
+        super()._on_cr0_write(old, new)
+        if (old ^ new) & 1:                      # SMMUEN changed: every device follows the new state
+            self.install_all("smmuen")
+
+    def _on_gbpa_write(self, old: int, new: int) -> None:
+        super()._on_gbpa_write(old, new)
+        if not self._field("CR0ACK", "SMMUEN") and self.regs["GBPA"] != old:
+            self.install_all("gbpa")
+
+    def _on_evtq_prod_read(self, value: int) -> int:
+        self.poll_events()
+        return self.regs["EVTQ_PROD"]
+
+    # -- command queue ---------------------------------------------------------------------------------------------
+    def _process_cmdq(self) -> None:
+        outer = not self._cmdq_busy
+        super()._process_cmdq()
+        if outer and self._pending:
+            self._flush(at_sync=False)
+
+    def _execute(self, cmd: cmds.Command) -> int:
+        n = cmd.name
+        self.vmm["guest_cmds"] += 1
+        if n in FORWARDED:
+            self.vmm["guest_invalidations"] += 1
+            if self.batch:
+                self._pending.append((self.cmdq.state().cons, cmd.to_bytes(), cmd))
+                self._trace_cmd(cmd, "batched", 0, 0)
+                return cmds.CERROR_NONE
+            return self._invalidate([(self.cmdq.state().cons, cmd.to_bytes(), cmd)])
+        if self._pending:                        # keep the guest's order: earlier invalidations go first
+            err = self._flush(at_sync=True)
+            if err:
+                return err
+        if n == "CFGI_STE":
+            self.install(cmd.sid, "cfgi_ste")
+            self._trace_cmd(cmd, "installed", 0, 0)
+        elif n == "CFGI_STE_RANGE":
+            rng = cmds.ste_range(cmd)
+            for vsid in sorted(self.devices):
+                if rng is None or rng[0] <= vsid <= rng[1]:
+                    self.install(vsid, "cfgi_ste_range")
+            self._trace_cmd(cmd, "installed", 0, 0)
+        elif n == "CMD_SYNC":
+            self._sync(cmd)
+            self._trace_cmd(cmd, "local", 0, 0)
+        else:                                    # PREFETCH_*: accepted, nothing to do
+            self._trace_cmd(cmd, "local", 0, 0)
+        return cmds.CERROR_NONE
+
+    def _invalidate(self, entries: list[tuple[int, bytes, cmds.Command]]) -> int:
+        """One HWPT_INVALIDATE for `entries`; on refusal CMDQ_CONS is left at the refused entry."""
+        drv = self.ictx.driver
+        before = drv.stats["cmds"] + drv.stats["syncs"]
+        self.vmm["host_calls"] += 1
+        err_no, reason, done = 0, "", len(entries)
+        try:
+            done = self.ictx.hwpt_invalidate(self.viommu_id, [raw for _c, raw, _cmd in entries])
+        except OSError as e:                     # IommufdError / SmmuDriverError: errno carried
+            err_no, reason = e.errno or _errno.EIO, e.strerror or str(e)
+            done = getattr(e, "entry_num", None) or 0
+        host = drv.stats["cmds"] + drv.stats["syncs"] - before
+        self.vmm["host_cmds"] += host
+        for i, (_c, _raw, cmd) in enumerate(entries[:done]):
+            self._trace_cmd(cmd, "forwarded", host if i == 0 else 0, 0)
+        if not err_no:
+            return cmds.CERROR_NONE
+        cons, _raw, cmd = entries[min(done, len(entries) - 1)]
+        self._refused("command", cmd.sid if cmd.name in ("CFGI_CD", "CFGI_CD_ALL", "ATC_INV") else -1,
+                      err_no, f"{cmd.name}: {reason}")
+        self._trace_cmd(cmd, "refused", 0, err_no)
+        self.cmdq.set_cons(cons)
+        return cmds.CERROR_ILL
+
+    def _flush(self, at_sync: bool) -> int:
+        todo, self._pending = self._pending, []
+        err = self._invalidate(todo)
+        if err and not at_sync:
+            self._cmdq_error(err, "batch", self.cmdq.state().cons)
+        return err
+
+    def _trace_cmd(self, cmd: cmds.Command, action: str, host_cmds: int, err: int) -> None:
+        if self._on("vsmmu_cmd"):
+            vsid = cmd.sid if cmd.name in ("CFGI_STE", "CFGI_CD", "CFGI_CD_ALL", "ATC_INV") else -1
+            self.tracer.emit("vsmmu_cmd", dev=self.name, opcode=cmd.name, vsid=vsid, action=action,
+                             host_cmds=host_cmds, errno=err)
+
+    def _refused(self, what: str, vsid: int, err: int, reason: str) -> None:
+        self.refusals.append((what, vsid, err, reason))
+        self.vmm[f"refused_{what}"] += 1
+        if self._on("vsmmu_refused"):
+            self.tracer.emit("vsmmu_refused", dev=self.name, what=what, vsid=vsid, errno=err, reason=reason)
+
+    # -- devices and STEs ----------------------------------------------------------------------------------------
+    def attach_device(self, vsid: int, dev_id: int) -> VSmmuDevice:
+        """Assign the bound iommufd device `dev_id` to the guest as `vsid` (IOMMU_VDEVICE_ALLOC), allocating
+        the vIOMMU's abort/bypass nested HWPTs on first use, and install what the guest's state says."""
+        if vsid in self.devices:
+            raise ValueError(f"{self.name}: vSID {vsid:#x} is already assigned")
+        vdev = self.ictx.vdevice_alloc(self.viommu_id, dev_id, vsid)
+        if not self._abort_hwpt:
+            self._abort_hwpt = self._nested_alloc(dev_id, (1 | (stemod.CONFIG_ABORT << 1), 0))
+            self._bypass_hwpt = self._nested_alloc(dev_id, (1 | (stemod.CONFIG_BYPASS << 1), 0))
+        sid = self.ictx.devices[dev_id].sid
+        d = VSmmuDevice(vsid, dev_id, sid, vdev)
+        self.devices[vsid] = d
+        self.install(vsid, "attach")
+        return d
+
+    def _nested_alloc(self, dev_id: int, words: tuple[int, int]) -> int:
+        from harness.host.iommufd import IOMMU_HWPT_DATA_ARM_SMMUV3
+        return self.ictx.hwpt_alloc(dev_id, self.viommu_id, data_type=IOMMU_HWPT_DATA_ARM_SMMUV3, data=words)
+
+    def install_all(self, why: str) -> None:
+        for vsid in sorted(self.devices):
+            self.install(vsid, why)
+
+    def install(self, vsid: int, why: str = "") -> str:
+        """`smmuv3_accel_install_ste`: make the host follow the guest's STE for `vsid`. Returns how."""
+        d = self.devices.get(vsid)
+        if d is None:
+            self.vmm["cfgi_ste_unbacked"] += 1        # no assigned device there: nothing in the host to change
+            return "none"
+        new_nested = 0
+        cfg = -1
+        if not self._field("CR0ACK", "SMMUEN"):
+            abort = bool(self._field("GBPA", "ABORT"))
+            hwpt, how = (self._abort_hwpt, "gbpa-abort") if abort else (self._bypass_hwpt, "gbpa-bypass")
+        else:
+            hwpt, how, new_nested, cfg = self._from_guest_ste(d)
+        if not self._attach(d, hwpt, new_nested):
+            hwpt, how = self._abort_hwpt, "refused"
+            self._attach(d, hwpt, 0)
+        d.how = how
+        self.vmm[f"ste_{how}"] += 1
+        if self._on("vsmmu_install_ste"):
+            self.tracer.emit("vsmmu_install_ste", dev=self.name, vsid=vsid, sid=d.sid, config=cfg, hwpt=hwpt,
+                             how=how)
+        return how
+
+    def _from_guest_ste(self, d: VSmmuDevice) -> tuple[int, str, int, int]:
+        """(hwpt, how, newly allocated nested hwpt or 0, config) for the guest's current STE of `d`."""
+        look = strtab.find_ste(self._fetch_pa, self._field("STRTAB_BASE", "ADDR"), self.regs["STRTAB_BASE_CFG"],
+                               self.features, d.vsid)
+        if isinstance(look, Fault):
+            self._record(Fault(look.type, sid=d.vsid, ipa=look.ipa, reason=f"VMM: {look.reason}"))
+            return self._abort_hwpt, "abort", 0, -1
+        ste = look.ste
+        cfg = ste.config if ste.v else -1
+        if not ste.v or ste.config < stemod.CONFIG_BYPASS:
+            return self._abort_hwpt, "abort", 0, cfg
+        bad = stemod.validate(ste, self.features, d.vsid)
+        if bad is not None:                      # ILLEGAL for this vSMMU (e.g. stage 2 with IDR0.S2P=0)
+            self._refused("ste", d.vsid, _errno.EINVAL, bad.reason)
+            self._record(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"VMM: {bad.reason}"))
+            return self._abort_hwpt, "refused", 0, cfg
+        if ste.config == stemod.CONFIG_BYPASS:
+            return self._bypass_hwpt, "bypass", 0, cfg
+        w0, w1 = ste.raw & _M64, (ste.raw >> 64) & _M64
+        if self.mask_ste:
+            from harness.host.iommufd import NESTING_ALLOWED
+            w0, w1 = w0 & NESTING_ALLOWED[0], w1 & NESTING_ALLOWED[1]
+        try:
+            hwpt = self._nested_alloc(d.dev_id, (w0, w1))
+        except OSError as e:
+            self._refused("ste", d.vsid, e.errno or _errno.EIO, e.strerror or str(e))
+            self._record(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"host refused the vSTE: {e.strerror}"))
+            return self._abort_hwpt, "refused", 0, cfg
+        return hwpt, "translate", hwpt, cfg
+
+    def _attach(self, d: VSmmuDevice, hwpt: int, new_nested: int) -> bool:
+        try:
+            self.ictx.device_attach(d.dev_id, hwpt)
+        except OSError as e:
+            self._refused("attach", d.vsid, e.errno or _errno.EIO, e.strerror or str(e))
+            if new_nested:
+                self._destroy(new_nested)
+            return False
+        old, d.hwpt = d.nested, hwpt
+        d.nested = new_nested
+        if old and old != new_nested:
+            self._destroy(old)                   # free the previous translate HWPT (QEMU does the same)
+        return True
+
+    def _destroy(self, hwpt: int) -> None:
+        try:
+            self.ictx.destroy(hwpt)
+        except OSError as e:
+            self._refused("destroy", -1, e.errno or _errno.EIO, e.strerror or str(e))
+
+    # -- events ------------------------------------------------------------------------------------------------------
+    def poll_events(self) -> int:
+        """Move the vEVENTQ's records into the guest's event queue; returns how many were written."""
+        q = self.veventq
+        if q is None:
+            return 0
+        n = 0
+        for ve in q.read():
+            if ve.lost:
+                self.vmm["vevents_lost"] += 1
+                continue
+            ev = ve.event
+            written = self._evtq_write(ev)
+            (self.events if written else self.dropped).append(ev)
+            self.vmm["events_injected" if written else "events_dropped"] += 1
+            n += int(written)
+            if self._on("vsmmu_event"):
+                self.tracer.emit("vsmmu_event", dev=self.name, type=ev.name, vsid=ev.sid, written=int(written))
+        return n
+
+    # machine plugin: events are looked at when one of this VM's vCPUs stops running
+    def slice_end(self, vcpu: Any) -> None:
+        if getattr(vcpu, "vm", None) is self.vm:
+            try:
+                self.poll_events()
+            except Exception as e:               # noqa: BLE001 - never into the scheduler
+                self._internal("slice_end", e)
+
+    # -- accounting ----------------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.vmm)
+
+    def cost(self, since: dict[str, int] | None = None) -> dict[str, float]:
+        """Counters since `since` (a `snapshot()`), plus per-guest-invalidation ratios:
+        `exits_per_inv`, `work_exits_per_inv`, `host_calls_per_inv`, `host_cmds_per_inv`."""
+        base = since or {}
+        d = {k: v - base.get(k, 0) for k, v in self.vmm.items()}
+        n = d.get("guest_invalidations", 0)
+        out: dict[str, float] = dict(d)
+        for k in ("vm_exits", "work_exits", "host_calls", "host_cmds"):
+            out[f"{k.replace('vm_', '')}_per_inv"] = (d.get(k, 0) / n) if n else 0.0
+        return out
