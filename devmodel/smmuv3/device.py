@@ -96,6 +96,7 @@ class SMMUv3:
         self.config_cache: dict[tuple[int, int | None], TransCfg] = {}
         self.stats: Counter[str] = Counter()
         self._cmdq_busy = False
+        self._cmdq_rekick = False
         self._s2_cfgs: dict[Any, TransCfg] = {}
         self.core = self._make_core()
 
@@ -244,41 +245,54 @@ class SMMUv3:
 
     # -- command queue ---------------------------------------------------------------------------------------
     def _process_cmdq(self) -> None:
+        """Consume commands. A kick that arrives while consuming (an MSI handler writing CMDQ_PROD or
+        acknowledging CMDQ_ERR through GERRORN from inside a CMD_SYNC or GERROR MSI) is remembered and served
+        when the current pass ends, a bounded number of times, so a self-feeding queue cannot hang the model."""
         if self._cmdq_busy:
+            self._cmdq_rekick = True
             return
         self._cmdq_busy = True
         try:
-            budget = 4 * (1 << min(self._field("CMDQ_BASE", "LOG2SIZE"), self.features.cmdqs)) + 16
-            cerr_mask = self.regs.regs["GERROR"].field("CMDQ_ERR").mask
-            while budget > 0:
-                budget -= 1
-                if not self._field("CR0ACK", "CMDQEN") or self.gerror_active() & cerr_mask:
-                    return
-                st = self.cmdq.state()
-                if self._on("smmuv3_cmdq_consume"):
-                    self.tracer.emit("smmuv3_cmdq_consume", dev=self.name, prod=st.idx(st.prod),
-                                     cons=st.idx(st.cons), prod_wrap=st.wrap(st.prod), cons_wrap=st.wrap(st.cons))
-                if st.empty:
-                    return
-                try:
-                    raw = self.bus.read_bytes(self.cmdq.slot(st, st.cons), cmds.CMD_SIZE)
-                except BusError:
-                    self._cmdq_error(cmds.CERROR_ABT, "fetch", st.cons)
-                    return
-                cmd = cmds.decode(raw)
-                if self._on("smmuv3_cmdq_opcode"):
-                    self.tracer.emit("smmuv3_cmdq_opcode", dev=self.name, opcode=cmd.name, cons=st.cons)
-                err = cmds.check(cmd, self.features)
-                if not err:
-                    err = self._execute(cmd)
-                if err:
-                    self._cmdq_error(err, cmd.name, st.cons)
-                    return
-                self.stats[f"cmd_{cmd.name}"] += 1
-                self.cmdq.set_cons(st.next(st.cons))
-            self.stats["cmdq_budget_exhausted"] += 1
+            for _ in range(8):
+                self._cmdq_rekick = False
+                self._consume_cmdq()
+                if not self._cmdq_rekick:
+                    break
+            else:
+                self.stats["cmdq_budget_exhausted"] += 1
         finally:
             self._cmdq_busy = False
+
+    def _consume_cmdq(self) -> None:
+        budget = 4 * (1 << min(self._field("CMDQ_BASE", "LOG2SIZE"), self.features.cmdqs)) + 16
+        cerr_mask = self.regs.regs["GERROR"].field("CMDQ_ERR").mask
+        while budget > 0:
+            budget -= 1
+            if not self._field("CR0ACK", "CMDQEN") or self.gerror_active() & cerr_mask:
+                return
+            st = self.cmdq.state()
+            if self._on("smmuv3_cmdq_consume"):
+                self.tracer.emit("smmuv3_cmdq_consume", dev=self.name, prod=st.idx(st.prod),
+                                 cons=st.idx(st.cons), prod_wrap=st.wrap(st.prod), cons_wrap=st.wrap(st.cons))
+            if st.empty:
+                return
+            try:
+                raw = self.bus.read_bytes(self.cmdq.slot(st, st.cons), cmds.CMD_SIZE)
+            except BusError:
+                self._cmdq_error(cmds.CERROR_ABT, "fetch", st.cons)
+                return
+            cmd = cmds.decode(raw)
+            if self._on("smmuv3_cmdq_opcode"):
+                self.tracer.emit("smmuv3_cmdq_opcode", dev=self.name, opcode=cmd.name, cons=st.cons)
+            err = cmds.check(cmd, self.features)
+            if not err:
+                err = self._execute(cmd)
+            if err:
+                self._cmdq_error(err, cmd.name, st.cons)
+                return
+            self.stats[f"cmd_{cmd.name}"] += 1
+            self.cmdq.set_cons(st.next(st.cons))
+        self.stats["cmdq_budget_exhausted"] += 1
 
     def _cmdq_error(self, err: int, name: str, cons: int) -> None:
         self.regs.set_field("CMDQ_CONS", "ERR", err)

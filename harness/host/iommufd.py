@@ -587,8 +587,7 @@ class Iommufd:
         try:
             vmid = policy.nested_vmid(owner)
         except PolicyError as e:
-            err = _errno.ENOSPC if ("limit" in str(e) or "exhausted" in str(e)) else _errno.EINVAL
-            raise self._fail(err, op, f"no VMID: {e}") from None
+            raise self._fail(e.errno, op, f"no VMID: {e}") from None
         v.vmid, v.owner = vmid, owner
         parent.domain.extra_vmids[vmid] = v
         parent.viommus.append(v)

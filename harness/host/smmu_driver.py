@@ -892,7 +892,7 @@ class SmmuDriver:
             try:
                 d.vmid = self.vmid_policy.s2_vmid(d)
             except PolicyError as e:
-                raise SmmuDriverError(_errno.ENOSPC, f"no VMID for {d!r}: {e}") from None
+                raise SmmuDriverError(e.errno, f"no VMID for {d!r}: {e}") from None
             self._trace_vmid("s2", d, d.vmid)
 
     def attach(self, master: Master, d: Domain) -> None:

@@ -26,6 +26,8 @@ Interface for the host SMMU driver (docs/DESIGN.md, "Host VMID API"): `nested_vm
 """
 from __future__ import annotations
 
+import errno as _errno
+
 from typing import Any, Callable
 
 from .vmid import VmidAllocator, VmidContext
@@ -37,7 +39,11 @@ MoveCallback = Callable[[Any, int, int], None]
 
 
 class PolicyError(Exception):
-    """A policy's precondition does not hold, or it ran out of VMIDs."""
+    """A policy's precondition does not hold (errno EINVAL), or it ran out of VMIDs (errno ENOSPC)."""
+
+    def __init__(self, msg: str, errno: int = _errno.EINVAL):
+        super().__init__(msg)
+        self.errno = errno
 
 
 class SmmuVmidIda:
@@ -56,7 +62,7 @@ class SmmuVmidIda:
         while i >= 0 and avoid is not None and avoid(i):
             i = self._used.find(0, i + 1, self.hi + 1)
         if i < 0:
-            raise PolicyError(f"SMMU VMID space [{self.lo}, {self.hi}] exhausted (-ENOSPC)")
+            raise PolicyError(f"SMMU VMID space [{self.lo}, {self.hi}] exhausted (-ENOSPC)", _errno.ENOSPC)
         self._used[i] = 1
         return i
 
@@ -177,7 +183,8 @@ class VmidPolicy:
     def _pin(self, ctx: VmidContext) -> int:
         vmid = self.kvm.pin(ctx)
         if vmid == 0:
-            raise PolicyError(f"{self.name}: KVM pin limit reached ({self.kvm.nr_pinned}/{self.kvm.max_pinned})")
+            raise PolicyError(f"{self.name}: KVM pin limit reached ({self.kvm.nr_pinned}/{self.kvm.max_pinned})",
+                              _errno.ENOSPC)
         return vmid
 
 

@@ -139,11 +139,13 @@ class SmmuHostDriver:
         dev.kvm_at_bind = dev.kvm_vm
 
     # -- attach ------------------------------------------------------------------------------------------
-    def attach_s2(self, dev: AssignedDevice, domain: Any = None) -> int:
-        """Stage-2-only domain (a nest parent attached directly, or a plain VFIO assignment)."""
+    def attach_s2(self, dev: AssignedDevice, domain: Any = None, vmid: int | None = None) -> int:
+        """Stage-2-only domain (a nest parent attached directly, or a plain VFIO assignment). `vmid`: the
+        domain already got it from `policy.s2_vmid(domain)`."""
         if not dev.bound:
             raise OrderingError(f"SID {dev.sid:#x}: attach before VFIO_DEVICE_BIND_IOMMUFD")
-        vmid = self.policy.s2_vmid(domain if domain is not None else dev)
+        if vmid is None:
+            vmid = self.policy.s2_vmid(domain if domain is not None else dev)
         self.issue(("TLBI_S12_VMALL", {"vmid": vmid}))         # nothing stale may survive for a new VMID
         self._write_ste(dev.sid, S.Ste(v=1, config=S.CONFIG_S2, **self._s2_fields(dev.vm, vmid)))
         dev.vmid, dev.mode = vmid, "s2"

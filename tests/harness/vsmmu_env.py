@@ -11,6 +11,7 @@ from devmodel.smmuv3 import cd as CD
 from devmodel.smmuv3 import commands as C
 from devmodel.smmuv3 import events as E
 from devmodel.smmuv3 import ste as S
+from devmodel.smmuv3 import translate as _translate  # noqa: F401 - registers the smmu_* trace events
 from devmodel.smmuv3.regs import PAGE1
 from devmodel.trace import ListSink
 from harness.machine import Machine

@@ -251,3 +251,23 @@ def test_btm_through_interconnect_with_real_core() -> None:
     ic.attach(b.smmu)
     assert ic.tlbi(OP, None) == 1 and ic.sync(None) == 1
     assert b.smmu.stats["btm_applied"] == 1 and b.smmu.stats["dvm_sync"] == 1
+
+
+def test_cmdq_error_acknowledged_from_inside_the_gerror_interrupt() -> None:
+    """A handler that acknowledges CMDQ_ERR while the SMMU is still consuming (wired IRQ or MSI delivered
+    synchronously) must make consumption resume, not be swallowed by the re-entrancy guard."""
+    b = Bench()
+
+    def handler(what: str) -> None:
+        b.irqs.append(what)
+        if what == "gerror" and b.r32(GERROR) & 1:
+            b.bus.write_bytes(CMDQ + 16, C.encode("CMD_SYNC"))     # replace the bad command, as Linux does
+            b.w32(GERRORN, b.r32(GERROR))
+
+    b.smmu.irq = handler
+    b.setup()
+    b.w32(IRQ_CTRL, 0b111)
+    b.submit(C.encode("CMD_SYNC", cs=1, msiaddr=MSI, msidata=1), bytes([0x7F]) + bytes(15),
+             C.encode("CMD_SYNC", cs=1, msiaddr=MSI + 4, msidata=2))
+    assert "gerror" in b.irqs
+    assert b.cons() == 3 and b.bus.read32(MSI + 4) == 2
