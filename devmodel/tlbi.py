@@ -41,7 +41,7 @@ from enum import Enum
 from .fields import bits, sext
 from .tlbi_types import DecodeContext, Regime, Scope, Share, Stage, TlbiOp, UndefinedTlbi
 
-__all__ = ["Operand", "TlbiDef", "TABLE", "BY_ENCODING", "BY_NAME", "decode", "encoding", "sys_word",
+__all__ = ["Operand", "Family", "TlbiDef", "TABLE", "BY_ENCODING", "BY_NAME", "decode", "encoding", "sys_word",
            "range_bytes", "GRANULE_SHIFT"]
 
 MASK64 = (1 << 64) - 1

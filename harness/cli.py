@@ -3,6 +3,7 @@
     smmu-harness run ELF [--cpus N] [--max-insns N] [--timeout SEC] [-d CATS] [-D FILE] [--ktap]
                          [--el 1|2] [--hcr-fb 0|1] [--quantum N] [--ram-mib N]
     smmu-harness build [SRC ...] [-o OUT] [--no-runtime] [--cflags FLAGS]
+    smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE] | report [-o DIR]
 
 Exit statuses of `run` (harness/exits.py): the guest's status 0-123; 124 budget exhausted; 125 usage error or
 bad input; 132 undefined instruction; 139 unhandled abort. A death prints one line to stderr. Bad input never
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Build a guest ELF from C/assembly sources with the guest runtime.")
     add_build_arguments(build)
     build.set_defaults(func=cmd_build)
+    from .scenarios.cli import add_scenario_parser   # scenario list|run|report (issue 8)
+    add_scenario_parser(sub)
     return parser
 
 
@@ -281,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if getattr(args, "func", None) is None:
-            raise UsageError(f"{PROG}: a command is required (run, build; see --help)")
+            raise UsageError(f"{PROG}: a command is required (run, build, scenario; see --help)")
         return args.func(args)
     except UsageError as e:
         print(str(e), file=sys.stderr)

@@ -135,6 +135,7 @@ class Vcpu:
         self.retired = 0                         # instructions charged (upper bound, see module doc)
         self.tlb_flushes = 0
         self._fault: tuple[int, int, int, int, int] | None = None
+        self._counted: bool | None = None          # mode of the last slice (see Machine._slice)
         self._seen_blocks: set[int] = set()
         uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
@@ -263,8 +264,7 @@ class Vcpu:
     def _on_mrs(self, uc: Uc, reg: int, cp: Any, _ud: Any) -> int:
         if (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2) == MPIDR_EL1 and self.el >= 2:
             uc.reg_write(reg, self.mpidr)
-            uc.reg_write(UC_ARM64_REG_PC, uc.reg_read(UC_ARM64_REG_PC) + 4)
-            return 1
+            return 1            # skips the MRS (Unicorn advances the PC itself for implemented registers)
         return 0
 
     def _on_unmapped(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: Any) -> bool:
@@ -661,6 +661,13 @@ class Machine:
             return
         v.slices += 1
         v._fault = None
+        counted = count > 0
+        if counted != v._counted:
+            # Unicorn instruments blocks for `count` when it translates them: blocks translated in the other
+            # mode would never stop (or keep paying for counting), so drop them when the mode changes.
+            if v._counted is not None:
+                uc.ctl_flush_tb()
+            v._counted = counted
         plugins = self.plugins
         for p in plugins:
             f = getattr(p, "slice_start", None)

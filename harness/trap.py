@@ -1,34 +1,39 @@
 """TLBI trapping: the Unicorn SYS hook, DSB barrier hooks, and vCPUs as DVM participants.
 
 `TlbiTrap` is a machine plugin (docs/DESIGN.md "Machine plugins"). On each vCPU it adds one
-`UC_HOOK_INSN`/`UC_ARM64_INS_SYS` hook; TLBIs (CRn 8, nXS CRn 9) are decoded with `devmodel.tlbi.decode` and
-the issuing vCPU's state (EL from PSTATE, `vcpu.vmid`, `HCR_EL2.FB`), then:
+`UC_HOOK_INSN`/`UC_ARM64_INS_SYS` hook; TLBIs (CRn 8, nXS CRn 9; DC/IC/AT pass through) are decoded with
+`devmodel.tlbi.decode` and the issuing vCPU's state (EL from PSTATE, `vcpu.vmid`, `vcpu.hcr_fb`), then:
 
-1. the issuing vCPU's own Unicorn TLB is flushed (`UC_CTL_TLB_FLUSH`): returning 1 from the hook skips the
-   instruction *without* Unicorn's own flush (REFERENCE.md, Unicorn facts);
-2. encodings Unicorn does not implement (OS, range, nXS, FEAT_TLBIW, RME) re-fire the hook forever when it
-   returns 1, so the PC is moved past the instruction first; the v8.0 operations Unicorn implements (the
-   `UNICORN_NATIVE` set, checked by tests/harness/test_trap.py) skip that register write;
-3. `tlbi_trap` is traced (when enabled);
-4. a broadcast operation (IS/OS, or EL1 with FB=1) goes to `interconnect.tlbi`: the other vCPUs flush their
-   Unicorn TLBs (`VcpuParticipant.dvm_tlbi`), SMMUs with BTM invalidate what the op hits.
+1. `tlbi_trap` is traced (when enabled);
+2. a broadcast operation (IS/OS, or EL1 with FB=1) goes to `interconnect.tlbi`: the other vCPUs flush their
+   Unicorn TLBs (`VcpuParticipant.dvm_tlbi`), SMMUs with BTM invalidate what the op hits;
+3. the issuing vCPU's own Unicorn TLB: for the Armv8.0 operations Unicorn implements (`UNICORN_NATIVE`,
+   checked against Unicorn by tests/harness/test_trap.py) the hook returns 0 and Unicorn executes the TLBI,
+   flushing its own TLB and advancing the PC; for the others (OS, range, nXS, FEAT_TLBIW, RME), which re-fire
+   the hook forever if it returns 1 (REFERENCE.md, Unicorn facts), the trap writes PC+4, flushes the TLB
+   with `UC_CTL_TLB_FLUSH` and returns 1.
 
 DSB/DMB/ISB never reach a hook, so executable code is pre-scanned (capstone) and every DSB gets a
 per-address `UC_HOOK_CODE`. A full DSB (not `...LD`/`...ST`) of the Inner/Outer Shareable or full-system
-domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`); `DSB NSH` completes local TLBIs
-only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any TLBI at EL0) is an
-undefined instruction: traced `tlbi_undef`, the guest dies with status 132 (128 + SIGILL) through the
-machine's stop mechanism.
+domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`, plus `tlbi_dsb`); `DSB NSH`
+completes local TLBIs only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any
+TLBI at EL0) is an undefined instruction: traced `tlbi_undef`, the guest dies with status 132 (128 + SIGILL)
+through `machine.die_undefined`.
 
-Hot path: the decode of (encoding, Xt, context) is memoised (`TlbiOp` is frozen), the PC is read only when it
-is needed (PC advance, tracing, broadcast context), and the trace fields are built only when enabled.
+Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's own `CpReg` tuple (EL and VMID
+checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
+like the DSBs), every `UC_HOOK_INTR` and every slice start; under the machine, the flush a broadcast asks of
+another vCPU is done when that vCPU next runs (the scheduler runs one vCPU at a time, so nothing can observe
+the delay); the PC is read and trace fields are built only when tracing is on.
 
-Not modelled yet: per-entry invalidation of Unicorn's TLB (every TLBI flushes the whole vCPU TLB, which is
-architecturally allowed over-invalidation), HCR_EL2.TTLB traps to EL2, delivering the undefined-instruction
-exception to the guest's own vectors instead of ending the run, barriers in code written at run time.
+Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
+over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
+`_Cpu.configure`), delivering the undefined-instruction exception to the guest's own vectors instead of ending
+the run, barriers or ERETs in code written at run time.
 """
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -37,17 +42,15 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR
 from unicorn.arm64_const import UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 
-import ctypes
-
 from devmodel.dvm import DvmSync, Interconnect
-from devmodel.tlbi import BY_ENCODING, Operand, TlbiDef, decode
+from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode
 from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedTlbi
 from devmodel.trace import NULL_TRACER, Tracer, define
 
 from .exits import EXIT_UNDEF
 
-__all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "scan_barriers", "Barrier", "EXIT_UNDEFINED",
-           "TRAP_FIELDS"]
+__all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "scan_barriers", "scan_erets", "Barrier",
+           "EXIT_UNDEFINED", "TRAP_FIELDS"]
 
 _EL10 = Regime.EL10
 EXIT_UNDEFINED = EXIT_UNDEF             # 132 = 128 + SIGILL, what a shell reports for an undefined instruction
@@ -65,7 +68,7 @@ define("tlbi_dsb", ("cpu", "pc", "domain", "full"),
 def _unicorn_native(d: TlbiDef) -> bool:
     """Unicorn 2.1 (QEMU 5 based) implements the Armv8.0 TLBIs: CRn=8, no OS form, no range, no RME/TLBIW."""
     return (d.crn == 8 and d.share is not Share.OSH and d.operand not in (Operand.RVA, Operand.RIPA, Operand.RPA)
-            and d.family.value != "GPT" and not d.name.startswith("VMALLWS2E1"))
+            and d.family is not Family.GPT and not d.name.startswith("VMALLWS2E1"))
 
 
 #: encodings for which returning 1 from the SYS hook advances the PC by itself

@@ -62,6 +62,9 @@ class AssignedDevice:
     cd_ipa: int | None = None
     events: list = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return f"device SID {self.sid:#x} of {getattr(self.vm, 'name', self.vm)}"
+
 
 class SmmuHostDriver:
     """Programs one SMMUv3 on `bus` at `mmio` (a device object with read/write) the way Linux does."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from devmodel.dmatest import DMATEST_BASE, DMATEST_SIZE, DmaTestDevice
+from devmodel.smmuv3 import translate as _translate  # noqa: F401  (defines the smmu_* trace events)
 from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
 from devmodel.smmuv3.regs import SmmuFeatures
 from devmodel.trace import Tracer, define
@@ -46,7 +47,7 @@ OUTCOME_NAMES = {OUT_FRESH: "fresh", OUT_STALE: "stale", OUT_FAULT: "fault", OUT
 EIO, EINVAL = 5, 22
 
 define("scenario_port", ("vm", "cmd", "arg0", "arg1", "arg2", "status"), "a guest's trapped scenario-port command")
-define("scenario_report", ("vm", "index", "outcome", "value", "vmid_cpu", "vmid_ste"),
+define("scenario_report", ("vm", "index", "outcome", "value", "vmid_cpu", "vmid_ste", "rollovers"),
        "a guest reported what one DMA saw (with the VMIDs in force)")
 
 
@@ -72,25 +73,51 @@ class HostPort:
         self.status = 0
         self.traps = 0                      # every access is a VM exit to the VMM
         self.inv_traps = 0                  # exits spent forwarding invalidations
+        self._inv_pending = False
+        self._latch: dict[int, int] = {}
 
+    # Unicorn delivers a 64-bit MMIO access as two 32-bit ones (offset, offset + 4): registers are 64 bits
+    # wide, the low half is latched and the access completes (and counts as one trap) with its high half.
     def read(self, offset: int, size: int) -> int:
-        self.traps += 1
-        if offset == 0x20:
+        reg, hi = offset & ~7, offset & 4
+        if not hi:
+            self.traps += 1
+        val = self._read64(reg, first=not hi)
+        return (val >> 32) & 0xFFFF_FFFF if hi else (val if size == 8 else val & 0xFFFF_FFFF)
+
+    def _read64(self, reg: int, first: bool) -> int:
+        if reg == 0x20:
+            if first and self._inv_pending:  # the CMDQ_CONS poll that waits for the forwarded CMD_SYNC
+                self.inv_traps += 1
+                self._inv_pending = False
             return self.status
-        if offset == 0x28:
+        if reg == 0x28:
             return self.gate()
-        if offset >= 0x100 and (offset - 0x100) % 8 == 0 and (offset - 0x100) // 8 < len(self.params):
-            return self.params[(offset - 0x100) // 8]
+        i = (reg - 0x100) // 8
+        if reg >= 0x100 and i < len(self.params):
+            return self.params[i]
         return 0
 
     def write(self, offset: int, value: int, size: int) -> None:
-        self.traps += 1
-        if offset in (0x08, 0x10, 0x18):
-            self.args[(offset - 0x08) // 8] = value
-        elif offset == 0x00:
+        reg, hi = offset & ~7, offset & 4
+        if hi:
+            value = (self._latch.get(reg, 0) & 0xFFFF_FFFF) | ((value & 0xFFFF_FFFF) << 32)
+        else:
+            self.traps += 1
+            if size == 4:
+                self._latch[reg] = value
+                if reg in (0x00, 0x30):       # doorbells fire when the whole 64-bit value is there
+                    return
+        self._write64(reg, value)
+
+    def _write64(self, reg: int, value: int) -> None:
+        if reg in (0x08, 0x10, 0x18):
+            self.args[(reg - 0x08) // 8] = value
+        elif reg == 0x00:
             self.status = self.handler(self, value, tuple(self.args))
-        elif offset == 0x30:
-            self.inv_traps += 2             # this write (CMDQ_PROD) and the STATUS read (CMDQ_CONS poll)
+        elif reg == 0x30:
+            self.inv_traps += 1             # the CMDQ_PROD write publishing TLBI_NH_VA + CMD_SYNC
+            self._inv_pending = True
             self.status = self.on_inv(self, value) if self.on_inv is not None else EIO
 
 
@@ -168,7 +195,8 @@ class ScenarioPlatform:
         elif cmd == CMD_REPORT:
             dev = self.devices[port.name]
             rec = dict(vm=port.name, index=args[0], outcome=OUTCOME_NAMES.get(args[1], "other"), value=args[2],
-                       vmid_cpu=vm.vcpus[0].vmid, vmid_ste=dev.vmid)
+                       vmid_cpu=vm.vcpus[0].vmid, vmid_ste=dev.vmid,
+                       rollovers=self.kvm.vmids.rollovers)
             self.reports.append(rec)
             if "scenario_report" in self.machine.tracer.enabled:
                 self.machine.tracer.emit("scenario_report", **rec)

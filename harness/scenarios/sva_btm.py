@@ -111,7 +111,9 @@ class SvaRun:
         stale = sum(r["outcome"] == "stale" for r in after)
         bad = sum(r["outcome"] in ("fault", "other") for r in reps) + \
             sum(r["outcome"] != "fresh" for r in before)
-        first = next((r["index"] // 2 for r in after if r["outcome"] == "stale"), -1)
+        first_rep = next((r for r in after if r["outcome"] == "stale"), None)
+        first = first_rep["index"] // 2 if first_rep else -1
+        self.rollovers_before_stale = first_rep["rollovers"] if first_rep else 0
         port = plat.ports["sva"]
         dev = plat.devices["sva"]
         invals = len(after)
@@ -155,8 +157,9 @@ class SvaBtm(Scenario):
         res.ok = m["stale_dma"] == 0 and run.bad == 0 and m["pinned_vmid_changes"] == 0 \
             and m["rounds"] == rounds and run.outcome.exit_code == 0
         if m["stale_dma"]:
-            when = "from the first round" if m["first_stale_round"] == 0 else \
-                f"from round {m['first_stale_round']} (after {m['rollovers']} rollover(s) in the run)"
+            n = run.rollovers_before_stale
+            when = f"from round {m['first_stale_round']}" + (f", after {n} VMID rollover(s)" if n else
+                                                               ", before any rollover")
             res.verdict = (f"stale DMA {when}: the guest's broadcast TLBIs carry its KVM VMID, the SMMU's "
                            "entries another VMID")
         elif res.ok:

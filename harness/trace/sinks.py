@@ -34,6 +34,9 @@ Where = Callable[[], Optional[tuple[int, int]]]
 HEX_FIELDS = frozenset({"pc", "addr", "xt", "size", "range_bytes", "ipa", "iova", "pa", "va", "val", "value",
                         "base", "offset"})
 FORMATS = ("text", "jsonl", "chrome")
+_SIMPLE = frozenset({int, str, bool, float, type(None)})
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode     # one encoder: json.dumps(..., separators=)
+                                                             # would build a new one per call
 
 
 def _plain(v: Any) -> Any:
@@ -63,7 +66,7 @@ def record_obj(rec: Record, annotate: Annotate | None = None, where: Where | Non
                            "sym": sym, "insn": insn}
     for k, v in f.items():
         if k not in obj:
-            obj[k] = _plain(v)
+            obj[k] = v if type(v) in _SIMPLE else _plain(v)
     return obj
 
 
@@ -159,7 +162,7 @@ class JsonlSink(_FileSink):
     """One JSON object per line (see `record_obj` for the keys)."""
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self._f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self._f.write(_ENCODE(obj) + "\n")
 
 
 _CPU_NAME = re.compile(r"(^|\.)cpu\d+$")
@@ -189,7 +192,7 @@ class ChromeSink(_FileSink):
             self._emit({"ph": "M", "pid": pid, "tid": 0, "name": "process_name", "args": {"name": name}})
 
     def _emit(self, ev: dict[str, Any]) -> None:
-        self._f.write(("" if self._first else ",\n") + json.dumps(ev, separators=(",", ":")))
+        self._f.write(("" if self._first else ",\n") + _ENCODE(ev))
         self._first = False
 
     def _track(self, pid: int, name: str) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 decode on worked examples (Arm ARM C5.5 TLBI pages; QEMU target/arm/tcg/tlb-insns.c for the range layout)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path

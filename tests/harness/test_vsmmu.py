@@ -227,8 +227,8 @@ def test_private_policy_works_in_either_order():
         m = Machine(tcg_buffer_size=8 << 20)
         vm = m.add_vm("vm0", ram_size=16 << 20)
         nv = setup_nested_vm(m, vm, policy="private", kvm_before_bind=first)
-        assert not nv.host.kvm.vmids.is_pinned_vmid(nv.vmid) or nv.vmid != vm.vcpus[0].vmid
-        assert not nv.vsmmu.features.btm
+        assert nv.host.kvm.vmids.nr_pinned == 0           # an SMMU-private VMID: nothing of KVM's pinned
+        assert nv.vsmmu.devices[nv.vsid].how == "gbpa-bypass" and not nv.vsmmu.features.btm
 
 
 def test_guest_sees_btm_only_when_its_tlbis_reach_the_smmu_with_its_vmid():
@@ -247,3 +247,31 @@ def test_vsmmu_features_follow_the_host():
     assert f.oas <= nv0.host.driver.caps.oas and f.ssidsize <= nv0.host.driver.caps.ssid_bits
     assert vsmmu_features(None).s2p is False
     assert nv0.vmid != nv1.vmid
+
+
+@pytest.mark.parametrize("policy,hit", [("shared", True), ("private", False)])
+def test_guest_cpu_tlbi_reaches_its_nested_entries_only_with_the_shared_vmid(policy, hit):
+    """sva-btm: with BTM, a guest CPU's TLBI VAE1IS (carrying its KVM VMID) invalidates the device's nested
+    entries only when the vIOMMU uses that VMID (the vSMMU advertises BTM exactly then). CD.ASET=0 (shared ASID)."""
+    from devmodel.tlbi import decode
+    from devmodel.tlbi_types import DecodeContext
+    m, sink, nv, g = _one_vm(policy=policy, btm=True)
+    assert nv.vsmmu.features.btm is hit
+    vcpu = nv.vm.vcpus[0]
+    nv.host.kvm.slice_start(vcpu)                        # the vCPU runs: KVM gives it its VMID
+    old, new = g.page(), g.page()
+    g.write64(old, 0x01D)
+    g.write64(new, 0x2E3)
+    g.init()
+    b = g.s1()
+    b.map(IOVA, old, 4096)
+    assert g.install(nv.vsid, g.s1_ste(g.write_cd(b, 9, aset=0))) == 0
+    assert g.dma_read(IOVA)[:2] == (1, 0x01D)
+    b.unmap(IOVA, 4096)
+    b.map(IOVA, new, 4096)                              # the guest remaps and invalidates with its CPU only
+    op = decode(0, 8, 3, 1, (9 << 48) | (IOVA >> 12), DecodeContext(el=1, vmid=vcpu.vmid))   # TLBI VAE1IS
+    m.interconnect.tlbi(op, vcpu)
+    m.interconnect.sync(vcpu)
+    nv.host.kvm.slice_end(vcpu)
+    assert g.dma_read(IOVA)[:2] == (1, 0x2E3 if hit else 0x01D)
+    assert nv.vsmmu.vmm["guest_invalidations"] == 0     # no command went through the vSMMU

@@ -51,6 +51,7 @@ class PyGuest:
 
     def init(self, enable: bool = True) -> None:
         self.w("CR0", 0)
+        self.prod = self.evcons = 0
         self.w("STRTAB_BASE", self.strtab, 8)
         self.w("STRTAB_BASE_CFG", STRTAB_LOG2)
         self.w("CMDQ_BASE", self.cmdq | CMDQ_LOG2, 8)

@@ -1,0 +1,109 @@
+"""`smmu-harness scenario list | run | report` (through harness.cli.main, as the console script runs it)."""
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+pytest.importorskip("unicorn")
+
+from harness.cli import main  # noqa: E402
+from harness.scenarios.report import Matrix, ProgressBar, line_chart_svg, run_report  # noqa: E402
+
+
+def test_list(capsys):
+    assert main(["scenario", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("sva-btm", "vmid-alias", "over-invalidation", "no-btm-forwarding", "kvm-ordering"):
+        assert name in out
+    assert "policies: private, unpinned, split, restricted, shared" in out
+
+
+def test_run_json_exit_status(capsys):
+    assert main(["scenario", "run", "sva-btm", "--policy", "unpinned", "--vmid-bits", "8", "--json"]) == 1
+    bad = json.loads(capsys.readouterr().out)
+    assert bad["ok"] is False and bad["metrics"]["stale_dma"] > 0 and bad["policy"] == "unpinned"
+    assert main(["scenario", "run", "sva-btm", "--policy", "shared", "--vmid-bits", "8", "--json"]) == 0
+    good = json.loads(capsys.readouterr().out)
+    assert good["ok"] is True and good["scenario"] == "sva-btm" and good["metrics"]["rollovers"] > 0
+
+
+def test_run_text_and_vms(capsys):
+    assert main(["scenario", "run", "over-invalidation", "--policy", "restricted", "--vms", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "VMs 2" in out and "OK:" in out
+
+
+def test_run_trace_files(tmp_path, capsys):
+    jl, txt = tmp_path / "t.jsonl", tmp_path / "t.log"
+    rc = main(["scenario", "run", "sva-btm", "--policy", "private", "--vmid-bits", "8", "--trace", str(jl),
+               "--trace", str(txt)])
+    assert rc == 1
+    events = [json.loads(line) for line in jl.read_text().splitlines()]
+    names = {e["event"] for e in events}
+    assert {"tlbi_trap", "dvm_tlbi", "smmu_btm_tlbi", "scenario_report", "kvm_vmid_rollover"} <= names
+    stale = [e for e in events if e["event"] == "scenario_report" and e["outcome"] == "stale"]
+    assert stale and all(e["vmid_cpu"] != e["vmid_ste"] for e in stale)
+    assert "scenario_report vm=sva" in txt.read_text()
+
+
+@pytest.mark.parametrize("argv", [["scenario", "run", "nope"], ["scenario", "run", "sva-btm", "--policy", "x"],
+                                  ["scenario", "run", "sva-btm", "--vmid-bits", "12"],
+                                  ["scenario", "run", "sva-btm", "--vms", "0"], ["scenario"],
+                                  ["scenario", "report", "--policies", "bogus"]])
+def test_usage_errors(argv, capsys, tmp_path):
+    assert main(argv + (["-o", str(tmp_path)] if "report" in argv else [])) == 125
+
+
+def test_report_small_matrix(tmp_path, capsys):
+    rc = main(["scenario", "report", "-o", str(tmp_path), "--scenarios",
+               "sva-btm,over-invalidation,no-btm-forwarding", "--policies", "private,shared", "--widths", "8",
+               "--sweep", "1,2"])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "[" in cap.err and "#" in cap.err and "12/12" in cap.err         # progress bar on stderr
+    md = (tmp_path / "report.md").read_text()
+    assert "| sva-btm | private | 8 | **no** |" in md and "| sva-btm | shared | 8 | yes |" in md
+    assert "![over_invalidation.svg](over_invalidation.svg)" in md and "![vm_exits.svg](vm_exits.svg)" in md
+    for svg in ("over_invalidation.svg", "vm_exits.svg"):
+        root = ET.fromstring((tmp_path / svg).read_text())
+        assert root.tag.endswith("svg") and len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert len(data["matrix"]) == 6 and len(data["over_invalidation_sweep"]) == 4
+    over = {(r["policy"], r["vms"]): r["metrics"]["over_invalidated_entries"] for r in data["over_invalidation_sweep"]}
+    assert over[("private", 2)] > over[("private", 1)] > 0 and over[("shared", 2)] == 0
+
+
+def test_line_chart_scales_points():
+    svg = line_chart_svg("t", "x", "y", {"a": [(1, 0), (2, 10)], "b": [(1, 5), (2, 5)]})
+    root = ET.fromstring(svg)
+    lines = root.findall("{http://www.w3.org/2000/svg}polyline")
+    ya = [float(p.split(",")[1]) for p in lines[0].get("points").split()]
+    yb = [float(p.split(",")[1]) for p in lines[1].get("points").split()]
+    assert ya[0] > yb[0] > ya[1]                   # SVG y grows downwards: 0 lowest, 10 highest
+    assert yb[0] == yb[1]
+
+
+def test_progress_bar_counts():
+    s = io.StringIO()
+    bar = ProgressBar(4, s, width=8)
+    for i in range(4):
+        bar.step(f"job{i}")
+    bar.close()
+    assert s.getvalue().rstrip().endswith("job3") and "[########] 4/4" in s.getvalue()
+
+
+def test_run_report_with_a_fake_runner(tmp_path):
+    """run_report only arranges results: the files reflect what the runner returned."""
+    from harness.scenarios.result import ScenarioResult
+
+    def runner(name, policy, bits, vms):
+        r = ScenarioResult(name, policy, bits, vms or 1, ok=policy == "shared")
+        r.metrics["over_invalidated_entries"] = (vms or 1) * 7 if policy == "private" else 0
+        return r
+    m = Matrix(["over-invalidation"], ["private", "shared"], [8], (1, 3))
+    files = run_report(tmp_path, m, runner, ProgressBar(1, io.StringIO()))
+    assert "| private | 7 | 21 |" in files["report.md"].read_text()
+    assert "vm_exits.svg" not in files
