@@ -50,7 +50,8 @@ define("smmuv3_trigger_irq", ("dev", "irq", "msi", "addr", "data"), "wired inter
 define("smmuv3_write_gerror", ("dev", "toggled", "gerror"), "the SMMU toggled GERROR bits")
 define("smmuv3_write_gerrorn", ("dev", "acked", "gerrorn"), "software acknowledged GERROR bits")
 define("smmuv3_cmdq_consume", ("dev", "prod", "cons", "prod_wrap", "cons_wrap"), "CMDQ state before a command")
-define("smmuv3_cmdq_opcode", ("dev", "opcode", "cons"), "command about to execute")
+define("smmuv3_cmdq_opcode", ("dev", "opcode", "cons", "sid", "vmid", "asid", "addr"),
+       "command about to execute (operand fields as decoded; 0 where the opcode has none)")
 define("smmuv3_cmdq_consume_error", ("dev", "cmd_name", "cmd_error", "cons"), "CMDQ stopped with a CERROR")
 define("smmuv3_cmdq_cfgi_ste", ("dev", "streamid",), "CFGI_STE")
 define("smmuv3_cmdq_cfgi_ste_range", ("dev", "start", "end"), "CFGI_STE_RANGE (end=-1: all)")
@@ -283,7 +284,8 @@ class SMMUv3:
                 return
             cmd = cmds.decode(raw)
             if self._on("smmuv3_cmdq_opcode"):
-                self.tracer.emit("smmuv3_cmdq_opcode", dev=self.name, opcode=cmd.name, cons=st.cons)
+                self.tracer.emit("smmuv3_cmdq_opcode", dev=self.name, opcode=cmd.name, cons=st.cons, sid=cmd.sid,
+                                 vmid=cmd.vmid, asid=cmd.asid, addr=cmd.addr)
             err = cmds.check(cmd, self.features)
             if not err:
                 err = self._execute(cmd)

@@ -64,7 +64,8 @@ def test_tlbi_nh_va_reaches_physical_smmu_with_vm_vmid(nested_run):
     assert len(host) == 1
     assert (host[0]["vmid"], host[0]["asid"], host[0]["addr"]) == (kvm_vmid, 5, IOVA)  # guest sent VMID 0
     # ... and the physical SMMU executed it (its own CMDQ consumer, not the driver's view)
-    assert any(r["dev"] == "smmu0" and r["opcode"] == "TLBI_NH_VA" for r in sink.of("smmuv3_cmdq_opcode"))
+    phys = [r for r in sink.of("smmuv3_cmdq_opcode") if r["dev"] == "smmu0" and r["opcode"] == "TLBI_NH_VA"]
+    assert [(r["vmid"], r["asid"], r["addr"]) for r in phys] == [(kvm_vmid, 5, IOVA)]
     # every guest TLBI_NH_* reached the host with the VM's VMID, TLBI_NSNH_ALL as TLBI_NH_ALL of it
     tlbis = [r for r in sink.of("hostsmmu_cmd") if r["opcode"].startswith("TLBI_NH")]
     assert {r["opcode"] for r in tlbis} == {"TLBI_NH_ALL", "TLBI_NH_VA", "TLBI_NH_ASID"}
