@@ -192,13 +192,15 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
         raise BuildError(f"{script}: no such linker script")
     incs = [RUNTIME_DIR, *(Path(d) for d in include_dirs)]
     all_srcs = ([RUNTIME_DIR / r for r in RUNTIME_SOURCES] if runtime else []) + srcs
-    hdr = _headers_digest(incs + [s.parent for s in srcs])
     ident = tc.identity()
     flags = [*tc.arch_flags, *CFLAGS, *cflags, *(f"-I{d}" for d in incs)]
     objs: list[Path] = []
     keys: list[str] = []
     compiled = 0
+    digests: dict[Path, str] = {}
     for s in all_srcs:
+        # headers a source can include: the include path plus its own directory
+        hdr = digests.get(s.parent) or digests.setdefault(s.parent, _headers_digest(incs + [s.parent]))
         key = _sha(ident, " ".join(flags), s.suffix, s.read_bytes(), hdr)
         obj = cdir / "obj" / f"{key[:32]}.o"
         if not obj.exists():

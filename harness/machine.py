@@ -674,7 +674,8 @@ class Machine:
             if f is not None:
                 f(v)
         try:
-            uc.emu_start(pc, _UNTIL, timeout_us, count)
+            if v.on and self.outcome is None:        # a slice_start hook may have stopped it
+                uc.emu_start(pc, _UNTIL, timeout_us, count)
         except UcError as e:
             self._uc_error(v, e)
         finally:

@@ -56,8 +56,9 @@ _EL10 = Regime.EL10
 EXIT_UNDEFINED = EXIT_UNDEF             # 132 = 128 + SIGILL, what a shell reports for an undefined instruction
 
 TRAP_FIELDS = ("cpu", "pc", "el", "op", "xt", "shareability", "broadcast", "regime", "stage", "scope", "vmid",
-               "asid", "addr", "leaf", "ttl", "nxs", "tg", "scale", "num", "range_bytes")
-define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fields only for range ops)")
+               "asid", "addr", "leaf", "ttl", "nxs", "tg", "scale", "num", "range_bytes", "ipa_ns")
+define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fields only for range ops, ipa_ns "
+                                 "only for IPA ops)")
 define("tlbi_undef", ("cpu", "pc", "el", "op1", "crn", "crm", "op2", "reason"),
        "a TLBI not allowed at the current EL: undefined instruction, the guest dies")
 define("tlbi_dsb", ("cpu", "pc", "domain", "full"),
@@ -202,6 +203,7 @@ class VcpuParticipant:
         self._vmid = vmid
         self._flush_tlb = _FastUc(uc).flush_tlb
         self.lazy = lazy
+        self.running = False          # inside this vCPU's slice: flush at once even when lazy
         self.dirty = False
         self.flushes = 0
         self.received = 0
@@ -222,7 +224,7 @@ class VcpuParticipant:
         vmid = op.vmid
         if vmid is not None and op.regime is _EL10 and vmid != self._vmid():
             return
-        if self.lazy:
+        if self.lazy and not self.running:
             self.dirty = True
         else:
             self.flush()
@@ -265,6 +267,7 @@ class TlbiTrap:
     def __init__(self, interconnect: Interconnect | None = None, tracer: Tracer | None = None,
                  hcr_fb: bool = True, on_undefined: Callable[[int, int, str], None] | None = None,
                  lazy: bool = False):
+        self._adopt = interconnect is None          # take the machine's interconnect/tracer on first attach
         self.interconnect = interconnect if interconnect is not None else Interconnect(tracer or NULL_TRACER)
         self.tracer = tracer if tracer is not None else self.interconnect.tracer
         self.hcr_fb = hcr_fb
@@ -335,6 +338,10 @@ class TlbiTrap:
         `vcpu.dvm_name`, VMID `vcpu.vmid` and `vcpu.hcr_fb` read live. Flushes of other vCPUs are lazy:
         done at their next `slice_start`."""
         self._machine = getattr(vcpu, "machine", self._machine)
+        if self._adopt and not self.cpus and self._machine is not None:
+            self.interconnect = self._machine.interconnect
+            self.tracer = self._machine.tracer
+        self._adopt = False
         self.add_cpu(vcpu.uc, vcpu.id, lambda v=vcpu: v.vmid, hcr_fb=vcpu.hcr_fb, vcpu=vcpu,
                      name=vcpu.dvm_name, lazy=True)
         cpu = self.cpus[-1]
@@ -362,10 +369,16 @@ class TlbiTrap:
         c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
         if c is not None:
             c.el = None
+            c.part.running = True
             c.part.flush_if_dirty()
             v = c.vcpu
             if v is not None and v.hcr_fb != c.hcr_fb:
                 c.configure(hcr_fb=v.hcr_fb)
+
+    def slice_end(self, vcpu: Any) -> None:
+        c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
+        if c is not None:
+            c.part.running = False
 
     def cpu_name(self, index: int) -> str:
         """DVM name of vCPU `index` (for trace sinks' track names)."""
@@ -439,6 +452,8 @@ class TlbiTrap:
                  vmid=op.vmid, asid=op.asid, addr=op.addr, leaf=op.leaf, ttl=op.ttl, nxs=op.nxs)
         if op.tg is not None:
             f.update(tg=op.tg, scale=op.scale, num=op.num, range_bytes=op.size)
+        if op.ipa_ns is not None:
+            f["ipa_ns"] = op.ipa_ns
         self.tracer.emit("tlbi_trap", **f)
 
     def _make_dsb_hook(self, cpu: _Cpu, b: Barrier):

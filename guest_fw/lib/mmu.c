@@ -117,7 +117,7 @@ void mmu_enable(void)
 	if (current_el() == 2) {
 		write_sysreg(MAIR_VALUE, mair_el2);
 		write_sysreg(tcr | TCR_EL2_PS_40 | TCR_EL2_RES1, tcr_el2);
-		write_sysreg((uintptr_t)root, ttbr0_el2);
+		write_sysreg((uintptr_t)root, s3_4_c2_c0_0);   /* TTBR0_EL2, by encoding: baseline assemblers */
 		isb();
 		asm volatile("tlbi alle2" : : : "memory");
 		dsb(ish);

@@ -11,7 +11,8 @@ s64 psci_call(u32 fn, u64 a1, u64 a2, u64 a3)
 	register u64 x2 asm("x2") = a2;
 	register u64 x3 asm("x3") = a3;
 	if (current_el() == 2)
-		asm volatile("smc #0" : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3) : : "memory");
+		/* SMC #0, encoded so assemblers without the EL3 feature accept it (Arm ARM C6.2.365) */
+		asm volatile(".inst 0xd4000003" : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3) : : "memory");
 	else
 		asm volatile("hvc #0" : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3) : : "memory");
 	return (s64)x0;

@@ -35,9 +35,10 @@ int main(void)
 	       "CPU_ON of a CPU that does not exist: INVALID_PARAMETERS");
 	for (int cpu = 1; cpu < n; cpu++) {
 		s64 r = smp_boot_secondary(cpu, secondary, (void *)(uintptr_t)cpu);
-		report(r == PSCI_RET_SUCCESS, "CPU_ON cpu%d", cpu);
-		while (!arrived[cpu])
+		/* report only after the secondary's own lines, so the output order never depends on timing */
+		while (r == PSCI_RET_SUCCESS && !arrived[cpu])
 			;
+		report(r == PSCI_RET_SUCCESS, "CPU_ON cpu%d", cpu);
 		smp_wait_cpu_off(cpu);
 		report(seen_mpidr[cpu] == (cpu_mpidr(cpu) | (1ULL << 31)), "cpu%d: MPIDR_EL1 %#llx", cpu,
 		       (unsigned long long)seen_mpidr[cpu]);

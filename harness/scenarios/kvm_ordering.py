@@ -33,6 +33,14 @@ class KvmOrdering(Scenario):
         m = run.execute(res)
         err = run.plat.attach_errors.get("sva")
         m["attach_refused"] = int(err is not None)
+        # Cross-check on the real VMM stack (harness/vmm.py: iommufd + host driver): the same order there.
+        from .iommufd_platform import IommufdPlatform
+        ip = IommufdPlatform(res.policy, res.vmid_bits, btm=True)
+        ip.add_guest("sva", "sva_vsmmu", params=[rounds, 0], kvm_first=False)
+        ierr = ip.attach_errors.get("sva")
+        m["iommufd_refused"] = int(ierr is not None)
+        res.note("iommufd stack, same order: " + (f"refused: {ierr}" if ierr else
+                                                  f"accepted, vIOMMU VMID {ip.devices['sva'].vmid:#x}"))
         if err:
             res.error = err
             res.ok = m["rounds"] == 0 and run.outcome.exit_code == 2

@@ -98,7 +98,7 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
         files["vm_exits.svg"] = out / "vm_exits.svg"
         files["vm_exits.svg"].write_text(line_chart_svg(
             f"VM exits per guest invalidation ({matrix.exits_sweep[0].policy} policy)", "VMs on the host",
-            "VM exits per invalidation", {"no BTM: forwarded via vSMMU": fwd, "BTM: TLBI VAE1IS + DSB": btm}))
+            "VM exits per invalidation", {"no BTM (forwarded)": fwd, "BTM": btm}))
     files["results.json"] = out / "results.json"
     files["results.json"].write_text(json.dumps({
         "matrix": [r.to_dict() for r in matrix.results],

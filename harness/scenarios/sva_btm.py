@@ -62,15 +62,22 @@ class SvaRun:
 
     def __init__(self, policy: str, vmid_bits: int, vms: int, *, btm: bool = True, forward: bool = False,
                  rounds: int = 6, rollover_every: int = 2, short_lived: int | None = None,
-                 kvm_first: bool = True, tracer: Tracer | None = None):
-        self.plat = plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
+                 kvm_first: bool = True, tracer: Tracer | None = None, stack: str = "standin"):
+        if stack == "iommufd":                  # the VMM's vSMMU over iommufd (harness/vmm.py)
+            from .iommufd_platform import IommufdPlatform
+            plat = IommufdPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
+            program = "sva_vsmmu"
+        else:
+            plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
+            program = "sva_btm"
+        self.plat = plat
         self.rounds = rounds
         self.rollover_every = rollover_every
         self.short_lived = vms + 2 if short_lived is None else short_lived
         self.background = [plat.kvm.create_vm(f"bg{i}") for i in range(vms - 1)]
         self.pin_changes = 0
         self._pins: dict[int, int] = {}
-        self.vm = plat.add_guest("sva", "sva_btm", sid=SVA_SID, params=[rounds, int(forward)],
+        self.vm = plat.add_guest("sva", program, sid=SVA_SID, params=[rounds, int(forward)],
                                  kvm_first=kvm_first)
         self.churn = _HostChurn(self)
         plat.machine.add_plugin(self.churn)
@@ -125,7 +132,7 @@ class SvaRun:
                  vm_exits_per_invalidation=(port.inv_traps / invals) if invals else 0.0)
         timeline = " ".join(f"{r['index'] // 2}:{r['vmid_cpu']:#x}/{r['vmid_ste']:#x}:{r['outcome'][0]}"
                             for r in after)
-        res.note(f"nested STE S2VMID {dev.vmid:#x}" if dev.vmid is not None else "no nested STE")
+        res.note(f"nested domain VMID (STE.S2VMID) {dev.vmid:#x}" if dev.vmid is not None else "no nested domain")
         if timeline:
             res.note(f"rounds (round:TLBI VMID/STE VMID:fresh|stale): {timeline}")
         res.note(f"guest: {out.message}")

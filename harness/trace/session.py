@@ -7,7 +7,7 @@
     if ts.diff: print(ts.diff)
 
 Event selection: `events` globs (QEMU `--trace` style, `-name` removes); without it, the events named in the
-golden file, or `tlbi*,dvm*`.
+golden file (also when rewriting it), or `tlbi*,dvm*`.
 """
 from __future__ import annotations
 
@@ -51,8 +51,11 @@ class TraceSession:
         if self.expect_trace is not None and not update_golden:
             self.golden = load_golden(self.expect_trace)
         if events is None:
-            if self.golden:
-                events = ",".join(golden_events(self.golden))
+            existing = self.golden
+            if existing is None and update_golden and self.expect_trace.is_file():
+                existing = load_golden(self.expect_trace)       # rewrite keeps the golden's own selection
+            if existing:
+                events = ",".join(golden_events(existing))
             elif trace is not None or self.expect_trace is not None:
                 events = DEFAULT_EVENTS
         self.events = events

@@ -105,3 +105,10 @@ def test_write_golden_drops_volatile_fields(tmp_path):
     assert write_golden(p, [{"event": "e", "seq": 1, "ts": 2, "pc": 3, "sym": "main+0x4", "insn": "tlbi vae1is, x8",
                              "op": "VAE1IS"}]) == 1
     assert json.loads(p.read_text()) == {"event": "e", "op": "VAE1IS"}
+
+
+def test_update_keeps_the_golden_event_selection(tmp_path):
+    g = tmp_path / "g.jsonl"
+    g.write_text('{"event":"test_golden_ev","op":"OLD"}\n')
+    s = TraceSession(expect_trace=g, update_golden=True)
+    assert s.enabled == {"test_golden_ev"}

@@ -2,7 +2,8 @@
 VM's code ranges, undefined TLBI -> the machine's death outcome (exit status 132), FB from `vcpu.hcr_fb`."""
 from __future__ import annotations
 
-from devmodel.tlbi import encoding, sys_word
+from devmodel.tlbi import decode, encoding, sys_word
+from devmodel.tlbi_types import DecodeContext
 from devmodel.trace import ListSink, Tracer
 from harness.exits import Kind
 from harness.machine import Machine
@@ -74,3 +75,26 @@ def test_el2_forms_at_el2():
     ops = [(r["op"], r["el"], r["vmid"]) for r in sink.of("tlbi_trap")]
     assert ops == [("VMALLS12E1IS", 2, 7), ("ALLE1IS", 2, None), ("ALLE2IS", 2, None), ("IPAS2E1IS", 2, 7)]
     assert len(sink.of("dvm_sync")) == 1
+
+
+def test_plugin_adopts_the_machine_interconnect_and_flushes_lazily():
+    sink = ListSink()
+    m = Machine(tracer=Tracer(events="dvm*", sinks=[sink]), console=lambda vm, d, s: None)
+    trap = TlbiTrap()                                  # no interconnect given: the machine's is used
+    m.add_plugin(trap)
+    vm = m.add_vm(ncpus=2)
+    assert trap.interconnect is m.interconnect and trap.tracer is m.tracer
+    vm.load_code(IPA, _code([sys_word(*encoding("VAE1IS"), rt=1), DSB_ISH] + _off()))
+    m.run(max_insns=10_000)
+    p1 = trap.cpu(1).part
+    assert p1.received == 1 and p1.dirty and p1.flushes == 0    # cpu1 never ran: flush still pending
+    trap.slice_start(vm.vcpus[1])
+    assert not p1.dirty and p1.flushes == 1 and vm.vcpus[1].tlb_flushes >= 1
+    # host maintenance reaching the vCPU that is running right now is applied at once
+    op = decode(*encoding("ALLE1IS"), None, DecodeContext(el=2))     # e.g. KVM's rollover TLBI
+    trap.slice_start(vm.vcpus[1])
+    m.interconnect.tlbi(op, None)
+    assert p1.flushes == 2 and not p1.dirty            # running (inside its slice): flushed immediately
+    trap.slice_end(vm.vcpus[1])
+    m.interconnect.tlbi(op, None)
+    assert p1.dirty and p1.flushes == 2

@@ -1,0 +1,153 @@
+"""`smmu-harness run` end to end (subprocess): console, exit statuses, bad input, -d/-D, --ktap."""
+import struct
+
+import pytest
+
+from guestbin import assert_no_traceback, guest_elf, run_cli
+
+
+def test_hello_prints_console_and_exits_0():
+    p = run_cli("run", guest_elf("hello"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Hello from an smmu-harness guest on cpu 0 at EL1\nPASS: hello: arithmetic\n")
+    assert p.stdout.endswith("SUMMARY: 5 tests, 0 unexpected failures, 0 skipped\n")
+    assert p.stderr == ""
+
+
+def test_failing_report_exits_1_and_status_7_exits_7():
+    p = run_cli("run", guest_elf("report_fail"))
+    assert p.returncode == 1 and "FAIL: sample: this fails on purpose" in p.stdout
+    p = run_cli("run", guest_elf("exit7"))
+    assert p.returncode == 7 and p.stdout == "exit7: leaving with status 7\n"
+
+
+def test_smp_output_identical_over_runs():
+    outs = [run_cli("run", guest_elf("smp"), "--cpus", "2") for _ in range(3)]
+    assert {p.returncode for p in outs} == {0}
+    assert len({p.stdout for p in outs}) == 1 and "PASS: smp: cpu1: OFF after CPU_OFF" in outs[0].stdout
+
+
+def _elf_variant(tmp_path, name, patch):
+    data = bytearray(guest_elf("hello").read_bytes())
+    patch(data)
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _first_load_paddr(data, value):
+    phoff = struct.unpack_from("<Q", data, 32)[0]
+    for i in range(struct.unpack_from("<H", data, 56)[0]):
+        off = phoff + i * 56
+        if struct.unpack_from("<I", data, off)[0] == 1:          # PT_LOAD
+            struct.pack_into("<Q", data, off + 24, value)          # p_paddr (load address)
+            return
+
+
+@pytest.mark.parametrize("kind,make,message", [
+    ("missing", lambda t: t / "missing.elf", "no such file"),
+    ("text", lambda t: (t / "x.txt").write_text("hello\n") and t / "x.txt", "not an ELF file"),
+    ("truncated", lambda t: _elf_variant(t, "cut.elf", lambda d: d.__delitem__(slice(0x200, None))), "truncated"),
+    ("big-endian", lambda t: _elf_variant(t, "be.elf", lambda d: d.__setitem__(5, 2)), "big-endian"),
+    ("32-bit", lambda t: _elf_variant(t, "e32.elf", lambda d: d.__setitem__(4, 1)), "32-bit ELF"),
+    ("x86", lambda t: _elf_variant(t, "x86.elf", lambda d: struct.pack_into("<H", d, 18, 62)), "x86-64 ELF"),
+    ("outside RAM", lambda t: _elf_variant(t, "far.elf", lambda d: _first_load_paddr(d, 0x1000)),
+     "outside guest RAM"),
+])
+def test_bad_input_exits_125_with_one_line(tmp_path, kind, make, message):
+    p = run_cli("run", make(tmp_path))
+    assert p.returncode == 125, (kind, p.stderr)
+    assert message in p.stderr and p.stderr.count("\n") == 1 and p.stdout == ""
+    assert_no_traceback(p)
+
+
+@pytest.mark.parametrize("guest,args,status,needles", [
+    ("spin", ["--timeout", "0.5"], 124, ["time budget of 0.5 s exhausted", "<main+"]),
+    ("spin", ["--max-insns", "100000"], 124, ["instruction budget of 100000 exhausted"]),
+    ("undef", [], 132, ["undefined instruction at pc 0x", "<do_undef+0x4>", "udf #0", "EC 0x00", "ESR 0x02000000"]),
+    ("jump_unmapped", [], 139, ["instruction fetch from unmapped address at pc 0x10000000", "EC 0x21",
+                                "FAR 0x10000000"]),
+    ("mmio_hole", [], 139, ["data abort at pc 0x", "<poke_hole+", "str w", "EC 0x25", "ESR 0x96000050",
+                            "FAR 0x8000000"]),
+])
+def test_guest_failures_give_status_and_one_death_line(guest, args, status, needles):
+    p = run_cli("run", guest_elf(guest), *args)
+    assert p.returncode == status, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smmu-harness: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert_no_traceback(p)
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "a command is required"),
+    (["run"], "required: ELF"),
+    (["run", "x.elf", "--cpus", "0"], "--cpus: 0 must be positive"),
+    (["run", "x.elf", "--timeout", "soon"], "is not a number"),
+    (["run", "x.elf", "-d", "bogus"], "unknown log category bogus"),
+    (["run", "x.elf", "--el", "3"], "invalid choice"),
+    (["run", "x.elf", "--frobnicate"], "unrecognized arguments"),
+])
+def test_usage_errors_exit_125(args, message):
+    p = run_cli(*args)
+    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert_no_traceback(p)
+
+
+def test_too_many_cpus_is_bad_input():
+    p = run_cli("run", guest_elf("hello"), "--cpus", "1000")
+    assert p.returncode == 125 and "1000 vCPUs" in p.stderr
+    assert_no_traceback(p)
+
+
+def test_debug_log_categories_to_file(tmp_path):
+    log = tmp_path / "log.txt"
+    p = run_cli("run", guest_elf("smp"), "--cpus", "2", "-d", "in_asm,int,guest_errors,unimp", "-D", log)
+    assert p.returncode == 0 and p.stderr == ""
+    text = log.read_text()
+    assert "IN: _start" in text and "mrs x" in text                          # in_asm, capstone
+    assert "vm0.cpu0: hvc at pc" in text and "PSCI CPU_ON64(0x1, " in text   # int
+    assert "semihosting SYS_EXIT" in text
+
+
+def test_guest_errors_logged_for_uart_hole(tmp_path):
+    # A write inside the PL011 window but to no register is RAZ/WI and logged (QEMU does the same).
+    src = tmp_path / "uart_hole.c"
+    src.write_text('#include "guest.h"\nint main(void) { writel(1, PL011_BASE + 0x800); return 0; }\n')
+    p = run_cli("build", src)
+    assert p.returncode == 0, p.stderr
+    elf = p.stdout.strip()
+    p = run_cli("run", elf, "-d", "guest_errors")
+    assert p.returncode == 0 and "pl011: bad write size 4 at offset 0x800" in p.stderr
+    assert run_cli("run", elf).stderr == ""
+
+
+def test_ktap_on_stdout_console_on_stderr():
+    p = run_cli("run", guest_elf("report_fail"), "--ktap")
+    assert p.returncode == 1
+    assert p.stdout.splitlines() == [
+        "KTAP version 1", "1..3",
+        "ok 1 sample: this passes",
+        "not ok 2 sample: this fails on purpose",
+        "ok 3 sample: nothing to see here # SKIP",
+    ]
+    assert "SUMMARY: 3 tests, 1 unexpected failures, 1 skipped" in p.stderr
+
+
+def test_ktap_reports_a_death_as_not_ok():
+    p = run_cli("run", guest_elf("undef"), "--ktap")
+    assert p.returncode == 132
+    lines = p.stdout.splitlines()
+    assert lines[:2] == ["KTAP version 1", "1..1"] and lines[2].startswith("not ok 1 undef-")
+    assert "exit status 132" in lines[2]
+
+
+def test_start_el2_and_hcr_fb_are_stored(tmp_path):
+    p = run_cli("run", guest_elf("hello"), "--el", "2", "--hcr-fb", "0")
+    assert p.returncode == 0 and "at EL2" in p.stdout
+
+
+def test_python_m_harness_help():
+    p = run_cli("run", "--help")
+    assert p.returncode == 0 and "--max-insns" in p.stdout and "--ktap" in p.stdout
