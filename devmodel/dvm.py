@@ -13,8 +13,7 @@ its own `dvm_tlbi`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .tlbi_types import TlbiOp
 from .trace import NULL_TRACER, Tracer, define
@@ -26,8 +25,8 @@ define("dvm_tlbi", ("src", "dst", "op", "vmid", "asid", "addr", "size", "leaf", 
 define("dvm_sync", ("src", "acks", "msg"), "DVM Sync issued by a DSB after TLBIs, with the receivers' acks")
 
 
-@dataclass(frozen=True, slots=True)
-class DvmSync:
+class DvmSync(NamedTuple):
+    """Immutable; a NamedTuple because one is built per DSB on the trap's hot path."""
     source: str
     msg: int          # message number of the Sync on this interconnect
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from devmodel.trace import Record, Tracer, select
 
+from .catalog import load_all
 from .golden import GoldenDiff, compare, golden_events, load_golden, write_golden
 from .sinks import Annotate, Where, open_sink, record_obj
 
@@ -59,6 +60,8 @@ class TraceSession:
             elif trace is not None or self.expect_trace is not None:
                 events = DEFAULT_EVENTS
         self.events = events
+        if events:
+            load_all()
         self.enabled: frozenset[str] = select(events) if events else frozenset()
         self.sinks: list[Any] = []
         self.collect: CollectSink | None = None

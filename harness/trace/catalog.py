@@ -1,0 +1,36 @@
+"""Every module that declares trace events, so that selecting events by name or glob (`--trace-events`)
+sees the whole registry before the modules happen to be imported by a run."""
+from __future__ import annotations
+
+import importlib
+
+from devmodel.trace import REGISTRY, EventDef
+
+__all__ = ["EVENT_MODULES", "load_all", "all_events"]
+
+EVENT_MODULES = (
+    "devmodel.dvm",
+    "devmodel.dmatest",
+    "devmodel.pl011",
+    "devmodel.psci",
+    "devmodel.semihosting",
+    "devmodel.smmuv3.device",
+    "devmodel.smmuv3.iotlb",
+    "devmodel.smmuv3.translate",
+    "harness.trap",
+    "harness.host.vmid",
+    "harness.host.smmu_driver",
+    "harness.host.iommufd",
+    "harness.vsmmu",
+    "harness.scenarios.platform",
+)
+
+
+def load_all() -> None:
+    for name in EVENT_MODULES:
+        importlib.import_module(name)
+
+
+def all_events() -> list[EventDef]:
+    load_all()
+    return [REGISTRY[k] for k in sorted(REGISTRY)]
