@@ -14,12 +14,14 @@ Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the project root
 safe.
 
 A guest source may carry build options in a comment in its first lines: `smmu-harness-build: no-runtime`
-(link only this file with link.ld: assembly guests that bring their own `_start`).
+(link only this file with link.ld: assembly guests that bring their own `_start`). With the runtime, a
+`#include "X.h"` of a runtime library header also links `guest_fw/lib/X.c` (e.g. `vsmmu.h`, `pgtable.h`).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -169,6 +171,27 @@ def build_options(src: Path) -> set[str]:
     return opts
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"/]+)\.h"', re.M)
+
+
+def _library_sources(srcs: list[Path]) -> list[Path]:
+    """Runtime libraries a guest uses: guest_fw/lib/X.c for every `#include "X.h"` (transitively) that is not
+    already among the sources (e.g. vsmmu.h -> vsmmu.c, pgtable.c)."""
+    have = {p.resolve() for p in srcs}
+    extra: list[Path] = []
+    todo = [p for p in srcs if p.suffix == ".c"]
+    while todo:
+        src = todo.pop(0)
+        for name in _INCLUDE.findall(src.read_text(errors="replace")):
+            for f in (RUNTIME_DIR / f"{name}.c", RUNTIME_DIR / f"{name}.h"):
+                if f.is_file() and f.resolve() not in have:
+                    have.add(f.resolve())
+                    todo.append(f)
+                    if f.suffix == ".c":
+                        extra.append(f)
+    return extra
+
+
 def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLike | None = None,
                 runtime: bool | None = None, cflags: Sequence[str] = (), ldflags: Sequence[str] = (),
                 include_dirs: Sequence[str | os.PathLike] = (), toolchain: Toolchain | None = None,
@@ -192,6 +215,8 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
         raise BuildError(f"{script}: no such linker script")
     incs = [RUNTIME_DIR, *(Path(d) for d in include_dirs)]
     all_srcs = ([RUNTIME_DIR / r for r in RUNTIME_SOURCES] if runtime else []) + srcs
+    if runtime:
+        all_srcs += _library_sources(all_srcs)
     ident = tc.identity()
     flags = [*tc.arch_flags, *CFLAGS, *cflags, *(f"-I{d}" for d in incs)]
     objs: list[Path] = []
