@@ -13,8 +13,8 @@ Time is virtual (`clock()` supplies ticks, e.g. retired instructions), so runs s
 
 Not modelled: host file access (SYS_OPEN of anything but ":tt" fails with ENOENT), SYS_READ, SYS_SEEK,
 SYS_FLEN, SYS_REMOVE, SYS_RENAME, SYS_SYSTEM, SYS_TIME, SYS_TMPNAM, SYS_GET_CMDLINE, SYS_HEAPINFO (all return
--1 and are reported as unimplemented). Addresses in parameter blocks are used as given: the harness reads
-them as IPAs (identity-mapped guests only).
+-1 and are reported as unimplemented). Addresses in parameter blocks are guest virtual addresses: the
+`GuestMemory` the caller passes resolves them (the harness walks the guest's stage-1 tables).
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from unicorn import unicorn_const as ucc
 from unicorn.arm64_const import (UC_ARM64_INS_MRS, UC_ARM64_REG_LR, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP,
                                  UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3)
 
-from devmodel.bus import Bus, BusError, Ram
+from devmodel.bus import Bus, BusError
 from devmodel.dvm import DvmSync, Interconnect
 from devmodel.pl011 import PL011, PL011_SIZE
 from devmodel.psci import CpuOff, CpuOn, Psci, Standby, SystemOff, SystemReset

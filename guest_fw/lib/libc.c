@@ -305,8 +305,11 @@ void semihosting_write0(const char *s)
 
 void exit(int status)
 {
+	static volatile int exiting;
 	u64 block[2] = { ADP_STOPPED_APPLICATION_EXIT, (u64)(u32)status };
-	semihosting_call(SYS_EXIT, (u64)(uintptr_t)block);
-	for (;;)	/* no semihosting: power off instead (status lost) */
+	/* Without semihosting, HLT #0xF000 is undefined and the vectors call exit() again: power off then. */
+	if (!exiting++)
+		semihosting_call(SYS_EXIT, (u64)(uintptr_t)block);
+	for (;;)	/* no semihosting: power off instead (the status is lost) */
 		psci_call(PSCI_SYSTEM_OFF, 0, 0, 0);
 }

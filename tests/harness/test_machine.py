@@ -223,3 +223,18 @@ def test_die_undefined_from_a_plugin_hook():
     o = m.run(timeout=10)
     assert o.exit_code == EXIT_UNDEF and "refused by plugin" in o.message and "<_start>" in o.message
     assert m.vms[0].output == b""                          # the guest never ran
+
+
+def test_guest_status_outside_0_123_is_reported_as_1():
+    from harness.exits import Outcome
+    assert [Outcome(Kind.EXIT, "", st).exit_code for st in (0, 7, 123, 124, 200, 1 << 32)] == [0, 7, 123, 1, 1, 1]
+
+
+def test_read_virt_walks_the_guest_tables():
+    # After the mmu guest, its MMU is still on: VA reads (semihosting blocks, death lines) follow its tables.
+    o, out, m = run_guest("mmu")
+    v, vm = m.vcpus[0], m.vms[0]
+    assert o.exit_code == 0 and v.translation_regs().mmu_on
+    assert v.read_virt(0x1_0000_0000 + 0x80000, 64) == bytes(vm.ram.buf[0x80000:0x80040])
+    assert int.from_bytes(v.read_virt(0x2_0000_0018, 8), "little") == 0xFEED     # page_buf[3] via the 4K alias
+    assert v.translate(0x2_0000_1000).ok is False
