@@ -82,8 +82,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
     # tracing (issue 3): harness/trace
     p.add_argument("--trace", default=None, metavar="FILE", help="write the selected trace events to FILE")
-    p.add_argument("--trace-format", choices=("text", "jsonl", "chrome"), default="jsonl",
-                   help="text (QEMU log style), jsonl, or chrome (Perfetto JSON) [jsonl]")
+    p.add_argument("--trace-format", choices=("text", "jsonl", "chrome"), default=None,
+                   help="text (QEMU log style), jsonl, or chrome (Perfetto JSON) "
+                        "[from the file name: .jsonl -> jsonl, .json -> chrome, else text]")
     p.add_argument("--trace-events", default=None, metavar="GLOBS",
                    help="events to trace, comma-separated globs, '-' removes (e.g. 'tlbi*,dvm*') "
                         "[the golden file's events, else tlbi*,dvm*]")
@@ -97,12 +98,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def configure_machine(args: argparse.Namespace, machine) -> None:
     """Attach option-driven plugins (tracing, TLBI trapping ...) to the machine before the guest runs."""
     from .trace import TraceSession, for_machine
+    from .trace.sinks import format_for
     from .trap import TlbiTrap
 
     trap = TlbiTrap(machine.interconnect, machine.tracer)
     machine.add_plugin(trap)
     try:
-        session = TraceSession(trace=getattr(args, "trace", None), fmt=getattr(args, "trace_format", "jsonl"),
+        trace = getattr(args, "trace", None)
+        fmt = getattr(args, "trace_format", None) or (format_for(trace) if trace else "jsonl")
+        session = TraceSession(trace=trace, fmt=fmt,
                                events=getattr(args, "trace_events", None),
                                expect_trace=getattr(args, "expect_trace", None),
                                update_golden=getattr(args, "update_golden", False))

@@ -141,11 +141,17 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
                     btm: bool = False, vsid: int = DEFAULT_VSID, psid: int | None = None,
                     kvm_before_bind: bool = True, batch: bool = False, mask_ste: bool = False,
                     vsmmu_ipa: int = VSMMU_IPA, dmatest_ipa: int = DMATEST_IPA, veventq_depth: int = 64,
-                    **host_kw: Any) -> NestedVm:
+                    advertise_btm: str = "pinned", **host_kw: Any) -> NestedVm:
     """Give `vm` a vSMMU and an assigned DMA test device (see the module docstring). `host` is reused when
     given (its policy/btm win), else created with `setup_host(machine, policy=, btm=, **host_kw)`.
     `kvm_before_bind=False` does bind before KVM_DEV_VFIO_FILE_ADD: with a policy that needs the VM's pinned
-    VMID, VIOMMU_ALLOC then fails with ENODEV (an `IommufdError` raised from here)."""
+    VMID, VIOMMU_ALLOC then fails with ENODEV (an `IommufdError` raised from here).
+    `advertise_btm` decides the vSMMU's IDR0.BTM: "pinned" (default) only when the host uses BTM and the
+    vIOMMU's VMID is the VM's pinned KVM VMID (the guest's broadcasts then really hit its entries); "host"
+    whenever the host uses BTM, whatever the VMID (what a naive VMM does: the guest then relies on broadcasts
+    that carry its KVM VMID while the SMMU tags its entries with the vIOMMU's); "never"."""
+    if advertise_btm not in ("pinned", "host", "never"):
+        raise ValueError(f"advertise_btm must be 'pinned', 'host' or 'never', not {advertise_btm!r}")
     if host is None:
         host = setup_host(machine, policy=policy, btm=btm, **host_kw)
     ictx = host.ictx
@@ -179,7 +185,9 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     q_id, q = ictx.veventq_alloc(viommu, depth=veventq_depth)
     kvmids = host.kvm.vmids
     shares_kvm_vmid = kvmids.is_pinned_vmid(vmid) and kvmids.hw_vmid(kvm_vm.vmid_ctx) == vmid
-    feats = vsmmu_features(host.driver.caps, btm=host.driver.caps.use_btm and shares_kvm_vmid)
+    use_btm = host.driver.caps.use_btm
+    feats = vsmmu_features(host.driver.caps, btm=use_btm and (shares_kvm_vmid if advertise_btm == "pinned" else
+                                                              advertise_btm == "host"))
     vs = VSmmu(vm, ictx, viommu, veventq=q, features=feats, tracer=machine.tracer, name=f"{vm.name}.vsmmu",
                batch=batch, mask_ste=mask_ste)
     vm.add_device(vsmmu_ipa, MMIO_SIZE, vs, "vsmmu")

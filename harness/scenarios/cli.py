@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..trace.sinks import format_for
+
 __all__ = ["add_scenario_parser", "cmd_scenario_list", "cmd_scenario_run", "cmd_scenario_report",
            "DEFAULT_TRACE_EVENTS"]
 
@@ -86,7 +88,7 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
     if args.trace:
         tracer = Tracer(args.trace_events)
         for path in args.trace:
-            fmt = "jsonl" if path.endswith(".jsonl") else ("chrome" if path.endswith(".json") else "text")
+            fmt = format_for(path)
             try:
                 sink = open_sink(path, fmt)
             except OSError as e:

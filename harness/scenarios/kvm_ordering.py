@@ -3,7 +3,8 @@
 "We need a specific sequence from userspace: 1. Attach VFIO group to KVM (KVM_DEV_VFIO_GROUP_ADD) 2. Create
 nesting IOMMU domain and attach the group to it ... Currently QEMU does 2 then 1, which would cause the SMMU to
 allocate a separate VMID." The same SVA guest as `sva-btm`, but the VMM binds the device first: the device
-carries no KVM when its nested domain is created, so a policy that takes the VMID from KVM cannot. The correct
+carries no KVM when its vIOMMU is allocated (IOMMU_VIOMMU_ALLOC fails with ENODEV), so a policy that takes the
+VMID from KVM cannot. The correct
 behaviour is a clean, explained refusal (the guest's attach fails, no DMA runs); a policy that silently takes
 another VMID lets the guest run and its DMA go stale (a silent failure).
 """
@@ -14,6 +15,7 @@ from typing import Any
 from devmodel.trace import Tracer
 
 from .base import Scenario
+from .platform import ScenarioPlatform
 from .result import ScenarioResult
 from .sva_btm import SvaRun
 
@@ -33,14 +35,14 @@ class KvmOrdering(Scenario):
         m = run.execute(res)
         err = run.plat.attach_errors.get("sva")
         m["attach_refused"] = int(err is not None)
-        # Cross-check on the real VMM stack (harness/vmm.py: iommufd + host driver): the same order there.
-        from .iommufd_platform import IommufdPlatform
-        ip = IommufdPlatform(res.policy, res.vmid_bits, btm=True)
-        ip.add_guest("sva", "sva_vsmmu", params=[rounds, 0], kvm_first=False)
-        ierr = ip.attach_errors.get("sva")
-        m["iommufd_refused"] = int(ierr is not None)
-        res.note("iommufd stack, same order: " + (f"refused: {ierr}" if ierr else
-                                                  f"accepted, vIOMMU VMID {ip.devices['sva'].vmid:#x}"))
+        # The same order through the VMM's vSMMU set-up (harness/vmm.py setup_nested_vm): it allocates the
+        # vIOMMU when the device is plugged, so the refusal comes before the guest starts.
+        vp = ScenarioPlatform(res.policy, res.vmid_bits, btm=True)
+        vp.add_vsmmu_guest("sva", "sva_vsmmu", params=[rounds, 0], kvm_first=False)
+        verr = vp.attach_errors.get("sva")
+        m["iommufd_refused"] = int(verr is not None)
+        res.note("VMM vSMMU set-up, same order: " + (f"refused: {verr}" if verr else
+                                                      f"accepted, vIOMMU VMID {vp.devices['sva'].nested_vm.vmid:#x}"))
         if err:
             res.error = err
             res.ok = m["rounds"] == 0 and run.outcome.exit_code == 2

@@ -1,8 +1,8 @@
 """`no-btm-forwarding`: the SVA workload without BTM; invalidations forwarded through the vSMMU (seed 002).
 
 Seed 002's nested stage: the guest owns stage 1 and "propagates guest TLB invalidations" to the host. This
-scenario runs on the real VMM stack (`iommufd_platform.py`: harness/vmm.py, harness/vsmmu.py, the host driver
-and iommufd): the guest (guest_fw/scenarios/sva_vsmmu.c + guest_fw/lib/vsmmu.c) installs a stage-1 vSTE whose CD
+scenario runs on the VMM's vSMMU (`ScenarioPlatform.add_vsmmu_guest`: harness/vmm.py, harness/vsmmu.py, the host
+driver and iommufd): the guest (guest_fw/scenarios/sva_vsmmu.c + guest_fw/lib/vsmmu.c) installs a stage-1 vSTE whose CD
 shares its CPU tables, and after every TLBI VAE1IS + DSB ISH sends TLBI_NH_VA + CMD_SYNC on its vSMMU unless the
 vSMMU advertises BTM. Without BTM (physical IDR0.BTM=0, broadcasts ignored) every guest invalidation costs VM
 exits (vSMMU register accesses: CMDQ_PROD, the queue reads of the driver) and an IOMMU_HWPT_INVALIDATE that puts
@@ -12,8 +12,10 @@ the SMMU directly (no exits), otherwise it keeps forwarding.
 
 Metrics (per guest CPU invalidation, from `VSmmu.cost()` since the first round): `vm_exits_per_invalidation`,
 `host_commands_per_invalidation` of the no-BTM run; `btm_vm_exits_per_invalidation`, `btm_stale_dma`,
-`btm_guest_forwards` of the BTM run. `ok` is about the no-BTM run (correct: no stale DMA). With `stack="standin"`
-the same measurement runs on `hoststack.py` and the port's forwarding doorbell (2 exits by construction).
+`btm_guest_forwards` of the BTM run. `ok` is about the no-BTM run (correct: no stale DMA). With `stack="port"`
+the guest has no vSMMU (guest_fw/scenarios/sva_btm.c): it forwards through the scenario port's INV doorbell, a
+paravirtual invalidation (one trapped write, one trapped status read) that the VMM turns into the same
+IOMMU_HWPT_INVALIDATE, and in the BTM run it relies on BTM blindly (no VMM tells it whether that is safe).
 """
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ def _costs(run: SvaRun, res: ScenarioResult) -> tuple[float, float, int]:
     plat = run.plat
     if not rounds:
         return 0.0, 0.0, 0
-    if hasattr(plat, "vsmmu_cost"):
+    if run.stack == "vsmmu":
         c = plat.vsmmu_cost("sva")
         return c.get("vm_exits", 0) / rounds, c.get("host_cmds", 0) / rounds, int(c.get("guest_invalidations", 0))
     port = plat.ports["sva"]
-    return port.inv_traps / rounds, 2.0 * (port.inv_traps // 2) / rounds, port.inv_traps // 2
+    return port.inv_traps / rounds, port.inv_host_cmds / rounds, port.inv_traps // 2
 
 
 class NoBtmForwarding(Scenario):
@@ -50,7 +52,7 @@ class NoBtmForwarding(Scenario):
     sweep_vms = (1, 2, 3, 4, 6)
 
     def _run(self, res: ScenarioResult, *, tracer: Tracer | None = None, rounds: int = 6,
-             stack: str = "iommufd", **_: Any) -> None:
+             stack: str = "vsmmu", **_: Any) -> None:
         fwd = SvaRun(res.policy, res.vmid_bits, res.vms, rounds=rounds, btm=False, forward=True, tracer=tracer,
                      stack=stack)
         m = fwd.execute(res)

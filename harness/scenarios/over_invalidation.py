@@ -1,8 +1,9 @@
 """`over-invalidation`: guests' broadcast TLBIs hitting stage-2-only SMMU contexts that share their VMID
 (seed 001: "stage-2 translation contexts are now affected by all invalidations by VMID").
 
-Setup: `vms` VMs, each running guest_fw/scenarios/over_inval.c with a DMA test device attached to a
-stage-2-only domain (IOVA = IPA, host stage 2, S2VMID = the policy's `s2_vmid`). SMMU: IDR0.BTM=1,
+Setup: `vms` VMs, each running guest_fw/scenarios/over_inval.c with a DMA test device the VMM attached, before
+the guest starts, to its nest-parent HWPT through iommufd (a stage-2-only STE: IOVA = IPA, host stage 2,
+S2VMID = the policy's `s2_vmid`, taken by the host driver at that attach). SMMU: IDR0.BTM=1,
 CR2.PTM=0, and - like implementations that invalidate by VMID - a stage-1 broadcast for VMID v also removes
 the stage-2-only entries tagged v (`TranslationCore(overinvalidate_s2=True)`; architecturally such entries
 "need not" be invalidated, so every one removed is over-invalidation). The VMs are time-sliced on the host
@@ -41,8 +42,8 @@ class OverInvalidation(Scenario):
         names = []
         for i in range(res.vms):
             name = f"vm{i}"
-            plat.add_guest(name, "over_inval", sid=0x10 + i, params=[rounds, pages, tlbis, i + 1])
-            plat.driver.attach_s2(plat.devices[name])
+            plat.add_guest(name, "over_inval", params=[rounds, pages, tlbis, i + 1])
+            plat.attach_s2(name)
             names.append(name)
         out = plat.run()
         hits, removed = plat.over_invalidation()

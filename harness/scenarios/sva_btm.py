@@ -1,9 +1,15 @@
 """`sva-btm`: a guest shares its stage-1 page tables with the SMMU and relies on BTM (seed 000, seed 001).
 
 Setup: `vms - 1` other VMs run on the host's CPUs (KVM only: they take VMIDs and CPU time), then the SVA VM
-boots guest_fw/scenarios/sva_btm.c. The guest writes a CD pointing at its own TTBR0_EL1 tables (ASID from
-TTBR0, ASET=0) and asks for a nested attach: the host driver writes a nested STE (S1ContextPtr = the CD's IPA,
-host stage 2, S2VMID = the policy's `nested_vmid`). SMMU: IDR0.BTM=1, CR2.PTM=0, SMMUEN=1.
+boots guest_fw/scenarios/sva_btm.c. Before it starts, the VMM binds its DMA test device to iommufd (after
+KVM_DEV_VFIO_FILE_ADD), maps the VM's RAM in an IOAS and allocates the nest-parent HWPT (platform.py). The guest
+writes a CD pointing at its own TTBR0_EL1 tables (ASID from TTBR0, ASET=0) and hands the CD table's IPA to the
+VMM through the scenario port; the VMM does VIOMMU_ALLOC (VMID = the policy's `nested_vmid`), VDEVICE_ALLOC, a
+nested HWPT_ALLOC from a stage-1 vSTE pointing at that CD table, and the attach: the host driver writes the
+nested STE (guest CD table at IPA, host stage 2, S2VMID = the vIOMMU's VMID). SMMU: IDR0.BTM=1, the host driver
+sets CR2.PTM=0 (the board says DVM reaches the SMMU), SMMUEN=1. With `stack="vsmmu"` the guest
+(guest_fw/scenarios/sva_vsmmu.c) installs the same vSTE through its own vSMMU (harness/vmm.py), and a naive VMM
+advertises BTM to it whatever the policy.
 
 Each round the guest DMAs a page, repoints its PTE, issues TLBI VAE1IS + DSB ISH (no SMMU command), DMAs
 again and reports what the device saw, then yields. While it is descheduled the host runs the other VMs; every
@@ -58,27 +64,33 @@ class _HostChurn:
 
 
 class SvaRun:
-    """One SVA run (shared by sva-btm, no-btm-forwarding and kvm-ordering)."""
+    """One SVA run (shared by sva-btm, no-btm-forwarding and kvm-ordering).
+
+    `stack="port"`: guest_fw/scenarios/sva_btm.c; the VMM binds the device before the guest starts and does
+    the nested attach through iommufd when the guest gives it its CD table through the port. `stack="vsmmu"`:
+    guest_fw/scenarios/sva_vsmmu.c drives the vSMMU of `harness.vmm.setup_nested_vm`, which advertises BTM as
+    `advertise_btm` says (`"host"`: whenever the host uses BTM, as a naive VMM would)."""
 
     def __init__(self, policy: str, vmid_bits: int, vms: int, *, btm: bool = True, forward: bool = False,
                  rounds: int = 6, rollover_every: int = 2, short_lived: int | None = None,
-                 kvm_first: bool = True, tracer: Tracer | None = None, stack: str = "standin"):
-        if stack == "iommufd":                  # the VMM's vSMMU over iommufd (harness/vmm.py)
-            from .iommufd_platform import IommufdPlatform
-            plat = IommufdPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
-            program = "sva_vsmmu"
-        else:
-            plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
-            program = "sva_btm"
+                 kvm_first: bool = True, tracer: Tracer | None = None, stack: str = "port",
+                 advertise_btm: str = "pinned"):
+        if stack not in ("port", "vsmmu"):
+            raise ValueError(f"stack must be 'port' or 'vsmmu', not {stack!r}")
+        plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
         self.plat = plat
+        self.stack = stack
         self.rounds = rounds
         self.rollover_every = rollover_every
         self.short_lived = vms + 2 if short_lived is None else short_lived
         self.background = [plat.kvm.create_vm(f"bg{i}") for i in range(vms - 1)]
         self.pin_changes = 0
         self._pins: dict[int, int] = {}
-        self.vm = plat.add_guest("sva", program, sid=SVA_SID, params=[rounds, int(forward)],
-                                 kvm_first=kvm_first)
+        if stack == "vsmmu":
+            self.vm = plat.add_vsmmu_guest("sva", "sva_vsmmu", params=[rounds, int(forward)], kvm_first=kvm_first,
+                                           advertise_btm=advertise_btm)
+        else:
+            self.vm = plat.add_guest("sva", "sva_btm", params=[rounds, int(forward)], kvm_first=kvm_first)
         self.churn = _HostChurn(self)
         plat.machine.add_plugin(self.churn)
         plat.on_yield = self._on_yield          # type: ignore[method-assign]
@@ -122,7 +134,8 @@ class SvaRun:
         first = first_rep["index"] // 2 if first_rep else -1
         self.rollovers_before_stale = first_rep["rollovers"] if first_rep else 0
         port = plat.ports["sva"]
-        dev = plat.devices["sva"]
+        dev = plat.devices.get("sva")
+        vmid = dev.vmid if dev is not None else None
         invals = len(after)
         m = res.metrics
         m.update(stale_dma=stale, cross_vm_dma=sum(r["outcome"] == "other" for r in reps),
@@ -130,15 +143,19 @@ class SvaRun:
                  pinned_vmid_changes=self.pin_changes, rounds=invals, first_stale_round=first,
                  dma_faults=sum(r["outcome"] == "fault" for r in reps),
                  vm_exits_per_invalidation=(port.inv_traps / invals) if invals else 0.0)
-        timeline = " ".join(f"{r['index'] // 2}:{r['vmid_cpu']:#x}/{r['vmid_ste']:#x}:{r['outcome'][0]}"
+        timeline = " ".join(f"{r['index'] // 2}:{r['vmid_cpu']:#x}/{_hex(r['vmid_ste'])}:{r['outcome'][0]}"
                             for r in after)
-        res.note(f"nested domain VMID (STE.S2VMID) {dev.vmid:#x}" if dev.vmid is not None else "no nested domain")
+        res.note(f"nested domain VMID (STE.S2VMID) {vmid:#x}" if vmid is not None else "no nested domain")
         if timeline:
             res.note(f"rounds (round:TLBI VMID/STE VMID:fresh|stale): {timeline}")
         res.note(f"guest: {out.message}")
         self.bad = bad
         self.outcome = out
         return m
+
+
+def _hex(v: int | None) -> str:
+    return "-" if v is None else f"{v:#x}"
 
 
 class SvaBtm(Scenario):
@@ -150,9 +167,13 @@ class SvaBtm(Scenario):
     default_vms = 3
 
     def _run(self, res: ScenarioResult, *, tracer: Tracer | None = None, rounds: int = 6,
-             rollover_every: int = 2, **_: Any) -> None:
+             rollover_every: int = 2, stack: str = "port", **_: Any) -> None:
+        # stack="vsmmu": the guest drives its vSMMU and a naive VMM advertises BTM whatever the VMID policy
+        # (the guest then relies on BTM exactly as the port guest does)
         run = SvaRun(res.policy, res.vmid_bits, res.vms, rounds=rounds, rollover_every=rollover_every,
-                     tracer=tracer)
+                     tracer=tracer, stack=stack, advertise_btm="host")
+        if stack != "port":
+            res.note(f"stack: {stack} (the VMM advertises BTM to the guest whatever the VMID policy)")
         run.execute(res)
         err = run.plat.attach_errors.get("sva")
         m = res.metrics

@@ -9,9 +9,14 @@ device is on a stage-2-only domain (S2VMID = the policy's `s2_vmid`). Both run g
 so their buffer sits at the same IPA. The host assigns stage-2-only VFs (idle devices of other guests, SR-IOV:
 seed 001 says "it should be pretty easy to reach 256 VMIDs in the SMMU") one by one until a VF's domain shares
 a VMID with a live nested domain, or the SMMU (or KVM's pin limit) runs out of VMIDs; VM A's device gets the
-last one. Then A DMAs its buffer (the SMMU caches the stage-2 translation of that IPA), and B DMAs the same IPA
-through its own stage 1: with a shared tag the walk uses A's cached stage-2 entry and B's device reads and
-writes VM A's memory. Both guests check what they see.
+last one (that VF's domain is freed and A's nest-parent HWPT attached directly through iommufd: the host
+driver takes its VMID from the policy at that attach). Then A DMAs its buffer (the SMMU caches the stage-2
+translation of that IPA), and B DMAs the same IPA through its own stage 1: with a shared tag the walk uses A's
+cached stage-2 entry and B's device reads and writes VM A's memory. Both guests check what they see.
+
+Host side (platform.py): both devices are bound to iommufd with a nest-parent HWPT before the guests start;
+B's nested attach (VIOMMU_ALLOC, VDEVICE_ALLOC, nested HWPT_ALLOC from its vSTE, attach) happens when B hands
+the VMM its CD table through the scenario port, and the VF sweep and A's attach right after.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any
 
 from devmodel.trace import Tracer
 
+from ..host.iommufd import IommufdError
 from ..host.vmid_policy import PolicyError
 from .base import Scenario
 from .platform import ScenarioPlatform
@@ -37,8 +43,8 @@ class VmidAlias(Scenario):
 
     def _run(self, res: ScenarioResult, *, tracer: Tracer | None = None, **_: Any) -> None:
         plat = ScenarioPlatform(res.policy, res.vmid_bits, btm=True, tracer=tracer, quantum=5_000)
-        a = plat.add_guest("A", "vmid_alias", sid=0x10, params=[0])
-        plat.add_guest("B", "vmid_alias", sid=0x11, params=[1])
+        plat.add_guest("A", "vmid_alias", params=[0])
+        plat.add_guest("B", "vmid_alias", params=[1])
         sweep: dict[str, Any] = {"assigned": 0, "stopped": ""}
         base_attach = plat.attach_nested
 
@@ -50,7 +56,7 @@ class VmidAlias(Scenario):
             nested = {g.vmid for g in plat.policy.grants if g.kind == "nested"}
             last = None
             while True:
-                dom = object()                  # an idle VF's stage-2-only domain
+                dom = object()                  # an idle VF's stage-2-only domain (finalised at its attach)
                 try:
                     vmid = plat.policy.s2_vmid(dom)
                 except PolicyError as e:
@@ -65,7 +71,15 @@ class VmidAlias(Scenario):
                 plat.attach_errors["A"] = sweep["stopped"]
                 plat.gate_value = 3
                 return 0
-            plat.driver.attach_s2(plat.devices["A"], last[0], vmid=last[1])
+            # A's device is the last VF: that VF's domain goes away, and A's nest-parent HWPT is attached
+            # directly (stage 2 only) through iommufd; the host driver finalises it with the policy's s2_vmid
+            plat.policy.release(last[0], last[1])
+            try:
+                plat.attach_s2("A")
+            except IommufdError as e:
+                plat.attach_errors["A"] = str(e)
+                plat.gate_value = 3
+                return 0
             plat.gate_value = 1
             return 0
 

@@ -251,6 +251,15 @@ class ChromeSink(_FileSink):
 _SINKS = {"text": TextSink, "jsonl": JsonlSink, "chrome": ChromeSink}
 
 
+def format_for(path: str | Path) -> str:
+    """The trace format a file name implies: `.jsonl`/`.ndjson` JSON Lines, `.json` Chrome/Perfetto,
+    anything else QEMU-log-style text."""
+    name = str(path).lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    return "chrome" if name.endswith(".json") else "text"
+
+
 def open_sink(target: str | Path | IO[str], fmt: str = "jsonl", annotate: Annotate | None = None,
               where: Where | None = None, cpu_name: Callable[[int], str] | None = None) -> _FileSink:
     """Open a sink of format `fmt` (text, jsonl, chrome) on a path or text stream."""

@@ -151,3 +151,9 @@ def test_glob_selection():
         select("no_such_event")
     with pytest.raises(ValueError, match="unknown trace format"):
         open_sink(io.StringIO(), "xml")
+
+
+def test_format_follows_the_file_name_when_not_given():
+    from harness.trace.sinks import format_for
+    assert [format_for(p) for p in ("t.jsonl", "T.NDJSON", "t.json", "t.log", "trace", "x.json.txt")] == \
+        ["jsonl", "jsonl", "chrome", "text", "text", "text"]

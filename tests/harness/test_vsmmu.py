@@ -241,6 +241,20 @@ def test_guest_sees_btm_only_when_its_tlbis_reach_the_smmu_with_its_vmid():
     assert not nv2.vsmmu.features.btm                  # private VMID: the guest's broadcasts would miss
 
 
+@pytest.mark.parametrize("policy,advertise,btm,seen", [
+    ("private", "host", True, 1),          # a naive VMM: BTM whenever the host uses it, whatever the VMID
+    ("private", "pinned", True, 0),
+    ("shared", "never", True, 0),
+    ("shared", "host", False, 0),          # the host does not use BTM: nothing to advertise
+])
+def test_advertise_btm_option(policy, advertise, btm, seen):
+    m = Machine(tcg_buffer_size=8 << 20)
+    nv = setup_nested_vm(m, m.add_vm("vm0", ram_size=16 << 20), policy=policy, btm=btm, advertise_btm=advertise)
+    assert nv.vsmmu.regs.get_field("IDR0", "BTM") == seen
+    with pytest.raises(ValueError, match="advertise_btm"):
+        setup_nested_vm(m, m.add_vm("vm1", ram_size=16 << 20), host=nv.host, advertise_btm="always")
+
+
 def test_vsmmu_features_follow_the_host():
     m, sink, (nv0, g0), (nv1, g1) = two_vm_board()
     f = nv0.vsmmu.features
