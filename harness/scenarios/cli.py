@@ -3,7 +3,8 @@
     smmu-harness scenario list
     smmu-harness scenario run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE ...]
                                    [--trace-events GLOBS]
-    smmu-harness scenario report [-o DIR] [--scenarios A,B] [--policies P,Q] [--widths 8,16] [--sweep 1,2,4]
+    smmu-harness scenario report [-o DIR] [--format md|html] [--scenarios A,B] [--policies P,Q] [--widths 8,16]
+                                 [--sweep 1,2,4]
 
 `run` exits 0 when the result is ok (the system behaved correctly), 1 otherwise; bad arguments exit 125.
 `--trace FILE` (repeatable) writes the run's trace: `.jsonl` JSON Lines, `.json` Chrome/Perfetto, anything
@@ -52,8 +53,10 @@ def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
     run.add_argument("--trace-events", default=DEFAULT_TRACE_EVENTS, metavar="GLOBS",
                      help="events to trace (comma-separated globs)")
     run.set_defaults(func=cmd_scenario_run)
-    rep = ssub.add_parser("report", help="run the matrix and write a Markdown report with SVG plots")
+    rep = ssub.add_parser("report", help="run the matrix and write a Markdown or HTML report with SVG plots")
     rep.add_argument("-o", dest="out", default="scenario-report", metavar="DIR", help="output directory")
+    rep.add_argument("--format", dest="fmt", choices=("md", "html"), default="md",
+                     help="report.md (default) or report.html")
     rep.add_argument("--scenarios", type=_csv(), default=list(SCENARIOS), metavar="A,B")
     rep.add_argument("--policies", type=_csv(), default=list(POLICY_NAMES), metavar="P,Q")
     rep.add_argument("--widths", type=_csv(int), default=[8, 16], metavar="8,16")
@@ -118,9 +121,10 @@ def cmd_scenario_report(args: argparse.Namespace) -> int:
         print(f"smmu-harness scenario report: unknown {', '.join(bad)}", file=sys.stderr)
         return 125
     matrix = Matrix(args.scenarios, args.policies, args.widths, tuple(args.sweep or DEFAULT_SWEEP))
-    files = run_report(args.out, matrix, lambda n, p, w, v: run_scenario(n, p, w, v))
+    files = run_report(args.out, matrix, lambda n, p, w, v: run_scenario(n, p, w, v), fmt=args.fmt)
+    report = files.pop("report")
     for name, path in files.items():
         print(path)
     ok = sum(r.ok for r in matrix.results)
-    print(f"{ok}/{len(matrix.results)} runs ok; report: {files['report.md']}")
+    print(f"{ok}/{len(matrix.results)} runs ok; report: {report}")
     return 0

@@ -1,5 +1,6 @@
 """`smmu-harness scenario report`: run the matrix (scenario x policy x VMID width), sweep the number of VMs,
-and write `report.md` (tables), `results.json` (every result) and two hand-written SVG plots:
+and write `report.md` (tables; `report.html` with `fmt="html"`, the same content as one HTML page),
+`results.json` (every result) and two hand-written SVG plots:
 `over_invalidation.svg` (over-invalidated SMMU entries against the number of VMs, per policy) and
 `vm_exits.svg` (VM exits per guest invalidation against the number of VMs: forwarding without BTM vs BTM).
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,10 @@ from typing import Callable, Iterable, Sequence, TextIO
 from .base import POLICY_NAMES
 from .result import ScenarioResult
 
-__all__ = ["Matrix", "run_report", "line_chart_svg", "markdown", "ProgressBar", "DEFAULT_SWEEP"]
+__all__ = ["Matrix", "run_report", "line_chart_svg", "markdown", "markdown_to_html", "ProgressBar",
+           "DEFAULT_SWEEP", "FORMATS"]
+
+FORMATS = ("md", "html")
 
 DEFAULT_SWEEP = (1, 2, 3, 4, 6)
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
@@ -70,8 +75,11 @@ class ProgressBar:
 
 
 def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., ScenarioResult],
-               progress: ProgressBar | None = None) -> dict[str, Path]:
-    """Run every job with `runner(name, policy, vmid_bits, vms)`, write the files, return their paths."""
+               progress: ProgressBar | None = None, fmt: str = "md") -> dict[str, Path]:
+    """Run every job with `runner(name, policy, vmid_bits, vms)`, write the files, return their paths
+    (`report.md`, or `report.html` with `fmt="html"`, is the key "report")."""
+    if fmt not in FORMATS:
+        raise ValueError(f"report format {fmt!r} (choose from {', '.join(FORMATS)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = matrix.jobs()
@@ -104,8 +112,11 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
         "matrix": [r.to_dict() for r in matrix.results],
         "over_invalidation_sweep": [r.to_dict() for r in matrix.over_sweep],
         "vm_exits_sweep": [r.to_dict() for r in matrix.exits_sweep]}, indent=1) + "\n")
-    files["report.md"] = out / "report.md"
-    files["report.md"].write_text(markdown(matrix, [p.name for p in files.values() if p.suffix == ".svg"]))
+    md = markdown(matrix, [p.name for p in files.values() if p.suffix == ".svg"])
+    name = f"report.{fmt}"
+    files[name] = out / name
+    files[name].write_text(md if fmt == "md" else markdown_to_html(md))
+    files["report"] = files[name]
     return files
 
 
@@ -147,6 +158,57 @@ def markdown(matrix: Matrix, plots: Iterable[str]) -> str:
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     return "\n".join(lines) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    """`code`, **bold** and escaped `\\|` of the Markdown this module writes, as HTML."""
+    out = html.escape(text.replace("\\|", "|"), quote=False)
+    out = re.sub(r"`([^`]*)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+
+
+def markdown_to_html(md: str, title: str = "smmu-harness scenario report") -> str:
+    """The subset of Markdown `markdown()` writes (headings, paragraphs, pipe tables, images) as one XHTML-
+    compatible page; the SVG plots are referenced by file name like in the Markdown."""
+    body: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline_html(line[level:].strip())}</h{level}>")
+            i += 1
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(lines[i])
+                i += 1
+            body.append("<table>")
+            body.append("<tr>" + "".join(f"<th>{_inline_html(c)}</th>" for c in _cells(rows[0])) + "</tr>")
+            for r in rows[2:]:
+                body.append("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in _cells(r)) + "</tr>")
+            body.append("</table>")
+        elif (img := re.fullmatch(r"!\[([^\]]*)\]\(([^)]*)\)", line.strip())):
+            body.append(f'<p><img src="{html.escape(img.group(2))}" alt="{html.escape(img.group(1))}"/></p>')
+            i += 1
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "|", "![")):
+                para.append(lines[i])
+                i += 1
+            body.append(f"<p>{_inline_html(' '.join(para))}</p>")
+    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #bbb;padding:2px 6px;text-align:left}th{background:#eee}")
+    return ("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\"><head><meta charset=\"utf-8\"/>"
+            f"<title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
 
 
 def line_chart_svg(title: str, xlabel: str, ylabel: str, series: dict[str, list[tuple[float, float]]],
