@@ -177,17 +177,13 @@ class KtapReport:
 
 
 def _console_writer(ktap: KtapReport | None):
+    from .machine import write_console
+
     def write(vm, data: bytes, stream: int) -> None:
         out = sys.stderr if (ktap is not None or stream == 2) else sys.stdout
         if ktap is not None and stream == 1:
             ktap.feed(data)
-        buf = getattr(out, "buffer", None)
-        if buf is not None:
-            buf.write(data)
-        else:
-            out.write(data.decode("utf-8", "replace"))
-        if b"\n" in data:
-            out.flush()
+        write_console(out, data)
     return write
 
 

@@ -105,8 +105,8 @@ class CodeRange:
         return f"CodeRange(vaddr={self.vaddr:#x}, ipa={self.ipa:#x}, size={len(self.data):#x})"
 
 
-def _default_console(vm: "VM", data: bytes, stream: int) -> None:
-    out = sys.stdout if stream == 1 else sys.stderr
+def write_console(out, data: bytes) -> None:
+    """Write guest console bytes to a text stream (its binary buffer when it has one), flushing at newlines."""
     buf = getattr(out, "buffer", None)
     if buf is not None:
         buf.write(data)
@@ -114,6 +114,10 @@ def _default_console(vm: "VM", data: bytes, stream: int) -> None:
         out.write(data.decode("utf-8", "replace"))
     if b"\n" in data:
         out.flush()
+
+
+def _default_console(vm: "VM", data: bytes, stream: int) -> None:
+    write_console(sys.stdout if stream == 1 else sys.stderr, data)
 
 
 class Vcpu:

@@ -5,10 +5,12 @@
  * DMA test device at IPA 0x0910_0000 (devmodel/dmatest.py register map; QEMU iommu-testdev-like): its DMA
  * goes through the physical SMMU model with the StreamID the host gave it.
  *
- * The scenario port at IPA 0x0911_0000 (harness/scenarios/platform.py `HostPort`) stands for the VMM
- * plumbing a real guest reaches through its vSMMU (install a vSTE pointing at its CD table -> the VMM's
- * IOMMU_HWPT_ALLOC(nested); a TLBI_NH_VA on the vSMMU command queue -> IOMMU_HWPT_INVALIDATE) and carries the
- * scenario's parameters and per-round reports. Every write to it is a trap to the host (a VM exit).
+ * The scenario port at IPA 0x0911_0000 (harness/scenarios/platform.py `HostPort`) is a hypercall to the VMM
+ * for guests without a vSMMU: ATTACH_NESTED hands the VMM the CD table's IPA and the VMM does what a vSMMU's
+ * CFGI_STE of that vSTE would make it do (IOMMU_VIOMMU_ALLOC, IOMMU_VDEVICE_ALLOC, nested IOMMU_HWPT_ALLOC,
+ * attach, through the host's iommufd and SMMU driver); INV is a paravirtual TLBI_NH_VA + CMD_SYNC
+ * (IOMMU_HWPT_INVALIDATE). It also carries the scenario's parameters and per-round reports. Every access to
+ * it is a trap to the host (a VM exit).
  *
  * CD layout: IHI 0070 5.4 (also devmodel/smmuv3/cd.py CD_LAYOUT, Linux CTXDESC_CD_0_*): word 0 T0SZ[5:0]
  * TG0[7:6] IR0[9:8] OR0[11:10] SH0[13:12] EPD0 14 EPD1 30 V 31 IPS[34:32] AA64 41 R 45 A 46 ASET 47

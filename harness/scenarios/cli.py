@@ -122,9 +122,8 @@ def cmd_scenario_report(args: argparse.Namespace) -> int:
         return 125
     matrix = Matrix(args.scenarios, args.policies, args.widths, tuple(args.sweep or DEFAULT_SWEEP))
     files = run_report(args.out, matrix, lambda n, p, w, v: run_scenario(n, p, w, v), fmt=args.fmt)
-    report = files.pop("report")
     for name, path in files.items():
         print(path)
     ok = sum(r.ok for r in matrix.results)
-    print(f"{ok}/{len(matrix.results)} runs ok; report: {report}")
+    print(f"{ok}/{len(matrix.results)} runs ok; report: {files[f'report.{args.fmt}']}")
     return 0

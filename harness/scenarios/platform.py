@@ -195,7 +195,8 @@ class ScenarioPlatform:
         self.ports: dict[str, HostPort] = {}
         self.output: dict[str, bytearray] = {}
         self.reports: list[dict] = []
-        self.attach_errors: dict[str, str] = {}
+        self.attach_errors: dict[str, str] = {}     # VM -> why the host refused its device set-up or attach
+        self.not_started: set[str] = set()           # VMs whose set-up failed before they could start
         self.snapshots: dict[str, dict] = {}
         self.gate_value = 0
 
@@ -253,6 +254,7 @@ class ScenarioPlatform:
             nv = setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first, advertise_btm=advertise_btm)
         except IommufdError as e:
             self.attach_errors[name] = str(e)
+            self.not_started.add(name)
             return vm
         a = Assigned(name, vm, nv.dma, nv.psid, nv.vsid, nv.dev, nv.dev_id, nv.ioas, nv.s2_hwpt, nv.viommu,
                      mode="vsmmu", nested_vm=nv)
@@ -349,9 +351,10 @@ class ScenarioPlatform:
         return next(vm for vm in self.machine.vms if vm.name == name)
 
     def run(self, timeout: float = 60.0):
-        if self.attach_errors and any(a is None for a in (self.devices.get(n) for n in self.attach_errors)):
+        if self.not_started:
             from ..exits import Kind, Outcome          # the VMM could not set a VM up: nothing starts
-            return Outcome(Kind.EXIT, "VMM set-up failed: " + "; ".join(self.attach_errors.values()), 125)
+            why = "; ".join(self.attach_errors[n] for n in sorted(self.not_started))
+            return Outcome(Kind.EXIT, "VMM set-up failed: " + why, 125)
         return self.machine.run(timeout=timeout)
 
     # -- measurements --------------------------------------------------------------------------------------

@@ -76,8 +76,8 @@ class ProgressBar:
 
 def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., ScenarioResult],
                progress: ProgressBar | None = None, fmt: str = "md") -> dict[str, Path]:
-    """Run every job with `runner(name, policy, vmid_bits, vms)`, write the files, return their paths
-    (`report.md`, or `report.html` with `fmt="html"`, is the key "report")."""
+    """Run every job with `runner(name, policy, vmid_bits, vms)`, write the files (`report.md`, or
+    `report.html` with `fmt="html"`), return their paths by file name."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} (choose from {', '.join(FORMATS)})")
     out = Path(out_dir)
@@ -116,7 +116,6 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
     name = f"report.{fmt}"
     files[name] = out / name
     files[name].write_text(md if fmt == "md" else markdown_to_html(md))
-    files["report"] = files[name]
     return files
 
 

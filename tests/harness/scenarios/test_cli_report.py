@@ -52,7 +52,8 @@ def test_run_trace_files(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["scenario", "run", "nope"], ["scenario", "run", "sva-btm", "--policy", "x"],
                                   ["scenario", "run", "sva-btm", "--vmid-bits", "12"],
                                   ["scenario", "run", "sva-btm", "--vms", "0"], ["scenario"],
-                                  ["scenario", "report", "--policies", "bogus"]])
+                                  ["scenario", "report", "--policies", "bogus"],
+                                  ["scenario", "report", "--format", "pdf"]])
 def test_usage_errors(argv, capsys, tmp_path):
     assert main(argv + (["-o", str(tmp_path)] if "report" in argv else [])) == 125
 
@@ -74,6 +75,32 @@ def test_report_small_matrix(tmp_path, capsys):
     assert len(data["matrix"]) == 6 and len(data["over_invalidation_sweep"]) == 4
     over = {(r["policy"], r["vms"]): r["metrics"]["over_invalidated_entries"] for r in data["over_invalidation_sweep"]}
     assert over[("private", 2)] > over[("private", 1)] > 0 and over[("shared", 2)] == 0
+
+
+def test_report_html(tmp_path, capsys):
+    rc = main(["scenario", "report", "-o", str(tmp_path), "--format", "html", "--scenarios", "over-invalidation",
+               "--policies", "private,shared", "--widths", "8", "--sweep", "1,2"])
+    assert rc == 0
+    assert str(tmp_path / "report.html") in capsys.readouterr().out and not (tmp_path / "report.md").exists()
+    root = ET.fromstring((tmp_path / "report.html").read_text().split("\n", 1)[1])      # after the doctype
+    ns = "{http://www.w3.org/1999/xhtml}"
+    tables = root.findall(f".//{ns}table")
+    rows = [[c.text or "".join(c.itertext()) for c in tr] for tr in tables[0].findall(f"{ns}tr")]
+    assert rows[0][:4] == ["scenario", "policy", "VMID bits", "ok"]
+    assert rows[1][:4] == ["over-invalidation", "private", "8", "no"] and rows[2][3] == "yes"
+    sweep = {tr[0].text: [c.text for c in tr[1:]] for tr in tables[1].findall(f"{ns}tr")[1:]}
+    assert int(sweep["private"][1]) > int(sweep["private"][0]) > 0 and sweep["shared"] == ["0", "0"]
+    assert [i.get("src") for i in root.iter(f"{ns}img")] == ["over_invalidation.svg"]
+
+
+def test_markdown_to_html_escapes_and_formats():
+    from harness.scenarios.report import markdown_to_html
+    page = markdown_to_html("# T\n\na `x<y` **b**\n\n| h | v |\n|---|---|\n| a \\| b | **no** |\n")
+    root = ET.fromstring(page.split("\n", 1)[1])
+    ns = "{http://www.w3.org/1999/xhtml}"
+    assert root.find(f".//{ns}p/{ns}code").text == "x<y" and root.find(f".//{ns}p/{ns}b").text == "b"
+    cells = root.findall(f".//{ns}td")
+    assert cells[0].text == "a | b" and cells[1].find(f"{ns}b").text == "no"
 
 
 def test_line_chart_scales_points():
