@@ -92,11 +92,14 @@ class TransCfg:
     s1: S1Cfg | None = None
     s2: S2Cfg | None = None
     oas: int = 48          # SMMU_IDR5.OAS in bits: output size limit for bypass and the last stage
+    s1_vmid: int = 0       # VMID tag of a stage-1-only configuration: STE.S2VMID when IDR0.S2P=1, else 0
 
     @property
     def vmid(self) -> int:
-        """VMID the TLB entries of this context are tagged with (0 when there is no stage 2)."""
-        return self.s2.vmid if self.s2 is not None else 0
+        """VMID the TLB entries of this context are tagged with. IHI 0070 3.17: with stage 2 configured, or
+        for stage-1-only translation when stage 2 is implemented, STE.S2VMID; without stage 2, no VMID (0, and
+        with IDR0.S2P=0 the SMMU matches broadcasts as VMID 0)."""
+        return self.s2.vmid if self.s2 is not None else self.s1_vmid
 
     @property
     def asid(self) -> int:

@@ -141,7 +141,9 @@ def resolve(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int 
     if bad is not None:
         return bad
     kind = CfgKind.NESTED if s2 is not None else CfgKind.S1
-    return TransCfg(sid, ssid, kind, world=world, s1=cdmod.s1_config(cd, f), s2=s2, oas=oas)
+    # stage-1-only entries are tagged with STE.S2VMID when stage 2 is implemented (IHI 0070 3.17)
+    s1_vmid = 0 if s2 is not None or not f.s2p else (ste.s2vmid if f.vmid16 else ste.s2vmid & 0xFF)
+    return TransCfg(sid, ssid, kind, world=world, s1=cdmod.s1_config(cd, f), s2=s2, oas=oas, s1_vmid=s1_vmid)
 
 
 def _cd_address(fetch: Fetch, ste: stemod.Ste, cdmax: int, ssid: int, f: SmmuFeatures, sid: int,
