@@ -277,13 +277,13 @@ class ScenarioPlatform:
         a.mode = "s2"
         return self._read_vmid(a)
 
-    def attach_nested(self, name: str, cd_ipa: int) -> int:
+    def attach_nested(self, name: str, cd_ipa: int, s1cdmax: int = 0) -> int:
         """IOMMU_VIOMMU_ALLOC (VMID: the policy's `nested_vmid` of the KVM the device had at bind),
-        IOMMU_VDEVICE_ALLOC, nested IOMMU_HWPT_ALLOC from a stage-1 vSTE (S1ContextPtr = `cd_ipa`, one CD,
-        cacheable walks), attach. Returns 0, or the errno of the refused call (recorded in `attach_errors`)."""
+        IOMMU_VDEVICE_ALLOC, nested IOMMU_HWPT_ALLOC from a stage-1 vSTE (S1ContextPtr = `cd_ipa`, S1CDMax =
+        `s1cdmax`, cacheable walks), attach. Returns 0, or the errno of the refused call (recorded in `attach_errors`)."""
         a = self.devices[name]
         ictx = self.ictx
-        vste = stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S1, s1fmt=0, s1contextptr=cd_ipa, s1cdmax=0,
+        vste = stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S1, s1fmt=0, s1contextptr=cd_ipa, s1cdmax=s1cdmax,
                                         s1cir=1, s1cor=1, s1csh=3))
         try:
             if not a.viommu:
@@ -323,7 +323,8 @@ class ScenarioPlatform:
         status = 0
         a = self.devices.get(port.name)
         if cmd == CMD_ATTACH_NESTED:
-            status = self.attach_nested(port.name, args[0]) if a is not None and a.mode != "vsmmu" else EINVAL
+            ok = a is not None and a.mode != "vsmmu" and args[1] < 32
+            status = self.attach_nested(port.name, args[0], args[1]) if ok else EINVAL
         elif cmd == CMD_REPORT:
             if a is not None and a.nested_vm is not None and args[0] == 0 and port.name not in self.snapshots:
                 self.snapshots[port.name] = a.nested_vm.vsmmu.snapshot()   # set-up done: count the rounds only

@@ -48,8 +48,8 @@ class VmidAlias(Scenario):
         sweep: dict[str, Any] = {"assigned": 0, "stopped": ""}
         base_attach = plat.attach_nested
 
-        def attach_b_then_assign_vfs(name: str, cd_ipa: int) -> int:
-            st = base_attach(name, cd_ipa)
+        def attach_b_then_assign_vfs(name: str, cd_ipa: int, s1cdmax: int = 0) -> int:
+            st = base_attach(name, cd_ipa, s1cdmax)
             if st:
                 plat.gate_value = 3
                 return st
