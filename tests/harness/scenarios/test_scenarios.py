@@ -229,6 +229,8 @@ def test_bad_arguments_raise():
         run_scenario("sva-btm", "bogus")
     with pytest.raises(ValueError):
         run_scenario("sva-btm", "shared", 12)
+    with pytest.raises(ValueError, match="stack"):
+        run_scenario("sva-btm", "shared", 8, stack="standin")
 
 
 def test_registry_lists_every_scenario():
