@@ -41,9 +41,11 @@ def test_parse_errors_name_the_problem(tmp_path, body, msg):
 
 def test_shipped_catalogue_has_at_least_ten_guests_with_goldens():
     entries = parse_catalogue(CATALOGUE)
-    assert len(entries) >= 10
     for e in entries:
-        assert e.source.is_file() and e.expect_trace is not None and e.expect_trace.is_file(), e.name
+        assert e.source.is_file(), e.name
+        assert e.expect_trace is None or e.expect_trace.is_file(), e.name
+    # the golden-trace suite (issue 3): at least ten guest programs with a golden trace
+    assert len({e.source for e in entries if e.expect_trace is not None}) >= 10
 
 
 def _entry(name):
