@@ -79,7 +79,7 @@ def compare(golden: list[dict[str, Any]], actual: list[dict[str, Any]], context:
             if k in IGNORED:
                 continue
             got = a.get(k, _MISSING)
-            if got != v:
+            if got != v or isinstance(got, bool) != isinstance(v, bool):   # JSON: true is not 1
                 shown = "<absent>" if got is _MISSING else json.dumps(got)
                 return GoldenDiff(i, f"{k}: expected {json.dumps(v)}, got {shown}", g, a, key=k,
                                   context_expected=ctx(golden, i), context_actual=ctx(actual, i))

@@ -36,6 +36,16 @@ def test_compare_reports_first_difference_with_context():
     assert "event #3" in text and "expected 99, got 3" in text and '> {"event":"e","op":"OP3"' in text
 
 
+def test_compare_is_json_typed_true_is_not_1():
+    """Golden files are JSON: a field that turns from a bool into an int (or back) is a difference."""
+    golden = [{"event": "e", "broadcast": True, "leaf": False, "ttl": 0}]
+    assert compare(golden, [{"event": "e", "broadcast": True, "leaf": False, "ttl": 0}]) is None
+    d = compare(golden, [{"event": "e", "broadcast": 1, "leaf": False, "ttl": 0}])
+    assert d is not None and d.key == "broadcast" and "expected true, got 1" in d.reason
+    d = compare(golden, [{"event": "e", "broadcast": True, "leaf": False, "ttl": False}])
+    assert d is not None and d.key == "ttl"
+
+
 def test_compare_missing_and_extra_events():
     a = [{"event": "e", "op": "A"}, {"event": "e", "op": "B"}]
     d = compare(a + [{"event": "e", "op": "C"}], a)

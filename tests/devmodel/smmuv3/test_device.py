@@ -55,6 +55,19 @@ def test_cmdq_error_stop_and_resume(bench: Bench) -> None:
     assert bench.cons() == 4 and bench.bus.read32(MSI + 4) == 2 and bench.bus.read32(MSI + 8) == 3
 
 
+def test_cmdq_stays_stopped_after_fix_up_until_acknowledged(bench: Bench) -> None:
+    """IHI 0070 7.1: after a CERROR the SMMU consumes nothing until GERRORN acknowledges CMDQ_ERR, even when
+    software has already replaced the bad command and moves PROD again."""
+    bench.setup()
+    bench.submit(bytes([0x7F]) + bytes(15))
+    assert bench.cons() == 0 and bench.smmu.gerror_active() == 1
+    bench.bus.write_bytes(CMDQ, C.encode("CMD_SYNC", cs=1, msiaddr=MSI, msidata=7))   # fixed up in place
+    bench.cmd("CMD_SYNC", cs=1, msiaddr=MSI + 4, msidata=8)                             # PROD moves
+    assert bench.cons() == 0 and bench.bus.read32(MSI) == 0 and bench.bus.read32(MSI + 4) == 0
+    bench.w32(GERRORN, bench.r32(GERROR))
+    assert bench.cons() == 2 and bench.bus.read32(MSI) == 7 and bench.bus.read32(MSI + 4) == 8
+
+
 def test_cmdq_fetch_abort_is_cerror_abt() -> None:
     b = Bench()
     b.setup(enable=False)
@@ -83,6 +96,9 @@ def test_cmd_sync_completion_modes() -> None:
     m = Bench().setup()
     m.cmd("CMD_SYNC", cs=1, msiaddr=0)                        # MSI supported but no address: wired
     assert m.irqs == ["cmd_sync"]
+    w = Bench().setup()
+    w.cmd("CMD_SYNC", cs=1, msiaddr=MSI + 8, msidata=0x55)    # MSI: the write signals completion, no wire
+    assert w.bus.read32(MSI + 8) == 0x55 and w.irqs == [] and w.cons() == 1
 
 
 def test_cmd_sync_msi_abort_sets_gerror(bench: Bench) -> None:

@@ -78,7 +78,11 @@ def run(ops: list, features: SmmuFeatures) -> None:
         elif kind == "cmd":
             _, opcode, body, n = op
             raw = ((body << 8) | opcode).to_bytes(16, "little")
+            stopped = b.smmu.gerror_active() & 1
+            cons = b.r32(0x9C)
             b.submit(*([raw] * n))
+            if stopped:                                            # CMDQ_ERR active: consumption stopped
+                assert b.r32(0x9C) == cons
         elif kind == "tr":
             _, sid, ssid, addr, write = op
             r = b.smmu.translate(sid, ssid, addr, write=write)
@@ -89,7 +93,12 @@ def run(ops: list, features: SmmuFeatures) -> None:
             b.w32(0x2C, cr2)
             b.w32(0x50, 0b101 if irq else 0)
         elif kind == "ack":
-            b.w32(0x64, b.r32(0x60) ^ (op[1] & b.smmu.gerror_active()))
+            # acknowledge some active errors: GERRORN ^= mask makes those bits equal to GERROR's
+            acked = op[1] & b.smmu.gerror_active()
+            gerrorn = b.r32(0x64) ^ acked
+            b.w32(0x64, gerrorn)
+            assert b.r32(0x64) == gerrorn                           # GERRORN is software's: it takes the value
+            assert b.smmu.gerror_active() & acked & ~1 == 0         # acked (CMDQ_ERR may re-raise at once)
         check_invariants(b)
 
 
