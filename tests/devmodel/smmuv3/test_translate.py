@@ -276,3 +276,39 @@ def test_capacity_and_stats_through_translate():
     assert st_["entries"] == 8 and st_["evictions"] == 24 and st_["misses"] == 32
     dma(env, c, 0x10_0000 + 31 * 0x1000)
     assert env.core.stats["hits"] == 1
+
+
+@pytest.mark.parametrize("gran,tg,start,num,scale", [
+    (65536, 3, 5, 4, 1),     # 64K: 10 granules from granule 5 (neither 10- nor 16-aligned)
+    (16384, 2, 3, 0, 3),     # 16K: 8 granules from granule 3
+    (16384, 2, 1, 31, 0),    # 16K: NUM at its maximum, past the end of the mapping
+])
+def test_range_invalidation_other_granules(gran, tg, start, num, scale):
+    """(NUM+1) * 2^SCALE granules of TG from a misaligned start, for the 16K and 64K granules (IHI 0070 4.4.1);
+    the address is 4K- but not TG-aligned: its bits below TG are ignored."""
+    env = Env()
+    b = env.builder(granule=gran)
+    c = cfg(CfgKind.S1, s1(b, asid=5), None)
+    base, n = 0x4000_0000, 16
+    b.map(base, P1, n * gran, level=3)
+    assert all(dma(env, c, base + i * gran + 8) == P1 + i * gran + 8 for i in range(n))
+    b.map(base, P2, n * gran, level=3)
+    env.core.invalidate(cmd("TLBI_NH_VA", vmid=0, asid=5, addr=base + start * gran + 0x1000, tg=tg, num=num,
+                            scale=scale))
+    fresh = {i for i in range(n) if dma(env, c, base + i * gran + 8) == P2 + i * gran + 8}
+    assert fresh == set(range(start, min(n, start + ((num + 1) << scale))))
+
+
+def test_range_invalidation_s2_ipa_misaligned_start():
+    """TLBI_S2_IPA with a range: the same (NUM+1) * 2^SCALE formula over IPAs, misaligned start, one VMID."""
+    env = Env()
+    b = env.builder(stage=2, ias=40, start=1)
+    c = cfg(CfgKind.S2, None, s2(b, vmid=4))
+    base, n = 0x20_0000, 32
+    b.map(base, P1, n * 0x1000, level=3)
+    assert all(dma(env, c, base + i * 0x1000) == P1 + i * 0x1000 for i in range(n))
+    b.map(base, P2, n * 0x1000, level=3)
+    env.core.invalidate(cmd("TLBI_S2_IPA", vmid=5, addr=base + 3 * 0x1000, tg=1, num=2, scale=1))   # other VMID
+    env.core.invalidate(cmd("TLBI_S2_IPA", vmid=4, addr=base + 3 * 0x1000, tg=1, num=2, scale=1))
+    fresh = {i for i in range(n) if dma(env, c, base + i * 0x1000) == P2 + i * 0x1000}
+    assert fresh == set(range(3, 9))

@@ -107,7 +107,8 @@ def _random_tables(env: Env, rnd: random.Random, granule: int, ias: int):
         kw = dict(user=rnd.random() < 0.5, af=rnd.random() < 0.85, global_=rnd.random() < 0.3)
         b.map(va, pa, bs, perm, level=lv, **kw)
         used.add(va)
-        for _ in range(3):
+        vas += [va, va + bs - 8]                     # first and last word of every mapping ...
+        for _ in range(3):                           # ... and three inside it
             vas.append(va + rnd.randrange(0, bs, 8))
         vas.append(va + bs)                          # just past the mapping: often unmapped
     # a few descriptors of odd kinds: reserved level-3 (bit 1 clear), RES0 OA bits [49:48] set, contiguous

@@ -5,7 +5,8 @@ frequent. Checked after every step:
 * hardware VMID = id & mask, never 0 for a loaded vCPU; a vCPU's VMID is its VM's VMID while it stays loaded;
 * uniqueness: the VMs in force (current-generation ids, loaded vCPUs, pins) hold distinct hardware VMIDs;
 * a pinned VMID never changes, across any number of rollovers;
-* the pin limit (nr_pinned <= max_pinned; pin returns 0 only at the limit) and balanced pins (nr_pinned and the
+* the pin limit (nr_pinned <= max_pinned; a new pin returns 0 exactly at the limit, which `crowd_pins`
+  reaches) and balanced pins (nr_pinned and the
   pinned map match the VMs' refcounts; destroy drops them);
 * a broadcast TLBI ALLE1IS (then a Sync) reaches the DVM before an index moves to another VM.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, rule
 
 from devmodel.dvm import Interconnect
 from harness.host.kvm import Kvm
@@ -50,6 +51,8 @@ class VmidMachine(RuleBasedStateMachine):
         self.ic.attach(self.rec)
         self.kvm = Kvm(self.bits, NCPUS, interconnect=self.ic)
         self.a = self.kvm.vmids
+        # context.c max_pinned_asids: available - num_possible_cpus() - 2 (index 0 and one free slot)
+        assert self.a.max_pinned == (1 << self.bits) - NCPUS - 2
         self.pins: dict[int, int] = {}          # id(vm) -> pins we hold
         self.pinned_hw: dict[int, int] = {}     # id(vm) -> hardware VMID at first pin
         self.holder: dict[int, tuple[int, int]] = {}   # index -> (id(ctx), broadcasts seen when last in force)
@@ -88,6 +91,7 @@ class VmidMachine(RuleBasedStateMachine):
         if hw == 0:
             assert at_limit and not was_pinned
             return
+        assert was_pinned or not at_limit, "a new pin past the limit must return 0"
         assert hw == self.a.hw_vmid(vm.vmid_ctx)
         k = id(vm)
         if self.pins.get(k, 0) == 0:
@@ -110,6 +114,29 @@ class VmidMachine(RuleBasedStateMachine):
         self.kvm.destroy_vm(vm)
         self.pins.pop(id(vm), None)
         self.pinned_hw.pop(id(vm), None)
+
+    @rule(target=vms, slack=st.integers(0, 2))
+    def crowd_pins(self, slack):
+        """Pin new VMs up to the limit (8-bit: max_pinned = 256 - NCPUS - 2, which random `pin`s never reach):
+        every pin below the limit succeeds, the next new VM's pin returns 0; then `slack` of them are unpinned
+        again, so later `pin`s run at or just below the limit."""
+        made = []
+        while self.a.nr_pinned < self.a.max_pinned:
+            self.n += 1
+            vm = self.kvm.create_vm(f"crowd{self.n}")
+            hw = self.kvm.pin_vmid(vm)
+            assert hw == self.a.hw_vmid(vm.vmid_ctx) != 0, "a pin below the limit must succeed"
+            self.pins[id(vm)] = 1
+            self.pinned_hw[id(vm)] = hw
+            made.append(vm)
+        self._note_in_force()
+        self.n += 1
+        probe = self.kvm.create_vm(f"probe{self.n}")
+        assert self.kvm.pin_vmid(probe) == 0 and probe.vmid_ctx.pinned == 0, "a pin past the limit must fail"
+        for vm in made[:slack]:
+            self.kvm.unpin_vmid(vm)
+            self.pins[id(vm)] = 0
+        return multiple(*made, probe)
 
     @rule(n=st.integers(1, 120), cpu=st.integers(0, NCPUS - 1))
     def churn(self, n, cpu):

@@ -21,13 +21,42 @@ def test_list(capsys):
     assert "policies: private, unpinned, split, restricted, shared" in out
 
 
+# issue 8: `metrics` holds at least these, with these JSON types ("number": int or float; never a bool)
+ISSUE_METRICS = {"stale_dma": "int", "cross_vm_dma": "int", "broadcast_invalidations": "int",
+                 "over_invalidated_entries": "int", "vm_exits_per_invalidation": "number", "rollovers": "int",
+                 "pinned_vmid_changes": "int"}
+
+
+def _check_json_shape(d, scenario, policy):
+    """The `--json` object as issue 8 lists it, with exact JSON types (bool is not an int here)."""
+    assert d["scenario"] == scenario and d["policy"] == policy and type(d["ok"]) is bool
+    assert type(d["metrics"]) is dict
+    for k, kind in ISSUE_METRICS.items():
+        v = d["metrics"][k]
+        if kind == "int":
+            assert type(v) is int, (k, v)
+        else:
+            assert type(v) in (int, float), (k, v)
+
+
 def test_run_json_exit_status(capsys):
     assert main(["scenario", "run", "sva-btm", "--policy", "unpinned", "--vmid-bits", "8", "--json"]) == 1
-    bad = json.loads(capsys.readouterr().out)
+    bad = json.loads(capsys.readouterr().out)          # stdout is exactly one JSON object
+    _check_json_shape(bad, "sva-btm", "unpinned")
     assert bad["ok"] is False and bad["metrics"]["stale_dma"] > 0 and bad["policy"] == "unpinned"
     assert main(["scenario", "run", "sva-btm", "--policy", "shared", "--vmid-bits", "8", "--json"]) == 0
     good = json.loads(capsys.readouterr().out)
+    _check_json_shape(good, "sva-btm", "shared")
     assert good["ok"] is True and good["scenario"] == "sva-btm" and good["metrics"]["rollovers"] > 0
+
+
+def test_run_json_forwarding_metrics(capsys):
+    """A run whose VM-exit ratio is not 0: the number reaches stdout as a JSON number, exit status 0 with ok."""
+    rc = main(["scenario", "run", "no-btm-forwarding", "--policy", "shared", "--vmid-bits", "8", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    _check_json_shape(d, "no-btm-forwarding", "shared")
+    assert rc == (0 if d["ok"] else 1) == 0
+    assert d["metrics"]["vm_exits_per_invalidation"] >= 1.0
 
 
 def test_run_text_and_vms(capsys):
