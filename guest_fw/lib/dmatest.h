@@ -37,6 +37,9 @@
 
 #define DMATEST_SSV (1u << 31)
 
+#define DMATEST_ATTR_PRIV (1u << 0)    /* privileged access */
+#define DMATEST_ATTR_EXEC (1u << 1)    /* instruction fetch (reads only) */
+
 static inline u32 dmatest_id(uintptr_t base) { return readl(base + DMATEST_ID); }
 static inline u32 dmatest_sid(uintptr_t base) { return readl(base + DMATEST_SID); }
 static inline u32 dmatest_fault_type(uintptr_t base) { return readl(base + DMATEST_FAULT_TYPE); }

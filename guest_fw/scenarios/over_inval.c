@@ -37,7 +37,7 @@ int main(void)
 		u64 bad = 0, fault = 0;
 		for (u64 p = 0; p < pages; p++) {
 			u32 s = dma_read64((u64)(uintptr_t)buf[p], &v);
-			if (s != DMAT_STATUS_DONE)
+			if (s != DMATEST_ST_DONE)
 				fault++;
 			else if (v != ((id << 32) | p))
 				bad++;

@@ -19,18 +19,7 @@
 #ifndef SCN_H
 #define SCN_H
 #include "guest.h"
-
-#define DMAT_BASE 0x09100000UL
-#define DMAT_STATUS 0x04
-#define DMAT_SID 0x08
-#define DMAT_IOVA 0x10
-#define DMAT_CMD 0x1C
-#define DMAT_DATA 0x20
-#define DMAT_ATTR 0x40
-#define DMAT_CMD_READ64 1
-#define DMAT_CMD_WRITE64 2
-#define DMAT_STATUS_DONE 1
-#define DMAT_ATTR_PRIV 1
+#include "dmatest.h"
 
 #define PORT_BASE 0x09110000UL
 #define PORT_CMD 0x00
@@ -87,22 +76,9 @@ static inline void port_wait_gate(u64 step)
 		;
 }
 
-/* One 64-bit DMA read through the SMMU; returns the STATUS register (DONE = 1). */
-static inline u32 dma_read64(u64 iova, u64 *val)
-{
-	writeq(iova, DMAT_BASE + DMAT_IOVA);
-	writel(DMAT_CMD_READ64, DMAT_BASE + DMAT_CMD);
-	*val = readq(DMAT_BASE + DMAT_DATA);
-	return readl(DMAT_BASE + DMAT_STATUS);
-}
-
-static inline u32 dma_write64(u64 iova, u64 val)
-{
-	writeq(val, DMAT_BASE + DMAT_DATA);
-	writeq(iova, DMAT_BASE + DMAT_IOVA);
-	writel(DMAT_CMD_WRITE64, DMAT_BASE + DMAT_CMD);
-	return readl(DMAT_BASE + DMAT_STATUS);
-}
+/* One 64-bit DMA through the SMMU by the VM's assigned DMA test device; returns its STATUS register. */
+static inline u32 dma_read64(u64 iova, u64 *val) { return dmatest_read64(DMATEST_BASE, iova, val); }
+static inline u32 dma_write64(u64 iova, u64 val) { return dmatest_write64(DMATEST_BASE, iova, val); }
 
 #define CD_V (1ULL << 31)
 #define CD_EPD1 (1ULL << 30)
@@ -115,6 +91,19 @@ static inline u32 dma_write64(u64 iova, u64 val)
  * A CD sharing the CPU's EL1&0 stage-1 tables (TTBR0_EL1, TCR_EL1.T0SZ, MAIR_EL1, the ASID in TTBR0_EL1):
  * what SVA means. ASET = 0 so the SMMU takes the CPU's broadcast TLBIs by ASID.
  */
+/* The SVA guests' page contents and the verdict of one DMA read after the guest's TLBI + DSB. */
+static inline u64 sva_val_a(u64 i) { return 0xA11CE00000000000ULL | i; }
+static inline u64 sva_val_b(u64 i) { return 0xB0B0000000000000ULL | i; }
+
+static inline u64 sva_classify(u32 status, u64 v, u64 want, u64 old)
+{
+	if (status != DMATEST_ST_DONE)
+		return SCN_FAULT;
+	if (v == want)
+		return SCN_FRESH;
+	return v == old ? SCN_STALE : SCN_OTHER;
+}
+
 static inline void cd_share_cpu_tables(u64 *cd)
 {
 	u64 ttbr = read_sysreg(ttbr0_el1);

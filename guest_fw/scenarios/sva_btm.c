@@ -18,18 +18,6 @@ static u64 page_a[MAX_ROUNDS][512] __aligned(4096);
 static u64 page_b[MAX_ROUNDS][512] __aligned(4096);
 static u64 cd_table[8] __aligned(64);
 
-static u64 val_a(u64 i) { return 0xA11CE00000000000ULL | i; }
-static u64 val_b(u64 i) { return 0xB0B0000000000000ULL | i; }
-
-static u64 classify(u32 status, u64 v, u64 want, u64 old)
-{
-	if (status != DMAT_STATUS_DONE)
-		return SCN_FAULT;
-	if (v == want)
-		return SCN_FRESH;
-	return v == old ? SCN_STALE : SCN_OTHER;
-}
-
 int main(void)
 {
 	u64 rounds = port_param(0), mode = port_param(1), asid, st, v;
@@ -38,8 +26,8 @@ int main(void)
 	if (rounds > MAX_ROUNDS)
 		rounds = MAX_ROUNDS;
 	for (u64 i = 0; i < rounds; i++) {
-		page_a[i][0] = val_a(i);
-		page_b[i][0] = val_b(i);
+		page_a[i][0] = sva_val_a(i);
+		page_b[i][0] = sva_val_b(i);
 	}
 	mmu_map_identity_default();
 	for (u64 i = 0; i < rounds; i++)
@@ -52,11 +40,11 @@ int main(void)
 		printf("sva: attaching the CD table failed (errno %llu)\n", st);
 		return 2;
 	}
-	writel(DMAT_ATTR_PRIV, DMAT_BASE + DMAT_ATTR);   /* EL1 mappings (AP=0b00): privileged DMA */
+	writel(DMATEST_ATTR_PRIV, DMATEST_BASE + DMATEST_ATTR);   /* EL1 mappings (AP=0b00): privileged DMA */
 	for (u64 i = 0; i < rounds; i++) {
 		u64 va = TEST_VA + i * 4096, *pte = pte_of(va);
 		s = dma_read64(va, &v);
-		port_cmd(PORT_CMD_REPORT, 2 * i, classify(s, v, val_a(i), val_b(i)), v);
+		port_cmd(PORT_CMD_REPORT, 2 * i, sva_classify(s, v, sva_val_a(i), sva_val_b(i)), v);
 		*pte = (*pte & ~OA_MASK) | (u64)(uintptr_t)page_b[i];
 		dsb(ishst);
 		tlbi_vae1is(asid, va);
@@ -64,10 +52,10 @@ int main(void)
 		isb();
 		if (mode == MODE_FORWARD)
 			port_forward_tlbi_va(asid, va);
-		if (*(volatile u64 *)va != val_b(i))
+		if (*(volatile u64 *)va != sva_val_b(i))
 			printf("sva: round %llu: the CPU itself still sees the old page\n", i);
 		s = dma_read64(va, &v);
-		port_cmd(PORT_CMD_REPORT, 2 * i + 1, classify(s, v, val_b(i), val_a(i)), v);
+		port_cmd(PORT_CMD_REPORT, 2 * i + 1, sva_classify(s, v, sva_val_b(i), sva_val_a(i)), v);
 		port_yield(i);
 	}
 	port_cmd(PORT_CMD_DONE, 1, 0, 0);

@@ -22,7 +22,7 @@ static u64 cd_table[8] __aligned(64);
 
 static u64 outcome(u32 status, u64 v, u64 want)
 {
-	if (status != DMAT_STATUS_DONE)
+	if (status != DMATEST_ST_DONE)
 		return SCN_FAULT;
 	return v == want ? SCN_FRESH : SCN_OTHER;
 }
@@ -55,13 +55,13 @@ int main(void)
 		port_cmd(PORT_CMD_DONE, 3, 0, 0);
 		return 2;
 	}
-	writel(DMAT_ATTR_PRIV, DMAT_BASE + DMAT_ATTR);
+	writel(DMATEST_ATTR_PRIV, DMATEST_BASE + DMATEST_ATTR);
 	port_wait_gate(2);
 	s = dma_read64(TEST_VA, &v);
 	port_cmd(PORT_CMD_REPORT, 0, outcome(s, v, MARK_B), v);
 	s = dma_write64(TEST_VA, MARK_B_WRITE);
 	v = buf[0];
-	port_cmd(PORT_CMD_REPORT, 1, s != DMAT_STATUS_DONE ? SCN_FAULT : (v == MARK_B_WRITE ? SCN_FRESH : SCN_OTHER), v);
+	port_cmd(PORT_CMD_REPORT, 1, s != DMATEST_ST_DONE ? SCN_FAULT : (v == MARK_B_WRITE ? SCN_FRESH : SCN_OTHER), v);
 	port_cmd(PORT_CMD_DONE, 3, 0, 0);
 	return 0;
 }
