@@ -111,7 +111,7 @@ def configure_machine(args: argparse.Namespace, machine) -> None:
                                expect_trace=getattr(args, "expect_trace", None),
                                update_golden=getattr(args, "update_golden", False))
     except (ValueError, KeyError, OSError) as e:
-        raise UsageError(f"{PROG} run: {e}") from None
+        raise UsageError(f"{PROG} run: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
     args.trace_session = session
     try:
         session.attach(machine.tracer, where=trap.where, **for_machine(machine))

@@ -301,6 +301,11 @@ def _mmio_write(uc: Uc, offset: int, size: int, value: int, dev: Any) -> None:
     dev.write(offset, value, size)
 
 
+#: largest guest RAM: the default IPA layout puts RAM at 0x4000_0000 below the 40-bit IPA space used by
+#: the host stage 2, and each VM's RAM is one host buffer
+MAX_RAM = 16 << 30
+
+
 class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
@@ -319,7 +324,14 @@ class VM:
         self.start_el = start_el
         self.ram_ipa = ram_ipa
         self.ram_pa = ram_pa
-        self.ram = machine.bus.add_ram(ram_pa, ram_size, f"{name}.ram")
+        if ram_size > MAX_RAM:
+            raise HarnessInputError(f"{name}: {ram_size >> 20} MiB of guest RAM is more than the "
+                                    f"{MAX_RAM >> 20} MiB supported")
+        try:
+            self.ram = machine.bus.add_ram(ram_pa, ram_size, f"{name}.ram")
+        except MemoryError:
+            raise HarnessInputError(f"{name}: cannot allocate {ram_size >> 20} MiB of guest RAM on this host") \
+                from None
         self._ram_c = (ctypes.c_char * ram_size).from_buffer(self.ram.buf)   # keeps the buffer pinned
         self.ram_ptr = ctypes.addressof(self._ram_c)
         self.ipa = Bus()

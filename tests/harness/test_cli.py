@@ -101,6 +101,17 @@ def test_too_many_cpus_is_bad_input():
     assert_no_traceback(p)
 
 
+def test_too_much_ram_is_bad_input():
+    p = run_cli("run", guest_elf("hello"), "--ram-mib", "100000")
+    assert p.returncode == 125 and "100000 MiB of guest RAM" in p.stderr and p.stderr.count("\n") == 1
+    assert_no_traceback(p)
+
+
+def test_unknown_trace_event_is_a_usage_error():
+    p = run_cli("run", guest_elf("hello"), "--trace-events", "no_such_event")
+    assert p.returncode == 125 and p.stderr == "smmu-harness run: unknown trace event 'no_such_event'\n"
+
+
 def test_debug_log_categories_to_file(tmp_path):
     log = tmp_path / "log.txt"
     p = run_cli("run", guest_elf("smp"), "--cpus", "2", "-d", "in_asm,int,guest_errors,unimp", "-D", log)
