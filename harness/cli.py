@@ -263,6 +263,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace_events(args: argparse.Namespace) -> int:
+    """List the trace events (QEMU `-trace help` style): name, fields, description; filtered by globs."""
+    from devmodel.trace import select
+
+    from .trace.catalog import all_events
+
+    events = all_events()
+    if args.globs:
+        try:
+            chosen = select(args.globs)
+        except KeyError as e:
+            raise UsageError(f"{PROG} trace-events: {e.args[0]}") from None
+        events = [e for e in events if e.name in chosen]
+    for e in events:
+        print(f"{e.name}({', '.join(e.fields)})" + (f"  -- {e.doc}" if e.doc else ""))
+    return 0
+
+
 # -- entry point ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Arm SMMUv3/KVM guest harness on Unicorn.")
@@ -274,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Build a guest ELF from C/assembly sources with the guest runtime.")
     add_build_arguments(build)
     build.set_defaults(func=cmd_build)
+    events = sub.add_parser("trace-events", help="list the trace events and their fields",
+                            description="List trace events (for --trace-events), optionally filtered by globs.")
+    events.add_argument("globs", nargs="?", default=None, metavar="GLOBS",
+                        help="comma-separated globs, e.g. 'tlbi*,dvm*,smmuv3_cmdq_*'")
+    events.set_defaults(func=cmd_trace_events)
     from .scenarios.cli import add_scenario_parser   # scenario list|run|report (issue 8)
     add_scenario_parser(sub)
     return parser

@@ -162,3 +162,19 @@ def test_start_el2_and_hcr_fb_are_stored(tmp_path):
 def test_python_m_harness_help():
     p = run_cli("run", "--help")
     assert p.returncode == 0 and "--max-insns" in p.stdout and "--ktap" in p.stdout
+
+
+def test_trace_events_lists_every_event_with_fields():
+    from devmodel.trace import REGISTRY
+    from harness.trace.catalog import load_all
+    load_all()
+    p = run_cli("trace-events")
+    assert p.returncode == 0
+    names = [line.split("(", 1)[0] for line in p.stdout.splitlines()]
+    assert names == sorted(REGISTRY)
+    assert "tlbi_trap(cpu, pc, el, op, xt," in p.stdout
+    p = run_cli("trace-events", "kvm_vmid_*")
+    assert p.returncode == 0 and {line.split("(")[0] for line in p.stdout.splitlines()} == \
+        {n for n in REGISTRY if n.startswith("kvm_vmid_")}
+    p = run_cli("trace-events", "nope")
+    assert p.returncode == 125 and "unknown trace event 'nope'" in p.stderr
