@@ -47,6 +47,7 @@ from devmodel.trace import Tracer, define
 from ..build import GUEST_FW, RUNTIME_DIR, build_guest
 from ..host.iommufd import IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, IommufdError
 from ..machine import Machine
+from ..trace.session import for_machine
 from ..trap import TlbiTrap
 from ..vmm import DEFAULT_VSID, AssignedMmio, NestedVm, setup_host, setup_nested_vm
 
@@ -191,6 +192,9 @@ class ScenarioPlatform:
             self.smmu.core.overinvalidate_s2 = overinvalidate_s2
         self.trap = TlbiTrap(m.interconnect, tracer=m.tracer)
         m.add_plugin(self.trap)
+        for sink in m.tracer.sinks:          # trace files opened before this machine: PC/vCPU annotation
+            if hasattr(sink, "bind"):
+                sink.bind(where=self.trap.where, **for_machine(m))
         self.devices: dict[str, Assigned] = {}
         self.ports: dict[str, HostPort] = {}
         self.output: dict[str, bytearray] = {}

@@ -96,6 +96,17 @@ class _FileSink:
         self.count = 0
         _OPEN.add(self)
 
+    def bind(self, where: Where | None = None, annotate: Annotate | None = None,
+             cpu_name: Callable[[int], str] | None = None) -> None:
+        """Late binding of the machine-dependent helpers, for a sink opened before the machine existed
+        (`scenario run --trace`): what the sink was not given at construction is taken from here."""
+        if self.where is None:
+            self.where = where
+        if self.annotate is None:
+            self.annotate = annotate
+        if getattr(self, "cpu_name", False) is None:
+            self.cpu_name = cpu_name
+
     def write(self, rec: Record) -> None:
         if self.closed:
             return

@@ -66,11 +66,19 @@ def test_run_text_and_vms(capsys):
 
 
 def test_run_trace_files(tmp_path, capsys):
-    jl, txt = tmp_path / "t.jsonl", tmp_path / "t.log"
+    jl, txt, chrome = tmp_path / "t.jsonl", tmp_path / "t.log", tmp_path / "t.json"
     rc = main(["scenario", "run", "sva-btm", "--policy", "private", "--vmid-bits", "8", "--trace", str(jl),
-               "--trace", str(txt)])
+               "--trace", str(txt), "--trace", str(chrome)])
     assert rc == 1
     events = [json.loads(line) for line in jl.read_text().splitlines()]
+    # files opened before the machine existed still get the PC annotation and one track per vCPU
+    trap = next(e for e in events if e["event"] == "tlbi_trap")
+    assert trap["sym"] and trap["insn"].startswith("tlbi ")
+    dvm = next(e for e in events if e["event"] == "dvm_tlbi")
+    assert dvm["cpu"] == trap["cpu"] and dvm["src"] == "sva.cpu0"
+    tracks = [e["args"]["name"] for e in json.loads(chrome.read_text())
+              if e.get("ph") == "M" and e["name"] == "thread_name" and e["pid"] == 1]
+    assert len(tracks) == len(set(tracks)) and "sva.cpu0" in tracks and not any(t.startswith("cpu") for t in tracks)
     names = {e["event"] for e in events}
     assert {"tlbi_trap", "dvm_tlbi", "smmu_btm_tlbi", "scenario_report", "kvm_vmid_rollover"} <= names
     stale = [e for e in events if e["event"] == "scenario_report" and e["outcome"] == "stale"]
