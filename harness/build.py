@@ -39,7 +39,7 @@ GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
 RUNTIME_DIR = GUEST_FW / "lib"
 TESTS_DIR = GUEST_FW / "tests"
 LINKER_SCRIPT = GUEST_FW / "link.ld"
-RUNTIME_SOURCES = ("start.S", "libc.c", "smp.c", "report.c", "mmu.c")
+RUNTIME_SOURCES = ("start.S", "libc.c", "smp.c", "exceptions.c", "report.c", "mmu.c")
 _SOURCE_SUFFIXES = (".c", ".S", ".s")
 
 CFLAGS = ("-ffreestanding", "-fno-builtin", "-nostdlib", "-fno-stack-protector", "-fno-pic", "-fno-pie",

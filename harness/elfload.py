@@ -1,4 +1,5 @@
-"""Guest ELF loading with pyelftools: PT_LOAD segments, entry point, and a symbolizer (pc -> `func+off`).
+"""Guest ELF loading with pyelftools: PT_LOAD segments, entry point, a symbolizer (pc -> `func+off`) and the
+data objects (`ElfImage.object_ipa(name)`: where a global variable is loaded, e.g. the exception opt-in).
 
 `load_elf(path)` validates the file before anything is loaded and raises `ElfLoadError` (one line, naming the
 file and what is wrong) for: missing/unreadable files, non-ELF data, 32-bit, big-endian or non-AArch64 ELFs,
@@ -88,9 +89,21 @@ class ElfImage:
     entry: int                          # physical (load) address of the entry point
     segments: list[Segment]
     symbolizer: Symbolizer = field(default_factory=Symbolizer)
+    objects: dict[str, tuple[int, int]] = field(default_factory=dict)   # data symbols: name -> (vaddr, size)
 
     def symbol(self, name: str) -> int:
         return self.symbolizer.address_of(name)
+
+    def object_ipa(self, name: str) -> int | None:
+        """Load (physical) address of the data object `name` (STT_OBJECT), None when the image has none."""
+        hit = self.objects.get(name)
+        if hit is None:
+            return None
+        va = hit[0]
+        for s in self.segments:
+            if s.vaddr <= va < s.vaddr + s.memsz:
+                return va - s.vaddr + s.paddr
+        return va
 
 
 @contextmanager
@@ -169,11 +182,15 @@ def load_elf(path: str | os.PathLike) -> ElfImage:
         else:
             raise ElfLoadError(f"{spath}: entry point {entry:#x} is not inside any loadable segment")
         syms: list[tuple[int, int, str]] = []
+        objects: dict[str, tuple[int, int]] = {}
         tab = elf.get_section_by_name(".symtab")
         if tab is not None and hasattr(tab, "iter_symbols"):
             for sym in tab.iter_symbols():
                 name = sym.name
                 kind = sym["st_info"]["type"]
+                if kind == "STT_OBJECT" and name and sym["st_shndx"] not in ("SHN_UNDEF", "SHN_ABS"):
+                    objects.setdefault(name, (sym["st_value"], sym["st_size"]))
+                    continue
                 if not name or name.startswith("$") or kind not in ("STT_FUNC", "STT_NOTYPE"):
                     continue
                 if sym["st_shndx"] in ("SHN_UNDEF", "SHN_ABS"):
@@ -181,4 +198,4 @@ def load_elf(path: str | os.PathLike) -> ElfImage:
                 if name.startswith((".L", "__")) and kind == "STT_NOTYPE":
                     continue
                 syms.append((sym["st_value"], sym["st_size"], name))
-    return ElfImage(spath, entry, segments, Symbolizer(syms))
+    return ElfImage(spath, entry, segments, Symbolizer(syms), objects)

@@ -13,7 +13,7 @@ from enum import Enum
 
 __all__ = ["EXIT_BUDGET", "EXIT_BAD_INPUT", "EXIT_UNDEF", "EXIT_ABORT", "MAX_GUEST_STATUS", "Kind", "Outcome",
            "HarnessInputError", "esr_value", "EC_UNKNOWN", "EC_SVC64", "EC_HVC64", "EC_SMC64",
-           "EC_IABT_CUR", "EC_DABT_CUR", "EC_BRK64", "EC_NAMES"]
+           "EC_IABT_LOW", "EC_IABT_CUR", "EC_DABT_LOW", "EC_DABT_CUR", "EC_BRK64", "EC_NAMES"]
 
 EXIT_BUDGET = 124
 EXIT_BAD_INPUT = 125
@@ -26,11 +26,14 @@ EC_UNKNOWN = 0x00
 EC_SVC64 = 0x15
 EC_HVC64 = 0x16
 EC_SMC64 = 0x17
+EC_IABT_LOW = 0x20
 EC_IABT_CUR = 0x21
+EC_DABT_LOW = 0x24
 EC_DABT_CUR = 0x25
 EC_BRK64 = 0x3C
 EC_NAMES = {EC_UNKNOWN: "unknown reason (undefined instruction)", EC_SVC64: "SVC", EC_HVC64: "HVC",
-            EC_SMC64: "SMC", EC_IABT_CUR: "instruction abort, same EL", EC_DABT_CUR: "data abort, same EL",
+            EC_SMC64: "SMC", EC_IABT_LOW: "instruction abort, lower EL", EC_IABT_CUR: "instruction abort, same EL",
+            EC_DABT_LOW: "data abort, lower EL", EC_DABT_CUR: "data abort, same EL",
             EC_BRK64: "BRK"}
 FSC_SYNC_EXTERNAL = 0x10      # DFSC/IFSC 0b010000: synchronous external abort, not on a table walk
 

@@ -8,7 +8,18 @@
 * `Vcpu`: one Unicorn instance with the VM's RAM mapped zero-copy by `mem_map_ptr`, SCR_EL3 = NS|RW|HCE,
   HCR_EL2.RW, its own MPIDR (through VMPIDR_EL2, which is what EL1 reads when EL2 is enabled, Arm ARM D17.2.101),
   starting at EL1h or EL2h (`start_el`). Exceptions reach `UC_HOOK_INTR` (REFERENCE.md "Unicorn 2.1.x facts"):
-  HVC/SMC are PSCI calls, `HLT #0xF000` is semihosting, anything else is a death (exits.py statuses).
+  HVC/SMC are PSCI calls, `HLT #0xF000` is semihosting, anything else is a death (exits.py statuses) unless the
+  guest opted in to exception delivery (below).
+
+Exception delivery (opt-in): Unicorn never enters the guest's vectors itself. A guest that defines the 64-bit
+global `exception_handled_ecs` (ELF symbol table; guest_fw/lib/exceptions.c sets bit EC when
+`install_exception_handler(EC, fn)` installs a handler) has each synchronous exception whose ESR.EC bit is
+set there taken at its own vector, as Arm ARM D1.10 "Exception entry" says: ESR_ELx, FAR_ELx (aborts),
+ELR_ELx = preferred return address, SPSR_ELx = old PSTATE, PSTATE = ELxh with DAIF masked, PC = VBAR_ELx +
+0x000 (SP0) / 0x200 (SPx) / 0x400 (lower EL), x = max(current EL, 1). This covers undefined instructions
+(including TLBIs the trap finds undefined at the current EL), BRK, SVC, instruction and data aborts (also
+accesses to unmapped IPAs); the bitmap is read from guest RAM at each exception, so guests without it pay
+nothing. `Machine.deliver_exception` does the entry, traced `guest_exception` and logged under `-d int`.
 
 Scheduling: when a single vCPU is on and no instruction budget is set, it runs uncounted in one `emu_start`
 (full Unicorn speed) until an event (CPU_ON, WFI, exit); otherwise every powered-on vCPU runs in turn for
@@ -19,9 +30,10 @@ charged in full).
 Plugins (`machine.add_plugin(p)`) may define `attach_vcpu(vcpu)`, `before_run(machine)`, `slice_start(vcpu)`,
 `slice_end(vcpu)`, `after_run(machine)`; see docs/DESIGN.md "Harness API".
 
-Not modelled yet: delivery of exceptions to the guest's own vectors (Unicorn's interrupt hook consumes them; an
-unexpected exception ends the run with a death line), interrupts and timers (WFI/WFE only end the slice),
-stage 2 for vCPUs (the IPA space is the Unicorn address space), E2H.
+Not modelled yet: delivery of exceptions the guest has not opted in for (an unexpected exception ends the run
+with a death line), HVC/SMC to the guest's vectors (they are PSCI calls), asynchronous exceptions, interrupts
+and timers (WFI/WFE only end the slice), stage 2 for vCPUs (the IPA space is the Unicorn address space), E2H,
+routing to EL2 (HCR_EL2.TGE) and the PSTATE bits of FEAT_PAN/UAO/SSBS/BTI/MTE on exception entry (PAN is kept).
 """
 from __future__ import annotations
 
@@ -33,8 +45,12 @@ from typing import Any, Callable
 from unicorn import (UC_ARCH_ARM64, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM,
                      UC_PROT_ALL, Uc, UcError)
 from unicorn import unicorn_const as ucc
-from unicorn.arm64_const import (UC_ARM64_INS_MRS, UC_ARM64_REG_LR, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP,
-                                 UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3)
+from unicorn.arm64_const import (UC_ARM64_INS_MRS, UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_ELR_EL2, UC_ARM64_REG_ESR_EL1,
+                                 UC_ARM64_REG_ESR_EL2, UC_ARM64_REG_FAR_EL1, UC_ARM64_REG_FAR_EL2, UC_ARM64_REG_LR,
+                                 UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP, UC_ARM64_REG_SP_EL0,
+                                 UC_ARM64_REG_SP_EL1, UC_ARM64_REG_SP_EL2, UC_ARM64_REG_VBAR_EL1,
+                                 UC_ARM64_REG_VBAR_EL2, UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2,
+                                 UC_ARM64_REG_X3)
 
 from devmodel.bus import Bus, BusError
 from devmodel.dvm import DvmSync, Interconnect
@@ -42,16 +58,16 @@ from devmodel.pl011 import PL011, PL011_SIZE
 from devmodel.psci import CpuOff, CpuOn, Psci, Standby, SystemOff, SystemReset
 from devmodel.semihosting import HLT_SEMIHOSTING, Semihosting
 from devmodel.tlbi_types import TlbiOp
-from devmodel.trace import Tracer
+from devmodel.trace import Tracer, define
 
 from .elfload import ElfImage, Symbolizer, load_elf
-from .exits import (EC_BRK64, EC_DABT_CUR, EC_IABT_CUR, EC_NAMES, EC_SVC64, EC_UNKNOWN, FSC_SYNC_EXTERNAL,
-                    HarnessInputError, Kind, Outcome, esr_value)
+from .exits import (EC_BRK64, EC_DABT_CUR, EC_IABT_CUR, EC_IABT_LOW, EC_NAMES, EC_SVC64, EC_UNKNOWN,
+                    FSC_SYNC_EXTERNAL, HarnessInputError, Kind, Outcome, esr_value)
 from .log import Log
 from .vmem import TranslationRegs, Walk, walk_s1
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
-           "DEFAULT_QUANTUM", "mpidr_of"]
+           "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of"]
 
 DEFAULT_RAM_IPA = 0x4000_0000
 DEFAULT_RAM_SIZE = 128 << 20
@@ -81,7 +97,22 @@ HCR_RW = 1 << 31
 SCTLR_M, SCTLR_C, SCTLR_I = 1 << 0, 1 << 2, 1 << 12
 PSTATE_DAIF = 0xF << 6
 PSTATE_EL1H, PSTATE_EL2H = 0b0101, 0b1001
+PSTATE_NZCV, PSTATE_PAN = 0xF << 28, 1 << 22
 WFI_INSN = 0xD503207F
+
+#: the guest's opt-in to exception delivery: a u64 global, bit EC set = take exceptions of that ESR.EC at the
+#: guest's own vector (guest_fw/lib/exceptions.c keeps it; docs/DESIGN.md "Harness API")
+EXCEPTION_OPT_IN = "exception_handled_ecs"
+# Exception-entry registers per target EL: ESR, ELR, FAR, VBAR, SP_ELx (Unicorn register ids) and SPSR_ELx
+# (no Unicorn register id: written as a system register, Arm ARM D17.2.124/D17.2.125).
+_ENTRY_REGS = {1: (UC_ARM64_REG_ESR_EL1, UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_FAR_EL1, UC_ARM64_REG_VBAR_EL1,
+                   UC_ARM64_REG_SP_EL1, (3, 0, 4, 0, 0)),
+               2: (UC_ARM64_REG_ESR_EL2, UC_ARM64_REG_ELR_EL2, UC_ARM64_REG_FAR_EL2, UC_ARM64_REG_VBAR_EL2,
+                   UC_ARM64_REG_SP_EL2, (3, 4, 4, 0, 0))}
+
+define("guest_exception", ("cpu", "pc", "el", "ec", "esr", "elr", "far", "vector"),
+       "a synchronous exception taken at the guest's own vector (the guest opted in for its EC): pc of the "
+       "instruction, target EL, ESR/ELR/FAR written, vector address entered (far is None when not written)")
 
 
 def mpidr_of(index: int) -> int:
@@ -342,6 +373,7 @@ class VM:
         self.symbolizer = Symbolizer()
         self.code: list[CodeRange] = []
         self.entry: int | None = None
+        self.exception_ecs_ipa: int | None = None    # IPA of the guest's EXCEPTION_OPT_IN bitmap, if it has one
         log = machine.log
         self.pl011: PL011 | None = None
         if console:
@@ -386,6 +418,8 @@ class VM:
         self.image = image
         self.symbolizer = image.symbolizer
         self.entry = image.entry
+        ipa = image.object_ipa(EXCEPTION_OPT_IN)
+        self.exception_ecs_ipa = ipa if ipa is not None and self.in_ram(ipa, 8) else None
         return image
 
     def load_code(self, ipa: int, code: bytes, entry: int | None = None) -> None:
@@ -399,6 +433,14 @@ class VM:
 
     def symbolize(self, pc: int) -> str:
         return self.symbolizer(pc)
+
+    def handles_ec(self, ec: int) -> bool:
+        """Has the guest opted in to taking exceptions of class `ec` at its own vector (EXCEPTION_OPT_IN)?"""
+        ipa = self.exception_ecs_ipa
+        if ipa is None:
+            return False
+        off = ipa - self.ram_ipa
+        return bool((int.from_bytes(self.ram.buf[off:off + 8], "little") >> (ec & 63)) & 1)
 
     @property
     def code_ranges(self) -> list[CodeRange]:
@@ -519,6 +561,74 @@ class Machine:
         pc = vcpu.pc if pc is None else pc
         return self.die(vcpu, Kind.UNDEF, "undefined instruction", pc, esr_value(EC_UNKNOWN), None, why)
 
+    # -- exceptions the guest may take at its own vectors --------------------------------------------
+    def take_undefined(self, vcpu: Vcpu, pc: int | None = None, why: str = "") -> Outcome | None:
+        """An undefined instruction at `pc`: taken at the guest's vector when it opted in for EC 0 (returns
+        None; the vCPU's PC is then the vector), else `die_undefined` (returns its outcome). Safe in hooks."""
+        pc = vcpu.pc if pc is None else pc
+        if self.deliver_exception(vcpu, esr_value(EC_UNKNOWN), pc):
+            return None
+        return self.die_undefined(vcpu, pc, why)
+
+    def take_exception(self, vcpu: Vcpu, kind: Kind, what: str, pc: int, esr: int | None, far: int | None = None,
+                       detail: str = "", *, elr: int | None = None) -> Outcome | None:
+        """A synchronous exception caused by the instruction at `pc`: delivered to the guest's vector when it
+        opted in for ESR.EC (returns None), else the death line of `die` (returns its outcome). `elr` is the
+        preferred return address when it is not `pc` (SVC: the next instruction)."""
+        if esr is not None and self.deliver_exception(vcpu, esr, pc if elr is None else elr, far, pc=pc):
+            return None
+        return self.die(vcpu, kind, what, pc, esr, far, detail)
+
+    def deliver_exception(self, vcpu: Vcpu, esr: int, elr: int, far: int | None = None, *,
+                          pc: int | None = None, force: bool = False) -> bool:
+        """Exception entry to AArch64 (Arm ARM D1.10) at the guest's vector, if the guest opted in for ESR.EC
+        (`VM.handles_ec`; `force=True` skips that check). Target EL = max(current EL, 1); writes ESR_ELx,
+        FAR_ELx (when `far` is given), ELR_ELx = `elr`, SPSR_ELx = old PSTATE, PSTATE = ELxh with DAIF masked
+        (NZCV and PAN kept), SP = SP_ELx, PC = VBAR_ELx + 0x000 (from ELx with SP0), 0x200 (ELx with SPx) or
+        0x400 (from a lower EL). Returns False (nothing written) when the guest did not opt in."""
+        if not force and vcpu.vm.exception_ecs_ipa is None:
+            return False
+        uc = vcpu.uc
+        old = uc.reg_read(UC_ARM64_REG_PSTATE)
+        el = (old >> 2) & 3
+        target = max(el, 1)
+        ec = (esr >> 26) & 0x3F
+        if el < target and ec in (EC_IABT_CUR, EC_DABT_CUR):      # aborts from EL0: the "lower EL" classes
+            ec -= 1
+            esr = (esr & ~(0x3F << 26)) | (ec << 26)
+        if not force and not vcpu.vm.handles_ec(ec):
+            return False
+        r_esr, r_elr, r_far, r_vbar, r_sp, spsr = _ENTRY_REGS[target]
+        spsel = old & 1
+        offset = 0x400 if el < target else (0x200 if spsel else 0x000)
+        vbar = uc.reg_read(r_vbar)
+        vector = (vbar + offset) & _MASK64
+        if ec in (EC_IABT_LOW, EC_IABT_CUR) and vbar <= (pc if pc is not None else elr) < vbar + 0x800:
+            return False                  # the vector itself cannot be fetched: entering it again would loop
+        sp = uc.reg_read(UC_ARM64_REG_SP)
+        if el < target or not spsel:
+            # The interrupted code ran on SP_EL0 (Unicorn's SP is the live one): bank it, switch to SP_ELx.
+            uc.reg_write(UC_ARM64_REG_SP_EL0, sp)
+            sp = uc.reg_read(r_sp)
+        uc.reg_write(UC_ARM64_REG_PSTATE, (old & (PSTATE_NZCV | PSTATE_PAN)) | PSTATE_DAIF | (target << 2) | 1)
+        uc.reg_write(UC_ARM64_REG_SP, sp)
+        uc.cpr_write(*spsr, old)          # also makes a PSTATE.EL change take effect (unicorn issue #2333)
+        uc.reg_write(r_esr, esr & 0xFFFF_FFFF)
+        uc.reg_write(r_elr, elr & _MASK64)
+        if far is not None:
+            uc.reg_write(r_far, far & _MASK64)
+        uc.reg_write(UC_ARM64_REG_PC, vector)
+        pc = elr if pc is None else pc
+        if "guest_exception" in self.tracer.enabled:
+            self.tracer.emit("guest_exception", cpu=vcpu.id, pc=pc, el=target, ec=ec, esr=esr, elr=elr, far=far,
+                             vector=vector)
+        if "int" in self.log.enabled:
+            self.log("int", f"{vcpu.dvm_name}: exception EC {ec:#04x} ({EC_NAMES.get(ec, 'exception')}) at pc "
+                            f"{pc:#x} <{vcpu.vm.symbolize(pc)}> taken to EL{target} vector {vector:#x} "
+                            f"<{vcpu.vm.symbolize(vector)}>: ESR {esr:#010x} ELR {elr:#x} "
+                            f"FAR {'-' if far is None else hex(far)} SPSR {old:#x}")
+        return True
+
     # -- exception glue (called from Vcpu hooks) -----------------------------------------------------
     def _psci(self, vcpu: Vcpu, conduit: str, pc: int) -> None:
         uc = vcpu.uc
@@ -563,17 +673,20 @@ class Machine:
         uc.reg_write(UC_ARM64_REG_PC, pc + 4)
 
     def _exception_death(self, vcpu: Vcpu, intno: int, pc: int) -> None:
+        """An exception Unicorn raised: the guest's vector when it opted in (`take_exception`), else death."""
         if intno == EXCP_UDEF:
-            self.die_undefined(vcpu, pc)
+            self.take_undefined(vcpu, pc)
         elif intno == EXCP_BKPT:
-            self.die(vcpu, Kind.UNDEF, "breakpoint (BRK) with no debugger", pc, esr_value(EC_BRK64))
+            self.take_exception(vcpu, Kind.UNDEF, "breakpoint (BRK) with no debugger", pc,
+                                esr_value(EC_BRK64, _imm16(vcpu, pc)))
         elif intno == EXCP_SWI:
-            self.die(vcpu, Kind.UNDEF, "SVC with no handler", pc - 4, esr_value(EC_SVC64))
+            self.take_exception(vcpu, Kind.UNDEF, "SVC with no handler", pc - 4,
+                                esr_value(EC_SVC64, _imm16(vcpu, pc - 4)), elr=pc)
         elif intno == EXCP_PREFETCH_ABORT:
             w = vcpu.translate(pc)
-            self.die(vcpu, Kind.ABORT, "instruction abort", pc,
-                     esr_value(EC_IABT_CUR, w.fsc if not w.ok else FSC_SYNC_EXTERNAL), pc,
-                     f"{w.fault} fault level {w.level}" if not w.ok else "")
+            self.take_exception(vcpu, Kind.ABORT, "instruction abort", pc,
+                                esr_value(EC_IABT_CUR, w.fsc if not w.ok else FSC_SYNC_EXTERNAL), pc,
+                                f"{w.fault} fault level {w.level}" if not w.ok else "")
         elif intno in (EXCP_DATA_ABORT, EXCP_UNALIGNED):
             addr, write = self._data_address(vcpu, pc)
             fsc, detail = 0x21, "alignment fault"                # DFSC 0b100001
@@ -584,8 +697,9 @@ class Machine:
                 else:
                     fsc, detail = 0x0C | 3, "permission fault" if w is not None else "fault"
             iss = fsc | (int(bool(write)) << 6)
-            self.die(vcpu, Kind.ABORT, "data abort", pc, esr_value(EC_DABT_CUR, iss), addr,
-                     detail + (" (FAR computed from the instruction's operands)" if addr is not None else ""))
+            self.take_exception(vcpu, Kind.ABORT, "data abort", pc, esr_value(EC_DABT_CUR, iss), addr,
+                                detail + (" (FAR computed from the instruction's operands)" if addr is not None
+                                          else ""))
         else:
             self.die(vcpu, Kind.ABORT, f"unexpected exception {intno} [{_EXCP_NAMES.get(intno, '?')}]", pc, None)
 
@@ -705,22 +819,23 @@ class Machine:
             return              # a stop already decided the outcome
         pc = v.pc
         f = v._fault
+        # Delivered exceptions (take_*) leave the vCPU on, its PC on the vector: the next slice runs there.
         if e.errno == ucc.UC_ERR_FETCH_UNMAPPED:
             addr = f[1] if f else pc
-            self.die(v, Kind.ABORT, "instruction fetch from unmapped address", addr,
-                     esr_value(EC_IABT_CUR, FSC_SYNC_EXTERNAL), addr, _lr_detail(v))
+            self.take_exception(v, Kind.ABORT, "instruction fetch from unmapped address", addr,
+                                esr_value(EC_IABT_CUR, FSC_SYNC_EXTERNAL), addr, _lr_detail(v))
         elif e.errno in (ucc.UC_ERR_READ_UNMAPPED, ucc.UC_ERR_WRITE_UNMAPPED):
             write = e.errno == ucc.UC_ERR_WRITE_UNMAPPED
             addr = f[1] if f else None
-            at = f[4] if f else pc
+            at = pc               # precise after the error; the hook's PC (f[4]) is the start of the block
             kind = f"{'write' if write else 'read'} of {f[2]} bytes" if f else ("write" if write else "read")
-            self.die(v, Kind.ABORT, "data abort", at,
-                     esr_value(EC_DABT_CUR, FSC_SYNC_EXTERNAL | (int(write) << 6)), addr,
-                     f"{kind} to an unmapped address (no RAM or device there)")
+            self.take_exception(v, Kind.ABORT, "data abort", at,
+                                esr_value(EC_DABT_CUR, FSC_SYNC_EXTERNAL | (int(write) << 6)), addr,
+                                f"{kind} to an unmapped address (no RAM or device there)")
         elif e.errno in (ucc.UC_ERR_READ_UNALIGNED, ucc.UC_ERR_WRITE_UNALIGNED, ucc.UC_ERR_FETCH_UNALIGNED):
-            self.die(v, Kind.ABORT, "alignment fault", pc, esr_value(EC_DABT_CUR, 0x21), None, str(e))
+            self.take_exception(v, Kind.ABORT, "alignment fault", pc, esr_value(EC_DABT_CUR, 0x21), None, str(e))
         elif e.errno == ucc.UC_ERR_INSN_INVALID:
-            self.die_undefined(v, pc, str(e))
+            self.take_undefined(v, pc, str(e))
         else:
             self.die(v, Kind.ABORT, f"emulation error ({e})", pc, None)
 
@@ -733,6 +848,12 @@ def _reg(vcpu: Vcpu, name: str) -> int:
         return 0
     reg = getattr(c, f"UC_ARM64_REG_{name.upper()}")
     return vcpu.uc.reg_read(reg)
+
+
+def _imm16(vcpu: Vcpu, pc: int) -> int:
+    """imm16 of the SVC/BRK at `pc` (ESR.ISS of EC 0x15/0x3C, Arm ARM D17.2.37); 0 if unreadable."""
+    word = vcpu.insn_at(pc)
+    return 0 if word is None else (word >> 5) & 0xFFFF
 
 
 def _lr_detail(v: Vcpu) -> str:

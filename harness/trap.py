@@ -17,8 +17,10 @@ DSB/DMB/ISB never reach a hook, so executable code is pre-scanned (capstone) and
 per-address `UC_HOOK_CODE`. A full DSB (not `...LD`/`...ST`) of the Inner/Outer Shareable or full-system
 domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`, plus `tlbi_dsb`); `DSB NSH`
 completes local TLBIs only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any
-TLBI at EL0) is an undefined instruction: traced `tlbi_undef`, the guest dies with status 132 (128 + SIGILL)
-through `machine.die_undefined`.
+TLBI at EL0) is an undefined instruction, as on hardware: traced `tlbi_undef`, then `machine.take_undefined`
+takes it at the guest's own vector (ESR.EC 0, ELR = the TLBI) when the guest opted in to exception delivery
+for EC 0 (docs/DESIGN.md "Harness API"), else the guest dies with status 132 (128 + SIGILL) through
+`machine.die_undefined`.
 
 Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's own `CpReg` tuple (EL and VMID
 checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
@@ -28,8 +30,8 @@ the delay); the PC is read and trace fields are built only when tracing is on.
 
 Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
 over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
-`_Cpu.configure`), delivering the undefined-instruction exception to the guest's own vectors instead of ending
-the run, barriers or ERETs in code written at run time.
+`_Cpu.configure`), barriers or ERETs in code written at run time. (Undefined TLBIs reach the guest's vectors
+only under the machine and only for guests that opted in; standalone, `on_undefined` or a stop.)
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ TRAP_FIELDS = ("cpu", "pc", "el", "op", "xt", "shareability", "broadcast", "regi
 define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fields only for range ops, ipa_ns "
                                  "only for IPA ops)")
 define("tlbi_undef", ("cpu", "pc", "el", "op1", "crn", "crm", "op2", "reason"),
-       "a TLBI not allowed at the current EL: undefined instruction, the guest dies")
+       "a TLBI not allowed at the current EL: undefined instruction, the guest dies (or takes it at its own "
+       "vector when it opted in: guest_exception follows)")
 define("tlbi_dsb", ("cpu", "pc", "domain", "full"),
        "a DSB executed after broadcast TLBIs of this vCPU (full = not the LD/ST-only form; with a shareable "
        "domain it sends the DVM Sync)")
@@ -501,14 +504,17 @@ class TlbiTrap:
             self.tracer.emit("tlbi_undef", cpu=cpu.index, pc=pc, el=el, op1=op1, crn=crn, crm=crm, op2=op2,
                              reason=reason)
         self.undefined.append((cpu.index, pc, reason))
+        if self.on_undefined is None and self._stop_guest(cpu, pc, reason):
+            cpu.el = None                         # taken at the guest's vector: PC is there, Unicorn resumes
+            return 1
         self.exit_status = EXIT_UNDEFINED
         if self.on_undefined is not None:
             self.on_undefined(cpu.index, pc, reason)
-        else:
-            self._stop_guest(cpu, pc, reason)
         cpu.uc.emu_stop()
         return 1                                  # PC stays on the TLBI; emulation stops before it re-fires
 
-    def _stop_guest(self, cpu: _Cpu, pc: int, reason: str) -> None:
+    def _stop_guest(self, cpu: _Cpu, pc: int, reason: str) -> bool:
+        """Under the machine: the guest's vector if it opted in (True), else the death line (exit 132)."""
         if cpu.vcpu is not None and self._machine is not None:
-            self._machine.die_undefined(cpu.vcpu, pc, reason)      # death line, outcome UNDEF (exit 132)
+            return self._machine.take_undefined(cpu.vcpu, pc, reason) is None
+        return False

@@ -2,8 +2,9 @@
  * smmu-harness guest runtime: one header for freestanding C guests.
  *
  * Console on the PL011 at 0x0900_0000, PSCI over HVC (SMC at EL2), Arm semihosting (HLT #0xF000) for exit,
- * a kvm-unit-tests-style report API, a printf subset, string helpers, MMIO accessors, SMP helpers and a
- * small stage-1 MMU helper (4 KiB granule, 39-bit VA). The same binary runs under smmu-harness and under
+ * a kvm-unit-tests-style report API, a printf subset, string helpers, MMIO accessors, SMP helpers, a
+ * small stage-1 MMU helper (4 KiB granule, 39-bit VA) and exception handlers (install_exception_handler).
+ * The same binary runs under smmu-harness and under
  * `qemu-system-aarch64 -M virt -cpu max -semihosting -kernel guest.elf`.
  */
 #ifndef GUEST_H
@@ -131,7 +132,41 @@ void mmu_enable(void);
 void mmu_disable(void);
 bool mmu_enabled(void);
 
-/* exceptions.c (vectors in start.S) */
+/*
+ * exceptions.c (vectors in start.S): synchronous exceptions from the current EL, kvm-unit-tests style.
+ * install_exception_handler(ec, fn): the vectors call fn(regs, esr) for exceptions with ESR.EC == ec taken
+ * from the current EL; fn may change regs (e.g. regs->elr += 4 skips the faulting instruction) and the
+ * vectors ERET to regs->elr. fn = NULL uninstalls. Unhandled exceptions print the facts and exit 132 / 139.
+ * Under smmu-harness, installing a handler sets bit ec of `exception_handled_ecs`, which asks the harness to
+ * enter the guest's vectors for that class (docs/DESIGN.md "Harness API"); without it the harness ends the
+ * run with its own death line, as it always did.
+ */
+struct pt_regs {
+	u64 regs[31];           /* x0-x30 at the exception */
+	u64 sp;                 /* SP at the exception (SPx vectors: the handler's SP before the frame) */
+	u64 elr;                /* ELR_ELx: where the vectors return to */
+	u64 spsr;               /* SPSR_ELx: PSTATE restored by the ERET */
+	u64 esr;                /* ESR_ELx */
+	u64 far;                /* FAR_ELx (meaningful for aborts) */
+};
+#define PT_REGS_SIZE 288        /* sizeof(struct pt_regs), used by start.S */
+#define ESR_EC(esr) ((unsigned int)((esr) >> 26) & 0x3f)
+#define ESR_ISS(esr) ((unsigned int)(esr) & 0x1ffffff)
+#define ESR_EC_UNKNOWN 0x00     /* undefined instruction (also TLBIs not allowed at the current EL) */
+#define ESR_EC_SVC64 0x15
+#define ESR_EC_IABT_LOW 0x20
+#define ESR_EC_IABT_CUR 0x21
+#define ESR_EC_DABT_LOW 0x24
+#define ESR_EC_DABT_CUR 0x25
+#define ESR_EC_BRK64 0x3c
+#define ESR_FSC(esr) ((unsigned int)(esr) & 0x3f)   /* DFSC/IFSC of aborts */
+#define ESR_DABT_WNR (1U << 6)
+#define VECTOR_SYNC_SP0 0       /* vector numbers: offset / 0x80 */
+#define VECTOR_SYNC_SPX 4
+typedef void (*exception_fn)(struct pt_regs *regs, unsigned int esr);
+void install_exception_handler(int ec, exception_fn fn);
+extern volatile u64 exception_handled_ecs;
+void do_exception(int vector, struct pt_regs *regs);
 void __noreturn unhandled_exception(int vector);
 
 int main(void);

@@ -1,6 +1,6 @@
 /*
  * PSCI calls (DEN0022, SMCCC conduit: HVC from EL1, SMC from EL2 as on QEMU virt,virtualization=on),
- * SMP boot of secondaries, and the unhandled-exception report used by the vectors in start.S.
+ * and SMP boot of secondaries (exceptions: exceptions.c).
  */
 #include "guest.h"
 
@@ -96,28 +96,4 @@ void smp_wait_cpu_off(int cpu)
 {
 	while (psci_affinity_info(cpu_mpidr(cpu)) != PSCI_AFF_OFF)
 		;
-}
-
-/* ---- exceptions (vectors in start.S) ------------------------------------------------------------ */
-void unhandled_exception(int vector)
-{
-	static const char *const kinds[4] = { "Synchronous", "IRQ", "FIQ", "SError" };
-	static const char *const from[4] = { "current EL, SP0", "current EL, SPx", "lower EL, AArch64",
-					     "lower EL, AArch32" };
-	u64 esr, elr, far;
-	unsigned int ec;
-	if (current_el() == 2) {
-		esr = read_sysreg(esr_el2);
-		elr = read_sysreg(elr_el2);
-		far = read_sysreg(far_el2);
-	} else {
-		esr = read_sysreg(esr_el1);
-		elr = read_sysreg(elr_el1);
-		far = read_sysreg(far_el1);
-	}
-	ec = (unsigned int)(esr >> 26) & 0x3f;
-	printf("unhandled exception: %s from %s at pc 0x%lx: EC 0x%x ESR 0x%lx FAR 0x%lx\n", kinds[vector & 3],
-	       from[(vector >> 2) & 3], (unsigned long)elr, ec, (unsigned long)esr, (unsigned long)far);
-	/* the same statuses as smmu-harness: 132 undefined instruction (EC 0), 139 anything else */
-	exit(ec == 0 ? 132 : 139);
 }

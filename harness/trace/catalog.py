@@ -17,6 +17,7 @@ EVENT_MODULES = (
     "devmodel.smmuv3.device",
     "devmodel.smmuv3.iotlb",
     "devmodel.smmuv3.translate",
+    "harness.machine",
     "harness.trap",
     "harness.host.vmid",
     "harness.host.smmu_driver",

@@ -25,6 +25,7 @@ def qemu(elf, cpus=1, el=1):
 @pytest.mark.parametrize("guest,cpus,el,status", [
     ("hello", 1, 1, 0), ("report_fail", 1, 1, 1), ("exit7", 1, 1, 7), ("smp", 2, 1, 0), ("mmu", 1, 1, 0),
     ("hello", 1, 2, 0), ("mmu", 1, 2, 0), ("smp", 2, 2, 0),
+    ("undef_catch", 1, 1, 0), ("undef_catch", 1, 2, 0),          # the guest's own exception handlers
 ])
 def test_same_binary_same_result_under_qemu(guest, cpus, el, status):
     elf = guest_elf(guest)

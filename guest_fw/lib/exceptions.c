@@ -1,0 +1,88 @@
+/*
+ * Synchronous exceptions taken to the current EL (vectors in start.S), kvm-unit-tests style:
+ * install_exception_handler(ec, fn) makes the vectors call fn(regs, esr) for exceptions whose ESR.EC is `ec`
+ * taken from the current EL (SP0 or SPx vector). fn may change regs (x0-x30, elr, spsr): returning from it
+ * ERETs to regs->elr (the preferred return address: the faulting instruction for undefined instructions, BRK
+ * and aborts, so add 4 to skip it; the next instruction for SVC). Anything else (no handler, IRQ/FIQ/SError,
+ * lower EL) prints the facts and exits 132 (EC 0, undefined instruction) or 139 (anything else).
+ *
+ * smmu-harness: the harness takes exceptions out of Unicorn itself and enters the guest's vectors only for
+ * the exception classes whose bit is set in `exception_handled_ecs` (read through the ELF symbol table; the
+ * opt-in of docs/DESIGN.md "Harness API"); other exceptions end the run with the harness's one-line death
+ * message and the same 132/139 status. On QEMU and hardware the bitmap means nothing.
+ */
+#include "guest.h"
+
+static exception_fn handlers[64];
+
+/* bit EC set: a handler is installed for EC (the harness's opt-in; keep the name and type: u64) */
+volatile u64 exception_handled_ecs;
+
+void install_exception_handler(int ec, exception_fn fn)
+{
+	u64 bit;
+	if (ec < 0 || ec >= (int)ARRAY_SIZE(handlers))
+		return;
+	bit = 1ULL << ec;
+	handlers[ec] = fn;
+	asm volatile("" : : : "memory"); /* the handler is in place before the harness may deliver to it */
+	if (fn)
+		exception_handled_ecs |= bit;
+	else
+		exception_handled_ecs &= ~bit;
+}
+
+void unhandled_exception(int vector)
+{
+	static const char *const kinds[4] = { "Synchronous", "IRQ", "FIQ", "SError" };
+	static const char *const from[4] = { "current EL, SP0", "current EL, SPx", "lower EL, AArch64",
+					     "lower EL, AArch32" };
+	u64 esr, elr, far;
+	unsigned int ec;
+	if (current_el() == 2) {
+		esr = read_sysreg(esr_el2);
+		elr = read_sysreg(elr_el2);
+		far = read_sysreg(far_el2);
+	} else {
+		esr = read_sysreg(esr_el1);
+		elr = read_sysreg(elr_el1);
+		far = read_sysreg(far_el1);
+	}
+	ec = (unsigned int)(esr >> 26) & 0x3f;
+	printf("unhandled exception: %s from %s at pc 0x%lx: EC 0x%x ESR 0x%lx FAR 0x%lx\n", kinds[vector & 3],
+	       from[(vector >> 2) & 3], (unsigned long)elr, ec, (unsigned long)esr, (unsigned long)far);
+	/* the same statuses as smmu-harness: 132 undefined instruction (EC 0), 139 anything else */
+	exit(ec == 0 ? 132 : 139);
+}
+
+/* Called by the vectors (start.S) with the interrupted x0-x30 and SP saved in *regs; returns to ERET. */
+void do_exception(int vector, struct pt_regs *regs)
+{
+	exception_fn fn = NULL;
+	bool el2 = current_el() == 2;
+	unsigned int ec;
+	if (el2) {
+		regs->elr = read_sysreg(elr_el2);
+		regs->spsr = read_sysreg(spsr_el2);
+		regs->esr = read_sysreg(esr_el2);
+		regs->far = read_sysreg(far_el2);
+	} else {
+		regs->elr = read_sysreg(elr_el1);
+		regs->spsr = read_sysreg(spsr_el1);
+		regs->esr = read_sysreg(esr_el1);
+		regs->far = read_sysreg(far_el1);
+	}
+	ec = ESR_EC(regs->esr);
+	if (vector == VECTOR_SYNC_SP0 || vector == VECTOR_SYNC_SPX)
+		fn = handlers[ec];
+	if (!fn)
+		unhandled_exception(vector);
+	fn(regs, (unsigned int)regs->esr);
+	if (el2) {
+		write_sysreg(regs->elr, elr_el2);
+		write_sysreg(regs->spsr, spsr_el2);
+	} else {
+		write_sysreg(regs->elr, elr_el1);
+		write_sysreg(regs->spsr, spsr_el1);
+	}
+}
