@@ -23,6 +23,15 @@ def cmds_of(board, name):
     return [r for r in board.events("hostsmmu_cmd") if r["opcode"] == name]
 
 
+def _board_with_device(**kw):
+    """A board, its driver, a guest's RAM to DMA into, and the DMA test device probed at SID."""
+    b = Board(**kw)
+    g = b.guest("g")
+    m = b.driver.probe_device(SID)
+    b.dmadev(SID)
+    return b, b.driver, g, m
+
+
 @pytest.mark.parametrize("btm,dvm,ptm,active", [(False, False, 0, False), (True, False, 1, False),
                                                 (True, True, 0, True)])
 def test_bringup_from_reset(btm, dvm, ptm, active):
@@ -85,11 +94,7 @@ def test_dma_bypass_s1_s2(strtab, sync):
 
 def test_dma_nested_domain_driver_level():
     """A guest-owned CD and stage-1 tables at IPAs in the guest's RAM, over a host stage 2."""
-    b = Board()
-    drv = b.driver
-    g = b.guest("g")
-    m = drv.probe_device(SID)
-    b.dmadev(SID)
+    b, drv, g, m = _board_with_device()
     parent = drv.alloc_s2("parent", nest_parent=True)
     drv.map(parent, RAM_IPA, g.pa, g.size)
     t = g.s1_tables()
@@ -105,11 +110,7 @@ def test_dma_nested_domain_driver_level():
 
 
 def test_unmap_invalidates_cached_translation_s1_and_s2():
-    b = Board()
-    drv = b.driver
-    g = b.guest("g")
-    m = drv.probe_device(SID)
-    b.dmadev(SID)
+    b, drv, g, m = _board_with_device()
     s2 = drv.alloc_s2("s2")
     drv.map(s2, RAM_IPA, g.pa, 0x10_0000)
     drv.attach(m, s2)
@@ -133,11 +134,7 @@ def test_unmap_invalidates_cached_translation_s1_and_s2():
 
 
 def test_ste_update_sequence_and_old_vmid_tlbi():
-    b = Board()
-    drv = b.driver
-    g = b.guest("g")
-    m = drv.probe_device(SID)
-    b.dmadev(SID)
+    b, drv, g, m = _board_with_device()
     a, c = drv.alloc_s2("a"), drv.alloc_s2("c")
     for d in (a, c):
         drv.map(d, RAM_IPA, g.pa, 0x10_0000)
@@ -185,11 +182,7 @@ def test_command_error_is_skipped_and_recorded(sync):
 
 
 def test_events_routed_to_host_log_by_msi():
-    b = Board()
-    drv = b.driver
-    g = b.guest("g")
-    m = drv.probe_device(SID)
-    b.dmadev(SID)
+    b, drv, g, m = _board_with_device()
     s2 = drv.alloc_s2("s2")
     drv.map(s2, RAM_IPA, g.pa, 0x1000)
     drv.attach(m, s2)
