@@ -204,9 +204,6 @@ class TranslationCore:
             tr.emit("smmu_iotlb_lookup_hit", sid=cfg.sid, ssid=cfg.ssid, vmid=cfg.vmid, asid=cfg.asid, addr=addr,
                     pa=e.pa | (addr & e.mask), perm=p)
 
-    def _need(self, write: bool, exec_: bool) -> int:
-        return 2 if write else (4 if exec_ else 1)
-
     def _miss(self, ctx: _Ctx, addr: int, write: bool, exec_: bool, priv: bool) -> TransResult | Fault:
         cfg = ctx.cfg
         tlb = self.iotlb
@@ -215,12 +212,7 @@ class TranslationCore:
             e = ctx.ng.d.get(k) or ctx.g.d.get(k)
             if e is not None:
                 self.hits += 1
-                p = e.pp if priv else e.pu
-                if p & (2 if write else (4 if exec_ else 1)):
-                    if self._lru or self.tracer.enabled:
-                        self._hit_extra(cfg, e, addr, p)
-                    return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, True))
-                return self._perm_fault(ctx, e, addr, write, exec_, priv)
+                return self._serve(ctx, e, addr, write, exec_, priv, True)
         tlb.misses += 1
         tr = self.tracer
         if tr.enabled and "smmu_iotlb_lookup_miss" in tr.enabled:
@@ -271,9 +263,17 @@ class TranslationCore:
                           p2=(e2.p2p, e2.p2u), va=va, ipa=ipa, s2=(e2.ipa_lo, e2.ipa_hi, e2.lvl2, e2.gran2))
             key = (_canon(addr) if ctx.tbi else addr) >> ctx.shift
             tlb.insert(ctx.g if l1.global_ else ctx.ng, key, e)
+        return self._serve(ctx, e, addr, write, exec_, priv, False)
+
+    def _serve(self, ctx: _Ctx, e: Entry, addr: int, write: bool, exec_: bool, priv: bool,
+               cached: bool) -> TransResult | Fault:
+        """The result of `addr` through entry `e` (permission-checked). `translate()` inlines the same steps
+        for the IOTLB hit path; this serves the cold paths (TBI lookups, fresh walks)."""
         p = e.pp if priv else e.pu
-        if p & need:
-            return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, False))
+        if p & (2 if write else (4 if exec_ else 1)):
+            if cached and (self._lru or self.tracer.enabled):
+                self._hit_extra(ctx.cfg, e, addr, p)
+            return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, cached))
         return self._perm_fault(ctx, e, addr, write, exec_, priv)
 
     def _s2_entry(self, ctx: _Ctx, ipa: int, cls: FaultClass) -> Entry | WalkFault:

@@ -91,19 +91,6 @@ static inline u32 dma_write64(u64 iova, u64 val) { return dmatest_write64(DMATES
  * A CD sharing the CPU's EL1&0 stage-1 tables (TTBR0_EL1, TCR_EL1.T0SZ, MAIR_EL1, the ASID in TTBR0_EL1):
  * what SVA means. ASET = 0 so the SMMU takes the CPU's broadcast TLBIs by ASID.
  */
-/* The SVA guests' page contents and the verdict of one DMA read after the guest's TLBI + DSB. */
-static inline u64 sva_val_a(u64 i) { return 0xA11CE00000000000ULL | i; }
-static inline u64 sva_val_b(u64 i) { return 0xB0B0000000000000ULL | i; }
-
-static inline u64 sva_classify(u32 status, u64 v, u64 want, u64 old)
-{
-	if (status != DMATEST_ST_DONE)
-		return SCN_FAULT;
-	if (v == want)
-		return SCN_FRESH;
-	return v == old ? SCN_STALE : SCN_OTHER;
-}
-
 static inline void cd_share_cpu_tables(u64 *cd)
 {
 	u64 ttbr = read_sysreg(ttbr0_el1);

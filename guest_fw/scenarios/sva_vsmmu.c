@@ -9,35 +9,25 @@
  * VMID), as Linux's SVA code skips the command queue with BTM.
  * Parameters: 0 rounds, 1 force forwarding even with BTM.
  */
-#include "scn.h"
+#include "sva.h"
 #include "vsmmu.h"
 
-#define TEST_VA 0x80000000UL
-#define MAX_ROUNDS 64
-#define OA_MASK 0x0000fffffffff000ULL
-
-static u64 page_a[MAX_ROUNDS][512] __aligned(4096);
-static u64 page_b[MAX_ROUNDS][512] __aligned(4096);
-static u64 cd_table[8] __aligned(64);
 static struct vsmmu smmu;
+
+static void forward_by_vsmmu(u64 asid, u64 va)
+{
+	vsmmu_tlbi_nh_va(&smmu, 0, asid, va, true);
+}
 
 int main(void)
 {
-	u64 rounds = port_param(0), force = port_param(1), asid, ste[8], v;
+	u64 rounds = port_param(0), force = port_param(1), asid, ste[8];
 	int r, forward;
-	u32 s, vsid;
+	u32 vsid;
 
 	if (rounds > MAX_ROUNDS)
 		rounds = MAX_ROUNDS;
-	for (u64 i = 0; i < rounds; i++) {
-		page_a[i][0] = sva_val_a(i);
-		page_b[i][0] = sva_val_b(i);
-	}
-	mmu_map_identity_default();
-	for (u64 i = 0; i < rounds; i++)
-		mmu_map(TEST_VA + i * 4096, (u64)(uintptr_t)page_a[i], 4096, MT_NORMAL);
-	mmu_enable();
-	asid = read_sysreg(ttbr0_el1) >> 48;
+	asid = sva_setup(rounds);
 	r = vsmmu_init(&smmu, VSMMU_BASE);
 	if (r) {
 		printf("sva: vSMMU init failed (%d)\n", r);
@@ -53,21 +43,8 @@ int main(void)
 	}
 	forward = force || !(smmu.idr0 & IDR0_BTM);
 	writel(DMATEST_ATTR_PRIV, DMATEST_BASE + DMATEST_ATTR);
-	for (u64 i = 0; i < rounds; i++) {
-		u64 va = TEST_VA + i * 4096, *pte = pte_of(va);
-		s = dma_read64(va, &v);
-		port_cmd(PORT_CMD_REPORT, 2 * i, sva_classify(s, v, sva_val_a(i), sva_val_b(i)), v);
-		*pte = (*pte & ~OA_MASK) | (u64)(uintptr_t)page_b[i];
-		dsb(ishst);
-		tlbi_vae1is(asid, va);
-		dsb(ish);
-		isb();
-		if (forward)
-			vsmmu_tlbi_nh_va(&smmu, 0, asid, va, true);
-		s = dma_read64(va, &v);
-		port_cmd(PORT_CMD_REPORT, 2 * i + 1, sva_classify(s, v, sva_val_b(i), sva_val_a(i)), v);
-		port_yield(i);
-	}
+	for (u64 i = 0; i < rounds; i++)
+		sva_round(i, asid, forward ? forward_by_vsmmu : 0);
 	port_cmd(PORT_CMD_DONE, 1, forward, 0);
 	return 0;
 }
