@@ -15,7 +15,8 @@ The layout written is dtc's: header, reservation block at 0x28, structure block,
 padding up to `min_size` (QEMU hands guests a tree padded to a fixed size, see harness/devicetree.py).
 
 Values are raw bytes; `u32`, `u64`, `cells`, `string`, `strings` encode them and `Node.u32s`, `Node.string`,
-... decode them. Names are kept byte-transparent (latin-1) so any well-formed tree survives parse -> flatten.
+... decode them. Names and strings are UTF-8, byte-transparent (surrogate escapes) so any well-formed tree
+survives parse -> flatten.
 
 Every problem with an input blob raises `FdtError` with a one-line message (never struct.error or IndexError):
 bad magic, unsupported version, blocks outside totalsize or misaligned, truncated tokens, names without NUL,
@@ -76,8 +77,20 @@ def cells(*pairs: tuple[int, int]) -> bytes:
     return bytes(out)
 
 
+def _enc(s: str) -> bytes:
+    """Names and strings are UTF-8; bytes that are not (from a parsed blob) survive as surrogate escapes."""
+    try:
+        return s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise FdtError(f"{s!r} cannot be encoded") from None
+
+
+def _dec(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
 def string(s: str) -> bytes:
-    return s.encode() + b"\0"
+    return _enc(s) + b"\0"
 
 
 def strings(*items: str) -> bytes:
@@ -100,7 +113,7 @@ def to_u64s(value: bytes) -> tuple[int, ...]:
 def to_strings(value: bytes) -> tuple[str, ...]:
     if not value or value[-1:] != b"\0":
         raise FdtError("property is not a NUL-terminated string list")
-    return tuple(s.decode("latin-1") for s in value[:-1].split(b"\0"))
+    return tuple(_dec(s) for s in value[:-1].split(b"\0"))
 
 
 def to_string(value: bytes) -> str:
@@ -112,8 +125,9 @@ def to_string(value: bytes) -> str:
 
 # -- the tree ----------------------------------------------------------------------------------------------
 def _check_name(name: str, what: str) -> None:
-    if not name or "\0" in name or (what == "node" and "/" in name):
+    if not isinstance(name, str) or not name or "\0" in name or (what == "node" and "/" in name):
         raise FdtError(f"invalid {what} name {name!r}")
+    _enc(name)
 
 
 class Node:
@@ -248,7 +262,7 @@ def flatten(fdt: Fdt, *, min_size: int = 0) -> bytes:
         off = names.get(name)
         if off is None:
             off = names[name] = len(strtab)
-            strtab.extend(name.encode("latin-1") + b"\0")
+            strtab.extend(_enc(name) + b"\0")
         return off
 
     # iterative depth-first walk; a None marks "close the node"
@@ -258,7 +272,7 @@ def flatten(fdt: Fdt, *, min_size: int = 0) -> bytes:
         if node is None:
             dt += struct.pack(">I", FDT_END_NODE)
             continue
-        raw = node.name.encode("latin-1") + b"\0"
+        raw = _enc(node.name) + b"\0"
         dt += struct.pack(">I", FDT_BEGIN_NODE) + raw + bytes(_pad4(len(raw)))
         for k, v in node.props.items():
             dt += struct.pack(">III", FDT_PROP, len(v), nameoff(k)) + v + bytes(_pad4(len(v)))
@@ -302,7 +316,7 @@ class _Reader:
         end = self.data.find(b"\0", off, self.hi)
         if end < 0:
             raise FdtError(f"{self.what}: string at offset {off:#x} has no terminating NUL")
-        return self.data[off:end].decode("latin-1"), end + 1
+        return _dec(self.data[off:end]), end + 1
 
     def bytes(self, off: int, n: int) -> bytes:
         if off < self.lo or off + n > self.hi:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 from devmodel.fdt import EMPTY, Fdt, FdtError, Node, cells, string, strings, u32
 
+from .userfile import user_file
+
 __all__ = ["BoardSpec", "SmmuSpec", "DmaDeviceSpec", "BoardSpecError", "build_tree", "board_dtb",
            "adjust_user_dtb", "load_user_dtb", "virt_mpidr", "psci_method", "CPU_COMPATIBLE",
            "QEMU_FDT_SIZE", "MAX_USER_DTB", "VIRT_MEM", "VIRT_GIC_DIST", "VIRT_GIC_CPU", "VIRT_GIC_HYP",
@@ -354,23 +356,14 @@ def load_user_dtb(path: str | os.PathLike, *, ram, bootargs: str = "", psci: str
     """`-dtb FILE`: read, parse, apply QEMU's fix-ups, flatten padded as QEMU's load_device_tree pads.
     Every failure is an FdtError whose one-line message names the file."""
     spath = str(path)
-    try:
-        size = os.path.getsize(path)
+    with user_file(path, FdtError) as f:
+        size = os.fstat(f.fileno()).st_size
         if size > MAX_USER_DTB:
             raise FdtError(f"{spath}: {size} bytes is larger than the {MAX_USER_DTB >> 20} MiB accepted")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_USER_DTB + 1)
-    except FileNotFoundError:
-        raise FdtError(f"{spath}: no such file") from None
-    except IsADirectoryError:
-        raise FdtError(f"{spath}: is a directory") from None
-    except OSError as e:
-        raise FdtError(f"{spath}: cannot read: {e.strerror or e}") from None
+        raw = f.read()
     try:
         fdt = Fdt.from_bytes(raw)
         adjust_user_dtb(fdt, ram=ram, bootargs=bootargs, psci=psci)
         return fdt.to_bytes(min_size=(len(raw) + 10000) * 2)
     except FdtError as e:
-        if str(e).startswith(spath):
-            raise
         raise FdtError(f"{spath}: {e}") from None

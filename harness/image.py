@@ -35,9 +35,9 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from .elfload import ElfImage, ElfLoadError, load_elf
+from .userfile import user_file
 
 __all__ = ["ImageError", "LoadSegment", "LinuxImageHeader", "BootPlan", "plan_boot", "boot_stub",
            "largest_free_gap", "KERNEL64_LOAD_OFFSET", "BOOTLOADER_MAX_SIZE", "MAX_GUNZIP_BYTES", "dtb_address"]
@@ -150,15 +150,13 @@ def largest_free_gap(base: int, size: int, regions: list[tuple[int, int]]) -> tu
     return best
 
 
-def _read(spath: str, path) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{spath}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{spath}: is a directory") from None
-    except OSError as e:
-        raise ImageError(f"{spath}: cannot read: {e.strerror or e}") from None
+def _read(spath: str, path, ram_size: int) -> bytes:
+    with user_file(path, ImageError) as f:
+        head = f.read(4)
+        size = os.fstat(f.fileno()).st_size
+        if head != ELF_MAGIC and size > ram_size:        # refused before reading it all (ELF: debug info)
+            raise ImageError(f"{spath}: too large to fit in RAM (image {size:#x} bytes, RAM {ram_size:#x})")
+        data = head + f.read()
     if not data:
         raise ImageError(f"{spath}: empty image")
     return data
@@ -168,7 +166,7 @@ def plan_boot(path: str | os.PathLike, *, ram_base: int, ram_size: int, dtb: byt
     """Plan the boot of `path` into RAM [ram_base, ram_base + ram_size) with the device tree blob `dtb`
     (None: no tree). Raises ImageError with a one-line message naming the file."""
     spath = str(path)
-    data = _read(spath, path)
+    data = _read(spath, path, ram_size)
     if data[:4] == ELF_MAGIC:
         return _plan_elf(spath, path, data, ram_base, ram_size, dtb)
     if data[:4] == UIMAGE_MAGIC:

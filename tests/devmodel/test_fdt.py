@@ -72,7 +72,18 @@ def test_node_editing_keeps_libfdt_insertion_order():
             n.add(Node(bad))
     with pytest.raises(FdtError):
         n.set("", b"")
+    with pytest.raises(FdtError):
+        n.set("bad\ud800", b"")
     assert [p for p, _ in Node("", children=[n]).walk()] == ["/", "/x", "/x/k0", "/x/k1"]
+
+
+def test_names_and_strings_are_utf8_and_byte_transparent():
+    t = Fdt(Node("", {"model": string("caf\u00e9 \u20ac")}, [Node("n\u00e9@1")]))
+    assert parse(t.to_bytes()).root == t.root
+    assert parse(t.to_bytes()).root.string("model") == "caf\u00e9 \u20ac"
+    raw = Fdt(Node("", {"x": b"\xff\xfe\0"})).to_bytes()
+    back = parse(raw)
+    assert back.to_bytes() == raw and back.root.string("x") == "\udcff\udcfe"
 
 
 # -- flattener --------------------------------------------------------------------------------------------

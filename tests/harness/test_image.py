@@ -252,6 +252,7 @@ def test_zero_fill_overlapping_another_segment_is_dropped_like_qemu():
     (b"", 128, DTB, "empty image"),
     (b"\x27\x05\x19\x56" + bytes(60), 128, DTB, "U-Boot uImage"),
     (LOOP * (MiB // 4), 1, None, "too large to fit in RAM"),
+    (LOOP * (MiB // 2), 1, None, r"too large to fit in RAM \(image 0x200000 bytes, RAM 0x100000\)"),
     (LOOP, 2.5, DTB, r"device tree \[0x40200000, 0x40300000\) does not fit in RAM"),
     (LOOP, 2, DTB, "not enough space for the device tree after the image"),
     (bytes(7 * MiB), 8, DTB, "not enough space for the device tree after the image"),
@@ -262,7 +263,7 @@ def test_zero_fill_overlapping_another_segment_is_dropped_like_qemu():
      r"elf\[0\] .* and elf\[1\] .* overlap"),
     (b"\x7fELF" + bytes(12), 128, DTB, "truncated ELF header"),
     (make_elf([(BASE, BASE, LOOP, 4, 5)], BASE + 0x100), 128, DTB, "entry point"),
-], ids=["empty", "uimage", "too-large", "dtb-past-ram", "no-room-for-dtb", "no-room-after-7M", "elf-below-ram",
+], ids=["empty", "uimage", "too-large", "larger-than-ram", "dtb-past-ram", "no-room-for-dtb", "no-room-after-7M", "elf-below-ram",
         "pie-at-0", "elf-overlap", "elf-truncated", "elf-entry-outside"])
 def test_bad_images_are_one_line_image_errors(tmp_path, data, ram, dtb, message):
     path = write(tmp_path, "bad.img", data)
