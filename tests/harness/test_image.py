@@ -4,9 +4,11 @@ as the oracle: QEMU runs each image to its entry point and gdb reads the registe
 The oracle tests skip, saying why, when QEMU or gdb-multiarch is not installed.
 """
 import gzip
+import os
 import shutil
 import struct
 import subprocess
+import tempfile
 
 import capstone
 import pytest
@@ -55,6 +57,14 @@ def heapinfo_guest(load: int) -> bytes:
                        0xD45E0000,             # hlt #0xf000
                        0x14000000)             # b .
     return code + struct.pack("<Q", load + 24) + bytes(32)
+
+
+def plan_boot_bytes(data: bytes, ram_size=128 * MiB, dtb=DTB):
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "img")
+        with open(p, "wb") as f:
+            f.write(data)
+        return plan_boot(p, ram_base=BASE, ram_size=ram_size, dtb=dtb)
 
 
 def write(tmp_path, name, data) -> str:
@@ -209,18 +219,6 @@ def test_linux_header_fields_and_flags():
     assert LinuxImageHeader(0, 1, 0b110).page_size == 64 << 10 and LinuxImageHeader(0, 1, 0).page_size is None
     short = make_image(0, 1)[:60]                   # QEMU reads the header only when size > 60
     assert plan_boot_bytes(short).kind == "raw"
-
-
-_counter = iter(range(10**6))
-
-
-def plan_boot_bytes(data: bytes, ram_size=128 * MiB, dtb=DTB, tmp=None):
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        p = f"{d}/img{next(_counter)}"
-        with open(p, "wb") as f:
-            f.write(data)
-        return plan_boot(p, ram_base=BASE, ram_size=ram_size, dtb=dtb)
 
 
 def test_gzip_fallbacks_like_qemu(monkeypatch):
