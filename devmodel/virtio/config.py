@@ -8,8 +8,8 @@ the device can bump the configuration generation and notify the driver (2.5, 4.2
 
 Bytes beyond the declared size read as 0xff and ignore writes: what a guest sees on QEMU, whose
 `virtio_config_readb/w/l` (hw/virtio/virtio.c) return all ones past the end and whose memory core splits
-accesses wider than 4 bytes or unaligned ones into aligned pieces. Legacy configuration space is guest-endian (2.5.2):
-little-endian on the AArch64 guests modelled here.
+accesses wider than 4 bytes or unaligned ones into aligned pieces. Legacy configuration space is
+guest-endian (2.5.3): little-endian on the AArch64 guests modelled here.
 """
 from __future__ import annotations
 
