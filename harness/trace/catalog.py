@@ -17,6 +17,7 @@ EVENT_MODULES = (
     "devmodel.smmuv3.device",
     "devmodel.smmuv3.iotlb",
     "devmodel.smmuv3.translate",
+    "devmodel.virtio.events",
     "harness.machine",
     "harness.trap",
     "harness.host.vmid",
