@@ -114,7 +114,7 @@ class Tracer:
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
 
-    def emit(self, name: str, **fields: Any) -> None:
+    def emit(self, name: str, /, **fields: Any) -> None:
         if name not in self.enabled:
             return
         ev = REGISTRY[name]

@@ -68,3 +68,12 @@ def test_affinity_info_levels_and_unknown_functions():
 def test_duplicate_mpidrs_rejected():
     with pytest.raises(ValueError, match="duplicate"):
         Psci([0x8000_0000, 0x0])
+
+
+def test_psci_call_event_carries_the_function_name():
+    # the event has a field called `name`, which Tracer.emit must accept (its own parameter is positional-only)
+    from devmodel.trace import ListSink, Tracer
+    sink = ListSink()
+    p = Psci(MPIDRS, tracer=Tracer(sinks=[sink], events="psci_call"))
+    p.call(0, 0x8400_0000)
+    assert [(r["fid"], r["name"], r["ret"]) for r in sink.records] == [(0x8400_0000, "PSCI_VERSION", 0x10001)]
