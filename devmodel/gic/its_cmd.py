@@ -3,11 +3,13 @@ command (field positions as Linux `drivers/irqchip/irq-gic-v3-its.c` encodes the
 EventID DW1[31:0], pINTID DW1[63:32], Size DW1[4:0], ICID DW2[15:0], ITT_addr DW2[51:8], RDbase DW2[51:16],
 V DW2[63], RDbase2 DW3[51:16]), and the command error encodings.
 
-Error codes: 0x01 << 16 | opcode << 8 | reason, with the reasons of IHI 0069's command error table as Linux's
+Error codes: 0x01 << 16 | command << 8 | reason, with the values of IHI 0069's command error table as Linux's
 `include/linux/irqchip/arm-gic-v3.h` lists them (E_ITS_MAPD_DEVICE_OOR 0x010801, E_ITS_INT_UNMAPPED_INTERRUPT
-0x010307, ...): 0x01 DeviceID (MOVALL: RDbase) out of range, 0x02 ITT size / processor number out of range,
-0x03 collection out of range, 0x04 unmapped device, 0x05 EventID out of range, 0x06 physical INTID out of
-range, 0x07 unmapped interrupt, 0x09 unmapped collection. Commands this GICv3 ITS does not implement
+0x010307, E_ITS_CLEAR_UNMAPPED_INTERRUPT 0x010507, ...). The command byte is the opcode except for CLEAR
+(opcode 0x04, errors 0x0105xx). Reasons: 0x01 DeviceID (MOVALL: RDbase) out of range, 0x02 ITT size /
+processor number out of range, 0x03 collection out of range, 0x04 unmapped device, 0x05 EventID out of range,
+0x06 physical INTID out of range, 0x07 unmapped interrupt, 0x09 unmapped collection; checks Linux does not
+list (e.g. INT of a DeviceID out of range) use the same reasons. Commands this GICv3 ITS does not implement
 (GICv4 VMAPP, VMAPTI, ... and unknown opcodes) are errors with code None.
 """
 from __future__ import annotations
@@ -63,8 +65,11 @@ class Reason(IntEnum):
     UNMAPPED_COLLECTION = 0x09
 
 
+_ERROR_COMMAND_BYTE = {0x04: 0x05}      # CLEAR
+
+
 def error_code(opcode: int, reason: Reason) -> int:
-    return 0x01_0000 | (opcode & 0xFF) << 8 | int(reason)
+    return 0x01_0000 | _ERROR_COMMAND_BYTE.get(opcode, opcode & 0xFF) << 8 | int(reason)
 
 
 @dataclass(frozen=True)
