@@ -28,7 +28,7 @@ from ..trace import NULL_TRACER, Tracer
 from . import events  # noqa: F401  (declares the trace events)
 from .mmio import BadAccess, CpuView, CurrentCpuView, Log, id_regs
 from .prio import IDLE_PRIORITY, group_prio_mask, lowest_bit
-from .regmap import IrqArray, IrqArrays, array_read, array_write
+from .regmap import IrqArray, IrqArrays, common_arrays
 from .state import NO_ACK_GROUP1, SPURIOUS, Irq, IrqEngine, field_get, field_set
 
 __all__ = ["GicV2", "GicV2CpuInterface", "GICD_SIZE", "GICC_SIZE", "GICV2_DIST_ARRAYS", "GICV2_DIST_REGS",
@@ -42,16 +42,8 @@ RO, RW, WO = Access.RO, Access.RW, Access.WO
 
 #: IHI 0048B table 4-1: the per-interrupt arrays of the distributor
 GICV2_DIST_ARRAYS = (
-    IrqArray("GICD_IGROUPR", 0x080, 1, "group"),
-    IrqArray("GICD_ISENABLER", 0x100, 1, "enabled", "set"),
-    IrqArray("GICD_ICENABLER", 0x180, 1, "enabled", "clear"),
-    IrqArray("GICD_ISPENDR", 0x200, 1, "pending", "set"),
-    IrqArray("GICD_ICPENDR", 0x280, 1, "pending", "clear"),
-    IrqArray("GICD_ISACTIVER", 0x300, 1, "active", "set"),
-    IrqArray("GICD_ICACTIVER", 0x380, 1, "active", "clear"),
-    IrqArray("GICD_IPRIORITYR", 0x400, 8, "prio", byte_ok=True),
+    *common_arrays("GICD_"),
     IrqArray("GICD_ITARGETSR", 0x800, 8, "targets", byte_ok=True),
-    IrqArray("GICD_ICFGR", 0xC00, 2, "cfg"),
     IrqArray("GICD_CPENDSGIR", 0xF10, 8, "sources_clear", count=16, byte_ok=True),
     IrqArray("GICD_SPENDSGIR", 0xF20, 8, "sources_set", count=16, byte_ok=True),
 )
@@ -344,15 +336,9 @@ class GicV2(IrqEngine):
 
     # -- distributor MMIO -------------------------------------------------------------------------------------
     def dist_read(self, cpu: int, offset: int, size: int) -> int:
-        hit = self.arrays.find(offset, size)
-        if hit is not None:
-            a, first, n = hit
-            if first >= self.num_irqs:
-                self.bad(cpu, "gicd", "read", offset, size)
-                value = 0
-            else:
-                value = array_read(a, offset, size, first, n, lambda i, attr: self._field_get(cpu, i, attr))
-        else:
+        value = self.arrays.read(offset, size, lambda i, attr: self._field_get(cpu, i, attr), self.num_irqs,
+                                 lambda kind: self.bad(cpu, "gicd", kind, offset, size))
+        if value is None:
             value = self.dist_regs.read(offset, size)
         if "gic_dist_read" in self.tracer.enabled:
             self.tracer.emit("gic_dist_read", cpu=cpu, offset=offset, value=value, size=size)
@@ -361,14 +347,10 @@ class GicV2(IrqEngine):
     def dist_write(self, cpu: int, offset: int, value: int, size: int) -> None:
         if "gic_dist_write" in self.tracer.enabled:
             self.tracer.emit("gic_dist_write", cpu=cpu, offset=offset, value=value, size=size)
-        hit = self.arrays.find(offset, size)
-        if hit is not None:
-            a, first, n = hit
-            if first >= self.num_irqs:
-                self.bad(cpu, "gicd", "write", offset, size, value)
-            else:
-                array_write(a, offset, value, size, first, n, lambda i, attr: self._field_get(cpu, i, attr),
-                            lambda i, attr, v: self._field_set(cpu, i, attr, v))
+        if self.arrays.write(offset, value, size, lambda i, attr: self._field_get(cpu, i, attr),
+                             lambda i, attr, v: self._field_set(cpu, i, attr, v), self.num_irqs,
+                             lambda kind: self.bad(cpu, "gicd", kind, offset, size, value)):
+            pass
         elif offset == GICD_SGIR and size == 4:
             self._sgir(cpu, value)
         else:
@@ -432,38 +414,9 @@ class GicV2(IrqEngine):
         if "gic_sgi" in self.tracer.enabled:
             self.tracer.emit("gic_sgi", src=cpu, irq=intid, targets=targets)
 
-    # -- input lines ------------------------------------------------------------------------------------------
-    def set_spi(self, intid: int, level: bool) -> None:
-        """Drive the input line of SPI `intid` (32 <= intid < num_irqs)."""
-        if not 32 <= intid < self.num_irqs:
-            raise ValueError(f"{self.name}: SPI {intid} out of range 32..{self.num_irqs - 1}")
-        self._set_line(self.spis[intid - 32], bool(level), None)
-
-    def set_ppi(self, cpu: int, intid: int, level: bool) -> None:
-        """Drive PPI `intid` (16 <= intid < 32) of `cpu`."""
-        if not 16 <= intid < 32 or not 0 <= cpu < self.ncpus:
-            raise ValueError(f"{self.name}: PPI {intid} of CPU {cpu} does not exist")
-        self._set_line(self.private[cpu][intid], bool(level), cpu)
-
-    def pulse_spi(self, intid: int) -> None:
-        """A rising then falling edge (an edge-triggered source's event)."""
-        self.set_spi(intid, True)
-        self.set_spi(intid, False)
-
-    def pulse_ppi(self, cpu: int, intid: int) -> None:
-        self.set_ppi(cpu, intid, True)
-        self.set_ppi(cpu, intid, False)
-
-    def _set_line(self, irq: Irq, level: bool, cpu: int | None) -> None:
-        if irq.level == level:
-            return
-        irq.level = level
-        if level and irq.edge:
-            irq.latch = True
+    def trace_line(self, intid: int, level: bool, cpu: int | None) -> None:
         if "gic_set_irq" in self.tracer.enabled:
-            self.tracer.emit("gic_set_irq", irq=irq.intid, level=int(level), cpu=cpu)
-        self.refresh(irq)
-        self.settle()
+            self.tracer.emit("gic_set_irq", irq=intid, level=int(level), cpu=cpu)
 
     # -- whole-device -----------------------------------------------------------------------------------------
     def reset(self) -> None:

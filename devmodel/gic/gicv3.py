@@ -33,7 +33,7 @@ from .gicv3_cpuif import GicV3CpuInterface, SysReg, sysregs_for
 from .gicv3_redist import GICR_FRAME, Redistributor
 from .lpi import LPI_BASE
 from .mmio import BadAccess, Log, id_regs
-from .regmap import IrqArray, IrqArrays, array_read, array_write
+from .regmap import IrqArray, IrqArrays, common_arrays
 from .state import Irq, IrqEngine, field_get, field_set
 
 __all__ = ["GicV3", "GICD_V3_SIZE", "GICV3_DIST_ARRAYS", "IROUTER_MASK", "Dma", "qemu_virt_affinity"]
@@ -45,16 +45,8 @@ IROUTER_MASK = 0xFF_00FF_FFFF     # Aff3 [39:32], Aff2.Aff1.Aff0 [23:0]; IRM is 
 
 #: IHI 0069 table 12-25 (distributor, ARE=1). "zero" fields read as 0 and ignore writes.
 GICV3_DIST_ARRAYS = (
-    IrqArray("GICD_IGROUPR", 0x0080, 1, "group"),
-    IrqArray("GICD_ISENABLER", 0x0100, 1, "enabled", "set"),
-    IrqArray("GICD_ICENABLER", 0x0180, 1, "enabled", "clear"),
-    IrqArray("GICD_ISPENDR", 0x0200, 1, "pending", "set"),
-    IrqArray("GICD_ICPENDR", 0x0280, 1, "pending", "clear"),
-    IrqArray("GICD_ISACTIVER", 0x0300, 1, "active", "set"),
-    IrqArray("GICD_ICACTIVER", 0x0380, 1, "active", "clear"),
-    IrqArray("GICD_IPRIORITYR", 0x0400, 8, "prio", byte_ok=True),
+    *common_arrays("GICD_"),
     IrqArray("GICD_ITARGETSR", 0x0800, 8, "zero", "ro", byte_ok=True),
-    IrqArray("GICD_ICFGR", 0x0C00, 2, "cfg"),
     IrqArray("GICD_IGRPMODR", 0x0D00, 1, "zero", "ro"),
     IrqArray("GICD_NSACR", 0x0E00, 2, "zero", "ro"),
     IrqArray("GICD_IROUTER", 0x6000, 64, "route"),
@@ -205,15 +197,9 @@ class GicV3(IrqEngine):
 
     # -- distributor MMIO ---------------------------------------------------------------------------------------------
     def dist_read(self, offset: int, size: int) -> int:
-        hit = self.arrays.find(offset, size)
-        if hit is not None:
-            a, first, n = hit
-            if first >= self.num_irqs:
-                self.bad(None, "gicd", "read", offset, size)
-                value = 0
-            else:
-                value = array_read(a, offset, size, first, n, self._dist_get)
-        else:
+        value = self.arrays.read(offset, size, self._dist_get, self.num_irqs,
+                                 lambda kind: self.bad(None, "gicd", kind, offset, size))
+        if value is None:
             value = self.dist_regs.read(offset, size)
         if "gicv3_dist_read" in self.tracer.enabled:
             self.tracer.emit("gicv3_dist_read", offset=offset, value=value, size=size)
@@ -222,14 +208,8 @@ class GicV3(IrqEngine):
     def dist_write(self, offset: int, value: int, size: int) -> None:
         if "gicv3_dist_write" in self.tracer.enabled:
             self.tracer.emit("gicv3_dist_write", offset=offset, value=value, size=size)
-        hit = self.arrays.find(offset, size)
-        if hit is not None:
-            a, first, n = hit
-            if first >= self.num_irqs:
-                self.bad(None, "gicd", "write", offset, size, value)
-            else:
-                array_write(a, offset, value, size, first, n, self._dist_get, self._dist_set)
-        else:
+        if not self.arrays.write(offset, value, size, self._dist_get, self._dist_set, self.num_irqs,
+                                 lambda kind: self.bad(None, "gicd", kind, offset, size, value)):
             self.dist_regs.write(offset, value, size)
         self.settle()
 
@@ -310,27 +290,7 @@ class GicV3(IrqEngine):
         if "gicv3_icc_generate_sgi" in self.tracer.enabled:
             self.tracer.emit("gicv3_icc_generate_sgi", cpu=src, irq=intid, irm=irm, group=kind, targets=reached)
 
-    # -- input lines -----------------------------------------------------------------------------------------------------
-    def set_spi(self, intid: int, level: bool) -> None:
-        """Drive the input line of SPI `intid` (32 <= intid < num_irqs)."""
-        if not 32 <= intid < self.num_irqs:
-            raise ValueError(f"{self.name}: SPI {intid} out of range 32..{self.num_irqs - 1}")
-        self._set_line(self.spis[intid - 32], bool(level), "gicv3_dist_set_irq", None)
-
-    def set_ppi(self, cpu: int, intid: int, level: bool) -> None:
-        """Drive PPI `intid` (16 <= intid < 32) of PE `cpu`."""
-        if not 16 <= intid < 32 or not 0 <= cpu < self.ncpus:
-            raise ValueError(f"{self.name}: PPI {intid} of CPU {cpu} does not exist")
-        self._set_line(self.redists[cpu].private[intid], bool(level), "gicv3_redist_set_irq", cpu)
-
-    def pulse_spi(self, intid: int) -> None:
-        self.set_spi(intid, True)
-        self.set_spi(intid, False)
-
-    def pulse_ppi(self, cpu: int, intid: int) -> None:
-        self.set_ppi(cpu, intid, True)
-        self.set_ppi(cpu, intid, False)
-
+    # -- input lines (set_spi, set_ppi, pulse_*: IrqEngine) ---------------------------------------------------------
     def set_lpi(self, cpu: int, intid: int, pending: bool = True) -> bool:
         """Set (or clear) LPI `intid` pending at PE `cpu`'s redistributor; False when it cannot accept it
         (LPIs disabled there, INTID out of the tables' range)."""
@@ -338,19 +298,12 @@ class GicV3(IrqEngine):
         self.settle()
         return ok
 
-    def _set_line(self, irq: Irq, level: bool, event: str, cpu: int | None) -> None:
-        if irq.level == level:
-            return
-        irq.level = level
-        if level and irq.edge:
-            irq.latch = True
-        if event in self.tracer.enabled:
-            if cpu is None:
-                self.tracer.emit(event, irq=irq.intid, level=int(level))
-            else:
-                self.tracer.emit(event, cpu=cpu, irq=irq.intid, level=int(level))
-        self.refresh(irq)
-        self.settle()
+    def trace_line(self, intid: int, level: bool, cpu: int | None) -> None:
+        if cpu is None:
+            if "gicv3_dist_set_irq" in self.tracer.enabled:
+                self.tracer.emit("gicv3_dist_set_irq", irq=intid, level=int(level))
+        elif "gicv3_redist_set_irq" in self.tracer.enabled:
+            self.tracer.emit("gicv3_redist_set_irq", cpu=cpu, irq=intid, level=int(level))
 
     # -- memory the LPI tables live in ------------------------------------------------------------------------------------
     def dma_read(self, addr: int, size: int) -> int:

@@ -31,7 +31,7 @@ from ..bus import BusError
 from ..regs import Access, Reg, RegField, RegisterFile
 from .lpi import LPI_BASE, PENDBASER_FIELDS, PROPBASER_FIELDS, lpi_limit, pending_in, prop_entry
 from .mmio import id_regs
-from .regmap import IrqArray, IrqArrays, array_read, array_write
+from .regmap import IrqArrays, common_arrays
 from .state import Irq, field_get, field_set
 
 if TYPE_CHECKING:
@@ -44,17 +44,7 @@ GICR_SGI_OFFSET = 0x10000
 RO, RW = Access.RO, Access.RW
 
 #: IHI 0069 table 12-30 (SGI_base frame), offsets relative to SGI_base
-GICR_SGI_ARRAYS = (
-    IrqArray("GICR_IGROUPR0", 0x080, 1, "group", count=32),
-    IrqArray("GICR_ISENABLER0", 0x100, 1, "enabled", "set", count=32),
-    IrqArray("GICR_ICENABLER0", 0x180, 1, "enabled", "clear", count=32),
-    IrqArray("GICR_ISPENDR0", 0x200, 1, "pending", "set", count=32),
-    IrqArray("GICR_ICPENDR0", 0x280, 1, "pending", "clear", count=32),
-    IrqArray("GICR_ISACTIVER0", 0x300, 1, "active", "set", count=32),
-    IrqArray("GICR_ICACTIVER0", 0x380, 1, "active", "clear", count=32),
-    IrqArray("GICR_IPRIORITYR", 0x400, 8, "prio", count=32, byte_ok=True),
-    IrqArray("GICR_ICFGR", 0xC00, 2, "cfg", count=32),
-)
+GICR_SGI_ARRAYS = common_arrays("GICR_", count=32)
 
 _SGI_REGS = (Reg("GICR_IGRPMODR0", 0xD00, access=RO, doc="RAZ/WI with GICD_CTLR.DS=1"),
              Reg("GICR_NSACR", 0xE00, access=RO, doc="RAZ/WI with GICD_CTLR.DS=1"))
@@ -97,26 +87,20 @@ class Redistributor:
 
     # -- MMIO ----------------------------------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
-        if offset >= GICR_SGI_OFFSET:
-            rel = offset - GICR_SGI_OFFSET
-            hit = self.arrays.find(rel, size)
-            if hit is not None:
-                a, first, n = hit
-                return array_read(a, rel, size, first, n, self._get)
-            return self.sgi_regs.read(rel, size)
-        return self.rd_regs.read(offset, size)
+        if offset < GICR_SGI_OFFSET:
+            return self.rd_regs.read(offset, size)
+        rel = offset - GICR_SGI_OFFSET
+        value = self.arrays.read(rel, size, self._get, 32, lambda kind: self._bad_sgi(kind, rel, size, None))
+        return self.sgi_regs.read(rel, size) if value is None else value
 
     def write(self, offset: int, value: int, size: int) -> None:
-        if offset >= GICR_SGI_OFFSET:
-            rel = offset - GICR_SGI_OFFSET
-            hit = self.arrays.find(rel, size)
-            if hit is not None:
-                a, first, n = hit
-                array_write(a, rel, value, size, first, n, self._get, self._set)
-                return
-            self.sgi_regs.write(rel, value, size)
+        if offset < GICR_SGI_OFFSET:
+            self.rd_regs.write(offset, value, size)
             return
-        self.rd_regs.write(offset, value, size)
+        rel = offset - GICR_SGI_OFFSET
+        if not self.arrays.write(rel, value, size, self._get, self._set, 32,
+                                 lambda kind: self._bad_sgi(kind, rel, size, value)):
+            self.sgi_regs.write(rel, value, size)
 
     def _bad_rd(self, kind: str, offset: int, size: int, value: int | None) -> None:
         self.gic.bad(self.cpu, "gicr", kind, offset, size, value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-__all__ = ["IrqArray", "IrqArrays", "array_read", "array_write"]
+__all__ = ["IrqArray", "IrqArrays", "array_read", "array_write", "common_arrays"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,28 @@ class IrqArray:
         return self.count * self.bits // 8
 
 
+def common_arrays(prefix: str, count: int = 1024) -> tuple[IrqArray, ...]:
+    """The arrays GICv2 and GICv3 distributors and the GICv3 SGI_base frame share, at the same offsets
+    (IHI 0048B table 4-1, IHI 0069 tables 12-25 and 12-30): IGROUPR, IS/ICENABLER, IS/ICPENDR, IS/ICACTIVER,
+    IPRIORITYR (byte accessible), ICFGR."""
+    return (
+        IrqArray(f"{prefix}IGROUPR", 0x080, 1, "group", count=count),
+        IrqArray(f"{prefix}ISENABLER", 0x100, 1, "enabled", "set", count=count),
+        IrqArray(f"{prefix}ICENABLER", 0x180, 1, "enabled", "clear", count=count),
+        IrqArray(f"{prefix}ISPENDR", 0x200, 1, "pending", "set", count=count),
+        IrqArray(f"{prefix}ICPENDR", 0x280, 1, "pending", "clear", count=count),
+        IrqArray(f"{prefix}ISACTIVER", 0x300, 1, "active", "set", count=count),
+        IrqArray(f"{prefix}ICACTIVER", 0x380, 1, "active", "clear", count=count),
+        IrqArray(f"{prefix}IPRIORITYR", 0x400, 8, "prio", count=count, byte_ok=True),
+        IrqArray(f"{prefix}ICFGR", 0xC00, 2, "cfg", count=count),
+    )
+
+
 class IrqArrays:
-    """Offset -> array lookup for a set of non-overlapping arrays."""
+    """Offset -> array lookup for a set of non-overlapping arrays, and MMIO dispatch through it.
+
+    `read`/`write` return None/False when the offset is not in an array (the caller then tries its scalar
+    registers); fields of INTIDs at or above `limit` are RAZ/WI and reported through `bad(kind)`."""
 
     def __init__(self, arrays: Iterable[IrqArray]):
         self.arrays = tuple(sorted(arrays, key=lambda a: a.offset))
@@ -59,6 +79,28 @@ class IrqArrays:
                     return a, a.base + rel * 8 // a.bits, size * 8 // a.bits
                 return None
         return None
+
+    def read(self, offset: int, size: int, get: "Getter", limit: int, bad: Callable[[str], None]) -> int | None:
+        hit = self.find(offset, size)
+        if hit is None:
+            return None
+        a, first, n = hit
+        if first >= limit:
+            bad("read")
+            return 0
+        return array_read(a, offset, size, first, n, get)
+
+    def write(self, offset: int, value: int, size: int, get: "Getter", set_: "Setter", limit: int,
+              bad: Callable[[str], None]) -> bool:
+        hit = self.find(offset, size)
+        if hit is None:
+            return False
+        a, first, n = hit
+        if first >= limit:
+            bad("write")
+        else:
+            array_write(a, offset, value, size, first, n, get, set_)
+        return True
 
 
 Getter = Callable[[int, str], int]

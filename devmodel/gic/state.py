@@ -11,8 +11,10 @@
   candidate and the outputs of the dirty CPUs only, and calls `on_change(cpu)` for each CPU whose IRQ or FIQ
   output changed. Checking the outputs is O(1) (`irq_out[cpu]`, `fiq_out[cpu]`).
 
-The models (GICv2, GICv3) subclass `IrqEngine` and provide `group_enabled(cpu, group)` and
-`signal(cpu, best) -> (irq, fiq)` (PMR, running priority, IRQ vs FIQ routing of the group).
+The models (GICv2, GICv3) subclass `IrqEngine` and provide `group_enabled(cpu, group)`,
+`signal(cpu, best) -> (irq, fiq)` (PMR, running priority, IRQ vs FIQ routing of the group), `irq(cpu, intid)`,
+`spis`, `num_irqs`, `name` and `trace_line`; the engine implements the input lines on them (`set_spi`,
+`set_ppi`, `pulse_spi`, `pulse_ppi`).
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ class IrqEngine:
 
     #: trace event emitted when a CPU's outputs change (fields cpu, irq, fiq); set by the subclass
     line_event = ""
+    name = "gic"
+    num_irqs = 32
+    spis: list[Irq]
 
     def __init__(self, ncpus: int, *, tracer: Tracer = NULL_TRACER,
                  on_change: Callable[[int], None] | None = None):
@@ -83,6 +88,9 @@ class IrqEngine:
         raise NotImplementedError
 
     def signal(self, cpu: int, best: Irq | None) -> tuple[bool, bool]:
+        raise NotImplementedError
+
+    def irq(self, cpu: int, intid: int) -> Irq | None:
         raise NotImplementedError
 
     # -- bookkeeping --------------------------------------------------------------------------------------
@@ -139,6 +147,41 @@ class IrqEngine:
         if self.on_change is not None:
             for cpu in changed:
                 self.on_change(cpu)
+
+    # -- input lines (the models provide `spis`, `num_irqs`, `name`, `irq(cpu, intid)`, `trace_line`) -------
+    def set_spi(self, intid: int, level: bool) -> None:
+        """Drive the input line of SPI `intid` (32 <= intid < num_irqs)."""
+        if not 32 <= intid < self.num_irqs:
+            raise ValueError(f"{self.name}: SPI {intid} out of range 32..{self.num_irqs - 1}")
+        self._set_line(self.spis[intid - 32], bool(level), None)
+
+    def set_ppi(self, cpu: int, intid: int, level: bool) -> None:
+        """Drive PPI `intid` (16 <= intid < 32) of `cpu`."""
+        if not 16 <= intid < 32 or not 0 <= cpu < self.ncpus:
+            raise ValueError(f"{self.name}: PPI {intid} of CPU {cpu} does not exist")
+        self._set_line(self.irq(cpu, intid), bool(level), cpu)
+
+    def pulse_spi(self, intid: int) -> None:
+        """A rising then a falling edge (an edge-triggered source's event)."""
+        self.set_spi(intid, True)
+        self.set_spi(intid, False)
+
+    def pulse_ppi(self, cpu: int, intid: int) -> None:
+        self.set_ppi(cpu, intid, True)
+        self.set_ppi(cpu, intid, False)
+
+    def _set_line(self, irq: Irq, level: bool, cpu: int | None) -> None:
+        if irq.level == level:
+            return
+        irq.level = level
+        if level and irq.edge:
+            irq.latch = True
+        self.trace_line(irq.intid, level, cpu)
+        self.refresh(irq)
+        self.settle()
+
+    def trace_line(self, intid: int, level: bool, cpu: int | None) -> None:
+        """Emit the model's line-change event (cpu: the PPI's CPU, None for an SPI)."""
 
     # -- outputs for the glue ---------------------------------------------------------------------------
     def irq_pending(self, cpu: int) -> bool:
