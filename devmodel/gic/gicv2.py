@@ -5,8 +5,11 @@ Register maps: IHI 0048B table 4-1 (distributor, 4 KiB) and table 4-2 (CPU inter
 0x1000). Values QEMU 7.2 shows and this model reproduces (tests/devmodel/gic/test_qemu_differential.py compares
 them on the real QEMU): GICD_IIDR 0x43B, GICC_IIDR 0x0002043B, PIDR0-4 0x90 0xB4 0x2B 0x00 0x04, 8 priority
 bits (GICC_BPR minimum 0, GICC_ABPR minimum 1), SGIs permanently enabled and edge-triggered, PPIs' GICD_ICFGR1
-writable, GICD_ITARGETSR0-7 reading the accessing CPU's bit, every GICD_ITARGETSR RAZ/WI on a uniprocessor GIC (every
-SPI then targets CPU 0), GICC_AIAR/AEOIR/AHPPIR RAZ/WI (they belong to the Security Extensions).
+writable, GICD_ITARGETSR0-7 reading the accessing CPU's bit, every GICD_ITARGETSR RAZ/WI on a uniprocessor GIC
+(every SPI then targets CPU 0), GICC_AIAR/AEOIR/AHPPIR RAZ/WI (they belong to the Security Extensions).
+Where QEMU 7.2 departs from the architecture the model follows the architecture (docs/gic.md lists the cases):
+GICD_ITARGETSR / GICD_SPENDSGIR bits of missing CPUs are RAZ/WI, GICD_ISPENDR0's SGI bits are read-only, the
+reserved GICD_SGIR.TargetListFilter 0b11 is ignored (counted).
 
 Behaviour: interrupt groups exist (GICv2 always has them); Group 0 is signalled as FIQ when GICC_CTLR.FIQEn=1,
 else as IRQ; Group 1 as IRQ. A Group 1 interrupt is acknowledged only when GICC_CTLR.AckCtl=1 (else GICC_IAR
@@ -31,8 +34,8 @@ from .prio import IDLE_PRIORITY, group_prio_mask, lowest_bit
 from .regmap import IrqArray, IrqArrays, common_arrays
 from .state import NO_ACK_GROUP1, SPURIOUS, Irq, IrqEngine, field_get, field_set
 
-__all__ = ["GicV2", "GicV2CpuInterface", "GICD_SIZE", "GICC_SIZE", "GICV2_DIST_ARRAYS", "GICV2_DIST_REGS",
-           "GICC_REGS", "GICV2_MAX_CPUS"]
+__all__ = ["GicV2", "GicV2CpuInterface", "GICD_SIZE", "GICC_SIZE", "GICV2_DIST_ARRAYS", "GICC_REGS",
+           "GICV2_MAX_CPUS"]
 
 GICD_SIZE = 0x1000
 GICC_SIZE = 0x2000
@@ -64,9 +67,6 @@ def _dist_regs(typer: int) -> tuple[Reg, ...]:
         *id_regs(0xFD0, (0x90, 0xB4, 0x2B, 0x00, 0x04), "GICD_"),
     )
 
-
-#: the scalar distributor registers of a 2-CPU, 288-interrupt GIC (TYPER depends on the configuration)
-GICV2_DIST_REGS = _dist_regs(0x28)
 
 # GICC_CTLR without the Security Extensions (IHI 0048B 4.4.1, as QEMU implements it: bypass disables and
 # EOImodeNS are not implemented, so bits 5-8 and 10 read as zero).
@@ -347,12 +347,13 @@ class GicV2(IrqEngine):
     def dist_write(self, cpu: int, offset: int, value: int, size: int) -> None:
         if "gic_dist_write" in self.tracer.enabled:
             self.tracer.emit("gic_dist_write", cpu=cpu, offset=offset, value=value, size=size)
-        if self.arrays.write(offset, value, size, lambda i, attr: self._field_get(cpu, i, attr),
-                             lambda i, attr, v: self._field_set(cpu, i, attr, v), self.num_irqs,
-                             lambda kind: self.bad(cpu, "gicd", kind, offset, size, value)):
+        in_array = self.arrays.write(offset, value, size, lambda i, attr: self._field_get(cpu, i, attr),
+                                     lambda i, attr, v: self._field_set(cpu, i, attr, v), self.num_irqs,
+                                     lambda kind: self.bad(cpu, "gicd", kind, offset, size, value))
+        if in_array:
             pass
         elif offset == GICD_SGIR and size == 4:
-            self._sgir(cpu, value)
+            self._sgir(cpu, value)          # needs the writing CPU: not a register-file hook
         else:
             self.dist_regs.write(offset, value, size)
         self.settle()

@@ -135,7 +135,7 @@ class GicV3(IrqEngine):
         self.distributor = _Mmio(self.dist_read, self.dist_write)
         self.redistributors = _Mmio(self.redist_read, self.redist_write)
 
-    # -- views -------------------------------------------------------------------------------------------------------
+    # -- views -------------------------------------------------------------------------------------------------
     def affinity(self, cpu: int) -> int:
         return self.affinities[cpu]
 
@@ -149,7 +149,7 @@ class GicV3(IrqEngine):
         """(op0, op1, CRn, CRm, op2) -> SysReg for every ICC register the CPU interfaces implement."""
         return sysregs_for(self.cpuifs[0].pribits)
 
-    # -- engine hooks -------------------------------------------------------------------------------------------------
+    # -- engine hooks ------------------------------------------------------------------------------------------
     def group_enabled(self, cpu: int, group: int) -> bool:
         return bool(self.dist_regs["GICD_CTLR"] >> group & 1 and self.cpuifs[cpu].igrpen[group])
 
@@ -195,7 +195,7 @@ class GicV3(IrqEngine):
             irq.active = False
             self.refresh(irq)
 
-    # -- distributor MMIO ---------------------------------------------------------------------------------------------
+    # -- distributor MMIO --------------------------------------------------------------------------------------
     def dist_read(self, offset: int, size: int) -> int:
         value = self.arrays.read(offset, size, self._dist_get, self.num_irqs,
                                  lambda kind: self.bad(None, "gicd", kind, offset, size))
@@ -242,7 +242,7 @@ class GicV3(IrqEngine):
         cpu = self.cpu_of_affinity.get(aff)
         return () if cpu is None else (cpu,)
 
-    # -- redistributor MMIO --------------------------------------------------------------------------------------------
+    # -- redistributor MMIO ------------------------------------------------------------------------------------
     def redist_read(self, offset: int, size: int) -> int:
         cpu, rel = divmod(offset, GICR_FRAME)
         if cpu >= self.ncpus:
@@ -263,7 +263,7 @@ class GicV3(IrqEngine):
         self.redists[cpu].write(rel, value, size)
         self.settle()
 
-    # -- SGIs ------------------------------------------------------------------------------------------------------------
+    # -- SGIs --------------------------------------------------------------------------------------------------
     def generate_sgi(self, src: int, value: int, kind: str) -> None:
         """ICC_SGI0R ("g0") / SGI1R ("g1ns") / ASGI1R ("g1s") write by PE `src` (IHI 0069 12.2.22)."""
         intid = (value >> 24) & 0xF
@@ -290,7 +290,7 @@ class GicV3(IrqEngine):
         if "gicv3_icc_generate_sgi" in self.tracer.enabled:
             self.tracer.emit("gicv3_icc_generate_sgi", cpu=src, irq=intid, irm=irm, group=kind, targets=reached)
 
-    # -- input lines (set_spi, set_ppi, pulse_*: IrqEngine) ---------------------------------------------------------
+    # -- input lines (set_spi, set_ppi, pulse_*: IrqEngine) ----------------------------------------------------
     def set_lpi(self, cpu: int, intid: int, pending: bool = True) -> bool:
         """Set (or clear) LPI `intid` pending at PE `cpu`'s redistributor; False when it cannot accept it
         (LPIs disabled there, INTID out of the tables' range)."""
@@ -305,7 +305,7 @@ class GicV3(IrqEngine):
         elif "gicv3_redist_set_irq" in self.tracer.enabled:
             self.tracer.emit("gicv3_redist_set_irq", cpu=cpu, irq=intid, level=int(level))
 
-    # -- memory the LPI tables live in ------------------------------------------------------------------------------------
+    # -- memory the LPI tables live in -------------------------------------------------------------------------
     def dma_read(self, addr: int, size: int) -> int:
         if self.dma is None:
             raise BusError(addr, size, "the GIC has no DMA bus")
@@ -321,7 +321,7 @@ class GicV3(IrqEngine):
             raise BusError(addr, size, "the GIC has no DMA bus")
         return self.dma.read_bytes(addr, size)
 
-    # -- whole device ---------------------------------------------------------------------------------------------------
+    # -- whole device ------------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Every register and interrupt to its reset state (input levels and memory are kept)."""
         self.dist_regs.reset()

@@ -133,7 +133,7 @@ class GicV3CpuInterface:
         self.igrpen = [0, 0]
         self.apr = [0, 0]              # bit n = preemption level n active (ICC_AP0R / ICC_AP1R, all registers)
 
-    # -- priority state ------------------------------------------------------------------------------------------
+    # -- priority state ----------------------------------------------------------------------------------------
     def gprio(self, irq: Irq) -> int:
         """Group priority of `irq` (Group 1 uses ICC_BPR1_EL1 unless CBPR=1)."""
         if irq.group and not self.ctlr & CTLR_CBPR:
@@ -155,7 +155,7 @@ class GicV3CpuInterface:
             return 0
         return 1
 
-    # -- system register access ------------------------------------------------------------------------------------
+    # -- system register access --------------------------------------------------------------------------------
     def read_sysreg(self, name: str) -> int:
         """MRS of ICC register `name` (a key of ICC_BY_NAME this interface implements)."""
         reg = ICC_BY_NAME[name]
@@ -249,7 +249,7 @@ class GicV3CpuInterface:
             self.apr[group] = (self.apr[group] & ~(0xFFFF_FFFF << shift)) | ((value & 0xFFFF_FFFF) << shift)
             gic.touch(cpu)
 
-    # -- acknowledge / EOI / deactivate -----------------------------------------------------------------------------
+    # -- acknowledge / EOI / deactivate ------------------------------------------------------------------------
     def acknowledge(self, group: int) -> int:
         """ICC_IAR<group>_EL1 read."""
         gic = self.gic

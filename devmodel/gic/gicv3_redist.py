@@ -5,8 +5,8 @@ RD_base: GICR_CTLR (EnableLPIs; CES=1 so it can be cleared; RWP/UWP read 0: ever
 once), GICR_IIDR 0x43B, GICR_TYPER (PLPIS, Last, Processor_Number, CommonLPIAff=1, affinity in [63:32]),
 GICR_STATUSR 0, GICR_WAKER (ProcessorSleep resets to 1; ChildrenAsleep follows it), GICR_PROPBASER /
 GICR_PENDBASER (RES0 bits masked, PTZ write-only and reading 0; a write while EnableLPIs=1, UNPREDICTABLE,
-takes effect at once as in QEMU), ID registers (PIDR0 0x93, PIDR2 0x3B). GICR_TYPER.DirectLPI=0: GICR_SETLPIR/CLRLPIR/INVLPIR/INVALLR/SYNCR are
-not implemented (RAZ/WI, counted).
+takes effect at once as in QEMU), ID registers (PIDR0 0x93, PIDR2 0x3B). GICR_TYPER.DirectLPI=0:
+GICR_SETLPIR/CLRLPIR/INVLPIR/INVALLR/SYNCR are not implemented (RAZ/WI, counted).
 
 SGI_base: IGROUPR0, IS/ICENABLER0, IS/ICPENDR0, IS/ICACTIVER0, IPRIORITYR0-7 (byte accessible, 8 bits as QEMU),
 ICFGR0 (SGIs edge, read-only), ICFGR1 (PPIs, trigger mode writable as QEMU), IGRPMODR0 and NSACR RAZ/WI
@@ -85,7 +85,7 @@ class Redistributor:
         self.lpis: dict[int, Irq] = {}      # pending LPIs (mirror of the pending table)
         self.lpi_stats: Counter[str] = Counter()
 
-    # -- MMIO ----------------------------------------------------------------------------------------------------
+    # -- MMIO --------------------------------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
         if offset < GICR_SGI_OFFSET:
             return self.rd_regs.read(offset, size)
@@ -118,7 +118,7 @@ class Redistributor:
         field_set(irq, attr, value)
         self.gic.refresh(irq)
 
-    # -- register hooks --------------------------------------------------------------------------------------------
+    # -- register hooks ----------------------------------------------------------------------------------------
     def _on_gicr_ctlr_write(self, old: int, new: int) -> None:
         if (old ^ new) & CTLR_ENABLE_LPIS:
             if new & CTLR_ENABLE_LPIS:
@@ -130,7 +130,7 @@ class Redistributor:
         sleep = bool(new & WAKER_PROCESSOR_SLEEP)
         self.rd_regs.set_field("GICR_WAKER", "ChildrenAsleep", int(sleep))
 
-    # -- LPIs ------------------------------------------------------------------------------------------------------
+    # -- LPIs --------------------------------------------------------------------------------------------------
     @property
     def enabled_lpis(self) -> bool:
         return bool(self.rd_regs["GICR_CTLR"] & CTLR_ENABLE_LPIS)
@@ -231,7 +231,7 @@ class Redistributor:
             self._load_config(lpi)
             self.gic.refresh(lpi)
 
-    # -- whole device -----------------------------------------------------------------------------------------------
+    # -- whole device ------------------------------------------------------------------------------------------
     def reset(self) -> None:
         self._disable_lpis()
         self.rd_regs.reset()

@@ -150,7 +150,7 @@ class Its:
         self.stats: Counter[str] = Counter()
         self._dt = self._ct = TableDesc(False, False, 0x10000, 8, 0, 1)
 
-    # -- MMIO -------------------------------------------------------------------------------------------------------
+    # -- MMIO --------------------------------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
         if offset >= TRANSLATION_FRAME:
             return 0                                # GITS_TRANSLATER is write-only; the rest is reserved
@@ -178,7 +178,7 @@ class Its:
     def enabled(self) -> bool:
         return bool(self.regs["GITS_CTLR"] & 1)
 
-    # -- register hooks ----------------------------------------------------------------------------------------------
+    # -- register hooks ----------------------------------------------------------------------------------------
     def _on_gits_ctlr_write(self, old: int, new: int) -> None:
         if (old ^ new) & 1 and new & 1:
             self._dt = TableDesc.from_baser(self.regs["GITS_BASER0"])
@@ -209,7 +209,7 @@ class Its:
     def _on_gits_baser1_write(self, old: int, new: int) -> None:
         self._baser_write("GITS_BASER1", old, new)
 
-    # -- command queue -----------------------------------------------------------------------------------------------
+    # -- command queue -----------------------------------------------------------------------------------------
     def process(self) -> None:
         """Execute commands from GITS_CREADR up to GITS_CWRITER (when enabled and not stalled)."""
         if not self.enabled or self.regs["GITS_CREADR"] & 1:
@@ -266,7 +266,7 @@ class Its:
         if "gicv3_its_cmd_error" in self.tracer.enabled:
             self.tracer.emit("gicv3_its_cmd_error", cmd=err.cmd, code=code, reason=reason)
 
-    # -- tables --------------------------------------------------------------------------------------------------------
+    # -- tables ------------------------------------------------------------------------------------------------
     def dma_read(self, addr: int, size: int) -> int:
         if self.dma is None:
             raise BusError(addr, size, "the ITS has no DMA bus")
@@ -344,7 +344,7 @@ class Its:
         _, ite = self._event(devid, eventid)
         return ite["intid"], self._collection_cpu(ite["icid"])
 
-    # -- MSIs ----------------------------------------------------------------------------------------------------------
+    # -- MSIs --------------------------------------------------------------------------------------------------
     def translation_write(self, devid: int, value: int, size: int) -> None:
         eventid = value & ((1 << (8 * size)) - 1)
         if "gicv3_its_translation_write" in self.tracer.enabled:
@@ -375,7 +375,7 @@ class Its:
             self.tracer.emit("gicv3_its_translation_error", devid=devid, eventid=eventid, reason=reason)
         return False
 
-    # -- commands ------------------------------------------------------------------------------------------------------
+    # -- commands ----------------------------------------------------------------------------------------------
     def _cmd_mapd(self, c: ItsCommand) -> None:
         devid, size, itt, valid = c["deviceid"], c["size"], c["itt_addr"], c["v"]
         if "gicv3_its_cmd_mapd" in self.tracer.enabled:
@@ -469,7 +469,7 @@ class Its:
             self.tracer.emit("gicv3_its_cmd_sync", rdbase=c["rdbase"] >> 16)
         # every earlier command has already taken effect: nothing to wait for
 
-    # -- whole device ----------------------------------------------------------------------------------------------------
+    # -- whole device ------------------------------------------------------------------------------------------
     def reset(self) -> None:
         self.regs.reset()
         self.errors.clear()

@@ -72,7 +72,7 @@ def run_qemu(ops: list[Op], gic: int, cpus: int = 1) -> list[int]:
     return [int(x[1:], 16) for x in lines if x.startswith("=")]
 
 
-# -- the same script on the models --------------------------------------------------------------------------------
+# -- the same script on the models -----------------------------------------------------------------------------
 GICD, GICC, ITS_BASE, GICR = 0x0800_0000, 0x0801_0000, 0x0808_0000, 0x080A_0000
 TABLES, TABLES_SIZE = 0x4800_0000, 0x0100_0000     # guest RAM the scripts use for ITS/LPI tables
 

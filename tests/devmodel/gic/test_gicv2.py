@@ -54,7 +54,7 @@ class Gic:
         return self.d(cpu).read(base + 4 * (intid // 32), 4) >> (intid % 32) & 1
 
 
-# -- register map, reset values, access rules (IHI 0048B 4.1.4, 4.3) --------------------------------------------
+# -- register map, reset values, access rules (IHI 0048B 4.1.4, 4.3) -------------------------------------------
 @pytest.mark.parametrize("cpus,irqs,typer", [(1, 64, 0x01), (2, 288, 0x28), (8, 1024, 0xFF)])
 def test_typer_reports_lines_and_cpus(cpus, irqs, typer):
     g = GicV2(cpus, irqs)
@@ -132,7 +132,7 @@ def test_sgis_are_permanently_enabled_edge_triggered_and_icfgr_fields_follow_the
     assert d.read(ICFGR + 8, 4) == 0
 
 
-# -- SGIs (IHI 0048B 3.2.2, 4.3.15) -------------------------------------------------------------------------------
+# -- SGIs (IHI 0048B 3.2.2, 4.3.15) ----------------------------------------------------------------------------
 def test_sgir_target_list_filters_and_per_source_pending_state():
     g = Gic(cpus=4)
     for c in range(4):
@@ -173,7 +173,7 @@ def test_spendsgir_cpendsgir_set_and_clear_sources_and_ispendr_cannot_touch_sgis
     check_consistent(g.g)
 
 
-# -- PPIs and SPIs: levels, edges, 1-N (IHI 0048B 1.4.2, 3.2.1) -------------------------------------------------
+# -- PPIs and SPIs: levels, edges, 1-N (IHI 0048B 1.4.2, 3.2.1) ------------------------------------------------
 def test_level_sensitive_spi_is_pending_while_high_and_becomes_active_and_pending():
     g = Gic()
     g.on(0)
@@ -253,7 +253,7 @@ def test_spi_targeting_two_cpus_is_taken_by_the_first_acknowledge():
     check_consistent(g.g)
 
 
-# -- groups, FIQ, enables (IHI 0048B 3.5, 4.4.1) ------------------------------------------------------------------
+# -- groups, FIQ, enables (IHI 0048B 3.5, 4.4.1) ---------------------------------------------------------------
 def test_group0_is_fiq_only_with_fiqen_and_group1_needs_ackctl():
     g = Gic()
     g.on(0, ctlr=0x3)
@@ -285,7 +285,7 @@ def test_distributor_and_cpu_interface_group_enables_gate_delivery():
     check_consistent(g.g)
 
 
-# -- priorities, PMR, binary point, preemption (IHI 0048B 3.3) -----------------------------------------------------
+# -- priorities, PMR, binary point, preemption (IHI 0048B 3.3) -------------------------------------------------
 def test_pmr_masks_and_binary_point_decides_preemption():
     g = Gic()
     g.on(0, ctlr=0x1, pmr=0x90)
@@ -348,7 +348,7 @@ def test_abpr_governs_group1_unless_cbpr():
     assert not g.g.irq_pending(0)
 
 
-# -- EOImode, deactivation (IHI 0048B 3.2.4, 4.4.15) --------------------------------------------------------------
+# -- EOImode, deactivation (IHI 0048B 3.2.4, 4.4.15) -----------------------------------------------------------
 def test_eoimode1_splits_priority_drop_and_deactivation():
     g = Gic()
     g.on(0, ctlr=0x201)
@@ -383,7 +383,7 @@ def test_software_active_state_blocks_delivery_until_cleared():
     check_consistent(g.g)
 
 
-# -- outputs for the glue --------------------------------------------------------------------------------------------
+# -- outputs for the glue --------------------------------------------------------------------------------------
 def test_on_change_fires_once_per_output_change_and_traces_line_events():
     g = Gic()
     g.on(0, ctlr=0x1)

@@ -17,7 +17,8 @@ def test_encodings_match_linux_sysreg_h_and_access_directions():
               "ICC_HPPIR0_EL1": (3, 0, 12, 8, 2), "ICC_BPR0_EL1": (3, 0, 12, 8, 3),
               **{f"ICC_AP0R{n}_EL1": (3, 0, 12, 8, 4 + n) for n in range(4)},
               **{f"ICC_AP1R{n}_EL1": (3, 0, 12, 9, n) for n in range(4)},
-              "ICC_DIR_EL1": (3, 0, 12, 11, 1), "ICC_RPR_EL1": (3, 0, 12, 11, 3), "ICC_SGI1R_EL1": (3, 0, 12, 11, 5),
+              "ICC_DIR_EL1": (3, 0, 12, 11, 1), "ICC_RPR_EL1": (3, 0, 12, 11, 3),
+              "ICC_SGI1R_EL1": (3, 0, 12, 11, 5),
               "ICC_ASGI1R_EL1": (3, 0, 12, 11, 6), "ICC_SGI0R_EL1": (3, 0, 12, 11, 7),
               "ICC_IAR1_EL1": (3, 0, 12, 12, 0), "ICC_EOIR1_EL1": (3, 0, 12, 12, 1),
               "ICC_HPPIR1_EL1": (3, 0, 12, 12, 2), "ICC_BPR1_EL1": (3, 0, 12, 12, 3),
@@ -81,7 +82,7 @@ def test_cbpr_makes_group1_use_bpr0():
     assert icc.read_sysreg("ICC_BPR1_EL1") == 5
 
 
-# -- acknowledge / EOI / deactivate ---------------------------------------------------------------------------------
+# -- acknowledge / EOI / deactivate ----------------------------------------------------------------------------
 def test_iar_acknowledges_only_its_group_and_what_can_preempt_hppir_does_not_check_priority():
     g = Gic()
     g.on(0, groups=(0, 1), pmr=0x80)
@@ -188,7 +189,7 @@ def test_group_enables_of_the_cpu_interface_choose_the_candidates():
     check_consistent(g.g)
 
 
-# -- SGIs (IHI 0069 12.2.22) ------------------------------------------------------------------------------------------
+# -- SGIs (IHI 0069 12.2.22) -----------------------------------------------------------------------------------
 def sgi1r(intid, targets=0, aff1=0, aff2=0, aff3=0, irm=0, rs=0):
     return targets | aff1 << 16 | intid << 24 | aff2 << 32 | irm << 40 | rs << 44 | aff3 << 48
 

@@ -57,7 +57,8 @@ def test_gicv2_random_mmio_and_lines(ops):
 
 def its_command():
     def build(name, values):
-        fields = {f.name.lower(): (v % (1 << f.width)) << f.shift for f, v in zip(LAYOUTS[name].fields[1:], values)}
+        fields = {f.name.lower(): (v % (1 << f.width)) << f.shift
+                  for f, v in zip(LAYOUTS[name].fields[1:], values)}
         return name, fields
     names = st.sampled_from(sorted(OPCODE_OF))
     small = st.one_of(st.integers(0, 8), st.integers(0, (1 << 36) - 1), st.sampled_from([8192, 8193, 8200, 40000]))

@@ -71,7 +71,7 @@ class System:
         return [(e.cmd, e.code) for e in self.its.errors]
 
 
-# -- commands: layouts (as Linux's its_encode_* helpers place the fields) ---------------------------------------
+# -- commands: layouts (as Linux's its_encode_* helpers place the fields) --------------------------------------
 def test_command_layouts_place_fields_where_linux_encodes_them():
     raw = int.from_bytes(encode("MAPTI", deviceid=0xDEAD_BEEF, eventid=0x1234_5678, pintid=0x2345, icid=0xABCD),
                          "little")
@@ -86,7 +86,8 @@ def test_command_layouts_place_fields_where_linux_encodes_them():
     assert decode(bytes([0x29]) + bytes(31)).name == "UNKNOWN"      # VMAPP (GICv4)
     assert set(LAYOUTS) == {"MAPD", "MAPC", "MAPTI", "MAPI", "MOVI", "DISCARD", "INT", "CLEAR", "INV", "INVALL",
                             "SYNC", "MOVALL"}
-    assert error_code(0x08, Reason.DEVICE_OOR) == 0x010801 and error_code(0x0F, Reason.UNMAPPED_INTERRUPT) == 0x010F07
+    assert error_code(0x08, Reason.DEVICE_OOR) == 0x010801
+    assert error_code(0x0F, Reason.UNMAPPED_INTERRUPT) == 0x010F07 and error_code(0x04, Reason.ID_OOR) == 0x010505
 
 
 def test_table_descriptors_from_baser():
@@ -98,7 +99,7 @@ def test_table_descriptors_from_baser():
     assert TableDesc.from_baser(0).entries == 0
 
 
-# -- registers (IHI 0069 12.19) -----------------------------------------------------------------------------------
+# -- registers (IHI 0069 12.19) --------------------------------------------------------------------------------
 def test_register_reset_values_as_qemu():
     s = System(enable=False)
     its = Its(GicV3(1, dma=s.bus))
@@ -127,7 +128,7 @@ def test_baser_and_cbaser_are_read_only_while_enabled_and_cbaser_resets_the_queu
     assert its.read(CBASER, 8) == 0xB8EF_FFFF_FFFF_FCFF               # RES0 bits masked
 
 
-# -- commands and MSIs -------------------------------------------------------------------------------------------------
+# -- commands and MSIs -----------------------------------------------------------------------------------------
 def test_mapd_mapc_mapti_then_an_msi_is_an_lpi_at_the_collections_pe():
     s = System()
     s.map(dev=2, ev=20, intid=8195, icid=3, cpu=1)
@@ -259,7 +260,7 @@ def test_two_level_device_table():
     assert s.its.msi(8200, 1) and not s.its.msi(5, 1) and s.ack(0) == 8193
 
 
-# -- MSIs from the bus side: DeviceIDs, isolation ----------------------------------------------------------------------
+# -- MSIs from the bus side: DeviceIDs, isolation --------------------------------------------------------------
 def test_msis_that_translate_to_nothing_are_dropped_and_counted_never_raised():
     s = System()
     s.map(dev=1, ev=0, intid=8192)

@@ -80,7 +80,7 @@ def test_enabling_lpis_reads_the_pending_table_and_disabling_keeps_it():
         t.prop(intid, 0x80)
     t.bus.write(PEND + 8200 // 8, 1 << (8200 % 8), 1)
     t.bus.write(PEND + 40000 // 8, 1 << (40000 % 8), 1)
-    t.bus.write(PEND + 100, 0xFF, 1)                                # INTIDs < 8192: IMPLEMENTATION DEFINED, ignored
+    t.bus.write(PEND + 100, 0xFF, 1)                                # INTIDs < 8192: IMPLEMENTATION DEFINED
     t.enable()
     assert t.g.state()["cpus"][0]["lpis_pending"] == [8200, 40000]
     t.enable(on=False)

@@ -4,8 +4,8 @@ qemu_probe.py) and on the models, and every value read must agree.
 
 Where the models deliberately follow the architecture rather than QEMU, the scripts leave those bits alone and
 test_gicv2.py / test_gicv3.py pin the architectural behaviour instead:
-* GICv2: QEMU stores GICD_ITARGETSR and GICD_SPENDSGIR bits of CPUs that do not exist (kvm-unit-tests' gicv2-mmio fails on it for
-  that); the architecture makes them RAZ/WI.
+* GICv2: QEMU stores GICD_ITARGETSR and GICD_SPENDSGIR bits of CPUs that do not exist (kvm-unit-tests'
+  gicv2-mmio fails on it for that); the architecture makes them RAZ/WI.
 * GICv2: QEMU treats SPIs with the N-N model (each target CPU acknowledges its own copy); GICv2 SPIs are 1-N
   (the first acknowledge takes it for all). QEMU sets an SGI pending through GICD_ISPENDR0 or GICD_SPENDSGIRn
   without a source it can acknowledge and then aborts (an assertion) on GICC_IAR; the architecture makes the
@@ -125,7 +125,7 @@ def test_gicv3_writable_bits_of_every_register():
     compare(ops, 3, 2)
 
 
-# -- GICv2 interrupt flows ------------------------------------------------------------------------------------------
+# -- GICv2 interrupt flows -------------------------------------------------------------------------------------
 def isr(cpu=0):
     return mrs("ISR_EL1", cpu)
 
@@ -138,7 +138,8 @@ def v2_spi(intid, prio, target=1):
     """Configure SPI `intid` (priority, target mask) and enable it, from CPU 0. Groups are set by the tests with
     whole-register GICD_IGROUPRn writes."""
     reg, bit = divmod(intid, 32)
-    return [w8(GICD + 0x400 + intid, prio), w8(GICD + 0x800 + intid, target), w32(GICD + 0x100 + 4 * reg, 1 << bit)]
+    return [w8(GICD + 0x400 + intid, prio), w8(GICD + 0x800 + intid, target),
+            w32(GICD + 0x100 + 4 * reg, 1 << bit)]
 
 
 def v2_pend(intid, cpu=0):
@@ -204,7 +205,7 @@ def test_gicv2_spi_follows_its_target_and_active_state_is_readable_everywhere():
     compare(ops, 2, 2)
 
 
-# -- GICv3 interrupt flows ------------------------------------------------------------------------------------------
+# -- GICv3 interrupt flows -------------------------------------------------------------------------------------
 def sgi_base(cpu):
     return GICR + cpu * 0x20000 + 0x10000
 
@@ -224,7 +225,8 @@ def v3_private(cpu, intid, prio):
 def v3_spi(intid, prio, aff=0):
     """Priority, route and enable of SPI `intid` (groups: whole-register GICD_IGROUPRn writes)."""
     reg, bit = divmod(intid, 32)
-    return [w8(GICD + 0x400 + intid, prio), w64(GICD + 0x6000 + 8 * intid, aff), w32(GICD + 0x100 + 4 * reg, 1 << bit)]
+    return [w8(GICD + 0x400 + intid, prio), w64(GICD + 0x6000 + 8 * intid, aff),
+            w32(GICD + 0x100 + 4 * reg, 1 << bit)]
 
 
 def icc_ack(group=1, cpu=0):
@@ -254,7 +256,8 @@ def test_gicv3_sgi_generation_target_list_irm_and_groups():
 
 def test_gicv3_priorities_binary_points_cbpr_and_eoimode():
     ops = [w32(GICD, 3), *v3_cpu_on(0, (0, 1), pmr=0xF0), w32(GICD + 0x84, 0b0111 << 8), *v3_spi(40, 0x90),
-           *v3_spi(41, 0x88), *v3_spi(42, 0x60), *v3_spi(43, 0x48), w32(GICD + 0x204, 1 << 8), isr(), *icc_ack(), mrs("ICC_AP1R0_EL1"),
+           *v3_spi(41, 0x88), *v3_spi(42, 0x60), *v3_spi(43, 0x48), w32(GICD + 0x204, 1 << 8), isr(), *icc_ack(),
+           mrs("ICC_AP1R0_EL1"),
            w32(GICD + 0x204, 1 << 9), isr(), mrs("ICC_HPPIR1_EL1"),               # same group priority (BPR1 3)
            msr("ICC_BPR1_EL1", 2), mrs("ICC_BPR1_EL1"), isr(), msr("ICC_BPR1_EL1", 3),
            msr("ICC_CTLR_EL1", 1), mrs("ICC_BPR1_EL1"), isr(), msr("ICC_BPR1_EL1", 6), mrs("ICC_BPR1_EL1"),
@@ -285,7 +288,7 @@ def test_gicv3_spi_routing_ppi_and_pmr():
     compare(ops, 3, 2)
 
 
-# -- LPIs and the ITS -------------------------------------------------------------------------------------------------
+# -- LPIs and the ITS ------------------------------------------------------------------------------------------
 CMDQ, DEVT, COLLT, PROP = TABLES, TABLES + 0x10000, TABLES + 0x20000, TABLES + 0x30000
 
 
@@ -326,7 +329,8 @@ def its_setup(cpus=2, device_baser=None):
 def test_its_commands_turn_events_into_lpis_like_kvm_unit_tests_its_trigger():
     q = Queue()
     ops = its_setup()
-    ops += q("MAPD", deviceid=2, size=7, itt_addr=itt(2), v=1) + q("MAPD", deviceid=7, size=7, itt_addr=itt(7), v=1)
+    ops += q("MAPD", deviceid=2, size=7, itt_addr=itt(2), v=1)
+    ops += q("MAPD", deviceid=7, size=7, itt_addr=itt(7), v=1)
     ops += q("MAPC", icid=3, rdbase=1 << 16, v=1) + q("MAPC", icid=2, rdbase=0, v=1)
     ops += q("INVALL", icid=3) + q("MAPTI", deviceid=2, eventid=20, pintid=8195, icid=3)
     ops += q("MAPTI", deviceid=7, eventid=255, pintid=8196, icid=2)
