@@ -11,6 +11,7 @@ __all__ = ["EVENT_MODULES", "load_all", "all_events"]
 EVENT_MODULES = (
     "devmodel.dvm",
     "devmodel.dmatest",
+    "devmodel.gic.events",
     "devmodel.pl011",
     "devmodel.psci",
     "devmodel.semihosting",
