@@ -64,7 +64,7 @@ from .elfload import ElfImage, Symbolizer, load_elf
 from .exits import (EC_BRK64, EC_DABT_CUR, EC_IABT_CUR, EC_IABT_LOW, EC_NAMES, EC_SVC64, EC_UNKNOWN,
                     FSC_SYNC_EXTERNAL, HarnessInputError, Kind, Outcome, esr_value)
 from .log import Log
-from .vmem import TranslationRegs, Walk, walk_s1
+from .vmem import TranslationRegs, Walk, translate
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
            "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of"]
@@ -92,6 +92,7 @@ MPIDR_EL1 = (3, 0, 0, 0, 5)
 SCTLR_EL1, SCTLR_EL2 = (3, 0, 1, 0, 0), (3, 4, 1, 0, 0)
 TCR_EL1, TCR_EL2 = (3, 0, 2, 0, 2), (3, 4, 2, 0, 2)
 TTBR0_EL1, TTBR1_EL1, TTBR0_EL2 = (3, 0, 2, 0, 0), (3, 0, 2, 0, 1), (3, 4, 2, 0, 0)
+ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1 = (3, 0, 0, 7, 0), (3, 0, 0, 7, 1), (3, 0, 0, 7, 2)
 SCR_NS, SCR_HCE, SCR_RW = 1 << 0, 1 << 8, 1 << 10
 HCR_RW = 1 << 31
 SCTLR_M, SCTLR_C, SCTLR_I = 1 << 0, 1 << 2, 1 << 12
@@ -236,22 +237,24 @@ class Vcpu:
     # -- memory by virtual address (slow paths) ---------------------------------------------------
     def translation_regs(self) -> TranslationRegs:
         uc = self.uc
+        ids = (uc.cpr_read(*ID_AA64MMFR0_EL1), uc.cpr_read(*ID_AA64MMFR1_EL1), uc.cpr_read(*ID_AA64MMFR2_EL1))
         if self.el == 2:
-            return TranslationRegs(2, uc.cpr_read(*SCTLR_EL2), uc.cpr_read(*TCR_EL2), uc.cpr_read(*TTBR0_EL2))
+            return TranslationRegs(2, uc.cpr_read(*SCTLR_EL2), uc.cpr_read(*TCR_EL2), uc.cpr_read(*TTBR0_EL2), 0,
+                                   *ids)
         return TranslationRegs(1, uc.cpr_read(*SCTLR_EL1), uc.cpr_read(*TCR_EL1), uc.cpr_read(*TTBR0_EL1),
-                               uc.cpr_read(*TTBR1_EL1))
+                               uc.cpr_read(*TTBR1_EL1), *ids)
 
     def translate(self, va: int) -> Walk:
-        return walk_s1(self.translation_regs(), va, lambda a: self.vm.ipa.read(a, 8))
+        return translate(self.translation_regs(), va, lambda a: self.vm.ipa.read(a, 8))
 
     def read_virt(self, va: int, size: int) -> bytes:
         """Read guest memory by VA through the guest's stage-1 tables; BusError if unmapped."""
         out = bytearray()
         regs = self.translation_regs()
         while size > 0:
-            w = walk_s1(regs, va, lambda a: self.vm.ipa.read(a, 8))
+            w = translate(regs, va, lambda a: self.vm.ipa.read(a, 8))
             if not w.ok:
-                raise BusError(va, size, f"VA not mapped ({w.fault} fault level {w.level})")
+                raise BusError(va, size, f"VA not mapped ({w.detail})")
             n = min(size, PAGE - (va & (PAGE - 1)))
             out += self.vm.ipa.read_bytes(w.ipa, n)
             va, size = va + n, size - n
@@ -260,9 +263,9 @@ class Vcpu:
     def write_virt(self, va: int, data: bytes) -> None:
         regs = self.translation_regs()
         while data:
-            w = walk_s1(regs, va, lambda a: self.vm.ipa.read(a, 8))
+            w = translate(regs, va, lambda a: self.vm.ipa.read(a, 8))
             if not w.ok:
-                raise BusError(va, len(data), f"VA not mapped ({w.fault} fault level {w.level})")
+                raise BusError(va, len(data), f"VA not mapped ({w.detail})")
             n = min(len(data), PAGE - (va & (PAGE - 1)))
             self.vm.ipa.write_bytes(w.ipa, data[:n])
             va, data = va + n, data[n:]
@@ -686,14 +689,14 @@ class Machine:
             w = vcpu.translate(pc)
             self.take_exception(vcpu, Kind.ABORT, "instruction abort", pc,
                                 esr_value(EC_IABT_CUR, w.fsc if not w.ok else FSC_SYNC_EXTERNAL), pc,
-                                f"{w.fault} fault level {w.level}" if not w.ok else "")
+                                w.detail if not w.ok else "")
         elif intno in (EXCP_DATA_ABORT, EXCP_UNALIGNED):
             addr, write = self._data_address(vcpu, pc)
             fsc, detail = 0x21, "alignment fault"                # DFSC 0b100001
             if intno == EXCP_DATA_ABORT:
                 w = vcpu.translate(addr) if addr is not None else None
                 if w is not None and not w.ok:
-                    fsc, detail = w.fsc, f"{w.fault} fault level {w.level}"
+                    fsc, detail = w.fsc, w.detail
                 else:
                     fsc, detail = 0x0C | 3, "permission fault" if w is not None else "fault"
             iss = fsc | (int(bool(write)) << 6)
