@@ -64,10 +64,6 @@ class CodeRange:
     def __init__(self, vaddr: int, ipa: int, data: bytes):
         self.vaddr, self.ipa, self.data = vaddr, ipa, data
 
-    @property
-    def end(self) -> int:
-        return self.vaddr + len(self.data)
-
     def __repr__(self) -> str:
         return f"CodeRange(vaddr={self.vaddr:#x}, ipa={self.ipa:#x}, size={len(self.data):#x})"
 

@@ -328,13 +328,6 @@ class TlbiTrap:
         self.barriers.extend(found)
         return found
 
-    def el_changed(self, index: int | None = None) -> None:
-        """Tell the trap that PSTATE.EL of a vCPU (default: all) may have changed outside the guest's ERETs
-        (the machine emulating an exception entry, or starting a vCPU at another EL)."""
-        for c in self.cpus:
-            if index is None or c.index == index:
-                c.el = None
-
     # -- machine plugin protocol --
     def attach_vcpu(self, vcpu: Any) -> None:
         """A machine `Vcpu` (harness.machine): trace `cpu` = `vcpu.id` (machine-wide), DVM name
