@@ -339,35 +339,40 @@ def _no_perms(_desc: int, _ap: int, _xn: int) -> tuple[int, int]:
     return 0, 0
 
 
+def _wc_resume(wc: dict, key_addr: int, level: int, gshift: int) -> tuple[int, int, int, int] | None:
+    """The deepest cached table for `key_addr` below `level`: (table, APTable, XNTable, its level) or None."""
+    for lv in range(3, level, -1):
+        sh = level_shift(lv - 1, gshift)
+        hit = wc.get((sh, key_addr >> sh))
+        if hit is not None:
+            return (*hit, lv)
+    return None
+
+
 def walk_tables(read: ReadFn, addr: int, table: int, level: int, bits: int, gshift: int, outsize: int = 48,
                 perms: PermsFn = _no_perms, *, af_ok: bool = False, s1: bool = True, single: bool = False,
                 table_xlate: TableXlate | None = None, wc: dict | None = None):
-    """Walk from `table` (the start level's table, `bits` index bits: more than a stride for concatenated
-    stage-2 tables) down to the descriptor that translates `addr`: Leaf | VmsaFault. The descriptor checks of
-    D8.3 (invalid, reserved level-3 encoding, block at a level that has none, next-table and output address
-    above `outsize`, AF=0 unless `af_ok`) are the same for both stages; `s1` adds the table attributes
-    (APTable/XNTable, only XNTable and APTable[1] when `single`) and nG. The builder uses it to find descriptors
-    (`Leaf.addr`; `VmsaFault.addr`/`desc` name the descriptor a fault came from)."""
+    """Walk from `table` (the start level's, with `bits` index bits: more than a stride for concatenated stage-2
+    tables) to the descriptor that translates `addr` -> Leaf | VmsaFault, with the descriptor checks of D8.3
+    for either stage (`s1`: table attributes and nG). `Leaf.addr`, `VmsaFault.addr`/`desc` locate it."""
     stride = gshift - 3
     omask = ~((1 << outsize) - 1)
-    ap_table = xn_table = 0                 # APTable[1:0], {UXNTable, PXNTable} accumulated (stage 1)
+    # APTable[1:0] and {UXNTable, PXNTable} accumulate in stage 1; single-range regimes have only APTable[1]
+    # and XNTable (bit 60); stage 2 has neither (its table descriptors' bits [63:59] are RES0)
+    tmask = (2 if single else 3) if s1 else 0
+    ap_table = xn_table = 0
     key_addr = addr & _MASK56
     if wc:
-        for lv in range(3, level, -1):
-            sh = level_shift(lv - 1, gshift)
-            hit = wc.get((sh, key_addr >> sh))
-            if hit is not None:
-                table, ap_table, xn_table = hit
-                level, bits = lv, stride
-                break
+        hit = _wc_resume(wc, key_addr, level, gshift)
+        if hit is not None:
+            table, ap_table, xn_table, level = hit
+            bits = stride
     while True:
         shift = gshift + (3 - level) * stride
         daddr = table + 8 * ((addr >> shift) & ((1 << bits) - 1))
-        pa = daddr
-        if table_xlate is not None:
-            pa = table_xlate(daddr)
-            if type(pa) is not int:
-                return pa                   # the caller's stage-2 fault, unchanged
+        pa = daddr if table_xlate is None else table_xlate(daddr)
+        if type(pa) is not int:
+            return pa                       # the caller's stage-2 fault, unchanged
         try:
             desc = read(pa)
         except BusError as e:
@@ -380,13 +385,8 @@ def walk_tables(read: ReadFn, addr: int, table: int, level: int, bits: int, gshi
             if nxt & omask:
                 return VmsaFault(FaultKind.ADDRESS_SIZE, level, daddr, desc,
                                  f"next table {desc & ((1 << 52) - 1):#x} above the {outsize}-bit output size")
-            if s1:
-                if single:
-                    ap_table |= (desc >> 61) & 2         # APTable[0] is RES0 in single-range regimes,
-                    xn_table |= (desc >> 59) & 2         # only XNTable (bit 60)
-                else:
-                    ap_table |= (desc >> 61) & 3
-                    xn_table |= (desc >> 59) & 3
+            ap_table |= (desc >> 61) & tmask
+            xn_table |= (desc >> 59) & tmask
             table = nxt
             level += 1
             bits = stride
