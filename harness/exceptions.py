@@ -17,8 +17,8 @@ Unicorn never enters a guest's vectors itself: every exception reaches `UC_HOOK_
 * Anything else ends the run with a one-line death message (`die`): 132 undefined/BRK/SVC, 139 aborts.
 
 Unicorn 2.1.4 register facts (tests/harness/test_exceptions.py): ESR/ELR/FAR/VBAR/SP_ELx have register ids;
-SPSR_ELx has none and is written with `cpr_write` (which also makes a PSTATE.EL change take effect, unicorn
-issue #2333); PSTATE is written as a whole and does not switch stack pointers; Unicorn does not expose FAR, so
+SPSR_ELx has none and is written with `cpr_write` (which also makes a PSTATE.EL change take effect:
+unicorn issue #2333); PSTATE is written as a whole and does not switch stack pointers; Unicorn does not expose FAR, so
 a data abort's address is computed from the instruction's operands.
 
 Not modelled yet: delivery of exceptions the guest has not opted in for, HVC/SMC to the guest's vectors,
