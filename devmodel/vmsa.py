@@ -29,14 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from .bus import BusError
 
 __all__ = ["PERM_R", "PERM_W", "PERM_X", "GRANULES", "granule_shift", "level_shift", "start_level", "block_levels",
-           "MIN_TSZ", "max_tsz", "FaultKind", "VmsaFault", "Leaf", "S1Params", "S1Regime", "S2Params", "S2Regime",
-           "s1_select", "walk_s1", "walk_s2", "s2_start_level", "s2_walk_start", "walk_tables", "s1_perms", "s2_perms", "ReadFn",
-           "TableXlate"]
+           "MIN_TSZ", "max_tsz", "FaultKind", "VmsaFault", "Leaf", "S1Regime", "S2Regime", "s1_select", "walk_s1",
+           "walk_s2", "s2_start_level", "s2_walk_start", "walk_tables", "s1_perms", "s2_perms", "ReadFn", "TableXlate"]
 
 PERM_R, PERM_W, PERM_X = 1, 2, 4           # the values devmodel.smmuv3.config and devmodel.pagetable use
 
@@ -129,29 +128,11 @@ class Leaf:
     addr: int = 0         # where it was read (before any table_xlate)
 
 
-class S1Params(Protocol):
-    """What a stage-1 walk reads from its configuration: granules in bytes, sizes in bits (callers decode the
-    TCR_ELx.TG0/TG1 or CD.TG0/TG1 encodings, which differ, before the walk). `S1Regime` and the SMMU's
-    `S1Cfg` both have these attributes."""
-    ttb0: int
-    ttb1: int
-    t0sz: int
-    t1sz: int
-    tg0: int
-    tg1: int
-    epd0: bool
-    epd1: bool
-    ips: int
-    tbi: int             # bit 0 TBI0, bit 1 TBI1
-    affd: bool           # access flag faults disabled (SMMU CD.AFFD; CPUs: False)
-    ha: bool             # hardware access flag (FEAT_HAFDBS): AF=0 does not fault
-    wxn: bool
-    pan: bool
-
-
 @dataclass(frozen=True, slots=True)
 class S1Regime:
-    """A stage-1 regime decoded from registers (see `S1Params`)."""
+    """What a stage-1 walk reads from its configuration: granules in bytes, sizes in bits (callers decode the
+    TCR_ELx.TG0/TG1 or CD.TG0/TG1 encodings, which differ). The walkers read these attributes from any object
+    that has them: the SMMU passes its `S1Cfg` unchanged."""
     ttb0: int
     ttb1: int = 0
     t0sz: int = 16
@@ -161,29 +142,19 @@ class S1Regime:
     epd0: bool = False
     epd1: bool = False
     ips: int = 48
-    tbi: int = 0
-    affd: bool = False
-    ha: bool = False
+    tbi: int = 0          # bit 0 TBI0, bit 1 TBI1
+    affd: bool = False    # access flag faults disabled (SMMU CD.AFFD; CPUs: False)
+    ha: bool = False      # hardware access flag (FEAT_HAFDBS): AF=0 does not fault
     wxn: bool = False
     pan: bool = False
 
 
-class S2Params(Protocol):
-    """What a stage-2 walk reads (VTCR_EL2/VTTBR_EL2 or STE.S2*): `S2Regime` and the SMMU's `S2Cfg`."""
-    vttb: int
-    t0sz: int
-    sl0: int             # raw SL0 (its meaning depends on the granule)
-    tg: int              # granule in bytes
-    ps: int              # output size in bits
-    affd: bool
-    ha: bool
-
-
 @dataclass(frozen=True, slots=True)
 class S2Regime:
+    """What a stage-2 walk reads (VTCR_EL2/VTTBR_EL2 or STE.S2*; the SMMU passes its `S2Cfg`)."""
     vttb: int
     t0sz: int
-    sl0: int
+    sl0: int              # raw SL0 (its meaning depends on the granule)
     tg: int = 4096
     ps: int = 48
     affd: bool = False
@@ -196,7 +167,7 @@ def _fault(kind: FaultKind, level: int, reason: str, addr: int | None = None, de
 
 # -- stage 1 ---------------------------------------------------------------------------------------------------
 
-def s1_select(s1: S1Params, va: int, two_ranges: bool = True):
+def s1_select(s1: S1Regime, va: int, two_ranges: bool = True):
     """Pick the TTB for `va` (DDI 0487 D8.2.3; IHI 0070 3.4.1): returns (ttb, tsz, granule, tbi, upper) or a
     VmsaFault. Two VA ranges except in single-range regimes (EL2 without E2H, EL3), which have TTB0 only."""
     upper = two_ranges and bool(va >> 55 & 1)
@@ -216,7 +187,7 @@ def s1_select(s1: S1Params, va: int, two_ranges: bool = True):
     return ttb, tsz, gran, tbi, upper
 
 
-def walk_s1(s1: S1Params, va: int, read: ReadFn, *, two_ranges: bool = True, oas: int = 48,
+def walk_s1(s1: S1Regime, va: int, read: ReadFn, *, two_ranges: bool = True, oas: int = 48,
             table_xlate: TableXlate | None = None, wc: dict | None = None):
     """Stage-1 walk of `va` -> Leaf | VmsaFault (or a fault value of `table_xlate`, unchanged). Output size =
     min(IPS, oas, 48). In nested mode `table_xlate` translates every table address (an IPA) through stage 2.
@@ -242,7 +213,7 @@ def walk_s1(s1: S1Params, va: int, read: ReadFn, *, two_ranges: bool = True, oas
                        single=single, table_xlate=table_xlate, wc=wc)
 
 
-def s1_perms(s1: S1Params, desc: int, ap_table: int, xn_table: int, single: bool) -> tuple[int, int]:
+def s1_perms(s1: S1Regime, desc: int, ap_table: int, xn_table: int, single: bool) -> tuple[int, int]:
     """Stage-1 permissions (DDI 0487 D8.4; as QEMU get_S1prot): APTable[0] forces AP[1]=0, APTable[1]
     forces AP[2]=1; in two-range regimes privileged execution is never allowed from EL0-writable memory."""
     ap = (desc >> 6) & 3
@@ -277,7 +248,7 @@ def s2_start_level(sl0: int, gshift: int) -> int:
     return 2 - sl0 if gshift == 12 else 3 - sl0
 
 
-def s2_walk_start(s2: S2Params, gshift: int) -> int | VmsaFault:
+def s2_walk_start(s2: S2Regime, gshift: int) -> int | VmsaFault:
     """Start level from SL0, checked against T0SZ (DDI 0487 D8.2.6, AArch64.S2InconsistentSL): the start level
     resolves at least the bits above the natural start and at most 16 concatenated tables."""
     stride = gshift - 3
@@ -296,7 +267,7 @@ def s2_walk_start(s2: S2Params, gshift: int) -> int | VmsaFault:
     return level
 
 
-def walk_s2(s2: S2Params, ipa: int, read: ReadFn, *, oas: int = 48, wc: dict | None = None,
+def walk_s2(s2: S2Regime, ipa: int, read: ReadFn, *, oas: int = 48, wc: dict | None = None,
             xnx: bool = False) -> Leaf | VmsaFault:
     """Stage-2 walk of `ipa` -> Leaf | VmsaFault. `xnx`: FEAT_XNX (XN[1:0] both count). `wc` as for `walk_s1`."""
     gshift = _GSHIFT.get(s2.tg)

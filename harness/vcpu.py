@@ -5,7 +5,7 @@
 * Reset state: SCR_EL3 = NS|RW|HCE (NS so that EL2 is enabled for EL1: EL1 then reads VMPIDR_EL2 as its
   MPIDR_EL1, Arm ARM D17.2.101; RW makes the lower ELs AArch64; HCE enables HVC), HCR_EL2.RW; each vCPU's own
   MPIDR through VMPIDR_EL2. `power_on(entry)` starts it at EL`start_el`h with DAIF masked and the MMU off
-  (PSCI CPU_ON, Arm DEN0022 5.6). At EL2 Unicorn's MPIDR_EL1 is 0x80000000 on every vCPU and cannot be set: an
+  (PSCI CPU_ON, Arm DEN0022). At EL2 Unicorn's MPIDR_EL1 is 0x80000000 on every vCPU and cannot be set: an
   MRS handler on the vCPU's system-register registry (`sysregs`, harness/sysregs.py) answers it.
 * Memory by VA (`translate`, `read_virt`, `write_virt`, `insn_at`): the guest's stage-1 tables walked by
   harness/vmem.py (semihosting parameter blocks, death lines); these are slow paths.
