@@ -28,7 +28,7 @@ REQUIRED_METRICS = {"stale_dma": "int", "cross_vm_dma": "int", "broadcast_invali
 
 
 def _check_json_shape(d, scenario, policy):
-    """The `--json` object as README.md documents it, with exact JSON types (bool is not an int here)."""
+    """The `--json` object of `scenario run`, with exact JSON types (bool is not an int here)."""
     assert d["scenario"] == scenario and d["policy"] == policy and type(d["ok"]) is bool
     assert type(d["metrics"]) is dict
     for k, kind in REQUIRED_METRICS.items():
