@@ -24,6 +24,7 @@ IMPDEF = (3, 0, 15, 0, 0)                       # S3_0_C15_C0_0, IMPLEMENTATION 
 HCR_EL2 = (3, 4, 1, 1, 0)
 ADD_X2 = 0x91000442                             # add x2, x2, #1
 TLBI_VMALLE1 = 0xD508871F
+MSR_DAIFSET = 0xD50343DF                        # msr daifset, #3 (MSR immediate)
 PSCI_OFF = (0xD2800100, 0xF2B08000, 0xD4000002)  # movz x0, #8; movk x0, #0x8400, lsl #16; hvc #0
 
 
@@ -70,12 +71,13 @@ def test_unicorn_hooks_every_mrs_msr_implemented_or_not(enc, write):
 
 
 def test_unicorn_runs_only_the_first_mrs_hook_and_keeps_sys_hooks_apart():
-    uc = bare(words(mrs_word(TPIDR_EL0), TLBI_VMALLE1, msr_word(TPIDR_EL0)))
+    """Two MRS hooks: only the first runs; SYS (TLBI) and MSR hooks are separate; MSR (immediate) reaches none."""
+    uc = bare(words(MSR_DAIFSET, mrs_word(TPIDR_EL0), TLBI_VMALLE1, msr_word(TPIDR_EL0)))
     seen = []
     for name, insn in (("mrs1", UC_ARM64_INS_MRS), ("mrs2", UC_ARM64_INS_MRS), ("sys", UC_ARM64_INS_SYS),
                        ("msr", UC_ARM64_INS_MSR)):
         uc.hook_add(UC_HOOK_INSN, lambda uc, r, cp, u, n=name: seen.append(n) or 0, None, 1, 0, insn)
-    uc.emu_start(BASE, BASE + 12)
+    uc.emu_start(BASE, BASE + 16)
     assert seen == ["mrs1", "sys", "msr"]
 
 
