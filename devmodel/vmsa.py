@@ -20,10 +20,11 @@ unusable TxSZ) > address size (table or output address above the output size) > 
 not checked here: a `Leaf` carries what it grants (`perm_priv`, `perm_user`) and the caller compares, so a
 cached translation can fault without a walk.
 
+TxSZ bounds are FEAT_TTST's (`max_tsz`): a caller whose CPU or SMMU lacks it checks or clamps first.
+
 Not modelled yet: 52-bit VA/IPA/PA (FEAT_LVA/LPA/LPA2 formats; descriptor bits [51:48] are ignored, as
-Unicorn's MMU ignores them), FEAT_TTST is assumed for the bounds unless a caller clamps (`max_tsz`), hardware
-AF/dirty updates (HA=1 treats AF=0 as AF=1, memory is not written), HPD, the Contiguous hint (a hint: one
-descriptor is one translation), big-endian tables.
+Unicorn's MMU ignores them), hardware AF/dirty updates (HA=1 treats AF=0 as AF=1, memory is not written), HPD,
+the Contiguous hint (a hint: one descriptor is one translation), big-endian tables.
 """
 from __future__ import annotations
 

@@ -77,7 +77,9 @@ class Walk:
 
     @property
     def detail(self) -> str:
-        """'translation fault level 1' (for death lines)."""
+        """'translation fault level 1', 'synchronous external abort on the walk, level 2' (for death lines)."""
+        if self.kind is FaultKind.EXTERNAL_ABORT:
+            return f"synchronous external abort on the walk, level {self.level}"
         return f"{self.fault} fault level {self.level}"
 
 
