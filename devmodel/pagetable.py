@@ -13,9 +13,10 @@ QEMU `target/arm/ptw.c`):
 * stage 2: MemAttr 5:2, S2AP 7:6 (bit 6 read, bit 7 write), SH 9:8, AF 10, XN 54 (XN[1:0] = 54:53 with
   FEAT_XNX).
 
-`PageTableBuilder` is used by the walker's tests, the host SMMU driver (host stage-2 tables) and scenarios.
-It writes through any object with `read(addr, size)`/`write(addr, value, size)` (a `devmodel.bus.Bus`) and takes
-table pages from an allocator callable (`PageAllocator` is a simple bump allocator).
+`PageTableBuilder` is used by the walker's tests, the host SMMU driver (host stage-2 tables) and scenarios. It
+writes through any object with `read(addr, size)`/`write(addr, value, size)` (a `devmodel.bus.Bus`), takes table
+pages from an allocator callable (`PageAllocator` is a simple bump allocator) and finds descriptors with the
+project's one walker (`devmodel/vmsa.py`, `walk_tables`), where the granule and level helpers it re-exports live.
 
 Not modelled: 52-bit output addresses (FEAT_LPA/LPA2 descriptor formats), the Contiguous hint (never set by
 the builder; the walker treats it as a hint and caches single entries), hierarchical permission disable (HPD).
@@ -24,7 +25,10 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from .bus import BusError
 from .fields import Field, Layout
+from .vmsa import (GRANULES, PERM_R, PERM_W, PERM_X, Leaf, block_levels, granule_shift, level_shift,
+                   s2_start_level, start_level, walk_tables)
 
 __all__ = [
     "S1_TABLE", "S1_LEAF", "S2_LEAF", "GRANULES", "PERM_R", "PERM_W", "PERM_X",
@@ -32,9 +36,6 @@ __all__ = [
     "pte_s1", "pte_s2", "pte_table", "PageAllocator", "PageTableBuilder", "PteRef", "OA_MASK48",
 ]
 
-PERM_R, PERM_W, PERM_X = 1, 2, 4   # same values as devmodel.smmuv3.config
-
-GRANULES = (4096, 16384, 65536)
 OA_MASK48 = (1 << 48) - 1
 
 # -- layouts ---------------------------------------------------------------------------------------------
@@ -70,36 +71,9 @@ ATTR_NORMAL = 0
 S2_MEMATTR_NORMAL_WB = 0xF
 
 
-def granule_shift(granule: int) -> int:
-    if granule not in GRANULES:
-        raise ValueError(f"granule {granule:#x} is not 4K, 16K or 64K")
-    return granule.bit_length() - 1
-
-
-def level_shift(level: int, gshift: int) -> int:
-    """Address bit where `level` starts indexing (QEMU smmu-internal.h level_shift)."""
-    return gshift + (3 - level) * (gshift - 3)
-
-
-def start_level(inputsize: int, gshift: int) -> int:
-    """Stage-1 start level for an input size (Arm ARM D8.2: levels = ceil((ias - granule bits) / stride))."""
-    stride = gshift - 3
-    levels = -(-(inputsize - gshift) // stride)
-    return 4 - levels
-
-
-def s2_start_level(sl0: int, gshift: int) -> int:
-    """S2SL0/VTCR_EL2.SL0 -> start level (DDI 0487 Tables D8-12/22/31; QEMU get_start_level)."""
-    return 2 - sl0 if gshift == 12 else 3 - sl0
-
-
 def s2_sl0(level: int, gshift: int) -> int:
+    """The SL0 value that makes a stage-2 walk start at `level` (inverse of `vmsa.s2_start_level`)."""
     return 2 - level if gshift == 12 else 3 - level
-
-
-def block_levels(gshift: int) -> tuple[int, ...]:
-    """Levels at which a block descriptor is allowed with 48-bit output addresses (D8.3)."""
-    return (1, 2) if gshift == 12 else (2,)
 
 
 def pte_table(next_pa: int, *, aptable: int = 0, uxntable: bool = False, pxntable: bool = False) -> int:
@@ -225,16 +199,21 @@ class PageTableBuilder:
         elif va & ~vmask:
             raise ValueError(f"address {va:#x} outside the {self.ias}-bit input range")
 
+    def _walk(self, va: int):
+        # no access-flag or permission checks: the builder's tables as the walker reads them
+        return walk_tables(self._read8, va, self.ttb, self.start, self._bits(self.start), self.gshift, self.oas,
+                           af_ok=True, s1=self.stage == 1)
+
+    def _read8(self, addr: int) -> int:
+        return self.mem.read(addr, 8)
+
     def walk(self, va: int) -> PteRef:
-        """The descriptor that translates `va` (leaf, or the first invalid one on the way)."""
-        table = self.ttb
-        for level in range(self.start, 4):
-            addr = table + 8 * self._index(va, level)
-            d = self.mem.read(addr, 8)
-            if not d & 1 or level == 3 or not d & 2:
-                return PteRef(addr, level, d)
-            table = d & OA_MASK48 & ~(self.granule - 1)
-        raise AssertionError("unreachable")
+        """The descriptor that translates `va`: the leaf, or the one the walk stopped at (invalid, reserved,
+        output or next-table address above `oas`). BusError if a table is not in memory."""
+        r = self._walk(va)
+        if type(r) is not Leaf and r.desc is None:
+            raise BusError(r.addr, 8, r.reason)
+        return PteRef(r.addr, r.level, r.desc)
 
     # -- public ------------------------------------------------------------------------------------------
     def map(self, va: int, pa: int, size: int, perm: int = PERM_R | PERM_W, *, level: int | None = None,
@@ -322,9 +301,7 @@ class PageTableBuilder:
         return ref
 
     def translate(self, va: int) -> int | None:
-        """Software reference walk of this builder's own tables (no permission checks)."""
-        ref = self.walk(va)
-        if not ref.value & 1:
-            return None
-        bs = 1 << level_shift(ref.level, self.gshift)
-        return (ref.value & OA_MASK48 & ~(bs - 1)) | (va & (bs - 1))
+        """The output address of `va` through this builder's tables, or None where a walk faults (translation
+        or address size; access flags and permissions are not checked)."""
+        r = self._walk(va)
+        return r.oa if type(r) is Leaf else None

@@ -1,6 +1,6 @@
 """How a run ends: outcome records and the process exit statuses of `smmu-harness run`.
 
-Statuses follow what QEMU and a native process give (issue 2): the guest's own status 0-123 is passed
+Statuses follow what QEMU and a native process give: the guest's own status 0-123 is passed
 through; 124 the instruction or time budget ran out (timeout(1)); 125 the harness could not run the guest
 (usage error, bad input); 132 the guest died on an undefined instruction it does not handle (128 + SIGILL);
 139 the guest died on an abort it does not handle (128 + SIGSEGV). A guest status outside 0-123 is reported

@@ -10,7 +10,7 @@
 3. the issuing vCPU's own Unicorn TLB: for the Armv8.0 operations Unicorn implements (`UNICORN_NATIVE`,
    checked against Unicorn by tests/harness/test_trap.py) the hook returns 0 and Unicorn executes the TLBI,
    flushing its own TLB and advancing the PC; for the others (OS, range, nXS, FEAT_TLBIW, RME), which re-fire
-   the hook forever if it returns 1 (REFERENCE.md, Unicorn facts), the trap writes PC+4, flushes the TLB
+   the hook forever if it returns 1 (unicorn 2.1.4, tests/harness/test_trap.py), the trap writes PC+4, flushes the TLB
    with `UC_CTL_TLB_FLUSH` and returns 1.
 
 DSB/DMB/ISB never reach a hook, so executable code is pre-scanned (capstone) and every DSB gets a
@@ -327,13 +327,6 @@ class TlbiTrap:
                 c.el = None
         self.barriers.extend(found)
         return found
-
-    def el_changed(self, index: int | None = None) -> None:
-        """Tell the trap that PSTATE.EL of a vCPU (default: all) may have changed outside the guest's ERETs
-        (the machine emulating an exception entry, or starting a vCPU at another EL)."""
-        for c in self.cpus:
-            if index is None or c.index == index:
-                c.el = None
 
     # -- machine plugin protocol --
     def attach_vcpu(self, vcpu: Any) -> None:

@@ -1,38 +1,64 @@
-"""A vCPU's view of memory by virtual address: a VMSAv8-64 stage-1 walk of the guest's own page tables.
+"""A vCPU's view of memory by virtual address: its stage-1 registers decoded for the project's walker
+(`devmodel/vmsa.py`), which then reads the guest's own tables.
 
 Unicorn's `mem_read` takes physical addresses (IPAs here), so the harness walks the guest's tables itself where
 it must read guest memory by VA: semihosting parameter blocks, the instruction word at a faulting PC, the
-disassembly in a death line. These are slow paths; the CPU itself translates in Unicorn.
+disassembly in a death line, and the fault status code (DFSC/IFSC) of an abort. These are slow paths; the CPU
+itself translates in Unicorn. This module only decodes registers (DDI 0487 D17.2):
 
-Walk per Arm ARM D8.2 (VMSAv8-64 translation): granule from TCR_ELx.TG0/TG1 (4K, 16K, 64K), input size
-64 - TnSZ, TTBR0 for addresses whose top bits are 0 and TTBR1 for 1 (EL1&0 only; TBI honoured), start level
-from the input size and the granule, table/block/page descriptors, output address bits [47:granule].
+* TCR_EL1: T0SZ [5:0], EPD0 7, TG0 [15:14] (0b00 4K, 0b01 64K, 0b10 16K), T1SZ [21:16], EPD1 23, TG1 [31:30]
+  (0b01 16K, 0b10 4K, 0b11 64K: not TG0's encoding), IPS [34:32], TBI0 37, TBI1 38, HA 39; two VA ranges.
+* TCR_EL2 (E2H=0): T0SZ, TG0 as above, PS [18:16], TBI 20, HA 21; one VA range (TTBR0_EL2).
+* TTBRn_ELx: BADDR [47:1] (ASID [63:48] and CnP [0] are not part of the address); SCTLR_ELx: M 0, WXN 19.
+* ID_AA64MMFR0_EL1.PARange [3:0] caps the output size (DDI 0487 D8.1: a TCR IPS/PS above it behaves as
+  PARange); ID_AA64MMFR1_EL1.HAFDBS [3:0] says whether TCR.HA is implemented; ID_AA64MMFR2_EL1.ST [31:28]
+  (FEAT_TTST) sets the largest TxSZ (`vmsa.max_tsz`). Reserved TGn values read as 4K (as QEMU does).
 
-Not modelled: permissions and access flags (a mapped page is readable here), 52-bit addresses (FEAT_LPA/LPA2),
-E2H (the EL2&0 regime), stage 2 (vCPUs run without stage 2: their IPA space is the Unicorn address space),
-contiguous-bit hints (they do not change the translation).
+A TxSZ outside [16, max_tsz] is clamped to the nearest bound: the Arm ARM lets an implementation either do that
+or fault (AArch64.MaxTxSZ and its notes), and Unicorn's CPU (a Cortex-A72 model: no FEAT_TTST, no FEAT_LVA)
+clamps to [16, 39], which tests/harness/test_walk_agreement.py checks. The SMMU's walks fault instead (an
+out-of-range CD.TxSZ is ILLEGAL, IHI 0070 5.4).
+
+Not modelled: permissions (a mapped page is readable here; access flags are checked, as the CPU does),
+52-bit addresses (FEAT_LPA/LPA2/LVA), E2H (the EL2&0 regime), stage 2 (vCPUs run without stage 2: their IPA
+space is the Unicorn address space), contiguous-bit hints (they do not change the translation).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Walk", "walk_s1", "TranslationRegs"]
+from devmodel.vmsa import MIN_TSZ, FaultKind, Leaf, S1Regime, max_tsz, walk_s1
 
-_OA_MASK = (1 << 48) - 1
+__all__ = ["Walk", "TranslationRegs", "regime_of", "translate"]
+
+_BADDR = ((1 << 48) - 1) & ~1
+_PARANGE = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
+_TG0 = {0: 4096, 1: 65536, 2: 16384}           # TCR_ELx.TG0; 0b11 reserved (4K)
+_TG1 = {1: 16384, 2: 4096, 3: 65536}           # TCR_EL1.TG1; 0b00 reserved (4K)
+_FAULT_NAMES = {FaultKind.TRANSLATION: "translation", FaultKind.ADDRESS_SIZE: "address size",
+                FaultKind.ACCESS_FLAG: "access flag", FaultKind.EXTERNAL_ABORT: "external abort on walk"}
 
 
 @dataclass(frozen=True)
 class TranslationRegs:
+    """The registers a stage-1 walk of the vCPU depends on (raw values as Unicorn gives them)."""
     el: int            # regime: 1 (EL1&0) or 2 (EL2)
     sctlr: int
     tcr: int
     ttbr0: int
     ttbr1: int = 0
+    mmfr0: int = 5     # ID_AA64MMFR0_EL1 (default: 48-bit PARange)
+    mmfr1: int = 0     # ID_AA64MMFR1_EL1
+    mmfr2: int = 0     # ID_AA64MMFR2_EL1
 
     @property
     def mmu_on(self) -> bool:
         return bool(self.sctlr & 1)
+
+    @property
+    def pa_bits(self) -> int:
+        return min(_PARANGE.get(self.mmfr0 & 0xF, 48), 48)
 
 
 @dataclass(frozen=True)
@@ -40,68 +66,58 @@ class Walk:
     ok: bool
     ipa: int | None = None
     level: int = 0          # level of the descriptor that ended the walk
-    fault: str = ""         # "", "translation", "address size"
+    fault: str = ""         # "", "translation", "address size", "access flag", "external abort on walk"
+    kind: FaultKind | None = None
 
     @property
     def fsc(self) -> int:
-        """DFSC/IFSC for a failed walk: translation fault level n = 0b0001nn; address size 0b0000nn."""
-        base = 0b000100 if self.fault == "translation" else 0b000000
-        return base | (self.level & 3)
+        """DFSC/IFSC of a failed walk (ESR_ELx.ISS[5:0]): 0b0000nn address size, 0b0001nn translation,
+        0b0010nn access flag, 0b0101nn synchronous external abort on a walk, nn = level."""
+        return (int(self.kind) if self.kind is not None else int(FaultKind.TRANSLATION)) | (self.level & 3)
+
+    @property
+    def detail(self) -> str:
+        """'translation fault level 1', 'synchronous external abort on the walk, level 2' (for death lines)."""
+        if self.kind is FaultKind.EXTERNAL_ABORT:
+            return f"synchronous external abort on the walk, level {self.level}"
+        return f"{self.fault} fault level {self.level}"
 
 
-def _granule_bits(tg: int, ttbr1: bool) -> int:
-    if ttbr1:   # TCR.TG1: 01 16K, 10 4K, 11 64K
-        return {1: 14, 2: 12, 3: 16}.get(tg, 12)
-    return {0: 12, 1: 16, 2: 14}.get(tg, 12)     # TCR.TG0: 00 4K, 01 64K, 10 16K
+def _clamp(tsz: int, granule: int, ttst: bool) -> int:
+    return min(max(tsz, MIN_TSZ), max_tsz(granule, ttst))
 
 
-def walk_s1(regs: TranslationRegs, va: int, read64: Callable[[int], int]) -> Walk:
-    """Translate `va`; `read64(ipa)` reads a descriptor (raises on unmapped memory -> address size fault)."""
+def regime_of(regs: TranslationRegs) -> tuple[S1Regime, bool]:
+    """The stage-1 regime the registers describe, and whether it has two VA ranges (EL1&0) or one (EL2)."""
+    tcr = regs.tcr
+    ttst = bool(regs.mmfr2 >> 28 & 0xF)
+    hafdbs = bool(regs.mmfr1 & 0xF)
+    wxn = bool(regs.sctlr >> 19 & 1)
+    if regs.el == 2:
+        tg0 = _TG0.get(tcr >> 14 & 3, 4096)
+        ips = min(_PARANGE.get(tcr >> 16 & 7, 48), regs.pa_bits)
+        return S1Regime(ttb0=regs.ttbr0 & _BADDR, t0sz=_clamp(tcr & 0x3F, tg0, ttst), tg0=tg0, ips=ips,
+                        tbi=tcr >> 20 & 1, ha=hafdbs and bool(tcr >> 21 & 1), wxn=wxn), False
+    tg0 = _TG0.get(tcr >> 14 & 3, 4096)
+    tg1 = _TG1.get(tcr >> 30 & 3, 4096)
+    ips = min(_PARANGE.get(tcr >> 32 & 7, 48), regs.pa_bits)
+    return S1Regime(ttb0=regs.ttbr0 & _BADDR, ttb1=regs.ttbr1 & _BADDR, t0sz=_clamp(tcr & 0x3F, tg0, ttst),
+                    t1sz=_clamp(tcr >> 16 & 0x3F, tg1, ttst), tg0=tg0, tg1=tg1, epd0=bool(tcr >> 7 & 1),
+                    epd1=bool(tcr >> 23 & 1), ips=ips, tbi=tcr >> 37 & 3, ha=hafdbs and bool(tcr >> 39 & 1),
+                    wxn=wxn), True
+
+
+def translate(regs: TranslationRegs, va: int, read64: Callable[[int], int]) -> Walk:
+    """Translate `va` as the vCPU's stage 1 does; `read64(ipa)` reads a descriptor (BusError where there is no
+    memory: a synchronous external abort on the walk). With the MMU off the VA is the IPA (an address above
+    PARange is an address size fault at level 0, DDI 0487 D8.2)."""
     va &= (1 << 64) - 1
     if not regs.mmu_on:
+        if va >> regs.pa_bits:
+            return Walk(False, level=0, fault=_FAULT_NAMES[FaultKind.ADDRESS_SIZE], kind=FaultKind.ADDRESS_SIZE)
         return Walk(True, va)
-    tcr = regs.tcr
-    if regs.el == 2:
-        upper = False
-        tsz, tg, epd, tbi = tcr & 0x3F, (tcr >> 14) & 3, 0, (tcr >> 20) & 1
-        ttbr = regs.ttbr0
-    else:
-        upper = bool(va >> 55 & 1)
-        if upper:
-            tsz, tg, epd, tbi = (tcr >> 16) & 0x3F, (tcr >> 30) & 3, (tcr >> 23) & 1, (tcr >> 38) & 1
-            ttbr = regs.ttbr1
-        else:
-            tsz, tg, epd, tbi = tcr & 0x3F, (tcr >> 14) & 3, (tcr >> 7) & 1, (tcr >> 37) & 1
-            ttbr = regs.ttbr0
-    gbits = _granule_bits(tg, upper and regs.el == 1)
-    tsz = max(tsz, 12 if gbits == 16 else 16)   # clamp like hardware does to the minimum supported size
-    insize = 64 - tsz
-    top = 56 if tbi else 64
-    hi = (va & ((1 << top) - 1)) >> insize
-    want = ((1 << (top - insize)) - 1) if upper else 0
-    if epd or hi != want:
-        return Walk(False, level=0, fault="translation")
-    stride = gbits - 3
-    level = 4 - -(-(insize - gbits) // stride)      # 4 - ceil((insize - gbits) / stride)
-    table = ttbr & _OA_MASK & ~1
-    while True:
-        shift = gbits + stride * (3 - level)
-        idx_bits = min(stride, insize - shift)
-        idx = (va >> shift) & ((1 << idx_bits) - 1)
-        try:
-            desc = read64(table + 8 * idx)
-        except Exception:
-            return Walk(False, level=level, fault="address size")
-        if not desc & 1:
-            return Walk(False, level=level, fault="translation")
-        oa = desc & _OA_MASK & ~((1 << gbits) - 1)
-        if level == 3:
-            if not desc & 2:
-                return Walk(False, level=level, fault="translation")
-            return Walk(True, oa | (va & ((1 << gbits) - 1)), level)
-        if desc & 2:                                  # table descriptor
-            table = oa
-            level += 1
-            continue
-        block = (1 << shift) - 1                      # block descriptor
-        return Walk(True, (desc & _OA_MASK & ~block) | (va & block), level)
+    regime, two_ranges = regime_of(regs)
+    r = walk_s1(regime, va, read64, two_ranges=two_ranges)
+    if type(r) is Leaf:
+        return Walk(True, r.oa, r.level)
+    return Walk(False, level=r.level, fault=_FAULT_NAMES[r.kind], kind=r.kind)

@@ -1,5 +1,5 @@
 /*
- * Guest SVA through the VMM's vSMMU (scenario no-btm-forwarding; seed 002's nested stage on the iommufd
+ * Guest SVA through the VMM's vSMMU (scenario no-btm-forwarding: the nested stage of Eric Auger's SMMUv3 series on the iommufd
  * stack of harness/vmm.py + harness/vsmmu.py, guest driver guest_fw/lib/vsmmu.c).
  *
  * The guest probes its vSMMU, installs a stage-1 vSTE for its device (vSID read from the device) whose CD

@@ -1,5 +1,5 @@
 /*
- * Guest vSMMU flow end to end (issue 7 acceptance). Needs the VMM set-up of harness/vmm.py
+ * Guest vSMMU flow end to end. Needs the VMM set-up of harness/vmm.py
  * (`setup_nested_vm`): a vSMMU at 0x0905_0000 and the DMA test device assigned at 0x0910_0000, so it is
  * not in unittests.cfg; tests/harness/test_vsmmu.py builds it with guest_fw/lib/{vsmmu,pgtable}.c and runs it.
  *

@@ -1,4 +1,5 @@
-"""End-to-end scenarios: the seeds' problems reproduced, and the VMID policies that fix them (issue 8).
+"""End-to-end scenarios: the mailing-list problems (README.md "Scenarios") reproduced, and the VMID policies
+that fix them.
 
     from harness.scenarios import SCENARIOS, run_scenario
     res = run_scenario("sva-btm", policy="unpinned", vmid_bits=8, vms=3)

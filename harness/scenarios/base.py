@@ -1,4 +1,5 @@
-"""What a scenario is: a name, the seed it comes from, and `run(policy, vmid_bits, vms) -> ScenarioResult`."""
+"""What a scenario is: a name, the label of the mailing-list post it reproduces (`seed`, README.md "Scenarios"),
+and `run(policy, vmid_bits, vms) -> ScenarioResult`."""
 from __future__ import annotations
 
 import time

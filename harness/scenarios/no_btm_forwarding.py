@@ -1,9 +1,10 @@
 """`no-btm-forwarding`: the SVA workload without BTM; invalidations forwarded through the vSMMU (seed 002).
 
-Seed 002's nested stage: the guest owns stage 1 and "propagates guest TLB invalidations" to the host. This
-scenario runs on the VMM's vSMMU (`ScenarioPlatform.add_vsmmu_guest`: harness/vmm.py, harness/vsmmu.py, the host
-driver and iommufd): the guest (guest_fw/scenarios/sva_vsmmu.c + guest_fw/lib/vsmmu.c) installs a stage-1 vSTE whose CD
-shares its CPU tables, and after every TLBI VAE1IS + DSB ISH sends TLBI_NH_VA + CMD_SYNC on its vSMMU unless the
+Eric Auger's SMMUv3 nested-stage series (linux-iommu; scenario label seed 002): the guest owns stage 1 and
+"propagates guest TLB invalidations" to the host. This scenario runs on the VMM's vSMMU
+(`ScenarioPlatform.add_vsmmu_guest`: harness/vmm.py, harness/vsmmu.py, the host driver and iommufd): the guest
+(guest_fw/scenarios/sva_vsmmu.c + guest_fw/lib/vsmmu.c) installs a stage-1 vSTE whose CD shares its CPU tables,
+and after every TLBI VAE1IS + DSB ISH sends TLBI_NH_VA + CMD_SYNC on its vSMMU unless the
 vSMMU advertises BTM. Without BTM (physical IDR0.BTM=0, broadcasts ignored) every guest invalidation costs VM
 exits (vSMMU register accesses: CMDQ_PROD, the queue reads of the driver) and an IOMMU_HWPT_INVALIDATE that puts
 TLBI_NH_VA + CMD_SYNC (VMID rewritten) on the physical queue. The same guest then runs with host BTM on: the VMM

@@ -31,9 +31,6 @@ from .result import ScenarioResult
 
 __all__ = ["SvaBtm", "SvaRun", "run_sva"]
 
-SVA_SID = 0x10
-
-
 class _HostChurn:
     """Machine plugin: while the SVA vCPU is descheduled, the host runs its other VMs and starts short-lived
     ones; every `rollover_every` yields the short-lived burst exhausts the VMID generation."""

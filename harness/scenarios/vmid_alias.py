@@ -7,7 +7,7 @@ entries from the other guest." Both contexts create stage-2 TLB entries tagged {
 Setup: VM B (SVA, nested: guest CD sharing its CPU tables, S2VMID = the policy's `nested_vmid`) and VM A, whose
 device is on a stage-2-only domain (S2VMID = the policy's `s2_vmid`). Both run guest_fw/scenarios/vmid_alias.c,
 so their buffer sits at the same IPA. The host assigns stage-2-only VFs (idle devices of other guests, SR-IOV:
-seed 001 says "it should be pretty easy to reach 256 VMIDs in the SMMU") one by one until a VF's domain shares
+the BTM review of seed 001 says "it should be pretty easy to reach 256 VMIDs in the SMMU") one by one until a VF's domain shares
 a VMID with a live nested domain, or the SMMU (or KVM's pin limit) runs out of VMIDs; VM A's device gets the
 last one (that VF's domain is freed and A's nest-parent HWPT attached directly through iommufd: the host
 driver takes its VMID from the policy at that attach). Then A DMAs its buffer (the SMMU caches the stage-2

@@ -168,7 +168,7 @@ def _raw(words, ecs_bits, *, el0=False, ncpus=1):
         uc.reg_write(UC_ARM64_REG_SP, SP_EL0)
         uc.reg_write(UC_ARM64_REG_SP_EL1, SP_EL1)
         uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C0)                   # EL0t
-        uc.cpr_write(*SPSR_EL1, 0)                                # PSTATE write takes effect (issue #2333)
+        uc.cpr_write(*SPSR_EL1, 0)                                # PSTATE write takes effect (unicorn issue #2333)
     return m, vm, v, sink
 
 

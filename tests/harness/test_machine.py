@@ -1,6 +1,6 @@
 """Machine, VM, vCPU and scheduler (harness/machine.py) through the Python API."""
 import pytest
-from unicorn.arm64_const import UC_ARM64_REG_X0
+from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X2
 
 from guestbin import guest_elf
 from harness.exits import EXIT_ABORT, EXIT_BUDGET, EXIT_UNDEF, HarnessInputError, Kind
@@ -238,3 +238,46 @@ def test_read_virt_walks_the_guest_tables():
     assert v.read_virt(0x1_0000_0000 + 0x80000, 64) == bytes(vm.ram.buf[0x80000:0x80040])
     assert int.from_bytes(v.read_virt(0x2_0000_0018, 8), "little") == 0xFEED     # page_buf[3] via the 4K alias
     assert v.translate(0x2_0000_1000).ok is False
+
+
+def test_machine_module_keeps_its_public_names():
+    """harness/machine.py is the board; the vCPU, the scheduler and exceptions have their own modules, and the
+    names other code imports from harness.machine are the same objects."""
+    import harness.exceptions
+    import harness.scheduler
+    import harness.vcpu
+    from harness.machine import DEFAULT_QUANTUM, EXCEPTION_OPT_IN, VM, CodeRange, Vcpu, write_console  # noqa: F401
+    assert Vcpu is harness.vcpu.Vcpu and mpidr_of is harness.vcpu.mpidr_of
+    assert DEFAULT_QUANTUM == harness.scheduler.DEFAULT_QUANTUM == 10_000
+    assert EXCEPTION_OPT_IN == harness.exceptions.EXCEPTION_OPT_IN == "exception_handled_ecs"
+    m, _ = quiet_machine(quantum=77)
+    assert isinstance(m.scheduler, harness.scheduler.Scheduler) and m.quantum == 77 and m.retired == 0
+    assert isinstance(m.exceptions, harness.exceptions.Exceptions)
+    vm = m.add_vm()
+    assert isinstance(vm, VM) and all(isinstance(v, Vcpu) for v in vm.vcpus)
+    assert not hasattr(vm.vcpus[0], "dvm_tlbi")             # the TLBI trap's VcpuParticipant is the receiver
+
+
+def test_run_slice_runs_exactly_count_instructions():
+    """The scheduler's single-step seam: one vCPU, `count` instructions, the plugins' slice hooks around it."""
+    m, _ = quiet_machine()
+    vm = m.add_vm()
+    add_x2 = 0x91000442                                     # add x2, x2, #1
+    vm.load_code(DEFAULT_RAM_IPA, code(*[add_x2] * 8, B_SELF))
+    v = vm.vcpus[0]
+    v.power_on(DEFAULT_RAM_IPA)
+    seen = []
+
+    class Hooks:
+        def slice_start(self, vcpu):
+            seen.append(("start", vcpu.pc))
+
+        def slice_end(self, vcpu):
+            seen.append(("end", vcpu.pc))
+    m.add_plugin(Hooks())
+    for n in (1, 3):
+        m.scheduler.run_slice(v, n)
+    assert v.uc.reg_read(UC_ARM64_REG_X2) == 4 and v.pc == DEFAULT_RAM_IPA + 16 and v.slices == 2
+    assert seen == [("start", DEFAULT_RAM_IPA), ("end", DEFAULT_RAM_IPA + 4), ("start", DEFAULT_RAM_IPA + 4),
+                    ("end", DEFAULT_RAM_IPA + 16)]
+    assert m.retired == 0                                   # run_slice charges nothing; run() does

@@ -44,7 +44,7 @@ def test_shipped_catalogue_has_at_least_ten_guests_with_goldens():
     for e in entries:
         assert e.source.is_file(), e.name
         assert e.expect_trace is None or e.expect_trace.is_file(), e.name
-    # the golden-trace suite (issue 3): at least ten guest programs with a golden trace
+    # the golden-trace suite: at least ten guest programs with a golden trace
     assert len({e.source for e in entries if e.expect_trace is not None}) >= 10
 
 

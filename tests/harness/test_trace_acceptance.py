@@ -1,4 +1,4 @@
-"""Issue 3 acceptance, end to end through `smmu-harness run`: the JSON Lines fields of `tlbi_trap` with their
+"""End to end through `smmu-harness run`: the JSON Lines fields of `tlbi_trap` with their
 types (range ops included), every trace format complete and valid after a crash and after an instruction or
 wall-clock budget runs out, `--hcr-fb 0` reaching the decoder, and `pytest guest_fw/ -n 2`."""
 from __future__ import annotations

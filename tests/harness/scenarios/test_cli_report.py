@@ -21,17 +21,17 @@ def test_list(capsys):
     assert "policies: private, unpinned, split, restricted, shared" in out
 
 
-# issue 8: `metrics` holds at least these, with these JSON types ("number": int or float; never a bool)
-ISSUE_METRICS = {"stale_dma": "int", "cross_vm_dma": "int", "broadcast_invalidations": "int",
+# `metrics` holds at least these, with these JSON types ("number": int or float; never a bool)
+REQUIRED_METRICS = {"stale_dma": "int", "cross_vm_dma": "int", "broadcast_invalidations": "int",
                  "over_invalidated_entries": "int", "vm_exits_per_invalidation": "number", "rollovers": "int",
                  "pinned_vmid_changes": "int"}
 
 
 def _check_json_shape(d, scenario, policy):
-    """The `--json` object as issue 8 lists it, with exact JSON types (bool is not an int here)."""
+    """The `--json` object of `scenario run`, with exact JSON types (bool is not an int here)."""
     assert d["scenario"] == scenario and d["policy"] == policy and type(d["ok"]) is bool
     assert type(d["metrics"]) is dict
-    for k, kind in ISSUE_METRICS.items():
+    for k, kind in REQUIRED_METRICS.items():
         v = d["metrics"][k]
         if kind == "int":
             assert type(v) is int, (k, v)

@@ -1,6 +1,6 @@
-"""Issue 8 acceptance: every scenario x policy outcome, from guests running in Unicorn.
+"""Every scenario x policy outcome, from guests running in Unicorn.
 
-The expectations below are the issue's; the scenarios compute their results from what the guests' DMAs saw
+The expectations below are fixed here; the scenarios compute their results from what the guests' DMAs saw
 (and the tests also check the mechanism: the VMIDs involved), never from a table of expected outcomes.
 """
 from __future__ import annotations

@@ -1,0 +1,153 @@
+"""System-register access hooks per vCPU: one registry that owns the vCPU's Unicorn MRS and MSR hooks.
+
+Devices that live in the CPU (the generic timer's CNT* registers, the GICv3 CPU interface's ICC_* registers, an
+MPIDR_EL1 the vCPU cannot set itself) register a handler per encoding (op0, op1, CRn, CRm, op2), Arm ARM
+DDI 0487 C5.3 (the MRS/MSR encoding space) and D17 (the registers):
+
+    vcpu.sysregs.register((3, 0, 0, 0, 5), read=lambda vcpu: vcpu.mpidr)     # MPIDR_EL1
+    vcpu.sysregs.register(CNTV_CTL_EL0, read=timer.read_ctl, write=timer.write_ctl)
+
+`read(vcpu) -> int | None` gives the value MRS returns; `write(vcpu, value) -> bool` takes the value MSR writes.
+A read returning None (a write returning False) declines: Unicorn then executes the instruction itself, which
+is an undefined instruction for registers it does not implement. A handler must not change the PC.
+
+Unicorn 2.1.4 facts this relies on (tests/harness/test_sysregs.py checks each of them):
+* `UC_HOOK_INSN` with `UC_ARM64_INS_MRS` / `UC_ARM64_INS_MSR` fires for every MRS / MSR (register) instruction,
+  before Unicorn looks the register up: implemented registers (CNTV_CTL_EL0, TPIDR_EL0) and unimplemented ones
+  (ICC_PMR_EL1, APGAKEYHI_EL1, IMPLEMENTATION DEFINED S3_x_C15_x_x) alike. The callback gets `reg` (the Xt
+  register id) and `cp` (`op0, op1, crn, crm, op2, val`; `val` = Xt, the value an MSR writes). MSR immediate
+  (`MSR DAIFSet, #i`...) and SYS (`TLBI`, `DC`, `AT`: `UC_ARM64_INS_SYS`, the TLBI trap's) are other hooks.
+* Only the first hook added for MRS (or for MSR) runs: two owners of one hook type cannot coexist, hence this
+  registry. A hook added after code was translated is not seen by that code until the translation cache is
+  flushed (`ctl_flush_tb`), which `register` does when it installs a hook.
+* Returning 0 lets Unicorn execute the instruction. Returning 1 skips it, and how the PC moves depends on what
+  Unicorn would have done: for an access it executes (an implemented register, allowed at the current EL) it
+  advances the PC itself and the hook must not write it (writing PC+4 there ends the translation block and makes
+  a counted `emu_start` retire one instruction less); for an access it would make undefined (an unimplemented
+  register, a write to a read-only one, an EL2 register at EL1) the PC is NOT advanced and the translation
+  block restarts from its first instruction, re-running the instructions before the MRS/MSR: the hook must
+  write PC+4. Which case applies is found once per (encoding, direction, EL) by running the instruction on a
+  scratch Unicorn (`unicorn_undefines`), a few milliseconds, cached for the process.
+
+vCPUs with no handler pay nothing: the hooks are installed the first time a handler is registered for that
+direction. Not modelled yet: traps of the accesses to EL2 (HCR_EL2.TID*, CNTHCTL_EL2...), AArch32 MRC/MCR.
+"""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Callable
+
+from unicorn import UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_ARM, Uc
+from unicorn.arm64_const import UC_ARM64_INS_MRS, UC_ARM64_INS_MSR, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
+
+if TYPE_CHECKING:
+    from .vcpu import Vcpu
+
+__all__ = ["Encoding", "SysregHooks", "unicorn_undefines", "mrs_word", "msr_word"]
+
+Encoding = tuple[int, int, int, int, int]          # (op0, op1, CRn, CRm, op2)
+ReadHandler = Callable[["Vcpu"], "int | None"]
+WriteHandler = Callable[["Vcpu", int], bool]
+_MASK64 = (1 << 64) - 1
+_PROBE_BASE = 0x1000
+
+
+def _check(enc: Encoding) -> Encoding:
+    op0, op1, crn, crm, op2 = enc
+    if op0 not in (2, 3) or not (0 <= op1 < 8 and 0 <= crn < 16 and 0 <= crm < 16 and 0 <= op2 < 8):
+        raise ValueError(f"{enc!r} is not an MRS/MSR system-register encoding (op0 2-3, op1/op2 0-7, CRn/CRm 0-15)")
+    return tuple(enc)          # type: ignore[return-value]
+
+
+def mrs_word(enc: Encoding, rt: int = 0) -> int:
+    """`MRS Xt, <enc>` (DDI 0487 C6.2: 1101010100 L=1 op0[1:0] op1 CRn CRm op2 Rt)."""
+    op0, op1, crn, crm, op2 = _check(enc)
+    return 0xD5200000 | (op0 & 3) << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5 | rt
+
+
+def msr_word(enc: Encoding, rt: int = 0) -> int:
+    """`MSR <enc>, Xt` (L=0)."""
+    return mrs_word(enc, rt) & ~(1 << 21)
+
+
+@functools.lru_cache(maxsize=None)
+def unicorn_undefines(enc: Encoding, write: bool, el: int) -> bool:
+    """Would Unicorn make this MRS (MSR when `write`) an undefined instruction at `el`? Found by running it once
+    on a scratch Unicorn set up as the harness sets up its vCPUs (SCR_EL3 = NS|RW|HCE, HCR_EL2.RW)."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_tcg_buffer_size(1 << 20)
+    uc.mem_map(_PROBE_BASE, 0x1000)
+    word = msr_word(enc) if write else mrs_word(enc)
+    uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little"))
+    uc.cpr_write(3, 6, 1, 1, 0, 0x501)             # SCR_EL3: NS | HCE | RW
+    uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)           # HCR_EL2: RW
+    uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
+    uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)           # a PSTATE.EL write takes effect at the next sysreg write
+    taken: list[int] = []
+
+    def on_intr(u: Uc, intno: int, _ud: object) -> None:
+        taken.append(intno)
+        u.emu_stop()
+    uc.hook_add(UC_HOOK_INTR, on_intr)
+    uc.emu_start(_PROBE_BASE, _PROBE_BASE + 4, count=1)
+    return bool(taken)
+
+
+class SysregHooks:
+    """The system-register handlers of one vCPU (`vcpu.sysregs`). See the module docstring."""
+
+    def __init__(self, vcpu: "Vcpu"):
+        self.vcpu = vcpu
+        self.reads: dict[Encoding, ReadHandler] = {}
+        self.writes: dict[Encoding, WriteHandler] = {}
+        self.installed: set[str] = set()           # "mrs", "msr": hooks added to the vCPU's Unicorn
+        self.served = 0                            # accesses a handler answered
+
+    def register(self, enc: Encoding, *, read: ReadHandler | None = None, write: WriteHandler | None = None) -> None:
+        """Handle MRS (`read`) and/or MSR (`write`) of `enc` on this vCPU; one handler per encoding and
+        direction (ValueError if taken)."""
+        enc = _check(enc)
+        if read is None and write is None:
+            raise ValueError(f"register({enc!r}) needs a read or a write handler")
+        for table, fn, what in ((self.reads, read, "read"), (self.writes, write, "write")):
+            if fn is not None and enc in table:
+                raise ValueError(f"a {what} handler for system register {enc!r} exists on {self.vcpu.dvm_name}")
+        if read is not None:
+            self.reads[enc] = read
+            self._install("mrs", UC_ARM64_INS_MRS, self._on_mrs)
+        if write is not None:
+            self.writes[enc] = write
+            self._install("msr", UC_ARM64_INS_MSR, self._on_msr)
+
+    def _install(self, name: str, insn: int, cb: Callable) -> None:
+        if name in self.installed:
+            return
+        uc = self.vcpu.uc
+        uc.hook_add(UC_HOOK_INSN, cb, None, 1, 0, insn)
+        uc.ctl_flush_tb()                          # code translated before now would not call the hook
+        self.installed.add(name)
+
+    def _skip(self, uc: Uc, enc: Encoding, write: bool) -> int:
+        """Return value for a handled access: 1, with the PC moved past it when Unicorn would not move it."""
+        self.served += 1
+        if unicorn_undefines(enc, write, self.vcpu.el):
+            uc.reg_write(UC_ARM64_REG_PC, uc.reg_read(UC_ARM64_REG_PC) + 4)
+        return 1
+
+    def _on_mrs(self, uc: Uc, reg: int, cp, _ud: object) -> int:
+        enc = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        fn = self.reads.get(enc)
+        if fn is None:
+            return 0
+        value = fn(self.vcpu)
+        if value is None:
+            return 0
+        uc.reg_write(reg, value & _MASK64)
+        return self._skip(uc, enc, False)
+
+    def _on_msr(self, uc: Uc, _reg: int, cp, _ud: object) -> int:
+        enc = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        fn = self.writes.get(enc)
+        if fn is None or not fn(self.vcpu, cp.val & _MASK64):
+            return 0
+        return self._skip(uc, enc, True)

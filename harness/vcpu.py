@@ -1,0 +1,219 @@
+"""A virtual CPU: one Unicorn instance, its architectural reset state, registers, and memory by VA.
+
+* Unicorn: the VM's RAM mapped zero-copy (`mem_map_ptr`), its MMIO regions with `mmio_map` calling the device's
+  `read`/`write`; a 32 MiB translation buffer by default (`Machine(tcg_buffer_size=)`).
+* Reset state: SCR_EL3 = NS|RW|HCE (NS so that EL2 is enabled for EL1: EL1 then reads VMPIDR_EL2 as its
+  MPIDR_EL1, Arm ARM D17.2.101; RW makes the lower ELs AArch64; HCE enables HVC), HCR_EL2.RW; each vCPU's own
+  MPIDR through VMPIDR_EL2. `power_on(entry)` starts it at EL`start_el`h with DAIF masked and the MMU off
+  (PSCI CPU_ON, Arm DEN0022). At EL2 Unicorn's MPIDR_EL1 is 0x80000000 on every vCPU and cannot be set: an
+  MRS handler on the vCPU's system-register registry (`sysregs`, harness/sysregs.py) answers it.
+* Memory by VA (`translate`, `read_virt`, `write_virt`, `insn_at`): the guest's stage-1 tables walked by
+  harness/vmem.py (semihosting parameter blocks, death lines); these are slow paths.
+* Unicorn hooks: exceptions (`UC_HOOK_INTR`) go to the machine's `Exceptions` (harness/exceptions.py), the last
+  unmapped access is kept for the abort that follows (`unmapped`), and `-d in_asm` logs each block once.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from unicorn import UC_ARCH_ARM64, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, Uc
+from unicorn import unicorn_const as ucc
+from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_X0
+
+from devmodel.bus import BusError
+
+from .sysregs import SysregHooks
+from .vmem import TranslationRegs, Walk, translate
+
+if TYPE_CHECKING:
+    from .machine import VM
+
+__all__ = ["Vcpu", "mpidr_of", "PAGE", "MPIDR_EL1"]
+
+PAGE = 0x1000
+_MASK64 = (1 << 64) - 1
+
+# System registers (op0, op1, CRn, CRm, op2), Arm ARM D17.
+SCR_EL3 = (3, 6, 1, 1, 0)
+HCR_EL2 = (3, 4, 1, 1, 0)
+VMPIDR_EL2 = (3, 4, 0, 0, 5)
+MPIDR_EL1 = (3, 0, 0, 0, 5)
+SCTLR_EL1, SCTLR_EL2 = (3, 0, 1, 0, 0), (3, 4, 1, 0, 0)
+TCR_EL1, TCR_EL2 = (3, 0, 2, 0, 2), (3, 4, 2, 0, 2)
+TTBR0_EL1, TTBR1_EL1, TTBR0_EL2 = (3, 0, 2, 0, 0), (3, 0, 2, 0, 1), (3, 4, 2, 0, 0)
+ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1 = (3, 0, 0, 7, 0), (3, 0, 0, 7, 1), (3, 0, 0, 7, 2)
+SCR_NS, SCR_HCE, SCR_RW = 1 << 0, 1 << 8, 1 << 10
+HCR_RW = 1 << 31
+SCTLR_M, SCTLR_C, SCTLR_I = 1 << 0, 1 << 2, 1 << 12
+PSTATE_DAIF = 0xF << 6
+PSTATE_EL1H, PSTATE_EL2H = 0b0101, 0b1001
+
+
+def mpidr_of(index: int) -> int:
+    """MPIDR of CPU `index`: bit 31 RES1, Aff0 = index % 16, Aff1 = index // 16 (QEMU virt with GICv3)."""
+    return (1 << 31) | ((index // 16) << 8) | (index % 16)
+
+
+def _mmio_read(uc: Uc, offset: int, size: int, dev: Any) -> int:
+    return dev.read(offset, size)
+
+
+def _mmio_write(uc: Uc, offset: int, size: int, value: int, dev: Any) -> None:
+    dev.write(offset, value, size)
+
+
+class Vcpu:
+    """One virtual CPU. Public state others rely on: `uc`, `index`, `id`, `vm`, `machine`, `mpidr`, `el`,
+    `start_el`, `hcr_fb`, `vmid`, `dvm_name`, `on`, `pc`, `slices`, `retired`, `sysregs`, `unmapped`."""
+
+    def __init__(self, vm: "VM", index: int):
+        self.vm = vm
+        self.machine = vm.machine
+        self.index = index                       # CPU number inside the VM (PSCI, MPIDR)
+        self.id = len(vm.machine.vcpus)          # machine-wide number (scheduling order)
+        self.mpidr = mpidr_of(index)
+        self.dvm_name = f"{vm.name}.cpu{index}"
+        self.start_el = vm.start_el
+        self.hcr_fb = True                       # HCR_EL2.FB as KVM sets it; the TLBI trap reads it
+        self.vmid = vm.vmid                      # current VMID (KVM overrides it per slice)
+        self.on = False
+        self.slices = 0
+        self.retired = 0                         # instructions charged (an upper bound, harness/scheduler.py)
+        self.tlb_flushes = 0
+        # (access, addr, size, value, pc) of the last access to unmapped memory, for the abort that follows
+        self.unmapped: tuple[int, int, int, int, int] | None = None
+        self._seen_blocks: set[int] = set()
+        uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
+        self.uc = uc
+        uc.mem_map_ptr(vm.ram_ipa, vm.ram.size, UC_PROT_ALL, vm.ram_ptr)
+        for region in vm.ipa.regions:
+            if not region.is_ram:
+                self.map_mmio(region.base, region.size, region.target)
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        if "in_asm" in self.machine.log.enabled:
+            uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+        self.sysregs = SysregHooks(self)
+        if self.start_el == 2:
+            self.sysregs.register(MPIDR_EL1, read=_mpidr_at_el2)
+        self._reset()
+
+    # -- architectural state ------------------------------------------------------------------------
+    def _reset(self) -> None:
+        uc = self.uc
+        uc.cpr_write(*SCR_EL3, SCR_NS | SCR_RW | SCR_HCE)
+        uc.cpr_write(*HCR_EL2, HCR_RW)
+        uc.cpr_write(*VMPIDR_EL2, self.mpidr)
+
+    def power_on(self, entry: int, context_id: int = 0) -> None:
+        """Start the vCPU at `entry` (PSCI CPU_ON / boot): EL`start_el`h, DAIF masked, MMU off, X0=context."""
+        uc = self.uc
+        el_bits = PSTATE_EL2H if self.start_el == 2 else PSTATE_EL1H
+        uc.reg_write(UC_ARM64_REG_PSTATE, PSTATE_DAIF | el_bits)
+        sctlr = SCTLR_EL2 if self.start_el == 2 else SCTLR_EL1
+        # A PSTATE write takes effect on the next system-register write (unicorn issue #2333).
+        uc.cpr_write(*sctlr, uc.cpr_read(*sctlr) & ~(SCTLR_M | SCTLR_C | SCTLR_I))
+        uc.cpr_write(*HCR_EL2, uc.cpr_read(*HCR_EL2) | HCR_RW)
+        uc.reg_write(UC_ARM64_REG_X0, context_id & _MASK64)
+        uc.reg_write(UC_ARM64_REG_PC, entry)
+        self.flush_tlb()
+        self.on = True
+
+    @property
+    def el(self) -> int:
+        """Current exception level (PSTATE.EL)."""
+        return (self.uc.reg_read(UC_ARM64_REG_PSTATE) >> 2) & 3
+
+    @property
+    def pc(self) -> int:
+        return self.uc.reg_read(UC_ARM64_REG_PC)
+
+    def flush_tlb(self) -> None:
+        """Drop Unicorn's softmmu TLB for this vCPU (after page-table changes made behind its back)."""
+        self.uc.ctl(ucc.UC_CTL_TLB_FLUSH, ucc.UC_CTL_IO_WRITE)
+        self.tlb_flushes += 1
+
+    # -- memory by virtual address (slow paths) ---------------------------------------------------
+    def translation_regs(self) -> TranslationRegs:
+        uc = self.uc
+        ids = (uc.cpr_read(*ID_AA64MMFR0_EL1), uc.cpr_read(*ID_AA64MMFR1_EL1), uc.cpr_read(*ID_AA64MMFR2_EL1))
+        if self.el == 2:
+            return TranslationRegs(2, uc.cpr_read(*SCTLR_EL2), uc.cpr_read(*TCR_EL2), uc.cpr_read(*TTBR0_EL2), 0,
+                                   *ids)
+        return TranslationRegs(1, uc.cpr_read(*SCTLR_EL1), uc.cpr_read(*TCR_EL1), uc.cpr_read(*TTBR0_EL1),
+                               uc.cpr_read(*TTBR1_EL1), *ids)
+
+    def _read_desc(self, ipa: int) -> int:
+        return self.vm.ipa.read(ipa, 8)
+
+    def translate(self, va: int) -> Walk:
+        """The guest's stage-1 translation of `va` (harness/vmem.py)."""
+        return translate(self.translation_regs(), va, self._read_desc)
+
+    def _pages(self, va: int, size: int):
+        """(ipa, n) pieces of [va, va + size), one per 4 KiB page; BusError where the VA does not translate."""
+        regs = self.translation_regs()
+        while size > 0:
+            w = translate(regs, va, self._read_desc)
+            if not w.ok:
+                raise BusError(va, size, f"VA not mapped ({w.detail})")
+            n = min(size, PAGE - (va & (PAGE - 1)))
+            yield w.ipa, n
+            va, size = va + n, size - n
+
+    def read_virt(self, va: int, size: int) -> bytes:
+        """Read guest memory by VA through the guest's stage-1 tables; BusError if unmapped."""
+        return b"".join(self.vm.ipa.read_bytes(ipa, n) for ipa, n in self._pages(va, size))
+
+    def write_virt(self, va: int, data: bytes) -> None:
+        """Write guest memory by VA; BusError if a page is unmapped (the pages before it are written)."""
+        off = 0
+        for ipa, n in self._pages(va, len(data)):
+            self.vm.ipa.write_bytes(ipa, data[off:off + n])
+            off += n
+
+    # GuestMemory protocol for devmodel.semihosting
+    read_bytes = read_virt
+    write_bytes = write_virt
+
+    def insn_at(self, va: int) -> int | None:
+        try:
+            return int.from_bytes(self.read_virt(va, 4), "little")
+        except BusError:
+            return None
+
+    # -- MMIO glue ----------------------------------------------------------------------------------
+    def map_mmio(self, base: int, size: int, dev: Any) -> None:
+        """Map an MMIO device at IPA `base` into this vCPU: Unicorn calls `dev.read`/`dev.write` with offsets."""
+        self.uc.mmio_map(base, size, _mmio_read, dev, _mmio_write, dev)
+
+    # -- hooks (exception and fault paths only; nothing per instruction) ----------------------------
+    def _on_intr(self, uc: Uc, intno: int, _ud: Any) -> None:
+        self.machine.exceptions.unicorn_exception(self, intno)
+
+    def _on_unmapped(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: Any) -> bool:
+        self.unmapped = (access, addr, size, value, uc.reg_read(UC_ARM64_REG_PC))
+        return False
+
+    def _on_block(self, uc: Uc, addr: int, size: int, _ud: Any) -> None:
+        if addr in self._seen_blocks:
+            return
+        self._seen_blocks.add(addr)
+        try:
+            code = self.read_virt(addr, size)
+        except BusError:
+            return
+        lines = ["----------------", f"IN: {self.vm.symbolize(addr)} ({self.dvm_name})"]
+        for insn in self.machine.disasm.disasm(code, addr):
+            word = int.from_bytes(insn.bytes, "little")
+            lines.append(f"{insn.address:#018x}:  {word:08x}      {insn.mnemonic} {insn.op_str}".rstrip())
+        self.machine.log("in_asm", "\n".join(lines) + "\n")
+
+    def __repr__(self) -> str:
+        return f"<Vcpu {self.dvm_name} {'on' if self.on else 'off'}>"
+
+
+def _mpidr_at_el2(vcpu: Vcpu) -> int | None:
+    """MRS MPIDR_EL1 at EL2 reads the vCPU's MPIDR; below EL2 Unicorn answers from VMPIDR_EL2 itself."""
+    return vcpu.mpidr if vcpu.el >= 2 else None
