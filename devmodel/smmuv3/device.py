@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from ..bus import Bus, BusError
 from ..regs import Reg, RegisterFile
+from ..tlbi_types import TlbiOp
 from ..trace import NULL_TRACER, Tracer, define
 from . import commands as cmds
 from . import events as evmod
@@ -81,7 +82,8 @@ define("smmuv3_translate_disable", ("dev", "sid", "addr", "is_write", "abort"), 
 define("smmuv3_translate_bypass", ("dev", "sid", "addr", "is_write"), "STE bypass")
 define("smmuv3_translate_abort", ("dev", "sid", "addr", "is_write", "type", "reason"), "transaction aborted")
 define("smmuv3_translate_success", ("dev", "sid", "iova", "translated", "perm"), "translated")
-define("smmuv3_dvm_tlbi", ("dev", "op", "msg", "applied"), "broadcast TLBI received (applied=0: ignored)")
+define("smmuv3_dvm_tlbi", ("dev", "op", "msg", "applied"),
+       "broadcast TLBI received (applied=0: ignored, or malformed)")
 
 _RWX = PERM_R | PERM_W | PERM_X
 _ACCEPTED = ("PREFETCH_CONFIG", "PREFETCH_ADDR", "PRI_RESP", "RESUME", "STALL_TERM")   # no effect modelled
@@ -623,16 +625,21 @@ class SMMUv3:
         return (self.features.btm and not self.field("CR2", "PTM") and bool(self.field("CR0ACK", "SMMUEN"))
                 and self.core is not None)
 
-    def dvm_tlbi(self, op: Any, msg: int) -> None:
+    def dvm_tlbi(self, op: TlbiOp, msg: int) -> None:
+        """A broadcast TLBI from the interconnect: applied by the backend when BTM is in use (IDR0.BTM=1,
+        CR2.PTM=0, SMMUEN=1), else ignored; a malformed message applies to nothing (`btm_malformed`)."""
         applied = self.btm_active
         if applied:
-            self.stats["btm_applied"] += 1
-            self.core.dvm_tlbi(op)
+            assert self.core is not None
+            if self.core.dvm_tlbi(op)["malformed"]:
+                applied = False
+                self.stats["btm_malformed"] += 1
+            else:
+                self.stats["btm_applied"] += 1
         else:
             self.stats["btm_ignored"] += 1
         if self.traced("smmuv3_dvm_tlbi"):
-            self.tracer.emit("smmuv3_dvm_tlbi", dev=self.name, op=getattr(op, "name", str(op)), msg=msg,
-                             applied=int(applied))
+            self.tracer.emit("smmuv3_dvm_tlbi", dev=self.name, op=op.name, msg=msg, applied=int(applied))
 
     def dvm_sync(self, sync: Any) -> None:
         self.stats["dvm_sync"] += 1

@@ -48,7 +48,8 @@ class TranslationBackend(Protocol):
         """Apply one TLBI_* / ATC_INV command."""
 
     def dvm_tlbi(self, op: Any) -> dict[str, Any]:
-        """Apply one broadcast TLBI (a `tlbi_types.TlbiOp` from another DVM participant)."""
+        """Apply one broadcast TLBI (a `tlbi_types.TlbiOp` from another DVM participant); the result's
+        "malformed" entry is non-empty (the reason) when the message applied to nothing as malformed."""
 
 
 #: builds a backend: `factory(read, tracer, features)`, `read(addr) -> u64` reads table memory (BusError
