@@ -70,7 +70,8 @@ def test_configuration_hooks() -> None:
     b.w32(CR0, 0b1101)
     got.clear()
     b.submit(C.encode("CFGI_STE", sid=7), C.encode("CFGI_STE_RANGE", sid=0x13, span=1),
-             C.encode("CFGI_STE_RANGE", span=31), C.encode("CFGI_CD", sid=3, ssid=2), C.encode("CFGI_CD_ALL", sid=4))
+             C.encode("CFGI_STE_RANGE", span=31), C.encode("CFGI_CD", sid=3, ssid=2),
+             C.encode("CFGI_CD_ALL", sid=4))
     assert got == [("ste", 7, 7), ("ste", 0x10, 0x13), ("ste", *ALL_STREAMS), ("cd", 3, 2), ("cd", 4, None),
                    ("pass",)]
     got.clear()
