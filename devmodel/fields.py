@@ -129,6 +129,8 @@ class Layout:
         raw = 0
         for attr, lsb, m, sh in self.specs:
             value = getattr(rec, attr, 0)
+            if value == 0:                    # most fields of a record are 0 (None is not: it raises below)
+                continue
             v = value >> sh
             if v & ~m or value < 0 or (sh and v << sh != value):
                 raise ValueError(f"{self.name}.{attr}: value {value:#x} does not fit {m.bit_length()} bits"

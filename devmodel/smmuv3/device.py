@@ -118,6 +118,11 @@ class SMMUv3:
         self._cmdq_rekick = False
         self._s2_cfgs: dict[Any, TransCfg] = {}
         self._handlers: dict[str, CommandHandler] = self._default_handlers()
+        r = self.regs.regs
+        # the fault path's register tests as masks: SMMUEN, EVTQEN (CR0ACK), EVTQ_IRQEN (IRQ_CTRLACK)
+        self._smmuen = r["CR0ACK"].field("SMMUEN").mask
+        self._evtqen = r["CR0ACK"].field("EVTQEN").mask
+        self._evtq_irqen = r["IRQ_CTRLACK"].field("EVTQ_IRQEN").mask
         self.core: TranslationBackend | None = None if core is None else core(bus.read64, tracer, features)
 
     def reset(self) -> None:
@@ -460,7 +465,8 @@ class SMMUv3:
         return written
 
     def _evtq_put(self, ev: evmod.Event) -> bool:
-        if not self.field("CR0ACK", "EVTQEN"):
+        values = self.regs.values
+        if not values["CR0ACK"] & self._evtqen:
             self._propagated(ev, -1, False)
             return False
         st = self.evtq.state()
@@ -480,7 +486,7 @@ class SMMUv3:
             return False
         self.evtq.set_prod(st.next(st.prod))
         self._propagated(ev, st.prod, True)
-        if self.field("IRQ_CTRLACK", "EVTQ_IRQEN"):
+        if values["IRQ_CTRLACK"] & self._evtq_irqen:
             self._signal("EVTQ", "eventq", "MSI_EVTQ_ABT_ERR")
         return True
 
@@ -569,7 +575,7 @@ class SMMUv3:
     def translate(self, sid: int, ssid: int | None, addr: int, write: bool = False, exec_: bool = False,
                   priv: bool = False) -> TransResult | Fault:
         """Translate one transaction; any Fault is recorded in the EVTQ (unless its record flag is off)."""
-        if not self.field("CR0ACK", "SMMUEN"):
+        if not self.regs.values["CR0ACK"] & self._smmuen:
             return self._disabled(sid, ssid, addr, write, exec_, priv)
         cfg = self.config(sid, ssid)
         if isinstance(cfg, Fault):

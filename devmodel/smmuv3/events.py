@@ -12,7 +12,7 @@ Not modelled: event merging (MEV), STALL/STAG (the model never stalls), Secure e
 from __future__ import annotations
 
 from ..fields import Field, Layout, record_codec, record_type
-from .fault import EventType, Fault, FaultClass
+from .fault import EventType, Fault
 
 __all__ = ["EVENT_LAYOUT", "Event", "decode", "encode", "from_fault", "EVENT_SIZE"]
 
@@ -58,19 +58,18 @@ decode, encode = record_codec(Event, EVENT_LAYOUT)
 
 def from_fault(f: Fault) -> Event:
     """The one place a Fault becomes an event record (IHI 0070 7.3: which fields each event type carries)."""
-    t = EventType(f.type)
+    t = f.type
     ssv = f.ssid is not None
     kw: dict[str, int] = dict(type=int(t), sid=f.sid & 0xFFFF_FFFF, ssv=int(ssv),
                               ssid=(f.ssid or 0) & 0xFFFFF if ssv else 0)
     if t in _WITH_ACCESS:
         kw.update(rnw=int(f.rnw), ind=int(f.ind), pnu=int(f.pnu), input_addr=f.addr & (2**64 - 1))
     if t in _WITH_IPA:
-        kw.update(s2=int(f.stage2), class_=int(FaultClass(f.cls)), addr2=f.ipa & 0x000F_FFFF_FFFF_F000,
-                  nsipa=int(f.nsipa))
+        kw.update(s2=int(f.stage2), class_=int(f.cls), addr2=f.ipa & 0x000F_FFFF_FFFF_F000, nsipa=int(f.nsipa))
     elif t in _FETCH:
         kw.update(addr2=f.ipa & 0x000F_FFFF_FFFF_FFF8)
         if t == EventType.F_WALK_EABT:
-            kw.update(s2=int(f.stage2), class_=int(FaultClass(f.cls)))
+            kw.update(s2=int(f.stage2), class_=int(f.cls))
     elif t == EventType.F_CFG_CONFLICT:
         kw.update(input_addr=f.addr & (2**64 - 1))
     return Event(**kw)                # encoded once, here: the EVTQ writer stores `encode(ev)` (raw, masked)
