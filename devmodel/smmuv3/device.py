@@ -20,6 +20,10 @@ configurations to `self.core`, the translation backend (`translate.TranslationCo
 `core` says otherwise; None: the device translates nothing). Faults are values; `record_fault` is the only
 path from a Fault into the EVTQ and it uses `events.from_fault`.
 
+DVM (BTM): on the TLBI path (see `dvm.py`) the device is the SMMU's receiver: `dvm_tlbi` decides whether a
+broadcast applies (IDR0.BTM=1, CR2.PTM=0, SMMUEN=1, a backend present) and hands it to the backend
+(`translate.TranslationCore.dvm_tlbi`, which selects through `btm.py` and removes from `iotlb.py`).
+
 Extension points (`hooks.py`), for devices built on the model such as a VMM's vSMMU: the command handler
 table (`handler`, `set_handler`), the backend (`core=`), observers (`hooks`: SMMUEN, GBPA, STE/CD
 invalidation, end of a CMDQ pass, EVTQ_PROD reads) and public actions: `record_fault`, `write_event`,

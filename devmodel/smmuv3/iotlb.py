@@ -20,6 +20,10 @@ Capacity is counted in pieces; replacement "fifo" (default), "lru" or "random" (
 Statistics: hits, misses, inserts, evictions, and per invalidation cause the number of operations and of
 entries removed. Trace events: smmu_iotlb_insert, smmu_iotlb_evict, smmu_iotlb_inv.
 
+On the TLBI path (see `dvm.py`) this is the last step: the entries a command or a broadcast removes are chosen
+by `tag_matcher` (tags) and the predicates `translate.py` builds (ranges, hints), and `invalidate` removes and
+counts them per cause ("TLBI_NH_VA", "dvm:VAE1IS", "dvm:malformed", ...).
+
 Not modelled: TLB conflict aborts (F_TLB_CONFLICT: overlapping entries with different sizes are allowed to
 coexist here and the first lookup wins), the Contiguous hint.
 """

@@ -2,7 +2,9 @@
 
 Like QEMU's `hw/arm/smmu-common.c` against `hw/arm/smmuv3.c`: the device (`device.py`) decodes STE/CD into a
 `TransCfg` and calls `TranslationCore.translate(cfg, addr, ...)`; this module never sees registers, queues or
-STE/CD bits. Everything that goes wrong comes back as a `Fault` value (never a Python exception).
+STE/CD bits. Everything that goes wrong in a translation comes back as a `Fault` value; an argument that breaks
+the contract (a TransCfg the device could not have built, an object that is not a command or a `TlbiOp`)
+raises, as the bug it is.
 
 * `translate(cfg, addr, write, exec_, priv) -> TransResult | Fault`: IOTLB lookup (one dict lookup on a hit),
   else a walk: stage 1 (`walk_s1`), stage 2 (`walk_s2`) or nested, where every stage-1 table access and the
@@ -20,14 +22,13 @@ STE/CD bits. Everything that goes wrong comes back as a `Fault` value (never a P
   hint is visible), with False they are removed and counted as allowed over-invalidation.
   TLBI_S2_IPA removes stage-2 entries only: combined stage-1+2 entries are not required to go (software
   must follow with TLBI_NH_ALL/S12_VMALL, as Linux does for nest parents), so they stay.
-* `dvm_tlbi(op)`: broadcast TLB maintenance (BTM, IHI 0070 3.17.6): the op hits entries of the StreamWorld
-  given by its regime and security state (EL1&0 -> NS-EL1/Secure/Realm, EL2 -> EL2, EL2&0 -> EL2-E2H,
-  ALLE2 -> both, EL3 -> EL3), the VMID (all VMIDs when the op carries none), the ASID for ASID-specific
-  operations except entries whose CD had ASET=1, the stage (S1 ops: stage-1 and combined entries; IPAS2:
-  stage-2 entries; VMALLS12E1/ALLE1: everything), and the address or range (`op.size`, already computed with
-  the CPU formula by the decoder). Every broadcast is counted per context (per tag: world, VMID, ASID, kind):
-  `hits` when it architecturally targets the context, `over` when it is a stage-1 operation for the VMID of
-  a stage-2-only context (not required to hit it, but implementations invalidate by VMID: seed 001). With
+* `dvm_tlbi(op)`: broadcast TLB maintenance (BTM, IHI 0070 3.17.6) in three steps: select (`btm.py`: a
+  malformed message is counted and applies to nothing; else the worlds, VMID, ASID, kinds, range and hints
+  the op names), apply (`_apply`, the same removal as the commands), account-and-trace (`_dvm_census` before,
+  `_dvm_account` after). Every broadcast is counted per context (per tag: world, VMID, ASID, kind): `hits`
+  when it architecturally targets the context, `over` when it is a stage-1 operation for the VMID of a
+  stage-2-only context (not required to hit it, but implementations invalidate by VMID, as the review of
+  Linux's "iommu/arm-smmu-v3: Enable broadcast TLB maintenance" pointed out in 2020). With
   `overinvalidate_s2=True` such entries are also removed (counted as `over_removed`).
 * `dvm_sync()`: the model applies broadcasts synchronously, so a Sync has nothing left to wait for.
 

@@ -1,5 +1,6 @@
 """Broadcast TLB maintenance: DVM TLBI messages (`TlbiOp`) applied by `TranslationCore.dvm_tlbi`, per-context
-broadcast counters (seed 001: over-invalidation of stage-2-only contexts), DVM Sync."""
+broadcast counters (over-invalidation of stage-2-only contexts, as the review of Linux's "iommu/arm-smmu-v3:
+Enable broadcast TLB maintenance" describes), DVM Sync, malformed messages."""
 from __future__ import annotations
 
 import pytest
@@ -110,7 +111,7 @@ def test_ipas2_hits_stage2_only_contexts():
 
 
 def test_over_invalidation_of_stage2_only_contexts_is_counted():
-    """Seed 001: a stage-2-only SMMU context whose VMID equals a KVM VMID sees the guest's stage-1 broadcasts."""
+    """BTM review: a stage-2-only SMMU context whose VMID equals a KVM VMID sees the guest's stage-1 broadcasts."""
     for remove in (False, True):
         env = Env(overinvalidate_s2=remove)
         sb = env.builder(stage=2, ias=40, start=1)

@@ -20,7 +20,7 @@ VA = 0x1234_5000
 
 
 def cmd(name: str, **kw):
-    """A real decoded command (issue-4 encoder/decoder)."""
+    """A real decoded command (`commands.encode` then `commands.decode`)."""
     return decode(encode(name, **kw))
 
 
