@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from devmodel.smmuv3 import commands as cmds
-from devmodel.smmuv3 import events as evmod
 from devmodel.smmuv3 import ste as stemod
 from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
 from devmodel.smmuv3.fault import EventType, Fault
