@@ -20,7 +20,7 @@ an invalid last-level descriptor: F_TRANSLATION), each one recorded in the EVTQ 
 `events.from_fault`, which encodes the record once -> the EVTQ write, PROD update); software drains the
 EVTQ every 128 events. Goal: faults >= 0.002x of `dict_call` (measured in the same rounds), i.e. 20k recorded
 faults/s where a Python function call does 10M dict lookups/s. On the 2-core CPython 3.11 machine this was set
-on, under load: ~0.003x (25-30k faults/s); with the event record encoded three times and the register fields
+on, under load: ~0.003x (25-30k faults/s); with the event record encoded twice and the register fields
 found by a scan, as before, ~0.0015x.
 
     python3 tools/bench.py smmu [--pages N] [--accesses M] [--repeat R]
