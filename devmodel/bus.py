@@ -12,10 +12,14 @@ Not modelled: memory attributes, cacheability, endianness other than little-endi
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Bus", "BusError", "MmioDevice", "Ram", "Region"]
+
+_bisect_right = bisect.bisect_right
+_unpack_u64 = struct.Struct("<Q").unpack_from
 
 
 class BusError(Exception):
@@ -163,6 +167,14 @@ class Bus:
         r.target.write(addr - r.base, value, size)
 
     def read64(self, addr: int) -> int:
+        """`read(addr, 8)`; RAM reads (every table walk step) take a short path, anything else the general one."""
+        i = _bisect_right(self._bases, addr) - 1
+        if i >= 0:
+            r = self._regions[i]
+            t = r.target
+            off = addr - r.base
+            if off <= r.size - 8 and isinstance(t, Ram):
+                return _unpack_u64(t.buf, off)[0]
         return self.read(addr, 8)
 
     def write64(self, addr: int, value: int) -> None:

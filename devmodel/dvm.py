@@ -10,6 +10,11 @@ traced and returned.
 
 A participant may refuse broadcasts (an SMMU with IDR0.BTM=0 or CR2.PTM=1): it still attaches, and decides in
 its own `dvm_tlbi`.
+
+On the TLBI path this is step 3 of 5: trap (`harness/trap.py`) -> decode (`tlbi.py` -> `tlbi_types.TlbiOp`) ->
+interconnect (here: who receives a message, message numbers, the Sync's acks) -> receiver (a vCPU's TLB flush
+in the harness; for an SMMU `smmuv3/device.py` `dvm_tlbi`: is BTM in use?) -> IOTLB (`smmuv3/btm.py` selects,
+`smmuv3/translate.py` applies to `smmuv3/iotlb.py` and accounts).
 """
 from __future__ import annotations
 

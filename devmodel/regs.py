@@ -51,6 +51,7 @@ class Reg:
     wmask: int = field(init=False, default=0)
     rmask: int = field(init=False, default=0)
     unimpl_mask: int = field(init=False, default=0)
+    by_field: dict[str, RegField] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.size not in (4, 8):
@@ -76,12 +77,13 @@ class Reg:
         object.__setattr__(self, "wmask", w)
         object.__setattr__(self, "rmask", r)
         object.__setattr__(self, "unimpl_mask", u)
+        object.__setattr__(self, "by_field", {f.name: f for f in self.fields})
 
     def field(self, name: str) -> RegField:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(f"{self.name} has no field {name}")
+        f = self.by_field.get(name)
+        if f is None:
+            raise KeyError(f"{self.name} has no field {name}")
+        return f
 
 
 class RegisterFile:

@@ -1,4 +1,6 @@
 """Every AArch64 TLBI operation as data, and the pure decoder `decode(op1, crn, crm, op2, xt, ctx) -> TlbiOp`.
+On the TLBI path (see `dvm.py`) this is step 2: what the trapped instruction means for the issuing PE (regime,
+VMID, ASID, address/range, broadcast or not), as one message every receiver gets unchanged.
 
 Sources checked (cited, not copied):
 * Encodings: LLVM `llvm/lib/Target/AArch64/AArch64SystemOperands.td` (TLBI table, FEAT_TLBIOS/TLBIRANGE,

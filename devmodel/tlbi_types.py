@@ -4,6 +4,10 @@
 A `TlbiOp` is what an AMBA CHI DVM TLB Invalidate carries (IHI 0050, DVM chapter: DVMType TLBI,
 Exception level/regime, Security, VMIDV+VMID, ASIDV+ASID, AddrV+address, Leaf, Stage, Range with
 Num/Scale/TG/TTL), plus the instruction facts a debugger wants (name, encoding, Xt, shareability).
+
+Produced by `tlbi.decode` (the trapped instruction) and by the simulated host's own maintenance
+(`harness/host/vmid.py`); carried by `dvm.Interconnect`; consumed by receivers, which validate what they rely
+on (`smmuv3/btm.py`).
 """
 from __future__ import annotations
 

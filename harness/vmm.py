@@ -1,7 +1,7 @@
 """The VMM side of a nested-SMMU VM in one call: host SMMUv3 + host driver + KVM + iommufd, a DMA test device
 assigned to the VM (MMIO passed through, DMA through the physical SMMU with its physical StreamID), and the
-VM's vSMMU (`harness.vsmmu.VSmmu`), wired in the order QEMU's accelerated vSMMU does it (REFERENCE.md "iommufd
-nested flow"):
+VM's vSMMU (`harness.vsmmu.VSmmu`), wired in the order QEMU's accelerated vSMMU does it
+(`hw/arm/smmuv3-accel.c`; the iommufd calls as Linux Documentation/userspace-api/iommufd.rst describes them):
 
     KVM_DEV_VFIO_FILE_ADD -> VFIO_DEVICE_BIND_IOMMUFD -> IOAS_ALLOC + IOAS_MAP(guest RAM at its IPA)
     -> HWPT_ALLOC(NEST_PARENT) -> attach (stage 2 only) -> VIOMMU_ALLOC -> VEVENTQ_ALLOC -> vSMMU at IPA

@@ -5,16 +5,19 @@ The programming model is the devmodel SMMUv3 itself: `VSmmu` subclasses `devmode
 VM's IPA bus, so the register table (`regs.py` + `SmmuFeatures`), the write locks, the CR0/CR0ACK and GBPA
 handshakes, GERROR, the wrapping queues (`queue.py`), the command decoder and its CERROR_ILL checks
 (`commands.py`), CMD_SYNC completion (MSI write into guest RAM, or CONS) and the event-queue writer are the
-model's code. What the VMM adds replaces the model's command *execution* (`_execute`), since the VMM does not
-translate anything itself - the guest's device DMA goes through the physical SMMU:
+model's code. The VMM builds on the model's public extension points only (`devmodel/smmuv3/hooks.py`): it
+has no translation backend (`core=None`: the guest's device DMA goes through the physical SMMU), replaces
+entries of the command handler table, and observes SMMUEN, GBPA, STE invalidation, the end of each CMDQ pass
+and EVTQ_PROD reads:
 
 * guest `CFGI_STE` / `CFGI_STE_RANGE` (and SMMUEN/GBPA changes) -> read the guest STE from its stream table in
-  guest RAM (IPA, `strtab.find_ste` over the VM's IPA bus) -> for an assigned device: abort/bypass -> attach the
-  pre-allocated abort/bypass nested HWPT; stage 1 -> nested `HWPT_ALLOC` with the vSTE words 0-1 + attach, then
-  free the previous nested HWPT (`smmuv3_accel_install_ste`). The vDEVICE (vSID -> SID) is allocated when the
-  device is assigned (`attach_device`). A vSTE the kernel refuses (EIO: fields outside the allowed set, a bad
-  Config) or that is ILLEGAL for this vSMMU is reported to the guest as C_BAD_STE in its event queue (where a
-  real SMMU would report it at the next transaction) and the device is left on the abort HWPT.
+  guest RAM (IPA: the model's `find_ste` over the VM's IPA bus) -> for an assigned device: abort/bypass ->
+  attach the pre-allocated abort/bypass nested HWPT; stage 1 -> nested `HWPT_ALLOC` with the vSTE words 0-1 +
+  attach, then free the previous nested HWPT (`smmuv3_accel_install_ste`). The vDEVICE (vSID -> SID) is
+  allocated when the device is assigned (`attach_device`). A vSTE the kernel refuses (EIO: fields outside the
+  allowed set, a bad Config) or that is ILLEGAL for this vSMMU is reported to the guest as C_BAD_STE in its
+  event queue (where a real SMMU would report it at the next transaction) and the device is left on the abort
+  HWPT.
 * guest `TLBI_NH_ALL/ASID/VA/VAA`, `TLBI_NSNH_ALL`, `CFGI_CD`, `CFGI_CD_ALL`, `ATC_INV` -> `HWPT_INVALIDATE` on
   the vIOMMU with the guest's 16 command bytes, unmodified: the kernel rewrites the VMID and maps vSIDs
   (`smmuv3_accel_issue_inv_cmd`, one command per call). The VMM does not filter vSIDs itself (QEMU skips
@@ -55,11 +58,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from devmodel.smmuv3 import commands as cmds
-from devmodel.smmuv3 import events as evmod
 from devmodel.smmuv3 import ste as stemod
-from devmodel.smmuv3 import strtab
 from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
 from devmodel.smmuv3.fault import EventType, Fault
+from devmodel.smmuv3.hooks import CommandHandler
 from devmodel.smmuv3.regs import SmmuFeatures
 from devmodel.trace import NULL_TRACER, Tracer, define
 
@@ -72,7 +74,7 @@ _M64 = (1 << 64) - 1
 #: guest commands the VMM hands to IOMMU_HWPT_INVALIDATE (the kernel converts or refuses them)
 FORWARDED = frozenset({"TLBI_NH_ALL", "TLBI_NH_ASID", "TLBI_NH_VA", "TLBI_NH_VAA", "TLBI_NSNH_ALL", "CFGI_CD",
                        "CFGI_CD_ALL", "ATC_INV"})
-#: registers whose guest stores make the VMM work (the model has a `_on_<reg>_write` hook for them)
+#: registers whose guest stores make the VMM work (the model acts on them when they are written)
 WORK_REGS = frozenset({"CR0", "GBPA", "IRQ_CTRL", "GERRORN", "CMDQ_PROD"})
 
 define("vsmmu_cmd", ("dev", "opcode", "vsid", "action", "host_cmds", "errno"),
@@ -141,11 +143,15 @@ class VSmmu(SMMUv3):
         self._bypass_hwpt = 0
         self._in_mmio = False
         super().__init__(vm.ipa, features or vsmmu_features(), tracer=tracer,
-                         name=name or f"{getattr(vm, 'name', 'vm')}.vsmmu", irq=None)
-
-    # -- the model's hooks that the VMM replaces --------------------------------------------------------------
-    def _make_core(self) -> Any:
-        return None                    # no translation in the VMM: DMA goes through the physical SMMU
+                         name=name or f"{getattr(vm, 'name', 'vm')}.vsmmu", irq=None,
+                         core=None)        # no translation in the VMM: DMA goes through the physical SMMU
+        for n in cmds.OPCODES:
+            self.set_handler(n, self._forward if n in FORWARDED else self._local(n, self.handler(n)))
+        self.hooks.smmuen.append(lambda enabled: self.install_all("smmuen"))
+        self.hooks.gbpa.append(self._gbpa_updated)
+        self.hooks.ste_invalidated.append(self._ste_invalidated)
+        self.hooks.cmdq_pass_end.append(self._pass_end)
+        self.hooks.evtq_prod_read.append(self.poll_events)
 
     @property
     def stats_vmm(self) -> dict[str, int]:
@@ -169,10 +175,10 @@ class VSmmu(SMMUv3):
     def write(self, offset: int, value: int, size: int) -> None:
         self.vmm["vm_exits"] += 1
         self.vmm["mmio_writes"] += 1
-        hit = self.regs.lookup(self._alias(offset), size) if 0 <= offset < MMIO_SIZE else None
-        if hit is not None and hit[0].name in WORK_REGS:
+        reg = self.reg_at(offset, size)
+        if reg is not None and reg.name in WORK_REGS:
             self.vmm["work_exits"] += 1
-            if hit[0].name == "CMDQ_PROD":
+            if reg.name == "CMDQ_PROD":
                 self.vmm["cmdq_kicks"] += 1
         self._in_mmio = True
         try:
@@ -185,63 +191,55 @@ class VSmmu(SMMUv3):
     def _internal(self, where: str, e: BaseException) -> None:
         self.internal_errors.append(f"{where}: {e!r}\n{traceback.format_exc()}")
         self.vmm["internal_errors"] += 1
-        if self._on("vsmmu_internal_error"):
+        if self.traced("vsmmu_internal_error"):
             self.tracer.emit("vsmmu_internal_error", dev=self.name, where=where, error=repr(e))
-        self._cmdq_busy = False
         self.regs.set_field("CMDQ_CONS", "ERR", cmds.CERROR_ABT)
-        self._gerror("CMDQ_ERR")
+        self.raise_gerror("CMDQ_ERR")
 
-    # -- register hooks added by the VMM --------------------------------------------------------------------------
-    def _on_cr0_write(self, old: int, new: int) -> None:
-        super()._on_cr0_write(old, new)
-        if (old ^ new) & 1:                      # SMMUEN changed: every device follows the new state
-            self.install_all("smmuen")
-
-    def _on_gbpa_write(self, old: int, new: int) -> None:
-        super()._on_gbpa_write(old, new)
-        if not self._field("CR0ACK", "SMMUEN") and self.regs["GBPA"] != old:
+    # -- the model's hooks: configuration changes ------------------------------------------------------------------
+    def _gbpa_updated(self, old: int, new: int) -> None:
+        if not self.field("CR0ACK", "SMMUEN") and new != old:
             self.install_all("gbpa")
 
-    def _on_evtq_prod_read(self, value: int) -> int:
-        self.poll_events()
-        return self.regs["EVTQ_PROD"]
+    def _ste_invalidated(self, first: int, last: int) -> None:
+        if first == last:                        # CFGI_STE
+            self.install(first, "cfgi_ste")
+            return
+        for vsid in sorted(self.devices):        # CFGI_STE_RANGE / CFGI_ALL: the assigned devices in range
+            if first <= vsid <= last:
+                self.install(vsid, "cfgi_ste_range")
 
-    # -- command queue ---------------------------------------------------------------------------------------------
-    def _process_cmdq(self) -> None:
-        outer = not self._cmdq_busy
-        super()._process_cmdq()
-        if outer and self._pending:
-            self._flush(at_sync=False)
-
-    def _execute(self, cmd: cmds.Command) -> int:
-        n = cmd.name
+    # -- command handlers ------------------------------------------------------------------------------------------
+    def _forward(self, cmd: cmds.Command) -> int:
+        """Guest invalidations: HWPT_INVALIDATE now, or at the next other command / end of the kick (batch)."""
         self.vmm["guest_cmds"] += 1
-        if n in FORWARDED:
-            self.vmm["guest_invalidations"] += 1
-            if self.batch:
-                self._pending.append((self.cmdq.state().cons, cmd.to_bytes(), cmd))
-                self._trace_cmd(cmd, "batched", 0, 0)
-                return cmds.CERROR_NONE
-            return self._invalidate([(self.cmdq.state().cons, cmd.to_bytes(), cmd)])
-        if self._pending:                        # keep the guest's order: earlier invalidations go first
-            err = self._flush(at_sync=True)
-            if err:
-                return err
-        if n == "CFGI_STE":
-            self.install(cmd.sid, "cfgi_ste")
-            self._trace_cmd(cmd, "installed", 0, 0)
-        elif n == "CFGI_STE_RANGE":
-            rng = cmds.ste_range(cmd)
-            for vsid in sorted(self.devices):
-                if rng is None or rng[0] <= vsid <= rng[1]:
-                    self.install(vsid, "cfgi_ste_range")
-            self._trace_cmd(cmd, "installed", 0, 0)
-        elif n == "CMD_SYNC":
-            self._sync(cmd)
-            self._trace_cmd(cmd, "local", 0, 0)
-        else:                                    # PREFETCH_*: accepted, nothing to do
-            self._trace_cmd(cmd, "local", 0, 0)
-        return cmds.CERROR_NONE
+        self.vmm["guest_invalidations"] += 1
+        entry = (self.cmdq.state().cons, cmd.to_bytes(), cmd)
+        if self.batch:
+            self._pending.append(entry)
+            self._trace_cmd(cmd, "batched", 0, 0)
+            return cmds.CERROR_NONE
+        return self._invalidate([entry])
+
+    def _local(self, name: str, model: CommandHandler) -> CommandHandler:
+        """Commands the VMM completes itself with the model's handler (CFGI_STE* reach `install` through the
+        ste_invalidated hook, CMD_SYNC completes in guest memory), after any batched invalidations."""
+        action = "installed" if name in ("CFGI_STE", "CFGI_STE_RANGE") else "local"
+
+        def run(cmd: cmds.Command) -> int:
+            self.vmm["guest_cmds"] += 1
+            if self._pending:                    # keep the guest's order: earlier invalidations go first
+                err = self._flush(at_sync=True)
+                if err:
+                    return err
+            err = model(cmd)
+            self._trace_cmd(cmd, action, 0, 0)
+            return err
+        return run
+
+    def _pass_end(self) -> None:
+        if self._pending:
+            self._flush(at_sync=False)
 
     def _invalidate(self, entries: list[tuple[int, bytes, cmds.Command]]) -> int:
         """One HWPT_INVALIDATE for `entries`; on refusal CMDQ_CONS is left at the refused entry."""
@@ -271,11 +269,11 @@ class VSmmu(SMMUv3):
         todo, self._pending = self._pending, []
         err = self._invalidate(todo)
         if err and not at_sync:
-            self._cmdq_error(err, "batch", self.cmdq.state().cons)
+            self.command_error(err, "batch", self.cmdq.state().cons)
         return err
 
     def _trace_cmd(self, cmd: cmds.Command, action: str, host_cmds: int, err: int) -> None:
-        if self._on("vsmmu_cmd"):
+        if self.traced("vsmmu_cmd"):
             vsid = cmd.sid if cmd.name in ("CFGI_STE", "CFGI_CD", "CFGI_CD_ALL", "ATC_INV") else -1
             self.tracer.emit("vsmmu_cmd", dev=self.name, opcode=cmd.name, vsid=vsid, action=action,
                              host_cmds=host_cmds, errno=err)
@@ -283,7 +281,7 @@ class VSmmu(SMMUv3):
     def _refused(self, what: str, vsid: int, err: int, reason: str) -> None:
         self.refusals.append((what, vsid, err, reason))
         self.vmm[f"refused_{what}"] += 1
-        if self._on("vsmmu_refused"):
+        if self.traced("vsmmu_refused"):
             self.tracer.emit("vsmmu_refused", dev=self.name, what=what, vsid=vsid, errno=err, reason=reason)
 
     # -- devices and STEs ----------------------------------------------------------------------------------------
@@ -318,8 +316,8 @@ class VSmmu(SMMUv3):
             return "none"
         new_nested = 0
         cfg = -1
-        if not self._field("CR0ACK", "SMMUEN"):
-            abort = bool(self._field("GBPA", "ABORT"))
+        if not self.field("CR0ACK", "SMMUEN"):
+            abort = bool(self.field("GBPA", "ABORT"))
             hwpt, how = (self._abort_hwpt, "gbpa-abort") if abort else (self._bypass_hwpt, "gbpa-bypass")
         else:
             hwpt, how, new_nested, cfg = self._from_guest_ste(d)
@@ -328,17 +326,16 @@ class VSmmu(SMMUv3):
             self._attach(d, hwpt, 0)
         d.how = how
         self.vmm[f"ste_{how}"] += 1
-        if self._on("vsmmu_install_ste"):
+        if self.traced("vsmmu_install_ste"):
             self.tracer.emit("vsmmu_install_ste", dev=self.name, vsid=vsid, sid=d.sid, config=cfg, hwpt=hwpt,
                              how=how)
         return how
 
     def _from_guest_ste(self, d: VSmmuDevice) -> tuple[int, str, int, int]:
         """(hwpt, how, newly allocated nested hwpt or 0, config) for the guest's current STE of `d`."""
-        look = strtab.find_ste(self._fetch_pa, self._field("STRTAB_BASE", "ADDR"), self.regs["STRTAB_BASE_CFG"],
-                               self.features, d.vsid)
+        look = self.find_ste(d.vsid)
         if isinstance(look, Fault):
-            self._record(Fault(look.type, sid=d.vsid, ipa=look.ipa, reason=f"VMM: {look.reason}"))
+            self.record_fault(Fault(look.type, sid=d.vsid, ipa=look.ipa, reason=f"VMM: {look.reason}"))
             return self._abort_hwpt, "abort", 0, -1
         ste = look.ste
         cfg = ste.config if ste.v else -1
@@ -347,7 +344,7 @@ class VSmmu(SMMUv3):
         bad = stemod.validate(ste, self.features, d.vsid)
         if bad is not None:                      # ILLEGAL for this vSMMU (e.g. stage 2 with IDR0.S2P=0)
             self._refused("ste", d.vsid, _errno.EINVAL, bad.reason)
-            self._record(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"VMM: {bad.reason}"))
+            self.record_fault(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"VMM: {bad.reason}"))
             return self._abort_hwpt, "refused", 0, cfg
         if ste.config == stemod.CONFIG_BYPASS:
             return self._bypass_hwpt, "bypass", 0, cfg
@@ -359,7 +356,7 @@ class VSmmu(SMMUv3):
             hwpt = self._nested_alloc(d.dev_id, (w0, w1))
         except OSError as e:
             self._refused("ste", d.vsid, e.errno or _errno.EIO, e.strerror or str(e))
-            self._record(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"host refused the vSTE: {e.strerror}"))
+            self.record_fault(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"host refused the vSTE: {e.strerror}"))
             return self._abort_hwpt, "refused", 0, cfg
         return hwpt, "translate", hwpt, cfg
 
@@ -395,11 +392,10 @@ class VSmmu(SMMUv3):
                 self.vmm["vevents_lost"] += 1
                 continue
             ev = ve.event
-            written = self._evtq_write(ev)
-            (self.events if written else self.dropped).append(ev)
+            written = self.write_event(ev)
             self.vmm["events_injected" if written else "events_dropped"] += 1
             n += int(written)
-            if self._on("vsmmu_event"):
+            if self.traced("vsmmu_event"):
                 self.tracer.emit("vsmmu_event", dev=self.name, type=ev.name, vsid=ev.sid, written=int(written))
         return n
 

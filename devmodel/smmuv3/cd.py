@@ -10,9 +10,7 @@ Not modelled: VMSAv8-32 CDs (AA64=0 is ILLEGAL here), big-endian tables when IDR
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..fields import Field, Layout, decode_as, encode_from
+from ..fields import Field, Layout, record_codec, record_type
 from .config import S1Cfg, StreamWorld
 from .fault import EventType, Fault
 from .regs import SmmuFeatures
@@ -39,71 +37,13 @@ CD_LAYOUT = Layout("CD", 512, (
 L1CD_LAYOUT = Layout("L1CD", 64, (Field("V", 0, 1), Field("L2PTR", 12, 40, shift=12, doc="[51:12]")))
 
 
-@dataclass(frozen=True, slots=True)
-class Cd:
-    t0sz: int = 0
-    tg0: int = 0
-    ir0: int = 0
-    or0: int = 0
-    sh0: int = 0
-    epd0: int = 0
-    endi: int = 0
-    t1sz: int = 0
-    tg1: int = 0
-    ir1: int = 0
-    or1: int = 0
-    sh1: int = 0
-    epd1: int = 0
-    v: int = 0
-    ips: int = 0
-    affd: int = 0
-    wxn: int = 0
-    uwxn: int = 0
-    tbi: int = 0
-    pan: int = 0
-    aa64: int = 0
-    hd: int = 0
-    ha: int = 0
-    s: int = 0
-    r: int = 0
-    a: int = 0
-    aset: int = 0
-    asid: int = 0
-    nscfg0: int = 0
-    had0: int = 0
-    ttb0: int = 0
-    nscfg1: int = 0
-    had1: int = 0
-    ttb1: int = 0
-    mair: int = 0
-    amair: int = 0
-    impdef: int = 0
-    partid: int = 0
-    pmg: int = 0
-    raw: int = 0
+#: A Context Descriptor: one attribute per CD_LAYOUT field (lower case), `raw` = the 512 bits.
+Cd = record_type("Cd", CD_LAYOUT, module=__name__)
+#: Level-1 CD table descriptor (v, l2ptr, raw)
+L1Cd = record_type("L1Cd", L1CD_LAYOUT, module=__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class L1Cd:
-    v: int = 0
-    l2ptr: int = 0
-    raw: int = 0
-
-
-def decode(data: bytes | int) -> Cd:
-    return decode_as(Cd, CD_LAYOUT, data)
-
-
-def encode(cd: Cd) -> bytes:
-    return encode_from(cd, CD_LAYOUT)
-
-
-def decode_l1(data: bytes | int) -> L1Cd:
-    return decode_as(L1Cd, L1CD_LAYOUT, data)
-
-
-def encode_l1(d: L1Cd) -> bytes:
-    return encode_from(d, L1CD_LAYOUT)
+decode, encode = record_codec(Cd, CD_LAYOUT)
+decode_l1, encode_l1 = record_codec(L1Cd, L1CD_LAYOUT)
 
 
 _TG0 = {0: 4096, 1: 65536, 2: 16384}

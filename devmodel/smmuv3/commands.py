@@ -12,10 +12,7 @@ PRI_RESP/RESUME/STALL_TERM effects (decoded; ILL when the feature is absent), DP
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
-from ..fields import Field, Layout
+from ..fields import Field, Layout, record_decoder, record_type
 from .regs import SmmuFeatures
 
 __all__ = ["OPCODES", "NAMES", "LAYOUTS", "Command", "decode", "encode", "check", "CMD_SIZE",
@@ -79,7 +76,7 @@ LAYOUTS: dict[str, Layout] = {
     "TLBI_S12_VMALL": _layout("TLBI_S12_VMALL", _VMID),
     "TLBI_S2_IPA": _layout("TLBI_S2_IPA", _NUM, _SCALE, _VMID, _LEAF, _TTL, _TG, _IPA),
     "TLBI_NSNH_ALL": _layout("TLBI_NSNH_ALL"),
-    "ATC_INV": _layout("ATC_INV", Field("GLOBAL_", 9, 1), _SSV, _SSID, _SID, Field("SIZE", 64, 6), _VA),
+    "ATC_INV": _layout("ATC_INV", Field("GLOBAL", 9, 1), _SSV, _SSID, _SID, Field("SIZE", 64, 6), _VA),
     "PRI_RESP": _layout("PRI_RESP", _SSV, _SSID, _SID, Field("GRPID", 64, 9), Field("RESP", 76, 2)),
     "RESUME": _layout("RESUME", Field("RESP", 12, 2), _SID, Field("STAG", 64, 16)),
     "STALL_TERM": _layout("STALL_TERM", _SID),
@@ -89,34 +86,17 @@ LAYOUTS: dict[str, Layout] = {
 _UNKNOWN = _layout("UNKNOWN")
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    opcode: int
-    name: str                  # "TLBI_NH_VA", or "UNKNOWN_0xNN"
-    vmid: int = 0
-    asid: int = 0
-    addr: int = 0
-    leaf: int = 0
-    num: int = 0
-    scale: int = 0
-    tg: int = 0                # raw TG encoding (0 = not a range; 1 4KB, 2 16KB, 3 64KB)
-    ttl: int = 0
-    sid: int = 0
-    ssid: int = 0
-    ssv: int = 0
-    span: int = 0
-    cs: int = 0
-    msh: int = 0
-    msiattr: int = 0
-    msiaddr: int = 0
-    msidata: int = 0
-    ssec: int = 0
-    size: int = 0
-    global_: int = 0
-    grpid: int = 0
-    resp: int = 0
-    stag: int = 0
-    raw: int = 0
+def _encode_fields(cmd: "Command") -> int:
+    """The bits of a constructed command: its opcode's layout over its attributes (others are dropped)."""
+    return LAYOUTS.get(NAMES.get(cmd.opcode, ""), _UNKNOWN).pack_record(cmd)
+
+
+class Command(record_type("Command", tuple(LAYOUTS.values()), leading=(("opcode", int), ("name", str)),
+                          encoder=_encode_fields, module=__name__)):
+    """A decoded command: `opcode`, `name` ("TLBI_NH_VA", or "UNKNOWN_0xNN"), the union of every opcode's
+    fields (those the opcode lacks are 0; `addr` is a byte address, `tg` the raw TG encoding: 0 = not a
+    range, 1 4KB, 2 16KB, 3 64KB) and `raw`, the 128 bits as read."""
+    __slots__ = ()
 
     @property
     def known(self) -> bool:
@@ -126,15 +106,15 @@ class Command:
         return self.raw.to_bytes(CMD_SIZE, "little")
 
 
+_DECODERS = tuple(record_decoder(Command, LAYOUTS.get(NAMES.get(op, ""), _UNKNOWN),
+                                 name=NAMES.get(op) or f"UNKNOWN_{op:#04x}") for op in range(256))
+_M128 = (1 << 128) - 1
+
+
 def decode(data: bytes | int) -> Command:
     raw = int.from_bytes(data, "little") if isinstance(data, (bytes, bytearray, memoryview)) else data
-    raw &= (1 << 128) - 1
-    op = raw & 0xFF
-    name = NAMES.get(op)
-    layout = LAYOUTS[name] if name else _UNKNOWN
-    values = layout.unpack(raw)
-    values.pop("opcode")
-    return Command(opcode=op, name=name or f"UNKNOWN_{op:#04x}", raw=raw, **values)
+    raw &= _M128
+    return _DECODERS[raw & 0xFF](raw)
 
 
 def encode(name: str, **fields: int) -> bytes:
@@ -148,13 +128,11 @@ def encode(name: str, **fields: int) -> bytes:
 
 
 def encode_command(cmd: Command) -> bytes:
-    """Re-encode a decoded `Command` from its fields (fields the opcode lacks are dropped)."""
-    if cmd.name not in LAYOUTS:
+    """Re-encode a decoded `Command` from its fields (fields the opcode lacks, and undefined bits, dropped)."""
+    layout = LAYOUTS.get(cmd.name)
+    if layout is None:
         return cmd.to_bytes()
-    layout = LAYOUTS[cmd.name]
-    vals = {f.name: getattr(cmd, f.name) for f in dataclasses.fields(cmd)
-            if f.name in layout.by_name and f.name != "opcode"}
-    return layout.to_bytes(layout.pack(vals, OPCODE=cmd.opcode))
+    return layout.to_bytes(cmd.raw & layout.defined_mask)
 
 
 def ste_range(cmd: Command) -> tuple[int, int] | None:

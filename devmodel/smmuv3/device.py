@@ -3,7 +3,8 @@ configuration cache, `translate()`, and DVM participation (BTM).
 
 Software reaches it only through `read(offset, size)` / `write(offset, value, size)` over the 0x20000-byte
 window (page 0 and page 1) and through memory (tables, queues) on the `Bus`. Register behaviour is declared in
-`regs.py`; this class adds named hooks (`_on_cr0_write`, ...) and the state-dependent write locks.
+`regs.py`; this class adds the register file's named hooks (`_on_cr0_write`, ...) and the state-dependent
+write locks.
 
 The model is synchronous: every Update handshake (CR0/CR0ACK, IRQ_CTRL/IRQ_CTRLACK, GBPA.Update) completes
 before the MMIO write returns, and the command queue is consumed inside the write that moved CMDQ_PROD (or
@@ -15,8 +16,18 @@ and the matching *_IRQ_CFG0.ADDR is non-zero, a 32-bit MSI write of *_IRQ_CFG1.D
 instead (an aborted MSI write sets the GERROR MSI_*_ABT_ERR bit).
 
 Translation: `translate()` handles SMMU-disabled (GBPA), abort and bypass itself and hands stage 1/2/nested
-configurations to `self.core` (`TranslationCore` from `translate.py`, imported lazily). Faults are values;
-`_record` is the only path into the EVTQ and it uses `events.from_fault`.
+configurations to `self.core`, the translation backend (`translate.TranslationCore` unless the constructor's
+`core` says otherwise; None: the device translates nothing). Faults are values; `record_fault` is the only
+path from a Fault into the EVTQ and it uses `events.from_fault`.
+
+DVM (BTM): on the TLBI path (see `dvm.py`) the device is the SMMU's receiver: `dvm_tlbi` decides whether a
+broadcast applies (IDR0.BTM=1, CR2.PTM=0, SMMUEN=1, a backend present) and hands it to the backend
+(`translate.TranslationCore.dvm_tlbi`, which selects through `btm.py` and removes from `iotlb.py`).
+
+Extension points (`hooks.py`), for devices built on the model such as a VMM's vSMMU: the command handler
+table (`handler`, `set_handler`), the backend (`core=`), observers (`hooks`: SMMUEN, GBPA, STE/CD
+invalidation, end of a CMDQ pass, EVTQ_PROD reads) and public actions: `record_fault`, `write_event`,
+`command_error`, `complete_sync`, `raise_gerror`, `field`, `reg_at`, `find_ste`, `traced`.
 
 Not modelled: Secure/Realm interfaces, PRI queue, stalls (RESUME/STALL_TERM are accepted no-ops when a stall
 model exists), ATS, the PIDR/CIDR identification block, memory attributes.
@@ -29,14 +40,18 @@ from typing import Any, Callable
 
 from ..bus import Bus, BusError
 from ..regs import Reg, RegisterFile
+from ..tlbi_types import TlbiOp
 from ..trace import NULL_TRACER, Tracer, define
 from . import commands as cmds
 from . import events as evmod
+from . import ste as stemod
 from . import strtab
 from .config import PERM_R, PERM_W, PERM_X, CfgKind, TransCfg, TransResult
 from .fault import EventType, Fault, FaultClass
+from .hooks import ALL_STREAMS, BackendFactory, CommandHandler, SmmuHooks, TranslationBackend
 from .queue import Queue
 from .regs import EVTQ_PAGE0_ALIASES, WRITE_LOCKS, SmmuFeatures, build_regs
+from .translate import TranslationCore
 
 __all__ = ["SMMUv3", "MMIO_SIZE"]
 
@@ -71,22 +86,29 @@ define("smmuv3_translate_disable", ("dev", "sid", "addr", "is_write", "abort"), 
 define("smmuv3_translate_bypass", ("dev", "sid", "addr", "is_write"), "STE bypass")
 define("smmuv3_translate_abort", ("dev", "sid", "addr", "is_write", "type", "reason"), "transaction aborted")
 define("smmuv3_translate_success", ("dev", "sid", "iova", "translated", "perm"), "translated")
-define("smmuv3_dvm_tlbi", ("dev", "op", "msg", "applied"), "broadcast TLBI received (applied=0: ignored)")
+define("smmuv3_dvm_tlbi", ("dev", "op", "msg", "applied"),
+       "broadcast TLBI received (applied=0: ignored, or malformed)")
 
 _RWX = PERM_R | PERM_W | PERM_X
+_ACCEPTED = ("PREFETCH_CONFIG", "PREFETCH_ADDR", "PRI_RESP", "RESUME", "STALL_TERM")   # no effect modelled
 
 
 class SMMUv3:
-    """One SMMUv3 on a bus. See the module docstring for the interfaces."""
+    """One SMMUv3 on a bus. See the module docstring for the interfaces.
+
+    `core`: the translation backend's factory, called as `core(read, tracer, features)` (default
+    `TranslationCore`); None for a device that translates nothing."""
 
     def __init__(self, bus: Bus, features: SmmuFeatures = SmmuFeatures(), tracer: Tracer = NULL_TRACER,
-                 name: str = "smmu0", irq: Callable[[str], Any] | None = None):
+                 name: str = "smmu0", irq: Callable[[str], Any] | None = None, *,
+                 core: BackendFactory | None = TranslationCore):
         self.bus = bus
         self.features = features
         self.tracer = tracer
         self.name = name
         self.dvm_name = name
         self.irq = irq
+        self.hooks = SmmuHooks()
         self.regs = RegisterFile(self, build_regs(features), on_bad_access=self._bad_access,
                                  on_unimplemented=self._unimplemented)
         self.cmdq = Queue(self.regs, "CMDQ", cmds.CMD_SIZE, features.cmdqs, owner="CONS")
@@ -99,28 +121,24 @@ class SMMUv3:
         self._cmdq_busy = False
         self._cmdq_rekick = False
         self._s2_cfgs: dict[Any, TransCfg] = {}
-        self.core = self._make_core()
-
-    # -- construction helpers --------------------------------------------------------------------------
-    def _make_core(self) -> Any:
-        try:
-            from .translate import TranslationCore  # issue 5; imported lazily
-        except ImportError:
-            return None
-        return TranslationCore(read=self._dma_read64, tracer=self.tracer, features=self.features)
-
-    def _dma_read64(self, addr: int) -> int:
-        """What the translation core walks tables with; BusError propagates (F_WALK_EABT there)."""
-        return self.bus.read64(addr)
+        self._handlers: dict[str, CommandHandler] = self._default_handlers()
+        r = self.regs.regs
+        # the fault path's register tests as masks: SMMUEN, EVTQEN (CR0ACK), EVTQ_IRQEN (IRQ_CTRLACK)
+        self._smmuen = r["CR0ACK"].field("SMMUEN").mask
+        self._evtqen = r["CR0ACK"].field("EVTQEN").mask
+        self._evtq_irqen = r["IRQ_CTRLACK"].field("EVTQ_IRQEN").mask
+        self.core: TranslationBackend | None = None if core is None else core(bus.read64, tracer, features)
 
     def reset(self) -> None:
         self.regs.reset()
         self.config_cache.clear()
 
-    def _on(self, name: str) -> bool:
+    def traced(self, name: str) -> bool:
+        """Is trace event `name` enabled (guard for `self.tracer.emit(name, ...)`)?"""
         return name in self.tracer.enabled
 
-    def _field(self, reg: str, fld: str) -> int:
+    def field(self, reg: str, fld: str) -> int:
+        """Current value of register field `reg.fld` (no MMIO side effects)."""
         return self.regs.get_field(reg, fld)
 
     # -- MMIO --------------------------------------------------------------------------------------------
@@ -129,13 +147,20 @@ class SMMUv3:
             return EVTQ_PAGE0_ALIASES.get(offset, offset)
         return offset
 
+    def reg_at(self, offset: int, size: int) -> Reg | None:
+        """The register an MMIO access of `size` bytes at `offset` reaches (page-0 aliases applied), or None
+        for RAZ/WI locations and illegal sizes/alignments."""
+        off = self._alias(offset)
+        hit = self.regs.lookup(off, size) if 0 <= off < MMIO_SIZE else None
+        return hit[0] if hit is not None else None
+
     def read(self, offset: int, size: int) -> int:
         off = self._alias(offset)
         hit = self.regs.lookup(off, size) if 0 <= off < MMIO_SIZE else None
         val = self.regs.read(off, size) if hit is not None else 0
         if hit is None:
             self.stats["bad_read"] += 1
-        if self._on("smmuv3_read_mmio"):
+        if self.traced("smmuv3_read_mmio"):
             self.tracer.emit("smmuv3_read_mmio", dev=self.name, addr=offset, val=val, size=size,
                              r=int(hit is None))
         return val
@@ -147,7 +172,7 @@ class SMMUv3:
         if hit is not None:
             reg = hit[0]
             lock = WRITE_LOCKS.get(reg.name)
-            if lock is not None and self._field(*lock):
+            if lock is not None and self.field(*lock):
                 ignored = True
                 self._log_ignored(offset, value, f"{reg.name} is RO while {lock[0]}.{lock[1]}=1")
             elif reg.wmask == 0:
@@ -156,7 +181,7 @@ class SMMUv3:
         else:
             self.stats["bad_write"] += 1
             self._log_ignored(offset, value, "no register (RAZ/WI)")
-        if self._on("smmuv3_write_mmio"):
+        if self.traced("smmuv3_write_mmio"):
             self.tracer.emit("smmuv3_write_mmio", dev=self.name, addr=offset, val=value, size=size,
                              r=int(ignored))
         if not ignored:
@@ -164,7 +189,7 @@ class SMMUv3:
 
     def _log_ignored(self, offset: int, value: int, why: str) -> None:
         self.stats["ignored_write"] += 1
-        if self._on("smmuv3_write_mmio_idr"):
+        if self.traced("smmuv3_write_mmio_idr"):
             self.tracer.emit("smmuv3_write_mmio_idr", dev=self.name, addr=offset, val=value, why=why)
 
     def _bad_access(self, kind: str, offset: int, size: int, value: int | None) -> None:
@@ -172,16 +197,20 @@ class SMMUv3:
 
     def _unimplemented(self, reg: Reg, new: int) -> None:
         self.stats["unimplemented_write"] += 1
-        if self._on("smmuv3_write_mmio_idr"):
+        if self.traced("smmuv3_write_mmio_idr"):
             self.tracer.emit("smmuv3_write_mmio_idr", dev=self.name, addr=reg.offset, val=new,
                              why=f"{reg.name}: unimplemented field changed (stored, no effect)")
 
-    # -- register hooks ----------------------------------------------------------------------------------
+    # -- register hooks (called by the RegisterFile) ---------------------------------------------------------
     def _on_cr0_write(self, old: int, new: int) -> None:
         self.regs["CR0ACK"] = new & self.regs.regs["CR0ACK"].rmask
-        if (old ^ new) & 1:
+        changed = bool((old ^ new) & 1)
+        if changed:
             self.stats["smmuen_on" if new & 1 else "smmuen_off"] += 1
         self._process_cmdq()
+        if changed:
+            for fn in self.hooks.smmuen:
+                fn(bool(new & 1))
 
     def _on_irq_ctrl_write(self, old: int, new: int) -> None:
         self.regs["IRQ_CTRLACK"] = new & self.regs.regs["IRQ_CTRLACK"].rmask
@@ -193,46 +222,60 @@ class SMMUv3:
             self.stats["gbpa_write_ignored"] += 1
             return
         self.regs["GBPA"] = update.put(new, 0)   # the update completes at once
+        for fn in self.hooks.gbpa:
+            fn(old, self.regs["GBPA"])
 
     def _on_gerrorn_write(self, old: int, new: int) -> None:
-        if self._on("smmuv3_write_gerrorn"):
+        if self.traced("smmuv3_write_gerrorn"):
             self.tracer.emit("smmuv3_write_gerrorn", dev=self.name, acked=(old ^ new), gerrorn=new)
         self._process_cmdq()
 
     def _on_cmdq_prod_write(self, old: int, new: int) -> None:
         self._process_cmdq()
 
+    def _on_evtq_prod_read(self, value: int) -> int:
+        if not self.hooks.evtq_prod_read:
+            return value
+        for fn in self.hooks.evtq_prod_read:
+            fn()
+        return self.regs["EVTQ_PROD"]
+
     # -- GERROR and interrupts -------------------------------------------------------------------------------
     def gerror_active(self) -> int:
         """Active global errors: GERROR bits that differ from GERRORN."""
         return self.regs["GERROR"] ^ self.regs["GERRORN"]
 
-    def _gerror(self, bit: str) -> None:
+    def raise_gerror(self, bit: str) -> None:
+        """Activate GERROR field `bit` ("CMDQ_ERR", "EVTQ_ABT_ERR", ...) unless already active, and signal the
+        GERROR interrupt when IRQ_CTRL.GERROR_IRQEN is set (IHI 0070 7.2)."""
         mask = self.regs.regs["GERROR"].field(bit).mask
         if self.gerror_active() & mask:
             return                                   # already active: no new toggle
         self.regs["GERROR"] = self.regs["GERROR"] ^ mask
         self.stats[f"gerror_{bit.lower()}"] += 1
-        if self._on("smmuv3_write_gerror"):
+        if self.traced("smmuv3_write_gerror"):
             self.tracer.emit("smmuv3_write_gerror", dev=self.name, toggled=mask, gerror=self.regs["GERROR"])
-        if self._field("IRQ_CTRLACK", "GERROR_IRQEN"):
+        if self.field("IRQ_CTRLACK", "GERROR_IRQEN"):
             self._signal("GERROR", "gerror", "MSI_GERROR_ABT_ERR")
 
     def _signal(self, prefix: str, line: str, abt_bit: str) -> None:
-        addr = self._field(f"{prefix}_IRQ_CFG0", "ADDR")
+        addr = self.field(f"{prefix}_IRQ_CFG0", "ADDR")
         if self.features.msi and addr:
-            data = self._field(f"{prefix}_IRQ_CFG1", "DATA")
+            data = self.field(f"{prefix}_IRQ_CFG1", "DATA")
             self._msi(line, addr, data, abt_bit)
             return
+        self._wired(line)
+
+    def _wired(self, line: str) -> None:
         self.stats[f"irq_{line}"] += 1
-        if self._on("smmuv3_trigger_irq"):
+        if self.traced("smmuv3_trigger_irq"):
             self.tracer.emit("smmuv3_trigger_irq", dev=self.name, irq=line, msi=0, addr=0, data=0)
         if self.irq is not None:
             self.irq(line)
 
     def _msi(self, line: str, addr: int, data: int, abt_bit: str) -> None:
         self.stats[f"msi_{line}"] += 1
-        if self._on("smmuv3_trigger_irq"):
+        if self.traced("smmuv3_trigger_irq"):
             self.tracer.emit("smmuv3_trigger_irq", dev=self.name, irq=line, msi=1, addr=addr, data=data)
         try:
             self.bus.write(addr, data, 4)
@@ -242,13 +285,34 @@ class SMMUv3:
                 if not self.gerror_active() & mask:
                     self.regs["GERROR"] = self.regs["GERROR"] ^ mask
             else:
-                self._gerror(abt_bit)
+                self.raise_gerror(abt_bit)
 
     # -- command queue ---------------------------------------------------------------------------------------
+    def handler(self, name: str) -> CommandHandler:
+        """The handler that executes command `name` (an opcode name of `commands.OPCODES`)."""
+        return self._handlers[name]
+
+    def set_handler(self, name: str, fn: CommandHandler) -> CommandHandler:
+        """Execute command `name` with `fn(cmd) -> CERROR` from now on; returns the previous handler (to wrap
+        it). `fn` sees only commands that passed `commands.check`. KeyError for names that are no opcode."""
+        if name not in cmds.OPCODES:
+            raise KeyError(f"{name!r} is not an SMMUv3 command")
+        old, self._handlers[name] = self._handlers[name], fn
+        return old
+
+    def _default_handlers(self) -> dict[str, CommandHandler]:
+        table: dict[str, CommandHandler] = {n: self._tlbi for n in cmds.OPCODES if n.startswith("TLBI_")}
+        table.update({n: self._accept for n in _ACCEPTED})
+        table.update(ATC_INV=self._tlbi, CFGI_STE=self._cfgi_ste, CFGI_STE_RANGE=self._cfgi_ste_range,
+                     CFGI_CD=self._cfgi_cd, CFGI_CD_ALL=self._cfgi_cd_all, CMD_SYNC=self._cmd_sync)
+        assert table.keys() == cmds.OPCODES.keys(), "every opcode has a default handler"
+        return table
+
     def _process_cmdq(self) -> None:
         """Consume commands. A kick that arrives while consuming (an MSI handler writing CMDQ_PROD or
         acknowledging CMDQ_ERR through GERRORN from inside a CMD_SYNC or GERROR MSI) is remembered and served
-        when the current pass ends, a bounded number of times, so a self-feeding queue cannot hang the model."""
+        when the current pass ends, a bounded number of times, so a self-feeding queue cannot hang the model.
+        The `cmdq_pass_end` hooks run when the outermost pass is over."""
         if self._cmdq_busy:
             self._cmdq_rekick = True
             return
@@ -263,16 +327,18 @@ class SMMUv3:
                 self.stats["cmdq_budget_exhausted"] += 1
         finally:
             self._cmdq_busy = False
+        for fn in self.hooks.cmdq_pass_end:
+            fn()
 
     def _consume_cmdq(self) -> None:
-        budget = 4 * (1 << min(self._field("CMDQ_BASE", "LOG2SIZE"), self.features.cmdqs)) + 16
+        budget = 4 * (1 << min(self.field("CMDQ_BASE", "LOG2SIZE"), self.features.cmdqs)) + 16
         cerr_mask = self.regs.regs["GERROR"].field("CMDQ_ERR").mask
         while budget > 0:
             budget -= 1
-            if not self._field("CR0ACK", "CMDQEN") or self.gerror_active() & cerr_mask:
+            if not self.field("CR0ACK", "CMDQEN") or self.gerror_active() & cerr_mask:
                 return
             st = self.cmdq.state()
-            if self._on("smmuv3_cmdq_consume"):
+            if self.traced("smmuv3_cmdq_consume"):
                 self.tracer.emit("smmuv3_cmdq_consume", dev=self.name, prod=st.idx(st.prod),
                                  cons=st.idx(st.cons), prod_wrap=st.wrap(st.prod), cons_wrap=st.wrap(st.cons))
             if st.empty:
@@ -280,114 +346,138 @@ class SMMUv3:
             try:
                 raw = self.bus.read_bytes(self.cmdq.slot(st, st.cons), cmds.CMD_SIZE)
             except BusError:
-                self._cmdq_error(cmds.CERROR_ABT, "fetch", st.cons)
+                self.command_error(cmds.CERROR_ABT, "fetch", st.cons)
                 return
             cmd = cmds.decode(raw)
-            if self._on("smmuv3_cmdq_opcode"):
+            if self.traced("smmuv3_cmdq_opcode"):
                 self.tracer.emit("smmuv3_cmdq_opcode", dev=self.name, opcode=cmd.name, cons=st.cons, sid=cmd.sid,
                                  vmid=cmd.vmid, asid=cmd.asid, addr=cmd.addr)
-            err = cmds.check(cmd, self.features)
-            if not err:
-                err = self._execute(cmd)
+            err = cmds.check(cmd, self.features) or self._handlers[cmd.name](cmd)
             if err:
-                self._cmdq_error(err, cmd.name, st.cons)
+                self.command_error(err, cmd.name, st.cons)
                 return
             self.stats[f"cmd_{cmd.name}"] += 1
             self.cmdq.set_cons(st.next(st.cons))
         self.stats["cmdq_budget_exhausted"] += 1
 
-    def _cmdq_error(self, err: int, name: str, cons: int) -> None:
+    def command_error(self, err: int, name: str, cons: int) -> None:
+        """Stop the command queue with CMDQ_CONS.ERR = `err` (a CERROR_*) and GERROR.CMDQ_ERR (IHI 0070 7.1);
+        `name`/`cons` say which command (for the trace). CONS itself is left where it is."""
         self.regs.set_field("CMDQ_CONS", "ERR", err)
-        if self._on("smmuv3_cmdq_consume_error"):
+        if self.traced("smmuv3_cmdq_consume_error"):
             self.tracer.emit("smmuv3_cmdq_consume_error", dev=self.name, cmd_name=name, cmd_error=err, cons=cons)
-        self._gerror("CMDQ_ERR")
+        self.raise_gerror("CMDQ_ERR")
 
-    def _execute(self, cmd: cmds.Command) -> int:
-        n = cmd.name
-        if n.startswith("CFGI_"):
-            self._cfgi(cmd)
-        elif n.startswith("TLBI_") or n == "ATC_INV":
-            if self.core is not None:
-                self.core.invalidate(cmd)
-            else:
-                self.stats["invalidate_without_core"] += 1
-        elif n == "CMD_SYNC":
-            self._sync(cmd)
-        return cmds.CERROR_NONE           # PREFETCH_*, PRI_RESP, RESUME, STALL_TERM: accepted, no effect
+    # the model's own command handlers (the defaults of the table)
+    def _accept(self, cmd: cmds.Command) -> int:
+        return cmds.CERROR_NONE
 
-    def _cfgi(self, cmd: cmds.Command) -> None:
-        n = cmd.name
-        if n == "CFGI_STE":
-            self._inv_config(lambda sid, ssid: sid == cmd.sid, cmd.sid)
-            if self._on("smmuv3_cmdq_cfgi_ste"):
-                self.tracer.emit("smmuv3_cmdq_cfgi_ste", dev=self.name, streamid=cmd.sid)
-        elif n == "CFGI_STE_RANGE":
-            rng = cmds.ste_range(cmd)
-            if rng is None:
-                self._inv_config(lambda sid, ssid: True, -1)
-            else:
-                lo, hi = rng
-                self._inv_config(lambda sid, ssid: lo <= sid <= hi, cmd.sid)
-            if self._on("smmuv3_cmdq_cfgi_ste_range"):
-                self.tracer.emit("smmuv3_cmdq_cfgi_ste_range", dev=self.name, start=rng[0] if rng else 0,
-                                 end=rng[1] if rng else -1)
-        elif n == "CFGI_CD":
-            # the entry of that SubstreamID, and transactions without one (S1DSS may map them to SSID 0)
-            self._inv_config(lambda sid, ssid: sid == cmd.sid and ssid in (cmd.ssid, None), cmd.sid)
-            if self._on("smmuv3_cmdq_cfgi_cd"):
-                self.tracer.emit("smmuv3_cmdq_cfgi_cd", dev=self.name, sid=cmd.sid, ssid=cmd.ssid, all=0)
-        elif n == "CFGI_CD_ALL":
-            self._inv_config(lambda sid, ssid: sid == cmd.sid, cmd.sid)
-            if self._on("smmuv3_cmdq_cfgi_cd"):
-                self.tracer.emit("smmuv3_cmdq_cfgi_cd", dev=self.name, sid=cmd.sid, ssid=0, all=1)
+    def _tlbi(self, cmd: cmds.Command) -> int:
+        if self.core is not None:
+            self.core.invalidate(cmd)
+        else:
+            self.stats["invalidate_without_core"] += 1
+        return cmds.CERROR_NONE
+
+    def _cfgi_ste(self, cmd: cmds.Command) -> int:
+        self._inv_config(lambda sid, ssid: sid == cmd.sid, cmd.sid)
+        if self.traced("smmuv3_cmdq_cfgi_ste"):
+            self.tracer.emit("smmuv3_cmdq_cfgi_ste", dev=self.name, streamid=cmd.sid)
+        for fn in self.hooks.ste_invalidated:
+            fn(cmd.sid, cmd.sid)
+        return cmds.CERROR_NONE
+
+    def _cfgi_ste_range(self, cmd: cmds.Command) -> int:
+        rng = cmds.ste_range(cmd)
+        if rng is None:
+            self._inv_config(lambda sid, ssid: True, -1)
+        else:
+            lo, hi = rng
+            self._inv_config(lambda sid, ssid: lo <= sid <= hi, cmd.sid)
+        if self.traced("smmuv3_cmdq_cfgi_ste_range"):
+            self.tracer.emit("smmuv3_cmdq_cfgi_ste_range", dev=self.name, start=rng[0] if rng else 0,
+                             end=rng[1] if rng else -1)
+        first, last = rng if rng is not None else ALL_STREAMS
+        for fn in self.hooks.ste_invalidated:
+            fn(first, last)
+        return cmds.CERROR_NONE
+
+    def _cfgi_cd(self, cmd: cmds.Command) -> int:
+        # the entry of that SubstreamID, and transactions without one (S1DSS may map them to SSID 0)
+        self._inv_config(lambda sid, ssid: sid == cmd.sid and ssid in (cmd.ssid, None), cmd.sid)
+        if self.traced("smmuv3_cmdq_cfgi_cd"):
+            self.tracer.emit("smmuv3_cmdq_cfgi_cd", dev=self.name, sid=cmd.sid, ssid=cmd.ssid, all=0)
+        for fn in self.hooks.cd_invalidated:
+            fn(cmd.sid, cmd.ssid)
+        return cmds.CERROR_NONE
+
+    def _cfgi_cd_all(self, cmd: cmds.Command) -> int:
+        self._inv_config(lambda sid, ssid: sid == cmd.sid, cmd.sid)
+        if self.traced("smmuv3_cmdq_cfgi_cd"):
+            self.tracer.emit("smmuv3_cmdq_cfgi_cd", dev=self.name, sid=cmd.sid, ssid=0, all=1)
+        for fn in self.hooks.cd_invalidated:
+            fn(cmd.sid, None)
+        return cmds.CERROR_NONE
 
     def _inv_config(self, match: Callable[[int, int | None], bool], sid: int) -> None:
         keys = [k for k in self.config_cache if match(*k)]
         for k in keys:
             del self.config_cache[k]
         self.stats["config_inv"] += len(keys)
-        if self._on("smmuv3_config_cache_inv"):
+        if self.traced("smmuv3_config_cache_inv"):
             self.tracer.emit("smmuv3_config_cache_inv", dev=self.name, sid=sid, n=len(keys))
 
-    def _sync(self, cmd: cmds.Command) -> None:
+    def _cmd_sync(self, cmd: cmds.Command) -> int:
+        self.complete_sync(cmd)
+        return cmds.CERROR_NONE
+
+    def complete_sync(self, cmd: cmds.Command) -> None:
+        """Complete CMD_SYNC `cmd` (IHI 0070 4.7.3): every earlier command is done when this is called; signal
+        completion as CS says (MSI write of MSIData to MSIAddress, or the wired "cmd_sync" interrupt; SEV)."""
         if cmd.cs == cmds.CS_IRQ:
             if self.features.msi and cmd.msiaddr:
                 self._msi("cmd_sync", cmd.msiaddr, cmd.msidata, "MSI_CMDQ_ABT_ERR")
             else:
-                self.stats["irq_cmd_sync"] += 1
-                if self._on("smmuv3_trigger_irq"):
-                    self.tracer.emit("smmuv3_trigger_irq", dev=self.name, irq="cmd_sync", msi=0, addr=0, data=0)
-                if self.irq is not None:
-                    self.irq("cmd_sync")
+                self._wired("cmd_sync")
         elif cmd.cs == cmds.CS_SEV:
             self.stats["sev"] += 1
         self.stats["sync"] += 1
-        if self._on("smmuv3_cmdq_sync"):
+        if self.traced("smmuv3_cmdq_sync"):
             self.tracer.emit("smmuv3_cmdq_sync", dev=self.name, cs=cmd.cs, msiaddr=cmd.msiaddr,
                              msidata=cmd.msidata)
 
     # -- event queue ------------------------------------------------------------------------------------------
-    def _record(self, fault: Fault) -> None:
-        """The only path from a Fault to the EVTQ."""
+    def record_fault(self, fault: Fault) -> evmod.Event | None:
+        """The only path from a Fault to the EVTQ: the event record (written or dropped), or None when the
+        fault is not to be recorded (`fault.record` False)."""
         if not fault.record:
             self.stats["fault_not_recorded"] += 1
-            return
-        if self._on("smmuv3_record_event"):
+            return None
+        if self.traced("smmuv3_record_event"):
             self.tracer.emit("smmuv3_record_event", dev=self.name, type=fault.type.name, sid=fault.sid,
                              ssid=fault.ssid, reason=fault.reason)
         ev = evmod.from_fault(fault)
-        written = self._evtq_write(ev)
-        (self.events if written else self.dropped).append(ev)
+        self.write_event(ev)
+        return ev
 
-    def _evtq_write(self, ev: evmod.Event) -> bool:
-        if not self._field("CR0ACK", "EVTQEN"):
+    def write_event(self, ev: evmod.Event) -> bool:
+        """Put event record `ev` into the EVTQ (IHI 0070 7.4): False when it is lost (queue disabled, full:
+        OVFLG toggles, or the write aborts: GERROR.EVTQ_ABT_ERR); else PROD moves and the EVTQ interrupt is
+        signalled when enabled. The record is appended to `events` or `dropped`."""
+        written = self._evtq_put(ev)
+        (self.events if written else self.dropped).append(ev)
+        return written
+
+    def _evtq_put(self, ev: evmod.Event) -> bool:
+        values = self.regs.values
+        if not values["CR0ACK"] & self._evtqen:
             self._propagated(ev, -1, False)
             return False
         st = self.evtq.state()
         if st.full:
-            if self._field("EVTQ_PROD", "OVFLG") == self._field("EVTQ_CONS", "OVACKFLG"):
-                self.regs.set_field("EVTQ_PROD", "OVFLG", self._field("EVTQ_PROD", "OVFLG") ^ 1)
-                if self._on("smmuv3_evtq_overflow"):
+            if self.field("EVTQ_PROD", "OVFLG") == self.field("EVTQ_CONS", "OVACKFLG"):
+                self.regs.set_field("EVTQ_PROD", "OVFLG", self.field("EVTQ_PROD", "OVFLG") ^ 1)
+                if self.traced("smmuv3_evtq_overflow"):
                     self.tracer.emit("smmuv3_evtq_overflow", dev=self.name, prod=st.prod, cons=st.cons)
             self.stats["evtq_overflow"] += 1
             self._propagated(ev, st.prod, False)
@@ -395,17 +485,17 @@ class SMMUv3:
         try:
             self.bus.write_bytes(self.evtq.slot(st, st.prod), evmod.encode(ev))
         except BusError:
-            self._gerror("EVTQ_ABT_ERR")
+            self.raise_gerror("EVTQ_ABT_ERR")
             self._propagated(ev, st.prod, False)
             return False
         self.evtq.set_prod(st.next(st.prod))
         self._propagated(ev, st.prod, True)
-        if self._field("IRQ_CTRLACK", "EVTQ_IRQEN"):
+        if values["IRQ_CTRLACK"] & self._evtq_irqen:
             self._signal("EVTQ", "eventq", "MSI_EVTQ_ABT_ERR")
         return True
 
     def _propagated(self, ev: evmod.Event, prod: int, written: bool) -> None:
-        if self._on("smmuv3_propagate_event"):
+        if self.traced("smmuv3_propagate_event"):
             self.tracer.emit("smmuv3_propagate_event", dev=self.name, type=ev.name, sid=ev.sid, prod=prod,
                              written=int(written))
 
@@ -417,18 +507,32 @@ class SMMUv3:
             et = EventType.F_STE_FETCH if kind == "ste" else EventType.F_CD_FETCH
             return Fault(et, ipa=addr, reason=f"{kind} fetch: {e}")
 
+    def find_ste(self, sid: int, ssid: int | None = None) -> strtab.SteLookup | Fault:
+        """Locate and read the STE of `sid` through the stream table the registers describe now (no
+        validation, no configuration cache): C_BAD_STREAMID / F_STE_FETCH faults as values."""
+        base = self.field("STRTAB_BASE", "ADDR")
+        look = strtab.find_ste(self._fetch_pa, base, self.regs["STRTAB_BASE_CFG"], self.features, sid, ssid)
+        if isinstance(look, Fault):
+            return look
+        if look.l1ptr is not None and self.traced("smmuv3_find_ste_2lvl"):
+            self.tracer.emit("smmuv3_find_ste_2lvl", dev=self.name, strtab_base=base, l1ptr=look.l1ptr,
+                             l2ptr=look.l2ptr, span=look.span)
+        if self.traced("smmuv3_find_ste"):
+            self.tracer.emit("smmuv3_find_ste", dev=self.name, sid=sid, addr=look.addr)
+        return look
+
     def config(self, sid: int, ssid: int | None = None) -> TransCfg | Fault:
         """Decoded configuration of (sid, ssid), through the configuration cache."""
         key = (sid, ssid)
         hit = self.config_cache.get(key)
         if hit is not None:
             self.stats["config_hit"] += 1
-            if self._on("smmuv3_config_cache_hit"):
+            if self.traced("smmuv3_config_cache_hit"):
                 self.tracer.emit("smmuv3_config_cache_hit", dev=self.name, sid=sid, ssid=ssid,
                                  hits=self.stats["config_hit"], misses=self.stats["config_miss"])
             return hit
         self.stats["config_miss"] += 1
-        if self._on("smmuv3_config_cache_miss"):
+        if self.traced("smmuv3_config_cache_miss"):
             self.tracer.emit("smmuv3_config_cache_miss", dev=self.name, sid=sid, ssid=ssid,
                              hits=self.stats["config_hit"], misses=self.stats["config_miss"])
         cfg = self._decode_config(sid, ssid)
@@ -438,27 +542,20 @@ class SMMUv3:
         return cfg
 
     def _decode_config(self, sid: int, ssid: int | None) -> TransCfg | Fault:
-        f = self.features
-        base = self._field("STRTAB_BASE", "ADDR")
-        look = strtab.find_ste(self._fetch_pa, base, self.regs["STRTAB_BASE_CFG"], f, sid, ssid)
+        look = self.find_ste(sid, ssid)
         if isinstance(look, Fault):
             return look
-        if look.l1ptr is not None and self._on("smmuv3_find_ste_2lvl"):
-            self.tracer.emit("smmuv3_find_ste_2lvl", dev=self.name, strtab_base=base, l1ptr=look.l1ptr,
-                             l2ptr=look.l2ptr, span=look.span)
-        if self._on("smmuv3_find_ste"):
-            self.tracer.emit("smmuv3_find_ste", dev=self.name, sid=sid, addr=look.addr)
         ste = look.ste
         fetch: strtab.Fetch = self._fetch_pa
-        if ste.config == 0b111 and ste.v:
+        if ste.config == stemod.CONFIG_NESTED and ste.v:
             fetch = self._nested_fetcher(ste, sid, ssid)
         on_cd = (lambda a: self.tracer.emit("smmuv3_get_cd", dev=self.name, addr=a)) \
-            if self._on("smmuv3_get_cd") else None
-        return strtab.resolve(fetch, ste, f, sid, ssid, e2h=bool(self._field("CR2", "E2H")), on_cd=on_cd)
+            if self.traced("smmuv3_get_cd") else None
+        return strtab.resolve(fetch, ste, self.features, sid, ssid, e2h=bool(self.field("CR2", "E2H")),
+                              on_cd=on_cd)
 
-    def _nested_fetcher(self, ste: Any, sid: int, ssid: int | None) -> strtab.Fetch:
+    def _nested_fetcher(self, ste: stemod.Ste, sid: int, ssid: int | None) -> strtab.Fetch:
         """For nested STEs the CD table pointers are IPAs: translate them through stage 2 (CLASS=CD)."""
-        from . import ste as stemod
         if stemod.validate(ste, self.features, sid, ssid) is not None:
             return self._fetch_pa
         s2 = stemod.s2_config(ste, self.features)
@@ -466,15 +563,15 @@ class SMMUv3:
         s2cfg = self._s2_cfgs.get(s2)
         if s2cfg is None:
             s2cfg = self._s2_cfgs[s2] = TransCfg(sid, None, CfgKind.S2, s2=s2, oas=self.features.oas)
+        core = self.core
 
         def fetch(ipa: int, n: int, kind: str) -> bytes | Fault:
-            if self.core is None:
+            if core is None:
                 return Fault(EventType.F_CD_FETCH, ipa=ipa, record=False,
-                             reason="nested CD fetch needs the translation core (devmodel/smmuv3/translate.py)")
-            pa = self.core.translate_s2(s2cfg, ipa, cls=FaultClass.CD)
+                             reason="nested CD fetch: this SMMU has no translation backend")
+            pa = core.translate_s2(s2cfg, ipa, cls=FaultClass.CD)
             if isinstance(pa, Fault):
                 return pa
-            pa = pa.pa if isinstance(pa, TransResult) else pa
             return self._fetch_pa(pa, n, kind)
         return fetch
 
@@ -482,66 +579,77 @@ class SMMUv3:
     def translate(self, sid: int, ssid: int | None, addr: int, write: bool = False, exec_: bool = False,
                   priv: bool = False) -> TransResult | Fault:
         """Translate one transaction; any Fault is recorded in the EVTQ (unless its record flag is off)."""
-        if not self._field("CR0ACK", "SMMUEN"):
-            abort = bool(self._field("GBPA", "ABORT"))
-            if self._on("smmuv3_translate_disable"):
-                self.tracer.emit("smmuv3_translate_disable", dev=self.name, sid=sid, addr=addr, is_write=write,
-                                 abort=int(abort))
-            if abort:
-                return self._fail(Fault(EventType.F_TRANS_FORBIDDEN, sid=sid, ssid=ssid, addr=addr,
-                                        rnw=not write, ind=exec_, pnu=priv, record=False,
-                                        reason="SMMUEN=0 and GBPA.ABORT=1: abort, no event"))
-            return TransResult(addr, _RWX, 4096)
+        if not self.regs.values["CR0ACK"] & self._smmuen:
+            return self._disabled(sid, ssid, addr, write, exec_, priv)
         cfg = self.config(sid, ssid)
         if isinstance(cfg, Fault):
-            f = dataclasses.replace(cfg, addr=addr, rnw=not write, ind=exec_, pnu=priv)
-            if f.type == EventType.C_BAD_STREAMID and not self._field("CR2", "RECINVSID"):
-                f = dataclasses.replace(f, record=False)
+            f = dataclasses.replace(cfg, addr=addr, rnw=not write, ind=exec_, pnu=priv,
+                                    record=cfg.record and (cfg.type != EventType.C_BAD_STREAMID
+                                                           or bool(self.field("CR2", "RECINVSID"))))
             return self._fail(f)
         if cfg.kind == CfgKind.ABORT:
             return self._fail(Fault(EventType.F_TRANS_FORBIDDEN, sid=sid, ssid=ssid, addr=addr, rnw=not write,
                                     ind=exec_, pnu=priv, record=False,
                                     reason="STE.Config=0b0xx: abort, no event"))
         if cfg.kind == CfgKind.BYPASS:
-            if self._on("smmuv3_translate_bypass"):
+            if self.traced("smmuv3_translate_bypass"):
                 self.tracer.emit("smmuv3_translate_bypass", dev=self.name, sid=sid, addr=addr, is_write=write)
             return TransResult(addr, _RWX, 4096)
         if self.core is None:
             return self._fail(Fault(EventType.F_TRANSLATION, sid=sid, ssid=ssid, addr=addr, rnw=not write,
                                     ind=exec_, pnu=priv, record=False,
-                                    reason="no translation core (devmodel/smmuv3/translate.py) available"))
+                                    reason="this SMMU has no translation backend"))
         res = self.core.translate(cfg, addr, write, exec_, priv)
         if isinstance(res, Fault):
-            return self._fail(dataclasses.replace(res, sid=sid, ssid=ssid))
-        if self._on("smmuv3_translate_success"):
+            return self._fail(res if res.sid == sid and res.ssid == ssid
+                              else dataclasses.replace(res, sid=sid, ssid=ssid))
+        if self.traced("smmuv3_translate_success"):
             self.tracer.emit("smmuv3_translate_success", dev=self.name, sid=sid, iova=addr, translated=res.pa,
                              perm=res.perm)
         return res
 
+    def _disabled(self, sid: int, ssid: int | None, addr: int, write: bool, exec_: bool,
+                  priv: bool) -> TransResult | Fault:
+        """SMMUEN=0: GBPA decides (IHI 0070 6.3.14)."""
+        abort = bool(self.field("GBPA", "ABORT"))
+        if self.traced("smmuv3_translate_disable"):
+            self.tracer.emit("smmuv3_translate_disable", dev=self.name, sid=sid, addr=addr, is_write=write,
+                             abort=int(abort))
+        if abort:
+            return self._fail(Fault(EventType.F_TRANS_FORBIDDEN, sid=sid, ssid=ssid, addr=addr,
+                                    rnw=not write, ind=exec_, pnu=priv, record=False,
+                                    reason="SMMUEN=0 and GBPA.ABORT=1: abort, no event"))
+        return TransResult(addr, _RWX, 4096)
+
     def _fail(self, f: Fault) -> Fault:
         self.faults.append(f)
-        if self._on("smmuv3_translate_abort"):
+        if self.traced("smmuv3_translate_abort"):
             self.tracer.emit("smmuv3_translate_abort", dev=self.name, sid=f.sid, addr=f.addr,
                              is_write=int(not f.rnw), type=f.type.name, reason=f.reason)
-        self._record(f)
+        self.record_fault(f)
         return f
 
     # -- DVM participant (BTM) ---------------------------------------------------------------------------------
     @property
     def btm_active(self) -> bool:
-        return (self.features.btm and not self._field("CR2", "PTM") and bool(self._field("CR0ACK", "SMMUEN"))
+        return (self.features.btm and not self.field("CR2", "PTM") and bool(self.field("CR0ACK", "SMMUEN"))
                 and self.core is not None)
 
-    def dvm_tlbi(self, op: Any, msg: int) -> None:
+    def dvm_tlbi(self, op: TlbiOp, msg: int) -> None:
+        """A broadcast TLBI from the interconnect: applied by the backend when BTM is in use (IDR0.BTM=1,
+        CR2.PTM=0, SMMUEN=1), else ignored; a malformed message applies to nothing (`btm_malformed`)."""
         applied = self.btm_active
         if applied:
-            self.stats["btm_applied"] += 1
-            self.core.dvm_tlbi(op)
+            assert self.core is not None
+            if self.core.dvm_tlbi(op)["malformed"]:
+                applied = False
+                self.stats["btm_malformed"] += 1
+            else:
+                self.stats["btm_applied"] += 1
         else:
             self.stats["btm_ignored"] += 1
-        if self._on("smmuv3_dvm_tlbi"):
-            self.tracer.emit("smmuv3_dvm_tlbi", dev=self.name, op=getattr(op, "name", str(op)), msg=msg,
-                             applied=int(applied))
+        if self.traced("smmuv3_dvm_tlbi"):
+            self.tracer.emit("smmuv3_dvm_tlbi", dev=self.name, op=op.name, msg=msg, applied=int(applied))
 
     def dvm_sync(self, sync: Any) -> None:
         self.stats["dvm_sync"] += 1

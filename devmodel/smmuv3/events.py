@@ -11,10 +11,8 @@ Not modelled: event merging (MEV), STALL/STAG (the model never stalls), Secure e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..fields import Field, Layout, decode_as
-from .fault import EventType, Fault, FaultClass
+from ..fields import Field, Layout, record_codec, record_type
+from .fault import EventType, Fault
 
 __all__ = ["EVENT_LAYOUT", "Event", "decode", "encode", "from_fault", "EVENT_SIZE"]
 
@@ -35,24 +33,9 @@ _WITH_ACCESS = (EventType.F_UUT, EventType.F_TRANS_FORBIDDEN, EventType.F_WALK_E
 _WITH_IPA = (EventType.F_TRANSLATION, EventType.F_ADDR_SIZE, EventType.F_ACCESS, EventType.F_PERMISSION)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    type: int
-    sid: int = 0
-    ssv: int = 0
-    ssid: int = 0
-    stag: int = 0
-    stall: int = 0
-    pnu: int = 0
-    ind: int = 0
-    rnw: int = 0
-    s2: int = 0
-    class_: int = 0
-    tt_read: int = 0
-    input_addr: int = 0
-    addr2: int = 0
-    nsipa: int = 0
-    raw: int = 0
+class Event(record_type("Event", EVENT_LAYOUT, module=__name__)):
+    """An event record: one attribute per EVENT_LAYOUT field (CLASS is `class_`), `raw` = the 256 bits."""
+    __slots__ = ()
 
     @property
     def name(self) -> str:
@@ -70,34 +53,23 @@ class Event:
         return self.addr2
 
 
-def decode(data: bytes | int) -> Event:
-    raw = EVENT_LAYOUT.from_bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    cls = EVENT_LAYOUT.get(raw, "CLASS")
-    return decode_as(Event, EVENT_LAYOUT, raw, class_=cls)
-
-
-def encode(ev: Event) -> bytes:
-    raw = EVENT_LAYOUT.pack({k: getattr(ev, k) for k in EVENT_LAYOUT.by_name if k != "class" and hasattr(ev, k)},
-                            CLASS=ev.class_)
-    return EVENT_LAYOUT.to_bytes(raw)
+decode, encode = record_codec(Event, EVENT_LAYOUT)
 
 
 def from_fault(f: Fault) -> Event:
     """The one place a Fault becomes an event record (IHI 0070 7.3: which fields each event type carries)."""
-    t = EventType(f.type)
+    t = f.type
     ssv = f.ssid is not None
     kw: dict[str, int] = dict(type=int(t), sid=f.sid & 0xFFFF_FFFF, ssv=int(ssv),
                               ssid=(f.ssid or 0) & 0xFFFFF if ssv else 0)
     if t in _WITH_ACCESS:
         kw.update(rnw=int(f.rnw), ind=int(f.ind), pnu=int(f.pnu), input_addr=f.addr & (2**64 - 1))
     if t in _WITH_IPA:
-        kw.update(s2=int(f.stage2), class_=int(FaultClass(f.cls)), addr2=f.ipa & 0x000F_FFFF_FFFF_F000,
-                  nsipa=int(f.nsipa))
+        kw.update(s2=int(f.stage2), class_=int(f.cls), addr2=f.ipa & 0x000F_FFFF_FFFF_F000, nsipa=int(f.nsipa))
     elif t in _FETCH:
         kw.update(addr2=f.ipa & 0x000F_FFFF_FFFF_FFF8)
         if t == EventType.F_WALK_EABT:
-            kw.update(s2=int(f.stage2), class_=int(FaultClass(f.cls)))
+            kw.update(s2=int(f.stage2), class_=int(f.cls))
     elif t == EventType.F_CFG_CONFLICT:
         kw.update(input_addr=f.addr & (2**64 - 1))
-    ev = Event(**kw)
-    return Event(**{**kw, "raw": int.from_bytes(encode(ev), "little")})
+    return Event(**kw)                # encoded once, here: the EVTQ writer stores `encode(ev)` (raw, masked)

@@ -20,6 +20,10 @@ Capacity is counted in pieces; replacement "fifo" (default), "lru" or "random" (
 Statistics: hits, misses, inserts, evictions, and per invalidation cause the number of operations and of
 entries removed. Trace events: smmu_iotlb_insert, smmu_iotlb_evict, smmu_iotlb_inv.
 
+On the TLBI path (see `dvm.py`) this is the last step: the entries a command or a broadcast removes are chosen
+by `tag_matcher` (tags) and the predicates `translate.py` builds (ranges, hints), and `invalidate` removes and
+counts them per cause ("TLBI_NH_VA", "dvm:VAE1IS", "dvm:malformed", ...).
+
 Not modelled: TLB conflict aborts (F_TLB_CONFLICT: overlapping entries with different sizes are allowed to
 coexist here and the first lookup wins), the Contiguous hint.
 """
@@ -31,7 +35,7 @@ from typing import Callable, Iterable
 from ..trace import NULL_TRACER, Tracer, define
 from .config import StreamWorld
 
-__all__ = ["IOTLB", "Tag", "Entry", "KIND_S1", "KIND_S2", "KIND_NESTED", "MASK56"]
+__all__ = ["IOTLB", "Tag", "Entry", "KIND_S1", "KIND_S2", "KIND_NESTED", "MASK56", "tag_matcher"]
 
 KIND_S1, KIND_S2, KIND_NESTED = "s1", "s2", "nested"
 MASK56 = (1 << 56) - 1
@@ -60,6 +64,24 @@ class Tag:
     def __repr__(self) -> str:
         return (f"Tag({self.world.value}, vmid={self.vmid}, asid={self.asid}, aset={self.aset}, "
                 f"{self.kind}, shift={self.shift}, {len(self.d)} entries)")
+
+
+def tag_matcher(worlds: frozenset, vmid: int | None, asid_mode: str, asid: int | None, kinds: frozenset,
+                aset_exempt: bool = False) -> Callable[[Tag], bool]:
+    """The tags an invalidation selects: of one of `worlds` and `kinds`, of `vmid` (None: any), and by ASID:
+    `asid_mode` "all" (any), "asid" (exactly `asid`: global entries are kept), "va" (`asid` or global);
+    `aset_exempt` spares tags of CD.ASET=1 contexts (broadcasts that carry an ASID, IHI 0070 3.17.6)."""
+    def tag_pred(t: Tag) -> bool:
+        if t.world not in worlds or t.kind not in kinds:
+            return False
+        if vmid is not None and t.vmid != vmid:
+            return False
+        if asid_mode == "asid" and t.asid != asid:
+            return False
+        if asid_mode == "va" and t.asid is not None and t.asid != asid:
+            return False
+        return not (aset_exempt and t.aset)
+    return tag_pred
 
 
 class Entry:

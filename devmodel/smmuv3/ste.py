@@ -12,9 +12,7 @@ implement LPAE), VMSAv9-128, MPAM, PBHA, the CONT hint (every STE is fetched ind
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..fields import Field, Layout, decode_as, encode_from
+from ..fields import Field, Layout, record_codec, record_type
 from .config import S2Cfg, StreamWorld
 from .fault import EventType, Fault
 from .regs import OAS_BITS, SmmuFeatures
@@ -47,57 +45,9 @@ STE_LAYOUT = Layout("STE", 512, (
 L1STD_LAYOUT = Layout("L1STD", 64, (Field("SPAN", 0, 5), Field("L2PTR", 6, 46, shift=6)))
 
 
-@dataclass(frozen=True, slots=True)
-class Ste:
-    v: int = 0
-    config: int = 0
-    s1fmt: int = 0
-    s1contextptr: int = 0
-    s1cdmax: int = 0
-    s1dss: int = 0
-    s1cir: int = 0
-    s1cor: int = 0
-    s1csh: int = 0
-    s2hwu: int = 0
-    dre: int = 0
-    cont: int = 0
-    dcp: int = 0
-    ppar: int = 0
-    mev: int = 0
-    sw_reserved: int = 0
-    s1pie: int = 0
-    s2fwb: int = 0
-    s1mpam: int = 0
-    s1stalld: int = 0
-    eats: int = 0
-    strw: int = 0
-    memattr: int = 0
-    mtcfg: int = 0
-    alloccfg: int = 0
-    shcfg: int = 0
-    nscfg: int = 0
-    privcfg: int = 0
-    instcfg: int = 0
-    impl1: int = 0
-    s2vmid: int = 0
-    impl2: int = 0
-    s2t0sz: int = 0
-    s2sl0: int = 0
-    s2ir0: int = 0
-    s2or0: int = 0
-    s2sh0: int = 0
-    s2tg: int = 0
-    s2ps: int = 0
-    s2aa64: int = 0
-    s2endi: int = 0
-    s2affd: int = 0
-    s2ptw: int = 0
-    s2hd: int = 0
-    s2ha: int = 0
-    s2s: int = 0
-    s2r: int = 0
-    s2ttb: int = 0
-    raw: int = 0
+class Ste(record_type("Ste", STE_LAYOUT, module=__name__)):
+    """A Stream Table Entry: one attribute per STE_LAYOUT field (lower case), `raw` = the 512 bits."""
+    __slots__ = ()
 
     @property
     def s1_enabled(self) -> bool:
@@ -108,27 +58,11 @@ class Ste:
         return self.config in (CONFIG_S2, CONFIG_NESTED)
 
 
-@dataclass(frozen=True, slots=True)
-class L1Std:
-    span: int = 0
-    l2ptr: int = 0
-    raw: int = 0
+#: Level-1 Stream Table Descriptor (span, l2ptr, raw)
+L1Std = record_type("L1Std", L1STD_LAYOUT, module=__name__)
 
-
-def decode(data: bytes | int) -> Ste:
-    return decode_as(Ste, STE_LAYOUT, data)
-
-
-def encode(ste: Ste) -> bytes:
-    return encode_from(ste, STE_LAYOUT)
-
-
-def decode_l1(data: bytes | int) -> L1Std:
-    return decode_as(L1Std, L1STD_LAYOUT, data)
-
-
-def encode_l1(d: L1Std) -> bytes:
-    return encode_from(d, L1STD_LAYOUT)
+decode, encode = record_codec(Ste, STE_LAYOUT)
+decode_l1, encode_l1 = record_codec(L1Std, L1STD_LAYOUT)
 
 
 #: STE.S2TG and CD.TG0 encoding -> granule bytes (0b11 reserved)

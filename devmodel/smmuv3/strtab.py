@@ -95,40 +95,15 @@ def resolve(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int 
     if ste.config < stemod.CONFIG_BYPASS:
         return TransCfg(sid, ssid, CfgKind.ABORT, oas=oas)
     s2 = stemod.s2_config(ste, f) if ste.s2_enabled else None
-
-    def bad_ssid(why: str) -> Fault:
-        return Fault(EventType.C_BAD_SUBSTREAMID, sid=sid, ssid=ssid, reason=why)
-
     if not ste.s1_enabled:
         if ssid is not None:
-            return bad_ssid("SubstreamID supplied but stage 1 is disabled (STE.Config=0b1x0)")
+            return _bad_ssid(sid, ssid, "SubstreamID supplied but stage 1 is disabled (STE.Config=0b1x0)")
         kind = CfgKind.S2 if s2 is not None else CfgKind.BYPASS
         return TransCfg(sid, ssid, kind, s2=s2, oas=oas)
-
     world = stemod.stream_world(ste, f, e2h)
-    cdmax = ste.s1cdmax if f.ssidsize else 0
-    ptr = ste.s1contextptr
-    if cdmax == 0:
-        if ssid is not None:
-            return bad_ssid("SubstreamID supplied but STE.S1CDMax == 0 (substreams disabled)")
-        cd_addr: int | Fault = ptr
-    else:
-        eff = ssid
-        if ssid is None:
-            dss = ste.s1dss
-            if dss == 0b01:        # bypass stage 1
-                kind = CfgKind.S2 if s2 is not None else CfgKind.BYPASS
-                return TransCfg(sid, ssid, kind, world=world, s2=s2, oas=oas)
-            if dss != 0b10:        # terminate (0b00, reserved 0b11)
-                return Fault(EventType.F_STREAM_DISABLED, sid=sid, ssid=None,
-                             reason=f"no SubstreamID and STE.S1DSS={dss:#04b} (terminate)")
-            eff = 0
-        elif ssid < 0 or ssid >> cdmax:
-            return bad_ssid(f"SubstreamID {ssid:#x} >= 2^STE.S1CDMax ({1 << cdmax})")
-        elif ssid == 0 and ste.s1dss == 0b10:
-            return Fault(EventType.F_STREAM_DISABLED, sid=sid, ssid=ssid,
-                         reason="SubstreamID 0 is reserved by STE.S1DSS=0b10")
-        cd_addr = _cd_address(fetch, ste, cdmax, eff, f, sid, ssid)
+    cd_addr = _cd_of_stream(fetch, ste, f, sid, ssid)
+    if cd_addr is None:            # STE.S1DSS=0b01: stage 1 bypassed for transactions without SubstreamID
+        return TransCfg(sid, ssid, CfgKind.S2 if s2 is not None else CfgKind.BYPASS, world=world, s2=s2, oas=oas)
     if isinstance(cd_addr, Fault):
         return cd_addr
     if on_cd is not None:
@@ -144,6 +119,35 @@ def resolve(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int 
     # stage-1-only entries are tagged with STE.S2VMID when stage 2 is implemented (IHI 0070 3.17)
     s1_vmid = 0 if s2 is not None or not f.s2p else (ste.s2vmid if f.vmid16 else ste.s2vmid & 0xFF)
     return TransCfg(sid, ssid, kind, world=world, s1=cdmod.s1_config(cd, f), s2=s2, oas=oas, s1_vmid=s1_vmid)
+
+
+def _bad_ssid(sid: int, ssid: int | None, why: str) -> Fault:
+    return Fault(EventType.C_BAD_SUBSTREAMID, sid=sid, ssid=ssid, reason=why)
+
+
+def _cd_of_stream(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int | None) -> int | Fault | None:
+    """Address of the CD a transaction of (sid, ssid) uses (IHI 0070 5.2 S1CDMax/S1DSS), a Fault, or None
+    when STE.S1DSS=0b01 makes a transaction without SubstreamID bypass stage 1."""
+    cdmax = ste.s1cdmax if f.ssidsize else 0
+    if cdmax == 0:
+        if ssid is not None:
+            return _bad_ssid(sid, ssid, "SubstreamID supplied but STE.S1CDMax == 0 (substreams disabled)")
+        return ste.s1contextptr
+    eff = ssid
+    if ssid is None:
+        dss = ste.s1dss
+        if dss == 0b01:        # bypass stage 1
+            return None
+        if dss != 0b10:        # terminate (0b00, reserved 0b11)
+            return Fault(EventType.F_STREAM_DISABLED, sid=sid, ssid=None,
+                         reason=f"no SubstreamID and STE.S1DSS={dss:#04b} (terminate)")
+        eff = 0
+    elif ssid < 0 or ssid >> cdmax:
+        return _bad_ssid(sid, ssid, f"SubstreamID {ssid:#x} >= 2^STE.S1CDMax ({1 << cdmax})")
+    elif ssid == 0 and ste.s1dss == 0b10:
+        return Fault(EventType.F_STREAM_DISABLED, sid=sid, ssid=ssid,
+                     reason="SubstreamID 0 is reserved by STE.S1DSS=0b10")
+    return _cd_address(fetch, ste, cdmax, eff, f, sid, ssid)
 
 
 def _cd_address(fetch: Fetch, ste: stemod.Ste, cdmax: int, ssid: int, f: SmmuFeatures, sid: int,

@@ -2,7 +2,9 @@
 
 Like QEMU's `hw/arm/smmu-common.c` against `hw/arm/smmuv3.c`: the device (`device.py`) decodes STE/CD into a
 `TransCfg` and calls `TranslationCore.translate(cfg, addr, ...)`; this module never sees registers, queues or
-STE/CD bits. Everything that goes wrong comes back as a `Fault` value (never a Python exception).
+STE/CD bits. Everything that goes wrong in a translation comes back as a `Fault` value; an argument that breaks
+the contract (a TransCfg the device could not have built, an object that is not a command or a `TlbiOp`)
+raises, as the bug it is.
 
 * `translate(cfg, addr, write, exec_, priv) -> TransResult | Fault`: IOTLB lookup (one dict lookup on a hit),
   else a walk: stage 1 (`walk_s1`), stage 2 (`walk_s2`) or nested, where every stage-1 table access and the
@@ -20,14 +22,13 @@ STE/CD bits. Everything that goes wrong comes back as a `Fault` value (never a P
   hint is visible), with False they are removed and counted as allowed over-invalidation.
   TLBI_S2_IPA removes stage-2 entries only: combined stage-1+2 entries are not required to go (software
   must follow with TLBI_NH_ALL/S12_VMALL, as Linux does for nest parents), so they stay.
-* `dvm_tlbi(op)`: broadcast TLB maintenance (BTM, IHI 0070 3.17.6): the op hits entries of the StreamWorld
-  given by its regime and security state (EL1&0 -> NS-EL1/Secure/Realm, EL2 -> EL2, EL2&0 -> EL2-E2H,
-  ALLE2 -> both, EL3 -> EL3), the VMID (all VMIDs when the op carries none), the ASID for ASID-specific
-  operations except entries whose CD had ASET=1, the stage (S1 ops: stage-1 and combined entries; IPAS2:
-  stage-2 entries; VMALLS12E1/ALLE1: everything), and the address or range (`op.size`, already computed with
-  the CPU formula by the decoder). Every broadcast is counted per context (per tag: world, VMID, ASID, kind):
-  `hits` when it architecturally targets the context, `over` when it is a stage-1 operation for the VMID of
-  a stage-2-only context (not required to hit it, but implementations invalidate by VMID: seed 001). With
+* `dvm_tlbi(op)`: broadcast TLB maintenance (BTM, IHI 0070 3.17.6) in three steps: select (`btm.py`: a
+  malformed message is counted and applies to nothing; else the worlds, VMID, ASID, kinds, range and hints
+  the op names), apply (`_apply`, the same removal as the commands), account-and-trace (`_dvm_census` before,
+  `_dvm_account` after). Every broadcast is counted per context (per tag: world, VMID, ASID, kind): `hits`
+  when it architecturally targets the context, `over` when it is a stage-1 operation for the VMID of a
+  stage-2-only context (not required to hit it, but implementations invalidate by VMID, as the review of
+  Linux's "iommu/arm-smmu-v3: Enable broadcast TLB maintenance" pointed out in 2020). With
   `overinvalidate_s2=True` such entries are also removed (counted as `over_removed`).
 * `dvm_sync()`: the model applies broadcasts synchronously, so a Sync has nothing left to wait for.
 
@@ -36,13 +37,16 @@ faults, 52-bit addresses, HTTU (AF/dirty updates).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..tlbi_types import Regime, Scope, Security, Stage, TlbiOp
+from ..tlbi_types import TlbiOp
 from ..trace import NULL_TRACER, Tracer, define
+from . import btm
+from .btm import ALL_KINDS, EL2_WORLDS, S1_KINDS, S2_KINDS, ttl_valid
 from .config import PERM_R, CfgKind, StreamWorld, TransCfg, TransResult
 from .fault import EventType, Fault, FaultClass
-from .iotlb import IOTLB, KIND_NESTED, KIND_S1, KIND_S2, MASK56, Entry, Tag
+from .iotlb import IOTLB, KIND_NESTED, KIND_S1, KIND_S2, MASK56, Entry, Tag, tag_matcher
 from .walk import WalkFault, walk_s1, walk_s2
 
 __all__ = ["TranslationCore"]
@@ -52,8 +56,9 @@ define("smmu_iotlb_lookup_miss", ("sid", "ssid", "vmid", "asid", "addr"), "IOTLB
 define("smmu_ptw_done", ("sid", "ssid", "stage", "addr", "out", "size", "level"), "a walk produced an entry")
 define("smmu_translate_fault", ("sid", "ssid", "addr", "event", "stage2", "cls", "ipa", "reason"),
        "translation fault value returned to the device")
-define("smmu_btm_tlbi", ("op", "world", "vmid", "asid", "contexts", "over", "removed", "over_removed"),
-       "a broadcast TLBI applied by the translation core")
+define("smmu_btm_tlbi", ("op", "world", "vmid", "asid", "contexts", "over", "removed", "over_removed",
+                        "malformed"),
+       "a broadcast TLBI applied by the translation core (malformed: why it applied to nothing, else empty)")
 define("smmu_btm_ctx", ("op", "world", "vmid", "asid", "kind", "hit", "over", "removed"),
        "one context reached by a broadcast TLBI (hit: architecturally targeted; over: allowed extra)")
 define("smmu_dvm_sync", ("syncs",), "DVM Sync: every preceding broadcast invalidation is complete")
@@ -63,28 +68,24 @@ _MASK64 = (1 << 64) - 1
 _TOP8 = 0xFF << 56
 _GSHIFT = {4096: 12, 16384: 14, 65536: 16}
 _TG_GRAN = {1: 4096, 2: 16384, 3: 65536}
-_ALL_KINDS = frozenset((KIND_S1, KIND_S2, KIND_NESTED))
-_S1_KINDS = frozenset((KIND_S1, KIND_NESTED))
-_S2_KINDS = frozenset((KIND_S2,))
 _SINGLE_RANGE = (StreamWorld.EL2, StreamWorld.EL3)
 _NS = frozenset((StreamWorld.NS_EL1,))
-_EL2S = frozenset((StreamWorld.EL2, StreamWorld.EL2_E2H))
 
 # name -> (worlds, asid mode, kinds, address kind); asid mode: "all" | "asid" | "va"; address: None|"va"|"ipa"
 _COMMANDS: dict[str, tuple[frozenset, str, frozenset, str | None]] = {
-    "TLBI_NH_ALL": (_NS, "all", _S1_KINDS, None),
-    "TLBI_NH_ASID": (_NS, "asid", _S1_KINDS, None),
-    "TLBI_NH_VA": (_NS, "va", _S1_KINDS, "va"),
-    "TLBI_NH_VAA": (_NS, "all", _S1_KINDS, "va"),
-    "TLBI_EL2_ALL": (_EL2S, "all", _S1_KINDS, None),
-    "TLBI_EL2_ASID": (frozenset((StreamWorld.EL2_E2H,)), "asid", _S1_KINDS, None),
-    "TLBI_EL2_VA": (_EL2S, "va", _S1_KINDS, "va"),
-    "TLBI_EL2_VAA": (_EL2S, "all", _S1_KINDS, "va"),
-    "TLBI_EL3_ALL": (frozenset((StreamWorld.EL3,)), "all", _S1_KINDS, None),
-    "TLBI_EL3_VA": (frozenset((StreamWorld.EL3,)), "all", _S1_KINDS, "va"),
-    "TLBI_S12_VMALL": (_NS, "all", _ALL_KINDS, None),
-    "TLBI_S2_IPA": (_NS, "all", _S2_KINDS, "ipa"),
-    "TLBI_NSNH_ALL": (_NS, "all", _ALL_KINDS, None),
+    "TLBI_NH_ALL": (_NS, "all", S1_KINDS, None),
+    "TLBI_NH_ASID": (_NS, "asid", S1_KINDS, None),
+    "TLBI_NH_VA": (_NS, "va", S1_KINDS, "va"),
+    "TLBI_NH_VAA": (_NS, "all", S1_KINDS, "va"),
+    "TLBI_EL2_ALL": (EL2_WORLDS, "all", S1_KINDS, None),
+    "TLBI_EL2_ASID": (frozenset((StreamWorld.EL2_E2H,)), "asid", S1_KINDS, None),
+    "TLBI_EL2_VA": (EL2_WORLDS, "va", S1_KINDS, "va"),
+    "TLBI_EL2_VAA": (EL2_WORLDS, "all", S1_KINDS, "va"),
+    "TLBI_EL3_ALL": (frozenset((StreamWorld.EL3,)), "all", S1_KINDS, None),
+    "TLBI_EL3_VA": (frozenset((StreamWorld.EL3,)), "all", S1_KINDS, "va"),
+    "TLBI_S12_VMALL": (_NS, "all", ALL_KINDS, None),
+    "TLBI_S2_IPA": (_NS, "all", S2_KINDS, "ipa"),
+    "TLBI_NSNH_ALL": (_NS, "all", ALL_KINDS, None),
 }
 _NO_VMID = frozenset(("TLBI_NSNH_ALL", "TLBI_EL2_ALL", "TLBI_EL2_ASID", "TLBI_EL2_VA", "TLBI_EL2_VAA",
                       "TLBI_EL3_ALL", "TLBI_EL3_VA"))
@@ -93,6 +94,28 @@ _NO_VMID = frozenset(("TLBI_NSNH_ALL", "TLBI_EL2_ALL", "TLBI_EL2_ASID", "TLBI_EL
 class _Ctx:
     """Per-TransCfg lookup state (found by identity of the cfg object)."""
     __slots__ = ("cfg", "ng", "g", "ngget", "gget", "shift", "tbi", "kind", "s2tag")
+
+
+@dataclass(slots=True)
+class _Census:
+    """A broadcast's contexts before removal: (world, VMID, ASID, kind) keys it targets / reaches as allowed
+    extra, and each non-empty tag's size by id."""
+    hit_keys: set[tuple]
+    over_keys: set[tuple]
+    sizes: dict[int, int]
+
+
+def _nothing() -> dict[str, int]:
+    return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+
+
+def _over_matcher(vmid: int | None) -> Callable[[Tag], bool]:
+    """Stage-2-only NS-EL1 entries of `vmid` (None: any): a stage-1 broadcast is not required to hit them,
+    but implementations invalidate by VMID, as the review of Linux's "iommu/arm-smmu-v3: Enable broadcast TLB
+    maintenance" (v7 13/24, 2020) points out: `overinvalidate_s2` models such an SMMU."""
+    def over_pred(t: Tag) -> bool:
+        return t.kind == KIND_S2 and t.world == StreamWorld.NS_EL1 and (vmid is None or t.vmid == vmid)
+    return over_pred
 
 
 def _none(_key: int) -> None:
@@ -115,9 +138,12 @@ class TranslationCore:
         self._read = read
         self.tracer = tracer
         self.features = features
-        # features None: everything supported (SmmuFeatures has no XNX field: then XNX is off)
+        # features: an SmmuFeatures, or any object with some of its attributes (the others: supported), or
+        # None (everything supported). SmmuFeatures has no XNX field: with one, XNX is off.
         self.ril = True if features is None else bool(getattr(features, "ril", True))
         self.xnx = True if features is None else bool(getattr(features, "xnx", False))
+        self.vmid_bits = 16 if getattr(features, "vmid16", True) else 8
+        self.asid_bits = 16 if getattr(features, "asid16", True) else 8
         self.strict_hints = strict_hints
         self.overinvalidate_s2 = overinvalidate_s2
         self.iotlb = IOTLB(tlb_size, policy, seed=seed, tracer=tracer, walk_cache=walk_cache)
@@ -128,6 +154,7 @@ class TranslationCore:
         self._last_ctx: _Ctx | None = None
         self._lru = self.iotlb.lru
         self.hits = self.walks = self.faults = self.s2_hits = self.dvm_syncs = self.broadcasts = 0
+        self.dvm_malformed = 0
         self.btm: dict[tuple, dict[str, int]] = {}
 
     # -- contexts ----------------------------------------------------------------------------------------------
@@ -142,35 +169,34 @@ class TranslationCore:
         return ctx
 
     def _build_ctx(self, cfg: TransCfg) -> _Ctx:
+        """Tags and key shift of a configuration. A kind without the stage records it needs (S1/nested without
+        `s1`, nested/S2 without `s2`) leaves `ctx.kind` None: translations give the config fault."""
         ctx = _Ctx()
         ctx.cfg, ctx.ng, ctx.g, ctx.shift, ctx.tbi, ctx.kind, ctx.s2tag = cfg, self._empty, self._empty, 12, \
             False, None, None
-        try:
-            kind, world, s1, s2 = cfg.kind, cfg.world, cfg.s1, cfg.s2
-            tlb = self.iotlb
-            vmid = cfg.vmid if world not in _SINGLE_RANGE and world != StreamWorld.EL2_E2H else 0
-            s2shift = _GSHIFT.get(s2.tg, 12) if s2 is not None else 12
-            if kind in (CfgKind.S1, CfgKind.NESTED) and s1 is not None and (kind == CfgKind.S1 or s2 is not None):
-                k = KIND_S1 if kind == CfgKind.S1 else KIND_NESTED
-                shifts = [_GSHIFT[g] for g in (s1.tg0, s1.tg1) if g in _GSHIFT]
-                if k == KIND_NESTED:
-                    shifts.append(s2shift)
-                ctx.shift = min(shifts) if shifts else 12
-                ctx.g = tlb.tag(world, vmid, None, bool(s1.aset), k, ctx.shift)
-                ctx.ng = ctx.g if world in _SINGLE_RANGE else tlb.tag(world, vmid, int(s1.asid), bool(s1.aset),
-                                                                      k, ctx.shift)
-                ctx.tbi = bool(s1.tbi & 3)
-                ctx.kind = k
-                if k == KIND_NESTED:
-                    ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)
-            elif kind == CfgKind.S2 and s2 is not None:
-                ctx.shift = s2shift
-                ctx.ng = ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)
-                ctx.kind = KIND_S2
-            elif kind in (CfgKind.S1, CfgKind.NESTED) and s2 is not None:
-                ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)   # translate_s2 still works
-        except (AttributeError, TypeError, ValueError, KeyError):
-            ctx.kind = None
+        kind, world, s1, s2 = cfg.kind, cfg.world, cfg.s1, cfg.s2
+        tlb = self.iotlb
+        vmid = cfg.vmid if world not in _SINGLE_RANGE and world != StreamWorld.EL2_E2H else 0
+        s2shift = _GSHIFT.get(s2.tg, 12) if s2 is not None else 12
+        if kind in (CfgKind.S1, CfgKind.NESTED) and s1 is not None and (kind == CfgKind.S1 or s2 is not None):
+            k = KIND_S1 if kind == CfgKind.S1 else KIND_NESTED
+            shifts = [_GSHIFT[g] for g in (s1.tg0, s1.tg1) if g in _GSHIFT]
+            if k == KIND_NESTED:
+                shifts.append(s2shift)
+            ctx.shift = min(shifts) if shifts else 12
+            ctx.g = tlb.tag(world, vmid, None, bool(s1.aset), k, ctx.shift)
+            ctx.ng = ctx.g if world in _SINGLE_RANGE else tlb.tag(world, vmid, s1.asid, bool(s1.aset), k,
+                                                                  ctx.shift)
+            ctx.tbi = bool(s1.tbi & 3)
+            ctx.kind = k
+            if k == KIND_NESTED:
+                ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)
+        elif kind == CfgKind.S2 and s2 is not None:
+            ctx.shift = s2shift
+            ctx.ng = ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)
+            ctx.kind = KIND_S2
+        elif kind in (CfgKind.S1, CfgKind.NESTED) and s2 is not None:
+            ctx.s2tag = tlb.tag(world, vmid, None, False, KIND_S2, s2shift)   # translate_s2 still works
         if ctx.tbi:          # tagged addresses: looked up in _miss after canonicalisation (keeps the hit path lean)
             ctx.ngget = ctx.gget = _none
         else:                # tags clear their dicts in place, so the bound methods stay valid
@@ -207,7 +233,7 @@ class TranslationCore:
     def _miss(self, ctx: _Ctx, addr: int, write: bool, exec_: bool, priv: bool) -> TransResult | Fault:
         cfg = ctx.cfg
         tlb = self.iotlb
-        if ctx.tbi and isinstance(addr, int):      # TBI contexts: the lookup with the top byte canonicalised
+        if ctx.tbi:                                # TBI contexts: the lookup with the top byte canonicalised
             k = _canon(addr) >> ctx.shift
             e = ctx.ng.d.get(k) or ctx.g.d.get(k)
             if e is not None:
@@ -216,54 +242,60 @@ class TranslationCore:
         tlb.misses += 1
         tr = self.tracer
         if tr.enabled and "smmu_iotlb_lookup_miss" in tr.enabled:
-            tr.emit("smmu_iotlb_lookup_miss", sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None),
-                    vmid=getattr(cfg, "vmid", 0), asid=getattr(cfg, "asid", 0), addr=addr)
-        if not isinstance(addr, int) or not 0 <= addr <= _MASK64:
-            return self._fault(cfg, addr, WalkFault(EventType.F_TRANSLATION, reason=f"address {addr!r} not a "
-                                                    "64-bit value"), write, exec_, priv)
+            tr.emit("smmu_iotlb_lookup_miss", sid=cfg.sid, ssid=cfg.ssid, vmid=cfg.vmid, asid=cfg.asid, addr=addr)
+        if not 0 <= addr <= _MASK64:
+            return self._fault(cfg, addr, WalkFault(EventType.F_TRANSLATION, reason=f"address {addr:#x} is not "
+                                                    "a 64-bit value"), write, exec_, priv)
         kind = ctx.kind
         if kind is None:
             return self._config_fault(cfg, addr, write, exec_, priv)
         self.walks += 1
-        need = 2 if write else (4 if exec_ else 1)
         if kind == KIND_S2:
             e = self._s2_entry(ctx, addr, FaultClass.IN)
             if type(e) is WalkFault:
                 return self._fault(cfg, addr, e, write, exec_, priv)
-        else:
-            s1 = cfg.s1
-            if kind == KIND_NESTED:
-                oas = min(cfg.oas, 64 - cfg.s2.t0sz) if 16 <= cfg.s2.t0sz <= 48 else cfg.oas
-                l1 = walk_s1(s1, addr, self._read, world=cfg.world, oas=oas,
-                             table_xlate=lambda ipa: self._s2_table(ctx, ipa),
-                             wc=ctx.ng.wc if self.walk_cache else None)
-            else:
-                l1 = walk_s1(s1, addr, self._read, world=cfg.world, oas=cfg.oas,
-                             wc=ctx.ng.wc if self.walk_cache else None)
-            if type(l1) is WalkFault:
-                return self._fault(cfg, addr, l1, write, exec_, priv)
-            if tr.enabled and "smmu_ptw_done" in tr.enabled:
-                tr.emit("smmu_ptw_done", sid=cfg.sid, ssid=cfg.ssid, stage=1, addr=addr, out=l1.oa, size=l1.size,
-                        level=l1.level)
-            va_lo = l1.in_base & MASK56
-            va = (va_lo, va_lo + l1.size, l1.level, l1.granule)
-            p1 = (l1.perm_priv, l1.perm_user)
-            if kind == KIND_S1:
-                e = Entry(l1.out_base, l1.size, l1.perm_priv, l1.perm_user, p1=p1, va=va)
-            else:
-                if not (l1.perm_priv if priv else l1.perm_user) & need:
-                    return self._fault(cfg, addr, WalkFault(EventType.F_PERMISSION, level=l1.level,
-                                                            reason="stage-1 permission"), write, exec_, priv)
-                e2 = self._s2_entry(ctx, l1.oa, FaultClass.IN)
-                if type(e2) is WalkFault:
-                    return self._fault(cfg, addr, e2, write, exec_, priv)
-                size = min(l1.size, e2.size)
-                ipa = l1.oa & ~(size - 1)
-                e = Entry(e2.pa | (ipa & e2.mask), size, l1.perm_priv & e2.p2p, l1.perm_user & e2.p2u, p1=p1,
-                          p2=(e2.p2p, e2.p2u), va=va, ipa=ipa, s2=(e2.ipa_lo, e2.ipa_hi, e2.lvl2, e2.gran2))
-            key = (_canon(addr) if ctx.tbi else addr) >> ctx.shift
-            tlb.insert(ctx.g if l1.global_ else ctx.ng, key, e)
+            return self._serve(ctx, e, addr, write, exec_, priv, False)
+        e = self._walk_s1(ctx, addr, write, exec_, priv)
+        if type(e) is Fault:
+            return e
         return self._serve(ctx, e, addr, write, exec_, priv, False)
+
+    def _walk_s1(self, ctx: _Ctx, addr: int, write: bool, exec_: bool, priv: bool) -> Entry | Fault:
+        """Stage-1 (or nested: stage 1 then stage 2) walk of `addr`; the entry is inserted in the IOTLB."""
+        cfg = ctx.cfg
+        wc = ctx.ng.wc if self.walk_cache else None
+        if ctx.kind == KIND_NESTED:
+            oas = min(cfg.oas, 64 - cfg.s2.t0sz) if 16 <= cfg.s2.t0sz <= 48 else cfg.oas
+            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=oas,
+                         table_xlate=lambda ipa: self._s2_table(ctx, ipa), wc=wc)
+        else:
+            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=cfg.oas, wc=wc)
+        if type(l1) is WalkFault:
+            return self._fault(cfg, addr, l1, write, exec_, priv)
+        tr = self.tracer
+        if tr.enabled and "smmu_ptw_done" in tr.enabled:
+            tr.emit("smmu_ptw_done", sid=cfg.sid, ssid=cfg.ssid, stage=1, addr=addr, out=l1.oa, size=l1.size,
+                    level=l1.level)
+        va_lo = l1.in_base & MASK56
+        va = (va_lo, va_lo + l1.size, l1.level, l1.granule)
+        p1 = (l1.perm_priv, l1.perm_user)
+        if ctx.kind == KIND_S1:
+            e = Entry(l1.out_base, l1.size, l1.perm_priv, l1.perm_user, p1=p1, va=va)
+        else:
+            need = 2 if write else (4 if exec_ else 1)
+            if not (l1.perm_priv if priv else l1.perm_user) & need:
+                return self._fault(cfg, addr, WalkFault(EventType.F_PERMISSION, level=l1.level,
+                                                        reason="stage-1 permission"), write, exec_, priv)
+            e2 = self._s2_entry(ctx, l1.oa, FaultClass.IN)
+            if type(e2) is WalkFault:
+                return self._fault(cfg, addr, e2, write, exec_, priv)
+            size = min(l1.size, e2.size)
+            ipa = l1.oa & ~(size - 1)
+            e = Entry(e2.pa | (ipa & e2.mask), size, l1.perm_priv & e2.p2p, l1.perm_user & e2.p2u, p1=p1,
+                      p2=(e2.p2p, e2.p2u), va=va, ipa=ipa, s2=(e2.ipa_lo, e2.ipa_hi, e2.lvl2, e2.gran2))
+        key = (_canon(addr) if ctx.tbi else addr) >> ctx.shift
+        self.iotlb.insert(ctx.g if l1.global_ else ctx.ng, key, e)
+        return e
 
     def _serve(self, ctx: _Ctx, e: Entry, addr: int, write: bool, exec_: bool, priv: bool,
                cached: bool) -> TransResult | Fault:
@@ -310,9 +342,9 @@ class TranslationCore:
 
     def translate_s2(self, cfg: TransCfg, ipa: int, cls: FaultClass = FaultClass.CD) -> int | Fault:
         """Stage-2 translation of a read at `ipa` (nested CD fetch: CLASS=CD). Without stage 2: ipa."""
-        if getattr(cfg, "s2", None) is None:
+        if cfg.s2 is None:
             return ipa
-        if not isinstance(ipa, int) or not 0 <= ipa <= _MASK64:
+        if not 0 <= ipa <= _MASK64:
             return self._fault(cfg, 0, WalkFault(EventType.F_TRANSLATION, True, cls, reason="bad IPA"),
                                False, False, False)
         ctx = self._last_ctx if cfg is self._last_cfg else self._ctx_for(cfg)
@@ -337,49 +369,30 @@ class TranslationCore:
             wf = WalkFault(EventType.F_PERMISSION, True, FaultClass.IN, e.lvl2, ipa, "stage-2 permission")
         return self._fault(ctx.cfg, addr, wf, write, exec_, priv)
 
-    def _config_fault(self, cfg: Any, addr: int, write: bool, exec_: bool, priv: bool) -> Fault:
-        kind = getattr(cfg, "kind", None)
+    def _config_fault(self, cfg: TransCfg, addr: int, write: bool, exec_: bool, priv: bool) -> Fault:
+        kind = cfg.kind
         if kind == CfgKind.BYPASS:
-            return Fault(EventType.F_TRANS_FORBIDDEN, sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None),
-                         addr=addr, rnw=not write, ind=exec_, pnu=priv, record=False,
+            return Fault(EventType.F_TRANS_FORBIDDEN, sid=cfg.sid, ssid=cfg.ssid, addr=addr, rnw=not write,
+                         ind=exec_, pnu=priv, record=False,
                          reason="bypass configurations are handled by the device, not the translation core")
         return Fault(EventType.F_TRANS_FORBIDDEN if kind == CfgKind.ABORT else EventType.C_BAD_STE,
-                     sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None), addr=addr, rnw=not write,
-                     ind=exec_, pnu=priv, record=kind != CfgKind.ABORT,
+                     sid=cfg.sid, ssid=cfg.ssid, addr=addr, rnw=not write, ind=exec_, pnu=priv,
+                     record=kind != CfgKind.ABORT,
                      reason=f"configuration {kind!r} has no usable stage-1/stage-2 description")
 
-    def _fault(self, cfg: Any, addr: int, wf: WalkFault, write: bool, exec_: bool, priv: bool) -> Fault:
+    def _fault(self, cfg: TransCfg, addr: int, wf: WalkFault, write: bool, exec_: bool, priv: bool) -> Fault:
         self.faults += 1
-        if wf.stage2:
-            rec = getattr(getattr(cfg, "s2", None), "record", True)
-        else:
-            rec = getattr(getattr(cfg, "s1", None), "record", True)
-        f = Fault(wf.type, sid=getattr(cfg, "sid", 0), ssid=getattr(cfg, "ssid", None),
-                  addr=addr if isinstance(addr, int) else 0, ipa=wf.ipa, stage2=wf.stage2, cls=wf.cls,
-                  rnw=not write, ind=bool(exec_), pnu=bool(priv), record=bool(rec), reason=wf.reason)
+        stage = cfg.s2 if wf.stage2 else cfg.s1
+        f = Fault(wf.type, sid=cfg.sid, ssid=cfg.ssid, addr=addr, ipa=wf.ipa, stage2=wf.stage2, cls=wf.cls,
+                  rnw=not write, ind=bool(exec_), pnu=bool(priv), record=stage is None or stage.record,
+                  reason=wf.reason)
         tr = self.tracer
         if tr.enabled and "smmu_translate_fault" in tr.enabled:
             tr.emit("smmu_translate_fault", sid=f.sid, ssid=f.ssid, addr=f.addr, event=f.type.name,
                     stage2=f.stage2, cls=f.cls.name, ipa=f.ipa, reason=f.reason)
         return f
 
-    # -- invalidation: the common selector ------------------------------------------------------------------
-    def _select(self, worlds: frozenset, vmid: int | None, asid_mode: str, asid: int | None, kinds: frozenset,
-                aset_exempt: bool = False) -> Callable[[Tag], bool]:
-        def tag_pred(t: Tag) -> bool:
-            if t.world not in worlds or t.kind not in kinds:
-                return False
-            if vmid is not None and t.vmid != vmid:
-                return False
-            if asid_mode == "asid" and t.asid != asid:
-                return False
-            if asid_mode == "va" and t.asid is not None and t.asid != asid:
-                return False
-            if aset_exempt and t.aset:
-                return False
-            return True
-        return tag_pred
-
+    # -- invalidation: applying a selection to the IOTLB ---------------------------------------------------------
     def _apply(self, cause: str, tag_pred: Callable[[Tag], bool], rng: tuple[int, int] | None, by_ipa: bool,
                leaf: bool, level: int, granule: int | None) -> dict[str, int]:
         tlb = self.iotlb
@@ -417,155 +430,116 @@ class TranslationCore:
 
     # -- invalidation commands ---------------------------------------------------------------------------------
     def invalidate(self, cmd: Any) -> dict[str, int]:
-        """Apply one decoded TLBI_* / ATC_INV command (attributes: name, vmid, asid, addr, leaf, num, scale,
-        tg, ttl). Other commands are ignored. Returns what was removed."""
-        name = str(getattr(cmd, "name", ""))
+        """Apply one decoded TLBI_* / ATC_INV command (a `commands.Command`: name, vmid, asid, addr, leaf, num,
+        scale, tg, ttl; values wider than their command fields are cut to the field). Other commands are
+        ignored. Returns what was removed."""
+        name = cmd.name
         if name == "ATC_INV":
             self.iotlb.count("ATC_INV")          # no ATS/ATC modelled: nothing cached in devices
-            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+            return _nothing()
         spec = _COMMANDS.get(name)
         if spec is None:
-            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
-        try:
-            worlds, asid_mode, kinds, akind = spec
-            vmid = None if name in _NO_VMID else int(getattr(cmd, "vmid", 0)) & 0xFFFF
-            asid = int(getattr(cmd, "asid", 0)) & 0xFFFF
-            tag_pred = self._select(worlds, vmid, asid_mode, asid, kinds)
-            if akind is None:
-                return self._apply(name, tag_pred, None, False, False, 0, None)
-            addr = int(getattr(cmd, "addr", 0)) & _MASK64
-            tg = int(getattr(cmd, "tg", 0)) & 3 if self.ril else 0
-            level, granule = 0, None
-            if tg:
-                granule = _TG_GRAN[tg]
-                lo = addr & ~(granule - 1)
-                num = int(getattr(cmd, "num", 0)) & 0x1F
-                scale = int(getattr(cmd, "scale", 0)) & 0x1F
-                hi = lo + ((num + 1) << scale) * granule
-                ttl = int(getattr(cmd, "ttl", 0)) & 3
-                level = ttl if _ttl_valid(ttl, granule) else 0
-            else:
-                lo, hi = addr, addr + 1
-            if akind == "va":
-                lo56 = lo & MASK56
-                rng = (lo56, lo56 + (hi - lo))
-            else:
-                rng = (lo, hi)
-            return self._apply(name, tag_pred, rng, akind == "ipa", bool(getattr(cmd, "leaf", 0)), level, granule)
-        except (TypeError, ValueError, AttributeError):
-            self.iotlb.count("malformed:" + name)
-            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
+            return _nothing()
+        worlds, asid_mode, kinds, akind = spec
+        vmid = None if name in _NO_VMID else cmd.vmid & 0xFFFF
+        tag_pred = tag_matcher(worlds, vmid, asid_mode, cmd.asid & 0xFFFF, kinds)
+        if akind is None:
+            return self._apply(name, tag_pred, None, False, False, 0, None)
+        addr = cmd.addr & _MASK64
+        tg = cmd.tg & 3 if self.ril else 0
+        level, granule = 0, None
+        if tg:                                   # range: (NUM+1) * 2^SCALE granules of TG (IHI 0070 4.4.1)
+            granule = _TG_GRAN[tg]
+            lo = addr & ~(granule - 1)
+            hi = lo + (((cmd.num & 0x1F) + 1) << (cmd.scale & 0x1F)) * granule
+            ttl = cmd.ttl & 3
+            level = ttl if ttl_valid(ttl, granule) else 0
+        else:
+            lo, hi = addr, addr + 1
+        if akind == "va":
+            lo56 = lo & MASK56
+            rng = (lo56, lo56 + (hi - lo))
+        else:
+            rng = (lo, hi)
+        return self._apply(name, tag_pred, rng, akind == "ipa", bool(cmd.leaf), level, granule)
 
     def flush(self) -> int:
         return self.iotlb.flush()
 
-    # -- BTM ----------------------------------------------------------------------------------------------------
-    def dvm_tlbi(self, op: TlbiOp) -> dict[str, int]:
-        """Apply a broadcast TLBI (DVM TLB Invalidate) as an SMMU with BTM must. Never raises."""
-        try:
-            return self._dvm_tlbi(op)
-        except (TypeError, ValueError, AttributeError, KeyError):
-            self.iotlb.count("dvm:malformed")
-            return {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
-
-    def _dvm_tlbi(self, op: TlbiOp) -> dict[str, int]:
+    # -- BTM: select (btm.py) / apply / account-and-trace ---------------------------------------------------------
+    def dvm_tlbi(self, op: TlbiOp) -> dict[str, Any]:
+        """Apply a broadcast TLBI (DVM TLB Invalidate) as an SMMU with BTM must (IHI 0070 3.17.6). A malformed
+        message (`btm.malformed`: e.g. a VMID wider than this SMMU's) applies to nothing and is counted
+        (`dvm_malformed`; the `malformed` field of `smmu_btm_tlbi` and of the result says why); an object that
+        is not a `TlbiOp` is a bug and raises."""
         self.broadcasts += 1
         cause = "dvm:" + op.name
-        zero = {"removed": 0, "walk_removed": 0, "kept_by_hint": 0}
-        regime, scope = op.regime, op.scope
-        if regime == Regime.GPT or scope == Scope.PA:
-            self.iotlb.count(cause)               # RME granule protection: no TLB entries here
-            return zero
-        if regime == Regime.EL10:
-            worlds = frozenset((
-                {Security.NS: StreamWorld.NS_EL1, Security.S: StreamWorld.SECURE,
-                 Security.REALM: StreamWorld.REALM}.get(op.security, StreamWorld.NS_EL1),))
-            vmid = op.vmid
-        elif regime == Regime.EL3:
-            worlds, vmid = frozenset((StreamWorld.EL3,)), None
-        elif scope == Scope.ALL:
-            worlds, vmid = _EL2S, None            # ALLE2 covers the EL2 and EL2&0 regimes
-        else:
-            worlds = frozenset((StreamWorld.EL2 if regime == Regime.EL2 else StreamWorld.EL2_E2H,))
-            vmid = None
-        kinds = {Stage.S1: _S1_KINDS, Stage.S2: _S2_KINDS}.get(op.stage, _ALL_KINDS)
-        if scope == Scope.IPA:
-            kinds = _S2_KINDS
-        asid = op.asid
-        if scope == Scope.ASID:
-            asid_mode, exempt = "asid", True
-        elif scope == Scope.VA and asid is not None:
-            asid_mode, exempt = "va", True
-        else:
-            asid_mode, exempt = "all", False
-        tag_pred = self._select(worlds, vmid, asid_mode, asid, kinds, exempt)
-        rng = None
-        level, granule = 0, None
-        if scope in (Scope.VA, Scope.VAA, Scope.IPA) and op.addr is not None:
-            if op.size:
-                lo, hi = op.addr & _MASK64, (op.addr & _MASK64) + op.size
-                level = op.ttl & 3 if op.ttl else 0
-                granule = op.granule
-            else:
-                lo, hi = op.addr & _MASK64, (op.addr & _MASK64) + 1
-                if op.ttl and op.ttl >> 2:
-                    granule = op.granule
-                    level = op.ttl & 3 if _ttl_valid(op.ttl & 3, granule) else 0
-            if scope != Scope.IPA:
-                lo56 = lo & MASK56
-                rng = (lo56, lo56 + (hi - lo))
-            else:
-                rng = (lo, hi)
-        # per-context accounting (before removal, so contexts are counted even when empty)
-        over_pred = None
-        if op.stage == Stage.S1 and scope != Scope.IPA and StreamWorld.NS_EL1 in worlds and regime == Regime.EL10:
-            def over_pred(t: Tag) -> bool:     # seed 001: stage-2-only entries of the op's VMID
-                return t.kind == KIND_S2 and t.world == StreamWorld.NS_EL1 and (vmid is None or t.vmid == vmid)
-        hit_keys: set[tuple] = set()
-        over_keys: set[tuple] = set()
-        removed_by: dict[tuple, int] = {}
+        why = btm.malformed(op, self.vmid_bits, self.asid_bits)
+        if why is not None:
+            return self._dvm_reject(op, why)
+        sel = btm.select(op)
+        if sel is None:
+            self.iotlb.count(cause)
+            return {**_nothing(), "malformed": ""}
+        tag_pred = tag_matcher(sel.worlds, sel.vmid, sel.asid_mode, sel.asid, sel.kinds, sel.aset_exempt)
+        over_pred = _over_matcher(sel.vmid) if sel.over_s2 else None
+        census = self._dvm_census(tag_pred, over_pred)
+        res = self._apply(cause, tag_pred, sel.rng, sel.by_ipa, sel.leaf, sel.level, sel.granule)
+        over_removed = 0
+        if census.over_keys and self.overinvalidate_s2 and over_pred is not None:
+            over_removed = self.iotlb.invalidate(cause + ":over", over_pred, walk_all=True)["removed"]
+        return self._dvm_account(op, sel, census, res, over_removed)
+
+    def _dvm_reject(self, op: TlbiOp, why: str) -> dict[str, Any]:
+        self.dvm_malformed += 1
+        self.iotlb.count("dvm:malformed")
+        tr = self.tracer
+        if tr.enabled and "smmu_btm_tlbi" in tr.enabled:
+            tr.emit("smmu_btm_tlbi", op=op.name, world="", vmid=op.vmid, asid=op.asid, contexts=0, over=0,
+                    removed=0, over_removed=0, malformed=why)
+        return {**_nothing(), "malformed": why}
+
+    def _dvm_census(self, tag_pred: Callable[[Tag], bool], over_pred: Callable[[Tag], bool] | None) -> _Census:
+        """Before removal: the contexts the broadcast targets / reaches as allowed extra, and tag sizes (so
+        contexts are counted even when they hold no entry)."""
+        c = _Census(set(), set(), {})
         for t in self.iotlb.tags.values():
             k = (t.world.value, t.vmid, t.asid, t.kind)
             if tag_pred(t):
-                hit_keys.add(k)
+                c.hit_keys.add(k)
             elif over_pred is not None and over_pred(t):
-                over_keys.add(k)
-            before = len(t.d)
-            if before:
-                removed_by[id(t)] = before
-        res = self._apply(cause, tag_pred, rng, scope == Scope.IPA, op.leaf, level, granule)
-        over_removed = 0
-        if over_keys and self.overinvalidate_s2:
-            r = self.iotlb.invalidate(cause + ":over", over_pred, walk_all=True)
-            over_removed = r["removed"]
-        tr = self.tracer
-        ctx_on = tr.enabled and "smmu_btm_ctx" in tr.enabled
-        stats = self.btm
+                c.over_keys.add(k)
+            if t.d:
+                c.sizes[id(t)] = len(t.d)
+        return c
+
+    def _dvm_account(self, op: TlbiOp, sel: btm.DvmSelection, census: _Census, res: dict[str, int],
+                     over_removed: int) -> dict[str, Any]:
+        """Per-context counters (`btm`, `btm_context`) and the smmu_btm_ctx / smmu_btm_tlbi events."""
         removed_per_key: dict[tuple, int] = {}
         for t in self.iotlb.tags.values():
-            n = removed_by.get(id(t), 0) - len(t.d)
+            n = census.sizes.get(id(t), 0) - len(t.d)
             if n:
                 k = (t.world.value, t.vmid, t.asid, t.kind)
                 removed_per_key[k] = removed_per_key.get(k, 0) + n
-        for k in hit_keys | over_keys:
-            s = stats.get(k)
+        tr = self.tracer
+        ctx_on = tr.enabled and "smmu_btm_ctx" in tr.enabled
+        for k in census.hit_keys | census.over_keys:
+            s = self.btm.get(k)
             if s is None:
-                s = stats[k] = {"hits": 0, "over": 0, "removed": 0}
-            hit = k in hit_keys
+                s = self.btm[k] = {"hits": 0, "over": 0, "removed": 0}
+            hit = k in census.hit_keys
             s["hits" if hit else "over"] += 1
             s["removed"] += removed_per_key.get(k, 0)
             if ctx_on:
                 tr.emit("smmu_btm_ctx", op=op.name, world=k[0], vmid=k[1], asid=k[2], kind=k[3], hit=hit,
                         over=not hit, removed=removed_per_key.get(k, 0))
         if tr.enabled and "smmu_btm_tlbi" in tr.enabled:
-            tr.emit("smmu_btm_tlbi", op=op.name, world=",".join(sorted(w.value for w in worlds)), vmid=vmid,
-                    asid=asid, contexts=len(hit_keys), over=len(over_keys), removed=res["removed"],
-                    over_removed=over_removed)
-        res = dict(res)
-        res["contexts"] = len(hit_keys)
-        res["over_contexts"] = len(over_keys)
-        res["over_removed"] = over_removed
-        return res
+            tr.emit("smmu_btm_tlbi", op=op.name, world=",".join(sorted(w.value for w in sel.worlds)), vmid=sel.vmid,
+                    asid=sel.asid, contexts=len(census.hit_keys), over=len(census.over_keys),
+                    removed=res["removed"], over_removed=over_removed, malformed="")
+        return {**res, "contexts": len(census.hit_keys), "over_contexts": len(census.over_keys),
+                "over_removed": over_removed, "malformed": ""}
 
     def dvm_sync(self, sync: Any = None) -> None:
         """DVM Sync: broadcasts are applied synchronously in `dvm_tlbi`, so all are complete here."""
@@ -585,13 +559,7 @@ class TranslationCore:
         s = self.iotlb.stats()
         s["hits"] += self.hits
         s.update(walks=self.walks, faults=self.faults, s2_hits=self.s2_hits, broadcasts=self.broadcasts,
-                 dvm_syncs=self.dvm_syncs,
+                 dvm_syncs=self.dvm_syncs, dvm_malformed=self.dvm_malformed,
                  btm={f"{k[0]}/vmid={k[1]}/asid={k[2]}/{k[3]}": dict(v) for k, v in self.btm.items()})
         return s
 
-
-def _ttl_valid(level: int, granule: int | None) -> bool:
-    """TTL level hints that can name a leaf: 4K levels 1-3, 16K/64K levels 2-3 (48-bit formats)."""
-    if not level:
-        return False
-    return level >= (1 if granule == 4096 else 2)

@@ -2,7 +2,7 @@
 a guest a nested SMMU. Names follow Linux `include/uapi/linux/iommufd.h`; the ioctls are methods, object IDs are
 integers, errors are `IommufdError` (an `OSError` carrying the errno the kernel returns).
 
-Flow (REFERENCE.md "iommufd nested flow"):
+Flow (Linux Documentation/userspace-api/iommufd.rst; QEMU `hw/arm/smmuv3-accel.c` calls it in this order):
 
     dev = ictx.open_device(sid)                    # a VFIO cdev (device fd)
     ictx.kvm_dev_vfio_file_add(kvm_vm, dev)        # KVM_DEV_VFIO_FILE_ADD - must come BEFORE bind
@@ -37,7 +37,8 @@ What is checked, with upstream's errnos (torvalds/linux arm-smmu-v3-iommufd.c, d
   the host, as upstream.
 * KVM: `kvm_dev_vfio_file_add` after `bind` does not reach the bound device (the KVM is taken at bind, as
   `vfio_df_ioctl_bind_iommufd` does); `viommu_alloc` then fails with ENODEV where the VMID policy needs the
-  VM's KVM VMID (seed 003: "must come with a KVM context").
+  VM's KVM VMID (a nesting container "must come with a KVM context": J-P. Brucker's review of the pinned-VMID
+  RFC, July 2021).
 * IOAS_MAP only accepts host RAM that is not the SMMU driver's own memory (EFAULT), 4KB-aligned (EINVAL),
   not overlapping (EEXIST). Here `pa` stands for the pinned pages behind the user VA.
 

@@ -11,7 +11,8 @@ Two ways to drive it:
 * as a machine plugin (`machine.add_plugin(kvm)`): `slice_start(vcpu)` loads and sets `vcpu.vmid`,
   `slice_end(vcpu)` puts. Machine vCPUs need `.vm` and `.index` and a settable `.vmid`.
 
-`destroy_vm` releases the VM's pins (seed 000 patch 5). `force_rollover()` is the knob for tests.
+`destroy_vm` releases the VM's pins (as patch 5/5 of the pinned-VMID RFC, named in `vmid_policy.py`, does).
+`force_rollover()` is the knob for tests.
 
 Not modelled: vCPU threads, preemption inside a slice, KVM requests other than the VMID reload after a split
 pin, stage-2 page tables (the machine maps guest RAM itself).

@@ -2,8 +2,9 @@
 host `Bus`, in the order Linux `drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c` does.
 
 * probe: IDR0/1/3/5 -> `SmmuCaps` (`arm_smmu_device_hw_probe`). BTM is used only when IDR0.BTM=1 *and* the board
-  says the interconnect delivers DVM (`dvm_capable`, seed 000 open item 1; firmware/IORT in reality): then
-  CR2.PTM=0, else CR2.PTM=1 (upstream always writes PTM=1 today, `arm_smmu_device_reset`).
+  says the interconnect delivers DVM (`dvm_capable`: open item 1 of the pinned-VMID RFC, named in
+  `vmid_policy.py`; firmware/IORT in reality): then CR2.PTM=0, else CR2.PTM=1 (upstream always writes PTM=1
+  today, `arm_smmu_device_reset`).
 * reset: CR0=0 with the CR0/CR0ACK handshake, GBPA.ABORT (disable_bypass) with the GBPA.Update handshake,
   stream table (linear, or 2-level with SPLIT=8 and level-2 tables allocated when a StreamID is first probed,
   `arm_smmu_init_l2_strtab`), every STE abort; CMDQ, CFGI_ALL + TLBI_NSNH_ALL (+ TLBI_EL2_ALL with Hyp) + sync;

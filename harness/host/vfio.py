@@ -1,6 +1,8 @@
-"""Seed 002's legacy VFIO nested-stage names as a thin layer over `iommufd.py` (the same code paths):
+"""The legacy VFIO nested-stage names of Eric Auger's "SMMUv3 Nested Stage Setup" RFC v3 (VFIO_TYPE1_NESTING_IOMMU
+with VFIO_IOMMU_SET_PASID_TABLE, VFIO_IOMMU_CACHE_INVALIDATE, VFIO_IOMMU_BIND_MSI, on v5.0-rc1; never merged)
+as a thin layer over `iommufd.py` (the same code paths):
 
-| seed 002 (VFIO_TYPE1_NESTING_IOMMU)           | here                                                      |
+| nested-stage RFC (VFIO_TYPE1_NESTING_IOMMU)   | here                                                      |
 |-----------------------------------------------|-----------------------------------------------------------|
 | container + VFIO_IOMMU_MAP_DMA / UNMAP_DMA    | IOAS + nest-parent HWPT; `map_dma` / `unmap_dma`          |
 | VFIO_IOMMU_SET_PASID_TABLE (set_pasid_table)  | vIOMMU + vDEVICE + nested HWPT from the config + attach   |
@@ -10,7 +12,7 @@
 | VFIO_IOMMU_BIND_MSI (bind_guest_msi)          | stage-2 map of the guest doorbell IPA -> the host doorbell|
 | fault region + VFIO_PCI_DMA_FAULT_IRQ_INDEX   | vEVENTQ records -> `FaultRecord`s; `fault_eventfd` called |
 
-Names and fields follow the v3 series of seed 002 (`struct iommu_pasid_table_config`,
+Names and fields follow that v3 series (`struct iommu_pasid_table_config`,
 `struct iommu_cache_invalidate_info`, IOMMU_CACHE_INV_TYPE_*, IOMMU_INV_GRANU_*). Errors are `IommufdError`.
 
 Not modelled: PASID-table formats other than SMMUv3, the mmap of the fault region (a list here), per-device
@@ -82,7 +84,7 @@ class FaultRecord:
 
 
 class VfioNested:
-    """A device assigned with nested translation, driven through the seed-002 names. `vm_kvm` is linked
+    """A device assigned with nested translation, driven through the nested-stage RFC's names. `vm_kvm` is linked
     (KVM_DEV_VFIO_FILE_ADD) before the bind, so policies that pin the VM's VMID work."""
 
     def __init__(self, ictx: Iommufd, dev: VfioDevice, vm_kvm: object = None, vsid: int | None = None,
@@ -142,8 +144,9 @@ class VfioNested:
 
     # -- cache_invalidate -------------------------------------------------------------------------------------
     def cache_invalidate(self, info: CacheInvalidateInfo) -> int:
-        """VFIO_IOMMU_CACHE_INVALIDATE -> SMMU commands (as `arm_smmu_cache_invalidate` in seed 002), issued
-        through IOMMU_HWPT_INVALIDATE so the VMID and the StreamID are enforced there. Returns entries."""
+        """VFIO_IOMMU_CACHE_INVALIDATE -> SMMU commands (as `arm_smmu_cache_invalidate` in the nested-stage
+        RFC), issued through IOMMU_HWPT_INVALIDATE so the VMID and the StreamID are enforced there. Returns
+        entries."""
         if self.viommu is None:
             raise IommufdError(_errno.EINVAL, "cache_invalidate: no PASID table bound")
         out: list[bytes] = []
@@ -180,7 +183,8 @@ class VfioNested:
     def bind_guest_msi(self, giova: int, gpa: int, size: int = 4096) -> None:
         """VFIO_IOMMU_BIND_MSI: the guest's stage 1 maps `giova` to its virtual doorbell at `gpa`; map `gpa` at
         stage 2 onto the host's MSI doorbell frame so device MSIs reach the physical ITS (dma-iommu's MSI
-        cookie in seed 002). The doorbell is MMIO, so this is a host-internal stage-2 mapping, not IOAS_MAP."""
+        cookie in the nested-stage RFC). The doorbell is MMIO, so this is a host-internal stage-2 mapping, not
+        IOAS_MAP."""
         drv = self.ictx.driver
         if drv.doorbell is None:
             raise IommufdError(_errno.ENODEV, "bind_guest_msi: the platform has no MSI doorbell")

@@ -6,17 +6,18 @@ at commit 100b4f09 (`flush_context`, `check_update_reserved_vmid`, `new_vmid`, `
 `arch/arm64/mm/context.c` (checked: `arm64_mm_context_get/put`, `pinned_asid_map`, `nr_pinned_asids`,
 `max_pinned_asids = available - ncpus - 2`, `set_reserved_asid_bits` copying the pinned map into the map at
 rollover, and `new_context` keeping a pinned context's index after the reserved check). Upstream KVM has no
-pinned VMIDs; the pinned code follows what the ASID allocator does and what seed 000/003 propose.
+pinned VMIDs; the pinned code follows what the ASID allocator does and what the pinned-VMID RFC and its review
+propose (`vmid_policy.py` names the threads).
 
 Ids are 64-bit: `generation | index`; the hardware VMID is `id & (NUM - 1)`; index 0 is never allocated.
 The rollover's `TLBI ALLE1IS` (`__kvm_flush_vm_context`) goes through an optional DVM `Interconnect` with
 `source=None`, followed by a DVM Sync, so SMMUs with BTM see it.
 
 Two variants for the SMMU VMID policies (`vmid_policy.py`):
-* `split=True` (seed 000 as posted): the rolling allocator uses the lower half only; `pin` gives the VM a VMID
-  from the upper half (an ida that never rolls over) and the VM's vCPUs then run with it; the VMID is freed
-  when the context is destroyed (seed 000 patch 5), after a VMID-scoped invalidation that stands for the
-  stage-2 teardown's TLBIs.
+* `split=True` (the pinned-VMID RFC as posted): the rolling allocator uses the lower half only; `pin` gives the
+  VM a VMID from the upper half (an ida that never rolls over) and the VM's vCPUs then run with it; the VMID is
+  freed when the context is destroyed (its patch 5/5, "pinned vmid is released on VM exit"), after a
+  VMID-scoped invalidation that stands for the stage-2 teardown's TLBIs.
 * `smmu_reserved=r`: KVM never hands out the top `r` indices (the set the `restricted` policy gives the SMMU).
 
 Not modelled: concurrency (the model is sequential, so the cmpxchg on the fast path always succeeds), the
@@ -43,7 +44,7 @@ define("kvm_vcpu_load", ("ctx", "vcpu", "cpu", "vmid", "fast"),
        "kvm_arm_vmid_update on vcpu load: the VMID in force on that CPU, fast = lock-free path")
 
 # The host's rollover maintenance (`__kvm_flush_vm_context`: TLBI ALLE1IS; DSB ISH), built directly from the
-# contract types. ALLE1IS = SYS #4, C8, C3, #4 (REFERENCE.md table); all VMIDs, stages 1+2, EL1&0, NS.
+# contract types. ALLE1IS = SYS #4, C8, C3, #4 (Arm ARM C5.5, TLBI ALLE1IS); all VMIDs, stages 1+2, EL1&0, NS.
 ALLE1IS = TlbiOp(name="ALLE1IS", op1=4, crn=8, crm=3, op2=4, xt=None, shareability=Share.ISH, broadcast=True,
                  regime=Regime.EL10, security=Security.NS, stage=Stage.S12, scope=Scope.ALL, vmid=None,
                  asid=None, addr=None, size=None, leaf=False, ttl=0)
@@ -270,13 +271,14 @@ class VmidAllocator:
         if ctx.pinned == 0 and not self.split:
             self._pinned_map[ctx.id & self.mask] = 0
             self.nr_pinned -= 1
-        # split: the upper-half VMID stays with the VM until it is destroyed (seed 000 patch 5).
+        # split: the upper-half VMID stays with the VM until it is destroyed (pinned-VMID RFC patch 5/5).
         if "kvm_vmid_unpin" in self.tracer.enabled:
             self.tracer.emit("kvm_vmid_unpin", ctx=ctx.name, vmid=self.hw_vmid(ctx), refcount=ctx.pinned,
                              nr_pinned=self.nr_pinned)
 
     def destroy_context(self, ctx: VmidContext) -> None:
-        """VM destroy: release every pin the VM still holds (seed 000 patch 5). The caller has put its vCPUs."""
+        """VM destroy: release every pin the VM still holds (pinned-VMID RFC patch 5/5). The caller has put its
+        vCPUs."""
         if ctx.dead:
             return
         for cpu in range(self.ncpus):
@@ -296,7 +298,7 @@ class VmidAllocator:
         ctx.dead = True
 
     def _split_pin(self, ctx: VmidContext) -> int:
-        """Seed 000 (as posted): the first pin moves the VM to a VMID of the upper half (lowest free)."""
+        """The pinned-VMID RFC (as posted): the first pin moves the VM to a VMID of the upper half (lowest free)."""
         i = self._split_free.find(0, self.num // 2, self.num)
         if i < 0:
             return 0

@@ -4,22 +4,33 @@
 |--------------|------------------------------------------------|----------------------------------------------|
 | `private`    | SMMU ida 1..NUM-1 (upstream today)             | SMMU ida 1..NUM-1                            |
 | `unpinned`   | the VM's current KVM VMID, copied, not pinned  | SMMU ida 1..NUM-1                            |
-| `split`      | KVM pin from the upper half (seed 000)         | SMMU ida 1..NUM-1                            |
-| `restricted` | KVM pin (seed 003)                             | ida over a set KVM never hands out           |
+| `split`      | KVM pin from the upper half (pinned-VMID RFC)  | SMMU ida 1..NUM-1                            |
+| `restricted` | KVM pin (pinned-VMID review)                   | ida over a set KVM never hands out           |
 |              |                                                | (`reserve`), or ida avoiding pins + a live   |
 |              |                                                | STE move on collision (`move`)               |
-| `shared`     | KVM pin                                        | KVM pin of a context of its own (seed 003)   |
+| `shared`     | KVM pin                                        | KVM pin of a context of its own (review)     |
 
 Known holes, shown by tests: `private` - a guest's broadcasts carry its KVM VMID, which matches the SMMU context
-only by accident, and any private VMID equal to a running VM's KVM VMID takes that VM's broadcasts (seed 001);
-`unpinned` - the KVM VMID changes at rollover and the SMMU keeps the old one (seed 000's reason to exist), and it
-can equal a live private VMID; `split` - the upper half of the SMMU ida overlaps the pinned half, so a pin can
-equal a live private VMID (the alias of seed 003); `restricted` in `move` mode - a private VMID may still equal
-an unpinned KVM VMID, so with BTM it is over-invalidated (no alias: only pinned VMIDs enter the SMMU).
+only by accident, and any private VMID equal to a running VM's KVM VMID takes that VM's broadcasts (BTM
+review); `unpinned` - the KVM VMID changes at rollover and the SMMU keeps the old one (why the pinned-VMID RFC
+exists), and it can equal a live private VMID; `split` - the upper half of the SMMU ida overlaps the pinned half,
+so a pin can equal a live private VMID (the alias the pinned-VMID review describes); `restricted` in `move` mode
+- a private VMID may still equal an unpinned KVM VMID, so with BTM it is over-invalidated (no alias: only pinned
+VMIDs enter the SMMU).
 
 Upstream's SMMU VMID ida is `ida_alloc_range(&smmu->vmid_map, 1, (1 << vmid_bits) - 1)` (VMID 0 is for bypass
 STEs; checked in torvalds/linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c `arm_smmu_domain_finalise_s2` and
 arm-smmu-v3-iommufd.c `arm_vsmmu_init`): lowest free id first, as `SmmuVmidIda` does.
+
+The mailing-list threads named above (Linux kernel lists):
+* pinned-VMID RFC: Shameer Kolothum's series "KVM: ARM64: Add support for pinned VMIDs" / "iommu/arm-smmu-v3:
+  Use pinned VMID for NESTED stage with BTM" / "KVM: arm64: Make sure pinned vmid is released on VM exit"
+  (kvmarm, 2021): KVM's VMID space split in halves, the upper half pinned and never rolled over.
+* pinned-VMID review: Jean-Philippe Brucker's reply to it (July 2021): pinned VMIDs collide with stage-2-only
+  domains' private VMIDs; options: restrict the SMMU ida to a set KVM never uses, move a live STE, or one common
+  allocator; a nesting container through /dev/iommu "must come with a KVM context".
+* BTM review: the review of "iommu/arm-smmu-v3: Enable broadcast TLB maintenance" (SVA series v7 13/24,
+  May 2020): with BTM, stage-2 contexts take every invalidation by VMID of the CPUs.
 
 Interface for the host SMMU driver (docs/DESIGN.md, "Host VMID API"): `nested_vmid(vm)`, `s2_vmid(domain)`,
 `release(owner, vmid)`, the `on_move(domain, old, new)` callback, `aliases()`.
@@ -81,7 +92,7 @@ def _ctx_of(vm: Any) -> VmidContext:
     ctx = getattr(vm, "vmid_ctx", None)
     if ctx is None:
         raise PolicyError(f"{vm!r} has no KVM VMID context: attach the device to KVM first "
-                          "(KVM_DEV_VFIO_FILE_ADD before binding to iommufd, seed 003)")
+                          "(KVM_DEV_VFIO_FILE_ADD before binding to iommufd, pinned-VMID review)")
     return ctx
 
 
@@ -158,7 +169,8 @@ class VmidPolicy:
         return out
 
     def aliases(self) -> list[tuple[int, list[Any]]]:
-        """VMIDs that tag two different address spaces in the SMMU at once (seed 003's cross-VM alias)."""
+        """VMIDs that tag two different address spaces in the SMMU at once (the cross-VM alias of the
+        pinned-VMID review)."""
         out = []
         for vmid, gs in self.live().items():
             keys = {g.key for g in gs}
@@ -213,7 +225,7 @@ class PrivatePolicy(VmidPolicy):
 
 
 class UnpinnedPolicy(PrivatePolicy):
-    """Negative control for seed 000: a nested domain copies the VM's KVM VMID without pinning it."""
+    """Negative control for the pinned-VMID RFC: a nested domain copies the VM's KVM VMID without pinning it."""
 
     name = "unpinned"
     needs_kvm = True
@@ -230,7 +242,7 @@ class UnpinnedPolicy(PrivatePolicy):
 
 
 class SplitPolicy(PrivatePolicy):
-    """Seed 000 as posted: pinned VMIDs from KVM's upper half; stage-2-only domains private over the whole space."""
+    """The pinned-VMID RFC as posted: pins from KVM's upper half; stage-2-only domains private over all of it."""
 
     name = "split"
     needs_kvm = True
@@ -252,7 +264,8 @@ class SplitPolicy(PrivatePolicy):
 
 
 class RestrictedPolicy(VmidPolicy):
-    """Seed 003: nested domains get pinned KVM VMIDs; stage-2-only domains never share a VMID with a pin.
+    """The pinned-VMID review: nested domains get pinned KVM VMIDs; stage-2-only domains never share a VMID
+    with a pin.
 
     mode="reserve": private VMIDs come from the top `kvm_vmids.smmu_reserved` indices, which KVM never hands
     out, so they never equal any KVM VMID (pinned or not; no over-invalidation either).
@@ -314,7 +327,7 @@ class RestrictedPolicy(VmidPolicy):
 
 
 class SharedPolicy(VmidPolicy):
-    """Seed 003's other option: one allocator; every SMMU VMID is a pinned KVM VMID."""
+    """The pinned-VMID review's other option: one allocator; every SMMU VMID is a pinned KVM VMID."""
 
     name = "shared"
 

@@ -40,7 +40,6 @@ from typing import Any, Callable
 from devmodel.dmatest import DMATEST_BASE, DMATEST_SIZE, DmaTestDevice
 from devmodel.smmuv3 import commands as cmds
 from devmodel.smmuv3 import ste as stemod
-from devmodel.smmuv3 import translate as _translate  # noqa: F401  (defines the smmu_* trace events)
 from devmodel.smmuv3.regs import SmmuFeatures
 from devmodel.trace import Tracer, define
 

@@ -1,5 +1,5 @@
 """The VMM's vSMMU (harness/vsmmu.py, harness/vmm.py) with the host driver and iommufd: the guest vSMMU flow end
-to end (issue 7 acceptance) with a real guest program, the C driver's structures checked with devmodel's
+to end with a real guest program, the C driver's structures checked with devmodel's
 decoders, the cost of a guest invalidation, batching, and the set-up order of KVM_DEV_VFIO_FILE_ADD."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile guests at the vSMMU level (issue 7, "Bad input"): two VMs with nested SMMUs on one host; vm0 writes
+"""Hostile guests at the vSMMU level: two VMs with nested SMMUs on one host; vm0 writes
 STEs, CDs, commands and page tables no driver should, vm1 (the victim) has live translations. Each test checks
 that the access is refused and reported to the guest (C_BAD_STE / F_CD_FETCH / F_WALK_EABT events in its EVTQ,
 or CMDQ_CONS.ERR = CERROR_ILL), that no DMA of vm0's device left vm0's RAM, that the victim's translations

@@ -1,11 +1,15 @@
 """Broadcast TLB maintenance: DVM TLBI messages (`TlbiOp`) applied by `TranslationCore.dvm_tlbi`, per-context
-broadcast counters (seed 001: over-invalidation of stage-2-only contexts), DVM Sync."""
+broadcast counters (over-invalidation of stage-2-only contexts, as the review of Linux's "iommu/arm-smmu-v3:
+Enable broadcast TLB maintenance" describes), DVM Sync, malformed messages."""
 from __future__ import annotations
 
 import pytest
 
+from devmodel.smmuv3.btm import VALID_SCOPES, malformed
 from devmodel.smmuv3.config import CfgKind, StreamWorld, TransResult
-from devmodel.tlbi_types import Regime, Scope, Security, Stage
+from devmodel.smmuv3.regs import SmmuFeatures
+from devmodel.tlbi import TABLE, decode
+from devmodel.tlbi_types import DecodeContext, Regime, Scope, Security, Stage, UndefinedTlbi
 
 from .test_walk import Nested
 from .xlat_env import RAM_BASE, Env, cfg, cpu_range, op, s1, s2
@@ -107,7 +111,7 @@ def test_ipas2_hits_stage2_only_contexts():
 
 
 def test_over_invalidation_of_stage2_only_contexts_is_counted():
-    """Seed 001: a stage-2-only SMMU context whose VMID equals a KVM VMID sees the guest's stage-1 broadcasts."""
+    """BTM review: a stage-2-only SMMU context whose VMID equals a KVM VMID sees the guest's stage-1 broadcasts."""
     for remove in (False, True):
         env = Env(overinvalidate_s2=remove)
         sb = env.builder(stage=2, ias=40, start=1)
@@ -162,6 +166,63 @@ def test_trace_events_and_garbage_ops():
     assert len(recs) == 1 and recs[0]["removed"] == 1 and recs[0]["contexts"] >= 1
     assert env.sink.of("smmu_dvm_sync") and env.sink.of("smmu_btm_ctx")
     assert env.sink.of("smmu_iotlb_inv")[0]["cause"] == "dvm:VAE1IS"
-    env.core.dvm_tlbi(None)                                             # never raises
+    with pytest.raises(AttributeError):                                 # not a DVM message: a caller's bug
+        env.core.dvm_tlbi(None)
     env.core.dvm_tlbi(op("PAALLOS", scope=Scope.PA, regime=Regime.GPT))
     env.core.dvm_tlbi(op("VAE1IS", scope=Scope.VA, vmid=0, asid=5, addr=-1, size=-7))
+    assert env.core.dvm_malformed == 1 and env.core.stats["dvm_malformed"] == 1     # the bad address, counted
+    assert env.sink.of("smmu_btm_tlbi")[-1]["malformed"].startswith("va operation with address -1")
+
+
+# ---- malformed DVM messages: validated explicitly, counted, applied to nothing ------------------------------
+@pytest.mark.parametrize("bad,why,features", [
+    (op("VAE1IS", scope=Scope.VA, vmid=0x1_0000, asid=5, addr=VA), "VMID 65536", None),
+    (op("VAE1IS", scope=Scope.VA, vmid=0x109, asid=5, addr=VA), "8-bit VMIDs", SmmuFeatures(vmid16=False)),
+    (op("VAE1IS", scope=Scope.VA, vmid=9, asid=0x105, addr=VA), "8-bit ASIDs", SmmuFeatures(asid16=False)),
+    (op("ASIDE1IS", scope=Scope.ASID, vmid=9), "without an ASID", None),
+    (op("VAE1IS", scope=Scope.VA, vmid=9, asid=5), "address None", None),
+    (op("VAE1IS", scope=Scope.VA, vmid=9, asid=5, addr=1 << 64), "address", None),
+    (op("IPAS2E1IS", scope=Scope.IPA, stage=Stage.S2, regime=Regime.EL2, addr=VA), "no TLBI operates", None),
+    (op("VMALLE1IS", scope=Scope.PA, vmid=9), "no TLBI operates", None),
+    (op("VMALLE1IS", scope=Scope.VMALL, vmid=9, security=Security.ROOT), "Security state", None),
+    (op("VAE1IS", scope=Scope.VA, vmid=9, asid=5, addr=VA, ttl=16), "TTL", None),
+])
+def test_malformed_broadcast_is_counted_and_applies_to_nothing(bad, why, features):
+    env, b, c = _env(trace="smmu_btm_tlbi", features=features)
+    _stale(env, b, c)
+    res = env.core.dvm_tlbi(bad)
+    assert why in res["malformed"] and res["removed"] == 0
+    assert _pa(env, c, VA) == P1                                        # nothing was invalidated
+    assert env.core.dvm_malformed == 1 and env.core.iotlb.invalidations["dvm:malformed"]["ops"] == 1
+    rec = env.sink.of("smmu_btm_tlbi")[-1]
+    assert why in rec["malformed"] and rec["contexts"] == 0
+    good = env.core.dvm_tlbi(op("VMALLE1IS", scope=Scope.VMALL, vmid=9))
+    assert good["malformed"] == "" and _pa(env, c, VA) == P2 and env.core.dvm_malformed == 1
+
+
+def test_every_decoded_tlbi_is_a_well_formed_message():
+    """The decoder (DDI 0487 C5.5 table) is the oracle for what `btm.malformed` must accept."""
+    ctxs = [DecodeContext(el=1, vmid=3), DecodeContext(el=2, vmid=3), DecodeContext(el=2, vmid=3, e2h=True),
+            DecodeContext(el=2, vmid=3, e2h=True, tge=True), DecodeContext(el=3, vmid=3, security=Security.S)]
+    seen = set()
+    for d in TABLE:
+        for ctx in ctxs:
+            for xt in (0, 0xFFFF_FFFF_FFFF_FFFF, 0x0005_1234_5678_9ABC):
+                try:
+                    o = decode(d.op1, d.crn, d.crm, d.op2, xt, ctx)
+                except UndefinedTlbi:
+                    continue
+                assert malformed(o) is None, (o, malformed(o))
+                seen.add((o.regime, o.scope))
+    assert seen == {(r, s) for r, scopes in VALID_SCOPES.items() for s in scopes}
+
+
+def test_malformed_broadcast_through_the_device_is_not_applied():
+    from .bench import CR0, CR2, Bench
+    b = Bench(SmmuFeatures(btm=True, vmid16=False))
+    b.setup(enable=False)
+    b.w32(CR2, 0b10)                                                    # PTM=0
+    b.w32(CR0, 0b1101)
+    b.smmu.dvm_tlbi(op("VMALLE1IS", scope=Scope.VMALL, vmid=0x100), 7)
+    assert b.smmu.stats["btm_malformed"] == 1 and b.smmu.stats["btm_applied"] == 0
+    assert b.sink.of("smmuv3_dvm_tlbi")[-1]["applied"] == 0 and b.smmu.core.dvm_malformed == 1

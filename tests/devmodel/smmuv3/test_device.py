@@ -12,6 +12,7 @@ from devmodel.smmuv3 import events as E
 from devmodel.smmuv3 import ste as S
 from devmodel.smmuv3.fault import EventType, Fault
 from devmodel.smmuv3.regs import SmmuFeatures
+from devmodel.smmuv3.translate import TranslationCore
 from devmodel.tlbi_types import Regime, Scope, Security, Share, Stage, TlbiOp
 
 from .bench import (CDTAB, CMDQ, CMDQ_CONS, CR0, CR2, EVTQ, EVTQ_CONS, EVTQ_IRQ_CFG0, EVTQ_IRQ_CFG1, EVTQ_PROD,
@@ -215,8 +216,9 @@ class _Recorder:
     def invalidate(self, cmd: C.Command) -> None:
         self.cmds.append(cmd.name)
 
-    def dvm_tlbi(self, op: TlbiOp) -> None:
+    def dvm_tlbi(self, op: TlbiOp) -> dict:
         self.ops.append(op.name)
+        return {"malformed": ""}
 
     def translate(self, *a):  # pragma: no cover - not used here
         raise AssertionError
@@ -258,8 +260,7 @@ def test_btm_gating(btm: bool, ptm: bool, smmuen: bool, applied: bool) -> None:
 def test_btm_through_interconnect_with_real_core() -> None:
     from devmodel.dvm import Interconnect
     b = Bench(SmmuFeatures(btm=True))
-    if b.smmu.core is None:
-        pytest.skip("translation core not available")
+    assert isinstance(b.smmu.core, TranslationCore)           # the default backend, imported normally
     b.setup(enable=False)
     b.w32(CR2, 0b10)                                          # PTM=0
     b.w32(CR0, 0b1101)

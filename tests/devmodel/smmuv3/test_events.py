@@ -87,3 +87,31 @@ def test_from_fault_fetch_address() -> None:
 def test_every_event_type_encodes(t: EventType) -> None:
     ev = E.from_fault(Fault(t, sid=2**32 - 1, ssid=2**20 - 1, addr=2**64 - 1, ipa=2**52 - 1))
     assert E.decode(E.encode(ev)) == ev
+
+
+def test_recording_a_fault_encodes_the_event_once(bench) -> None:
+    """One pack of the event record per recorded fault (from_fault builds it; the EVTQ writer stores its bits):
+    counted with the profiler, not timed."""
+    import cProfile
+    import pstats
+
+    from devmodel.fields import Layout
+    from devmodel.smmuv3 import cd as CD
+    from devmodel.smmuv3 import ste as S
+
+    from .bench import CDTAB, EVTQ, RAM
+
+    bench.setup()
+    bench.bus.write_bytes(CDTAB, CD.encode(CD.Cd(v=1, aa64=1, r=1, t0sz=16, ips=5, epd1=1, ttb0=RAM + 0x50_0000)))
+    bench.put_ste(1, S.Ste(v=1, config=S.CONFIG_S1, s1contextptr=CDTAB))
+    bench.smmu.translate(1, None, 0x1000)                    # configuration cached, first event written
+    prof = cProfile.Profile()
+    prof.enable()
+    f = bench.smmu.translate(1, None, 0x2000)
+    prof.disable()
+    assert isinstance(f, Fault) and f.type == EventType.F_TRANSLATION
+    calls = {fn: st[1] for (_file, _line, fn), st in pstats.Stats(prof).stats.items()
+             if _file.endswith("fields.py")}
+    assert calls.get(Layout.pack_record.__name__) == 1 and Layout.pack.__name__ not in calls, calls
+    ev = bench.smmu.events[-1]
+    assert bench.bus.read_bytes(EVTQ + 32, 32) == E.encode(ev) and E.decode(E.encode(ev)) == ev

@@ -1,4 +1,4 @@
-"""Bad input never raises (issue 4): random register writes, random command/STE/CD words and random
+"""Bad input never raises: random register writes, random command/STE/CD words and random
 translations keep the model consistent -- no exception, PROD/CONS within their queues, CONS never passing
 PROD, GERROR/GERRORN pairing (an active CMDQ_ERR stops consumption; acknowledged errors are inactive).
 

@@ -26,7 +26,7 @@ IDR0_ASID16 = 1 << 12
 IDR0_ATS = 1 << 10
 IDR0_HYP = 1 << 9
 IDR0_HTTU_SHIFT = 6               # GENMASK(7, 6)
-IDR0_BTM = 1 << 5                 # (REFERENCE.md / QEMU FIELD(IDR0, BTM, 5, 1); Linux uses it as IDR0_BTM)
+IDR0_BTM = 1 << 5                 # (QEMU FIELD(IDR0, BTM, 5, 1); Linux IDR0_BTM (1 << 5))
 IDR0_COHACC = 1 << 4
 IDR0_TTF_SHIFT = 2                # GENMASK(3, 2), IDR0_TTF_AARCH64 = 2
 IDR0_S1P = 1 << 1

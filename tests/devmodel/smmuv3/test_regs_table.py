@@ -1,5 +1,5 @@
-"""Every register issue 4 lists: reset value and access type (what a write of all-ones leaves behind while
-nothing locks the register, and that the lock the spec describes makes it read-only).
+"""Every register of the model (IHI 0070 chapter 6): reset value and access type (what a write of all-ones
+leaves behind while nothing locks the register, and that the lock the spec describes makes it read-only).
 
 Field masks are written here from Linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h (ARM_SMMU_* offsets,
 STRTAB_BASE_ADDR_MASK GENMASK_ULL(51, 6), STRTAB_BASE_RA (1UL << 62), STRTAB_BASE_CFG_FMT GENMASK(17, 16),

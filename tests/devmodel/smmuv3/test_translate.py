@@ -2,6 +2,8 @@
 ranges (NUM/SCALE corner cases, misaligned starts), TTL and Leaf."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -18,7 +20,7 @@ VA = 0x1234_5000
 
 
 def cmd(name: str, **kw):
-    """A real decoded command (issue-4 encoder/decoder)."""
+    """A real decoded command (`commands.encode` then `commands.decode`)."""
     return decode(encode(name, **kw))
 
 
@@ -261,8 +263,11 @@ def test_bad_commands_never_raise():
     b.map(VA, P1, 0x1000)
     dma(env, c, VA)
     for x in (Cmd("TLBI_NH_VA", vmid=-1, asid=1 << 40, addr=-5, tg=7, num=99, scale=99, ttl=9),
-              Cmd("CMD_SYNC"), Cmd("UNKNOWN_0xff"), object(), None, Cmd("TLBI_S2_IPA", addr=1 << 70)):
+              Cmd("CMD_SYNC"), Cmd("UNKNOWN_0xff"), Cmd("TLBI_S2_IPA", addr=1 << 70)):
         env.core.invalidate(x)
+    for x in (object(), None):                  # not a command: a caller's bug surfaces
+        with pytest.raises(AttributeError):
+            env.core.invalidate(x)
     for bad_addr in (-1, 1 << 64, 1 << 80):
         assert isinstance(env.core.translate(c, bad_addr), Fault)
 
@@ -312,3 +317,17 @@ def test_range_invalidation_s2_ipa_misaligned_start():
     env.core.invalidate(cmd("TLBI_S2_IPA", vmid=4, addr=base + 3 * 0x1000, tg=1, num=2, scale=1))
     fresh = {i for i in range(n) if dma(env, c, base + i * 0x1000) == P2 + i * 0x1000}
     assert fresh == set(range(3, 9))
+
+
+def test_a_broken_configuration_or_command_is_a_bug_that_raises():
+    """No silent fallbacks: a TransCfg the device could not have built, or a command with a field that is not
+    an integer, raises (before, the first became a recorded C_BAD_STE and the second a 'malformed' count)."""
+    env, b, c = s1_env()
+    b.map(VA, P1, 0x1000)
+    broken = replace(c, s1=replace(c.s1, tbi=None))
+    with pytest.raises(TypeError):
+        env.core.translate(broken, VA)
+    with pytest.raises(TypeError):
+        env.core.invalidate(Cmd("TLBI_NH_ALL", vmid=None))
+    assert "malformed:TLBI_NH_ALL" not in env.core.iotlb.invalidations
+    assert dma(env, c, VA) == P1                  # the core still works for well-formed input

@@ -41,7 +41,7 @@ class Cpu:
     def __init__(self, env: Env):
         self.uc = uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         uc.ctl_set_tcg_buffer_size(16 << 20)
-        uc.cpr_write(3, 6, 1, 1, 0, 0x500)               # SCR_EL3 = RW | HCE (REFERENCE.md, Unicorn facts)
+        uc.cpr_write(3, 6, 1, 1, 0, 0x500)               # SCR_EL3 = RW (bit 10) | HCE (bit 8), Arm ARM SCR_EL3
         self._buf = (ctypes.c_char * RAM_SIZE).from_buffer(env.ram.buf)
         uc.mem_map_ptr(RAM_BASE, RAM_SIZE, UC_PROT_ALL, ctypes.addressof(self._buf))
         env.bus.write_bytes(CODE, struct.pack("<III", LDR, LDTR, STR))

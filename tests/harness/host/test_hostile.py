@@ -1,4 +1,4 @@
-"""Hostile guests at the iommufd level (issue 7, "Bad input"): a guest may hurt only itself. Each test asserts
+"""Hostile guests at the iommufd level: a guest may hurt only itself. Each test asserts
 the access is refused and reported (an errno, an event on the guest's vEVENTQ, or the host's log), that no
 other VM's memory and no host memory changed, and that the host never raises anything but IommufdError."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Seed 002's VFIO nested-stage names (harness/host/vfio.py) over the iommufd code: set_pasid_table,
-cache_invalidate, bind_guest_msi, fault reporting."""
+"""The nested-stage RFC's VFIO names (harness/host/vfio.py, which names the series) over the iommufd code:
+set_pasid_table, cache_invalidate, bind_guest_msi, fault reporting."""
 from __future__ import annotations
 
 import errno

@@ -201,7 +201,7 @@ def test_destroy_releases_pins():
         a.vcpu_load(v, 0)
 
 
-# ---- seed 000's split space and the restricted policy's reserved set ------------------------------------------
+# ---- the pinned-VMID RFC's split space and the restricted policy's reserved set ---------------------------
 
 def test_split_pins_from_upper_half_and_frees_on_destroy(dvm):
     ic, rec = dvm
@@ -218,7 +218,7 @@ def test_split_pins_from_upper_half_and_frees_on_destroy(dvm):
         assert max(a.map_bits() - {0x80}) < 128   # the rolling half never reaches the upper one
     assert a.vcpu_load(v, 1) == 0x80
     a.unpin(v)
-    assert a.hw_vmid(v) == 0x80 and a.nr_pinned == 1   # held until the VM goes away (seed 000 patch 5)
+    assert a.hw_vmid(v) == 0x80 and a.nr_pinned == 1   # held until the VM goes away (RFC patch 5/5)
     a.vcpu_put(0); a.vcpu_put(1)
     a.destroy_context(v)
     inv = rec.tlbis("VMALLS12E1IS")

@@ -1,4 +1,5 @@
-"""SMMU VMID policies: each one's guarantee or known hole (seeds 000, 001, 003), and their preconditions."""
+"""SMMU VMID policies: each one's guarantee or known hole (the mailing-list threads
+harness/host/vmid_policy.py names: pinned-VMID RFC and review, BTM review), and their preconditions."""
 from __future__ import annotations
 
 import pytest
@@ -50,7 +51,7 @@ def test_private_never_aliases():
 
 
 def test_private_hole_private_vmid_equals_running_kvm_vmid():
-    """Seed 001: with BTM a private VMID equal to a running VM's KVM VMID takes that VM's broadcasts."""
+    """BTM review: with BTM a private VMID equal to a running VM's KVM VMID takes that VM's broadcasts."""
     kvm = Kvm(8, 1)
     p = make_policy("private", kvm.vmids, 8)
     guest = kvm.create_vm("guest")
@@ -61,7 +62,7 @@ def test_private_hole_private_vmid_equals_running_kvm_vmid():
     assert nested != kvm_vmid                    # and the guest's own broadcasts miss its nested domain
 
 
-# ---- unpinned (negative control, seed 000) ------------------------------------------------------------------------
+# ---- unpinned (negative control for the pinned-VMID RFC) ------------------------------------------------------
 
 def test_unpinned_loses_vmid_at_rollover():
     kvm = Kvm(8, 1)
@@ -85,7 +86,7 @@ def test_unpinned_aliases_live_private_vmid():
     assert p.aliases() == [(1, [d, vm])]
 
 
-# ---- split (seed 000 as posted) -------------------------------------------------------------------------------------
+# ---- split (the pinned-VMID RFC as posted) ---------------------------------------------------------------------
 
 def test_split_pinned_vmid_survives_rollovers():
     kvm = Kvm(8, 2, split=True)
@@ -100,7 +101,7 @@ def test_split_pinned_vmid_survives_rollovers():
 
 
 def test_split_aliases_live_private_vmid():
-    """Seed 003: the SMMU ida covers the upper half too, so a pin can equal a live private VMID."""
+    """Pinned-VMID review: the SMMU ida covers the upper half too, so a pin can equal a live private VMID."""
     kvm = Kvm(8, 1, split=True)
     p = make_policy("split", kvm.vmids, 8)
     doms = [Dom(i) for i in range(0x80)]
@@ -111,7 +112,7 @@ def test_split_aliases_live_private_vmid():
     assert p.aliases() == [(0x80, [doms[0x7F], vm])]
 
 
-# ---- restricted (seed 003) ------------------------------------------------------------------------------------------
+# ---- restricted (pinned-VMID review) -------------------------------------------------------------------------
 
 def test_restricted_reserve_never_aliases_nor_meets_kvm_vmids():
     kvm = Kvm(8, 2, smmu_reserved=16)
@@ -161,7 +162,7 @@ def test_restricted_move_without_callback_refuses():
     assert kvm.vmids.nr_pinned == 0               # the pin was given back
 
 
-# ---- shared (seed 003's other option) ---------------------------------------------------------------------------------
+# ---- shared (the pinned-VMID review's other option) ----------------------------------------------------------
 
 def test_shared_every_vmid_is_a_pinned_kvm_vmid():
     kvm = Kvm(8, 2)

@@ -1,4 +1,5 @@
-"""Stateful property test of the KVM VMID allocator through the simulated KVM (REFERENCE.md invariants).
+"""Stateful property test of the KVM VMID allocator through the simulated KVM (invariants of Linux
+arch/arm64/kvm/vmid.c and of pinned ASIDs in arch/arm64/mm/context.c).
 
 Random create/load/put/pin/unpin/destroy/churn/rollover sequences on several CPUs, 8-bit VMIDs so rollovers are
 frequent. Checked after every step:
