@@ -34,7 +34,7 @@ from enum import Enum
 from typing import Callable, Protocol
 
 from ..bus import BusError
-from ..fields import Field, Layout, decode_as
+from ..fields import Field, Layout, record_decoder, record_type
 from ..trace import NULL_TRACER, Tracer
 from . import events  # noqa: F401  (declares the trace events)
 from .constants import F_EVENT_IDX, F_INDIRECT_DESC, F_NOTIFY_ON_EMPTY, VIRTQUEUE_MAX_SIZE
@@ -99,12 +99,9 @@ class _Fault(Exception):
         self.fault = fault
 
 
-@dataclass(frozen=True)
-class Desc:
-    addr: int
-    len: int
-    flags: int
-    next: int
+#: one descriptor table entry (addr, len, flags, next), generated from DESC_LAYOUT
+Desc = record_type("Desc", DESC_LAYOUT, module=__name__)
+_decode_desc = record_decoder(Desc, DESC_LAYOUT)
 
 
 @dataclass(frozen=True)
@@ -234,7 +231,7 @@ class Virtqueue:
             raw = self.memory.read_bytes(table + DESC_SIZE * i, DESC_SIZE)
         except BusError:
             raise _Fault(RingFault.DESC_UNREACHABLE) from None
-        return decode_as(Desc, DESC_LAYOUT, raw)
+        return _decode_desc(int.from_bytes(raw, "little"))
 
     def _fail(self, fault: RingFault) -> None:
         self.stats["errors"] += 1
