@@ -68,3 +68,12 @@ def test_affinity_info_levels_and_unknown_functions():
 def test_duplicate_mpidrs_rejected():
     with pytest.raises(ValueError, match="duplicate"):
         Psci([0x8000_0000, 0x0])
+
+
+def test_ret_text_is_what_the_guest_reads():
+    from devmodel.psci import PsciResult
+    assert PsciResult(None).ret_text == "no return"
+    assert PsciResult(0x10001).ret_text == "0x10001"
+    assert PsciResult(0).ret_text == "0x0"
+    assert PsciResult(-2).ret_text == "-2 INVALID_PARAMETERS"
+    assert PsciResult(-99).ret_text == "-99"
