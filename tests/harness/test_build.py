@@ -1,6 +1,7 @@
 """Guest builds (harness/build.py): default ziglang toolchain, cache by content, overrides, errors."""
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,4 +81,78 @@ def test_cli_build(tmp_path):
     p = run_cli("build", HELLO, "-o", out, env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")})
     assert p.returncode == 0 and p.stdout.strip() == str(out) and out.is_file()
     p = run_cli("build", tmp_path / "missing.c")
-    assert p.returncode == 1 and "no such source file" in p.stderr and "Traceback" not in p.stderr
+    # a missing source is bad input (125, as for `run`), not a failed compile (1: see test_cli_compile_error)
+    assert p.returncode == 125 and "no such source file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_compile_error_exits_1(tmp_path):
+    from guestbin import run_cli
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return undeclared; }\n")
+    p = run_cli("build", bad, env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")})
+    assert p.returncode == 1 and "undeclared" in p.stderr and "Traceback" not in p.stderr
+
+
+NEEDS_FOO = '#include "guest.h"\n#ifndef FOO\n#error FOO not defined\n#endif\nint main(void) { return FOO; }\n'
+
+
+@pytest.mark.parametrize("form", [["--cflags", "-DFOO=5"], ["--cflags=-DFOO=5"], ["--cflags", "-Wall -DFOO=5"],
+                                  ["--cflags", "-Wall", "--cflags", "-DFOO=5"]])
+def test_cli_cflags_value_may_start_with_a_dash(tmp_path, form):
+    """`--cflags "-DFOO"` (the README's form) is a value, not an unknown option; every form reaches the compiler."""
+    from guestbin import run_cli
+    src = tmp_path / "foo.c"
+    src.write_text(NEEDS_FOO)
+    env = {"SMMU_HARNESS_CACHE": str(tmp_path / "c")}
+    p = run_cli("build", src, "-o", tmp_path / "foo.elf", *form, env=env)
+    assert p.returncode == 0, p.stderr
+    assert run_cli("run", tmp_path / "foo.elf").returncode == 5
+
+
+def test_cli_cflags_O0_links_and_runs(tmp_path):
+    """Any -O level links: the runtime never needs a sanitizer runtime (zig's clang enables UBSan at -O0)."""
+    from guestbin import run_cli
+    out = tmp_path / "hello0.elf"
+    p = run_cli("build", HELLO, "-o", out, "--cflags=-O0", env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")},
+                timeout=180)
+    assert p.returncode == 0, p.stderr
+    p = run_cli("run", out)
+    assert p.returncode == 0 and p.stdout.endswith("SUMMARY: 5 tests, 0 unexpected failures, 0 skipped\n")
+
+
+@pytest.mark.parametrize("case", ["output is a directory", "source is a directory", "output directory missing",
+                                  "include directory missing"])
+def test_cli_build_path_errors_are_one_line_125(tmp_path, case):
+    from guestbin import assert_no_traceback, run_cli
+    args = {"output is a directory": [HELLO, "-o", tmp_path],
+            "source is a directory": [tmp_path],
+            "output directory missing": [HELLO, "-o", tmp_path / "missing" / "dir" / "x.elf"],
+            "include directory missing": [HELLO, "-I", tmp_path / "noinc"]}[case]
+    message = {"output is a directory": "is a directory", "source is a directory": "is a directory",
+               "output directory missing": f"no such directory {tmp_path / 'missing' / 'dir'}",
+               "include directory missing": "no such directory"}[case]
+    p = run_cli("build", *args, env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")})
+    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert_no_traceback(p)
+    assert not (tmp_path / "missing").exists()          # nothing created on the way
+
+
+def test_unwritable_cache_is_one_line_125(tmp_path):
+    from guestbin import run_cli
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    p = run_cli("build", HELLO, env={"SMMU_HARNESS_CACHE": str(blocker / "cache")})
+    assert p.returncode == 125 and "SMMU_HARNESS_CACHE" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_cache_dir_outside_a_checkout(tmp_path, monkeypatch):
+    """An installed package (no pyproject.toml next to guest_fw) caches in the user's cache directory, never
+    next to the package (site-packages)."""
+    from harness import build
+    assert build.cache_dir({"SMMU_HARNESS_CACHE": str(tmp_path / "x")}) == tmp_path / "x"
+    assert build.cache_dir({}) == build.GUEST_FW.parent / ".guest-cache"          # this checkout
+    fake = tmp_path / "site-packages" / "guest_fw"
+    fake.mkdir(parents=True)
+    monkeypatch.setattr(build, "GUEST_FW", fake)
+    assert build.cache_dir({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "smmu-harness"
+    assert build.cache_dir({}) == Path.home() / ".cache" / "smmu-harness"

@@ -1,9 +1,10 @@
 """`smmu-harness run` end to end (subprocess): console, exit statuses, bad input, -d/-D, --ktap."""
 import struct
+from pathlib import Path
 
 import pytest
 
-from guestbin import assert_no_traceback, guest_elf, run_cli
+from guestbin import assert_no_traceback, guest_elf, run_cli, run_cli_closed_stdout
 
 
 def test_hello_prints_console_and_exits_0():
@@ -181,3 +182,113 @@ def test_trace_events_lists_every_event_with_fields():
         {n for n in REGISTRY if n.startswith("kvm_vmid_")}
     p = run_cli("trace-events", "nope")
     assert p.returncode == 125 and "unknown trace event 'nope'" in p.stderr
+
+
+# -- errors are one line and a status; a closed pipe is quiet ----------------------------------------------
+@pytest.mark.parametrize("args,status", [
+    (["trace-events"], 0),                                       # the command's own status stands
+    (["scenario", "list"], 0),
+    (["build", "guest_fw/tests/hello.c"], 0),
+    (["run", "@report_fail"], 1),                                # the guest's own status
+    (["run", "@report_fail", "--ktap"], 1),
+    (["run", "@hello"], 0),
+    (["scenario", "run", "over-invalidation", "--policy", "private", "--vms", "1"], 1),
+])
+def test_closed_stdout_exits_quietly(args, status):
+    p = run_cli_closed_stdout(*[str(guest_elf(a[1:])) if a.startswith("@") else a for a in args])
+    assert p.returncode == status
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr and "Broken pipe" not in p.stderr
+    if "--ktap" not in args:
+        assert p.stderr == ""
+
+
+@pytest.mark.parametrize("case", ["ELF is a directory", "-D directory", "-D missing directory",
+                                  "--trace missing directory", "--expect-trace directory",
+                                  "--update-golden into a missing directory"])
+def test_oserror_on_a_user_path_is_one_line_125(tmp_path, case):
+    hello = guest_elf("hello")
+    missing = tmp_path / "no" / "such"
+    args = {"ELF is a directory": [tmp_path],
+            "-D directory": [hello, "-d", "int", "-D", tmp_path],
+            "-D missing directory": [hello, "-d", "int", "-D", missing / "log"],
+            "--trace missing directory": [hello, "--trace", missing / "t.log"],
+            "--expect-trace directory": [hello, "--expect-trace", tmp_path],
+            "--update-golden into a missing directory": [hello, "--expect-trace", missing / "g.jsonl",
+                                                         "--update-golden"]}[case]
+    p = run_cli("run", *args)
+    assert p.returncode == 125, (case, p.stderr)
+    assert p.stderr.count("\n") == 1 and p.stdout == "", p.stderr
+    named = str(args[-2] if case == "--update-golden into a missing directory" else args[-1])
+    assert named in p.stderr or str(Path(named).parent) in p.stderr, p.stderr
+    assert "Errno" not in p.stderr and "internal error" not in p.stderr
+    assert_no_traceback(p)
+
+
+# -- --cpus and the runtime's per-CPU stacks -------------------------------------------------------------
+def test_more_than_16_cpus_boot():
+    """The runtime has a stack for every vCPU the harness can create (GUEST_NR_CPUS = 256)."""
+    p = run_cli("run", guest_elf("smp"), "--cpus", "20", "--timeout", "60")
+    assert p.returncode == 0, p.stderr
+    assert "PASS: smp: cpu19: OFF after CPU_OFF" in p.stdout and "INFO: smp: 20 CPUs present" in p.stdout
+
+
+def test_cpus_above_the_images_stacks_is_refused(tmp_path):
+    """An image linked with fewer stacks (GUEST_NR_CPUS in its link script) is refused before it runs."""
+    from harness.build import LINKER_SCRIPT, TESTS_DIR, build_guest
+    script = tmp_path / "link2.ld"
+    script.write_text(LINKER_SCRIPT.read_text().replace("GUEST_NR_CPUS = 256;", "GUEST_NR_CPUS = 2;"))
+    elf = build_guest([TESTS_DIR / "smp.c"], linker_script=script, cache=tmp_path / "c").path
+    p = run_cli("run", elf, "--cpus", "3")
+    assert p.returncode == 125 and "built for at most 2 CPUs" in p.stderr and p.stderr.count("\n") == 1
+    p = run_cli("run", elf, "--cpus", "2")
+    assert p.returncode == 0 and "PASS: smp: cpu1: OFF after CPU_OFF" in p.stdout
+
+
+def test_runtime_cpu_limits_agree():
+    from harness.build import LINKER_SCRIPT, RUNTIME_DIR
+    from harness.elfload import load_elf
+    assert "GUEST_NR_CPUS = 256;" in LINKER_SCRIPT.read_text()
+    assert "#define NR_CPUS 256" in (RUNTIME_DIR / "guest.h").read_text()
+    assert load_elf(guest_elf("hello")).constants["GUEST_NR_CPUS"] == 256
+
+
+@pytest.mark.parametrize("guest,cpus,skip", [("smp_remap_local", 1, "needs 2 CPUs"), ("tlbi_smp4", 2, "needs 4 CPUs")])
+def test_smp_samples_skip_quickly_without_enough_cpus(guest, cpus, skip):
+    """The samples check smp_boot_secondary: too few vCPUs is a SKIP line, not a 300 s hang."""
+    p = run_cli("run", guest_elf(guest), "--cpus", str(cpus), "--timeout", "20")
+    assert p.returncode == 0, p.stderr
+    assert f"SKIP: " in p.stdout and skip in p.stdout and "1 skipped" in p.stdout
+
+
+# -- guest values printed as the guest sees them ---------------------------------------------------------
+def test_int_log_prints_psci_results_as_the_guest_reads_them(tmp_path):
+    log = tmp_path / "int.log"
+    p = run_cli("run", guest_elf("smp"), "--cpus", "2", "-d", "int", "-D", log)
+    assert p.returncode == 0
+    text = log.read_text()
+    assert "None" not in text and "True" not in text and "False" not in text
+    assert "PSCI AFFINITY_INFO64(0x1, 0x0, 0x0) -> 0x1" in text                # OFF
+    assert "PSCI CPU_OFF(0x0, 0x0, 0x0) -> no return" in text
+    assert "-> -4 ALREADY_ON" in text and "-> -2 INVALID_PARAMETERS" in text
+
+
+def test_unittests_cfg_names_only_options_that_exist():
+    """The catalogue's comments advertise only options its pytest plugin really adds."""
+    import re
+
+    from harness import pytest_plugin
+    from harness.build import TESTS_DIR
+
+    added: set[str] = set()
+
+    class Recorder:
+        def getgroup(self, *a, **kw):
+            return self
+
+        def addoption(self, *names, **kw):
+            added.update(names)
+
+    pytest_plugin.pytest_addoption(Recorder())
+    comments = [line for line in (TESTS_DIR / "unittests.cfg").read_text().splitlines() if line.startswith("#")]
+    options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", "\n".join(comments)))
+    assert "--update-golden" in options and options <= added, options - added
