@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 __all__ = ["Toolchain", "BuildError", "BuildInputError", "BuildResult", "toolchain_from_env", "build_guest",
-           "build_test_guest", "test_guest_sources", "cache_dir", "check_output_path", "shipped_path", "GUEST_FW", "RUNTIME_DIR",
-           "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS"]
+           "build_test_guest", "test_guest_sources", "cache_dir", "check_output_path", "shipped_path", "GUEST_FW",
+           "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS"]
 
 GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
 RUNTIME_DIR = GUEST_FW / "lib"

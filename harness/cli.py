@@ -2,12 +2,16 @@
 
     smmu-harness run ELF [--cpus N] [--max-insns N] [--timeout SEC] [-d CATS] [-D FILE] [--ktap]
                          [--el 1|2] [--hcr-fb 0|1] [--quantum N] [--ram-mib N]
-    smmu-harness build [SRC ...] [-o OUT] [--no-runtime] [--cflags FLAGS]
-    smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE] | report [-o DIR]
+    smmu-harness run -d help | --trace help | --trace-events help
+    smmu-harness build [SRC ...] [-o OUT] [--no-runtime] [--cflags FLAGS] [-I DIR]
+    smmu-harness trace-events [GLOBS]
+    smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE]
+                     | report [-o DIR] [-j N] ...
 
 Exit statuses of `run` (harness/exits.py): the guest's status 0-123; 124 budget exhausted; 125 usage error or
 bad input; 132 undefined instruction; 139 unhandled abort. A death prints one line to stderr. Bad input never
-prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors).
+prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors); an unusable path is one
+line naming it (125); output into a closed pipe is dropped quietly and the status stands (`main`).
 """
 from __future__ import annotations
 
@@ -175,7 +179,8 @@ def configure_machine(args: argparse.Namespace, machine) -> None:
                                expect_trace=getattr(args, "expect_trace", None),
                                update_golden=getattr(args, "update_golden", False))
     except OSError as e:
-        raise UsageError(f"{PROG} run: --expect-trace {e.filename or args.expect_trace}: {e.strerror or e}") from None
+        where = e.filename or args.expect_trace
+        raise UsageError(f"{PROG} run: --expect-trace {where}: {e.strerror or e}") from None
     except (ValueError, KeyError) as e:
         raise UsageError(f"{PROG} run: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
     args.trace_session = session
@@ -346,8 +351,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         if args.sources:
             if args.output is not None:
                 check_output_path(Path(args.output), create_parents=False)
-            r = build_guest([shipped_path(src) for src in args.sources], output=args.output, runtime=False if args.no_runtime else None,
-                            cflags=cflags, include_dirs=args.include_dirs)
+            r = build_guest([shipped_path(src) for src in args.sources], output=args.output,
+                            runtime=False if args.no_runtime else None, cflags=cflags,
+                            include_dirs=args.include_dirs)
             write_out(f"{r.path}\n")
         else:
             if args.output:
@@ -447,16 +453,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         silence_closed(sys.stdout)
         return EXIT_BROKEN_PIPE
-    except OSError as e:
-        if e.filename is None:
-            raise
-        print(f"{PROG}: {e.filename}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # an internal error: one line unless debugging
-        if os.environ.get("SMMU_HARNESS_DEBUG"):
+    except Exception as e:  # an unusable path no command caught, or an internal error: one line
+        if isinstance(e, OSError) and e.filename is not None:
+            print(f"{PROG}: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        elif os.environ.get("SMMU_HARNESS_DEBUG"):
             traceback.print_exc()
         else:
             print(f"{PROG}: internal error: {type(e).__name__}: {e} (SMMU_HARNESS_DEBUG=1 for a traceback)",

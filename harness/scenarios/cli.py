@@ -52,14 +52,22 @@ def _csv_of(choices: Sequence[Any], what: str, kind: type = str) -> Callable[[st
     return parse
 
 
-def _vm_count(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of VMs") from None
-    if not 1 <= n <= MAX_VMS:
-        raise argparse.ArgumentTypeError(f"{n} VMs: 1 to {MAX_VMS}")
-    return n
+def _int_in(what: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer option in [lo, hi] (no upper bound without `hi`), with one-line errors naming the range."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}") from None
+        if n < lo or (hi is not None and n > hi):
+            bounds = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"{n} {what}: {bounds}")
+        return n
+    return parse
+
+
+_vm_count = _int_in("VMs", 1, MAX_VMS)
+_jobs = _int_in("jobs", 1)
 
 
 def _vm_counts(text: str) -> list[int]:
@@ -67,16 +75,6 @@ def _vm_counts(text: str) -> list[int]:
     if not counts:
         raise argparse.ArgumentTypeError("no VM count given")
     return counts
-
-
-def _jobs(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n}: at least 1")
-    return n
 
 
 def default_jobs() -> int:
@@ -88,7 +86,7 @@ def default_jobs() -> int:
 
 
 def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
-    from . import MAX_VMS, POLICY_NAMES, SCENARIOS, VMID_WIDTHS
+    from . import POLICY_NAMES, SCENARIOS, VMID_WIDTHS
     from .report import DEFAULT_SWEEP, FORMATS
     sp = sub.add_parser("scenario", help="end-to-end scenarios (seeds' problems and the VMID policies' fixes)",
                         description="Run the end-to-end scenarios (harness/scenarios).")
