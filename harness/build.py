@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, Sequence
 
 __all__ = ["Toolchain", "BuildError", "BuildInputError", "BuildResult", "toolchain_from_env", "build_guest",
            "build_test_guest", "test_guest_sources", "cache_dir", "check_output_path", "shipped_path", "GUEST_FW",
-           "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS"]
+           "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS", "DEFAULT_CPUS", "MAX_CPUS"]
 
 GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
 RUNTIME_DIR = GUEST_FW / "lib"
@@ -49,6 +49,8 @@ CFLAGS = ("-ffreestanding", "-fno-builtin", "-nostdlib", "-fno-stack-protector",
           "-mstrict-align", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-sanitize=all",
           "-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter")
 LDFLAGS = ("-nostdlib", "-static", "--build-id=none", "-z", "max-page-size=4096")
+DEFAULT_CPUS = 16        # per-CPU stacks in an image unless built with max_cpus (link.ld GUEST_NR_CPUS)
+MAX_CPUS = 256           # the harness's vCPU limit per VM (MPIDR Aff1:Aff0 numbering of the runtime)
 
 
 class BuildError(Exception):
@@ -208,11 +210,19 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
                 runtime: bool | None = None, cflags: Sequence[str] = (), ldflags: Sequence[str] = (),
                 include_dirs: Sequence[str | os.PathLike] = (), toolchain: Toolchain | None = None,
                 cache: str | os.PathLike | None = None, linker_script: str | os.PathLike | None = None,
-                name: str | None = None) -> BuildResult:
-    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`)."""
+                name: str | None = None, max_cpus: int | None = None) -> BuildResult:
+    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`).
+
+    `max_cpus`: per-CPU stacks for that many CPUs (1-MAX_CPUS) instead of the link script's default 16: the
+    link gets `--defsym=GUEST_NR_CPUS=N` and the compiles `-DNR_CPUS=N` (guest.h's per-CPU arrays)."""
     srcs = [Path(s) for s in sources]
     if not srcs:
         raise BuildInputError("no sources given")
+    if max_cpus is not None:
+        if not 1 <= max_cpus <= MAX_CPUS:
+            raise BuildInputError(f"--max-cpus {max_cpus}: 1 to {MAX_CPUS}")
+        cflags = [*cflags, f"-DNR_CPUS={max_cpus}"]
+        ldflags = [*ldflags, f"--defsym=GUEST_NR_CPUS={max_cpus}"]
     for s in srcs:
         _check_source(s)
     for d in include_dirs:

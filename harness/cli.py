@@ -294,8 +294,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
         stacks = image.constants.get("GUEST_NR_CPUS")        # guest_fw/link.ld: one stack per CPU
         if stacks is not None and args.cpus > stacks:
-            raise HarnessInputError(f"{args.elf}: built for at most {stacks} CPUs (GUEST_NR_CPUS, its per-CPU "
-                                    f"stacks); --cpus {args.cpus} would leave CPUs without a stack")
+            raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
+                                    f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
         for v in vm.vcpus:
             v.hcr_fb = bool(args.hcr_fb)
         vm.load(image)
@@ -335,6 +335,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "overrides -O2): --cflags '-O0 -DFOO' or --cflags=-DFOO; repeatable")
     p.add_argument("-I", dest="include_dirs", action="append", default=[], metavar="DIR",
                    help="extra include directory; repeatable")
+    p.add_argument("--max-cpus", type=_positive_int, default=None, metavar="N",
+                   help="per-CPU stacks for N CPUs (1-256), so the guest runs with --cpus up to N [16]")
     return p
 
 
@@ -353,13 +355,13 @@ def cmd_build(args: argparse.Namespace) -> int:
                 check_output_path(Path(args.output), create_parents=False)
             r = build_guest([shipped_path(src) for src in args.sources], output=args.output,
                             runtime=False if args.no_runtime else None, cflags=cflags,
-                            include_dirs=args.include_dirs)
+                            include_dirs=args.include_dirs, max_cpus=args.max_cpus)
             write_out(f"{r.path}\n")
         else:
             if args.output:
                 raise UsageError(f"{PROG} build: -o needs sources")
             for name in test_guest_sources():
-                r = build_test_guest(name, cflags=cflags, include_dirs=args.include_dirs)
+                r = build_test_guest(name, cflags=cflags, include_dirs=args.include_dirs, max_cpus=args.max_cpus)
                 write_out(f"{name}: {r.path}\n")
     except BuildInputError as e:
         print(f"{PROG} build: {e}", file=sys.stderr)

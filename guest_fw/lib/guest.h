@@ -36,7 +36,9 @@ typedef __builtin_va_list va_list;
 /* Board (QEMU virt layout) */
 #define PL011_BASE 0x09000000UL
 #define RAM_BASE 0x40000000UL
-#define NR_CPUS 256             /* = GUEST_NR_CPUS in link.ld (its per-CPU stacks) */
+#ifndef NR_CPUS
+#define NR_CPUS 16              /* = GUEST_NR_CPUS in link.ld (its per-CPU stacks); build --max-cpus N sets both */
+#endif
 
 /* MMIO accessors: single-copy-atomic accesses with the width given (Arm ARM B2.2.1). */
 static inline void writeb(u8 v, uintptr_t a) { asm volatile("strb %w0, [%1]" : : "r"(v), "r"(a) : "memory"); }

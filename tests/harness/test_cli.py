@@ -225,31 +225,36 @@ def test_oserror_on_a_user_path_is_one_line_125(tmp_path, case):
 
 
 # -- --cpus and the runtime's per-CPU stacks -------------------------------------------------------------
-def test_more_than_16_cpus_boot():
-    """The runtime has a stack for every vCPU the harness can create (GUEST_NR_CPUS = 256)."""
-    p = run_cli("run", guest_elf("smp"), "--cpus", "20", "--timeout", "60")
+def test_cpus_above_the_images_stacks_is_refused():
+    """The default image has 16 per-CPU stacks (GUEST_NR_CPUS); more --cpus is refused before it runs (it used to
+    park CPU 16 in cpu_setup and hang the guest), saying how to build for more."""
+    p = run_cli("run", guest_elf("smp"), "--cpus", "17")
+    assert p.returncode == 125 and p.stderr.count("\n") == 1
+    assert "built with stacks for 16 CPUs" in p.stderr and "build --max-cpus 17" in p.stderr
+
+
+def test_build_max_cpus_boots_that_many(tmp_path):
+    from harness.build import TESTS_DIR
+    from harness.elfload import load_elf
+    elf = tmp_path / "smp20.elf"
+    p = run_cli("build", TESTS_DIR / "smp.c", "-o", elf, "--max-cpus", "20",
+                env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")}, timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert load_elf(elf).constants["GUEST_NR_CPUS"] == 20
+    p = run_cli("run", elf, "--cpus", "20", "--timeout", "60")
     assert p.returncode == 0, p.stderr
     assert "PASS: smp: cpu19: OFF after CPU_OFF" in p.stdout and "INFO: smp: 20 CPUs present" in p.stdout
+    p = run_cli("build", TESTS_DIR / "smp.c", "--max-cpus", "257")
+    assert p.returncode == 125 and "--max-cpus 257: 1 to 256" in p.stderr
 
 
-def test_cpus_above_the_images_stacks_is_refused(tmp_path):
-    """An image linked with fewer stacks (GUEST_NR_CPUS in its link script) is refused before it runs."""
-    from harness.build import LINKER_SCRIPT, TESTS_DIR, build_guest
-    script = tmp_path / "link2.ld"
-    script.write_text(LINKER_SCRIPT.read_text().replace("GUEST_NR_CPUS = 256;", "GUEST_NR_CPUS = 2;"))
-    elf = build_guest([TESTS_DIR / "smp.c"], linker_script=script, cache=tmp_path / "c").path
-    p = run_cli("run", elf, "--cpus", "3")
-    assert p.returncode == 125 and "built for at most 2 CPUs" in p.stderr and p.stderr.count("\n") == 1
-    p = run_cli("run", elf, "--cpus", "2")
-    assert p.returncode == 0 and "PASS: smp: cpu1: OFF after CPU_OFF" in p.stdout
-
-
-def test_runtime_cpu_limits_agree():
-    from harness.build import LINKER_SCRIPT, RUNTIME_DIR
+def test_runtime_cpu_defaults_agree():
+    import re
+    from harness.build import DEFAULT_CPUS, LINKER_SCRIPT, RUNTIME_DIR
     from harness.elfload import load_elf
-    assert "GUEST_NR_CPUS = 256;" in LINKER_SCRIPT.read_text()
-    assert "#define NR_CPUS 256" in (RUNTIME_DIR / "guest.h").read_text()
-    assert load_elf(guest_elf("hello")).constants["GUEST_NR_CPUS"] == 256
+    assert f"DEFINED(GUEST_NR_CPUS) ? GUEST_NR_CPUS : {DEFAULT_CPUS};" in LINKER_SCRIPT.read_text()
+    assert re.search(rf"#define NR_CPUS {DEFAULT_CPUS}\b", (RUNTIME_DIR / "guest.h").read_text())
+    assert load_elf(guest_elf("hello")).constants["GUEST_NR_CPUS"] == DEFAULT_CPUS
 
 
 @pytest.mark.parametrize("guest,cpus,skip", [("smp_remap_local", 1, "needs 2 CPUs"), ("tlbi_smp4", 2, "needs 4 CPUs")])
