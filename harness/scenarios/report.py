@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Optional, Sequence, TextIO
 from .base import POLICY_NAMES
 from .result import ScenarioResult
 
-__all__ = ["Matrix", "run_report", "run_job", "write_report", "write_results", "line_chart_svg", "markdown",
+__all__ = ["Matrix", "run_report", "run_job", "failed_result", "write_report", "write_results", "line_chart_svg", "markdown",
            "markdown_to_html", "ProgressBar", "LineProgress", "make_progress", "DEFAULT_SWEEP", "FORMATS"]
 
 FORMATS = ("md", "html")
@@ -116,10 +116,16 @@ def run_job(runner: Callable[..., ScenarioResult], job: Job) -> ScenarioResult:
     try:
         return runner(name, pol, width, vms)
     except Exception as e:  # noqa: BLE001 - reported in the result, the report goes on
-        res = ScenarioResult(name, pol, width, vms or 0, ok=False)
-        res.error = f"{type(e).__name__}: {e}"
-        res.verdict = f"the run failed: {res.error}"
-        return res
+        return failed_result(job, e)
+
+
+def failed_result(job: Job, e: BaseException) -> ScenarioResult:
+    """The result of a job that raised (or whose worker process died): not ok, the error as its verdict."""
+    _, name, pol, width, vms = job
+    res = ScenarioResult(name, pol, width, vms or 0, ok=False)
+    res.error = f"{type(e).__name__}: {e}"
+    res.verdict = f"the run failed: {res.error}"
+    return res
 
 
 def _worker_init() -> None:
@@ -169,7 +175,12 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
                 futures = {pool.submit(run_job, runner, job): i for i, job in enumerate(todo)}
                 try:
                     for f in as_completed(futures):
-                        finished(futures[f], f.result())
+                        i = futures[f]
+                        try:
+                            res = f.result()
+                        except Exception as e:  # noqa: BLE001 - a worker died (BrokenProcessPool ...)
+                            res = failed_result(todo[i], e)
+                        finished(i, res)
                 except KeyboardInterrupt:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -209,7 +220,7 @@ def write_report(out: Path, matrix: Matrix, fmt: str = "md", note: str | None = 
         _write_atomic(files["over_invalidation.svg"], line_chart_svg(
             "over-invalidation: SMMU stage-2 entries removed by broadcasts not meant for them",
             "VMs (each with a stage-2-only device)", "entries over-invalidated", over_series))
-    exits = [r for r in matrix.exits_sweep if not r.error]
+    exits = [r for r in matrix.exits_sweep if "btm_vm_exits_per_invalidation" in r.metrics]   # completed runs
     if exits:
         fwd = [(r.vms, r.metrics["vm_exits_per_invalidation"]) for r in exits]
         btm = [(r.vms, r.metrics["btm_vm_exits_per_invalidation"]) for r in exits]
@@ -261,8 +272,8 @@ def markdown(matrix: Matrix, plots: Iterable[str], note: str | None = None) -> s
         for r in matrix.exits_sweep:
             m = r.metrics
             lines.append(f"| {r.vms} | {_cell(m['vm_exits_per_invalidation'])} | "
-                         f"{_cell(m['host_commands_per_invalidation'])} | "
-                         f"{_cell(m['btm_vm_exits_per_invalidation'])} | {m['btm_stale_dma']} |")
+                         f"{_cell(m.get('host_commands_per_invalidation', ''))} | "
+                         f"{_cell(m.get('btm_vm_exits_per_invalidation', ''))} | {m.get('btm_stale_dma', '')} |")
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     return "\n".join(lines) + "\n"
