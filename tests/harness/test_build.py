@@ -96,53 +96,49 @@ def test_cli_compile_error_exits_1(tmp_path):
 NEEDS_FOO = '#include "guest.h"\n#ifndef FOO\n#error FOO not defined\n#endif\nint main(void) { return FOO; }\n'
 
 
-@pytest.mark.parametrize("form", [["--cflags", "-DFOO=5"], ["--cflags=-DFOO=5"], ["--cflags", "-Wall -DFOO=5"],
-                                  ["--cflags", "-Wall", "--cflags", "-DFOO=5"]])
-def test_cli_cflags_value_may_start_with_a_dash(tmp_path, form):
+def test_cli_cflags_value_may_start_with_a_dash(tmp_path, capsys):
     """`--cflags "-DFOO"` (the README's form) is a value, not an unknown option; every form reaches the compiler."""
-    from guestbin import run_cli
+    from harness.cli import main
     src = tmp_path / "foo.c"
     src.write_text(NEEDS_FOO)
-    env = {"SMMU_HARNESS_CACHE": str(tmp_path / "c")}
-    p = run_cli("build", src, "-o", tmp_path / "foo.elf", *form, env=env)
-    assert p.returncode == 0, p.stderr
-    assert run_cli("run", tmp_path / "foo.elf").returncode == 5
+    for i, form in enumerate([["--cflags", "-DFOO=5"], ["--cflags=-DFOO=5"], ["--cflags", "-Wall -DFOO=5"],
+                              ["--cflags", "-Wall", "--cflags", "-DFOO=5"]]):
+        elf = tmp_path / f"foo{i}.elf"
+        assert main(["build", str(src), "-o", str(elf), *form]) == 0, (form, capsys.readouterr().err)
+        assert main(["run", str(elf)]) == 5, form
 
 
-def test_cli_cflags_O0_links_and_runs(tmp_path):
+def test_cli_cflags_O0_links_and_runs(tmp_path, capsys):
     """Any -O level links: the runtime never needs a sanitizer runtime (zig's clang enables UBSan at -O0)."""
-    from guestbin import run_cli
+    from harness.cli import main
     out = tmp_path / "hello0.elf"
-    p = run_cli("build", HELLO, "-o", out, "--cflags=-O0", env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")},
-                timeout=180)
-    assert p.returncode == 0, p.stderr
-    p = run_cli("run", out)
-    assert p.returncode == 0 and p.stdout.endswith("SUMMARY: 5 tests, 0 unexpected failures, 0 skipped\n")
+    assert main(["build", str(HELLO), "-o", str(out), "--cflags=-O0"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["run", str(out)]) == 0
+    assert capsys.readouterr().out.endswith("SUMMARY: 5 tests, 0 unexpected failures, 0 skipped\n")
 
 
 @pytest.mark.parametrize("case", ["output is a directory", "source is a directory", "output directory missing",
-                                  "include directory missing"])
-def test_cli_build_path_errors_are_one_line_125(tmp_path, case):
-    from guestbin import assert_no_traceback, run_cli
+                                  "include directory missing", "cache unusable"])
+def test_cli_build_path_errors_are_one_line_125(tmp_path, capsys, monkeypatch, case):
+    from harness.cli import main
+    blocker = tmp_path / "file"
+    blocker.write_text("")
     args = {"output is a directory": [HELLO, "-o", tmp_path],
             "source is a directory": [tmp_path],
             "output directory missing": [HELLO, "-o", tmp_path / "missing" / "dir" / "x.elf"],
-            "include directory missing": [HELLO, "-I", tmp_path / "noinc"]}[case]
+            "include directory missing": [HELLO, "-I", tmp_path / "noinc"],
+            "cache unusable": [HELLO]}[case]
     message = {"output is a directory": "is a directory", "source is a directory": "is a directory",
                "output directory missing": f"no such directory {tmp_path / 'missing' / 'dir'}",
-               "include directory missing": "no such directory"}[case]
-    p = run_cli("build", *args, env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")})
-    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
-    assert_no_traceback(p)
+               "include directory missing": "no such directory",
+               "cache unusable": "set SMMU_HARNESS_CACHE to a writable directory"}[case]
+    if case == "cache unusable":
+        monkeypatch.setenv("SMMU_HARNESS_CACHE", str(blocker / "cache"))
+    assert main(["build", *map(str, args)]) == 125
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "missing").exists()          # nothing created on the way
-
-
-def test_unwritable_cache_is_one_line_125(tmp_path):
-    from guestbin import run_cli
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    p = run_cli("build", HELLO, env={"SMMU_HARNESS_CACHE": str(blocker / "cache")})
-    assert p.returncode == 125 and "SMMU_HARNESS_CACHE" in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
 def test_cache_dir_outside_a_checkout(tmp_path, monkeypatch):

@@ -205,7 +205,8 @@ def test_closed_stdout_exits_quietly(args, status):
 @pytest.mark.parametrize("case", ["ELF is a directory", "-D directory", "-D missing directory",
                                   "--trace missing directory", "--expect-trace directory",
                                   "--update-golden into a missing directory"])
-def test_oserror_on_a_user_path_is_one_line_125(tmp_path, case):
+def test_oserror_on_a_user_path_is_one_line_125(tmp_path, capsys, case):
+    from harness.cli import main
     hello = guest_elf("hello")
     missing = tmp_path / "no" / "such"
     args = {"ELF is a directory": [tmp_path],
@@ -215,37 +216,37 @@ def test_oserror_on_a_user_path_is_one_line_125(tmp_path, case):
             "--expect-trace directory": [hello, "--expect-trace", tmp_path],
             "--update-golden into a missing directory": [hello, "--expect-trace", missing / "g.jsonl",
                                                          "--update-golden"]}[case]
-    p = run_cli("run", *args)
-    assert p.returncode == 125, (case, p.stderr)
-    assert p.stderr.count("\n") == 1 and p.stdout == "", p.stderr
+    assert main(["run", *map(str, args)]) == 125, case
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and cap.out == "", cap.err
     named = str(args[-2] if case == "--update-golden into a missing directory" else args[-1])
-    assert named in p.stderr or str(Path(named).parent) in p.stderr, p.stderr
-    assert "Errno" not in p.stderr and "internal error" not in p.stderr
-    assert_no_traceback(p)
+    assert named in cap.err or str(Path(named).parent) in cap.err, cap.err
+    assert "Errno" not in cap.err and "internal error" not in cap.err and "Traceback" not in cap.err
 
 
 # -- --cpus and the runtime's per-CPU stacks -------------------------------------------------------------
-def test_cpus_above_the_images_stacks_is_refused():
+def test_cpus_above_the_images_stacks_is_refused(capsys):
     """The default image has 16 per-CPU stacks (GUEST_NR_CPUS); more --cpus is refused before it runs (it used to
     park CPU 16 in cpu_setup and hang the guest), saying how to build for more."""
-    p = run_cli("run", guest_elf("smp"), "--cpus", "17")
-    assert p.returncode == 125 and p.stderr.count("\n") == 1
-    assert "built with stacks for 16 CPUs" in p.stderr and "build --max-cpus 17" in p.stderr
+    from harness.cli import main
+    assert main(["run", str(guest_elf("smp")), "--cpus", "17"]) == 125
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "built with stacks for 16 CPUs" in err and "build --max-cpus 17" in err
 
 
-def test_build_max_cpus_boots_that_many(tmp_path):
+def test_build_max_cpus_boots_that_many(tmp_path, capsys):
     from harness.build import TESTS_DIR
+    from harness.cli import main
     from harness.elfload import load_elf
     elf = tmp_path / "smp20.elf"
-    p = run_cli("build", TESTS_DIR / "smp.c", "-o", elf, "--max-cpus", "20",
-                env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")}, timeout=180)
-    assert p.returncode == 0, p.stderr
+    assert main(["build", str(TESTS_DIR / "smp.c"), "-o", str(elf), "--max-cpus", "20"]) == 0
     assert load_elf(elf).constants["GUEST_NR_CPUS"] == 20
-    p = run_cli("run", elf, "--cpus", "20", "--timeout", "60")
-    assert p.returncode == 0, p.stderr
-    assert "PASS: smp: cpu19: OFF after CPU_OFF" in p.stdout and "INFO: smp: 20 CPUs present" in p.stdout
-    p = run_cli("build", TESTS_DIR / "smp.c", "--max-cpus", "257")
-    assert p.returncode == 125 and "--max-cpus 257: 1 to 256" in p.stderr
+    capsys.readouterr()
+    assert main(["run", str(elf), "--cpus", "20", "--timeout", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: smp: cpu19: OFF after CPU_OFF" in out and "INFO: smp: 20 CPUs present" in out
+    assert main(["build", str(TESTS_DIR / "smp.c"), "--max-cpus", "257"]) == 125
+    assert "--max-cpus 257: 1 to 256" in capsys.readouterr().err
 
 
 def test_runtime_cpu_defaults_agree():
@@ -258,18 +259,19 @@ def test_runtime_cpu_defaults_agree():
 
 
 @pytest.mark.parametrize("guest,cpus,skip", [("smp_remap_local", 1, "needs 2 CPUs"), ("tlbi_smp4", 2, "needs 4 CPUs")])
-def test_smp_samples_skip_quickly_without_enough_cpus(guest, cpus, skip):
+def test_smp_samples_skip_quickly_without_enough_cpus(capsys, guest, cpus, skip):
     """The samples check smp_boot_secondary: too few vCPUs is a SKIP line, not a 300 s hang."""
-    p = run_cli("run", guest_elf(guest), "--cpus", str(cpus), "--timeout", "20")
-    assert p.returncode == 0, p.stderr
-    assert f"SKIP: " in p.stdout and skip in p.stdout and "1 skipped" in p.stdout
+    from harness.cli import main
+    assert main(["run", str(guest_elf(guest)), "--cpus", str(cpus), "--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "SKIP: " in out and skip in out and "1 skipped" in out
 
 
 # -- guest values printed as the guest sees them ---------------------------------------------------------
-def test_int_log_prints_psci_results_as_the_guest_reads_them(tmp_path):
+def test_int_log_prints_psci_results_as_the_guest_reads_them(tmp_path, capsys):
+    from harness.cli import main
     log = tmp_path / "int.log"
-    p = run_cli("run", guest_elf("smp"), "--cpus", "2", "-d", "int", "-D", log)
-    assert p.returncode == 0
+    assert main(["run", str(guest_elf("smp")), "--cpus", "2", "-d", "int", "-D", str(log)]) == 0
     text = log.read_text()
     assert "None" not in text and "True" not in text and "False" not in text
     assert "PSCI AFFINITY_INFO64(0x1, 0x0, 0x0) -> 0x1" in text                # OFF
