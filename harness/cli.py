@@ -269,11 +269,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .machine import DEFAULT_QUANTUM, Machine
     from .trace.catalog import listing as event_listing
 
-    if wants_help(args.log_categories):
-        write_out(log_listing())
-        return 0
-    if wants_help(args.trace) or wants_help(args.trace_events):
-        write_out(event_listing())
+    if wants_help(args.log_categories) or wants_help(args.trace) or wants_help(args.trace_events):
+        write_out(log_listing() if wants_help(args.log_categories) else event_listing())
         return 0
     if args.elf is None:
         raise UsageError(f"{PROG} run: the following arguments are required: ELF (see --help)")

@@ -440,31 +440,39 @@ def line_chart_svg(title: str, xlabel: str, ylabel: str, series: dict[str, list[
     out.append(f'<text x="{left + pw / 2:.0f}" y="{top + ph + 38}" text-anchor="middle">{e(xlabel)}</text>')
     out.append(f'<text x="16" y="{top + ph / 2:.0f}" text-anchor="middle" '
                f'transform="rotate(-90 16 {top + ph / 2:.0f})">{e(ylabel)}</text>')
-    legend_y = top + 10
-    for i, (names, s) in enumerate(groups):
-        c = _COLOURS[i % len(_COLOURS)]
-        dash = f' stroke-dasharray="{_DASHES[i % len(_DASHES)]}"' if _DASHES[i % len(_DASHES)] else ""
-        shape = _MARKERS[i % len(_MARKERS)]
-        label = " = ".join(names)
-        line = sorted(s)
-        pts_s = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
-        out.append(f'<polyline class="series" data-names="{e(",".join(names))}" data-marker="{shape}" fill="none" '
-                   f'stroke="{c}" stroke-width="2"{dash} points="{pts_s}"><title>{e(label)}</title></polyline>')
-        for x, y in line:
-            out.append(_marker(shape, sx(x), sy(y), c, f"{label}: {_cell(x)} -> {_cell(y)}"))
-        lx = left + pw + 14
-        out.append(f'<line x1="{lx}" y1="{legend_y}" x2="{lx + 28}" y2="{legend_y}" stroke="{c}" '
-                   f'stroke-width="2"{dash}/>')
-        out.append(_marker(shape, lx + 14, legend_y, c, label))
-        for j, part in enumerate(_wrap_label(names)):
-            out.append(f'<text x="{lx + 34}" y="{legend_y + 4 + 14 * j}">{e(part)}</text>')
-            legend_y += 14 if j else 0
-        legend_y += 20
+    out += _series_svg(groups, sx, sy, left + pw + 14, top + 10)
     if merged:
         out.append(f'<text x="{left}" y="{height - 8}" font-size="11">lines with identical values are drawn once '
                    'and named together (a = b)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _series_svg(groups: list[tuple[list[str], list]], sx: Callable[[float], float], sy: Callable[[float], float],
+                legend_x: float, legend_y: float) -> list[str]:
+    """The lines of `line_chart_svg` (polyline + markers each) and their legend entries (line sample, marker,
+    label wrapped after an '=') from (`legend_x`, `legend_y`) down."""
+    e = html.escape
+    out: list[str] = []
+    for i, (names, pts) in enumerate(groups):
+        c = _COLOURS[i % len(_COLOURS)]
+        dash = f' stroke-dasharray="{_DASHES[i % len(_DASHES)]}"' if _DASHES[i % len(_DASHES)] else ""
+        shape = _MARKERS[i % len(_MARKERS)]
+        label = " = ".join(names)
+        line = sorted(pts)
+        pts_s = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+        out.append(f'<polyline class="series" data-names="{e(",".join(names))}" data-marker="{shape}" fill="none" '
+                   f'stroke="{c}" stroke-width="2"{dash} points="{pts_s}"><title>{e(label)}</title></polyline>')
+        for x, y in line:
+            out.append(_marker(shape, sx(x), sy(y), c, f"{label}: {_cell(x)} -> {_cell(y)}"))
+        out.append(f'<line x1="{legend_x}" y1="{legend_y}" x2="{legend_x + 28}" y2="{legend_y}" stroke="{c}" '
+                   f'stroke-width="2"{dash}/>')
+        out.append(_marker(shape, legend_x + 14, legend_y, c, label))
+        for j, part in enumerate(_wrap_label(names)):
+            out.append(f'<text x="{legend_x + 34}" y="{legend_y + 4 + 14 * j}">{e(part)}</text>')
+            legend_y += 14 if j else 0
+        legend_y += 20
+    return out
 
 
 def _nice_step(ymax: float) -> float:
