@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,11 @@ def test_wheel_install_runs_scenarios_and_samples(tmp_path):
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "whl",
           src])
     (wheel,) = (tmp_path / "whl").glob("smmu_harness-*.whl")
+    with zipfile.ZipFile(wheel) as z:                  # every file guest builds and scenarios may read
+        shipped = set(z.namelist())
+    missing = [str(f.relative_to(src)) for f in (src / "guest_fw").rglob("*") if f.is_file()
+               and str(f.relative_to(src)) not in shipped]
+    assert not missing, missing
     venv = tmp_path / "venv"
     # system site packages: unicorn, capstone, pyelftools and ziglang come from this machine (no download)
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv])
