@@ -9,9 +9,10 @@ Toolchain (first match wins):
 Every object is cached under a key that hashes the toolchain's identity (command and `--version` output), the
 flags, the source and every header it could include; the link is cached under the keys of its objects, the
 linker script and the flags. Unchanged guests are therefore never rebuilt, in this process or the next one.
-Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the project root when writable, else
-`~/.cache/smmu-harness`. Writes go to a temporary name and are renamed, so parallel builds (pytest-xdist) are
-safe.
+Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the root of a writable source checkout, else
+`$XDG_CACHE_HOME/smmu-harness` (`~/.cache/smmu-harness`). Writes go to a temporary name and are renamed, so
+parallel builds (pytest-xdist) are safe. Unusable paths raise `BuildInputError` (one line naming the path);
+a failed compile or link raises `BuildError` with the tool's output.
 
 A guest source may carry build options in a comment in its first lines: `smmu-harness-build: no-runtime`
 (link only this file with link.ld: assembly guests that bring their own `_start`). With the runtime, a
@@ -112,10 +113,10 @@ def toolchain_from_env(env: Mapping[str, str] | None = None) -> Toolchain:
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
     """`$SMMU_HARNESS_CACHE`; else `.guest-cache/` in a writable source checkout; else the user's cache
     directory (`$XDG_CACHE_HOME/smmu-harness`, default `~/.cache/smmu-harness`): an installed package never
     writes into site-packages."""
+    env = os.environ if env is None else env
     if env.get("SMMU_HARNESS_CACHE"):
         return Path(env["SMMU_HARNESS_CACHE"])
     root = GUEST_FW.parent

@@ -4,7 +4,10 @@ and write `report.md` (tables; `report.html` with `fmt="html"`, the same content
 `over_invalidation.svg` (over-invalidated SMMU entries against the number of VMs, per policy) and
 `vm_exits.svg` (VM exits per guest invalidation against the number of VMs: forwarding without BTM vs BTM).
 
-No plotting dependency: the SVG is a few lines of text (`line_chart_svg`).
+Jobs run in-process or in `jobs` worker processes (identical files either way); `results.json` is rewritten
+after every job, so an interrupted report keeps what finished. Progress: a bar on a terminal, plain lines
+otherwise (`make_progress`). No plotting dependency: the SVG is a few lines of text (`line_chart_svg`; lines
+that coincide are drawn once and named together).
 """
 from __future__ import annotations
 
