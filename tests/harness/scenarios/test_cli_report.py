@@ -335,3 +335,63 @@ def test_coincident_series_are_drawn_once_and_named_together():
     for attr in ("stroke", "stroke-dasharray", "data-marker"):
         assert len({p.get(attr) for p in lines}) == 3, attr
     assert {m.tag for m in root} >= {f"{ns}circle", f"{ns}rect", f"{ns}polygon"}
+
+
+def _children(pid):
+    import os
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _start_parallel_report(out):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from guestbin import ROOT
+    p = subprocess.Popen([sys.executable, "-m", "harness", "scenario", "report", "-o", str(out), "-j", "2",
+                          "--scenarios", "sva-btm,over-invalidation", "--sweep", "1,2,3,4"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    t0 = time.time()
+    while not (out / "results.json").exists():
+        assert p.poll() is None and time.time() - t0 < 60, "no job finished"
+        time.sleep(0.1)
+    return p
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="needs /proc to find the worker processes")
+def test_parallel_report_workers_exit_when_the_parent_is_killed(tmp_path):
+    import os
+    import time
+    p = _start_parallel_report(tmp_path / "rep")
+    kids = _children(p.pid)
+    tree = kids + [g for k in kids for g in _children(k)]         # forkserver, workers, resource tracker
+    assert len(tree) >= 3
+    p.kill()
+    p.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(os.path.exists(f"/proc/{x}") for x in tree):
+        time.sleep(0.2)
+    assert not [x for x in tree if os.path.exists(f"/proc/{x}")]    # no orphans left waiting for jobs
+
+
+def test_parallel_report_on_sigterm_writes_what_finished(tmp_path):
+    import signal
+    out = tmp_path / "rep"
+    p = _start_parallel_report(out)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    data = json.loads((out / "results.json").read_text())
+    assert data["complete"] is False and data["matrix"]
+    assert "Interrupted: " in (out / "report.md").read_text()
