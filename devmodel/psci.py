@@ -109,6 +109,20 @@ class PsciResult:
     action: Action | None = None
     name: str = ""
 
+    @property
+    def ret_text(self) -> str:
+        """X0 as the guest reads it, for logs: an error code by value and name (`-2 INVALID_PARAMETERS`,
+        DEN0022 5.2.2), anything else in hex (`0x10001` from PSCI_VERSION); `no return` for a call that does not
+        return to the caller (CPU_OFF, SYSTEM_OFF)."""
+        if self.ret is None:
+            return "no return"
+        if self.ret < 0:
+            try:
+                return f"{self.ret} {PsciRet(self.ret).name}"
+            except ValueError:
+                return str(self.ret)
+        return hex(self.ret)
+
 
 # Functions that also exist in an SMC64 form (DEN0022 section 5.1).
 _HAS_SMC64 = {PsciFn.CPU_SUSPEND, PsciFn.CPU_ON, PsciFn.AFFINITY_INFO, PsciFn.MIGRATE,

@@ -9,9 +9,10 @@ Toolchain (first match wins):
 Every object is cached under a key that hashes the toolchain's identity (command and `--version` output), the
 flags, the source and every header it could include; the link is cached under the keys of its objects, the
 linker script and the flags. Unchanged guests are therefore never rebuilt, in this process or the next one.
-Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the project root when writable, else
-`~/.cache/smmu-harness`. Writes go to a temporary name and are renamed, so parallel builds (pytest-xdist) are
-safe.
+Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the root of a writable source checkout, else
+`$XDG_CACHE_HOME/smmu-harness` (`~/.cache/smmu-harness`). Writes go to a temporary name and are renamed, so
+parallel builds (pytest-xdist) are safe. Unusable paths raise `BuildInputError` (one line naming the path);
+a failed compile or link raises `BuildError` with the tool's output.
 
 A guest source may carry build options in a comment in its first lines: `smmu-harness-build: no-runtime`
 (link only this file with link.ld: assembly guests that bring their own `_start`). With the runtime, a
@@ -31,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["Toolchain", "BuildError", "BuildResult", "toolchain_from_env", "build_guest", "build_test_guest",
-           "test_guest_sources", "cache_dir", "GUEST_FW", "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES",
-           "TESTS_DIR", "CFLAGS"]
+__all__ = ["Toolchain", "BuildError", "BuildInputError", "BuildResult", "toolchain_from_env", "build_guest",
+           "build_test_guest", "test_guest_sources", "cache_dir", "check_output_path", "shipped_path", "GUEST_FW",
+           "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS", "DEFAULT_CPUS", "MAX_CPUS"]
 
 GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
 RUNTIME_DIR = GUEST_FW / "lib"
@@ -42,14 +43,24 @@ LINKER_SCRIPT = GUEST_FW / "link.ld"
 RUNTIME_SOURCES = ("start.S", "libc.c", "smp.c", "exceptions.c", "report.c", "mmu.c")
 _SOURCE_SUFFIXES = (".c", ".S", ".s")
 
+# -fno-sanitize=all: zig's clang turns UBSan on (with calls into a runtime a freestanding guest does not have)
+# when the optimisation level is -O0 (zig's Debug mode); the guests have no sanitizer runtime at any -O level.
+# It changes no code at -O2 and GCC accepts it too. User --cflags come after these, so -O0/-O3 override -O2.
 CFLAGS = ("-ffreestanding", "-fno-builtin", "-nostdlib", "-fno-stack-protector", "-fno-pic", "-fno-pie",
-          "-mstrict-align", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-O2", "-g",
-          "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter")
+          "-mstrict-align", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-sanitize=all",
+          "-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter")
 LDFLAGS = ("-nostdlib", "-static", "--build-id=none", "-z", "max-page-size=4096")
+DEFAULT_CPUS = 16        # per-CPU stacks in an image unless built with max_cpus (link.ld GUEST_NR_CPUS)
+MAX_CPUS = 256           # the harness's vCPU limit per VM (MPIDR Aff1:Aff0 numbering of the runtime)
 
 
 class BuildError(Exception):
-    """A compile or link step failed, or a source is missing; the message includes the tool's output."""
+    """A compile or link step failed; the message includes the tool's output."""
+
+
+class BuildInputError(BuildError):
+    """A path the caller gave cannot be used (missing or unreadable source, a directory where a file is
+    expected, an output directory that does not exist); one line naming the path (CLI exit status 125)."""
 
 
 @dataclass(frozen=True)
@@ -102,13 +113,17 @@ def toolchain_from_env(env: Mapping[str, str] | None = None) -> Toolchain:
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """`$SMMU_HARNESS_CACHE`; else `.guest-cache/` in a writable source checkout; else the user's cache
+    directory (`$XDG_CACHE_HOME/smmu-harness`, default `~/.cache/smmu-harness`): an installed package never
+    writes into site-packages."""
     env = os.environ if env is None else env
     if env.get("SMMU_HARNESS_CACHE"):
         return Path(env["SMMU_HARNESS_CACHE"])
     root = GUEST_FW.parent
-    if os.access(root, os.W_OK):
+    if (root / "pyproject.toml").is_file() and (root / "harness").is_dir() and os.access(root, os.W_OK):
         return root / ".guest-cache"
-    return Path.home() / ".cache" / "smmu-harness"
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "smmu-harness"
 
 
 @dataclass(frozen=True)
@@ -196,24 +211,46 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
                 runtime: bool | None = None, cflags: Sequence[str] = (), ldflags: Sequence[str] = (),
                 include_dirs: Sequence[str | os.PathLike] = (), toolchain: Toolchain | None = None,
                 cache: str | os.PathLike | None = None, linker_script: str | os.PathLike | None = None,
-                name: str | None = None) -> BuildResult:
-    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`)."""
+                name: str | None = None, max_cpus: int | None = None) -> BuildResult:
+    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`).
+
+    `max_cpus`: per-CPU stacks for that many CPUs (1-MAX_CPUS) instead of the link script's default 16: the
+    link gets `--defsym=GUEST_NR_CPUS=N` and the compiles `-DNR_CPUS=N` (guest.h's per-CPU arrays)."""
     srcs = [Path(s) for s in sources]
     if not srcs:
-        raise BuildError("no sources given")
+        raise BuildInputError("no sources given")
+    if max_cpus is not None:
+        if not 1 <= max_cpus <= MAX_CPUS:
+            raise BuildInputError(f"--max-cpus {max_cpus}: 1 to {MAX_CPUS}")
+        cflags = [*cflags, f"-DNR_CPUS={max_cpus}"]
+        ldflags = [*ldflags, f"--defsym=GUEST_NR_CPUS={max_cpus}"]
     for s in srcs:
-        if not s.is_file():
-            raise BuildError(f"{s}: no such source file")
-        if s.suffix not in _SOURCE_SUFFIXES:
-            raise BuildError(f"{s}: unknown source type (use .c, .S or .s)")
+        _check_source(s)
+    for d in include_dirs:
+        if not Path(d).is_dir():
+            raise BuildInputError(f"-I {d}: {'not a directory' if Path(d).exists() else 'no such directory'}")
+    out = Path(output) if output is not None else None
+    if out is not None:
+        check_output_path(out)
     if runtime is None:
         runtime = not any("no-runtime" in build_options(s) for s in srcs)
     tc = toolchain or toolchain_from_env()
     cdir = Path(cache) if cache is not None else cache_dir()
     script = Path(linker_script) if linker_script else LINKER_SCRIPT
     if not script.is_file():
-        raise BuildError(f"{script}: no such linker script")
+        raise BuildInputError(f"{script}: no such linker script")
     incs = [RUNTIME_DIR, *(Path(d) for d in include_dirs)]
+    try:
+        return _compile_and_link(tc, srcs, runtime, incs, script, cdir, cflags, ldflags, name, out)
+    except OSError as e:            # the cache (or a header) cannot be read or written
+        where = e.filename or cdir
+        hint = " (set SMMU_HARNESS_CACHE to a writable directory)" if str(where).startswith(str(cdir)) else ""
+        raise BuildInputError(f"{where}: {e.strerror or e}{hint}") from None
+
+
+def _compile_and_link(tc: Toolchain, srcs: list[Path], runtime: bool, incs: list[Path], script: Path, cdir: Path,
+                      cflags: Sequence[str], ldflags: Sequence[str], name: str | None,
+                      out: Path | None) -> BuildResult:
     all_srcs = ([RUNTIME_DIR / r for r in RUNTIME_SOURCES] if runtime else []) + srcs
     if runtime:
         all_srcs += _library_sources(all_srcs)
@@ -252,13 +289,47 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
             tmp.unlink(missing_ok=True)
         linked = True
     path = elf
-    if output is not None:
-        out = Path(output)
-        if not out.exists() or out.read_bytes() != elf.read_bytes():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(elf, out)
+    if out is not None:
+        try:
+            if not out.exists() or out.read_bytes() != elf.read_bytes():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(elf, out)
+        except OSError as e:
+            raise BuildInputError(f"{out}: {e.strerror or e}") from None
         path = out
     return BuildResult(path, compiled, linked)
+
+
+def _check_source(s: Path) -> None:
+    """A source must be a readable regular file with a known suffix (one-line errors naming it)."""
+    if s.is_dir():
+        raise BuildInputError(f"{s}: is a directory, not a source file")
+    if not s.is_file():
+        raise BuildInputError(f"{s}: no such source file")
+    if s.suffix not in _SOURCE_SUFFIXES:
+        raise BuildInputError(f"{s}: unknown source type (use .c, .S or .s)")
+    if not os.access(s, os.R_OK):
+        raise BuildInputError(f"{s}: permission denied")
+
+
+def check_output_path(out: Path, create_parents: bool = True) -> None:
+    """`output` must name a file, not a directory; without `create_parents` (the CLI's `-o`, like `cc -o`) its
+    directory must already exist."""
+    if out.is_dir():
+        raise BuildInputError(f"-o {out}: is a directory (give the ELF's file name, e.g. {out / 'guest.elf'})")
+    if not create_parents and not out.parent.is_dir():
+        raise BuildInputError(f"-o {out}: no such directory {out.parent}")
+
+
+def shipped_path(path: str | os.PathLike) -> Path:
+    """A relative `guest_fw/...` path as the README spells it: the path itself when it exists (run from a
+    source checkout), else the installed package's copy (a wheel install, run from any directory)."""
+    p = Path(path)
+    if not p.exists() and not p.is_absolute() and p.parts[:1] == (GUEST_FW.name,):
+        alt = GUEST_FW.parent / p
+        if alt.exists():
+            return alt
+    return p
 
 
 def test_guest_sources() -> dict[str, Path]:

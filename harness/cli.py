@@ -2,12 +2,16 @@
 
     smmu-harness run ELF [--cpus N] [--max-insns N] [--timeout SEC] [-d CATS] [-D FILE] [--ktap]
                          [--el 1|2] [--hcr-fb 0|1] [--quantum N] [--ram-mib N]
-    smmu-harness build [SRC ...] [-o OUT] [--no-runtime] [--cflags FLAGS]
-    smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE] | report [-o DIR]
+    smmu-harness run -d help | --trace help | --trace-events help
+    smmu-harness build [SRC ...] [-o OUT] [--no-runtime] [--cflags FLAGS] [-I DIR]
+    smmu-harness trace-events [GLOBS]
+    smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE]
+                     | report [-o DIR] [-j N] ...
 
 Exit statuses of `run` (harness/exits.py): the guest's status 0-123; 124 budget exhausted; 125 usage error or
 bad input; 132 undefined instruction; 139 unhandled abort. A death prints one line to stderr. Bad input never
-prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors).
+prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors); an unusable path is one
+line naming it (125); output into a closed pipe is dropped quietly and the status stands (`main`).
 """
 from __future__ import annotations
 
@@ -17,14 +21,16 @@ import re
 import shlex
 import sys
 import traceback
-from typing import Sequence
+from pathlib import Path
+from typing import Sequence, TextIO
 
 from .exits import EXIT_BAD_INPUT, MAX_GUEST_STATUS, HarnessInputError, Kind, Outcome
 
 __all__ = ["main", "build_parser", "add_run_arguments", "configure_machine", "cmd_run", "cmd_build",
-           "KtapReport"]
+           "KtapReport", "write_out", "silence_closed", "EXIT_BROKEN_PIPE"]
 
 PROG = "smmu-harness"
+EXIT_BROKEN_PIPE = 141           # 128 + SIGPIPE: output not written through write_out met a closed pipe
 
 
 class UsageError(Exception):
@@ -32,10 +38,34 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and status 125 instead of exiting with 2."""
+    """argparse that reports usage errors as one line and status 125 instead of exiting with 2.
+
+    `dash_value_options`: options whose value may start with '-' (`--cflags "-O0 -DFOO"`); argparse alone
+    takes such a value for an option and says "expected one argument", so the word after one of these is
+    always its value (`--cflags=-O0` works as well)."""
+
+    dash_value_options: frozenset[str] = frozenset()
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see --help)")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if args is not None and self.dash_value_options:
+            args = list(args)
+            joined: list[str] = []
+            i = 0
+            while i < len(args):
+                if args[i] == "--":
+                    joined += args[i:]
+                    break
+                if args[i] in self.dash_value_options and i + 1 < len(args):
+                    joined.append(f"{args[i]}={args[i + 1]}")
+                    i += 2
+                    continue
+                joined.append(args[i])
+                i += 1
+            args = joined
+        return super().parse_known_args(args, namespace)
 
 
 def _positive_int(text: str) -> int:
@@ -61,7 +91,8 @@ def _seconds(text: str) -> float:
 # -- run ------------------------------------------------------------------------------------------------
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `smmu-harness run` (other features add theirs here)."""
-    p.add_argument("elf", metavar="ELF", help="AArch64 guest executable")
+    p.add_argument("elf", metavar="ELF", nargs="?", default=None,
+                   help="AArch64 guest executable (not needed with -d help, --trace-events help)")
     p.add_argument("--cpus", type=_positive_int, default=1, metavar="N",
                    help="vCPUs (secondaries start powered off; PSCI CPU_ON starts them) [1]")
     p.add_argument("--max-insns", type=_positive_int, default=None, metavar="N",
@@ -70,7 +101,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SEC",
                    help="wall-clock budget; exhausted -> exit 124 [300]")
     p.add_argument("-d", dest="log_categories", default=None, metavar="CATS",
-                   help="log categories, comma separated: in_asm,int,guest_errors,unimp (or all)")
+                   help="log categories, comma separated: in_asm,int,guest_errors,unimp (or all; "
+                        "'-d help' lists them)")
     p.add_argument("-D", dest="log_file", default=None, metavar="FILE", help="write the -d log to FILE")
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
@@ -81,18 +113,54 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="instructions per scheduling slice when several vCPUs run [10000]")
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
     # tracing (issue 3): harness/trace
-    p.add_argument("--trace", default=None, metavar="FILE", help="write the selected trace events to FILE")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="write the selected trace events to FILE ('-': stderr; "
+                        "'--trace help' lists the events)")
     p.add_argument("--trace-format", choices=("text", "jsonl", "chrome"), default=None,
-                   help="text (QEMU log style), jsonl, or chrome (Perfetto JSON) "
+                   help="text (QEMU log style), jsonl, or chrome (Perfetto JSON); needs --trace "
                         "[from the file name: .jsonl -> jsonl, .json -> chrome, else text]")
     p.add_argument("--trace-events", default=None, metavar="GLOBS",
-                   help="events to trace, comma-separated globs, '-' removes (e.g. 'tlbi*,dvm*') "
-                        "[the golden file's events, else tlbi*,dvm*]")
+                   help="events to trace, comma-separated globs, '-' removes (e.g. 'tlbi*,dvm*'); needs "
+                        "--trace or --expect-trace; 'help' lists them [the golden file's events, else tlbi*,dvm*]")
     p.add_argument("--expect-trace", default=None, metavar="GOLDEN",
                    help="compare the selected events with this JSON Lines golden (seq and fields it leaves "
                         "out are ignored); a difference -> exit 1")
     p.add_argument("--update-golden", action="store_true", help="rewrite the --expect-trace file instead")
     return p
+
+
+def wants_help(value: str | None) -> bool:
+    """`-d help`, `--trace help`, `--trace-events help` (also as one item of a list, as QEMU accepts it)."""
+    return value is not None and "help" in (v.strip() for v in value.split(","))
+
+
+def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: str | None,
+                        expect: str | None = None, update: bool = False) -> None:
+    """Trace options that would do nothing, or nothing visible, are usage errors (never silent no-ops)."""
+    from devmodel.trace import select
+
+    from .trace.catalog import load_all
+
+    if fmt is not None and trace is None:
+        raise UsageError(f"{PROG} {cmd}: --trace-format {fmt} needs --trace FILE")
+    if expect is not None and update:
+        golden = Path(expect)
+        if golden.is_dir() or not golden.parent.is_dir():
+            raise UsageError(f"{PROG} {cmd}: --expect-trace {expect}: "
+                             + ("is a directory" if golden.is_dir() else f"no such directory {golden.parent}"))
+    if events is None:
+        return
+    load_all()
+    try:
+        chosen = select(events)
+    except KeyError as e:
+        raise UsageError(f"{PROG} {cmd}: {e.args[0]}") from None
+    if trace is None and expect is None:
+        raise UsageError(f"{PROG} {cmd}: --trace-events needs --trace FILE ('--trace -' for stderr)"
+                         + (" or --expect-trace GOLDEN" if cmd == "run" else ""))
+    if not chosen:
+        raise UsageError(f"{PROG} {cmd}: --trace-events {events!r} selects no trace event "
+                         f"(list them: {PROG} trace-events)")
 
 
 def configure_machine(args: argparse.Namespace, machine) -> None:
@@ -110,7 +178,10 @@ def configure_machine(args: argparse.Namespace, machine) -> None:
                                events=getattr(args, "trace_events", None),
                                expect_trace=getattr(args, "expect_trace", None),
                                update_golden=getattr(args, "update_golden", False))
-    except (ValueError, KeyError, OSError) as e:
+    except OSError as e:
+        where = e.filename or args.expect_trace
+        raise UsageError(f"{PROG} run: --expect-trace {where}: {e.strerror or e}") from None
+    except (ValueError, KeyError) as e:
         raise UsageError(f"{PROG} run: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
     args.trace_session = session
     try:
@@ -183,15 +254,30 @@ def _console_writer(ktap: KtapReport | None):
         out = sys.stderr if (ktap is not None or stream == 2) else sys.stdout
         if ktap is not None and stream == 1:
             ktap.feed(data)
-        write_console(out, data)
+        try:
+            write_console(out, data)
+        except BrokenPipeError:          # the reader went away: the guest runs on, its status is kept
+            silence_closed(out)
     return write
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .build import shipped_path
     from .elfload import ElfLoadError, load_elf
     from .log import Log
+    from .log import listing as log_listing
     from .machine import DEFAULT_QUANTUM, Machine
+    from .trace.catalog import listing as event_listing
 
+    if wants_help(args.log_categories) or wants_help(args.trace) or wants_help(args.trace_events):
+        write_out(log_listing() if wants_help(args.log_categories) else event_listing())
+        return 0
+    if args.elf is None:
+        raise UsageError(f"{PROG} run: the following arguments are required: ELF (see --help)")
+    check_trace_options("run", args.trace, args.trace_format, args.trace_events, args.expect_trace,
+                        args.update_golden)
+    if args.expect_trace is not None and not args.update_golden:
+        args.expect_trace = str(shipped_path(args.expect_trace))
     try:
         log = Log(args.log_categories, args.log_file)
     except ValueError as e:
@@ -203,6 +289,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         image = load_elf(args.elf)
         machine = Machine(log=log, console=_console_writer(ktap), quantum=args.quantum or DEFAULT_QUANTUM)
         vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
+        stacks = image.constants.get("GUEST_NR_CPUS")        # guest_fw/link.ld: one stack per CPU
+        if stacks is not None and args.cpus > stacks:
+            raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
+                                    f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
         for v in vm.vcpus:
             v.hcr_fb = bool(args.hcr_fb)
         vm.load(image)
@@ -215,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
-        sys.stdout.flush()
+        write_out("")                    # flush the console (a closed pipe is silenced, not an error)
         log.close()
         finish_tracing(args, None)
     code = outcome.exit_code
@@ -226,8 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"reporting {code}", file=sys.stderr)
     code = finish_tracing(args, code)
     if ktap is not None:
-        sys.stdout.write(ktap.render(outcome, os.path.basename(args.elf)))
-        sys.stdout.flush()
+        write_out(ktap.render(outcome, os.path.basename(args.elf)))
     return code
 
 
@@ -235,28 +324,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 def add_build_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="*", metavar="SRC",
                    help="C/assembly sources of one guest (default: every guest in guest_fw/tests)")
-    p.add_argument("-o", dest="output", default=None, metavar="OUT", help="copy the ELF to OUT")
+    p.add_argument("-o", dest="output", default=None, metavar="OUT",
+                   help="copy the ELF to the file OUT (its directory must exist) [the cached ELF's path]")
     p.add_argument("--no-runtime", action="store_true", help="do not link the guest runtime (guest_fw/lib)")
-    p.add_argument("--cflags", default="", metavar="FLAGS", help="extra compiler flags (one string)")
+    p.add_argument("--cflags", action="append", default=[], metavar="FLAGS",
+                   help="extra compiler flags, split like a shell does, after the default ones (so -O0 "
+                        "overrides -O2): --cflags '-O0 -DFOO' or --cflags=-DFOO; repeatable")
     p.add_argument("-I", dest="include_dirs", action="append", default=[], metavar="DIR",
-                   help="extra include directory")
+                   help="extra include directory; repeatable")
+    p.add_argument("--max-cpus", type=_positive_int, default=None, metavar="N",
+                   help="per-CPU stacks for N CPUs (1-256), so the guest runs with --cpus up to N [16]")
     return p
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import BuildError, build_guest, build_test_guest, test_guest_sources
+    """Exit 0 built, 1 a compile or link step failed (the tool's output follows), 125 a bad path or usage."""
+    from .build import (BuildError, BuildInputError, build_guest, build_test_guest, check_output_path,
+                        shipped_path, test_guest_sources)
 
     try:
+        cflags = [f for text in args.cflags for f in shlex.split(text)]
+    except ValueError as e:
+        raise UsageError(f"{PROG} build: --cflags: {e}") from None
+    try:
         if args.sources:
-            r = build_guest(args.sources, output=args.output, runtime=False if args.no_runtime else None,
-                            cflags=shlex.split(args.cflags), include_dirs=args.include_dirs)
-            print(r.path)
+            if args.output is not None:
+                check_output_path(Path(args.output), create_parents=False)
+            r = build_guest([shipped_path(src) for src in args.sources], output=args.output,
+                            runtime=False if args.no_runtime else None, cflags=cflags,
+                            include_dirs=args.include_dirs, max_cpus=args.max_cpus)
+            write_out(f"{r.path}\n")
         else:
             if args.output:
                 raise UsageError(f"{PROG} build: -o needs sources")
             for name in test_guest_sources():
-                r = build_test_guest(name, cflags=shlex.split(args.cflags))
-                print(f"{name}: {r.path}")
+                r = build_test_guest(name, cflags=cflags, include_dirs=args.include_dirs, max_cpus=args.max_cpus)
+                write_out(f"{name}: {r.path}\n")
+    except BuildInputError as e:
+        print(f"{PROG} build: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except BuildError as e:
         print(f"{PROG} build: {e}", file=sys.stderr)
         return 1
@@ -267,7 +373,7 @@ def cmd_trace_events(args: argparse.Namespace) -> int:
     """List the trace events (QEMU `-trace help` style): name, fields, description; filtered by globs."""
     from devmodel.trace import select
 
-    from .trace.catalog import all_events
+    from .trace.catalog import all_events, listing
 
     events = all_events()
     if args.globs:
@@ -276,8 +382,7 @@ def cmd_trace_events(args: argparse.Namespace) -> int:
         except KeyError as e:
             raise UsageError(f"{PROG} trace-events: {e.args[0]}") from None
         events = [e for e in events if e.name in chosen]
-    for e in events:
-        print(f"{e.name}({', '.join(e.fields)})" + (f"  -- {e.doc}" if e.doc else ""))
+    write_out(listing(events))
     return 0
 
 
@@ -290,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     build = sub.add_parser("build", help="build guests (ziglang by default; CC/CROSS_COMPILE override)",
                            description="Build a guest ELF from C/assembly sources with the guest runtime.")
+    build.dash_value_options = frozenset({"--cflags"})
     add_build_arguments(build)
     build.set_defaults(func=cmd_build)
     events = sub.add_parser("trace-events", help="list the trace events and their fields",
@@ -302,21 +408,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def silence_closed(stream: TextIO) -> None:
+    """After EPIPE on `stream` (its reader went away: `| head -1`), point its descriptor at /dev/null so later
+    writes and the interpreter's final flush neither fail nor print "Exception ignored" (the recipe of the
+    Python `signal` documentation, "Note on SIGPIPE")."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):      # not a real file (e.g. a test's capture): nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def write_out(text: str, stream: TextIO | None = None) -> None:
+    """Write and flush command output; a closed pipe silences the stream instead of failing, so a command
+    whose output is cut short (`| head -1`) keeps its own exit status."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        silence_closed(stream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point: the command's status; 125 for usage errors and unusable paths (one line naming the
+    path); 130 on ^C. Output into a closed pipe (`| head -1`) is dropped quietly and the status stands (commands
+    write through `write_out`; anything else that meets EPIPE ends with 141, 128 + SIGPIPE, like coreutils)."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if getattr(args, "func", None) is None:
-            raise UsageError(f"{PROG}: a command is required (run, build, scenario; see --help)")
-        return args.func(args)
+            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario; see --help)")
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        silence_closed(sys.stdout)
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # an internal error: one line unless debugging
-        if os.environ.get("SMMU_HARNESS_DEBUG"):
+    except Exception as e:  # an unusable path no command caught, or an internal error: one line
+        if isinstance(e, OSError) and e.filename is not None:
+            print(f"{PROG}: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        elif os.environ.get("SMMU_HARNESS_DEBUG"):
             traceback.print_exc()
         else:
             print(f"{PROG}: internal error: {type(e).__name__}: {e} (SMMU_HARNESS_DEBUG=1 for a traceback)",

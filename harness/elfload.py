@@ -90,6 +90,8 @@ class ElfImage:
     segments: list[Segment]
     symbolizer: Symbolizer = field(default_factory=Symbolizer)
     objects: dict[str, tuple[int, int]] = field(default_factory=dict)   # data symbols: name -> (vaddr, size)
+    #: absolute symbols (SHN_ABS), e.g. the link script's `GUEST_NR_CPUS = 256;`: name -> value
+    constants: dict[str, int] = field(default_factory=dict)
 
     def symbol(self, name: str) -> int:
         return self.symbolizer.address_of(name)
@@ -183,6 +185,7 @@ def load_elf(path: str | os.PathLike) -> ElfImage:
             raise ElfLoadError(f"{spath}: entry point {entry:#x} is not inside any loadable segment")
         syms: list[tuple[int, int, str]] = []
         objects: dict[str, tuple[int, int]] = {}
+        constants: dict[str, int] = {}
         tab = elf.get_section_by_name(".symtab")
         if tab is not None and hasattr(tab, "iter_symbols"):
             for sym in tab.iter_symbols():
@@ -191,6 +194,9 @@ def load_elf(path: str | os.PathLike) -> ElfImage:
                 if kind == "STT_OBJECT" and name and sym["st_shndx"] not in ("SHN_UNDEF", "SHN_ABS"):
                     objects.setdefault(name, (sym["st_value"], sym["st_size"]))
                     continue
+                if name and kind == "STT_NOTYPE" and sym["st_shndx"] == "SHN_ABS":
+                    constants.setdefault(name, sym["st_value"])
+                    continue
                 if not name or name.startswith("$") or kind not in ("STT_FUNC", "STT_NOTYPE"):
                     continue
                 if sym["st_shndx"] in ("SHN_UNDEF", "SHN_ABS"):
@@ -198,4 +204,4 @@ def load_elf(path: str | os.PathLike) -> ElfImage:
                 if name.startswith((".L", "__")) and kind == "STT_NOTYPE":
                     continue
                 syms.append((sym["st_value"], sym["st_size"], name))
-    return ElfImage(spath, entry, segments, Symbolizer(syms), objects)
+    return ElfImage(spath, entry, segments, Symbolizer(syms), objects, constants)

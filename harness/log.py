@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-__all__ = ["CATEGORIES", "Log", "parse_categories"]
+__all__ = ["CATEGORIES", "Log", "parse_categories", "listing"]
 
 CATEGORIES = {
     "in_asm": "guest code as it is first executed, disassembled (capstone)",
@@ -17,6 +17,15 @@ CATEGORIES = {
     "guest_errors": "guest misbehaviour the devices tolerate (bad MMIO accesses, bad PSCI/semihosting calls)",
     "unimp": "guest use of unimplemented device features",
 }
+
+
+def listing() -> str:
+    """The categories as QEMU's `-d help` lists its log items."""
+    width = max(map(len, CATEGORIES)) + 2
+    lines = ["Log items (comma separated):"]
+    lines += [f"{name:<{width}}{doc}" for name, doc in CATEGORIES.items()]
+    lines.append(f"{'all':<{width}}every item above")
+    return "\n".join(lines) + "\n"
 
 
 def parse_categories(spec: str | None) -> frozenset[str]:

@@ -326,7 +326,7 @@ class Machine:
         res = vm.psci.call(vcpu.index, x0, x1, x2, x3)
         if "int" in self.log.enabled:
             self.log("int", f"{vcpu.dvm_name}: {conduit} at pc {pc - 4:#x}: PSCI {res.name}"
-                            f"({x1:#x}, {x2:#x}, {x3:#x}) -> {res.ret}")
+                            f"({x1:#x}, {x2:#x}, {x3:#x}) -> {res.ret_text}")
         if res.ret is not None:
             uc.reg_write(UC_ARM64_REG_X0, res.ret & _MASK64)
         act = res.action

@@ -36,7 +36,9 @@ typedef __builtin_va_list va_list;
 /* Board (QEMU virt layout) */
 #define PL011_BASE 0x09000000UL
 #define RAM_BASE 0x40000000UL
-#define NR_CPUS 16              /* stacks in link.ld */
+#ifndef NR_CPUS
+#define NR_CPUS 16              /* = GUEST_NR_CPUS in link.ld (its per-CPU stacks); build --max-cpus N sets both */
+#endif
 
 /* MMIO accessors: single-copy-atomic accesses with the width given (Arm ARM B2.2.1). */
 static inline void writeb(u8 v, uintptr_t a) { asm volatile("strb %w0, [%1]" : : "r"(v), "r"(a) : "memory"); }
@@ -113,7 +115,7 @@ int smp_processor_id(void);
 int nr_cpus_present(void);     /* CPUs PSCI knows (AFFINITY_INFO probe) */
 /* Start `cpu` running fn(arg); returns the PSCI result. The CPU powers off when fn returns. */
 s64 smp_boot_secondary(int cpu, void (*fn)(void *), void *arg);
-void smp_wait_cpu_off(int cpu);
+s64 smp_wait_cpu_off(int cpu);   /* 0 once it is OFF; the PSCI error if it does not exist */
 
 /* report.c: kvm-unit-tests-style results */
 void report_prefix_push(const char *prefix);

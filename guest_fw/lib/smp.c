@@ -92,8 +92,11 @@ void __noreturn secondary_main(int cpu)
 	psci_cpu_off();
 }
 
-void smp_wait_cpu_off(int cpu)
+s64 smp_wait_cpu_off(int cpu)
 {
-	while (psci_affinity_info(cpu_mpidr(cpu)) != PSCI_AFF_OFF)
-		;
+	s64 r;
+	while ((r = psci_affinity_info(cpu_mpidr(cpu))) != PSCI_AFF_OFF)
+		if (r < 0)
+			return r;	/* no such CPU: it will never be OFF */
+	return 0;
 }

@@ -51,12 +51,14 @@ cpu_number:
 
 /* x0 = CPU number: SP = top of its stack; FP/SIMD on; VBAR. Clobbers x0-x3. */
 cpu_setup:
-    cmp     x0, #16                 // GUEST_NR_CPUS in link.ld
-    b.hs    .                       // no stack for this CPU: park it
+    ldr     x1, =GUEST_NR_CPUS      // link.ld: the number of per-CPU stacks
+    cmp     x0, x1
+    b.hs    .                       // no stack for this CPU: park it (smmu-harness refuses such --cpus)
+    ldr     x2, =GUEST_STACK_SIZE
+    add     x0, x0, #1
+    mul     x0, x0, x2
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
-    add     x0, x0, #1
-    lsl     x0, x0, #14             // GUEST_STACK_SIZE = 0x4000
     add     x1, x1, x0
     mov     sp, x1
     adr     x2, vectors

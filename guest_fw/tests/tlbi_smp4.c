@@ -17,8 +17,12 @@ static void tlbi_turn(void *arg)
 
 int main(void)
 {
-	for (int cpu = 1; cpu < 4; cpu++)
-		smp_boot_secondary(cpu, tlbi_turn, (void *)(uintptr_t)cpu);
+	for (int cpu = 1; cpu < 4; cpu++) {
+		if (smp_boot_secondary(cpu, tlbi_turn, (void *)(uintptr_t)cpu) != PSCI_RET_SUCCESS) {
+			report_skip("cpu%d did not start: needs 4 CPUs (run with --cpus 4)", cpu);
+			return report_summary();
+		}
+	}
 	tlbi_turn((void *)0);
 	for (int cpu = 1; cpu < 4; cpu++)
 		smp_wait_cpu_off(cpu);

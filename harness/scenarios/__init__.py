@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import POLICY_NAMES, Scenario
+from .base import MAX_VMS, POLICY_NAMES, VMID_WIDTHS, Scenario
 from .kvm_ordering import KvmOrdering
 from .no_btm_forwarding import NoBtmForwarding
 from .over_invalidation import OverInvalidation
@@ -22,7 +22,7 @@ from .result import REQUIRED_METRICS, ScenarioResult
 from .sva_btm import SvaBtm
 from .vmid_alias import VmidAlias
 
-__all__ = ["SCENARIOS", "POLICY_NAMES", "Scenario", "ScenarioResult", "REQUIRED_METRICS", "run_scenario",
+__all__ = ["SCENARIOS", "POLICY_NAMES", "MAX_VMS", "VMID_WIDTHS", "Scenario", "ScenarioResult", "REQUIRED_METRICS", "run_scenario",
            "get_scenario"]
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SvaBtm(), VmidAlias(), OverInvalidation(),

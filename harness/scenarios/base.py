@@ -10,9 +10,12 @@ from devmodel.trace import Tracer
 from ..host.vmid_policy import POLICIES
 from .result import ScenarioResult
 
-__all__ = ["Scenario", "POLICY_NAMES"]
+__all__ = ["Scenario", "POLICY_NAMES", "MAX_VMS", "VMID_WIDTHS"]
 
 POLICY_NAMES = tuple(POLICIES)        # private, unpinned, split, restricted, shared
+VMID_WIDTHS = (8, 16)                 # VTCR_EL2.VS / SMMU_IDR0.VMID16: 8- or 16-bit VMIDs
+#: most VMs one scenario run builds (each is a Unicorn instance with its own RAM: ~20 MB and ~0.2 s a VM)
+MAX_VMS = 64
 
 
 class Scenario:
@@ -28,11 +31,11 @@ class Scenario:
             **opts: Any) -> ScenarioResult:
         if policy not in POLICY_NAMES:
             raise ValueError(f"unknown VMID policy {policy!r} (choose from {', '.join(POLICY_NAMES)})")
-        if vmid_bits not in (8, 16):
+        if vmid_bits not in VMID_WIDTHS:
             raise ValueError(f"VMID width must be 8 or 16, not {vmid_bits}")
         n = self.default_vms if vms is None else vms
-        if n < 1:
-            raise ValueError(f"--vms {n}: at least 1")
+        if not 1 <= n <= MAX_VMS:
+            raise ValueError(f"--vms {n}: 1 to {MAX_VMS}")
         res = ScenarioResult(self.name, policy, vmid_bits, n)
         t0 = time.perf_counter()
         self._run(res, tracer=tracer, **opts)

@@ -4,39 +4,90 @@
     smmu-harness scenario run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE ...]
                                    [--trace-events GLOBS]
     smmu-harness scenario report [-o DIR] [--format md|html] [--scenarios A,B] [--policies P,Q] [--widths 8,16]
-                                 [--sweep 1,2,4]
+                                 [--sweep 1,2,4] [-j N]
 
-`run` exits 0 when the result is ok (the system behaved correctly), 1 otherwise; bad arguments exit 125.
+`run` exits 0 when the result is ok (the system behaved correctly), 1 otherwise; bad arguments exit 125
+(`--vms` is 1 to MAX_VMS). `report` checks every argument (and that DIR is writable) before it runs anything,
+runs its jobs in `-j N` worker processes (default: the CPUs available) and rewrites results.json after each.
 `--trace FILE` (repeatable) writes the run's trace: `.jsonl` JSON Lines, `.json` Chrome/Perfetto, anything
 else QEMU-log-style text.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from ..trace.sinks import format_for
+from .base import MAX_VMS
 
 __all__ = ["add_scenario_parser", "cmd_scenario_list", "cmd_scenario_run", "cmd_scenario_report",
-           "DEFAULT_TRACE_EVENTS"]
+           "DEFAULT_TRACE_EVENTS", "default_jobs"]
 
 DEFAULT_TRACE_EVENTS = ("tlbi_trap,tlbi_dsb,dvm_tlbi,dvm_sync,smmuv3_dvm_tlbi,smmu_btm_tlbi,smmu_btm_ctx,"
                         "kvm_vmid_rollover,kvm_vcpu_load,scenario_*,dmatest_cmd,smmuv3_cmdq_opcode,"
                         "smmuv3_translate_abort")
 
 
-def _csv(kind: type = str):
+def _csv_of(choices: Sequence[Any], what: str, kind: type = str) -> Callable[[str], list]:
+    """Comma-separated values, each one of `choices` (named in the error)."""
     def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: comma-separated {kind.__name__} values") from None
+        out = []
+        for item in (x.strip() for x in text.split(",")):
+            if not item:
+                continue
+            try:
+                v = kind(item)
+            except ValueError:
+                v = item
+            if v not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {what} {item!r} (choose from {', '.join(map(str, choices))})")
+            if v not in out:
+                out.append(v)
+        if not out:
+            raise argparse.ArgumentTypeError(f"no {what} given")
+        return out
     return parse
 
 
+def _int_in(what: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer option in [lo, hi] (no upper bound without `hi`), with one-line errors naming the range."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}") from None
+        if n < lo or (hi is not None and n > hi):
+            bounds = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"{n} {what}: {bounds}")
+        return n
+    return parse
+
+
+_vm_count = _int_in("VMs", 1, MAX_VMS)
+_jobs = _int_in("jobs", 1)
+
+
+def _vm_counts(text: str) -> list[int]:
+    counts = sorted({_vm_count(x.strip()) for x in text.split(",") if x.strip()})
+    if not counts:
+        raise argparse.ArgumentTypeError("no VM count given")
+    return counts
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on (`os.sched_getaffinity`), else `os.cpu_count()`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
-    from . import POLICY_NAMES, SCENARIOS
+    from . import POLICY_NAMES, SCENARIOS, VMID_WIDTHS
+    from .report import DEFAULT_SWEEP, FORMATS
     sp = sub.add_parser("scenario", help="end-to-end scenarios (seeds' problems and the VMID policies' fixes)",
                         description="Run the end-to-end scenarios (harness/scenarios).")
     ssub = sp.add_subparsers(dest="scenario_command", metavar="SUBCOMMAND", parser_class=type(sp))
@@ -44,23 +95,40 @@ def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_scenario_list)
     run = ssub.add_parser("run", help="run one scenario", description="Run one scenario; exit 0 when ok.")
     run.add_argument("name", metavar="NAME", choices=list(SCENARIOS), help=", ".join(SCENARIOS))
-    run.add_argument("--policy", default="shared", choices=list(POLICY_NAMES), help="SMMU VMID policy [shared]")
-    run.add_argument("--vmid-bits", type=int, choices=(8, 16), default=16, help="KVM and SMMU VMID width [16]")
-    run.add_argument("--vms", type=int, default=None, metavar="N", help="number of VMs (scenario default)")
-    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument("--policy", default="shared", choices=list(POLICY_NAMES),
+                     help=f"SMMU VMID policy: {', '.join(POLICY_NAMES)} [shared]")
+    run.add_argument("--vmid-bits", type=int, choices=VMID_WIDTHS, default=16,
+                     help="KVM and SMMU VMID width: 8 or 16 [16]")
+    run.add_argument("--vms", type=_vm_count, default=None, metavar="N",
+                     help=f"number of VMs, 1 to {MAX_VMS} (what they are: scenario list) [the scenario's default]")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout [text]")
     run.add_argument("--trace", action="append", default=[], metavar="FILE",
-                     help="write a trace (.jsonl, .json = Chrome/Perfetto, else text); repeatable")
-    run.add_argument("--trace-events", default=DEFAULT_TRACE_EVENTS, metavar="GLOBS",
-                     help="events to trace (comma-separated globs)")
+                     help="write a trace (.jsonl, .json = Chrome/Perfetto, else text); repeatable; "
+                          "'--trace help' lists the events [no trace]")
+    run.add_argument("--trace-events", default=None, metavar="GLOBS",
+                     help="events to trace (comma-separated globs, '-' removes; 'help' lists them); needs "
+                          f"--trace [{DEFAULT_TRACE_EVENTS}]")
     run.set_defaults(func=cmd_scenario_run)
-    rep = ssub.add_parser("report", help="run the matrix and write a Markdown or HTML report with SVG plots")
-    rep.add_argument("-o", dest="out", default="scenario-report", metavar="DIR", help="output directory")
-    rep.add_argument("--format", dest="fmt", choices=("md", "html"), default="md",
-                     help="report.md (default) or report.html")
-    rep.add_argument("--scenarios", type=_csv(), default=list(SCENARIOS), metavar="A,B")
-    rep.add_argument("--policies", type=_csv(), default=list(POLICY_NAMES), metavar="P,Q")
-    rep.add_argument("--widths", type=_csv(int), default=[8, 16], metavar="8,16")
-    rep.add_argument("--sweep", type=_csv(int), default=None, metavar="N,M", help="VM counts for the plots")
+    rep = ssub.add_parser("report", help="run the matrix and write a Markdown or HTML report with SVG plots",
+                          description="Run scenario x policy x VMID width (plus the VM sweeps for the plots) and "
+                                      "write report.md or report.html, results.json and SVG plots into DIR. "
+                                      "Every argument is checked before anything runs; results.json is "
+                                      "rewritten after each run, so an interrupted report keeps what finished.")
+    rep.add_argument("-o", dest="out", default="scenario-report", metavar="DIR",
+                     help="output directory (created if missing) [scenario-report]")
+    rep.add_argument("--format", dest="fmt", choices=FORMATS, default="md",
+                     help="report.md or report.html [md]")
+    rep.add_argument("--scenarios", type=_csv_of(list(SCENARIOS), "scenario"), default=list(SCENARIOS),
+                     metavar="A,B", help=f"scenarios to run [{','.join(SCENARIOS)}]")
+    rep.add_argument("--policies", type=_csv_of(list(POLICY_NAMES), "policy"), default=list(POLICY_NAMES),
+                     metavar="P,Q", help=f"VMID policies [{','.join(POLICY_NAMES)}]")
+    rep.add_argument("--widths", type=_csv_of(list(VMID_WIDTHS), "VMID width", int), default=list(VMID_WIDTHS),
+                     metavar="8,16", help="VMID widths [8,16]")
+    rep.add_argument("--sweep", type=_vm_counts, default=list(DEFAULT_SWEEP), metavar="N,M",
+                     help=f"VM counts (1 to {MAX_VMS}) for the plots [{','.join(map(str, DEFAULT_SWEEP))}]")
+    rep.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                     help="runs in parallel, in N worker processes; results are the same as with -j 1 "
+                          f"[the CPUs available: {default_jobs()}]")
     rep.set_defaults(func=cmd_scenario_report)
     sp.set_defaults(func=lambda args: _need_sub(sp))
     return sp
@@ -72,58 +140,71 @@ def _need_sub(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_scenario_list(args: argparse.Namespace) -> int:
+    from ..cli import write_out
     from . import POLICY_NAMES, SCENARIOS
+    lines = []
     for s in SCENARIOS.values():
-        print(f"{s.name:<18} seed {s.seed:<8} {s.summary}")
-        print(f"{'':<18} --vms: {s.vms_meaning} [default {s.default_vms}]")
-    print(f"policies: {', '.join(POLICY_NAMES)}")
+        lines.append(f"{s.name:<18} seed {s.seed:<8} {s.summary}")
+        lines.append(f"{'':<18} --vms: {s.vms_meaning} [default {s.default_vms}]")
+    lines.append(f"policies: {', '.join(POLICY_NAMES)}")
+    write_out("\n".join(lines) + "\n")
     return 0
 
 
 def cmd_scenario_run(args: argparse.Namespace) -> int:
     from devmodel.trace import Tracer
 
+    from ..cli import UsageError, check_trace_options, wants_help, write_out
+    from ..trace.catalog import listing
     from ..trace.sinks import open_sink
     from . import run_scenario
     from .platform import ScenarioPlatform  # noqa: F401  (imports every module that defines trace events)
+    if wants_help(args.trace_events) or any(wants_help(t) for t in args.trace):
+        write_out(listing())
+        return 0
+    check_trace_options("scenario run", args.trace[0] if args.trace else None, None, args.trace_events)
     tracer = None
     sinks = []
-    if args.trace:
-        tracer = Tracer(args.trace_events)
-        for path in args.trace:
-            fmt = format_for(path)
-            try:
-                sink = open_sink(path, fmt)
-            except OSError as e:
-                print(f"smmu-harness scenario run: --trace {path}: {e.strerror or e}", file=sys.stderr)
-                return 125
-            sinks.append(sink)
-            tracer.add_sink(sink)
-    if args.vms is not None and args.vms < 1:
-        print("smmu-harness scenario run: --vms must be at least 1", file=sys.stderr)
-        return 125
     try:
+        if args.trace:
+            tracer = Tracer(args.trace_events or DEFAULT_TRACE_EVENTS)
+            for path in args.trace:
+                try:
+                    sink = open_sink(path, format_for(path))
+                except OSError as e:
+                    raise UsageError(f"smmu-harness scenario run: --trace {path}: {e.strerror or e}") from None
+                sinks.append(sink)
+                tracer.add_sink(sink)
         res = run_scenario(args.name, args.policy, args.vmid_bits, args.vms, tracer=tracer)
     finally:
         for s in sinks:
             s.close()
-    sys.stdout.write(res.to_json() + "\n" if args.json else res.text())
-    sys.stdout.flush()
+    write_out(res.to_json() + "\n" if args.json else res.text())
     return 0 if res.ok else 1
 
 
+def _run_one(name: str, policy: str, vmid_bits: int, vms: int | None):
+    """The report's runner (module level, so worker processes can unpickle it)."""
+    from . import run_scenario
+    return run_scenario(name, policy, vmid_bits, vms)
+
+
 def cmd_scenario_report(args: argparse.Namespace) -> int:
-    from . import POLICY_NAMES, SCENARIOS, run_scenario
-    from .report import DEFAULT_SWEEP, Matrix, run_report
-    bad = [s for s in args.scenarios if s not in SCENARIOS] + [p for p in args.policies if p not in POLICY_NAMES]
-    bad += [str(w) for w in args.widths if w not in (8, 16)]
-    if bad:
-        print(f"smmu-harness scenario report: unknown {', '.join(bad)}", file=sys.stderr)
-        return 125
-    matrix = Matrix(args.scenarios, args.policies, args.widths, tuple(args.sweep or DEFAULT_SWEEP))
-    files = run_report(args.out, matrix, lambda n, p, w, v: run_scenario(n, p, w, v), fmt=args.fmt)
-    for name, path in files.items():
-        print(path)
+    from ..cli import UsageError, write_out
+    from .report import Matrix, run_report
+    out = Path(args.out)
+    try:                                # the output directory must be usable before anything runs
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"smmu-harness scenario report: -o {out}: {e.strerror or e}") from None
+    matrix = Matrix(args.scenarios, args.policies, args.widths, tuple(args.sweep))
+    jobs = args.jobs or default_jobs()
+    files = run_report(out, matrix, _run_one, fmt=args.fmt, jobs=jobs)
+    lines = [str(p) for p in files.values()]
     ok = sum(r.ok for r in matrix.results)
-    print(f"{ok}/{len(matrix.results)} runs ok; report: {files[f'report.{args.fmt}']}")
+    lines.append(f"{ok}/{len(matrix.results)} runs ok; report: {files[f'report.{args.fmt}']}")
+    write_out("\n".join(lines) + "\n")
     return 0

@@ -51,7 +51,7 @@ from ..trap import TlbiTrap
 from ..vmm import DEFAULT_VSID, AssignedMmio, NestedVm, setup_host, setup_nested_vm
 
 __all__ = ["ScenarioPlatform", "HostPort", "Assigned", "guest_elf", "vsmmu_guest_elf", "SMMU_PA", "PORT_IPA",
-           "SCENARIO_GUESTS"]
+           "SCENARIO_GUESTS", "errno_message"]
 
 SMMU_PA = 0x0905_0000
 PORT_IPA = 0x0911_0000
@@ -68,6 +68,12 @@ EIO, EINVAL = _errno.EIO, _errno.EINVAL
 define("scenario_port", ("vm", "cmd", "arg0", "arg1", "arg2", "status"), "a guest's trapped scenario-port command")
 define("scenario_report", ("vm", "index", "outcome", "value", "vmid_cpu", "vmid_ste", "rollovers"),
        "a guest reported what one DMA saw (with the VMIDs in force: the vCPU's and the device's STE's)")
+
+
+def errno_message(e: OSError) -> str:
+    """A refused ioctl as a kernel developer reads it, `-ENODEV: reason`, not Python's `[Errno 19] reason`."""
+    name = _errno.errorcode.get(e.errno) if e.errno else None
+    return f"-{name}: {e.strerror}" if name else str(e.strerror or e)
 
 
 def guest_elf(name: str) -> Path:
@@ -256,7 +262,7 @@ class ScenarioPlatform:
         try:
             nv = setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first, advertise_btm=advertise_btm)
         except IommufdError as e:
-            self.attach_errors[name] = str(e)
+            self.attach_errors[name] = errno_message(e)
             self.not_started.add(name)
             return vm
         a = Assigned(name, vm, nv.dma, nv.psid, nv.vsid, nv.dev, nv.dev_id, nv.ioas, nv.s2_hwpt, nv.viommu,
@@ -295,7 +301,7 @@ class ScenarioPlatform:
             hwpt = ictx.hwpt_alloc(a.dev_id, a.viommu, data_type=IOMMU_HWPT_DATA_ARM_SMMUV3, data=vste[:16])
             ictx.device_attach(a.dev_id, hwpt)
         except IommufdError as e:
-            self.attach_errors[name] = str(e)
+            self.attach_errors[name] = errno_message(e)
             return e.errno or EIO
         if a.nested_hwpt:
             ictx.destroy(a.nested_hwpt)

@@ -4,27 +4,37 @@ and write `report.md` (tables; `report.html` with `fmt="html"`, the same content
 `over_invalidation.svg` (over-invalidated SMMU entries against the number of VMs, per policy) and
 `vm_exits.svg` (VM exits per guest invalidation against the number of VMs: forwarding without BTM vs BTM).
 
-No plotting dependency: the SVG is a few lines of text (`line_chart_svg`).
+Jobs run in-process or in `jobs` worker processes (identical files either way); `results.json` is rewritten
+after every job, so an interrupted report keeps what finished. Progress: a bar on a terminal, plain lines
+otherwise (`make_progress`). No plotting dependency: the SVG is a few lines of text (`line_chart_svg`; lines
+that coincide are drawn once and named together).
 """
 from __future__ import annotations
 
 import html
 import json
+import multiprocessing
+import os
 import re
+import signal
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TextIO
+from typing import Callable, Iterable, Optional, Sequence, TextIO
 
 from .base import POLICY_NAMES
 from .result import ScenarioResult
 
-__all__ = ["Matrix", "run_report", "line_chart_svg", "markdown", "markdown_to_html", "ProgressBar",
-           "DEFAULT_SWEEP", "FORMATS"]
+__all__ = ["Matrix", "run_report", "run_job", "failed_result", "write_report", "write_results", "line_chart_svg", "markdown",
+           "markdown_to_html", "ProgressBar", "LineProgress", "make_progress", "DEFAULT_SWEEP", "FORMATS"]
 
 FORMATS = ("md", "html")
 
 DEFAULT_SWEEP = (1, 2, 3, 4, 6)
+Job = tuple[str, str, str, int, Optional[int]]          # (kind, scenario, policy, VMID width, VMs or None)
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -39,7 +49,14 @@ class Matrix:
     over_sweep: list[ScenarioResult] = field(default_factory=list)
     exits_sweep: list[ScenarioResult] = field(default_factory=list)
 
-    def jobs(self) -> list[tuple[str, str, str, int, int | None]]:
+    def fill(self, jobs: Sequence[Job], done: dict[int, ScenarioResult]) -> None:
+        """Put the finished results (by job index) in `results`/`over_sweep`/`exits_sweep`, in job order."""
+        lists = {"matrix": [], "over": [], "exits": []}
+        for i in sorted(done):
+            lists[jobs[i][0]].append(done[i])
+        self.results, self.over_sweep, self.exits_sweep = lists["matrix"], lists["over"], lists["exits"]
+
+    def jobs(self) -> list[Job]:
         """(kind, scenario, policy, width, vms) in run order."""
         out = [("matrix", s, p, w, None) for s in self.scenarios for p in self.policies for w in self.widths]
         if "over-invalidation" in self.scenarios:
@@ -51,7 +68,7 @@ class Matrix:
 
 
 class ProgressBar:
-    """A one-line progress bar on a text stream (stderr): `[#####-----] 12/50 sva-btm private 8-bit`."""
+    """A one-line progress bar redrawn in place on a terminal: `[#####-----] 12/50 sva-btm private 8-bit`."""
 
     def __init__(self, total: int, stream: TextIO | None = None, width: int = 30):
         self.total = max(total, 1)
@@ -74,48 +91,189 @@ class ProgressBar:
         self.stream.flush()
 
 
+class LineProgress(ProgressBar):
+    """Progress for a pipe or a log file: one plain line per finished job (`[12/50] sva-btm ...: ok`), no
+    carriage returns or redrawing."""
+
+    def show(self, label: str) -> None:
+        pass
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        self.stream.write(f"[{self.done}/{self.total}] {label}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(total: int, stream: TextIO | None = None) -> ProgressBar:
+    """The bar on a terminal, plain lines otherwise."""
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return (ProgressBar if isatty is not None and isatty() else LineProgress)(total, stream)
+
+
+def run_job(runner: Callable[..., ScenarioResult], job: Job) -> ScenarioResult:
+    """One job; a scenario that raises becomes a failed result saying so (one broken run never loses the
+    others)."""
+    _, name, pol, width, vms = job
+    try:
+        return runner(name, pol, width, vms)
+    except Exception as e:  # noqa: BLE001 - reported in the result, the report goes on
+        return failed_result(job, e)
+
+
+def failed_result(job: Job, e: BaseException) -> ScenarioResult:
+    """The result of a job that raised (or whose worker process died): not ok, the error as its verdict."""
+    _, name, pol, width, vms = job
+    res = ScenarioResult(name, pol, width, vms or 0, ok=False)
+    res.error = f"{type(e).__name__}: {e}"
+    res.verdict = f"the run failed: {res.error}"
+    return res
+
+
+def _worker_init(parent: int) -> None:
+    """In each worker: ^C is the parent's to handle (it cancels the queued jobs and lets the running ones
+    finish); and a worker whose parent died (SIGKILL) exits instead of waiting on the job queue for ever (its
+    own copies of the queue's pipes never reach EOF, and it holds the forkserver's alive pipe open)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:      # the pid was reused by someone else's process: the parent is gone
+                os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _terminate_as_interrupt(signum, frame):  # SIGTERM during a parallel report: as ^C (report what finished)
+    raise KeyboardInterrupt
+
+
 def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., ScenarioResult],
-               progress: ProgressBar | None = None, fmt: str = "md") -> dict[str, Path]:
-    """Run every job with `runner(name, policy, vmid_bits, vms)`, write the files (`report.md`, or
-    `report.html` with `fmt="html"`), return their paths by file name."""
+               progress: ProgressBar | None = None, fmt: str = "md", jobs: int = 1) -> dict[str, Path]:
+    """Run every job with `runner(name, policy, vmid_bits, vms)` and write the files (`report.md`, or
+    `report.html` with `fmt="html"`); return their paths by file name.
+
+    `jobs` > 1 runs the jobs in that many worker processes (`runner` must then be picklable: a module-level
+    function); results are placed by job, not by completion, so the files are the same as with `jobs=1`.
+    `results.json` is rewritten (atomically) after every job, so an interrupted run keeps what it finished;
+    on ^C the queued jobs are cancelled, the report is written from the finished ones and KeyboardInterrupt
+    is raised again."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = matrix.jobs()
-    bar = progress if progress is not None else ProgressBar(len(jobs))
-    bar.total = max(len(jobs), 1)
+    todo = matrix.jobs()
+    bar = progress if progress is not None else make_progress(len(todo))
+    bar.total = max(len(todo), 1)
     bar.show("starting")
-    for kind, name, pol, width, vms in jobs:
-        res = runner(name, pol, width, vms)
-        {"matrix": matrix.results, "over": matrix.over_sweep, "exits": matrix.exits_sweep}[kind].append(res)
-        bar.step(f"{name} {pol} {width}-bit" + (f" {vms} VMs" if vms else ""))
+    done: dict[int, ScenarioResult] = {}
+
+    def finished(i: int, res: ScenarioResult) -> None:
+        done[i] = res
+        matrix.fill(todo, done)
+        write_results(out, matrix, complete=len(done) == len(todo))
+        _, name, pol, width, vms = todo[i]
+        bar.step(f"{name} {pol} {width}-bit" + (f" {vms} VM{'s' if vms > 1 else ''}" if vms else "")
+                 + (": ok" if res.ok else ": NOT OK"))
+
+    try:
+        if jobs == 1 or len(todo) < 2:
+            for i, job in enumerate(todo):
+                finished(i, run_job(runner, job))
+        else:
+            _run_parallel(jobs, runner, todo, finished)
+    except KeyboardInterrupt:
+        bar.close()
+        write_report(out, matrix, fmt, note=f"Interrupted: {len(done)} of {len(todo)} runs finished.")
+        raise
     bar.close()
-    files: dict[str, Path] = {}
-    over_series = {p: [(r.vms, r.metrics["over_invalidated_entries"]) for r in matrix.over_sweep
-                       if r.policy == p] for p in matrix.policies}
-    over_series = {p: s for p, s in over_series.items() if s}
-    if over_series:
-        files["over_invalidation.svg"] = out / "over_invalidation.svg"
-        files["over_invalidation.svg"].write_text(line_chart_svg(
-            "over-invalidation: SMMU stage-2 entries removed by broadcasts not meant for them",
-            "VMs (each with a stage-2-only device)", "entries over-invalidated", over_series))
-    if matrix.exits_sweep:
-        fwd = [(r.vms, r.metrics["vm_exits_per_invalidation"]) for r in matrix.exits_sweep]
-        btm = [(r.vms, r.metrics["btm_vm_exits_per_invalidation"]) for r in matrix.exits_sweep]
-        files["vm_exits.svg"] = out / "vm_exits.svg"
-        files["vm_exits.svg"].write_text(line_chart_svg(
-            f"VM exits per guest invalidation ({matrix.exits_sweep[0].policy} policy)", "VMs on the host",
-            "VM exits per invalidation", {"no BTM (forwarded)": fwd, "BTM": btm}))
-    files["results.json"] = out / "results.json"
-    files["results.json"].write_text(json.dumps({
+    return write_report(out, matrix, fmt)
+
+
+def _run_parallel(jobs: int, runner: Callable[..., ScenarioResult], todo: list[Job],
+                  finished: Callable[[int, ScenarioResult], None]) -> None:
+    """The jobs in a process pool on the forkserver context (the parent may have threads: pytest-xdist, so
+    no plain fork); `finished(index, result)` as each completes. On KeyboardInterrupt (or SIGTERM, handled
+    alike) the queued jobs are cancelled and the running ones finish before it propagates."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["harness.scenarios"])
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if in_main else None
+    try:
+        _pool_run(ctx, jobs, runner, todo, finished)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _pool_run(ctx, jobs: int, runner: Callable[..., ScenarioResult], todo: list[Job],
+              finished: Callable[[int, ScenarioResult], None]) -> None:
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(run_job, runner, job): i for i, job in enumerate(todo)}
+        try:
+            for f in as_completed(futures):
+                i = futures[f]
+                try:
+                    res = f.result()
+                except Exception as e:  # noqa: BLE001 - a worker died (BrokenProcessPool ...)
+                    res = failed_result(todo[i], e)
+                finished(i, res)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(out: Path, matrix: Matrix, complete: bool = True) -> Path:
+    """`results.json`: every result so far, in job order; `complete` is false until the last job is in."""
+    path = out / "results.json"
+    _write_atomic(path, json.dumps({
+        "complete": complete,
         "matrix": [r.to_dict() for r in matrix.results],
         "over_invalidation_sweep": [r.to_dict() for r in matrix.over_sweep],
         "vm_exits_sweep": [r.to_dict() for r in matrix.exits_sweep]}, indent=1) + "\n")
-    md = markdown(matrix, [p.name for p in files.values() if p.suffix == ".svg"])
+    return path
+
+
+def write_report(out: Path, matrix: Matrix, fmt: str = "md", note: str | None = None) -> dict[str, Path]:
+    """The plots, `results.json` and `report.md`/`report.html` from the results the matrix holds."""
+    files: dict[str, Path] = {}
+    over_series = {p: [(r.vms, r.metrics["over_invalidated_entries"]) for r in matrix.over_sweep
+                       if r.policy == p and not r.error] for p in matrix.policies}
+    over_series = {p: s for p, s in over_series.items() if s}
+    if over_series:
+        files["over_invalidation.svg"] = out / "over_invalidation.svg"
+        _write_atomic(files["over_invalidation.svg"], line_chart_svg(
+            "over-invalidation: SMMU stage-2 entries removed by broadcasts not meant for them",
+            "VMs (each with a stage-2-only device)", "entries over-invalidated", over_series))
+    exits = [r for r in matrix.exits_sweep if "btm_vm_exits_per_invalidation" in r.metrics]   # completed runs
+    if exits:
+        fwd = [(r.vms, r.metrics["vm_exits_per_invalidation"]) for r in exits]
+        btm = [(r.vms, r.metrics["btm_vm_exits_per_invalidation"]) for r in exits]
+        files["vm_exits.svg"] = out / "vm_exits.svg"
+        _write_atomic(files["vm_exits.svg"], line_chart_svg(
+            f"VM exits per guest invalidation ({exits[0].policy} policy)", "VMs on the host",
+            "VM exits per invalidation", {"no BTM (forwarded)": fwd, "BTM": btm}))
+    files["results.json"] = write_results(out, matrix, complete=note is None)
+    md = markdown(matrix, [p.name for p in files.values() if p.suffix == ".svg"], note=note)
     name = f"report.{fmt}"
     files[name] = out / name
-    files[name].write_text(md if fmt == "md" else markdown_to_html(md))
+    _write_atomic(files[name], md if fmt == "md" else markdown_to_html(md))
     return files
 
 
@@ -125,15 +283,18 @@ def _cell(v: object) -> str:
     return str(v)
 
 
-def markdown(matrix: Matrix, plots: Iterable[str]) -> str:
+def markdown(matrix: Matrix, plots: Iterable[str], note: str | None = None) -> str:
+    """The report as Markdown; `note` (e.g. an interrupted run) goes first, in bold."""
     cols = ("stale_dma", "cross_vm_dma", "broadcast_invalidations", "over_invalidated_entries",
             "vm_exits_per_invalidation", "rollovers", "pinned_vmid_changes")
-    lines = ["# smmu-harness scenario report", "",
-             "Each row is one run of `smmu-harness scenario run NAME --policy P --vmid-bits W` (default VM "
-             "count). `ok` = the system behaved correctly: no stale DMA, no cross-VM DMA, no silent failure "
-             "(a clean, explained refusal is correct behaviour).", "",
-             "| scenario | policy | VMID bits | ok | " + " | ".join(cols) + " | verdict |",
-             "|---|---|---|---|" + "---|" * len(cols) + "---|"]
+    lines = ["# smmu-harness scenario report", ""]
+    if note:
+        lines += [f"**{note}**", ""]
+    lines += ["Each row is one run of `smmu-harness scenario run NAME --policy P --vmid-bits W` (default VM "
+              "count). `ok` = the system behaved correctly: no stale DMA, no cross-VM DMA, no silent failure "
+              "(a clean, explained refusal is correct behaviour).", "",
+              "| scenario | policy | VMID bits | ok | " + " | ".join(cols) + " | verdict |",
+              "|---|---|---|---|" + "---|" * len(cols) + "---|"]
     for r in matrix.results:
         verdict = r.verdict.replace("|", "\\|")
         lines.append(f"| {r.scenario} | {r.policy} | {r.vmid_bits} | {'yes' if r.ok else '**no**'} | "
@@ -152,8 +313,8 @@ def markdown(matrix: Matrix, plots: Iterable[str]) -> str:
         for r in matrix.exits_sweep:
             m = r.metrics
             lines.append(f"| {r.vms} | {_cell(m['vm_exits_per_invalidation'])} | "
-                         f"{_cell(m['host_commands_per_invalidation'])} | "
-                         f"{_cell(m['btm_vm_exits_per_invalidation'])} | {m['btm_stale_dma']} |")
+                         f"{_cell(m.get('host_commands_per_invalidation', ''))} | "
+                         f"{_cell(m.get('btm_vm_exits_per_invalidation', ''))} | {m.get('btm_stale_dma', '')} |")
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     return "\n".join(lines) + "\n"
@@ -189,11 +350,7 @@ def markdown_to_html(md: str, title: str = "smmu-harness scenario report") -> st
             while i < len(lines) and lines[i].startswith("|"):
                 rows.append(lines[i])
                 i += 1
-            body.append("<table>")
-            body.append("<tr>" + "".join(f"<th>{_inline_html(c)}</th>" for c in _cells(rows[0])) + "</tr>")
-            for r in rows[2:]:
-                body.append("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in _cells(r)) + "</tr>")
-            body.append("</table>")
+            body += _html_table([_cells(r) for r in rows[:1] + rows[2:]])
         elif (img := re.fullmatch(r"!\[([^\]]*)\]\(([^)]*)\)", line.strip())):
             body.append(f'<p><img src="{html.escape(img.group(2))}" alt="{html.escape(img.group(1))}"/></p>')
             i += 1
@@ -203,17 +360,92 @@ def markdown_to_html(md: str, title: str = "smmu-harness scenario report") -> st
                 para.append(lines[i])
                 i += 1
             body.append(f"<p>{_inline_html(' '.join(para))}</p>")
-    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #bbb;padding:2px 6px;text-align:left}th{background:#eee}")
+    style = ("body{font-family:sans-serif;margin:1.5em;max-width:100%}"
+             "table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #bbb;padding:2px 5px;text-align:left;vertical-align:top}"
+             "th{background:#eee;font-size:85%}td.num{text-align:right;white-space:nowrap}"
+             "td.verdict{min-width:16em;overflow-wrap:anywhere}"
+             "tr.ok td.verdict,tr.ok td.okcell{background:#e3f4e3;color:#145214}"
+             "tr.bad td.verdict,tr.bad td.okcell{background:#fbe3e3;color:#8b1010}"
+             "img{max-width:100%;height:auto}")
     return ("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\"><head><meta charset=\"utf-8\"/>"
             f"<title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
 
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def _html_table(rows: list[list[str]]) -> list[str]:
+    """A pipe table as HTML. Header names may break after '_' (`<wbr/>`); numbers are right-aligned; in a
+    table with an `ok` column each row is classed `ok` or `bad`, which colours its ok and verdict cells."""
+    head = rows[0]
+    ok_col = head.index("ok") if "ok" in head else None
+    out = ["<table>", "<tr>" + "".join(f"<th>{_inline_html(c).replace('_', '_<wbr/>')}</th>" for c in head)
+           + "</tr>"]
+    for r in rows[1:]:
+        cls = ""
+        if ok_col is not None and ok_col < len(r):
+            cls = ' class="ok"' if r[ok_col] == "yes" else ' class="bad"'
+        cells = []
+        for i, c in enumerate(r):
+            name = head[i] if i < len(head) else ""
+            kind = ("okcell" if i == ok_col else "verdict" if name == "verdict"
+                    else "num" if _NUMBER.fullmatch(c) else "")
+            cells.append(f'<td class="{kind}">' if kind else "<td>")
+            cells[-1] += f"{_inline_html(c)}</td>"
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return out
+
+
+_DASHES = ("", "7 4", "2 3", "9 3 2 3")
+_MARKERS = ("circle", "square", "triangle", "diamond")
+
+
+def _marker(shape: str, x: float, y: float, colour: str, tip: str) -> str:
+    """A 7-px marker of the given shape at (x, y), with a tooltip."""
+    title = f"<title>{html.escape(tip)}</title>"
+    if shape == "circle":
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}">{title}</circle>'
+    if shape == "square":
+        return f'<rect x="{x - 3.5:.1f}" y="{y - 3.5:.1f}" width="7" height="7" fill="{colour}">{title}</rect>'
+    if shape == "triangle":
+        pts = f"{x:.1f},{y - 4.5:.1f} {x + 4:.1f},{y + 3:.1f} {x - 4:.1f},{y + 3:.1f}"
+    else:
+        pts = f"{x:.1f},{y - 4.5:.1f} {x + 4.5:.1f},{y:.1f} {x:.1f},{y + 4.5:.1f} {x - 4.5:.1f},{y:.1f}"
+    return f'<polygon points="{pts}" fill="{colour}">{title}</polygon>'
+
+
+def _wrap_label(names: list[str], width: int = 22) -> list[str]:
+    """A legend label `a = b = c` in lines of at most about `width` characters, broken after an `=`."""
+    lines = [names[0]]
+    for n in names[1:]:
+        if len(lines[-1]) + 3 + len(n) <= width:
+            lines[-1] += f" = {n}"
+        else:
+            lines[-1] += " ="
+            lines.append(n)
+    return lines
+
+
+def coincident_groups(series: dict[str, list[tuple[float, float]]]) -> list[tuple[list[str], list]]:
+    """Series with exactly the same points, grouped (first-appearance order): each group is drawn as one
+    line named after all its members, so the legend never names a line that another one hides."""
+    groups: dict[tuple, list[str]] = {}
+    for name, pts in series.items():
+        groups.setdefault(tuple(sorted(pts)), []).append(name)
+    return [(names, list(pts)) for pts, names in groups.items()]
+
+
 def line_chart_svg(title: str, xlabel: str, ylabel: str, series: dict[str, list[tuple[float, float]]],
-                   width: int = 640, height: int = 380) -> str:
-    """A small line chart (one polyline + markers per series, axes with ticks, legend) as SVG text."""
-    left, right, top, bottom = 64, 190, 40, 52
+                   width: int = 700, height: int = 400) -> str:
+    """A small line chart as SVG text: axes with ticks, and per line a colour, a dash pattern and a marker
+    shape of its own (lines stay apart without colour too) and a legend entry showing all three. Series with
+    identical points are drawn once and named together (`private = unpinned`), with a note under the plot."""
+    groups = coincident_groups(series)
+    merged = any(len(names) > 1 for names, _ in groups)
+    left, right, top, bottom = 64, 200, 40, 52 + (18 if merged else 0)
     pw, ph = width - left - right, height - top - bottom
     pts = [p for s in series.values() for p in s]
     xs = sorted({x for x, _ in pts}) or [0, 1]
@@ -238,32 +470,50 @@ def line_chart_svg(title: str, xlabel: str, ylabel: str, series: dict[str, list[
     y = 0.0
     while y <= ytop + 1e-9:
         out.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{left + pw}" y2="{sy(y):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{_cell(y if y % 1 else int(y))}'
-                   '</text>')
+        tick = f"{y:.2f}" if ystep % 1 else str(int(round(y)))       # one format for every tick
+        out.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{tick}</text>')
         y += ystep
     for x in xs:
         out.append(f'<line x1="{sx(x):.1f}" y1="{top + ph}" x2="{sx(x):.1f}" y2="{top + ph + 4}" stroke="black"/>')
         out.append(f'<text x="{sx(x):.1f}" y="{top + ph + 18}" text-anchor="middle">{_cell(x)}</text>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>')
     out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>')
-    out.append(f'<text x="{left + pw / 2:.0f}" y="{height - 12}" text-anchor="middle">{e(xlabel)}</text>')
+    out.append(f'<text x="{left + pw / 2:.0f}" y="{top + ph + 38}" text-anchor="middle">{e(xlabel)}</text>')
     out.append(f'<text x="16" y="{top + ph / 2:.0f}" text-anchor="middle" '
                f'transform="rotate(-90 16 {top + ph / 2:.0f})">{e(ylabel)}</text>')
-    for i, (name, s) in enumerate(series.items()):
-        c = _COLOURS[i % len(_COLOURS)]
-        dash = ' stroke-dasharray="6 3"' if i % 2 else ""
-        pts_s = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(s))
-        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="{pts_s}">'
-                   f'<title>{e(name)}</title></polyline>')
-        for x, y in s:
-            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{c}"><title>{e(name)}: '
-                       f'{_cell(x)} -> {_cell(y)}</title></circle>')
-        ly = top + 10 + 18 * i
-        out.append(f'<line x1="{left + pw + 14}" y1="{ly}" x2="{left + pw + 38}" y2="{ly}" stroke="{c}" '
-                   f'stroke-width="2"{dash}/>')
-        out.append(f'<text x="{left + pw + 44}" y="{ly + 4}">{e(name)}</text>')
+    out += _series_svg(groups, sx, sy, left + pw + 14, top + 10)
+    if merged:
+        out.append(f'<text x="{left}" y="{height - 8}" font-size="11">lines with identical values are drawn once '
+                   'and named together (a = b)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _series_svg(groups: list[tuple[list[str], list]], sx: Callable[[float], float], sy: Callable[[float], float],
+                legend_x: float, legend_y: float) -> list[str]:
+    """The lines of `line_chart_svg` (polyline + markers each) and their legend entries (line sample, marker,
+    label wrapped after an '=') from (`legend_x`, `legend_y`) down."""
+    e = html.escape
+    out: list[str] = []
+    for i, (names, pts) in enumerate(groups):
+        c = _COLOURS[i % len(_COLOURS)]
+        dash = f' stroke-dasharray="{_DASHES[i % len(_DASHES)]}"' if _DASHES[i % len(_DASHES)] else ""
+        shape = _MARKERS[i % len(_MARKERS)]
+        label = " = ".join(names)
+        line = sorted(pts)
+        pts_s = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+        out.append(f'<polyline class="series" data-names="{e(",".join(names))}" data-marker="{shape}" fill="none" '
+                   f'stroke="{c}" stroke-width="2"{dash} points="{pts_s}"><title>{e(label)}</title></polyline>')
+        for x, y in line:
+            out.append(_marker(shape, sx(x), sy(y), c, f"{label}: {_cell(x)} -> {_cell(y)}"))
+        out.append(f'<line x1="{legend_x}" y1="{legend_y}" x2="{legend_x + 28}" y2="{legend_y}" stroke="{c}" '
+                   f'stroke-width="2"{dash}/>')
+        out.append(_marker(shape, legend_x + 14, legend_y, c, label))
+        for j, part in enumerate(_wrap_label(names)):
+            out.append(f'<text x="{legend_x + 34}" y="{legend_y + 4 + 14 * j}">{e(part)}</text>')
+            legend_y += 14 if j else 0
+        legend_y += 20
+    return out
 
 
 def _nice_step(ymax: float) -> float:

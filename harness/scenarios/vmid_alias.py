@@ -27,7 +27,7 @@ from devmodel.trace import Tracer
 from ..host.iommufd import IommufdError
 from ..host.vmid_policy import PolicyError
 from .base import Scenario
-from .platform import ScenarioPlatform
+from .platform import ScenarioPlatform, errno_message
 from .result import ScenarioResult
 
 __all__ = ["VmidAlias"]
@@ -77,7 +77,7 @@ class VmidAlias(Scenario):
             try:
                 plat.attach_s2("A")
             except IommufdError as e:
-                plat.attach_errors["A"] = str(e)
+                plat.attach_errors["A"] = errno_message(e)
                 plat.gate_value = 3
                 return 0
             plat.gate_value = 1

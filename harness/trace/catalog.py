@@ -6,7 +6,7 @@ import importlib
 
 from devmodel.trace import REGISTRY, EventDef
 
-__all__ = ["EVENT_MODULES", "load_all", "all_events"]
+__all__ = ["EVENT_MODULES", "load_all", "all_events", "listing"]
 
 EVENT_MODULES = (
     "devmodel.dvm",
@@ -37,3 +37,10 @@ def load_all() -> None:
 def all_events() -> list[EventDef]:
     load_all()
     return [REGISTRY[k] for k in sorted(REGISTRY)]
+
+
+def listing(events: list[EventDef] | None = None) -> str:
+    """`name(field, ...)  -- doc` per event, one a line (what `trace-events` and `--trace-events help` print,
+    like QEMU's `-trace help`)."""
+    return "".join(f"{e.name}({', '.join(e.fields)})" + (f"  -- {e.doc}" if e.doc else "") + "\n"
+                   for e in (all_events() if events is None else events))

@@ -15,8 +15,9 @@ Not done yet: binary Perfetto protobuf output, log rotation.
 from __future__ import annotations
 
 import atexit
-import re
 import json
+import re
+import sys
 import weakref
 from enum import Enum
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import IO, Any, Callable, Optional
 from devmodel.trace import Record
 
 __all__ = ["record_obj", "TextSink", "JsonlSink", "ChromeSink", "open_sink", "FORMATS", "HEX_FIELDS",
-           "Annotate", "Where"]
+           "Annotate", "Where", "STDERR"]
 
 Annotate = Callable[[Optional[int], int], tuple[Optional[str], Optional[str]]]
 Where = Callable[[], Optional[tuple[int, int]]]
@@ -34,6 +35,7 @@ Where = Callable[[], Optional[tuple[int, int]]]
 HEX_FIELDS = frozenset({"pc", "addr", "xt", "size", "range_bytes", "ipa", "iova", "pa", "va", "val", "value",
                         "base", "offset"})
 FORMATS = ("text", "jsonl", "chrome")
+STDERR = "-"                 # the trace "file" name for stderr
 _SIMPLE = frozenset({int, str, bool, float, type(None)})
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode     # one encoder: json.dumps(..., separators=)
                                                              # would build a new one per call
@@ -273,11 +275,14 @@ def format_for(path: str | Path) -> str:
 
 def open_sink(target: str | Path | IO[str], fmt: str = "jsonl", annotate: Annotate | None = None,
               where: Where | None = None, cpu_name: Callable[[int], str] | None = None) -> _FileSink:
-    """Open a sink of format `fmt` (text, jsonl, chrome) on a path or text stream."""
+    """Open a sink of format `fmt` (text, jsonl, chrome) on a path or text stream; the path `-` is stderr (where
+    QEMU's log trace backend writes; opening /dev/stderr instead would truncate a redirected log file)."""
     try:
         cls = _SINKS[fmt]
     except KeyError:
         raise ValueError(f"unknown trace format {fmt!r} (choose from {', '.join(FORMATS)})") from None
+    if isinstance(target, str) and target == STDERR:
+        target = sys.stderr
     if cls is ChromeSink:
         return cls(target, annotate, where, cpu_name)
     return cls(target, annotate, where)

@@ -77,3 +77,12 @@ def test_psci_call_event_carries_the_function_name():
     p = Psci(MPIDRS, tracer=Tracer(sinks=[sink], events="psci_call"))
     p.call(0, 0x8400_0000)
     assert [(r["fid"], r["name"], r["ret"]) for r in sink.records] == [(0x8400_0000, "PSCI_VERSION", 0x10001)]
+
+
+def test_ret_text_is_what_the_guest_reads():
+    from devmodel.psci import PsciResult
+    assert PsciResult(None).ret_text == "no return"
+    assert PsciResult(0x10001).ret_text == "0x10001"
+    assert PsciResult(0).ret_text == "0x0"
+    assert PsciResult(-2).ret_text == "-2 INVALID_PARAMETERS"
+    assert PsciResult(-99).ret_text == "-99"

@@ -18,10 +18,27 @@ def guest_elf(name: str) -> Path:
     return build_test_guest(name).path
 
 
-def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python3 -m harness ARGS` in a subprocess: real exit status, stdout and stderr."""
-    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+def run_cli(*args: str, timeout: float = 60, env: dict | None = None, cwd: str | os.PathLike | None = None
+            ) -> subprocess.CompletedProcess:
+    """`python3 -m harness ARGS` in a subprocess: real exit status, stdout and stderr. With `cwd` (another
+    directory than the checkout) the checkout stays first on PYTHONPATH, so it is still this tree's harness."""
+    env = {**os.environ, **(env or {})}
+    if cwd is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_cli_closed_stdout(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Like run_cli, with stdout a pipe whose reader has already gone (`... | head -1` once head exited):
+    every write to it fails with EPIPE."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT, stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+    finally:
+        os.close(w)
 
 
 def assert_no_traceback(p: subprocess.CompletedProcess) -> None:

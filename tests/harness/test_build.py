@@ -1,6 +1,7 @@
 """Guest builds (harness/build.py): default ziglang toolchain, cache by content, overrides, errors."""
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,4 +81,74 @@ def test_cli_build(tmp_path):
     p = run_cli("build", HELLO, "-o", out, env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")})
     assert p.returncode == 0 and p.stdout.strip() == str(out) and out.is_file()
     p = run_cli("build", tmp_path / "missing.c")
-    assert p.returncode == 1 and "no such source file" in p.stderr and "Traceback" not in p.stderr
+    # a missing source is bad input (125, as for `run`), not a failed compile (1: see test_cli_compile_error)
+    assert p.returncode == 125 and "no such source file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_compile_error_exits_1(tmp_path):
+    from guestbin import run_cli
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return undeclared; }\n")
+    p = run_cli("build", bad, env={"SMMU_HARNESS_CACHE": str(tmp_path / "c")})
+    assert p.returncode == 1 and "undeclared" in p.stderr and "Traceback" not in p.stderr
+
+
+NEEDS_FOO = '#include "guest.h"\n#ifndef FOO\n#error FOO not defined\n#endif\nint main(void) { return FOO; }\n'
+
+
+def test_cli_cflags_value_may_start_with_a_dash(tmp_path, capsys):
+    """`--cflags "-DFOO"` (the README's form) is a value, not an unknown option; every form reaches the compiler."""
+    from harness.cli import main
+    src = tmp_path / "foo.c"
+    src.write_text(NEEDS_FOO)
+    for i, form in enumerate([["--cflags", "-DFOO=5"], ["--cflags=-DFOO=5"], ["--cflags", "-Wall -DFOO=5"],
+                              ["--cflags", "-Wall", "--cflags", "-DFOO=5"]]):
+        elf = tmp_path / f"foo{i}.elf"
+        assert main(["build", str(src), "-o", str(elf), *form]) == 0, (form, capsys.readouterr().err)
+        assert main(["run", str(elf)]) == 5, form
+
+
+def test_cli_cflags_O0_links_and_runs(tmp_path, capsys):
+    """Any -O level links: the runtime never needs a sanitizer runtime (zig's clang enables UBSan at -O0)."""
+    from harness.cli import main
+    out = tmp_path / "hello0.elf"
+    assert main(["build", str(HELLO), "-o", str(out), "--cflags=-O0"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["run", str(out)]) == 0
+    assert capsys.readouterr().out.endswith("SUMMARY: 5 tests, 0 unexpected failures, 0 skipped\n")
+
+
+@pytest.mark.parametrize("case", ["output is a directory", "source is a directory", "output directory missing",
+                                  "include directory missing", "cache unusable"])
+def test_cli_build_path_errors_are_one_line_125(tmp_path, capsys, monkeypatch, case):
+    from harness.cli import main
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = {"output is a directory": [HELLO, "-o", tmp_path],
+            "source is a directory": [tmp_path],
+            "output directory missing": [HELLO, "-o", tmp_path / "missing" / "dir" / "x.elf"],
+            "include directory missing": [HELLO, "-I", tmp_path / "noinc"],
+            "cache unusable": [HELLO]}[case]
+    message = {"output is a directory": "is a directory", "source is a directory": "is a directory",
+               "output directory missing": f"no such directory {tmp_path / 'missing' / 'dir'}",
+               "include directory missing": "no such directory",
+               "cache unusable": "set SMMU_HARNESS_CACHE to a writable directory"}[case]
+    if case == "cache unusable":
+        monkeypatch.setenv("SMMU_HARNESS_CACHE", str(blocker / "cache"))
+    assert main(["build", *map(str, args)]) == 125
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "missing").exists()          # nothing created on the way
+
+
+def test_cache_dir_outside_a_checkout(tmp_path, monkeypatch):
+    """An installed package (no pyproject.toml next to guest_fw) caches in the user's cache directory, never
+    next to the package (site-packages)."""
+    from harness import build
+    assert build.cache_dir({"SMMU_HARNESS_CACHE": str(tmp_path / "x")}) == tmp_path / "x"
+    assert build.cache_dir({}) == build.GUEST_FW.parent / ".guest-cache"          # this checkout
+    fake = tmp_path / "site-packages" / "guest_fw"
+    fake.mkdir(parents=True)
+    monkeypatch.setattr(build, "GUEST_FW", fake)
+    assert build.cache_dir({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "smmu-harness"
+    assert build.cache_dir({}) == Path.home() / ".cache" / "smmu-harness"

@@ -1,9 +1,10 @@
 """`smmu-harness run` end to end (subprocess): console, exit statuses, bad input, -d/-D, --ktap."""
 import struct
+from pathlib import Path
 
 import pytest
 
-from guestbin import assert_no_traceback, guest_elf, run_cli
+from guestbin import assert_no_traceback, guest_elf, run_cli, run_cli_closed_stdout
 
 
 def test_hello_prints_console_and_exits_0():
@@ -181,3 +182,120 @@ def test_trace_events_lists_every_event_with_fields():
         {n for n in REGISTRY if n.startswith("kvm_vmid_")}
     p = run_cli("trace-events", "nope")
     assert p.returncode == 125 and "unknown trace event 'nope'" in p.stderr
+
+
+# -- errors are one line and a status; a closed pipe is quiet ----------------------------------------------
+@pytest.mark.parametrize("args,status", [
+    (["trace-events"], 0),                                       # the command's own status stands
+    (["scenario", "list"], 0),
+    (["build", "guest_fw/tests/hello.c"], 0),
+    (["run", "@report_fail"], 1),                                # the guest's own status
+    (["run", "@report_fail", "--ktap"], 1),
+    (["run", "@hello"], 0),
+    (["scenario", "run", "over-invalidation", "--policy", "private", "--vms", "1"], 1),
+])
+def test_closed_stdout_exits_quietly(args, status):
+    p = run_cli_closed_stdout(*[str(guest_elf(a[1:])) if a.startswith("@") else a for a in args])
+    assert p.returncode == status
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr and "Broken pipe" not in p.stderr
+    if "--ktap" not in args:
+        assert p.stderr == ""
+
+
+@pytest.mark.parametrize("case", ["ELF is a directory", "-D directory", "-D missing directory",
+                                  "--trace missing directory", "--expect-trace directory",
+                                  "--update-golden into a missing directory"])
+def test_oserror_on_a_user_path_is_one_line_125(tmp_path, capsys, case):
+    from harness.cli import main
+    hello = guest_elf("hello")
+    missing = tmp_path / "no" / "such"
+    args = {"ELF is a directory": [tmp_path],
+            "-D directory": [hello, "-d", "int", "-D", tmp_path],
+            "-D missing directory": [hello, "-d", "int", "-D", missing / "log"],
+            "--trace missing directory": [hello, "--trace", missing / "t.log"],
+            "--expect-trace directory": [hello, "--expect-trace", tmp_path],
+            "--update-golden into a missing directory": [hello, "--expect-trace", missing / "g.jsonl",
+                                                         "--update-golden"]}[case]
+    assert main(["run", *map(str, args)]) == 125, case
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and cap.out == "", cap.err
+    named = str(args[-2] if case == "--update-golden into a missing directory" else args[-1])
+    assert named in cap.err or str(Path(named).parent) in cap.err, cap.err
+    assert "Errno" not in cap.err and "internal error" not in cap.err and "Traceback" not in cap.err
+
+
+# -- --cpus and the runtime's per-CPU stacks -------------------------------------------------------------
+def test_cpus_above_the_images_stacks_is_refused(capsys):
+    """The default image has 16 per-CPU stacks (GUEST_NR_CPUS); more --cpus is refused before it runs (it used to
+    park CPU 16 in cpu_setup and hang the guest), saying how to build for more."""
+    from harness.cli import main
+    assert main(["run", str(guest_elf("smp")), "--cpus", "17"]) == 125
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "built with stacks for 16 CPUs" in err and "build --max-cpus 17" in err
+
+
+def test_build_max_cpus_boots_that_many(tmp_path, capsys):
+    from harness.build import TESTS_DIR
+    from harness.cli import main
+    from harness.elfload import load_elf
+    elf = tmp_path / "smp20.elf"
+    assert main(["build", str(TESTS_DIR / "smp.c"), "-o", str(elf), "--max-cpus", "20"]) == 0
+    assert load_elf(elf).constants["GUEST_NR_CPUS"] == 20
+    capsys.readouterr()
+    assert main(["run", str(elf), "--cpus", "20", "--timeout", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: smp: cpu19: OFF after CPU_OFF" in out and "INFO: smp: 20 CPUs present" in out
+    assert main(["build", str(TESTS_DIR / "smp.c"), "--max-cpus", "257"]) == 125
+    assert "--max-cpus 257: 1 to 256" in capsys.readouterr().err
+
+
+def test_runtime_cpu_defaults_agree():
+    import re
+    from harness.build import DEFAULT_CPUS, LINKER_SCRIPT, RUNTIME_DIR
+    from harness.elfload import load_elf
+    assert f"DEFINED(GUEST_NR_CPUS) ? GUEST_NR_CPUS : {DEFAULT_CPUS};" in LINKER_SCRIPT.read_text()
+    assert re.search(rf"#define NR_CPUS {DEFAULT_CPUS}\b", (RUNTIME_DIR / "guest.h").read_text())
+    assert load_elf(guest_elf("hello")).constants["GUEST_NR_CPUS"] == DEFAULT_CPUS
+
+
+@pytest.mark.parametrize("guest,cpus,skip", [("smp_remap_local", 1, "needs 2 CPUs"), ("tlbi_smp4", 2, "needs 4 CPUs")])
+def test_smp_samples_skip_quickly_without_enough_cpus(capsys, guest, cpus, skip):
+    """The samples check smp_boot_secondary: too few vCPUs is a SKIP line, not a 300 s hang."""
+    from harness.cli import main
+    assert main(["run", str(guest_elf(guest)), "--cpus", str(cpus), "--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "SKIP: " in out and skip in out and "1 skipped" in out
+
+
+# -- guest values printed as the guest sees them ---------------------------------------------------------
+def test_int_log_prints_psci_results_as_the_guest_reads_them(tmp_path, capsys):
+    from harness.cli import main
+    log = tmp_path / "int.log"
+    assert main(["run", str(guest_elf("smp")), "--cpus", "2", "-d", "int", "-D", str(log)]) == 0
+    text = log.read_text()
+    assert "None" not in text and "True" not in text and "False" not in text
+    assert "PSCI AFFINITY_INFO64(0x1, 0x0, 0x0) -> 0x1" in text                # OFF
+    assert "PSCI CPU_OFF(0x0, 0x0, 0x0) -> no return" in text
+    assert "-> -4 ALREADY_ON" in text and "-> -2 INVALID_PARAMETERS" in text
+
+
+def test_unittests_cfg_names_only_options_that_exist():
+    """The catalogue's comments advertise only options its pytest plugin really adds."""
+    import re
+
+    from harness import pytest_plugin
+    from harness.build import TESTS_DIR
+
+    added: set[str] = set()
+
+    class Recorder:
+        def getgroup(self, *a, **kw):
+            return self
+
+        def addoption(self, *names, **kw):
+            added.update(names)
+
+    pytest_plugin.pytest_addoption(Recorder())
+    comments = [line for line in (TESTS_DIR / "unittests.cfg").read_text().splitlines() if line.startswith("#")]
+    options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", "\n".join(comments)))
+    assert "--update-golden" in options and options <= added, options - added

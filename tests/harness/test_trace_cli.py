@@ -62,3 +62,53 @@ def test_bad_trace_options_are_usage_errors(dsb_guest, capsys, opts, msg):
     assert main(["run", dsb_guest, *opts]) == 125                  # EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert msg in err and "internal error" not in err
+
+
+# -- no silent no-ops; QEMU-style `help` listings ------------------------------------------------------------
+@pytest.mark.parametrize("opts, msg", [
+    (["--trace", "{tmp}/t.log", "--trace-events", "nomatch*"], "selects no trace event"),
+    (["--trace", "{tmp}/t.log", "--trace-events", "tlbi*,-tlbi*"], "selects no trace event"),
+    (["--trace-format", "text"], "--trace-format text needs --trace FILE"),
+    (["--trace-events", "tlbi*"], "--trace-events needs --trace FILE"),
+])
+def test_trace_options_that_would_do_nothing_are_usage_errors(dsb_guest, tmp_path, capsys, opts, msg):
+    assert main(["run", dsb_guest, *[o.format(tmp=tmp_path) for o in opts]]) == 125
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+    assert not (tmp_path / "t.log").exists()
+
+
+@pytest.mark.parametrize("opts", [["--trace", "help"], ["--trace-events", "help"], ["--trace-events", "tlbi*,help"]])
+def test_trace_help_lists_the_events_and_writes_no_file(tmp_path, opts):
+    from devmodel.trace import REGISTRY
+    from guestbin import run_cli
+    from harness.trace.catalog import load_all
+    load_all()
+    p = run_cli("run", *opts, cwd=tmp_path)                # no ELF needed, as `qemu -trace help`
+    assert p.returncode == 0 and p.stderr == ""
+    names = {line.split("(", 1)[0] for line in p.stdout.splitlines()}
+    assert {"tlbi_trap", "dvm_sync", "smmuv3_cmdq_opcode", "kvm_vmid_rollover"} <= names <= set(REGISTRY)
+    assert list(tmp_path.iterdir()) == []                  # in particular no file named "help"
+
+
+def test_d_help_lists_the_log_categories(capsys):
+    from harness.log import CATEGORIES
+    assert main(["run", "-d", "help"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Log items (comma separated):"        # QEMU's -d help heading
+    assert [line.split()[0] for line in out[1:]] == [*CATEGORIES, "all"]
+
+
+def test_scenario_run_trace_help_and_no_ops(tmp_path, capsys):
+    assert main(["scenario", "run", "sva-btm", "--trace-events", "help"]) == 0
+    assert "scenario_report(" in capsys.readouterr().out
+    assert main(["scenario", "run", "sva-btm", "--trace", str(tmp_path / "s.log"), "--trace-events", "zz*"]) == 125
+    assert "selects no trace event" in capsys.readouterr().err and not (tmp_path / "s.log").exists()
+    assert main(["scenario", "run", "sva-btm", "--trace-events", "tlbi*"]) == 125
+    assert "needs --trace FILE" in capsys.readouterr().err
+
+
+def test_trace_to_stderr(dsb_guest, capsys):
+    assert main(["run", dsb_guest, "--cpus", "2", "--trace", "-", "--trace-events", "dvm_sync"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("dvm_sync ") for line in err)

@@ -98,10 +98,12 @@ def test_usage_errors(argv, capsys, tmp_path):
 def test_report_small_matrix(tmp_path, capsys):
     rc = main(["scenario", "report", "-o", str(tmp_path), "--scenarios",
                "sva-btm,over-invalidation,no-btm-forwarding", "--policies", "private,shared", "--widths", "8",
-               "--sweep", "1,2"])
+               "--sweep", "1,2", "-j", "1"])
     assert rc == 0
     cap = capsys.readouterr()
-    assert "[" in cap.err and "#" in cap.err and "12/12" in cap.err         # progress bar on stderr
+    # progress on stderr; not a terminal here, so plain lines (the bar is drawn only on a tty:
+    # test_progress_bar_only_on_a_terminal)
+    assert "[12/12] " in cap.err and "\r" not in cap.err and cap.err.count("\n") == 12
     md = (tmp_path / "report.md").read_text()
     assert "| sva-btm | private | 8 | **no** |" in md and "| sva-btm | shared | 8 | yes |" in md
     assert "![over_invalidation.svg](over_invalidation.svg)" in md and "![vm_exits.svg](vm_exits.svg)" in md
@@ -171,3 +173,225 @@ def test_run_report_with_a_fake_runner(tmp_path):
     files = run_report(tmp_path, m, runner, ProgressBar(1, io.StringIO()))
     assert "| private | 7 | 21 |" in files["report.md"].read_text()
     assert "vm_exits.svg" not in files
+
+
+# -- scenario report: arguments checked first, results kept as they complete, -j ------------------------------
+@pytest.mark.parametrize("argv, msg", [
+    (["--sweep", "0"], "0 VMs: 1 to 64"), (["--sweep", "1,65"], "65 VMs: 1 to 64"), (["--sweep", "x"], "not a number"),
+    (["--scenarios", "nosuch"], "unknown scenario 'nosuch' (choose from sva-btm, vmid-alias, over-invalidation, "
+                                "no-btm-forwarding, kvm-ordering)"),
+    (["--policies", "shared,bogus"], "unknown policy 'bogus' (choose from private, unpinned"),
+    (["--widths", "12"], "unknown VMID width '12' (choose from 8, 16)"),
+    (["-j", "0"], "at least 1"), (["--scenarios", ","], "no scenario given"),
+])
+def test_report_checks_every_argument_before_running(tmp_path, capsys, argv, msg):
+    out = tmp_path / "rep"
+    assert main(["scenario", "report", "-o", str(out), *argv]) == 125
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1, err
+    assert not out.exists()                                  # nothing ran, nothing written
+
+
+def test_report_output_directory_checked_first(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["scenario", "report", "-o", str(blocker / "sub"), "--scenarios", "sva-btm"]) == 125
+    err = capsys.readouterr().err
+    assert str(blocker / "sub") in err and err.count("\n") == 1 and "internal error" not in err
+
+
+def test_scenario_run_vms_upper_bound(capsys):
+    from harness.scenarios import MAX_VMS
+    assert main(["scenario", "run", "sva-btm", "--vms", str(MAX_VMS + 1)]) == 125
+    assert f"1 to {MAX_VMS}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=f"1 to {MAX_VMS}"):
+        from harness.scenarios import run_scenario
+        run_scenario("sva-btm", "shared", 8, MAX_VMS + 1)
+
+
+def _subparser(*path):
+    from harness.cli import build_parser
+    p = build_parser()
+    for name in path:
+        sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+        p = sub.choices[name]
+    return p
+
+
+@pytest.mark.parametrize("path", [("scenario", "report"), ("scenario", "run")])
+def test_every_scenario_option_has_help_with_its_default(path):
+    p = _subparser(*path)
+    for a in p._actions:
+        if a.option_strings and a.dest != "help":
+            assert a.help and "[" in a.help and a.help.rstrip().endswith("]"), (a.option_strings, a.help)
+
+
+def test_report_help_documents_jobs():
+    from harness.scenarios.cli import default_jobs
+    h = _subparser("scenario", "report").format_help()
+    assert "-j N, --jobs N" in h and f"[the CPUs available: {default_jobs()}]" in " ".join(h.split())
+
+
+def _fake_result(name, policy, bits, vms):
+    from harness.scenarios.result import ScenarioResult
+    r = ScenarioResult(name, policy, bits, vms or 1, ok=policy == "shared", verdict=f"{name} under {policy}")
+    r.metrics["over_invalidated_entries"] = (vms or 1) * 7 if policy == "private" else 0
+    return r
+
+
+def test_interrupted_report_keeps_what_finished(tmp_path):
+    calls = []
+
+    def runner(name, policy, bits, vms):
+        calls.append((name, policy))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _fake_result(name, policy, bits, vms)
+    m = Matrix(["over-invalidation"], ["private", "shared"], [8, 16], (1, 3))
+    with pytest.raises(KeyboardInterrupt):
+        run_report(tmp_path, m, runner, ProgressBar(1, io.StringIO()))
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["complete"] is False and [(r["policy"], r["vmid_bits"]) for r in data["matrix"]] == \
+        [("private", 8), ("private", 16)]
+    md = (tmp_path / "report.md").read_text()
+    assert "Interrupted: 2 of 8 runs finished." in md and "| over-invalidation | private | 16 |" in md
+
+
+def test_results_json_is_written_after_every_job(tmp_path):
+    seen = []
+
+    def runner(name, policy, bits, vms):
+        f = tmp_path / "results.json"
+        seen.append(len(json.loads(f.read_text())["matrix"]) if f.exists() else 0)
+        return _fake_result(name, policy, bits, vms)
+    m = Matrix(["sva-btm"], ["private", "unpinned", "shared"], [8])
+    run_report(tmp_path, m, runner, ProgressBar(1, io.StringIO()))
+    assert seen == [0, 1, 2]
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is True
+
+
+def test_a_failing_run_is_reported_and_the_rest_go_on(tmp_path):
+    def runner(name, policy, bits, vms):
+        if policy == "unpinned":
+            raise RuntimeError("model bug")
+        return _fake_result(name, policy, bits, vms)
+    m = Matrix(["sva-btm", "no-btm-forwarding"], ["private", "unpinned", "shared"], [8], (1,))
+    files = run_report(tmp_path, m, runner, ProgressBar(1, io.StringIO()))
+    rows = json.loads(files["results.json"].read_text())["matrix"][:3]
+    assert [r["ok"] for r in rows] == [False, False, True] and rows[1]["error"] == "RuntimeError: model bug"
+    assert "the run failed: RuntimeError: model bug" in files["report.md"].read_text()
+
+
+def _without_timing(path):
+    d = json.loads(path.read_text())
+    for k in ("matrix", "over_invalidation_sweep", "vm_exits_sweep"):
+        for r in d[k]:
+            r.pop("seconds")
+    return d
+
+
+def test_parallel_report_is_identical_to_serial(tmp_path, capsys):
+    args = ["--scenarios", "over-invalidation,no-btm-forwarding", "--policies", "private,shared",
+            "--widths", "8", "--sweep", "1"]
+    assert main(["scenario", "report", "-o", str(tmp_path / "j1"), "-j", "1", *args]) == 0
+    assert main(["scenario", "report", "-o", str(tmp_path / "j2"), "-j", "2", *args]) == 0
+    capsys.readouterr()
+    assert _without_timing(tmp_path / "j1" / "results.json") == _without_timing(tmp_path / "j2" / "results.json")
+    for name in ("report.md", "over_invalidation.svg", "vm_exits.svg"):
+        assert (tmp_path / "j1" / name).read_text() == (tmp_path / "j2" / name).read_text(), name
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal():
+    from harness.scenarios.report import LineProgress, make_progress
+    tty, pipe = _Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = make_progress(2, stream)
+        bar.show("starting")
+        bar.step("a: ok")
+        bar.step("b: NOT OK")
+        bar.close()
+    assert type(make_progress(2, pipe)) is LineProgress
+    assert "\r[" in tty.getvalue() and "[##############################] 2/2 b: NOT OK" in tty.getvalue()
+    assert pipe.getvalue() == "[1/2] a: ok\n[2/2] b: NOT OK\n"
+
+
+def test_coincident_series_are_drawn_once_and_named_together():
+    svg = line_chart_svg("t", "x", "y", {"private": [(1, 24), (2, 48)], "unpinned": [(1, 24), (2, 48)],
+                                         "split": [(1, 24), (2, 48)], "restricted": [(1, 0), (2, 0)],
+                                         "shared": [(1, 0), (2, 0)], "half": [(1, 12), (2, 0)]})
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert [p.get("data-names") for p in lines] == ["private,unpinned,split", "restricted,shared", "half"]
+    legend = " ".join(t.text for t in root.iter(f"{ns}text"))
+    assert "private = unpinned =" in legend and "restricted = shared" in legend and "drawn once" in legend
+    assert "unpinned" not in legend.replace("private = unpinned =", "")   # each series named exactly once
+    # every drawn line has its own colour, dash pattern and marker shape
+    for attr in ("stroke", "stroke-dasharray", "data-marker"):
+        assert len({p.get(attr) for p in lines}) == 3, attr
+    assert {m.tag for m in root} >= {f"{ns}circle", f"{ns}rect", f"{ns}polygon"}
+
+
+def _children(pid):
+    import os
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _start_parallel_report(out):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from guestbin import ROOT
+    p = subprocess.Popen([sys.executable, "-m", "harness", "scenario", "report", "-o", str(out), "-j", "2",
+                          "--scenarios", "sva-btm,over-invalidation", "--sweep", "1,2,3,4"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    t0 = time.time()
+    while not (out / "results.json").exists():
+        assert p.poll() is None and time.time() - t0 < 60, "no job finished"
+        time.sleep(0.1)
+    return p
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="needs /proc to find the worker processes")
+def test_parallel_report_workers_exit_when_the_parent_is_killed(tmp_path):
+    import os
+    import time
+    p = _start_parallel_report(tmp_path / "rep")
+    kids = _children(p.pid)
+    tree = kids + [g for k in kids for g in _children(k)]         # forkserver, workers, resource tracker
+    assert len(tree) >= 3
+    p.kill()
+    p.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(os.path.exists(f"/proc/{x}") for x in tree):
+        time.sleep(0.2)
+    assert not [x for x in tree if os.path.exists(f"/proc/{x}")]    # no orphans left waiting for jobs
+
+
+def test_parallel_report_on_sigterm_writes_what_finished(tmp_path):
+    import signal
+    out = tmp_path / "rep"
+    p = _start_parallel_report(out)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    data = json.loads((out / "results.json").read_text())
+    assert data["complete"] is False and data["matrix"]
+    assert "Interrupted: " in (out / "report.md").read_text()
