@@ -112,7 +112,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
                    help="instructions per scheduling slice when several vCPUs run [10000]")
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
-    # tracing (issue 3): harness/trace
+    # tracing: harness/trace
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the selected trace events to FILE ('-': stderr; "
                         "'--trace help' lists the events)")
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("globs", nargs="?", default=None, metavar="GLOBS",
                         help="comma-separated globs, e.g. 'tlbi*,dvm*,smmuv3_cmdq_*'")
     events.set_defaults(func=cmd_trace_events)
-    from .scenarios.cli import add_scenario_parser   # scenario list|run|report (issue 8)
+    from .scenarios.cli import add_scenario_parser   # scenario list|run|report
     add_scenario_parser(sub)
     return parser
 

@@ -118,9 +118,11 @@ def _imports(tree: ast.Module, modname: str, is_pkg: bool, dm: Devmodel) -> dict
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
+                top = a.asname or a.name.split(".")[0]
                 if a.name.split(".")[0] == "devmodel":
-                    top = a.asname or a.name.split(".")[0]
                     names[top] = dm.modules.get(a.name if a.asname else "devmodel")
+                else:
+                    names[top] = f"module:{a.name}"        # a module from outside devmodel (os, sys ...)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -325,6 +327,8 @@ class _Visitor:
                 return f"{ast.unparse(obj)}.{attr}: private member of devmodel {attr_types[obj.attr].__name__}"
         if isinstance(obj, ast.Name) and obj.id in local_types:
             return f"{obj.id}.{attr}: private member of devmodel {local_types[obj.id].__name__}"
+        if isinstance(obj, ast.Name) and str(self.names.get(obj.id, "")).startswith("module:"):
+            return None                                  # os._exit, sys._getframe: not a devmodel object
         if attr in self.ck.dm.all_private and attr not in self.ck.harness_private:
             return f"{ast.unparse(obj)}.{attr}: private member of a devmodel class"
         return None
