@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Any, Callable, Iterable, Sequence
 
 from ...bus import BusError
-from ...fields import Layout, decode_as
+from ...fields import Layout
 from ...smmuv3 import cd as cdmod
 from ...smmuv3 import strtab
 from ...smmuv3.fault import EventType, Fault
@@ -45,7 +45,7 @@ from ..ring import Chain, DmaMemory, Virtqueue
 from . import events  # noqa: F401  (declares the trace events)
 from .backend import IommuBackend
 from .layouts import (ATTACH_LAYOUT, CONFIG_FIELDS, CONFIG_SIZE, DETACH_LAYOUT, FAULT_LAYOUT, MAP_LAYOUT,
-                      PROBE_LAYOUT, TAIL_SIZE, UNMAP_LAYOUT, AttachReq, DetachReq, MapReq, ProbeReq, UnmapReq,
+                      PROBE_LAYOUT, TAIL_SIZE, UNMAP_LAYOUT, AttachReq, DetachReq, MapReq, ProbeReq, UnmapReq, decode,
                       resv_mem_property, tail)
 from .mappings import Mapping, MappingTree, unmap_plan
 from .pgtable import (ATTACH_TABLE_LAYOUT, F_ATTACH_TABLE, INVALIDATE_LAYOUT, PGT_ARM_LAYOUT, PGTF_ARM_LPAE,
@@ -293,7 +293,7 @@ class VirtioIommu(VirtioDevice):
             self._bad_request(rtype, IommuStatus.IOERR, why)
             self.requests[(kind.name, "IOERR")] += 1
             return bytes(room) + tail(IommuStatus.IOERR)
-        req = decode_as(kind.record, kind.layout, data[:kind.layout.nbytes])
+        req = decode(kind.record, kind.layout, data[:kind.layout.nbytes])
         try:
             body, status, why = kind.serve(req, data, room), IommuStatus.OK, ""
         except Reject as r:
@@ -495,9 +495,9 @@ class VirtioIommu(VirtioDevice):
         raw = data[:PGT_ARM_LAYOUT.nbytes]
         table: PageTable | PasidTable
         if req.format == PGTF_ARM_LPAE:
-            table = page_table(decode_as(PgtArmReq, PGT_ARM_LAYOUT, raw), fmt, self.phys_ok)
+            table = page_table(decode(PgtArmReq, PGT_ARM_LAYOUT, raw), fmt, self.phys_ok)
         elif req.format == PSTF_ARM_SV3:
-            table = pasid_table(decode_as(PstArmReq, PST_ARM_LAYOUT, raw), fmt, self.phys_ok)
+            table = pasid_table(decode(PstArmReq, PST_ARM_LAYOUT, raw), fmt, self.phys_ok)
         else:
             raise Reject(IommuStatus.UNSUPP, f"table format {req.format} not supported")
         self._join(req.domain, ep, DomainKind.TABLE, table,

@@ -13,16 +13,16 @@ fall back to older formats for small buffers; there are none older).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from typing import Any, Iterable
 
 from ...fields import Field, Layout
 from ..config import ConfigField
 from .spec import PROBE_T_RESV_MEM
 
-__all__ = ["byte_layout", "record", "HEAD_SIZE", "TAIL_SIZE", "CONFIG_FIELDS", "CONFIG_SIZE", "ATTACH_LAYOUT",
-           "DETACH_LAYOUT", "MAP_LAYOUT", "UNMAP_LAYOUT", "PROBE_LAYOUT", "PROP_HEAD_LAYOUT", "property_layout", "RESV_MEM_LAYOUT",
-           "FAULT_LAYOUT", "AttachReq", "DetachReq", "MapReq", "UnmapReq", "ProbeReq", "FaultRecord",
-           "property_bytes", "resv_mem_property", "tail"]
+__all__ = ["byte_layout", "record", "decode", "property_layout", "HEAD_SIZE", "TAIL_SIZE", "CONFIG_FIELDS",
+           "CONFIG_SIZE", "ATTACH_LAYOUT", "DETACH_LAYOUT", "MAP_LAYOUT", "UNMAP_LAYOUT", "PROBE_LAYOUT",
+           "PROP_HEAD_LAYOUT", "RESV_MEM_LAYOUT", "FAULT_LAYOUT", "AttachReq", "DetachReq", "MapReq", "UnmapReq",
+           "ProbeReq", "FaultRecord", "property_bytes", "resv_mem_property", "tail"]
 
 
 def byte_layout(name: str, size: int, fields: Iterable[tuple[str, int, int]]) -> Layout:
@@ -31,13 +31,18 @@ def byte_layout(name: str, size: int, fields: Iterable[tuple[str, int, int]]) ->
 
 
 def record(name: str, layout: Layout) -> type:
-    """A frozen dataclass with one int attribute (default 0) per field of `layout`, lower-case, in order:
-    what `devmodel.fields.decode_as` fills and `encode_from` packs."""
+    """A frozen dataclass with one int attribute (default 0) per field of `layout`, lower-case, in order;
+    `decode` fills one from bytes."""
     cls = dataclasses.make_dataclass(name, [(f.name.lower(), int, dataclasses.field(default=0))
                                             for f in layout.fields], frozen=True, slots=True)
     cls.__module__ = __name__
     cls.__doc__ = f"{name}: a decoded {layout.name} ({', '.join(f.name.lower() for f in layout.fields)})."
     return cls
+
+
+def decode(cls: type, layout: Layout, data: bytes) -> Any:
+    """The `record` of `layout` in `data` (exactly `layout.nbytes` bytes)."""
+    return cls(**layout.unpack(layout.from_bytes(data)))
 
 
 HEAD_SIZE = 4                   # struct virtio_iommu_req_head {u8 type; u8 reserved[3];}

@@ -7,7 +7,6 @@ import struct
 
 import pytest
 
-from devmodel.fields import decode_as
 from devmodel.virtio.iommu import layouts as L
 from devmodel.virtio.iommu import pgtable as P
 
@@ -41,7 +40,7 @@ def test_request_sizes_are_the_spec_structs_without_their_tail():
      dict(type=7, scope=4, flags=2, domain=3, pasid=9, id=0x42, virt_start=0x7000, nr_pages=3, granule=12)),
 ])
 def test_struct_packed_requests_decode_field_by_field(raw, record, layout, want):
-    rec = decode_as(record, layout, raw[:layout.nbytes])
+    rec = L.decode(record, layout, raw[:layout.nbytes])
     for k, v in want.items():
         assert getattr(rec, k) == v, k
 
