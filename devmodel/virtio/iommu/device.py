@@ -528,20 +528,26 @@ class VirtioIommu(VirtioDevice):
     def report_fault(self, endpoint: int, reason: FaultReason, *, address: int | None = None, read: bool = False,
                      write: bool = False, exec_: bool = False) -> None:
         """Report a fault of `endpoint` on the event queue (5.13.6.9); the VMM calls this for assigned
-        endpoints (it picks the closest reason), `translate` for emulated ones."""
+        endpoints (it picks the closest reason)."""
         flags = ((FAULT_F_READ if read else 0) | (FAULT_F_WRITE if write else 0) | (FAULT_F_EXEC if exec_ else 0)
                  | (FAULT_F_ADDRESS if address is not None else 0))
-        record = FAULT_LAYOUT.to_bytes(FAULT_LAYOUT.pack(reason=int(reason), flags=flags, endpoint=endpoint,
-                                                         address=address or 0))
+        self.report(TranslateFault(FaultReason(reason), flags, endpoint, address or 0, "reported by the VMM"))
+
+    def report(self, fault: TranslateFault) -> None:
+        """Queue the report of `fault` and deliver what the driver's event buffers can take."""
+        record = FAULT_LAYOUT.to_bytes(FAULT_LAYOUT.pack(reason=int(fault.reason), flags=fault.flags,
+                                                         endpoint=fault.endpoint, address=fault.address))
         if len(self.pending_events) >= self.max_pending_events:
             self.stats["events_dropped"] += 1
-            self._emit("virtio_iommu_fault_dropped", reason=int(reason), endpoint=endpoint,
+            self._emit("virtio_iommu_fault_dropped", reason=int(fault.reason), endpoint=fault.endpoint,
                        why=f"{self.max_pending_events} reports wait for event buffers")
             return
         self.pending_events.append(record)
-        sent = self._flush_events()
-        self._emit("virtio_iommu_report_fault", reason=int(reason), flags=flags, endpoint=endpoint,
-                   address=address or 0, queued=int(not sent))
+        self._flush_events()
+        if "virtio_iommu_report_fault" in self.tracer.enabled:
+            queued = any(r is record for r in self.pending_events)
+            self.tracer.emit("virtio_iommu_report_fault", dev=self.name, reason=int(fault.reason), flags=fault.flags,
+                             endpoint=fault.endpoint, address=fault.address, queued=int(queued))
 
     def _flush_events(self) -> int:
         """Write waiting reports into the driver's event buffers; returns how many were delivered."""
@@ -573,8 +579,7 @@ class VirtioIommu(VirtioDevice):
         out = self.resolve(endpoint, iova, write=write, exec_=exec_, pasid=pasid)
         if isinstance(out, TranslateFault):
             if report:
-                self.report_fault(endpoint, out.reason, address=iova, read=not write and not exec_, write=write,
-                                  exec_=exec_)
+                self.report(out)
             return out
         pa = out[0]
         if "virtio_iommu_translate_out" in self.tracer.enabled:
@@ -662,7 +667,7 @@ class EndpointMemory:
         while size > 0:
             r = self.iommu.resolve(self.endpoint, addr, write=write, pasid=self.pasid)
             if isinstance(r, TranslateFault):
-                self.iommu.report_fault(self.endpoint, r.reason, address=addr, read=not write, write=write)
+                self.iommu.report(r)
                 raise BusError(addr, size, f"virtio-iommu: endpoint {self.endpoint:#x}: {r.why}")
             n = min(size, r[1] - addr + 1)
             out.append((r[0], n))
