@@ -211,9 +211,9 @@ class VirtioIommu(VirtioDevice):
         when the extension is negotiated (or `extension`)."""
         ep = self.endpoints[endpoint]
         out = b"".join(resv_mem_property(r.subtype, r.start, r.end) for r in ep.resv)
-        if extension if extension is not None else self.negotiated(F_ATTACH_TABLE):
-            out += self.format_of(endpoint).properties()
-        return out
+        if extension is None:
+            extension = self.negotiated(F_ATTACH_TABLE)
+        return out + self.format_of(endpoint).properties() if extension else out
 
     def system_reset(self) -> None:
         """System reset: field `bypass` back to its boot value (5.13.4.2; it survives device resets), and a
@@ -282,10 +282,8 @@ class VirtioIommu(VirtioDevice):
         data, room = chain.readable, chain.capacity - TAIL_SIZE
         rtype = data[0] if data else None
         kind = self._kinds.get(rtype) if rtype is not None else None
-        if room < 0 or room > MAX_REPLY - TAIL_SIZE or kind is None:
-            why = ("no device-writable tail" if room < 0 else f"device-writable part over {MAX_REPLY} bytes"
-                   if room > MAX_REPLY - TAIL_SIZE else "no request head" if rtype is None
-                   else f"request type {rtype} not recognized (5.13.6.2: not written)")
+        why = self._unparseable(room, rtype, kind)
+        if why:
             self._bad_request(rtype, None, why)
             return None
         if len(data) < kind.layout.nbytes:
@@ -304,6 +302,19 @@ class VirtioIommu(VirtioDevice):
             self.tracer.emit(kind.event, dev=self.name, status=status.name, why=why,
                              **{k: getattr(req, k) for k in kind.fields})
         return body.ljust(room, b"\0") + tail(status)
+
+    @staticmethod
+    def _unparseable(room: int, rtype: int | None, kind: _Kind | None) -> str:
+        """Why a chain cannot be answered at all (5.13.6: returned unwritten), or ""."""
+        if room < 0:
+            return "no device-writable tail"
+        if room > MAX_REPLY - TAIL_SIZE:
+            return f"device-writable part over {MAX_REPLY} bytes"
+        if rtype is None:
+            return "no request head"
+        if kind is None:
+            return f"request type {rtype} not recognized (5.13.6.2: not written)"
+        return ""
 
     def _bad_request(self, rtype: int | None, status: IommuStatus | None, why: str) -> None:
         self.errors["bad_request"] += 1
