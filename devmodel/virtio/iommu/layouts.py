@@ -19,9 +19,9 @@ from ...fields import Field, Layout
 from ..config import ConfigField
 from .spec import PROBE_T_RESV_MEM
 
-__all__ = ["byte_layout", "record", "decode", "property_layout", "HEAD_SIZE", "TAIL_SIZE", "CONFIG_FIELDS",
+__all__ = ["byte_layout", "record", "decode", "property_layout", "TAIL_SIZE", "CONFIG_FIELDS",
            "CONFIG_SIZE", "ATTACH_LAYOUT", "DETACH_LAYOUT", "MAP_LAYOUT", "UNMAP_LAYOUT", "PROBE_LAYOUT",
-           "PROP_HEAD_LAYOUT", "RESV_MEM_LAYOUT", "FAULT_LAYOUT", "AttachReq", "DetachReq", "MapReq", "UnmapReq",
+           "RESV_MEM_LAYOUT", "FAULT_LAYOUT", "AttachReq", "DetachReq", "MapReq", "UnmapReq",
            "ProbeReq", "FaultRecord", "property_bytes", "resv_mem_property", "tail"]
 
 
@@ -45,9 +45,8 @@ def decode(cls: type, layout: Layout, data: bytes) -> Any:
     return cls(**layout.unpack(layout.from_bytes(data)))
 
 
-HEAD_SIZE = 4                   # struct virtio_iommu_req_head {u8 type; u8 reserved[3];}
 TAIL_SIZE = 4                   # struct virtio_iommu_req_tail {u8 status; u8 reserved[3];}
-_HEAD = (("TYPE", 0, 1), ("HEAD_RESERVED", 1, 3))
+_HEAD = (("TYPE", 0, 1), ("HEAD_RESERVED", 1, 3))     # struct virtio_iommu_req_head
 
 # struct virtio_iommu_config (5.13.4); `bypass` is the only field a driver may write
 CONFIG_FIELDS = (ConfigField("page_size_mask", 0, 8), ConfigField("input_start", 8, 8),
@@ -66,13 +65,10 @@ UNMAP_LAYOUT = byte_layout("virtio_iommu_req_unmap", 28, _HEAD + (
     ("DOMAIN", 4, 4), ("VIRT_START", 8, 8), ("VIRT_END", 16, 8), ("RESERVED", 24, 4)))
 PROBE_LAYOUT = byte_layout("virtio_iommu_req_probe", 72, _HEAD + (("ENDPOINT", 4, 4), ("RESERVED", 8, 64)))
 
-# struct virtio_iommu_probe_property: le16 {type : 12; reserved : 4}; le16 length (without this header)
-PROP_HEAD_LAYOUT = Layout("virtio_iommu_probe_property", 32, (Field("TYPE", 0, 12), Field("RESERVED", 12, 4),
-                                                                Field("LENGTH", 16, 16)))
-
 
 def property_layout(name: str, size: int, fields: Iterable[tuple[str, int, int]]) -> Layout:
-    """A probe property of `size` bytes: the property header (PROP_TYPE, LENGTH) then `fields`."""
+    """A probe property of `size` bytes: the header `struct virtio_iommu_probe_property` (le16 {type : 12;
+    reserved : 4}, written as one 16-bit PROP_TYPE with the reserved bits 0; le16 length) then `fields`."""
     return byte_layout(name, size, (("PROP_TYPE", 0, 2), ("LENGTH", 2, 2), *fields))
 
 

@@ -57,6 +57,8 @@ def test_resv_mem_property_and_fault_record_bytes():
                                                                          0x80F_FFFF)
     rec = L.FAULT_LAYOUT.to_bytes(L.FAULT_LAYOUT.pack(reason=2, flags=0x103, endpoint=8, address=0xDEAD_B000))
     assert rec == struct.pack("<B3xIIIQ", 2, 0x103, 8, 0, 0xDEAD_B000)
+    assert L.decode(L.FaultRecord, L.FAULT_LAYOUT, rec) == L.FaultRecord(reason=2, flags=0x103, endpoint=8,
+                                                                          address=0xDEAD_B000)
 
 
 def test_extension_probe_properties_bytes():
