@@ -19,6 +19,7 @@ EVENT_MODULES = (
     "devmodel.smmuv3.iotlb",
     "devmodel.smmuv3.translate",
     "devmodel.virtio.events",
+    "devmodel.virtio.iommu.events",
     "harness.machine",
     "harness.trap",
     "harness.host.vmid",
