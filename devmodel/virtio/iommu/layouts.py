@@ -12,10 +12,10 @@ fall back to older formats for small buffers; there are none older).
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 from typing import Any, Iterable
 
-from ...fields import Field, Layout
+from ...fields import Field, Layout, record_decoder, record_type
 from ..config import ConfigField
 from .spec import PROBE_T_RESV_MEM
 
@@ -31,18 +31,19 @@ def byte_layout(name: str, size: int, fields: Iterable[tuple[str, int, int]]) ->
 
 
 def record(name: str, layout: Layout) -> type:
-    """A frozen dataclass with one int attribute (default 0) per field of `layout`, lower-case, in order;
-    `decode` fills one from bytes."""
-    cls = dataclasses.make_dataclass(name, [(f.name.lower(), int, dataclasses.field(default=0))
-                                            for f in layout.fields], frozen=True, slots=True)
-    cls.__module__ = __name__
-    cls.__doc__ = f"{name}: a decoded {layout.name} ({', '.join(f.name.lower() for f in layout.fields)})."
-    return cls
+    """The record type of `layout` (devmodel.fields.record_type: one int attribute per field, lower-case, in
+    order, plus `raw`); `decode` fills one from bytes."""
+    return record_type(name, layout, module=__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(cls: type, layout: Layout) -> Any:
+    return record_decoder(cls, layout)
 
 
 def decode(cls: type, layout: Layout, data: bytes) -> Any:
     """The `record` of `layout` in `data` (exactly `layout.nbytes` bytes)."""
-    return cls(**layout.unpack(layout.from_bytes(data)))
+    return _decoder(cls, layout)(layout.from_bytes(data))
 
 
 TAIL_SIZE = 4                   # struct virtio_iommu_req_tail {u8 status; u8 reserved[3];}
