@@ -20,6 +20,8 @@ EVENT_MODULES = (
     "devmodel.smmuv3.translate",
     "devmodel.virtio.events",
     "harness.machine",
+    "harness.scheduler",
+    "harness.timer",
     "harness.trap",
     "harness.host.vmid",
     "harness.host.smmu_driver",
