@@ -170,7 +170,7 @@ def test_no_handler_no_hook():
 def test_handlers_serve_unimplemented_and_implemented_registers(max_insns):
     """MRS/MSR of ICC_PMR_EL1 (Unicorn: undefined) and CONTEXTIDR_EL1 (Unicorn: implemented) served by handlers,
     uncounted and in counted slices: every other instruction runs exactly once. (CNTV_CTL_EL0, the implemented
-    register this test used first, is the generic timer's on machine vCPUs: tests/harness/test_timer.py.)"""
+    register this test used first, is the generic timer's on machine vCPUs: tests/harness/test_timer_machine.py.)"""
     m, vm = machine()
     v = vm.vcpus[0]
     state = {"pmr": 0xF0}
@@ -233,3 +233,23 @@ def test_mpidr_at_el2_comes_from_the_registry():
         v.uc.emu_start(BASE, BASE + 4, count=1)
         assert v.uc.reg_read(UC_ARM64_REG_X0) == v.mpidr and v.pc == BASE + 4
     assert [v.mpidr for v in vm.vcpus] == [0x8000_0000, 0x8000_0001, 0x8000_0002]
+
+
+def test_stand_in_registers_read_fixed_values_and_are_logged_under_unimp():
+    import io
+
+    from harness.log import Log
+    log = io.StringIO()
+    m = Machine(console=lambda vm, data, stream: None, tcg_buffer_size=8 << 20, log=Log("unimp", stream=log))
+    vm = m.add_vm(ram_size=16 << 20)
+    v = vm.vcpus[0]
+    v.sysregs.stand_in(ICC_PMR_EL1, "ICC_PMR_EL1", 0xF8)
+    vm.load_code(BASE, words(mrs_word(ICC_PMR_EL1, 3), msr_word(ICC_PMR_EL1, 1), mrs_word(ICC_PMR_EL1, 2),
+                             *PSCI_OFF))
+    v.power_on(BASE)
+    v.uc.reg_write(UC_ARM64_REG_X1, 0x10)
+    o = m.run(timeout=10)
+    assert o.exit_code == 0 and v.uc.reg_read(UC_ARM64_REG_X3) == v.uc.reg_read(UC_ARM64_REG_X2) == 0xF8
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "read of system register ICC_PMR_EL1" in lines[0] and "stand-in" in lines[0]
+    assert "write to system register ICC_PMR_EL1" in lines[1]
