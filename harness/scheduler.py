@@ -12,11 +12,12 @@
   the instructions of all vCPUs add up, as in QEMU's icount with round-robin vCPUs (softmmu/icount.c) - and
   warped to the next deadline when no vCPU can run. `retired` counts the instructions charged to slices (an
   upper bound: a slice that ends early is charged in full), which `max_insns` budgets.
-* WFI: every WFI traps to the harness (SCR_EL3.TWI, set at the vCPU's first slice: `trap_wfi`): unless the guest's own controls trap it
-  to its EL1/EL2 (SCTLR_EL1.nTWI=0 at EL0, HCR_EL2.TWI below EL2: Unicorn's check_wfx_trap order, QEMU
-  target/arm/op_helper.c), the vCPU ends its slice and sleeps in `waiting` until a wake-up event: a `kick`
-  (the host's, e.g. a VMM that injects an event) or a wake source saying so (`add_wake_source`: the generic
-  timer's asserted outputs today, the interrupt controller's pending interrupts later). PSCI CPU_SUSPEND
+* WFI: every WFI traps to the harness (SCR_EL3.TWI, set at the vCPU's first slice: `trap_wfi`): unless the
+  guest's own controls trap it to its EL1/EL2 (SCTLR_EL1.nTWI=0 at EL0, HCR_EL2.TWI below EL2: Unicorn's
+  check_wfx_trap order, QEMU target/arm/op_helper.c), the vCPU ends its slice and sleeps in `waiting` until a
+  wake-up event: a `kick` (the host's, e.g. a VMM that injects an event) or a wake source saying so
+  (`add_wake_source`: the generic timer's asserted outputs today, the interrupt controller's pending interrupts
+  later). PSCI CPU_SUSPEND
   sleeps the same way (QEMU's PSCI CPU_SUSPEND executes a WFI). A sleeping vCPU does not stop time: the others
   run, and with every vCPU asleep time warps to the next deadline; with nothing that can wake any vCPU the run
   ends as IDLE (exit status 124).
