@@ -224,8 +224,9 @@ class Machine:
         self.exceptions = Exceptions(self)
         self.bus = Bus()
         self.tracer = tracer if tracer is not None else Tracer()
-        if self.tracer.clock is None and self.tracer is not NULL_TRACER:
-            self.tracer.clock = self.clock.now          # Record.ts: virtual time in ticks
+        owner = getattr(self.tracer.clock, "__self__", None)
+        if self.tracer is not NULL_TRACER and (self.tracer.clock is None or isinstance(owner, VirtualClock)):
+            self.tracer.clock = self.clock.now          # Record.ts: this machine's virtual time in ticks
         self.interconnect = Interconnect(self.tracer)
         self.log = log if log is not None else Log()
         self.console = console if console is not None else _default_console

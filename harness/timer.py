@@ -1,6 +1,8 @@
 """The generic timer of every vCPU: `devmodel.timer.GenericTimer` state served through the vCPU's system-register
 hooks (harness/sysregs.py) from the machine's virtual clock (harness/clock.py), instead of Unicorn's own
-timer, which counts host time.
+timer. Unicorn 2.1.4 implements every register below itself (QEMU 5's generic timer: CNTFRQ_EL0 reads 62.5 MHz,
+the counts are host time, the timers run on host-time QEMU timers whose outputs go nowhere), so a guest would
+see non-deterministic counts; every access this module allows is answered here and never reaches Unicorn.
 
 Served (Arm ARM D17.10; the set QEMU 7.2 gives `-M virt -cpu max`): CNTFRQ_EL0, CNTPCT_EL0, CNTVCT_EL0,
 CNTP_{CTL,CVAL,TVAL}_EL0, CNTV_{CTL,CVAL,TVAL}_EL0 at every EL, and for a guest that starts at EL2 (EL2

@@ -200,8 +200,8 @@ class ChromeSink(_FileSink):
     each track a slice starts no earlier than the previous one ends (ts is monotonic per track). A `dvm_tlbi`
     adds a flow (`s` on the issuing vCPU's track, bound to its `tlbi_trap` slice; `f` on the receiver's slice)
     whose id is the DVM message number, so the UI draws an arrow from each TLBI to the invalidations it caused;
-    a `dvm_sync` adds a `dvm_sync_ack` slice on each acknowledging receiver's track and a flow from the Sync
-    to each of them. Addresses (and raw register values) are hex strings in `args`.
+    a `dvm_sync` adds a `dvm_sync_ack` slice on each acknowledging receiver's track (its `acked` field) and a
+    flow from the Sync to each of them. Addresses (and raw register values) are hex strings in `args`.
     `cpu_name(index)` names a vCPU's track as the DVM messages name it (`vm0.cpu1`); default `cpu<index>`.
     The clock only runs while something needs time: `needs_time` asks the scheduler to count from the start.
     """
@@ -293,7 +293,7 @@ class ChromeSink(_FileSink):
     def _sync(self, obj: dict[str, Any], ts: float) -> None:
         src = self._named_track(str(obj.get("src")))
         at = self._slice(src, ts, obj)
-        for name in obj.get("acked") or ():
+        for name in filter(None, str(obj.get("acked") or "").split(",")):
             dst = self._track(self.PID_DVM, str(name))
             ack = self._slice(dst, ts, {"event": "dvm_sync_ack", "src": obj.get("src"), "dst": name,
                                         "msg": obj.get("msg")})

@@ -128,7 +128,7 @@ def test_chrome_tracks_and_flows(tmp_path):
     sync = next(e for e in evs if e["ph"] == "X" and e["name"] == "dvm_sync")
     acks = {(e["pid"], e["tid"]): e for e in evs if e["ph"] == "X" and e["name"] == "dvm_sync_ack"}
     tid = {e["args"]["name"]: (e["pid"], e["tid"]) for e in evs if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert set(acks) == {tid["cpu1"], tid["smmu0"]} and sync["args"]["acked"] == ["cpu1", "smmu0"]
+    assert set(acks) == {tid["cpu1"], tid["smmu0"]} and sync["args"]["acked"] == "cpu1,smmu0"
     s_sync = [e for e in evs if e["ph"] == "s" and e["cat"] == "dvm_sync"]
     f_sync = [e for e in evs if e["ph"] == "f" and e["cat"] == "dvm_sync"]
     assert len(s_sync) == len(f_sync) == 2 and len({e["id"] for e in s_sync} | {1, 2}) == 4
