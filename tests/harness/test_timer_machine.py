@@ -287,7 +287,7 @@ def test_semihosting_clocks_read_the_virtual_clock():
 
 @pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
-@pytest.mark.parametrize("cpus,el", [(1, 1), (2, 1), (2, 2)])
+@pytest.mark.parametrize("cpus,el", [pytest.param(1, 1, marks=pytest.mark.slow), (2, 1), (2, 2)])
 def test_timer_guest_same_verdicts_under_qemu(cpus, el):
     machine = "virt,virtualization=on" if el == 2 else "virt"
     cmd = [QEMU, "-M", machine, "-cpu", "max", "-smp", str(cpus), "-m", "128M", "-semihosting", "-nographic",
