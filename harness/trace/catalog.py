@@ -21,6 +21,8 @@ EVENT_MODULES = (
     "devmodel.virtio.events",
     "devmodel.virtio.iommu.events",
     "harness.machine",
+    "harness.scheduler",
+    "harness.timer",
     "harness.trap",
     "harness.host.vmid",
     "harness.host.smmu_driver",
