@@ -360,6 +360,9 @@ def walk_tables(read: ReadFn, addr: int, table: int, level: int, bits: int, gshi
     `httu`: hardware updates of the leaf (AF; dirty state for a `write` access at privilege `priv`), each one a
     compare-and-swap of the descriptor; when another agent changed the descriptor since it was read, the walk
     starts again from `table` and sees the new value (bounded: a descriptor that keeps changing faults)."""
+    if httu is None:                        # nothing is written: no race to retry
+        return _descend(read, addr, table, level, bits, gshift, outsize, perms, af_ok, s1, single, table_xlate, wc,
+                        None, write, priv)
     for _ in range(_UPDATE_TRIES):
         r = _descend(read, addr, table, level, bits, gshift, outsize, perms, af_ok, s1, single, table_xlate, wc,
                      httu, write, priv)
