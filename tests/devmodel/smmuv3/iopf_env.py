@@ -71,20 +71,19 @@ class IopfBench(Bench):
 
     # -- what software reads -----------------------------------------------------------------------------------
     def new_events(self) -> list[E.Event]:
-        """EVTQ records from CONS to PROD (consumed: EVTQ_CONS moves)."""
-        out, n = [], 1 << self.evtq_log2
-        prod = self.r32(EVTQ_PROD) & ((2 * n) - 1)
-        while self.evtq_cons != prod:
-            out.append(E.decode(self.bus.read_bytes(EVTQ + (self.evtq_cons & (n - 1)) * 32, 32)))
-            self.evtq_cons = (self.evtq_cons + 1) & ((2 * n) - 1)
-        self.w32(EVTQ_CONS, self.evtq_cons | (self.r32(EVTQ_PROD) & (1 << 31)))
-        return out
+        """EVTQ records from CONS to PROD (consumed: EVTQ_CONS moves, OVACKFLG follows OVFLG)."""
+        return self._drain("evtq_cons", EVTQ_PROD, EVTQ_CONS, EVTQ, self.evtq_log2, E.EVENT_SIZE, E.decode)
 
     def new_page_requests(self, log2: int = 4) -> list[A.PageRequest]:
-        out, n = [], 1 << log2
-        prod = self.r32(PRIQ_PROD) & ((2 * n) - 1)
-        while self.priq_cons != prod:
-            out.append(A.decode_pri(self.bus.read_bytes(PRIQ + (self.priq_cons & (n - 1)) * 16, 16)))
-            self.priq_cons = (self.priq_cons + 1) & ((2 * n) - 1)
-        self.w32(PRIQ_CONS, self.priq_cons | (self.r32(PRIQ_PROD) & (1 << 31)))
+        """PRIQ records from CONS to PROD, consumed likewise (`log2`: the PRIQ_BASE.LOG2SIZE programmed)."""
+        return self._drain("priq_cons", PRIQ_PROD, PRIQ_CONS, PRIQ, log2, A.PRIQ_ENTRY_SIZE, A.decode_pri)
+
+    def _drain(self, cons_attr: str, prod_off: int, cons_off: int, base: int, log2: int, size: int, decode):
+        out, n, cons = [], 1 << log2, getattr(self, cons_attr)
+        prod = self.r32(prod_off) & ((2 * n) - 1)
+        while cons != prod:
+            out.append(decode(self.bus.read_bytes(base + (cons & (n - 1)) * size, size)))
+            cons = (cons + 1) & ((2 * n) - 1)
+        setattr(self, cons_attr, cons)
+        self.w32(cons_off, cons | (self.r32(prod_off) & (1 << 31)))
         return out

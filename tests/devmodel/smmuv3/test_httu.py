@@ -59,11 +59,16 @@ def test_read_sets_af_write_sets_dirty_in_memory() -> None:
     assert b.smmu.core.stats["httu_updates"] == 2
 
 
-def test_a_cached_writable_clean_entry_does_not_grant_a_write_without_the_update() -> None:
-    b = IopfBench()
+def clean_page(features: SmmuFeatures = FEATURES) -> tuple[IopfBench, object]:
+    """Stream 5 with CD.HA/HD (no stalls) and VA mapped writable-clean (DBM=1, read-only)."""
+    b = IopfBench(features)
     b.s1_stream(5, s=0, ha=1, hd=1)
     b.map(VA, DATA, PERM_R)
-    ref = b.pt.update(VA, set_bits=DBM)
+    return b, b.pt.update(VA, set_bits=DBM)
+
+
+def test_a_cached_writable_clean_entry_does_not_grant_a_write_without_the_update() -> None:
+    b, ref = clean_page()
     assert b.smmu.translate(5, None, VA).pa == DATA                   # IOTLB now holds a read-only-clean entry
     assert b.smmu.translate(5, None, VA).cached
     w = b.smmu.translate(5, None, VA, write=True)
@@ -74,10 +79,7 @@ def test_a_cached_writable_clean_entry_does_not_grant_a_write_without_the_update
 
 def test_a_stale_writable_clean_entry_after_the_cpu_made_the_page_read_only_faults() -> None:
     """The CPU clears DBM (read-only, no TLBI yet): the write re-walks and finds the page read-only."""
-    b = IopfBench()
-    b.s1_stream(5, s=0, ha=1, hd=1)
-    b.map(VA, DATA, PERM_R)
-    ref = b.pt.update(VA, set_bits=DBM)
+    b, ref = clean_page()
     assert b.smmu.translate(5, None, VA).cached is False
     b.bus.write64(ref.addr, b.bus.read64(ref.addr) & ~DBM)
     f = b.smmu.translate(5, None, VA, write=True)
@@ -86,10 +88,7 @@ def test_a_stale_writable_clean_entry_after_the_cpu_made_the_page_read_only_faul
 
 
 def test_ha_without_hd_a_write_to_a_writable_clean_page_is_a_permission_fault() -> None:
-    b = IopfBench(dataclasses.replace(FEATURES, httu=1))
-    b.s1_stream(5, s=0, ha=1, hd=1)
-    b.map(VA, DATA, PERM_R)
-    ref = b.pt.update(VA, set_bits=DBM)
+    b, ref = clean_page(dataclasses.replace(FEATURES, httu=1))
     f = b.smmu.translate(5, None, VA, write=True)
     assert isinstance(f, Fault) and f.type == EventType.F_PERMISSION and b.bus.read64(ref.addr) & AP2
 

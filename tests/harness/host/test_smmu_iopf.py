@@ -49,12 +49,17 @@ def test_s1_domain_bits_when_asked() -> None:
     assert forced.dma_read(SID, 0x1000)[0] == STATUS_DONE
 
 
+def s1_board(features: SmmuFeatures, **asked: bool):
+    """A board whose device SID is attached to a host stage-1 domain allocated with `asked` bits."""
+    b = Board(features)
+    m = b.driver.probe_device(SID)
+    d = b.driver.alloc_s1("s1", **asked)
+    b.driver.attach(m, d)
+    return b, b.driver, d
+
+
 def test_stalled_dma_resumed_by_the_host() -> None:
-    b = Board(SmmuFeatures(stall_model=0))
-    drv = b.driver
-    m = drv.probe_device(SID)
-    d = drv.alloc_s1("s1", stall=True)
-    drv.attach(m, d)
+    b, drv, d = s1_board(SmmuFeatures(stall_model=0), stall=True)
     dev = b.dmadev(SID)
     dev.write(0x10, 0x4000, 8)
     dev.write(0x1C, CMD_READ64, 4)
@@ -69,11 +74,7 @@ def test_stalled_dma_resumed_by_the_host() -> None:
 
 
 def test_device_write_marks_the_host_tables_dirty() -> None:
-    b = Board(SmmuFeatures(httu=2))
-    drv = b.driver
-    m = drv.probe_device(SID)
-    d = drv.alloc_s1("s1", httu=True)
-    drv.attach(m, d)
+    b, drv, d = s1_board(SmmuFeatures(httu=2), httu=True)
     page = b.mem.alloc(4096)
     drv.map(d, 0x8000, page, 4096, PERM_R)
     ref = d.builder.update(0x8000, set_bits=DBM)             # writable-clean, as a dirty-tracking domain maps
