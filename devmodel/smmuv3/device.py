@@ -128,7 +128,7 @@ _ACCEPTED = ("PREFETCH_CONFIG", "PREFETCH_ADDR")   # no effect modelled (no pref
 class SMMUv3(PcieMixin):
     """One SMMUv3 on a bus. See the module docstring for the interfaces.
 
-    `core`: the translation backend's factory, called as `core(read, tracer, features)` (default
+    `core`: the translation backend's factory, called as `core(read, tracer, features, cas=bus.cas64)` (default
     `TranslationCore`); None for a device that translates nothing."""
 
     def __init__(self, bus: Bus, features: SmmuFeatures = SmmuFeatures(), tracer: Tracer = NULL_TRACER,

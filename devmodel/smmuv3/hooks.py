@@ -57,10 +57,13 @@ class TranslationBackend(Protocol):
         """What an ATS Translation Completion for `addr` carries: (output base, size, permissions, global)."""
 
 
-#: builds a backend: `factory(read, tracer, features, cas=...)`, `read(addr) -> u64` reads table memory
-#: (BusError for unmapped addresses), `cas(addr, expected, new) -> found` updates a descriptor atomically (HTTU,
-#: `Bus.cas64`); `TranslationCore` itself is one, `functools.partial(TranslationCore, ...)` another
-BackendFactory = Callable[..., TranslationBackend]
+class BackendFactory(Protocol):
+    """Builds a backend: `read(addr) -> u64` reads table memory (BusError for unmapped addresses), `cas(addr,
+    expected, new) -> found` updates a descriptor atomically (HTTU, `Bus.cas64`). `TranslationCore` itself is
+    one, `functools.partial(TranslationCore, ...)` another."""
+
+    def __call__(self, read: Callable[[int], int], tracer: Tracer, features: SmmuFeatures, *,
+                 cas: Callable[[int, int, int], int]) -> TranslationBackend: ...
 
 
 @dataclass(eq=False, slots=True)

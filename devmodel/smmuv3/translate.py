@@ -423,8 +423,9 @@ class TranslationCore:
         if ctx.kind != KIND_NESTED:
             return self._config_fault(cfg, addr, write, False, priv)
         l1: Any = None
+        oas = min(cfg.oas, 64 - cfg.s2.t0sz) if 16 <= cfg.s2.t0sz <= 48 else cfg.oas
         for w in ((True, False) if write else (False,)):
-            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=min(cfg.oas, 64 - cfg.s2.t0sz),
+            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=oas,
                          table_xlate=lambda ipa: self._s2_table(ctx, ipa), httu=ctx.h1, write=w, priv=priv)
             if type(l1) is WalkFault:
                 return self._fault(cfg, addr, l1, w, False, priv)

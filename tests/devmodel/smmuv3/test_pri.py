@@ -14,7 +14,7 @@ from devmodel.smmuv3 import ats as A
 from devmodel.smmuv3 import commands as C
 from devmodel.smmuv3.regs import SmmuFeatures
 
-from .bench import CMDQ_CONS, CR0, GERROR, IRQ_CTRL, MSI, RAM
+from .bench import CMDQ_CONS, CR0, GERROR, IRQ_CTRL, MSI
 from .iopf_env import DATA, FEATURES, PRIQ, PRIQ_BASE, PRIQ_CONS, PRIQ_IRQ_CFG0, PRIQ_IRQ_CFG1, PRIQ_PROD, VA, IopfBench
 
 # Linux arm-smmu-v3.h

@@ -16,7 +16,7 @@ from devmodel.smmuv3.fault import EventType, Fault
 from devmodel.smmuv3.regs import SmmuFeatures
 from devmodel.smmuv3.stall import Resume, resume_action
 
-from .bench import CMDQ_CONS, CR0, EVTQ_PROD, GERROR, RAM, S2_OK
+from .bench import CMDQ, CMDQ_CONS, CR0, EVTQ_BASE, EVTQ_PROD, GERROR, GERRORN, RAM, S2_OK
 from .iopf_env import DATA, FEATURES, VA, IopfBench
 
 # Linux arm-smmu-v3.h CMDQ_RESUME_0_RESP_TERM / RETRY / ABORT
@@ -294,3 +294,30 @@ def test_resume_from_the_command_queue_is_reentrant_safe(resp: int, status: int)
     d = stalled_read(b)
     b.submit(C.encode("RESUME", sid=5, stag=b.new_events()[0].stag, resp=resp), C.encode("CMD_SYNC"))
     assert d.read(0x04, 4) == status and b.cons() == b.prod
+
+
+def test_a_resume_behind_a_command_error_waits_for_the_recovery() -> None:
+    """IHI 0070 7.1: consumption stops at the erroneous command; the RESUME after it runs only once software
+    has fixed the queue and acknowledged GERROR.CMDQ_ERR; the stall is held meanwhile."""
+    b = IopfBench()
+    b.s1_stream(5)
+    d = stalled_read(b)
+    b.map(VA, DATA)
+    bad = b.prod & 0xF
+    b.submit(bytes([0x7F]) + bytes(15), C.encode("RESUME", sid=5, stag=b.new_events()[0].stag, resp=RESP_RETRY))
+    assert (b.r32(CMDQ_CONS) >> 24) & 0x7F == C.CERROR_ILL and d.read(0x04, 4) == STATUS_STALLED
+    b.bus.write_bytes(CMDQ + bad * 16, C.encode("CMD_SYNC"))            # arm_smmu_cmdq_skip_err
+    b.w32(GERRORN, b.r32(GERROR))
+    assert d.read(0x04, 4) == STATUS_DONE and not b.smmu.stalls.outstanding()
+
+
+def test_a_stall_whose_event_write_aborts_is_terminated_with_evtq_abt_err() -> None:
+    b = IopfBench()
+    b.s1_stream(5)
+    b.w32(CR0, b.r32(CR0) & ~0b100)
+    b.w64(EVTQ_BASE, 0x7_0000_0000 | 4)                                 # outside memory
+    b.w32(CR0, b.r32(CR0) | 0b100)
+    d = b.dma(5)
+    d.regs["IOVA"] = VA
+    assert d.run(CMD_READ64) == STATUS_FAULT and not b.smmu.stalls.outstanding()
+    assert b.r32(GERROR) & (1 << 2) and b.smmu.stats["stall_terminated_evtq_abort"] == 1
