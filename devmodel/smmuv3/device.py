@@ -110,7 +110,8 @@ define("smmuv3_dvm_tlbi", ("dev", "op", "msg", "applied"),
 define("smmuv3_stall", ("dev", "sid", "ssid", "stag", "addr", "type", "event"),
        "a faulting transaction is stalled (event: written | pending, while the EVTQ is full)")
 define("smmuv3_stall_end", ("dev", "sid", "ssid", "stag", "action", "why"),
-       "a stall ended (action retry | abort | razwi; why resume | stall_term | smmuen_off | evtq_disabled | reset)")
+       "a stall ended (action retry | abort | razwi; why resume | stall_term | smmuen_off | evtq_disabled | "
+       "evtq_abort | reset)")
 define("smmuv3_resume_ignored", ("dev", "sid", "stag"), "CMD_RESUME for no outstanding stall: ignored")
 define("smmuv3_ats_treq", ("dev", "sid", "ssid", "addr", "nw", "status", "out", "size", "r", "w", "reason"),
        "ATS Translation Request answered")

@@ -45,7 +45,7 @@ def resume_action(resp: int) -> Resume:
 class StallEnd:
     """How a stall ended, as its waiter is told. `result`: for RETRY the new translation (a `TransResult`, or a
     `Fault`, which may be stalled again with a new STAG); else None. `why`: "resume", "stall_term",
-    "smmuen_off" or "evtq_disabled"."""
+    "smmuen_off", "evtq_disabled", "evtq_abort" or "reset"."""
     action: Resume
     result: Any
     why: str
