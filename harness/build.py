@@ -13,6 +13,11 @@ Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the project root
 `~/.cache/smmu-harness`. Writes go to a temporary name and are renamed, so parallel builds (pytest-xdist) are
 safe.
 
+`build_guest(..., binary=True)` also writes the flat binary of the ELF (`flat_binary`: what `objcopy -O
+binary` writes, the PT_LOAD file bytes from the lowest physical address): the raw image form that QEMU's
+`-kernel` loads at RAM + 0x80000, where guest_fw/link.ld links every guest, so the same code runs as an ELF
+or as a raw image (the runtime's start.S keeps x0-x3 of the boot in `boot_args[]`: x0 = the device tree).
+
 A guest source may carry build options in a comment in its first lines: `smmu-harness-build: no-runtime`
 (link only this file with link.ld: assembly guests that bring their own `_start`). With the runtime, a
 `#include "X.h"` of a runtime library header also links `guest_fw/lib/X.c` (e.g. `vsmmu.h`, `pgtable.h`).
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 __all__ = ["Toolchain", "BuildError", "BuildResult", "toolchain_from_env", "build_guest", "build_test_guest",
+           "flat_binary",
            "test_guest_sources", "cache_dir", "GUEST_FW", "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES",
            "TESTS_DIR", "CFLAGS"]
 
@@ -196,8 +202,9 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
                 runtime: bool | None = None, cflags: Sequence[str] = (), ldflags: Sequence[str] = (),
                 include_dirs: Sequence[str | os.PathLike] = (), toolchain: Toolchain | None = None,
                 cache: str | os.PathLike | None = None, linker_script: str | os.PathLike | None = None,
-                name: str | None = None) -> BuildResult:
-    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`)."""
+                name: str | None = None, binary: bool = False) -> BuildResult:
+    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`); with
+    `binary=True` the result (and `output`) is its flat binary (`flat_binary`) instead of the ELF."""
     srcs = [Path(s) for s in sources]
     if not srcs:
         raise BuildError("no sources given")
@@ -251,14 +258,40 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
         finally:
             tmp.unlink(missing_ok=True)
         linked = True
-    path = elf
+    path = flat_binary(elf) if binary else elf
     if output is not None:
         out = Path(output)
-        if not out.exists() or out.read_bytes() != elf.read_bytes():
+        if not out.exists() or out.read_bytes() != path.read_bytes():
             out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(elf, out)
+            shutil.copyfile(path, out)
         path = out
     return BuildResult(path, compiled, linked)
+
+
+def flat_binary(elf: str | os.PathLike) -> Path:
+    """`objcopy -O binary` of `elf`, cached next to it as `.bin`: the file bytes of every PT_LOAD segment at
+    (physical address - the lowest one), gaps zero; zero-fill (.bss) is not included (the runtime clears it)."""
+    from .elfload import ElfLoadError, load_elf
+
+    src = Path(elf)
+    out = src.with_suffix(".bin")
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    try:
+        segs = [s for s in load_elf(src).segments if s.data]
+    except ElfLoadError as e:
+        raise BuildError(str(e)) from None
+    low = min(s.paddr for s in segs)
+    image = bytearray(max(s.paddr + len(s.data) for s in segs) - low)
+    for s in segs:
+        image[s.paddr - low:s.paddr - low + len(s.data)] = s.data
+    tmp = _atomic_target(out)
+    try:
+        tmp.write_bytes(bytes(image))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def test_guest_sources() -> dict[str, Path]:
