@@ -1,0 +1,108 @@
+"""The boot options of `smmu-harness run` (-kernel, -smp, -m, --append, --dtb) and `smmu-harness dtb`: the tree
+it writes is the one `run` gives with the same options, dtc reads it without a warning, a terminal gets no
+binary, errors are one line with status 125 naming the file."""
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import threading
+import tty
+
+import pytest
+
+from devmodel.fdt import Fdt
+from guestbin import ROOT, assert_no_traceback, run_cli
+from harness.build import build_test_guest
+from harness.machine import Machine
+
+DTC = shutil.which("dtc")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return build_test_guest("fdt_probe", binary=True).path
+
+
+def test_qemu_spellings_of_cpus_memory_and_command_line(probe):
+    p = run_cli("run", "-kernel", probe, "-smp", "cpus=3", "-m", "512M", "-append", "root=/dev/vda")
+    assert p.returncode == 3, p.stderr
+    assert "memory@40000000: device_type=\"memory\" reg=<0 40000000 0 20000000>\n" in p.stdout
+    assert 'bootargs="root=/dev/vda"' in p.stdout
+    p = run_cli("run", probe, "--cpus", "2", "-m", "1G")
+    assert p.returncode == 2 and "reg=<0 40000000 0 40000000>" in p.stdout
+
+
+def test_dtb_writes_the_tree_run_gives(tmp_path):
+    out = tmp_path / "board.dtb"
+    p = run_cli("dtb", "-o", out, "-smp", "2", "-m", "256", "--el", "2", "--append", "console=ttyAMA0")
+    assert p.returncode == 0 and p.stdout == "" and p.stderr == ""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=2, ram_size=256 << 20, start_el=2)
+    assert out.read_bytes() == vm.device_tree(bootargs="console=ttyAMA0")
+    t = Fdt.from_bytes(out.read_bytes())
+    assert t.find("/chosen").string("bootargs") == "console=ttyAMA0" and t.find("/psci").string("method") == "smc"
+
+
+@pytest.mark.skipif(DTC is None, reason="dtc not installed (Debian: apt-get install device-tree-compiler)")
+def test_dtc_reads_the_dtb_output_without_warnings(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "harness", "dtb", "-smp", "3"], cwd=ROOT, capture_output=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stdout[:4] == b"\xd0\x0d\xfe\xed"          # a pipe gets the blob
+    d = subprocess.run([DTC, "-I", "dtb", "-O", "dts", "-o", os.devnull, "-"], input=p.stdout,
+                       capture_output=True, timeout=60)
+    assert d.returncode == 0 and d.stderr == b"", d.stderr
+
+
+def _on_a_terminal(*args):
+    """Run the CLI with its stdout on a pseudo-terminal; returns (process, what the terminal received)."""
+    master, slave = pty.openpty()
+    tty.setraw(master)                          # bytes as written (no newline translation)
+    got = bytearray()
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:                     # EIO: the other side is closed
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        p = subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=slave,
+                           stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    return p, bytes(got)
+
+
+def test_dtb_refuses_a_terminal_unless_asked():
+    p, got = _on_a_terminal("dtb")
+    assert p.returncode == 125 and got == b"" and b"refusing to write a binary tree to a terminal" in p.stderr
+    p, got = _on_a_terminal("dtb", "-o", "-")
+    assert p.returncode == 0 and len(got) >= 1 << 20                    # the terminal asked for it
+
+
+@pytest.mark.parametrize("args,message", [
+    (["dtb", "-smp", "124"], "1 to 123"),
+    (["dtb", "--dtb", "/nonexistent/x.dtb"], "/nonexistent/x.dtb: no such file"),
+    (["dtb", "-o", "/nonexistent/dir/x.dtb"], "/nonexistent/dir/x.dtb: No such file or directory"),
+    (["dtb", "-m", "3K"], "whole number of MiB"),
+])
+def test_dtb_errors_are_one_line_125(args, message):
+    p = run_cli(*args)
+    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert_no_traceback(p)
+
+
+def test_run_with_bad_dtb_names_the_file(tmp_path, probe):
+    bad = tmp_path / "bad.dtb"
+    bad.write_bytes(b"not a device tree")
+    p = run_cli("run", probe, "--dtb", bad)
+    assert p.returncode == 125 and p.stderr.startswith(f"smmu-harness: {bad}: ") and p.stderr.count("\n") == 1
+    assert_no_traceback(p)
