@@ -317,7 +317,8 @@ def cmd_dtb(args: argparse.Namespace) -> int:
         raise UsageError(f"{PROG} dtb: refusing to write a binary tree to a terminal: use -o FILE, -o - or "
                          f"a pipe (e.g. | dtc -I dtb -O dts)")
     try:
-        machine = Machine(console=lambda vm, data, stream: None, console_input=ConsoleInput.from_bytes(b""))
+        machine = Machine(console=lambda vm, data, stream: None, console_input=ConsoleInput.from_bytes(b""),
+                          tcg_buffer_size=1 << 20)      # nothing runs: small translation buffers
         vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True)
         vm.bootargs, vm.user_dtb = args.append or "", args.dtb
         blob = vm.device_tree()

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from guestbin import ROOT, run_cli
+from clirun import cli
+from guestbin import ROOT
 from harness.build import build_test_guest
 
 QEMU = shutil.which("qemu-system-aarch64")
@@ -29,8 +30,15 @@ def qemu(image, *opts, el=1, cwd=None, semihosting=("-semihosting",)):
                           stdin=subprocess.DEVNULL, cwd=cwd or ROOT)
 
 
-def harness(image, *opts):
-    return run_cli("run", "-kernel", image, *opts)
+class Run:
+    def __init__(self, code, out, err):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture
+def harness(capsys):
+    """`smmu-harness run -kernel IMAGE OPTS` in this process."""
+    return lambda image, *opts: Run(*cli(capsys, "run", "-kernel", image, *opts))
 
 
 def same(q, h):
@@ -44,7 +52,7 @@ def same(q, h):
     ((), 2, 1),                                                   # EL2: PSCI over SMC, GIC virtualization
     (("-smp", "4", "-m", "1G"), 1, 4),
 ])
-def test_fdt_probe_reads_the_same_tree(opts, el, status):
+def test_fdt_probe_reads_the_same_tree(opts, el, status, harness):
     image = build_test_guest("fdt_probe", binary=True).path
     q, h = qemu(image, *opts, el=el), harness(image, *opts, "--el", str(el))
     same(q, h)
@@ -63,7 +71,7 @@ def _files(root):
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["elf", "raw"])
-def test_heap_cmdline_and_files_like_qemu(tmp_path, binary):
+def test_heap_cmdline_and_files_like_qemu(tmp_path, binary, harness):
     image = build_test_guest("sh_boot", binary=binary).path
     qroot, hroot = _root(tmp_path, "qemu"), _root(tmp_path, "harness")
     q = qemu(image, "-m", "256", "-append", "one two  three", cwd=qroot)
@@ -75,14 +83,14 @@ def test_heap_cmdline_and_files_like_qemu(tmp_path, binary):
 
 
 @pytest.mark.parametrize("el", [1, 2])
-def test_semihosting_with_the_mmu_on_and_remapped_buffers(el):
+def test_semihosting_with_the_mmu_on_and_remapped_buffers(el, harness):
     image = build_test_guest("sh_mmu").path
     q, h = qemu(image, "-append", "xy", el=el), harness(image, "--append", "xy", "--el", str(el))
     same(q, h)
     assert h.returncode == 0 and h.stdout.count("this is page A\n") == 3 and "B: this is page B\n" in h.stdout
 
 
-def test_semihosting_from_el0_with_userspace_on():
+def test_semihosting_from_el0_with_userspace_on(harness):
     image = build_test_guest("sh_el0").path
     q = qemu(image, semihosting=("-semihosting-config", "enable=on,target=native,userspace=on"))
     same(q, harness(image, "--semihosting-userspace"))

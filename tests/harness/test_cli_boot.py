@@ -12,7 +12,8 @@ import tty
 import pytest
 
 from devmodel.fdt import Fdt
-from guestbin import ROOT, assert_no_traceback, run_cli
+from clirun import cli
+from guestbin import ROOT
 from harness.build import build_test_guest
 from harness.machine import Machine
 
@@ -24,19 +25,19 @@ def probe():
     return build_test_guest("fdt_probe", binary=True).path
 
 
-def test_qemu_spellings_of_cpus_memory_and_command_line(probe):
-    p = run_cli("run", "-kernel", probe, "-smp", "cpus=3", "-m", "512M", "-append", "root=/dev/vda")
-    assert p.returncode == 3, p.stderr
-    assert "memory@40000000: device_type=\"memory\" reg=<0 40000000 0 20000000>\n" in p.stdout
-    assert 'bootargs="root=/dev/vda"' in p.stdout
-    p = run_cli("run", probe, "--cpus", "2", "-m", "1G")
-    assert p.returncode == 2 and "reg=<0 40000000 0 40000000>" in p.stdout
+def test_qemu_spellings_of_cpus_memory_and_command_line(probe, capsys):
+    code, out, err = cli(capsys, "run", "-kernel", probe, "-smp", "cpus=3", "-m", "512M", "-append", "root=/dev/vda")
+    assert code == 3, err
+    assert "memory@40000000: device_type=\"memory\" reg=<0 40000000 0 20000000>\n" in out
+    assert 'bootargs="root=/dev/vda"' in out
+    code, out, _ = cli(capsys, "run", probe, "--cpus", "2", "-m", "1G")
+    assert code == 2 and "reg=<0 40000000 0 40000000>" in out
 
 
-def test_dtb_writes_the_tree_run_gives(tmp_path):
+def test_dtb_writes_the_tree_run_gives(tmp_path, capsys):
     out = tmp_path / "board.dtb"
-    p = run_cli("dtb", "-o", out, "-smp", "2", "-m", "256", "--el", "2", "--append", "console=ttyAMA0")
-    assert p.returncode == 0 and p.stdout == "" and p.stderr == ""
+    assert cli(capsys, "dtb", "-o", out, "-smp", "2", "-m", "256", "--el", "2", "--append", "console=ttyAMA0") == \
+        (0, "", "")
     m = Machine(console=lambda vm, d, s: None)
     vm = m.add_vm(ncpus=2, ram_size=256 << 20, start_el=2)
     assert out.read_bytes() == vm.device_tree(bootargs="console=ttyAMA0")
@@ -94,15 +95,14 @@ def test_dtb_refuses_a_terminal_unless_asked():
     (["dtb", "-o", "/nonexistent/dir/x.dtb"], "/nonexistent/dir/x.dtb: No such file or directory"),
     (["dtb", "-m", "3K"], "whole number of MiB"),
 ])
-def test_dtb_errors_are_one_line_125(args, message):
-    p = run_cli(*args)
-    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
-    assert_no_traceback(p)
+def test_dtb_errors_are_one_line_125(args, message, capsys):
+    code, out, err = cli(capsys, *args)
+    assert code == 125 and message in err and err.count("\n") == 1 and out == "", err
+    assert "Traceback" not in err
 
 
-def test_run_with_bad_dtb_names_the_file(tmp_path, probe):
+def test_run_with_bad_dtb_names_the_file(tmp_path, probe, capsys):
     bad = tmp_path / "bad.dtb"
     bad.write_bytes(b"not a device tree")
-    p = run_cli("run", probe, "--dtb", bad)
-    assert p.returncode == 125 and p.stderr.startswith(f"smmu-harness: {bad}: ") and p.stderr.count("\n") == 1
-    assert_no_traceback(p)
+    code, _, err = cli(capsys, "run", probe, "--dtb", bad)
+    assert code == 125 and err.startswith(f"smmu-harness: {bad}: ") and err.count("\n") == 1

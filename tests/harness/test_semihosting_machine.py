@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from guestbin import ROOT, assert_no_traceback, guest_elf, run_cli
+from clirun import cli
+from guestbin import ROOT, guest_elf
 from harness.exits import EXIT_FATAL, Kind
 from harness.machine import ConsoleInput, Machine
 
@@ -35,13 +36,12 @@ def jail(tmp_path):
     return tmp_path, root
 
 
-def test_hostile_guest_gets_errnos_and_touches_nothing_outside(jail):
+def test_hostile_guest_gets_errnos_and_touches_nothing_outside(jail, capsys):
     outside, root = jail
     before = tree(outside)
-    p = run_cli("run", guest_elf("sh_hostile"), "--semihosting-root", root)
-    assert_no_traceback(p)
-    assert p.returncode == 0 and p.stdout.endswith("done\n"), p.stderr
-    lines = dict(line.split(": ", 1) for line in p.stdout.splitlines() if ": " in line)
+    code, out, err = cli(capsys, "run", guest_elf("sh_hostile"), "--semihosting-root", root)
+    assert code == 0 and out.endswith("done\n") and err == "", err
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
     for name in ("open ../secret.txt mode 0", "open ../secret.txt mode 4", "open sub/../../secret.txt mode 0",
                  "open link mode 0", "open link mode 6", "open ../created.txt mode 4"):
         assert lines[name] == "-1 errno 13", name                 # EACCES
@@ -66,18 +66,17 @@ def test_hostile_guest_gets_errnos_and_touches_nothing_outside(jail):
     assert "root/link" not in after                                # it removed its own link, not the target
 
 
-def test_no_root_means_no_host_files(tmp_path):
+def test_no_root_means_no_host_files(tmp_path, capsys, monkeypatch):
     (tmp_path / "in.txt").write_text("x")
-    p = subprocess.run([sys.executable, "-m", "harness", "run", str(guest_elf("sh_boot"))], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert "open out.txt w: -1\n" in p.stdout and "open out.txt again: -1 errno 2\n" in p.stdout
+    monkeypatch.chdir(tmp_path)                          # where QEMU would look for the guest's files
+    _, out, _ = cli(capsys, "run", guest_elf("sh_boot"))
+    assert "open out.txt w: -1\n" in out and "open out.txt again: -1 errno 2\n" in out
     assert sorted(os.listdir(tmp_path)) == ["in.txt"]
 
 
-def test_bad_root_is_one_line_125(tmp_path):
-    p = run_cli("run", guest_elf("hello"), "--semihosting-root", tmp_path / "nope")
-    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "semihosting root" in p.stderr
-    assert_no_traceback(p)
+def test_bad_root_is_one_line_125(tmp_path, capsys):
+    code, _, err = cli(capsys, "run", guest_elf("hello"), "--semihosting-root", tmp_path / "nope")
+    assert code == 125 and err.count("\n") == 1 and "semihosting root" in err and "Traceback" not in err
 
 
 def _input_run(*extra, feed=(), timeout=60):
@@ -156,19 +155,18 @@ def test_readc_waits_while_another_vcpu_runs():
     assert ran.count(1) >= 3 and ran.count(0) >= 3                  # both ran while cpu0 waited
 
 
-def test_unsupported_operation_is_a_death_line_134(tmp_path):
+def test_unsupported_operation_is_a_death_line_134(tmp_path, capsys):
     p = tmp_path / "bad.bin"
     p.write_bytes(words(0xD2800840, 0xD45E0000, 0x14000000))    # mov x0, #0x42; hlt #0xf000; b .
-    r = run_cli("run", p)
-    assert r.returncode == EXIT_FATAL == 134 and r.stderr.count("\n") == 1
-    assert "semihosting: Unsupported SemiHosting SWI 0x42 at pc 0x40080004 <??>: d45e0000 hlt #0xf000" in r.stderr
+    code, _, err = cli(capsys, "run", p)
+    assert code == EXIT_FATAL == 134 and err.count("\n") == 1
+    assert "semihosting: Unsupported SemiHosting SWI 0x42 at pc 0x40080004 <??>: d45e0000 hlt #0xf000" in err
 
 
-def test_semihosting_from_el0_only_with_userspace():
-    h = run_cli("run", guest_elf("sh_el0"), "--semihosting-userspace")
-    assert h.returncode == 0 and h.stdout == "semihosting at EL0\n"
-    h = run_cli("run", guest_elf("sh_el0"))
-    assert h.returncode in (3, 132) and "semihosting at EL0" not in h.stdout     # an undefined instruction
+def test_semihosting_from_el0_only_with_userspace(capsys):
+    assert cli(capsys, "run", guest_elf("sh_el0"), "--semihosting-userspace")[:2] == (0, "semihosting at EL0\n")
+    code, out, _ = cli(capsys, "run", guest_elf("sh_el0"))
+    assert code in (3, 132) and "semihosting at EL0" not in out              # an undefined instruction
 
 
 def test_clock_is_the_machine_virtual_time():
