@@ -7,14 +7,7 @@
  * directory) and under `smmu-harness run --semihosting-root DIR` and compares. Exit status: the number of
  * words on the command line (the image name included) plus 10 * the number of failed checks.
  */
-#include "guest.h"
-
-static s64 sh(u64 op, u64 p) { return (s64)semihosting_call(op, p); }
-static s64 err(void) { return sh(0x13, 0); }
-static s64 one(u64 op, u64 a) { u64 b[1] = { a }; return sh(op, (u64)b); }
-static s64 two(u64 op, u64 a, u64 c) { u64 b[2] = { a, c }; return sh(op, (u64)b); }
-static s64 three(u64 op, u64 a, u64 c, u64 d) { u64 b[3] = { a, c, d }; return sh(op, (u64)b); }
-static s64 sopen(const char *n, u64 mode) { return three(0x01, (u64)n, mode, strlen(n)); }
+#include "sh_calls.h"
 
 static int failed;
 

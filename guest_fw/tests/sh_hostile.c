@@ -6,17 +6,10 @@
  * link to it (tests/harness/test_semihosting_machine.py checks the lines and the files). Not for QEMU:
  * QEMU's semihosting is not confined and would touch the host files this guest aims at.
  */
-#include "guest.h"
+#include "sh_calls.h"
 
 #define BAD 0xdead00000000ULL           /* not mapped (far beyond RAM) */
 #define HUGE 0x4000000000000000ULL
-
-static s64 sh(u64 op, u64 p) { return (s64)semihosting_call(op, p); }
-static s64 err(void) { return sh(0x13, 0); }
-static s64 one(u64 op, u64 a) { u64 b[1] = { a }; return sh(op, (u64)b); }
-static s64 two(u64 op, u64 a, u64 c) { u64 b[2] = { a, c }; return sh(op, (u64)b); }
-static s64 three(u64 op, u64 a, u64 c, u64 d) { u64 b[3] = { a, c, d }; return sh(op, (u64)b); }
-static s64 sopen(const char *n, u64 mode) { return three(0x01, (u64)n, mode, strlen(n)); }
 
 static void try_open(const char *name, u64 mode)
 {

@@ -5,9 +5,7 @@
  * arrives; smmu-harness ends the run with status 124 when nothing else can run). tests/harness/
  * test_semihosting_machine.py feeds it input on a pipe, late, and to its end.
  */
-#include "guest.h"
-
-static s64 sh(u64 op, u64 p) { return (s64)semihosting_call(op, p); }
+#include "sh_calls.h"
 
 int main(void)
 {

@@ -7,13 +7,11 @@
  * The same binary prints the same lines under qemu-system-aarch64 -semihosting and smmu-harness, at EL1 and
  * at EL2 (tests/harness/test_boot_qemu.py).
  */
-#include "guest.h"
+#include "sh_calls.h"
 
 #define ALIAS 0x200000000ULL
 
 static char page_a[4096] __aligned(4096), page_b[4096] __aligned(4096);
-
-static s64 sh(u64 op, u64 p) { return (s64)semihosting_call(op, p); }
 
 static void tlbi_alias(void)
 {
