@@ -12,10 +12,10 @@ def test_console_bench_runs_and_reports(capsys):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     r = mod.run(["--repeat", "1"])
-    assert r["chars"] == 50_000 and r["harness_s"] > r["in_process_s"] > 0
+    assert r["chars"] == 50_000 and r["harness_s"] > r["in_process_s"] > 0 and r["harness_fixed_s"] > 0
     out = capsys.readouterr().out
     if shutil.which("qemu-system-aarch64"):
-        assert r["qemu_s"] > 0 and abs(r["ratio"] - r["harness_s"] / r["qemu_s"]) < 1e-9
+        assert r["qemu_s"] > 0 and r["qemu_fixed_s"] > 0 and abs(r["ratio"] - r["harness_s"] / r["qemu_s"]) < 1e-9
         assert r["ok"] == (r["ratio"] <= r["goal"]) and ("ok" in out or "MISSED" in out)
     else:
         assert r["ratio"] is None and "not installed" in out
