@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3
+from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3
 
 from devmodel.bus import Bus
 from devmodel.dvm import Interconnect
@@ -172,11 +172,16 @@ class VM:
         SYS_GET_CMDLINE). vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
         HarnessInputError with a one-line message naming the file."""
         path = image.path if isinstance(image, ElfImage) else image
+        before = self.bootargs, self.user_dtb
         self.bootargs, self.user_dtb = append or "", None if dtb is None else str(dtb)
-        blob, why_none = self._planned_dtb()
-        plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob)
-        if why_none and plan.kind != "elf":
-            raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
+        try:
+            blob, why_none = self._planned_dtb()
+            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob)
+            if why_none and plan.kind != "elf":
+                raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
+        except HarnessInputError:
+            self.bootargs, self.user_dtb = before       # a refused image changes nothing
+            raise
         self._place(plan)
         elf = plan.elf
         self.boot, self.image, self.entry = plan, elf, plan.entry
