@@ -106,3 +106,19 @@ def test_run_with_bad_dtb_names_the_file(tmp_path, probe, capsys):
     bad.write_bytes(b"not a device tree")
     code, _, err = cli(capsys, "run", probe, "--dtb", bad)
     assert code == 125 and err.startswith(f"smmu-harness: {bad}: ") and err.count("\n") == 1
+
+
+def test_build_binary_is_the_elf_flattened(tmp_path, capsys):
+    from harness.build import TESTS_DIR
+    from harness.elfload import load_elf
+
+    out = tmp_path / "probe.bin"
+    code, printed, _ = cli(capsys, "build", TESTS_DIR / "fdt_probe.c", "--binary", "-o", out)
+    assert code == 0 and printed.strip() == str(out)
+    elf = load_elf(build_test_guest("fdt_probe").path)
+    segs = [s for s in elf.segments if s.data]
+    low = min(s.paddr for s in segs)
+    data = out.read_bytes()
+    assert low == 0x4008_0000 and len(data) == max(s.paddr + len(s.data) for s in segs) - low
+    for s in segs:                                       # objcopy -O binary: file bytes at paddr - low
+        assert data[s.paddr - low:s.paddr - low + len(s.data)] == s.data
