@@ -345,15 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           semihosting_root=args.semihosting_root,
                           semihosting_allow_system=args.semihosting_allow_system,
                           semihosting_userspace=args.semihosting_userspace, isatty=_console_isatty(ktap))
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
-        for v in vm.vcpus:
-            v.hcr_fb = bool(args.hcr_fb)
-        plan = vm.load(image, append=args.append, dtb=args.dtb)
-        # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
-        stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
-        if stacks is not None and args.cpus > stacks:
-            raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
-                                    f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
+        _boot_vm(args, machine, image)
         configure_machine(args, machine)
         outcome = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     except (ElfLoadError, HarnessInputError) as e:
@@ -378,6 +370,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if ktap is not None:
         write_out(ktap.render(outcome, os.path.basename(args.elf)))
     return code
+
+
+def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
+    """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
+    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
+    for v in vm.vcpus:
+        v.hcr_fb = bool(args.hcr_fb)
+    plan = vm.load(image, append=args.append, dtb=args.dtb)
+    # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
+    stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
+    if stacks is not None and args.cpus > stacks:
+        raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
+                                f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
 
 
 # -- dtb ------------------------------------------------------------------------------------------------
