@@ -19,6 +19,7 @@ import sys
 import traceback
 from typing import Sequence
 
+from .cpu import CPU_MODELS, DEFAULT_CPU
 from .exits import EXIT_BAD_INPUT, MAX_GUEST_STATUS, HarnessInputError, Kind, Outcome
 
 __all__ = ["main", "build_parser", "add_run_arguments", "configure_machine", "cmd_run", "cmd_build",
@@ -75,6 +76,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    p.add_argument("--cpu", choices=tuple(CPU_MODELS), default=DEFAULT_CPU, help="vCPU model (Unicorn's) [max]")
     p.add_argument("--hcr-fb", type=int, choices=(0, 1), default=1,
                    help="HCR_EL2.FB seen by TLBI decoding: 1 broadcasts EL1 TLBIs (KVM's setting) [1]")
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
@@ -202,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         image = load_elf(args.elf)
         machine = Machine(log=log, console=_console_writer(ktap), quantum=args.quantum or DEFAULT_QUANTUM)
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
+        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, cpu=args.cpu)
         for v in vm.vcpus:
             v.hcr_fb = bool(args.hcr_fb)
         vm.load(image)

@@ -33,6 +33,8 @@ from devmodel.psci import CpuOff, CpuOn, Psci, Standby, SystemOff, SystemReset
 from devmodel.semihosting import Semihosting
 from devmodel.trace import Tracer, define
 
+from .cpu import DEFAULT_CPU, cpu_model
+from .debug import Debug
 from .elfload import ElfImage, Symbolizer, load_elf
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
 from .exits import HarnessInputError, Kind, Outcome
@@ -52,8 +54,8 @@ _MASK64 = (1 << 64) - 1
 # Emitted by harness/exceptions.py; declared here, in the module the trace catalogue (harness/trace/catalog.py)
 # imports for the machine's events.
 define("guest_exception", ("cpu", "pc", "el", "ec", "esr", "elr", "far", "vector"),
-       "a synchronous exception taken at the guest's own vector (the guest opted in for its EC): pc of the "
-       "instruction, target EL, ESR/ELR/FAR written, vector address entered (far is None when not written)")
+       "an exception taken at the guest's own vector (harness/exceptions.py): pc of the instruction, target EL, "
+       "ESR/ELR/FAR written, vector address entered (esr/far are None when not written)")
 
 
 class CodeRange:
@@ -92,7 +94,7 @@ class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
-                 vmid: int, start_el: int, console: bool):
+                 vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -100,10 +102,12 @@ class VM:
             raise ValueError(f"{name}: {ncpus} vCPUs (1-256 supported)")
         if start_el not in (1, 2):
             raise ValueError(f"{name}: start_el {start_el} (1 or 2)")
+        cpu_model(cpu)                               # ValueError naming the models
         self.machine = machine
         self.name = name
         self.vmid = vmid
         self.start_el = start_el
+        self.cpu = cpu                               # CPU model of its vCPUs (harness/cpu.py)
         self.ram_ipa = ram_ipa
         self.ram_pa = ram_pa
         if ram_size > MAX_RAM:
@@ -212,9 +216,11 @@ class Machine:
 
     def __init__(self, *, tracer: Tracer | None = None, log: Log | None = None,
                  console: Callable[[VM, bytes, int], None] | None = None, quantum: int = DEFAULT_QUANTUM,
-                 tcg_buffer_size: int = 32 << 20):
+                 tcg_buffer_size: int = 32 << 20, cpu: str = DEFAULT_CPU):
         self.scheduler = Scheduler(self, quantum)
         self.exceptions = Exceptions(self)
+        self.debug = Debug(self)
+        self.cpu = cpu                          # default CPU model of the VMs (harness/cpu.py)
         self.bus = Bus()
         self.tracer = tracer if tracer is not None else Tracer()
         self.interconnect = Interconnect(self.tracer)
@@ -227,6 +233,8 @@ class Machine:
         self.outcome: Outcome | None = None
         self._next_pa = HOST_RAM_BASE
         self._disasm = None
+        self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
+        self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
 
     @property
     def quantum(self) -> int:
@@ -248,13 +256,14 @@ class Machine:
 
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
-               start_el: int = 1, console: bool = True) -> VM:
+               start_el: int = 1, console: bool = True, cpu: str | None = None) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
-                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console)
+                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
+                cpu=self.cpu if cpu is None else cpu)
         self.vms.append(vm)
         for v in vm.vcpus:
             for p in self.plugins:

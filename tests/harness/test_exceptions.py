@@ -130,14 +130,47 @@ def test_only_the_classes_opted_in_for_are_delivered(tmp_path):
     assert "data abort at pc 0x" in line and "EC 0x25" in line and "FAR 0x3000000000" in line
 
 
-@pytest.mark.parametrize("guest,status,needle", [
-    ("undef", EXIT_UNDEF, "undefined instruction at pc"), ("tlbi_el2_at_el1", EXIT_UNDEF, "ALLE1IS"),
-    ("mmio_hole", EXIT_ABORT, "data abort at pc"), ("mmu_fault", EXIT_ABORT, "translation fault level 1"),
-])
-def test_without_opting_in_the_same_faults_still_die(guest, status, needle):
+DEATHS = [("undef", EXIT_UNDEF, "undefined instruction at pc"), ("tlbi_el2_at_el1", EXIT_UNDEF, "ALLE1IS"),
+          ("mmio_hole", EXIT_ABORT, "data abort at pc"), ("mmu_fault", EXIT_ABORT, "translation fault level 1")]
+
+
+@pytest.mark.parametrize("guest,status,needle", DEATHS)
+def test_unhandled_in_the_runtime_still_dies_with_the_death_line(guest, status, needle):
+    """The runtime's vectors take the fault (one guest_exception), find no handler and call
+    __harness_unhandled_exception: the run ends there with the harness's one-line message and status."""
     m, vm, trap, sink = _machine()
     vm.load(str(guest_elf(guest)))
-    assert vm.exception_ecs_ipa is not None              # the runtime has the bitmap, with no bit set
+    assert vm.exception_ecs_ipa is None                  # the runtime has no opt-in bitmap any more
+    out = m.run(timeout=30)
+    assert out.exit_code == status and out.is_death and "\n" not in out.message and needle in out.message
+    (e,) = sink.of("guest_exception")
+    assert e["pc"] == out.pc and e["esr"] == out.esr
+    assert not vm.output.count(b"unhandled exception")   # the guest's own report never ran
+
+
+OLD_GUEST = r'''
+#include "guest.h"
+volatile u64 exception_handled_ecs;      /* the old runtime's opt-in bitmap, no class opted in */
+int main(void)
+{
+	if (exception_handled_ecs == 1)
+		asm volatile("tlbi alle1is");
+	return (int)readq(UNMAPPED);
+}
+'''
+
+
+@pytest.mark.parametrize("fault,status,needle", [("asm volatile(\"udf #0\")", EXIT_UNDEF, "undefined instruction"),
+                                                 ("", EXIT_ABORT, "data abort at pc")])
+def test_old_guests_with_the_opt_in_bitmap_still_die_without_entering_their_vectors(tmp_path, fault, status,
+                                                                                      needle):
+    src = tmp_path / "old.c"
+    src.write_text(OLD_GUEST.replace("UNMAPPED", "0x3000000000ULL").replace("int main(void)\n{",
+                                                                            "int main(void)\n{\n\t" + fault + ";"))
+    elf = build_guest([src], output=tmp_path / "old.elf")
+    m, vm, trap, sink = _machine()
+    vm.load(str(elf))
+    assert vm.exception_ecs_ipa is not None              # the bitmap, with no bit set
     out = m.run(timeout=30)
     assert out.exit_code == status and out.is_death and "\n" not in out.message and needle in out.message
     assert not sink.of("guest_exception")
