@@ -1,10 +1,12 @@
 """Debug events of the vCPUs: breakpoints, watchpoints and single step, for the guest's own (architectural) debug
 and for an external debugger.
 
-Unicorn 2.1 does not raise these for the guest: its watchpoints are compiled out (exec.c `cpu_watchpoint_insert`
-is an empty stub), and its breakpoints and software step follow its own copy of MDSCR_EL1/DBGBCR, which the
-harness keeps at 0 by serving those registers itself. The facility emulates them with hooks, per vCPU
-(`vcpu.debug`, a `VcpuDebug`), with one mechanism for two kinds of user:
+Unicorn 2.1.4 does not raise them as the architecture does (tests/harness/test_debug.py): its watchpoints are
+compiled out (exec.c `cpu_watchpoint_insert` is an empty stub), software step programmed with MSR MDSCR_EL1
+never fires, and a breakpoint programmed with MSR DBGBCR/DBGBVR comes as QEMU's EXCP_PREFETCH_ABORT with a
+syndrome the harness cannot read. So the harness serves those registers itself (Unicorn's own copies stay 0
+and its debug logic idle) and emulates the events with hooks, per vCPU (`vcpu.debug`, a `VcpuDebug`), with one
+mechanism for two kinds of user:
 
 * An external debugger (the gdb stub to come): `add_breakpoint(va, action)`, `add_watchpoint(va, size, action,
   read=, write=)`, `step(action)` (one instruction), `remove(handle)`. The action is called with the vCPU and a
@@ -39,9 +41,10 @@ harness keeps at 0 by serving those registers itself. The facility emulates them
 Mechanisms (Unicorn 2.1.4, checked by tests/harness/test_debug.py): a breakpoint is a `UC_HOOK_CODE` at its
 address (writing the PC there, or `emu_stop`, keeps the instruction from executing); a watchpoint makes the
 pages it covers non-readable / non-writable in this vCPU's Unicorn (`mem_protect`, with a `UC_HOOK_MEM_*_PROT`
-bounded to each page): an access there stops precisely, before it is performed, with the PC on the instruction;
-one that hits nothing is let through (the hook performs a write itself, since Unicorn drops writes to a
-protected page). Single step is a `UC_HOOK_CODE` over every address while it is needed. Hooks change only
+bounded to each page, and a `UC_HOOK_MEM_READ` there too, since Unicorn checks read permission only when it
+fills its TLB and a read hook keeps every read on the slow path): an access there stops precisely, before it is
+performed, with the PC on the instruction; one that hits nothing is let through (the hook performs a write
+itself, since Unicorn drops writes to a protected page). Single step is a `UC_HOOK_CODE` over every address while it is needed. Hooks change only
 between slices (`Debug.slice_start`), where adding them and flushing translations is safe. Cost: nothing
 while nothing is armed.
 
@@ -54,8 +57,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ_PROT, UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE_PROT, UC_PROT_ALL,
-                     UC_PROT_READ, UC_PROT_WRITE)
+from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_PROT, UC_HOOK_MEM_WRITE_PROT,
+                     UC_MEM_WRITE_PROT, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE)
 
 from . import syndrome as syn
 from .exceptions import Taken, route
@@ -65,7 +68,8 @@ if TYPE_CHECKING:
     from .vcpu import Vcpu
 
 __all__ = ["Debug", "VcpuDebug", "DebugEvent", "Breakpoint", "Watchpoint", "MDSCR_EL1", "OSLAR_EL1",
-           "OSLSR_EL1", "OSDLR_EL1", "dbgbcr", "dbgbvr", "dbgwcr", "dbgwvr", "watch_range", "bp_address"]
+           "OSLSR_EL1", "OSDLR_EL1", "dbgbcr", "dbgbvr", "dbgwcr", "dbgwvr", "watch_range", "bp_address",
+           "el_matches", "uses_debug_registers"]
 
 MDSCR_EL1, OSLAR_EL1, OSLSR_EL1, OSDLR_EL1 = (2, 0, 0, 2, 2), (2, 0, 1, 0, 4), (2, 0, 1, 1, 4), (2, 0, 1, 3, 4)
 MDSCR_SS, MDSCR_KDE, MDSCR_MDE = 1 << 0, 1 << 13, 1 << 15
@@ -151,7 +155,7 @@ def watch_range(wcr: int, wvr: int) -> tuple[int, int] | None:
     return addr + first, addr + first + run
 
 
-def _el_matches(cr: int, el: int) -> bool:
+def el_matches(cr: int, el: int) -> bool:
     """PMC/PAC [2:1], HMC [13], SSC [15:14] of a DBGBCR/DBGWCR select `el` (Non-secure state)."""
     pmc, hmc, ssc = (cr >> 1) & 3, (cr >> 13) & 1, (cr >> 14) & 3
     if ssc == 2:
@@ -182,10 +186,10 @@ class VcpuDebug:
         self._ss = False                  # PSTATE.SS
         self._inflight = False            # an instruction is being stepped (active-not-pending)
         self._inflight_ex = False
-        self._eret_ss: bool | None = None
+        self._eret: tuple[int, bool] | None = None   # (address of an ERET about to run, its SPSR.SS)
         self._bp_hooks: dict[int, int] = {}
         self._step_hook: int | None = None
-        self._pages: dict[int, tuple[int, int, int]] = {}    # IPA page -> (VA page, Unicorn perms, hook)
+        self._pages: dict[int, tuple[int, int, tuple[int, ...]]] = {}   # IPA page -> (VA page, perms, hooks)
         self._pending: tuple[Action, DebugEvent] | None = None
 
     # -- the external debugger's API ----------------------------------------------------------------
@@ -210,9 +214,15 @@ class VcpuDebug:
                 lst.remove(handle)
                 self.dirty = True
 
+    @property
+    def hooks(self) -> int:
+        """Unicorn hooks this vCPU's debug state has installed now (0 while nothing is armed)."""
+        return len(self._bp_hooks) + (self._step_hook is not None) + sum(len(h) for _v, _p, h in self._pages.values())
+
     def step(self, action: Action) -> None:
         """Call `action` after the vCPU has executed one instruction (at the next instruction boundary: the next
-        instruction, or the vector if it took an exception)."""
+        instruction, or the vector if it took an exception). An action that calls `step` again keeps stepping
+        from the instruction it was called at."""
         self._step_action = action
         self._step_started = False
         self.dirty = True
@@ -296,7 +306,7 @@ class VcpuDebug:
     def _arch_breakpoint(self, pc: int, el: int, pstate: int) -> bool:
         if not self.mdscr & MDSCR_MDE or not self.enabled_from(el, pstate):
             return False
-        return any(cr & 1 and not (cr >> 20) & 0xF and bp_address(vr) == pc and _el_matches(cr, el)
+        return any(cr & 1 and not (cr >> 20) & 0xF and bp_address(vr) == pc and el_matches(cr, el)
                    for cr, vr in zip(self.bcr, self.bvr))
 
     def _arch_watch(self, va: int, size: int, write: bool, el: int, pstate: int) -> int | None:
@@ -307,7 +317,7 @@ class VcpuDebug:
         for cr, vr in zip(self.wcr, self.wvr):
             r = watch_range(cr, vr)
             lsc = (cr >> 3) & 3
-            if r is None or not lsc & (2 if write else 1) or not _el_matches(cr, el):
+            if r is None or not lsc & (2 if write else 1) or not el_matches(cr, el):
                 continue
             if r[0] < va + size and va < r[1]:
                 hits.append(max(va, r[0]))
@@ -370,15 +380,19 @@ class VcpuDebug:
         changed = False
         for page in list(self._pages):
             if want.get(page) != self._pages[page][:2]:
-                uc.hook_del(self._pages.pop(page)[2])
+                for hook in self._pages.pop(page)[2]:
+                    uc.hook_del(hook)
                 uc.mem_protect(page, _PAGE, UC_PROT_ALL)
                 changed = True
         for page, (vpage, perms) in want.items():
             if page not in self._pages:
                 uc.mem_protect(page, _PAGE, perms)
-                hook = uc.hook_add(UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT, self._on_protected, None,
-                                   page, page + _PAGE - 1)
-                self._pages[page] = (vpage, perms, hook)
+                end = page + _PAGE - 1
+                hooks = (uc.hook_add(UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT, self._on_protected, None,
+                                     page, end),)
+                if not perms & UC_PROT_READ:     # Unicorn checks read permission only on a TLB fill: a read
+                    hooks += (uc.hook_add(UC_HOOK_MEM_READ, _no_op, None, page, end),)   # hook keeps it slow
+                self._pages[page] = (vpage, perms, hooks)
                 changed = True
         if changed:
             v.flush_tlb()
@@ -404,8 +418,11 @@ class VcpuDebug:
         if self._step_action is not None:
             if self._step_started:
                 action, self._step_action = self._step_action, None
-                self.dirty = True
                 self._dispatch(action, DebugEvent("step", addr))
+                if self._step_action is not None:      # re-armed by the action: the next step starts here
+                    self._step_started = True
+                else:
+                    self.dirty = True                  # the step hook goes at the next slice start
                 return
             self._step_started = True
         if self.mdscr & MDSCR_SS and self._arch_step(addr):
@@ -418,8 +435,8 @@ class VcpuDebug:
         v = self.vcpu
         pstate = v.pstate
         active = self.enabled_from((pstate >> 2) & 3, pstate)
-        if self._eret_ss is not None:                      # an ERET ran: PSTATE.SS = SPSR.SS when active
-            self._ss, self._eret_ss, self._inflight = self._eret_ss and active, None, False
+        if self._eret is not None and self._eret[0] != addr:  # an ERET ran: PSTATE.SS = SPSR.SS when active
+            self._ss, self._eret, self._inflight = self._eret[1] and active, None, False
         elif self._inflight:                               # the stepped instruction completed
             self._inflight, self._ss = False, False
             if active:
@@ -486,8 +503,8 @@ class VcpuDebug:
         if self._step_hook is not None:
             v = self.vcpu
             el = v.el
-            if el in SPSR:
-                self._eret_ss = bool(v.uc.cpr_read(*SPSR[el]) & PSTATE_SS)
+            if el in SPSR:                 # (the step hook may run before or after this one at the ERET)
+                self._eret = (v.pc, bool(v.uc.cpr_read(*SPSR[el]) & PSTATE_SS))
 
     # -- delivering ----------------------------------------------------------------------------------------
     def _dispatch(self, action: Action, ev: DebugEvent) -> None:
@@ -503,6 +520,10 @@ class VcpuDebug:
         target = route(v, el, debug=True)
         t = Taken(syn.lower(ec, el < target), iss, target, elr, elr, far, f"{what} with no debug handler")
         v.machine.exceptions.take_synchronous(v, t)
+
+
+def _no_op(*_args) -> None:
+    return None
 
 
 def _bas_copies(value: int) -> int:

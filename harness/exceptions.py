@@ -81,7 +81,8 @@ if TYPE_CHECKING:
     from .machine import Machine
     from .vcpu import Vcpu
 
-__all__ = ["Exceptions", "Taken", "Vector", "route", "entry_pstate", "vector_offset", "EXCEPTION_OPT_IN",
+__all__ = ["Exceptions", "Taken", "Vector", "route", "entry_pstate", "vector_offset", "illegal_return",
+           "EXCEPTION_OPT_IN",
            "UNHANDLED_HOOK", "NEST_LIMIT", "EXCP_UDEF", "EXCP_SWI", "EXCP_PREFETCH_ABORT", "EXCP_DATA_ABORT",
            "EXCP_BKPT", "EXCP_HVC", "EXCP_HYP_TRAP", "EXCP_SMC", "EXCP_UNALIGNED"]
 
@@ -531,11 +532,30 @@ class Exceptions:
         v.uc.hook_add(UC_HOOK_CODE, lambda uc, a, size, _ud: fn(v), None, addr, addr)
         v.uc.ctl_remove_cache(addr, addr + 4)
 
-    @staticmethod
-    def _on_eret(v: "Vcpu") -> None:
+    def _on_eret(self, v: "Vcpu") -> None:
+        """An ERET is about to run: one exception level of nesting less; an illegal return taken here."""
         v.exc_nest = max(0, v.exc_nest - 1)
         if v.debug is not None:
             v.debug.on_eret()
+        el = v.el
+        if el in _ENTRY_REGS:
+            r = _ENTRY_REGS[el]
+            spsr = v.uc.cpr_read(*r.spsr)
+            if illegal_return(v, el, spsr):
+                self._illegal_return(v, el, spsr, v.uc.reg_read(r.elr))
+
+    def _illegal_return(self, v: "Vcpu", el: int, spsr: int, elr: int) -> None:
+        """The ERET at the PC is an illegal exception return (Arm ARM D1.11.3): NZCV and DAIF come from SPSR,
+        the EL and SP stay, PSTATE.IL is set and the instruction at ELR takes the Illegal Execution State
+        exception (EC 0x0E) before it runs. Unicorn would not raise it (and, having an EL2 of its own, would
+        return to an EL2 the guest does not have), so the two steps are done here, skipping the ERET."""
+        uc = v.uc
+        old = uc.reg_read(UC_ARM64_REG_PSTATE)
+        mask = PSTATE_NZCV | PSTATE_DAIF
+        uc.reg_write(UC_ARM64_REG_PSTATE, (old & ~mask) | (spsr & mask) | PSTATE_IL)
+        uc.cpr_write(*_ENTRY_REGS[el].spsr, spsr)         # any system-register write: the PSTATE write sticks
+        self.take_synchronous(v, Taken(syn.EC_ILLEGAL, 0, route(v, el), elr, elr, what="illegal execution state",
+                                       detail=f"illegal exception return to SPSR {spsr:#x}"))
 
     def _on_unhandled(self, v: "Vcpu") -> None:
         """The guest runtime found no handler (x0 vector number, x1 ESR, x2 ELR, x3 FAR): the harness's death
@@ -549,6 +569,20 @@ class Exceptions:
             t = Taken(ec, esr & 0x1FF_FFFF, v.el, elr, elr, far if syn.is_abort_class(ec) else None,
                       f"unhandled exception (vector {vec & 0xF:#x})", il=bool(esr >> 25 & 1))
         self.die(v, t.death_kind, t.what, t.pc, t.esr, t.far, t.detail)
+
+
+def illegal_return(vcpu: "Vcpu", el: int, spsr: int) -> bool:
+    """Is an ERET at `el` with this SPSR an illegal exception return (Arm ARM IllegalExceptionReturn, AArch64
+    targets only)? A higher EL, an EL the guest does not have (EL3; EL2 for a guest started at EL1), EL0 with
+    SP_ELx, the reserved M[1], EL1 while HCR_EL2.TGE = 1."""
+    if spsr >> 4 & 1:                                    # AArch32: left to Unicorn
+        return False
+    target = (spsr >> 2) & 3
+    if target > el or spsr & 2 or (target == 0 and spsr & 1) or target == 3:
+        return True
+    if target == 2 and vcpu.start_el < 2:
+        return True
+    return target == 1 and vcpu.start_el == 2 and bool(vcpu.uc.cpr_read(*HCR_EL2) & HCR_TGE)
 
 
 def _sysreg(word: int) -> tuple[int, int, int, int, int]:

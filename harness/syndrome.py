@@ -91,7 +91,7 @@ def imm16(word: int | None) -> int:
 
 def is_abort_class(ec: int) -> bool:
     """Aborts and alignment faults (exit status 139 when nobody handles them); everything else is 132."""
-    return EC_IABT_LOW <= ec <= EC_SP_ALIGN + 1
+    return EC_IABT_LOW <= ec <= 0x27          # EC 0x20-0x27: instruction/data aborts, PC/SP alignment
 
 
 def is_system(word: int) -> bool:
