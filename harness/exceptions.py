@@ -14,7 +14,10 @@ a `UcError`. `Exceptions` (one per machine, `machine.exceptions`) works out what
   trapped by a control the guest set) or else UNDEFINED (EC 0); EXCP_SWI is SVC (ELR = the next instruction),
   EXCP_BKPT is BRK (imm16), EXCP_PREFETCH_ABORT/EXCP_DATA_ABORT are aborts with the IFSC/DFSC and FAR of
   harness/aborts.py (and, taken to EL2, the instruction syndrome QEMU reports there), EXCP_HYP_TRAP is an SMC
-  trapped by HCR_EL2.TSC. Hardware breakpoints, watchpoints and software step are harness/debug.py's.
+  trapped by HCR_EL2.TSC. An ERET that is an illegal exception return (`illegal_return`) is taken at the ERET
+  itself, as its next instruction would take it (PSTATE.IL, EC 0x0E): Unicorn raises nothing for it and, having
+  an EL2 of its own, would return to an EL2 a guest started at EL1 does not have. Hardware breakpoints,
+  watchpoints and software step are harness/debug.py's.
   Not raised by Unicorn 2.1 and so not modelled: SIMD&FP access traps (EC 0x07; its `fp_exception_el` is a
   stub), SP alignment faults (EC 0x26; QEMU does not check SCTLR_ELx.SA either), stage-2 aborts (the vCPUs
   have no stage 2), SError.

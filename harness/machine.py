@@ -190,7 +190,7 @@ class VM:
         return self.symbolizer(pc)
 
     def handles_ec(self, ec: int) -> bool:
-        """Has the guest opted in to taking exceptions of class `ec` at its own vector (EXCEPTION_OPT_IN)?"""
+        """Has an old guest (one with the EXCEPTION_OPT_IN bitmap) opted in to exceptions of class `ec`?"""
         ipa = self.exception_ecs_ipa
         if ipa is None:
             return False
@@ -313,17 +313,17 @@ class Machine:
         return self.exceptions.die_undefined(vcpu, pc, why)
 
     def take_undefined(self, vcpu: Vcpu, pc: int | None = None, why: str = "") -> Outcome | None:
-        """An undefined instruction: the guest's vector if it opted in, else death (`Exceptions.take_undefined`)."""
+        """An undefined instruction: the guest's vector if it has one, else death (`Exceptions.take_undefined`)."""
         return self.exceptions.take_undefined(vcpu, pc, why)
 
     def take_exception(self, vcpu: Vcpu, kind: Kind, what: str, pc: int, esr: int | None, far: int | None = None,
                        detail: str = "", *, elr: int | None = None) -> Outcome | None:
-        """A synchronous exception: the guest's vector if it opted in, else death (`Exceptions.take`)."""
+        """A synchronous exception: the guest's vector if it has one, else death (`Exceptions.take`)."""
         return self.exceptions.take(vcpu, kind, what, pc, esr, far, detail, elr=elr)
 
     def deliver_exception(self, vcpu: Vcpu, esr: int, elr: int, far: int | None = None, *,
                           pc: int | None = None, force: bool = False) -> bool:
-        """Exception entry at the guest's vector if it opted in for ESR.EC (`Exceptions.deliver`)."""
+        """Exception entry at the guest's vector if it can be taken there (`Exceptions.deliver`)."""
         return self.exceptions.deliver(vcpu, esr, elr, far, pc=pc, force=force)
 
     # -- firmware services (called from harness/exceptions.py) -----------------------------------------------

@@ -19,9 +19,8 @@ per-address `UC_HOOK_CODE`. A full DSB (not `...LD`/`...ST`) of the Inner/Outer 
 domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`, plus `tlbi_dsb`); `DSB NSH`
 completes local TLBIs only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any
 TLBI at EL0) is an undefined instruction, as on hardware: traced `tlbi_undef`, then `machine.take_undefined`
-takes it at the guest's own vector (ESR.EC 0, ELR = the TLBI) when the guest opted in to exception delivery
-for EC 0 (docs/DESIGN.md "Harness API"), else the guest dies with status 132 (128 + SIGILL) through
-`machine.die_undefined`.
+takes it at the guest's own vector (ESR.EC 0, ELR = the TLBI) when the guest has a vector table
+(harness/exceptions.py), else the guest dies with status 132 (128 + SIGILL) and the one-line death message.
 
 Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's own `CpReg` tuple (EL and VMID
 checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
@@ -32,7 +31,7 @@ the delay); the PC is read and trace fields are built only when tracing is on.
 Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
 over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
 `_Cpu.configure`), barriers or ERETs in code written at run time. (Undefined TLBIs reach the guest's vectors
-only under the machine and only for guests that opted in; standalone, `on_undefined` or a stop.)
+only under the machine; standalone, `on_undefined` or a stop.)
 """
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fiel
                                  "only for IPA ops)")
 define("tlbi_undef", ("cpu", "pc", "el", "op1", "crn", "crm", "op2", "reason"),
        "a TLBI not allowed at the current EL: undefined instruction, the guest dies (or takes it at its own "
-       "vector when it opted in: guest_exception follows)")
+       "vector table: guest_exception follows)")
 define("tlbi_dsb", ("cpu", "pc", "domain", "full"),
        "a DSB executed after broadcast TLBIs of this vCPU (full = not the LD/ST-only form; with a shareable "
        "domain it sends the DVM Sync)")
@@ -530,7 +529,7 @@ class TlbiTrap:
         return 1                                  # PC stays on the TLBI; emulation stops before it re-fires
 
     def _stop_guest(self, cpu: _Cpu, pc: int, reason: str) -> bool:
-        """Under the machine: the guest's vector if it opted in (True), else the death line (exit 132)."""
+        """Under the machine: the guest's vector if it has one (True), else the death line (exit 132)."""
         if cpu.vcpu is not None and self._machine is not None:
             return self._machine.take_undefined(cpu.vcpu, pc, reason) is None
         return False

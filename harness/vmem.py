@@ -15,8 +15,8 @@ itself translates in Unicorn. This module only decodes registers (DDI 0487 D17.2
   (FEAT_TTST) sets the largest TxSZ (`vmsa.max_tsz`). Reserved TGn values read as 4K (as QEMU does).
 
 A TxSZ outside [16, max_tsz] is clamped to the nearest bound: the Arm ARM lets an implementation either do that
-or fault (AArch64.MaxTxSZ and its notes), and Unicorn's CPU (a Cortex-A72 model: no FEAT_TTST, no FEAT_LVA)
-clamps to [16, 39], which tests/harness/test_walk_agreement.py checks. The SMMU's walks fault instead (an
+or fault (AArch64.MaxTxSZ and its notes), and Unicorn's CPUs (all four models, `max` included: no FEAT_TTST, no
+FEAT_LVA) clamp to [16, 39], which tests/harness/test_walk_agreement.py checks. The SMMU's walks fault instead (an
 out-of-range CD.TxSZ is ILLEGAL, IHI 0070 5.4).
 
 A successful walk carries the leaf's permissions (`perm_priv`, `perm_user`: devmodel.vmsa PERM_*, without PAN)

@@ -3,7 +3,7 @@ leaves (EL3 absent, EL2 absent unless the guest starts there), and the scratch-C
 from __future__ import annotations
 
 import pytest
-from unicorn.arm64_const import UC_ARM64_REG_PSTATE
+from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 
 from harness.cpu import (CPU_MODELS, DEFAULT_CPU, CpuFeatures, cpu_model, decode_features, features, new_uc,
                          probe_undefined, reset_controls)
@@ -96,3 +96,26 @@ def test_probe_runs_at_the_requested_el():
     uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)
     assert probe_undefined("max", 1, mrs_word((3, 4, 1, 1, 0)), 2) is False      # MRS HCR_EL2 at EL2
     assert probe_undefined("max", 1, WFI, 0) is False                           # nTWI = 1 at reset
+
+
+def test_unicorn_never_raises_the_simd_fp_access_trap():
+    """Why harness/exceptions.py has no EC 0x07: with CPACR_EL1.FPEN = 0 an FMOV at EL1 traps on hardware and
+    under QEMU, but Unicorn 2.1.4 runs it (its fp_exception_el is a stub returning 0)."""
+    uc = new_uc("max")
+    reset_controls(uc, features("max"), 1)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, (0x9E670020).to_bytes(4, "little"))               # fmov d0, x1
+    uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)
+    assert uc.cpr_read(*CPACR_EL1) == 0
+    uc.emu_start(0x1000, 0x1004, count=1)
+    assert uc.reg_read(UC_ARM64_REG_PC) == 0x1004
+
+
+def test_cli_cpu_option():
+    from guestbin import guest_elf, run_cli
+    p = run_cli("run", guest_elf("hello"), "--cpu", "a53")
+    assert p.returncode == 0 and "hello" in p.stdout.lower()
+    p = run_cli("run", guest_elf("pauth"), "--cpu", "a72")                  # no PAuth on the Cortex-A72
+    assert p.returncode == 132 and "msr apiakeylo_el1" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    p = run_cli("run", guest_elf("hello"), "--cpu", "a76")
+    assert p.returncode == 125 and "a53" in p.stderr and p.stderr.count("\n") == 1, p.stderr
