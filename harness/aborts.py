@@ -80,14 +80,14 @@ class Cause:
     detail: str = ""
 
 
-def _elem_size(mn: str, reg: str) -> int:
-    base = mn.rstrip("lap") if mn.startswith(_ATOMICS) else mn
-    if base.endswith("sw"):
-        return 4
-    if base.endswith(("b", "sb")) and not base.endswith(("sub",)):
+def _elem_size(mn: str, reg: str, atomic: bool) -> int:
+    """Bytes per register transferred: the B/H/SW forms, else the register's width."""
+    if mn.endswith("b"):
         return 1
-    if base.endswith(("h", "sh")):
+    if mn.endswith("h"):
         return 2
+    if not atomic and mn.endswith("sw"):                  # LDRSW, LDURSW, LDTRSW, LDPSW
+        return 4
     return _REG_BYTES.get(reg[:1], 8)
 
 
@@ -136,8 +136,8 @@ def decode_access(md, word: int, pc: int, reg: Callable[[str], int]) -> Decoded 
         regs = regs[1:] if mn.startswith("st") else regs[:1]      # status register / Rs is the data size
     if not regs:
         return None
-    size = _elem_size(mn, regs[0])
-    count = 2 if (mn.rstrip("b").endswith("p") or mn in ("ldpsw",)) and not atomic else max(1, len(regs))
+    size = _elem_size(mn, regs[0], atomic)
+    count = 2 if (mn.endswith("p") or mn == "ldpsw") and not atomic else max(1, len(regs))
     if atomic and mn.startswith("casp"):
         count = 2
     write = mn.startswith("st") or atomic

@@ -352,9 +352,8 @@ class Exceptions:
         f = v.unmapped
         if e.errno in _PROT and v.debug is not None and v.debug.take_watchpoint_hit():
             return
-        if e.errno == ucc.UC_ERR_FETCH_UNMAPPED:
-            far = pc if f is None or f[1] == pc or v.translate(pc).ipa == f[1] else f[1]
-            self.take_synchronous(v, self._abort(v, syn.EC_IABT_CUR, syn.FSC_SYNC_EXTERNAL, far, far,
+        if e.errno == ucc.UC_ERR_FETCH_UNMAPPED:         # the PC is the address fetched (a VA: FAR)
+            self.take_synchronous(v, self._abort(v, syn.EC_IABT_CUR, syn.FSC_SYNC_EXTERNAL, pc, pc,
                                                  "instruction fetch from unmapped address", _lr_detail(v)))
         elif e.errno in _UNMAPPED:
             # the PC after the error is the faulting instruction; the hook's PC (f[4]) is the block's start
