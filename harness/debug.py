@@ -519,7 +519,9 @@ class VcpuDebug:
         el = v.el
         target = route(v, el, debug=True)
         t = Taken(syn.lower(ec, el < target), iss, target, elr, elr, far, f"{what} with no debug handler")
-        v.machine.exceptions.take_synchronous(v, t)
+        if v.machine.exceptions.take_synchronous(v, t) is None and target != el:
+            v.uc.emu_stop()     # taken from a code hook to another EL: end the slice, so that what plugins
+            #                     cache per slice about the vCPU's EL (the TLBI trap's decode context) is redone
 
 
 def _no_op(*_args) -> None:
