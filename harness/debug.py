@@ -44,9 +44,10 @@ pages it covers non-readable / non-writable in this vCPU's Unicorn (`mem_protect
 bounded to each page, and a `UC_HOOK_MEM_READ` there too, since Unicorn checks read permission only when it
 fills its TLB and a read hook keeps every read on the slow path): an access there stops precisely, before it is
 performed, with the PC on the instruction; one that hits nothing is let through (the hook performs a write
-itself, since Unicorn drops writes to a protected page). Single step is a `UC_HOOK_CODE` over every address while it is needed. Hooks change only
-between slices (`Debug.slice_start`), where adding them and flushing translations is safe. Cost: nothing
-while nothing is armed.
+itself, since Unicorn drops writes to a protected page). Single step is a `UC_HOOK_CODE` over every address
+while it is needed. Hooks change only between slices (`Debug.slice_start`), where adding them and flushing
+translations is safe. A debug exception taken from a code hook to another EL ends the slice too. Cost: nothing
+while nothing is armed. A watched VA is translated to its IPA page when the watchpoint is armed.
 
 Not modelled: linked and context-ID/VMID breakpoints (BT other than 0b0000), watchpoints on device memory and
 through other VAs aliasing a watched page (the protection is per IPA page, the match by VA), the DCC, halting

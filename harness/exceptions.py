@@ -457,14 +457,15 @@ class Exceptions:
         return self.take_synchronous(vcpu, t)
 
     def take(self, vcpu: "Vcpu", kind: Kind, what: str, pc: int, esr: int | None, far: int | None = None,
-             detail: str = "", *, elr: int | None = None) -> Outcome | None:
-        """A synchronous exception with syndrome `esr` caused by the instruction at `pc`, routed as `route`
-        says (a same-EL class becomes the lower-EL one when taken from EL0); `elr` is the preferred return
-        address when it is not `pc`. Delivered (None) or the death line of `die` (its outcome)."""
+             detail: str = "", *, elr: int | None = None, target_el: int | None = None) -> Outcome | None:
+        """A synchronous exception with syndrome `esr` caused by the instruction at `pc`, taken to `target_el`
+        (a trap's EL) or routed as `route` says (a same-EL class becomes the lower-EL one when taken from a lower
+        EL); `elr` is the preferred return address when it is not `pc`. Delivered (None) or the death line of
+        `die` (its outcome)."""
         if esr is None:
             return self.die(vcpu, kind, what, pc, esr, far, detail)
-        return self.take_synchronous(vcpu, self._taken_from_esr(vcpu, esr, pc if elr is None else elr, far, pc,
-                                                                what, detail))
+        t = self._taken_from_esr(vcpu, esr, pc if elr is None else elr, far, pc, what, detail, target_el)
+        return self.take_synchronous(vcpu, t)
 
     def deliver(self, vcpu: "Vcpu", esr: int, elr: int, far: int | None = None, *, pc: int | None = None,
                 force: bool = False) -> bool:
@@ -477,11 +478,11 @@ class Exceptions:
         return True
 
     def _taken_from_esr(self, vcpu: "Vcpu", esr: int, elr: int, far: int | None, pc: int, what: str,
-                        detail: str) -> Taken:
+                        detail: str, target: int | None = None) -> Taken:
         el = vcpu.el
         ec = syn.ec_of(esr)
         debug = ec in (syn.EC_BRK64, syn.EC_BKPT_CUR, syn.EC_WPT_CUR, syn.EC_SSTEP_CUR)
-        target = route(vcpu, el, debug=debug)
+        target = route(vcpu, el, debug=debug) if target is None else target
         return Taken(syn.lower(ec, el < target), esr & 0x1FF_FFFF, target, elr, pc, far, what, detail,
                      il=bool(esr >> 25 & 1))
 

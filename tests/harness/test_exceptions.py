@@ -12,7 +12,7 @@ import pytest
 from unicorn import UC_HOOK_CODE
 from unicorn.arm64_const import (UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_ESR_EL1, UC_ARM64_REG_FAR_EL1,
                                  UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP, UC_ARM64_REG_SP_EL0, UC_ARM64_REG_SP_EL1,
-                                 UC_ARM64_REG_VBAR_EL1, UC_ARM64_REG_X2)
+                                 UC_ARM64_REG_VBAR_EL1, UC_ARM64_REG_VBAR_EL2, UC_ARM64_REG_X2)
 
 from devmodel.tlbi import encoding, sys_word
 from devmodel.trace import ListSink, Tracer
@@ -368,3 +368,21 @@ def test_no_vector_table_dies_with_the_one_line_message():
     out = m.run(max_insns=1000)
     assert out.exit_code == EXIT_UNDEF and out.pc == CODE and "undefined instruction at pc 0x40080000" in out.message
     assert not sink.of("guest_exception")
+
+
+def test_take_goes_to_the_el_a_trap_names():
+    """`take(..., target_el=2)`: a trap of an EL2 control taken from EL1 (here a WFI trapped by HCR_EL2.TWI, as
+    the scheduler's WFI handling reports it) enters EL2's lower-EL vector, not EL1's."""
+    m, vm, trap, sink = _machine(start_el=2)
+    vm.load_code(CODE, (0xD503207F).to_bytes(4, "little"))
+    vm.load_code(VBAR, (B_SELF.to_bytes(4, "little")).ljust(0x80, b"\0") * 16, entry=CODE)
+    v = vm.vcpus[0]
+    v.power_on(CODE)
+    uc = v.uc
+    uc.reg_write(UC_ARM64_REG_VBAR_EL2, VBAR)
+    uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)                          # EL1h
+    uc.cpr_write(*SPSR_EL1, 0)                                         # the PSTATE write takes effect
+    out = m.exceptions.take(v, Kind.UNDEF, "WFI trapped", CODE, 0x07E0_0000, target_el=2)
+    assert out is None and v.pc == VBAR + 0x400 and v.el == 2
+    (e,) = sink.of("guest_exception")
+    assert (e["el"], e["ec"], e["esr"], e["elr"]) == (2, 0x01, 0x07E0_0000, CODE)

@@ -16,7 +16,8 @@ def text(word: int) -> str:
     return f"{i.mnemonic} {i.op_str}".strip()
 
 
-PAUTH = {0xDAC10041: "pacia x1, x2", 0xDAC11C83: "autdb x3, x4", 0xDAC123E5: "paciza x5", 0x9AC23020: "pacga x0, x1, x2",
+PAUTH = {0xDAC10041: "pacia x1, x2", 0xDAC11C83: "autdb x3, x4", 0xDAC123E5: "paciza x5",
+         0x9AC23020: "pacga x0, x1, x2",
          0xD503233F: "paciasp", 0xD50323FF: "autibsp", 0xD503211F: "pacia1716", 0xD71F0822: "braa x1, x2",
          0xD63F087F: "blraaz x3", 0xD65F0FFF: "retab", 0xD69F0BFF: "eretaa", 0xF8201441: "ldraa x1, [x2, #8]",
          0xF8FFEC83: "ldrab x3, [x4, #-0x10]!"}
