@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from .cpu import CPU_MODELS, DEFAULT_CPU
 from .exits import EXIT_BAD_INPUT, MAX_GUEST_STATUS, HarnessInputError, Kind, Outcome
 
 __all__ = ["main", "build_parser", "add_run_arguments", "configure_machine", "cmd_run", "cmd_build",
@@ -133,6 +134,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    p.add_argument("--cpu", choices=tuple(CPU_MODELS), default=DEFAULT_CPU, help="vCPU model (Unicorn's) [max]")
     p.add_argument("--hcr-fb", type=int, choices=(0, 1), default=1,
                    help="HCR_EL2.FB seen by TLBI decoding: 1 broadcasts EL1 TLBIs (KVM's setting) [1]")
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
@@ -374,7 +376,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
     """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
-    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
+    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, cpu=args.cpu)
     for v in vm.vcpus:
         v.hcr_fb = bool(args.hcr_fb)
     plan = vm.load(image, append=args.append, dtb=args.dtb)
