@@ -35,10 +35,13 @@ from devmodel.trace import Tracer, define
 
 from .elfload import ElfImage, Symbolizer, load_elf
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
-from .exits import HarnessInputError, Kind, Outcome
+from .exits import HarnessInputError, Kind, Outcome, exit_line_status
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .vcpu import PAGE, Vcpu, mpidr_of
+from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
+from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
+from .virtio import VirtioTransports
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
            "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console"]
@@ -92,7 +95,8 @@ class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
-                 vmid: int, start_el: int, console: bool):
+                 vmid: int, start_el: int, console: bool, virtio_modern: bool = False,
+                 chr_testdev: bool = False):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -130,6 +134,11 @@ class VM:
         if console:
             self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
             self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
+        # QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest
+        self.virtio = VirtioTransports(self, modern=virtio_modern)
+        self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, self.virtio, "virtio-mmio")
+        if chr_testdev:
+            self.virtio.add_chr_testdev()
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = Semihosting(self._console, clock=lambda: machine.retired, log=log, tracer=machine.tracer)
         self.vcpus: list[Vcpu] = []
@@ -248,13 +257,15 @@ class Machine:
 
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
-               start_el: int = 1, console: bool = True) -> VM:
+               start_el: int = 1, console: bool = True, virtio_modern: bool = False,
+               chr_testdev: bool = False) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
-                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console)
+                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
+                virtio_modern=virtio_modern, chr_testdev=chr_testdev)
         self.vms.append(vm)
         for v in vm.vcpus:
             for p in self.plugins:
@@ -341,7 +352,12 @@ class Machine:
         elif isinstance(act, Standby):
             uc.emu_stop()
         elif isinstance(act, SystemOff):
-            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF", 0, vcpu.dvm_name, pc))
+            # kvm-unit-tests without chr-testdev: its "EXIT: STATUS=" line is the status (harness/exits.py)
+            line = exit_line_status(bytes(vm.output)) if vm.virtio.testdev is None and b"EXIT: " in vm.output \
+                else None
+            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF" + (
+                "" if line is None else f" after the guest's 'EXIT: STATUS=' line (arm/run: status {line})"),
+                0 if line is None else line, vcpu.dvm_name, pc))
         elif isinstance(act, SystemReset):
             self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_RESET (no reboot, like qemu -no-reboot)",
                                     0, vcpu.dvm_name, pc))

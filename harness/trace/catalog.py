@@ -21,6 +21,7 @@ EVENT_MODULES = (
     "devmodel.virtio.events",
     "harness.machine",
     "harness.trap",
+    "harness.virtio",
     "harness.host.vmid",
     "harness.host.smmu_driver",
     "harness.host.iommufd",
