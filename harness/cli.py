@@ -405,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     events.set_defaults(func=cmd_trace_events)
     from .scenarios.cli import add_scenario_parser   # scenario list|run|report
     add_scenario_parser(sub)
+    from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
+    add_unittests_parser(sub)
     return parser
 
 
@@ -442,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if getattr(args, "func", None) is None:
-            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario; see --help)")
+            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario, unittests; "
+                             f"see --help)")
         code = args.func(args)
         sys.stdout.flush()
         return code
