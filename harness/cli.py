@@ -7,9 +7,11 @@
     smmu-harness trace-events [GLOBS]
     smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE]
                      | report [-o DIR] [-j N] ...
+    smmu-harness unittests [CFG] [-g GROUP] [-j N] [-t] [-l] [TEST ...]
 
-Exit statuses of `run` (harness/exits.py): the guest's status 0-123; 124 budget exhausted; 125 usage error or
-bad input; 132 undefined instruction; 139 unhandled abort. A death prints one line to stderr. Bad input never
+Exit statuses of `run` (harness/exits.py): the guest's status 0-123 (kvm-unit-tests guests: arm/run's status,
+0 pass, 77 skip, 3 fail); 124 budget exhausted; 125 usage error or bad input; 132 undefined instruction; 139
+unhandled abort. A death prints one line to stderr. Bad input never
 prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors); an unusable path is one
 line naming it (125); output into a closed pipe is dropped quietly and the status stands (`main`).
 """
@@ -112,6 +114,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
                    help="instructions per scheduling slice when several vCPUs run [10000]")
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
+    # virtio-mmio: harness/virtio.py
+    p.add_argument("--no-chr-testdev", dest="chr_testdev", action="store_false",
+                   help="no virtio console with chr-testdev on the last virtio-mmio transport (kvm-unit-tests' "
+                        "arm/run adds one; without it their 'EXIT: STATUS=' line gives the status)")
+    p.add_argument("--virtio-mmio-modern", action="store_true",
+                   help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
+                        "[legacy, Version 1, as QEMU]")
     # tracing: harness/trace
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the selected trace events to FILE ('-': stderr; "
@@ -288,7 +297,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         image = load_elf(args.elf)
         machine = Machine(log=log, console=_console_writer(ktap), quantum=args.quantum or DEFAULT_QUANTUM)
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
+        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20,
+                            chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
         stacks = image.constants.get("GUEST_NR_CPUS")        # guest_fw/link.ld: one stack per CPU
         if stacks is not None and args.cpus > stacks:
             raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
