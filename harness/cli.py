@@ -44,9 +44,14 @@ class _Parser(argparse.ArgumentParser):
 
     `dash_value_options`: options whose value may start with '-' (`--cflags "-O0 -DFOO"`); argparse alone
     takes such a value for an option and says "expected one argument", so the word after one of these is
-    always its value (`--cflags=-O0` works as well)."""
+    always its value (`--cflags=-O0` works as well).
+
+    `positionals_last`: the options of a command whose positionals may come between its options
+    (`unittests CFG -j 2 TEST`, as run_tests.sh takes them), mapped to whether they take a value; the
+    positionals are moved after the options before argparse, which otherwise stops at the first of them."""
 
     dash_value_options: frozenset[str] = frozenset()
+    positionals_last: dict[str, bool] | None = None
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see --help)")
@@ -67,7 +72,29 @@ class _Parser(argparse.ArgumentParser):
                 joined.append(args[i])
                 i += 1
             args = joined
+        if args is not None and self.positionals_last is not None:
+            args = _positionals_last(list(args), self.positionals_last)
         return super().parse_known_args(args, namespace)
+
+
+def _positionals_last(args: list[str], options: dict[str, bool]) -> list[str]:
+    opts: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            words += args[i + 1:]
+            break
+        if a.startswith("-") and a != "-":
+            opts.append(a)
+            if options.get(a, False) and "=" not in a and i + 1 < len(args):
+                opts.append(args[i + 1])
+                i += 1
+        else:
+            words.append(a)
+        i += 1
+    return opts + words
 
 
 def _positive_int(text: str) -> int:

@@ -423,6 +423,7 @@ def add_unittests_parser(sub) -> None:
     p.add_argument("--max-smp", type=int, default=None, metavar="N",
                    help="$MAX_SMP [the MAX_SMP environment variable, else the online CPUs]")
     p.add_argument("--update-golden", action="store_true", help="rewrite the expect_trace golden files")
+    p.positionals_last = {"-g": True, "--group": True, "-j": True, "--parallel": True, "--max-smp": True}
     p.set_defaults(func=cmd_unittests)
 
 
