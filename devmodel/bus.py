@@ -180,6 +180,22 @@ class Bus:
     def write64(self, addr: int, value: int) -> None:
         self.write(addr, value, 8)
 
+    def cas64(self, addr: int, expected: int, new: int) -> int:
+        """Compare-and-swap of the 64-bit little-endian word at `addr` (RAM only): store `new` iff the word
+        equals `expected`; return the word found (the swap happened iff it equals `expected`). The model is
+        synchronous, so read-compare-write is atomic against every other agent (a vCPU runs between calls,
+        never inside one): this is what hardware updates of translation table descriptors (HTTU) use, so a
+        CPU's own change of the descriptor between the SMMU's walk and its update is never overwritten.
+        MMIO or unmapped addresses raise `BusError` (an external abort on the update)."""
+        r = self._region(addr, 8)
+        if not r.is_ram:
+            raise BusError(addr, 8, f"atomic update of device {r.name}")
+        buf, off = r.target.buf, addr - r.base
+        cur = _unpack_u64(buf, off)[0]
+        if cur == expected:
+            buf[off:off + 8] = (new & ((1 << 64) - 1)).to_bytes(8, "little")
+        return cur
+
     def read32(self, addr: int) -> int:
         return self.read(addr, 4)
 

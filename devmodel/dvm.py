@@ -27,7 +27,8 @@ __all__ = ["Participant", "Interconnect", "DvmSync"]
 
 define("dvm_tlbi", ("src", "dst", "op", "vmid", "asid", "addr", "size", "leaf", "stage", "regime", "msg"),
        "a broadcast TLBI delivered to one DVM receiver")
-define("dvm_sync", ("src", "acks", "msg"), "DVM Sync issued by a DSB after TLBIs, with the receivers' acks")
+define("dvm_sync", ("src", "acks", "msg", "acked"),
+       "DVM Sync issued by a DSB after TLBIs, with the receivers' acks (acked: their names, comma-separated)")
 
 
 class DvmSync(NamedTuple):
@@ -95,5 +96,6 @@ class Interconnect:
             p.dvm_sync(s)
             acks += 1
         if "dvm_sync" in self.tracer.enabled:
-            self.tracer.emit("dvm_sync", src=s.source, acks=acks, msg=s.msg)
+            acked = ",".join(p.dvm_name for p in self.participants if p is not source)
+            self.tracer.emit("dvm_sync", src=s.source, acks=acks, msg=s.msg, acked=acked)
         return acks

@@ -10,8 +10,8 @@ end the run). CPU indices are positions in `mpidrs`; targets are named by MPIDR 
 Secondaries start powered off, as on QEMU `virt` with PSCI enabled.
 
 Model choices: CPU_ON takes effect at once (the target is ON when the call returns, so AFFINITY_INFO never
-reports ON_PENDING); CPU_SUSPEND behaves as a standby state that wakes immediately (QEMU does the same);
-AFFINITY_INFO supports affinity level 0 only. Not modelled: MIGRATE, SYSTEM_SUSPEND, SYSTEM_RESET2,
+reports ON_PENDING); CPU_SUSPEND is a standby state: the caller waits for a wake-up event as in WFI (QEMU's
+CPU_SUSPEND executes a WFI, target/arm/psci.c); AFFINITY_INFO supports affinity level 0 only. Not modelled: MIGRATE, SYSTEM_SUSPEND, SYSTEM_RESET2,
 CPU_FREEZE, OS-initiated mode, MEM_PROTECT, residency statistics (all return NOT_SUPPORTED).
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ class SystemReset:
 
 @dataclass(frozen=True)
 class Standby:
-    """CPU_SUSPEND: the caller idles until the next event (the scheduler ends its slice)."""
+    """CPU_SUSPEND: the caller waits for a wake-up event, as in WFI (the scheduler sleeps it)."""
     cpu: int
 
 

@@ -22,9 +22,15 @@ cached translation can fault without a walk.
 
 TxSZ bounds are FEAT_TTST's (`max_tsz`): a caller whose CPU or SMMU lacks it checks or clamps first.
 
+Hardware updates (`Httu`, DDI 0487 D8.5, FEAT_HAFDBS): with an `httu` the walk sets AF and, for writes, turns a
+writable-clean leaf (DBM, bit 51) writable-dirty, each time with a compare-and-swap of the 64-bit descriptor and
+a new walk when the descriptor changed in between; a `Leaf` left writable-clean says so (`dbm`), so a cached
+read translation is never used for a write without the update. Without `httu`, HA=1 only stops AF=0 from
+faulting and nothing is written (the vCPU's view).
+
 Not modelled yet: 52-bit VA/IPA/PA (FEAT_LVA/LPA/LPA2 formats; descriptor bits [51:48] are ignored, as
-Unicorn's MMU ignores them), hardware AF/dirty updates (HA=1 treats AF=0 as AF=1, memory is not written), HPD,
-the Contiguous hint (a hint: one descriptor is one translation), big-endian tables.
+Unicorn's MMU ignores them), hardware updates of table descriptors (FEAT_HAFT), HPD, the Contiguous hint (a
+hint: one descriptor is one translation), big-endian tables.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ from .bus import BusError
 
 __all__ = ["PERM_R", "PERM_W", "PERM_X", "GRANULES", "granule_shift", "level_shift", "start_level", "block_levels",
            "MIN_TSZ", "max_tsz", "FaultKind", "VmsaFault", "Leaf", "S1Regime", "S2Regime", "s1_select", "walk_s1",
-           "walk_s2", "s2_start_level", "s2_walk_start", "walk_tables", "s1_perms", "s2_perms", "ReadFn", "TableXlate"]
+           "walk_s2", "s2_start_level", "s2_walk_start", "walk_tables", "s1_perms", "s2_perms", "ReadFn", "TableXlate",
+           "Httu"]
 
 PERM_R, PERM_W, PERM_X = 1, 2, 4           # the values devmodel.smmuv3.config and devmodel.pagetable use
 
@@ -47,6 +54,8 @@ _MASK64 = (1 << 64) - 1
 _MASK56 = (1 << 56) - 1
 _OA_FIELD = (1 << 48) - 1                  # descriptor OA bits [47:0] (low bits masked per level)
 _AF, _NG = 1 << 10, 1 << 11
+_AP2 = 1 << 7                               # stage 1 AP[2] (read-only); stage 2 S2AP[1] (write)
+_DBM = 1 << 51
 
 ReadFn = Callable[[int], int]              # read(addr) -> the 64-bit descriptor at addr; BusError if none there
 # nested walks: the PA of a stage-1 table access at an IPA, or the caller's own fault value (returned unchanged)
@@ -125,8 +134,9 @@ class Leaf:
     perm_priv: int        # PERM_* granted to privileged accesses
     perm_user: int        # ... to unprivileged accesses
     global_: bool = True  # stage 1: nG == 0
-    desc: int = 0         # the raw leaf descriptor
+    desc: int = 0         # the raw leaf descriptor (after any hardware update)
     addr: int = 0         # where it was read (before any table_xlate)
+    dbm: bool = False     # writable-clean under hardware dirty management: a write needs the update first
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +172,20 @@ class S2Regime:
     ha: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Httu:
+    """Hardware updates of one stage's descriptors (DDI 0487 D8.5 "Hardware updates of the translation tables",
+    FEAT_HAFDBS; IHI 0070 3.13 "Translation table entries and Access/Dirty flags"): `ha` sets the Access flag of a
+    leaf the walk uses, `hd` (effective only with `ha`) makes a writable-clean leaf writable-dirty on a write.
+    `cas(pa, expected, new) -> found` is the atomic update (`Bus.cas64`: a CPU's concurrent change is never
+    overwritten, the walk retries). `write_xlate(addr)`: for nested stage 1, the PA at which to write a
+    descriptor whose address is an IPA (a stage-2 *write*), or the caller's fault value, returned unchanged."""
+    ha: bool
+    hd: bool
+    cas: Callable[[int, int, int], int]
+    write_xlate: TableXlate | None = None
+
+
 def _fault(kind: FaultKind, level: int, reason: str, addr: int | None = None, desc: int | None = None):
     return VmsaFault(kind, level, addr, desc, reason)
 
@@ -189,10 +213,13 @@ def s1_select(s1: S1Regime, va: int, two_ranges: bool = True):
 
 
 def walk_s1(s1: S1Regime, va: int, read: ReadFn, *, two_ranges: bool = True, oas: int = 48,
-            table_xlate: TableXlate | None = None, wc: dict | None = None):
+            table_xlate: TableXlate | None = None, wc: dict | None = None, httu: Httu | None = None,
+            write: bool = False, priv: bool = False):
     """Stage-1 walk of `va` -> Leaf | VmsaFault (or a fault value of `table_xlate`, unchanged). Output size =
     min(IPS, oas, 48). In nested mode `table_xlate` translates every table address (an IPA) through stage 2.
-    `wc`: an optional walk cache {(shift, va[55:shift]): (table, APTable, XNTable)} filled and used here."""
+    `wc`: an optional walk cache {(shift, va[55:shift]): (table, APTable, XNTable)} filled and used here.
+    `httu`: hardware AF/dirty updates for an access that is a `write` (or not) at privilege `priv`; without
+    it, `s1.ha` only stops AF=0 from faulting (a view that writes nothing, like the vCPU's)."""
     sel = s1_select(s1, va, two_ranges)
     if type(sel) is VmsaFault:
         return sel
@@ -211,7 +238,7 @@ def walk_s1(s1: S1Regime, va: int, read: ReadFn, *, two_ranges: bool = True, oas
     def perms(desc: int, ap_table: int, xn_table: int) -> tuple[int, int]:
         return s1_perms(s1, desc, ap_table, xn_table, single)
     return walk_tables(read, va, table, level, bits, gshift, outsize, perms, af_ok=s1.affd or s1.ha,
-                       single=single, table_xlate=table_xlate, wc=wc)
+                       single=single, table_xlate=table_xlate, wc=wc, httu=httu, write=write, priv=priv)
 
 
 def s1_perms(s1: S1Regime, desc: int, ap_table: int, xn_table: int, single: bool) -> tuple[int, int]:
@@ -269,8 +296,9 @@ def s2_walk_start(s2: S2Regime, gshift: int) -> int | VmsaFault:
 
 
 def walk_s2(s2: S2Regime, ipa: int, read: ReadFn, *, oas: int = 48, wc: dict | None = None,
-            xnx: bool = False) -> Leaf | VmsaFault:
-    """Stage-2 walk of `ipa` -> Leaf | VmsaFault. `xnx`: FEAT_XNX (XN[1:0] both count). `wc` as for `walk_s1`."""
+            xnx: bool = False, httu: Httu | None = None, write: bool = False) -> Leaf | VmsaFault:
+    """Stage-2 walk of `ipa` -> Leaf | VmsaFault. `xnx`: FEAT_XNX (XN[1:0] both count). `wc`, `httu` and
+    `write` as for `walk_s1` (stage-2 permissions do not depend on privilege)."""
     gshift = _GSHIFT.get(s2.tg)
     if gshift is None:
         return _fault(FaultKind.TRANSLATION, 0, f"TG={s2.tg} unusable")
@@ -289,7 +317,7 @@ def walk_s2(s2: S2Regime, ipa: int, read: ReadFn, *, oas: int = 48, wc: dict | N
     def perms(desc: int, _ap: int, _xn: int) -> tuple[int, int]:
         return s2_perms(desc, xnx)
     return walk_tables(read, ipa, table, level, bits, gshift, outsize, perms, af_ok=s2.affd or s2.ha, s1=False,
-                       wc=wc)
+                       wc=wc, httu=httu, write=write)
 
 
 def s2_perms(desc: int, xnx: bool = False) -> tuple[int, int]:
@@ -323,10 +351,34 @@ def _wc_resume(wc: dict, key_addr: int, level: int, gshift: int) -> tuple[int, i
 
 def walk_tables(read: ReadFn, addr: int, table: int, level: int, bits: int, gshift: int, outsize: int = 48,
                 perms: PermsFn = _no_perms, *, af_ok: bool = False, s1: bool = True, single: bool = False,
-                table_xlate: TableXlate | None = None, wc: dict | None = None):
+                table_xlate: TableXlate | None = None, wc: dict | None = None, httu: Httu | None = None,
+                write: bool = False, priv: bool = False):
     """Walk from `table` (the start level's, with `bits` index bits: more than a stride for concatenated stage-2
     tables) to the descriptor that translates `addr` -> Leaf | VmsaFault, with the descriptor checks of D8.3
-    for either stage (`s1`: table attributes and nG). `Leaf.addr`, `VmsaFault.addr`/`desc` locate it."""
+    for either stage (`s1`: table attributes and nG). `Leaf.addr`, `VmsaFault.addr`/`desc` locate it.
+
+    `httu`: hardware updates of the leaf (AF; dirty state for a `write` access at privilege `priv`), each one a
+    compare-and-swap of the descriptor; when another agent changed the descriptor since it was read, the walk
+    starts again from `table` and sees the new value (bounded: a descriptor that keeps changing faults)."""
+    if httu is None:                        # nothing is written: no race to retry
+        return _descend(read, addr, table, level, bits, gshift, outsize, perms, af_ok, s1, single, table_xlate, wc,
+                        None, write, priv)
+    for _ in range(_UPDATE_TRIES):
+        r = _descend(read, addr, table, level, bits, gshift, outsize, perms, af_ok, s1, single, table_xlate, wc,
+                     httu, write, priv)
+        if r is not _RETRY:
+            return r
+    return VmsaFault(FaultKind.TRANSLATION, level, None, None,
+                     f"the descriptor for {addr:#x} changed under {_UPDATE_TRIES} hardware updates in a row")
+
+
+_RETRY = object()          # _descend: the hardware update lost a race; walk again
+_UPDATE_TRIES = 4
+
+
+def _descend(read: ReadFn, addr: int, table: int, level: int, bits: int, gshift: int, outsize: int,
+             perms: PermsFn, af_ok: bool, s1: bool, single: bool, table_xlate: TableXlate | None, wc: dict | None,
+             httu: Httu | None, write: bool, priv: bool):
     stride = gshift - 3
     omask = ~((1 << outsize) - 1)
     # APTable[1:0] and {UXNTable, PXNTable} accumulate in stage 1; single-range regimes have only APTable[1]
@@ -365,18 +417,65 @@ def walk_tables(read: ReadFn, addr: int, table: int, level: int, bits: int, gshi
             if wc is not None:
                 wc[(shift, key_addr >> shift)] = (nxt, ap_table, xn_table)
             continue
-        if level == 3 and not desc & 2:
-            return VmsaFault(FaultKind.TRANSLATION, 3, daddr, desc, f"reserved level-3 descriptor {desc:#x}")
-        if level < 3 and not (level == 2 or (level == 1 and gshift == 12)):
-            return VmsaFault(FaultKind.TRANSLATION, level, daddr, desc,
-                             f"block descriptor not allowed at level {level} with a {1 << (gshift - 10)}K granule")
-        size = 1 << shift
-        out_base = desc & _OA_FIELD & ~(size - 1)
-        if out_base & omask:
-            return VmsaFault(FaultKind.ADDRESS_SIZE, level, daddr, desc,
-                             f"output address {desc & ((1 << 52) - 1):#x} above the {outsize}-bit output size")
-        if not desc & _AF and not af_ok:
-            return VmsaFault(FaultKind.ACCESS_FLAG, level, daddr, desc, f"AF=0 in {desc:#x}")
-        pp, pu = perms(desc, ap_table, xn_table)
-        return Leaf(out_base | (addr & (size - 1)), addr & ~(size - 1), out_base, size, level, 1 << gshift, pp, pu,
-                    not (s1 and desc & _NG), desc, daddr)
+        return _leaf(desc, addr, daddr, pa, level, gshift, outsize, perms, af_ok, s1, (ap_table, xn_table), httu,
+                     write, priv)
+
+
+def _leaf(desc: int, addr: int, daddr: int, pa: int, level: int, gshift: int, outsize: int, perms: PermsFn,
+          af_ok: bool, s1: bool, table_attrs: tuple[int, int], httu: Httu | None, write: bool, priv: bool):
+    """The checks of a block/page descriptor (D8.3, D8.5), its hardware update, and the Leaf."""
+    if level == 3 and not desc & 2:
+        return VmsaFault(FaultKind.TRANSLATION, 3, daddr, desc, f"reserved level-3 descriptor {desc:#x}")
+    if level < 3 and not (level == 2 or (level == 1 and gshift == 12)):
+        return VmsaFault(FaultKind.TRANSLATION, level, daddr, desc,
+                         f"block descriptor not allowed at level {level} with a {1 << (gshift - 10)}K granule")
+    size = 1 << (gshift + (3 - level) * (gshift - 3))
+    out_base = desc & _OA_FIELD & ~(size - 1)
+    if out_base >> outsize:
+        return VmsaFault(FaultKind.ADDRESS_SIZE, level, daddr, desc,
+                         f"output address {desc & ((1 << 52) - 1):#x} above the {outsize}-bit output size")
+    if not desc & _AF and not af_ok:
+        return VmsaFault(FaultKind.ACCESS_FLAG, level, daddr, desc, f"AF=0 in {desc:#x}")
+    ap_table, xn_table = table_attrs
+    dbm = False
+    if httu is not None:
+        upd = _hw_update(httu, desc, pa, daddr, level, s1, perms, ap_table, xn_table, write, priv)
+        if type(upd) is not tuple:
+            return upd                      # _RETRY, or the caller's fault on the update's stage-2 write
+        desc, dbm = upd
+    pp, pu = perms(desc, ap_table, xn_table)
+    return Leaf(out_base | (addr & (size - 1)), addr & ~(size - 1), out_base, size, level, 1 << gshift, pp, pu,
+                not (s1 and desc & _NG), desc, daddr, dbm)
+
+
+def _hw_update(httu: Httu, desc: int, pa: int, daddr: int, level: int, s1: bool, perms: PermsFn, ap_table: int,
+               xn_table: int, write: bool, priv: bool):
+    """The hardware update of a leaf (DDI 0487 D8.5; IHI 0070 3.13) -> (descriptor now in memory, writable-clean)
+    or _RETRY when the compare-and-swap found another value, or the fault of `httu.write_xlate`.
+
+    AF: set on any use of the descriptor (HA). Dirty state (HD, effective only with HA): a writable-clean leaf
+    (DBM=1 with AP[2]=1 at stage 1, S2AP[1]=0 at stage 2) becomes writable-dirty (AP[2]=0 / S2AP[1]=1) on a write
+    that the dirty descriptor would permit (APTable, PAN, privilege still apply: otherwise no update, and the
+    caller's permission check faults). A leaf left writable-clean is reported so that a cached translation of it
+    never grants a write without this update."""
+    if not httu.ha:
+        return desc, False
+    new = desc | _AF
+    clean = httu.hd and bool(desc & _DBM) and bool(desc & _AP2) == s1
+    if clean and write:
+        dirty = desc ^ _AP2                          # stage 1: AP[2] 1 -> 0; stage 2: S2AP[1] 0 -> 1
+        pp, pu = perms(dirty, ap_table, xn_table)
+        if (pp if priv else pu) & PERM_W:
+            new, clean = dirty | _AF, False
+    if new == desc:
+        return desc, clean
+    wpa = pa if httu.write_xlate is None else httu.write_xlate(daddr)
+    if type(wpa) is not int:
+        return wpa
+    try:
+        found = httu.cas(wpa, desc, new)
+    except BusError as e:
+        return VmsaFault(FaultKind.EXTERNAL_ABORT, level, wpa, desc, f"level-{level} descriptor update: {e}")
+    if found != desc:
+        return _RETRY
+    return new, clean

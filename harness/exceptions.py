@@ -5,7 +5,8 @@ Unicorn never enters a guest's vectors itself: every exception reaches `UC_HOOK_
 `emu_start` with a `UcError`. `Exceptions` (one per machine, `machine.exceptions`) routes them:
 
 * HVC (and SMC from EL2) are firmware calls: PSCI 1.1 (`Machine.psci_call`); `HLT #0xF000` is semihosting
-  (`Machine.semihosting_call`): the harness plays EL2/EL3 firmware for the guest.
+  (`Machine.semihosting_call`): the harness plays EL2/EL3 firmware for the guest. A WFI arrives as an undefined
+  instruction (SCR_EL3.TWI, or the guest's own WFx trap): the scheduler sleeps the vCPU or delivers the trap.
 * A synchronous exception of a class the guest opted in for is taken at its own vector (`deliver`): a guest
   defining the u64 global `exception_handled_ecs` (ELF symbol table; guest_fw/lib/exceptions.c sets bit EC when
   `install_exception_handler(EC, fn)` installs a handler) has each exception whose ESR.EC bit is set there
@@ -41,6 +42,7 @@ from devmodel.semihosting import HLT_SEMIHOSTING
 
 from .exits import (EC_BRK64, EC_DABT_CUR, EC_IABT_CUR, EC_IABT_LOW, EC_NAMES, EC_SVC64, EC_UNKNOWN,
                     FSC_SYNC_EXTERNAL, Kind, Outcome, esr_value)
+from .scheduler import STOP_ADDRESS, WFI
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -86,9 +88,19 @@ class Exceptions:
         if intno in (EXCP_HVC, EXCP_SMC):
             m.psci_call(vcpu, "hvc" if intno == EXCP_HVC else "smc", pc)
             return
-        if intno == EXCP_UDEF and vcpu.insn_at(pc) == HLT_SEMIHOSTING:
-            m.semihosting_call(vcpu, pc)
-            return
+        if intno == EXCP_UDEF:
+            if pc + 4 == STOP_ADDRESS:          # the guest jumped to the scheduler's emu_start end, where Unicorn
+                # stops by imitating a WFI, trapped by SCR_EL3.TWI (harness/scheduler.py trap_wfi)
+                self.die(vcpu, Kind.ABORT, "instruction fetch from the harness stop address", STOP_ADDRESS,
+                         esr_value(EC_IABT_CUR, FSC_SYNC_EXTERNAL), STOP_ADDRESS)
+                return
+            word = vcpu.insn_at(pc)
+            if word == HLT_SEMIHOSTING:
+                m.semihosting_call(vcpu, pc)
+                return
+            if word == WFI:                     # SCR_EL3.TWI or the guest's own WFI trap (harness/scheduler.py)
+                m.scheduler.wfi(vcpu, pc)
+                return
         if "int" in m.log.enabled:
             m.log("int", f"{vcpu.dvm_name}: exception {intno} [{_EXCP_NAMES.get(intno, '?')}] at pc {pc:#x} "
                          f"<{vcpu.vm.symbolize(pc)}>")

@@ -15,8 +15,12 @@ their own modules and are put together here.
 Plugins (`machine.add_plugin(p)`) may define `attach_vcpu(vcpu)`, `before_run(machine)`, `slice_start(vcpu)`,
 `slice_end(vcpu)`, `after_run(machine)`; see docs/DESIGN.md "Harness API".
 
-Not modelled yet: stage 2 for vCPUs (the IPA space is the Unicorn address space), E2H, interrupts and timers
-(WFI/WFE only end the slice); exceptions: see harness/exceptions.py.
+Time: `machine.clock` (harness/clock.py) is the one virtual clock - the generic timers (`machine.timers`,
+harness/timer.py), semihosting's SYS_CLOCK/SYS_ELAPSED/SYS_TIME and trace timestamps read it; the scheduler
+advances it.
+
+Not modelled yet: stage 2 for vCPUs (the IPA space is the Unicorn address space), interrupts (WFI sleeps until a
+timer output or a host kick wakes it, harness/scheduler.py); exceptions: see harness/exceptions.py.
 """
 from __future__ import annotations
 
@@ -31,13 +35,15 @@ from devmodel.dvm import Interconnect
 from devmodel.pl011 import PL011, PL011_SIZE
 from devmodel.psci import CpuOff, CpuOn, Psci, Standby, SystemOff, SystemReset
 from devmodel.semihosting import Semihosting
-from devmodel.trace import Tracer, define
+from devmodel.trace import NULL_TRACER, Tracer, define
 
+from .clock import VirtualClock
 from .elfload import ElfImage, Symbolizer, load_elf
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
 from .exits import HarnessInputError, Kind, Outcome, exit_line_status
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
+from .timer import GenericTimers
 from .vcpu import PAGE, Vcpu, mpidr_of
 from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
 from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
@@ -140,7 +146,7 @@ class VM:
         if chr_testdev:
             self.virtio.add_chr_testdev()
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
-        self.semihosting = Semihosting(self._console, clock=lambda: machine.retired, log=log, tracer=machine.tracer)
+        self.semihosting = Semihosting(self._console, clock=machine.clock.sample_ns, log=log, tracer=machine.tracer)
         self.vcpus: list[Vcpu] = []
         for i in range(ncpus):
             v = Vcpu(self, i)
@@ -222,10 +228,14 @@ class Machine:
     def __init__(self, *, tracer: Tracer | None = None, log: Log | None = None,
                  console: Callable[[VM, bytes, int], None] | None = None, quantum: int = DEFAULT_QUANTUM,
                  tcg_buffer_size: int = 32 << 20):
-        self.scheduler = Scheduler(self, quantum)
+        self.clock = VirtualClock()
+        self.scheduler = Scheduler(self, quantum, self.clock)
         self.exceptions = Exceptions(self)
         self.bus = Bus()
         self.tracer = tracer if tracer is not None else Tracer()
+        owner = getattr(self.tracer.clock, "__self__", None)
+        if self.tracer is not NULL_TRACER and (self.tracer.clock is None or isinstance(owner, VirtualClock)):
+            self.tracer.clock = self.clock.now          # Record.ts: this machine's virtual time in ticks
         self.interconnect = Interconnect(self.tracer)
         self.log = log if log is not None else Log()
         self.console = console if console is not None else _default_console
@@ -236,6 +246,8 @@ class Machine:
         self.outcome: Outcome | None = None
         self._next_pa = HOST_RAM_BASE
         self._disasm = None
+        self.timers = GenericTimers(self)
+        self.scheduler.add_wake_source(self.timers.wakes, "generic timer")
 
     @property
     def quantum(self) -> int:
@@ -243,7 +255,7 @@ class Machine:
 
     @property
     def retired(self) -> int:
-        """Instructions charged machine-wide: the virtual clock (harness/scheduler.py)."""
+        """Instructions charged machine-wide (the `max_insns` budget; virtual time is `clock`)."""
         return self.scheduler.retired
 
     # -- building -----------------------------------------------------------------------------------
@@ -268,6 +280,7 @@ class Machine:
                 virtio_modern=virtio_modern, chr_testdev=chr_testdev)
         self.vms.append(vm)
         for v in vm.vcpus:
+            self.timers.attach(v)
             for p in self.plugins:
                 _call(p, "attach_vcpu", v)
         return vm
@@ -350,7 +363,7 @@ class Machine:
             vcpu.on = False
             uc.emu_stop()
         elif isinstance(act, Standby):
-            uc.emu_stop()
+            self.scheduler.sleep(vcpu, pc - 4, "PSCI CPU_SUSPEND")     # QEMU's CPU_SUSPEND is a WFI
         elif isinstance(act, SystemOff):
             # kvm-unit-tests without chr-testdev: its "EXIT: STATUS=" line is the status (harness/exits.py)
             line = exit_line_status(bytes(vm.output)) if vm.virtio.testdev is None and b"EXIT: " in vm.output \

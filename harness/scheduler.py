@@ -1,80 +1,185 @@
-"""The deterministic scheduler: which vCPU runs, for how long, and in which Unicorn mode.
+"""The deterministic scheduler: which vCPU runs, for how long, in which Unicorn mode, and when time passes.
 
-* Alone: when a single vCPU is runnable and no instruction budget is set, it runs uncounted in one `emu_start`
-  (full Unicorn speed) until an event ends it (PSCI CPU_ON/CPU_OFF/CPU_SUSPEND, WFI, an exit, a death) or the
-  wall-clock budget (`emu_start`'s timeout).
-* Round-robin: otherwise every runnable vCPU runs in turn for `quantum` instructions (`emu_start(count=)`), in
-  `machine.vcpus` order (creation order), so SMP runs give the same output every time.
-* Virtual time: `retired` counts the instructions charged to slices, machine-wide (an upper bound: a slice that
-  ends early at WFI or an event is charged in full); semihosting's clock reads it. Uncounted runs charge nothing.
+* Alone: when a single vCPU is runnable, no instruction budget is set and nothing needs time (the virtual clock
+  is not `started`: the guest never touched the generic timer or a semihosting clock, no Chrome trace), it
+  runs uncounted in one `emu_start` (full Unicorn speed) until an event ends it (PSCI CPU_ON/CPU_OFF/
+  CPU_SUSPEND, WFI, an exit, a death, the first access to time) or the wall-clock budget (`emu_start`'s
+  timeout). Time stands still meanwhile.
+* Round-robin: otherwise every runnable vCPU runs in turn (`machine.vcpus` order, creation order) for a slice
+  of `quantum` instructions (`emu_start(count=)`), shorter when the next deadline of the virtual clock or the
+  budget comes first, so SMP runs give the same output every time and a timer fires at an exact instruction.
+* Virtual time (harness/clock.py, `machine.clock`): one machine-wide count, advanced by every counted slice -
+  the instructions of all vCPUs add up, as in QEMU's icount with round-robin vCPUs (softmmu/icount.c) - and
+  warped to the next deadline when no vCPU can run. `retired` counts the instructions charged to slices (an
+  upper bound: a slice that ends early is charged in full), which `max_insns` budgets.
+* WFI: every WFI traps to the harness (SCR_EL3.TWI, set at the vCPU's first slice: `trap_wfi`): unless the
+  guest's own controls trap it to its EL1/EL2 (SCTLR_EL1.nTWI=0 at EL0, HCR_EL2.TWI below EL2: Unicorn's
+  check_wfx_trap order, QEMU target/arm/op_helper.c), the vCPU ends its slice and sleeps in `waiting` until a
+  wake-up event: a `kick` (the host's, e.g. a VMM that injects an event) or a wake source saying so
+  (`add_wake_source`: the generic timer's asserted outputs today, the interrupt controller's pending interrupts
+  later). PSCI CPU_SUSPEND
+  sleeps the same way (QEMU's PSCI CPU_SUSPEND executes a WFI). A sleeping vCPU does not stop time: the others
+  run, and with every vCPU asleep time warps to the next deadline; with nothing that can wake any vCPU the run
+  ends as IDLE (exit status 124).
 * Budgets: `max_insns` ends the run with a BUDGET outcome once charged, `timeout` (seconds of wall-clock time)
-  with a TIMEOUT outcome naming where each vCPU was; no vCPU runnable ends it as IDLE, or with the VMs' exits.
+  with a TIMEOUT outcome naming where each vCPU was.
 * Plugins: `slice_start(vcpu)` / `slice_end(vcpu)` run around every `emu_start` of that vCPU (KVM's
-  vcpu_load/put, the TLBI trap's lazy flushes); a `slice_start` may stop the vCPU or the machine.
+  vcpu_load/put, the TLBI trap's lazy flushes); a `slice_start` may stop the vCPU or the machine. The clock's
+  slice ends before `slice_end` runs, so what plugins trace there is dated at the slice's end.
 
 Unicorn instruments blocks for `emu_start(count=)` when it translates them, so a vCPU that switches between
 counted and uncounted slices gets its translation cache flushed (`ctl_flush_tb`) at the switch; without that a
 counted slice can run forever in blocks translated uncounted (checked with unicorn 2.1.4).
 
-Seams for what comes next (docs/DESIGN.md "Scheduler seams"): `runnable(vcpu)` is the one place that decides
-whether a vCPU may run (WFI sleeping until an interrupt is pending), `slice_length(vcpu, ...)` the one place that
-bounds a slice (a generic timer's next deadline), `slice_start` the point where interrupts are injected, and
-`run_slice(vcpu, count)` runs exactly `count` instructions of one vCPU (a debugger's single step).
+Seams (docs/DESIGN.md "Scheduler seams"): `runnable(vcpu)` decides who may run (`waiting` holds the vCPUs in
+WFI), `add_wake_source(fn, name)` is where an interrupt controller says a vCPU has an interrupt pending,
+`kick(vcpu)` is a wake-up event from the host, `slice_length(vcpu, ...)` bounds a slice (the clock's next
+deadline), `slice_start` is where interrupts are injected, and `run_slice(vcpu, count)` runs exactly `count`
+instructions of one vCPU (a debugger's single step).
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from unicorn import UcError
 from unicorn.arm64_const import UC_ARM64_REG_PC
 
+from devmodel.trace import define
+
+from .clock import VirtualClock
 from .exits import EC_IABT_CUR, FSC_SYNC_EXTERNAL, Kind, Outcome, esr_value
 
 if TYPE_CHECKING:
     from .machine import Machine
     from .vcpu import Vcpu
 
-__all__ = ["Scheduler", "DEFAULT_QUANTUM", "STOP_ADDRESS"]
+__all__ = ["Scheduler", "DEFAULT_QUANTUM", "STOP_ADDRESS", "WFI", "EC_WFX", "wfi_trap_target", "trap_wfi"]
 
 DEFAULT_QUANTUM = 10_000
 STOP_ADDRESS = 0xFFFF_FFFF_FFFF_FFFC   # emu_start's end address: never a guest PC in practice
+WFI = 0xD503207F                       # the WFI instruction word (Arm ARM C6.2 WFI)
+EC_WFX = 0x01                          # ESR.EC of a trapped WFI/WFE (D17.2.37)
+_WFI_ISS = (1 << 24) | (0xE << 20)     # CV=1, COND=0b1110 (AArch64), TI=0b00: WFI
+SCTLR_EL1 = (3, 0, 1, 0, 0)
+HCR_EL2 = (3, 4, 1, 1, 0)
+SCR_EL3 = (3, 6, 1, 1, 0)
+SCTLR_NTWI, HCR_TWI, HCR_TGE, SCR_TWI = 1 << 16, 1 << 13, 1 << 27, 1 << 12
+
+define("vcpu_wfi", ("cpu", "pc", "deadline"),
+       "a vCPU sleeps in WFI (or PSCI CPU_SUSPEND) at pc; deadline: the clock's next deadline (None: none)")
+define("vcpu_wake", ("cpu", "why", "count"), "a sleeping vCPU wakes up (why: kick or the wake source's name)")
+define("clock_warp", ("count", "to"), "no vCPU can run: virtual time jumps from count to the next deadline")
+
+
+def wfi_trap_target(el: int, sctlr_el1: int, hcr_el2: int) -> int:
+    """The EL a WFI at `el` traps to under the guest's own controls, or 0 when it does not (it then reaches the
+    harness's SCR_EL3.TWI trap): SCTLR_EL1.nTWI=0 traps EL0 to EL1 (EL2 when HCR_EL2.TGE=1), HCR_EL2.TWI traps
+    EL0/EL1 to EL2, in the order of QEMU's check_wfx_trap (target/arm/op_helper.c), which Unicorn applies."""
+    if el == 0 and not sctlr_el1 & SCTLR_NTWI:
+        return 2 if hcr_el2 & HCR_TGE else 1
+    if el <= 1 and hcr_el2 & HCR_TWI:
+        return 2
+    return 0
+
+
+def trap_wfi(v: "Vcpu") -> None:
+    """Make every WFI of `v` that its own controls do not trap reach the harness: SCR_EL3.TWI (the harness is
+    EL3). Set at the vCPU's first slice, not at reset: Unicorn stops at an `emu_start(begin, until)` address by
+    imitating a WFI there, which TWI turns into an undefined-instruction exception at until - 4, so code that
+    drives a vCPU's Unicorn directly (tests) keeps Unicorn's plain behaviour until the scheduler runs it (the
+    scheduler's own `until`, STOP_ADDRESS, is never reached)."""
+    uc = v.uc
+    uc.cpr_write(*SCR_EL3, uc.cpr_read(*SCR_EL3) | SCR_TWI)
 
 
 class Scheduler:
     """Runs the vCPUs of `machine` (see the module docstring)."""
 
-    def __init__(self, machine: "Machine", quantum: int = DEFAULT_QUANTUM):
+    def __init__(self, machine: "Machine", quantum: int = DEFAULT_QUANTUM, clock: VirtualClock | None = None):
         if quantum <= 0:
             raise ValueError(f"quantum {quantum} must be positive")
         self.machine = machine
         self.quantum = quantum
-        self.retired = 0                  # instructions charged machine-wide (virtual time)
+        self.clock = clock if clock is not None else VirtualClock()
+        self.retired = 0                  # instructions charged machine-wide (the --max-insns budget)
+        self.waiting: dict[int, "Vcpu"] = {}            # vcpu.id -> vCPU sleeping in WFI
+        self.wake_sources: list[tuple[str, Callable[["Vcpu"], bool]]] = []
+        self._kicked: set[int] = set()
         self._counted: dict[int, bool] = {}     # vcpu.id -> whether its last slice ran counted
+        self._slice_wfi = False                 # the running slice ended on a WFI
 
     # -- the seams ---------------------------------------------------------------------------------------
     def runnable(self, v: "Vcpu") -> bool:
-        """May `v` run now? (Powered on; later: not sleeping in WFI with no interrupt pending.)"""
-        return v.on
+        """May `v` run now? Powered on and not sleeping in WFI."""
+        return v.on and v.id not in self.waiting
 
     def slice_length(self, v: "Vcpu", max_insns: int | None) -> int:
-        """Instructions the next round-robin slice of `v` may run: the quantum, within the budget left.
-        (Later: also up to the next deadline of the virtual clock.)"""
-        if max_insns is None:
-            return self.quantum
-        return min(self.quantum, max_insns - self.retired)
+        """Instructions the next round-robin slice of `v` may run: the quantum, within the budget left and up
+        to the clock's next deadline (so a timer fires at an exact instruction boundary)."""
+        n = self.quantum
+        if max_insns is not None:
+            n = min(n, max_insns - self.retired)
+        nd = self.clock.next_deadline()
+        if nd is not None:
+            n = min(n, max(1, nd - self.clock.now()))
+        return n
+
+    def add_wake_source(self, fn: Callable[["Vcpu"], bool], name: str) -> None:
+        """`fn(vcpu) -> bool`: does `vcpu` have a WFI wake-up event (an interrupt pending for it)? Asked at
+        every scheduling point for the vCPUs in WFI."""
+        self.wake_sources.append((name, fn))
+
+    def kick(self, v: "Vcpu") -> None:
+        """A wake-up event for `v` from the host (KVM's kvm_vcpu_kick): wakes it if it sleeps in WFI, else its
+        next WFI completes at once (the slice still ends there)."""
+        self._kicked.add(v.id)
+
+    def wfi(self, v: "Vcpu", pc: int) -> None:
+        """The WFI at `pc` trapped (SCR_EL3.TWI; Unicorn left the PC on it). Called from the vCPU's exception
+        hook: the guest's own trap to EL1/EL2, or the harness's sleep."""
+        uc = v.uc
+        hcr = uc.cpr_read(*HCR_EL2) if v.start_el == 2 else 0
+        target = wfi_trap_target(v.el, uc.cpr_read(*SCTLR_EL1), hcr)
+        if target:
+            why = "SCTLR_EL1.nTWI=0" if target == 1 or not hcr & HCR_TWI else "HCR_EL2.TWI=1"
+            self.machine.exceptions.take(v, Kind.UNDEF, f"WFI trapped by the guest's controls ({why})", pc,
+                                         esr_value(EC_WFX, _WFI_ISS), elr=pc)
+            return
+        uc.reg_write(UC_ARM64_REG_PC, pc + 4)
+        self.sleep(v, pc, "WFI")
+
+    def sleep(self, v: "Vcpu", pc: int, what: str = "WFI") -> None:
+        """`v` waits for a wake-up event (WFI, PSCI CPU_SUSPEND): its slice ends now. Safe in any hook."""
+        m = self.machine
+        self.waiting[v.id] = v
+        self._slice_wfi = True
+        nd = self.clock.next_deadline()
+        if "vcpu_wfi" in m.tracer.enabled:
+            m.tracer.emit("vcpu_wfi", cpu=v.id, pc=pc, deadline=nd)
+        if "int" in m.log.enabled:
+            m.log("int", f"{v.dvm_name}: {what} at pc {pc:#x} <{v.vm.symbolize(pc)}>: waiting for a wake-up event"
+                         f" (next deadline {'none' if nd is None else f'at tick {nd}'})")
+        v.uc.emu_stop()
 
     # -- running -------------------------------------------------------------------------------------------
     def run(self, max_insns: int | None = None, timeout: float | None = None) -> None:
         """Run until the machine has an outcome (set on `machine.outcome`)."""
         m = self.machine
+        clock = self.clock
+        if any(getattr(s, "needs_time", False) for s in m.tracer.sinks):
+            clock.start("trace timestamps")
         deadline = time.monotonic() + timeout if timeout else None
         while m.outcome is None:
+            clock.fire_due()
+            self._wake()
             ready = [v for v in m.vcpus if self.runnable(v)]
             if not ready:
+                if self._warp():
+                    continue
                 m.outcome = self._idle_outcome()
                 break
-            if len(ready) == 1 and max_insns is None:
+            if len(ready) == 1 and max_insns is None and not clock.started:
                 left = deadline - time.monotonic() if deadline else 0
                 if deadline and left <= 0:
                     self._timeout(timeout)
@@ -92,6 +197,7 @@ class Scheduler:
         for v in ready:
             if not self.runnable(v) or m.outcome is not None:
                 continue
+            self.clock.fire_due()                    # deadlines the previous slice reached
             n = self.slice_length(v, max_insns)
             self.run_slice(v, n, 0)
             self.retired += n
@@ -101,7 +207,8 @@ class Scheduler:
 
     def run_slice(self, v: "Vcpu", count: int, timeout_us: int = 0) -> None:
         """One `emu_start` of `v`: `count` instructions (0: uncounted, until an event or `timeout_us`), with
-        the plugins' `slice_start`/`slice_end` around it. Charges nothing (the caller does)."""
+        the plugins' `slice_start`/`slice_end` around it. Advances the clock; charges no budget (the caller
+        does)."""
         m = self.machine
         uc = v.uc
         pc = uc.reg_read(UC_ARM64_REG_PC)
@@ -117,22 +224,59 @@ class Scheduler:
             # blocks translated in the other mode would never stop (or keep paying for counting): drop them
             if last is not None:
                 uc.ctl_flush_tb()
+            else:
+                trap_wfi(v)
             self._counted[v.id] = counted
         plugins = m.plugins
         for p in plugins:
             f = getattr(p, "slice_start", None)
             if f is not None:
                 f(v)
+        self._slice_wfi = False
+        ran = v.on and m.outcome is None          # a slice_start hook may have stopped it
+        self.clock.begin_slice(count if ran else 0, uc.emu_stop)
         try:
-            if v.on and m.outcome is None:        # a slice_start hook may have stopped it
+            if ran:
                 uc.emu_start(pc, STOP_ADDRESS, timeout_us, count)
         except UcError as e:
             m.exceptions.emulation_error(v, e)
         finally:
+            self.clock.end_slice(wfi=self._slice_wfi)
             for p in plugins:
                 f = getattr(p, "slice_end", None)
                 if f is not None:
                     f(v)
+
+    # -- sleeping and waking -----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        """Wake the vCPUs in WFI that have a wake-up event."""
+        if not self.waiting:
+            return
+        tracer = self.machine.tracer
+        for vid, v in list(self.waiting.items()):
+            why = None
+            if not v.on:
+                why = "off"
+            elif vid in self._kicked:
+                why = "kick"
+                self._kicked.discard(vid)
+            else:
+                why = next((name for name, fn in self.wake_sources if fn(v)), None)
+            if why is not None:
+                del self.waiting[vid]
+                if "vcpu_wake" in tracer.enabled and why != "off":
+                    tracer.emit("vcpu_wake", cpu=vid, why=why, count=self.clock.now())
+
+    def _warp(self) -> bool:
+        """No vCPU can run: jump to the next deadline if there is one."""
+        nd = self.clock.next_deadline()
+        if nd is None:
+            return False
+        tracer = self.machine.tracer
+        if "clock_warp" in tracer.enabled:
+            tracer.emit("clock_warp", count=self.clock.now(), to=nd)
+        self.clock.warp(nd)
+        return True
 
     # -- ends ----------------------------------------------------------------------------------------------
     def _timeout(self, timeout: float | None) -> None:
@@ -146,5 +290,10 @@ class Scheduler:
         if ended and len(ended) == len(vms):
             exits = [vm.outcome for vm in ended]
             return next((o for o in exits if o.exit_code != 0), exits[0])
+        asleep = [v for v in self.waiting.values() if v.on]
+        if asleep:
+            where = ", ".join(f"{v.dvm_name} at pc {v.pc:#x} <{v.vm.symbolize(v.pc)}>" for v in asleep)
+            return Outcome(Kind.IDLE, f"every vCPU is powered off or waits in WFI ({where}) and nothing can wake "
+                                      f"them (no timer deadline pending, no interrupt)")
         names = ", ".join(vm.name for vm in vms if vm.outcome is None)
         return Outcome(Kind.IDLE, f"every vCPU of {names} is powered off (PSCI CPU_OFF) and nothing can wake them")

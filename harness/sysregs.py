@@ -30,7 +30,9 @@ Unicorn 2.1.4 facts this relies on (tests/harness/test_sysregs.py checks each of
   scratch Unicorn (`unicorn_undefines`), a few milliseconds, cached for the process.
 
 vCPUs with no handler pay nothing: the hooks are installed the first time a handler is registered for that
-direction. Not modelled yet: traps of the accesses to EL2 (HCR_EL2.TID*, CNTHCTL_EL2...), AArch32 MRC/MCR.
+direction (every machine vCPU has the generic timer's, harness/timer.py). `stand_in(enc, name, value)` serves a
+register with a fixed value and no behaviour, logged under `-d unimp`. Not modelled yet: traps of the accesses
+to EL2 (HCR_EL2.TID*...), AArch32 MRC/MCR.
 """
 from __future__ import annotations
 
@@ -118,6 +120,28 @@ class SysregHooks:
         if write is not None:
             self.writes[enc] = write
             self._install("msr", UC_ARM64_INS_MSR, self._on_msr)
+
+    def stand_in(self, enc: Encoding, name: str, value: int = 0, *, writable: bool = True) -> None:
+        """Serve `enc` as a stand-in: reads return `value`, writes (when `writable`) are accepted and ignored - a
+        register the guest may touch but the harness gives no behaviour. The first access of each direction is
+        logged under `-d unimp` (QEMU logs its unimplemented registers under LOG_UNIMP too)."""
+        logged: set[bool] = set()
+
+        def note(vcpu: "Vcpu", write: bool) -> None:
+            log = vcpu.machine.log
+            if write not in logged and "unimp" in log.enabled:
+                logged.add(write)
+                log("unimp", f"{vcpu.dvm_name}: {'write to' if write else 'read of'} system register {name} "
+                             f"at pc {vcpu.pc:#x}: a stand-in (reads as {value:#x}, writes ignored)")
+
+        def read(vcpu: "Vcpu") -> int:
+            note(vcpu, False)
+            return value
+
+        def write(vcpu: "Vcpu", _value: int) -> bool:
+            note(vcpu, True)
+            return True
+        self.register(enc, read=read, write=write if writable else None)
 
     def _install(self, name: str, insn: int, cb: Callable) -> None:
         if name in self.installed:

@@ -7,8 +7,11 @@ extension is needed, unlike a CPU TLBI's Xt which carries VA[55:12]); TLBI_S2_IP
 `Command.addr` is the byte address. CFGI_STE_RANGE's Range field is `span`: the command covers
 2^(span+1) StreamIDs from StreamID aligned down to that size; span=31 is CFGI_ALL.
 
+ATC_INV, PRI_RESP, RESUME and STALL_TERM are CERROR_ILL when the SMMU lacks ATS, PRI, or stalls
+(IDR0.STALL_MODEL=0b01); their effects are the device's (`device.py`, `pcie.py`, `stall.py`, `ats.py`).
+
 Not modelled: Secure-only commands (TLBI_S_*, CFGI on the Secure queue: CERROR_ILL on this Non-secure queue),
-PRI_RESP/RESUME/STALL_TERM effects (decoded; ILL when the feature is absent), DPT/VMS commands.
+DPT/VMS commands.
 """
 from __future__ import annotations
 
@@ -161,7 +164,7 @@ def check(cmd: Command, f: SmmuFeatures) -> int:
         return CERROR_ILL
     if n in ("ATC_INV",) and not f.ats:
         return CERROR_ILL
-    if n == "PRI_RESP" and not f.pri:
+    if n == "PRI_RESP" and (not f.pri or cmd.resp == 0b11):     # Resp 0b11 is reserved
         return CERROR_ILL
     if n in ("RESUME", "STALL_TERM") and f.stall_model == 1:
         return CERROR_ILL

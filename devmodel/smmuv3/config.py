@@ -93,6 +93,7 @@ class TransCfg:
     s2: S2Cfg | None = None
     oas: int = 48          # SMMU_IDR5.OAS in bits: output size limit for bypass and the last stage
     s1_vmid: int = 0       # VMID tag of a stage-1-only configuration: STE.S2VMID when IDR0.S2P=1, else 0
+    eats: int = 0          # STE.EATS when IDR0.ATS=1 (ATS for the stream: 0b00 off, 0b01 full, 0b10 split)
 
     @property
     def vmid(self) -> int:

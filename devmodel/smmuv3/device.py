@@ -29,8 +29,24 @@ table (`handler`, `set_handler`), the backend (`core=`), observers (`hooks`: SMM
 invalidation, end of a CMDQ pass, EVTQ_PROD reads) and public actions: `record_fault`, `write_event`,
 `command_error`, `complete_sync`, `raise_gerror`, `field`, `reg_at`, `find_ste`, `traced`.
 
-Not modelled: Secure/Realm interfaces, PRI queue, stalls (RESUME/STALL_TERM are accepted no-ops when a stall
-model exists), ATS, the PIDR/CIDR identification block, memory attributes.
+Stalls (IHI 0070 3.12.2; `stall.py`): with IDR0.STALL_MODEL 0b00 or 0b10, a translation-related fault of a
+stage whose CD.S / STE.S2S is 1 holds the transaction: `translate` returns the Fault with `stall=True` and a
+STAG, its event record (always recorded, R notwithstanding) carries Stall=1 and the STAG, and a device that
+waits (`wait_stall`) is told how it ends: CMD_RESUME (retry: translated again; abort; RAZ/WI), CMD_STALL_TERM,
+SMMUEN 1 -> 0, or EVTQEN 1 -> 0 for a stall whose record was still waiting. Not stalled but terminated (an
+ordinary fault): when the EVTQ is disabled or its write aborts (the record cannot reach software), or
+IDR5.STALL_MAX stalls are outstanding. A full EVTQ does not lose a stall's record: it waits for room (the next
+EVTQ_CONS write), without OVFLG.
+
+PCIe (`pcie.py`, `ats.py`): the ATS Translation Request service (`ats_translate`), translated transactions
+(`translated`), page requests into the PRI queue (`page_request`; PRIQ_BASE/PROD/CONS, PRIQ_IRQ_CFG0-2,
+PRIQEN, PRIQ_IRQEN, PRIQ_ABT_ERR), and the endpoints (`attach_endpoint`) that CMD_ATC_INV and CMD_PRI_RESP
+reach; an ATC invalidation that does not complete makes the next CMD_SYNC fail with CERROR_ATC_INV_SYNC.
+
+HTTU (IHI 0070 3.13): the backend is built with `cas=bus.cas64`, the atomic descriptor update of AF/dirty.
+
+Not modelled: Secure/Realm interfaces, the PIDR/CIDR identification block, memory attributes, prefetching
+(PREFETCH_* are accepted), event merging.
 """
 from __future__ import annotations
 
@@ -46,11 +62,14 @@ from . import commands as cmds
 from . import events as evmod
 from . import ste as stemod
 from . import strtab
+from .ats import PRI_RESP_CODES, PRIQ_ENTRY_SIZE, AtsEndpoint, PageRequest, atc_inv_range
 from .config import PERM_R, PERM_W, PERM_X, CfgKind, TransCfg, TransResult
-from .fault import EventType, Fault, FaultClass
+from .fault import TRANSLATION_FAULTS, EventType, Fault, FaultClass
+from .pcie import PcieMixin
 from .hooks import ALL_STREAMS, BackendFactory, CommandHandler, SmmuHooks, TranslationBackend
 from .queue import Queue
 from .regs import EVTQ_PAGE0_ALIASES, WRITE_LOCKS, SmmuFeatures, build_regs
+from .stall import Resume, StallEnd, Stalled, StallTable, resume_action
 from .translate import TranslationCore
 
 __all__ = ["SMMUv3", "MMIO_SIZE"]
@@ -88,15 +107,29 @@ define("smmuv3_translate_abort", ("dev", "sid", "addr", "is_write", "type", "rea
 define("smmuv3_translate_success", ("dev", "sid", "iova", "translated", "perm"), "translated")
 define("smmuv3_dvm_tlbi", ("dev", "op", "msg", "applied"),
        "broadcast TLBI received (applied=0: ignored, or malformed)")
+define("smmuv3_stall", ("dev", "sid", "ssid", "stag", "addr", "type", "event"),
+       "a faulting transaction is stalled (event: written | pending, while the EVTQ is full)")
+define("smmuv3_stall_end", ("dev", "sid", "ssid", "stag", "action", "why"),
+       "a stall ended (action retry | abort | razwi; why resume | stall_term | smmuen_off | evtq_disabled | "
+       "evtq_abort | reset)")
+define("smmuv3_resume_ignored", ("dev", "sid", "stag"), "CMD_RESUME for no outstanding stall: ignored")
+define("smmuv3_ats_treq", ("dev", "sid", "ssid", "addr", "nw", "status", "out", "size", "r", "w", "reason"),
+       "ATS Translation Request answered")
+define("smmuv3_atc_inv", ("dev", "sid", "ssid", "lo", "hi", "global_", "endpoint", "ok"),
+       "CMD_ATC_INV sent to the endpoint of a StreamID (endpoint=0: none registered)")
+define("smmuv3_pri_request", ("dev", "sid", "ssid", "grpid", "last", "addr", "prod", "outcome"),
+       "page request received (outcome: queued | overflow | aborted | refused)")
+define("smmuv3_pri_resp", ("dev", "sid", "ssid", "grpid", "code", "auto", "endpoint"),
+       "PRG response to an endpoint (auto=1: the SMMU's own, for a request it could not queue)")
 
 _RWX = PERM_R | PERM_W | PERM_X
-_ACCEPTED = ("PREFETCH_CONFIG", "PREFETCH_ADDR", "PRI_RESP", "RESUME", "STALL_TERM")   # no effect modelled
+_ACCEPTED = ("PREFETCH_CONFIG", "PREFETCH_ADDR")   # no effect modelled (no prefetching)
 
 
-class SMMUv3:
+class SMMUv3(PcieMixin):
     """One SMMUv3 on a bus. See the module docstring for the interfaces.
 
-    `core`: the translation backend's factory, called as `core(read, tracer, features)` (default
+    `core`: the translation backend's factory, called as `core(read, tracer, features, cas=bus.cas64)` (default
     `TranslationCore`); None for a device that translates nothing."""
 
     def __init__(self, bus: Bus, features: SmmuFeatures = SmmuFeatures(), tracer: Tracer = NULL_TRACER,
@@ -113,6 +146,12 @@ class SMMUv3:
                                  on_unimplemented=self._unimplemented)
         self.cmdq = Queue(self.regs, "CMDQ", cmds.CMD_SIZE, features.cmdqs, owner="CONS")
         self.evtq = Queue(self.regs, "EVTQ", evmod.EVENT_SIZE, features.eventqs, owner="PROD")
+        self.priq = Queue(self.regs, "PRIQ", PRIQ_ENTRY_SIZE, features.priqs, owner="PROD") if features.pri else None
+        self.stalls = StallTable(features.stall_max)
+        self.endpoints: dict[int, AtsEndpoint] = {}  # PCIe functions with an ATC / PRI, by StreamID
+        self.page_requests: list[PageRequest] = []  # written into the PRI queue
+        self._evtq_pending: list[evmod.Event] = []  # stall records waiting for room in a full EVTQ
+        self._atc_inv_failed = False
         self.events: list[evmod.Event] = []         # written into the EVTQ
         self.dropped: list[evmod.Event] = []        # recorded but lost (EVTQ disabled, full, or aborted)
         self.faults: list[Fault] = []               # every Fault translate() returned
@@ -127,11 +166,14 @@ class SMMUv3:
         self._smmuen = r["CR0ACK"].field("SMMUEN").mask
         self._evtqen = r["CR0ACK"].field("EVTQEN").mask
         self._evtq_irqen = r["IRQ_CTRLACK"].field("EVTQ_IRQEN").mask
-        self.core: TranslationBackend | None = None if core is None else core(bus.read64, tracer, features)
+        self.core: TranslationBackend | None = None if core is None else core(bus.read64, tracer, features,
+                                                                               cas=bus.cas64)
 
     def reset(self) -> None:
         self.regs.reset()
         self.config_cache.clear()
+        self._evtq_pending.clear()
+        self._end_stalls(self.stalls.take_all(), "reset")
 
     def traced(self, name: str) -> bool:
         """Is trace event `name` enabled (guard for `self.tracer.emit(name, ...)`)?"""
@@ -207,6 +249,10 @@ class SMMUv3:
         changed = bool((old ^ new) & 1)
         if changed:
             self.stats["smmuen_on" if new & 1 else "smmuen_off"] += 1
+        if old & ~new & self._evtqen and self._evtq_pending:    # their records can no longer be written
+            self._drop_pending_stall_records("evtq_disabled")
+        if changed and not new & 1:                             # the SMMU no longer holds transactions
+            self._end_stalls(self.stalls.take_all(), "smmuen_off")
         self._process_cmdq()
         if changed:
             for fn in self.hooks.smmuen:
@@ -232,6 +278,15 @@ class SMMUv3:
 
     def _on_cmdq_prod_write(self, old: int, new: int) -> None:
         self._process_cmdq()
+
+    def _on_evtq_cons_write(self, old: int, new: int) -> None:
+        """Software consumed events: stall records held back by a full queue go in now (in order)."""
+        while self._evtq_pending and not self.evtq.state().full:
+            ev = self._evtq_pending.pop(0)
+            if not self.write_event(ev):                         # the write aborted: nobody can resume it
+                st = self.stalls.take(ev.sid, ev.stag)
+                if st is not None:
+                    self._end_stall(st, Resume.ABORT, "evtq_abort")
 
     def _on_evtq_prod_read(self, value: int) -> int:
         if not self.hooks.evtq_prod_read:
@@ -303,8 +358,9 @@ class SMMUv3:
     def _default_handlers(self) -> dict[str, CommandHandler]:
         table: dict[str, CommandHandler] = {n: self._tlbi for n in cmds.OPCODES if n.startswith("TLBI_")}
         table.update({n: self._accept for n in _ACCEPTED})
-        table.update(ATC_INV=self._tlbi, CFGI_STE=self._cfgi_ste, CFGI_STE_RANGE=self._cfgi_ste_range,
-                     CFGI_CD=self._cfgi_cd, CFGI_CD_ALL=self._cfgi_cd_all, CMD_SYNC=self._cmd_sync)
+        table.update(ATC_INV=self._atc_inv, CFGI_STE=self._cfgi_ste, CFGI_STE_RANGE=self._cfgi_ste_range,
+                     CFGI_CD=self._cfgi_cd, CFGI_CD_ALL=self._cfgi_cd_all, CMD_SYNC=self._cmd_sync,
+                     RESUME=self._resume, STALL_TERM=self._stall_term, PRI_RESP=self._pri_resp)
         assert table.keys() == cmds.OPCODES.keys(), "every opcode has a default handler"
         return table
 
@@ -428,7 +484,53 @@ class SMMUv3:
             self.tracer.emit("smmuv3_config_cache_inv", dev=self.name, sid=sid, n=len(keys))
 
     def _cmd_sync(self, cmd: cmds.Command) -> int:
+        if self._atc_inv_failed:          # an earlier CMD_ATC_INV did not complete (IHI 0070 4.7.3, 7.1)
+            self._atc_inv_failed = False
+            self.stats["atc_inv_sync_error"] += 1
+            return cmds.CERROR_ATC_INV_SYNC
         self.complete_sync(cmd)
+        return cmds.CERROR_NONE
+
+    def _atc_inv(self, cmd: cmds.Command) -> int:
+        """CMD_ATC_INV (IHI 0070 3.9.1, 4.5): an ATS Invalidate Request to the endpoint of StreamID; its
+        completion is waited for by the next CMD_SYNC. No endpoint registered: nothing is cached there."""
+        lo, hi = atc_inv_range(cmd)
+        ssid = cmd.ssid if cmd.ssv else None
+        ep = self.endpoints.get(cmd.sid)
+        ok = True if ep is None else bool(ep.atc_invalidate(ssid, lo, hi, bool(cmd.global_)))
+        if not ok:
+            self._atc_inv_failed = True
+        self.stats["atc_inv_sent" if ep is not None else "atc_inv_no_endpoint"] += 1
+        if self.traced("smmuv3_atc_inv"):
+            self.tracer.emit("smmuv3_atc_inv", dev=self.name, sid=cmd.sid, ssid=ssid, lo=lo, hi=hi,
+                             global_=cmd.global_, endpoint=int(ep is not None), ok=int(ok))
+        return self._tlbi(cmd)
+
+    def _resume(self, cmd: cmds.Command) -> int:
+        """CMD_RESUME (IHI 0070 3.12.2, 4.6): end the stall (StreamID, STAG) as Resp says; a RESUME that names
+        no outstanding stall is ignored (not an error)."""
+        st = self.stalls.take(cmd.sid, cmd.stag)
+        if st is None:
+            self.stats["resume_ignored"] += 1
+            if self.traced("smmuv3_resume_ignored"):
+                self.tracer.emit("smmuv3_resume_ignored", dev=self.name, sid=cmd.sid, stag=cmd.stag)
+            return cmds.CERROR_NONE
+        action = resume_action(cmd.resp)
+        result = None
+        if action is Resume.RETRY:        # a new translation: what software changed and invalidated is seen
+            f = st.fault
+            result = self.translate(f.sid, f.ssid, f.addr, write=not f.rnw, exec_=f.ind, priv=f.pnu)
+        self._end_stall(st, action, "resume", result)
+        return cmds.CERROR_NONE
+
+    def _stall_term(self, cmd: cmds.Command) -> int:
+        """CMD_STALL_TERM: every stall of the StreamID ends with an abort."""
+        self._end_stalls(self.stalls.take_sid(cmd.sid), "stall_term")
+        return cmds.CERROR_NONE
+
+    def _pri_resp(self, cmd: cmds.Command) -> int:
+        """CMD_PRI_RESP (IHI 0070 4.5, 8): the PRG response to the function of StreamID."""
+        self._send_prg_response(cmd.sid, cmd.ssid if cmd.ssv else None, cmd.grpid, PRI_RESP_CODES[cmd.resp], False)
         return cmds.CERROR_NONE
 
     def complete_sync(self, cmd: cmds.Command) -> None:
@@ -448,17 +550,25 @@ class SMMUv3:
 
     # -- event queue ------------------------------------------------------------------------------------------
     def record_fault(self, fault: Fault) -> evmod.Event | None:
-        """The only path from a Fault to the EVTQ: the event record (written or dropped), or None when the
-        fault is not to be recorded (`fault.record` False)."""
+        """The only path from a Fault to the EVTQ: the event record (written, dropped, or for a stall held until
+        the full queue has room), or None when the fault is not to be recorded (`fault.record` False)."""
+        return self._record(fault)[0]
+
+    def _record(self, fault: Fault) -> tuple[evmod.Event | None, str]:
         if not fault.record:
             self.stats["fault_not_recorded"] += 1
-            return None
+            return None, "not recorded"
         if self.traced("smmuv3_record_event"):
             self.tracer.emit("smmuv3_record_event", dev=self.name, type=fault.type.name, sid=fault.sid,
                              ssid=fault.ssid, reason=fault.reason)
         ev = evmod.from_fault(fault)
-        self.write_event(ev)
-        return ev
+        if fault.stall and self.regs.values["CR0ACK"] & self._evtqen and self.evtq.state().full:
+            # a stall's record is not lost to a full queue: it waits for room (IHI 0070 7.4), and so does the
+            # transaction; OVFLG is not set for it
+            self._evtq_pending.append(ev)
+            self.stats["evtq_stall_pending"] += 1
+            return ev, "pending"
+        return ev, "written" if self.write_event(ev) else "lost"
 
     def write_event(self, ev: evmod.Event) -> bool:
         """Put event record `ev` into the EVTQ (IHI 0070 7.4): False when it is lost (queue disabled, full:
@@ -601,8 +711,11 @@ class SMMUv3:
                                     reason="this SMMU has no translation backend"))
         res = self.core.translate(cfg, addr, write, exec_, priv)
         if isinstance(res, Fault):
-            return self._fail(res if res.sid == sid and res.ssid == ssid
-                              else dataclasses.replace(res, sid=sid, ssid=ssid))
+            f = res if res.sid == sid and res.ssid == ssid else dataclasses.replace(res, sid=sid, ssid=ssid)
+            stage = cfg.s2 if f.stage2 else cfg.s1
+            if stage is not None and stage.stall and f.type in TRANSLATION_FAULTS and self.features.stall_model != 1:
+                return self._stall(f)
+            return self._fail(f)
         if self.traced("smmuv3_translate_success"):
             self.tracer.emit("smmuv3_translate_success", dev=self.name, sid=sid, iova=addr, translated=res.pa,
                              perm=res.perm)
@@ -628,6 +741,71 @@ class SMMUv3:
                              is_write=int(not f.rnw), type=f.type.name, reason=f.reason)
         self.record_fault(f)
         return f
+
+    # -- stalls (IHI 0070 3.12.2) -------------------------------------------------------------------------------
+    def _stall(self, f: Fault) -> Fault:
+        """Hold the transaction of translation-related fault `f` whose stage says stall (CD.S / STE.S2S). It is
+        terminated instead, as a fault, when its event cannot be recorded: the EVTQ is disabled, or its write
+        aborts; and when IDR5.STALL_MAX stalls are outstanding already (the model's choice)."""
+        if not self.regs.values["CR0ACK"] & self._evtqen:
+            self.stats["stall_terminated_evtq_off"] += 1
+            return self._fail(dataclasses.replace(f, reason=f.reason + "; not stalled: the EVTQ is disabled"))
+        sf = self.stalls.alloc(f)
+        if sf is None:
+            self.stats["stall_terminated_max"] += 1
+            return self._fail(dataclasses.replace(
+                f, reason=f.reason + f"; not stalled: {self.stalls.capacity} stalls outstanding (STALL_MAX)"))
+        _ev, how = self._record(sf)
+        if how == "lost":
+            self.stalls.take(sf.sid, sf.stag)
+            self.stats["stall_terminated_evtq_abort"] += 1
+            sf = dataclasses.replace(sf, stall=False, reason=sf.reason + "; not stalled: the EVTQ write aborted")
+        else:
+            self.stats["stalls"] += 1
+            if self.traced("smmuv3_stall"):
+                self.tracer.emit("smmuv3_stall", dev=self.name, sid=sf.sid, ssid=sf.ssid, stag=sf.stag, addr=sf.addr,
+                                 type=sf.type.name, event=how)
+        self.faults.append(sf)
+        return sf
+
+    def wait_stall(self, fault: Fault, waiter: Callable[[StallEnd], None]) -> bool:
+        """A device holding the stalled transaction of `fault` (returned by `translate`) asks to be told how it
+        ends (`StallEnd`: retried with the new result, aborted, or terminated RAZ/WI). False when `fault` is not
+        an outstanding stall."""
+        return fault.stall and self.stalls.wait(fault.sid, fault.stag, waiter)
+
+    def _end_stall(self, st: Stalled, action: Resume, why: str, result: Any = None) -> None:
+        f = st.fault
+        self.stats[f"stall_{action.value}"] += 1
+        if self.traced("smmuv3_stall_end"):
+            self.tracer.emit("smmuv3_stall_end", dev=self.name, sid=f.sid, ssid=f.ssid, stag=f.stag,
+                             action=action.value, why=why)
+        if st.waiter is None:
+            self.stats["stall_end_unwaited"] += 1
+            return
+        st.waiter(StallEnd(action, result, why))
+
+    def _end_stalls(self, stalls: list[Stalled], why: str) -> None:
+        for st in stalls:
+            self._end_stall(st, Resume.ABORT, why)
+
+    def _drop_pending_stall_records(self, why: str) -> None:
+        pending, self._evtq_pending = self._evtq_pending, []
+        for ev in pending:
+            self.dropped.append(ev)
+            st = self.stalls.take(ev.sid, ev.stag)
+            if st is not None:
+                self._end_stall(st, Resume.ABORT, why)
+
+    # -- ATS, ATC and PRI (IHI 0070 3.9, 8) ---------------------------------------------------------------------
+    def attach_endpoint(self, sid: int, endpoint: AtsEndpoint) -> None:
+        """`endpoint` (a PCIe function with an ATC and/or PRI) presents StreamID `sid`: it receives the
+        CMD_ATC_INV and PRG responses for it."""
+        self.endpoints[sid] = endpoint
+
+    def detach_endpoint(self, sid: int, endpoint: AtsEndpoint | None = None) -> None:
+        if endpoint is None or self.endpoints.get(sid) is endpoint:
+            self.endpoints.pop(sid, None)
 
     # -- DVM participant (BTM) ---------------------------------------------------------------------------------
     @property

@@ -7,12 +7,15 @@ Dword 3 holds either the IPA[51:12] (translation-class faults) or FetchAddr[51:3
 F_WALK_EABT); the layout declares it once as ADDR2 [51:3] and `Event.ipa` / `Event.fetch_addr` interpret it.
 NSIPA (bit 255) is placed from IHI 0070 7.3.12; Linux does not define a mask for it.
 
-Not modelled: event merging (MEV), STALL/STAG (the model never stalls), Secure events (SSEC... not set).
+Stall/STAG are set for stalled transactions (`Fault.stall`, IHI 0070 3.12.2), TTRnW (TT_READ) for faults of
+stage-1 table accesses at stage 2 (CLASS=TT): 1 for reads, 0 for hardware updates (HTTU, 3.13).
+
+Not modelled: event merging (MEV), Secure events (SSEC... not set).
 """
 from __future__ import annotations
 
 from ..fields import Field, Layout, record_codec, record_type
-from .fault import EventType, Fault
+from .fault import EventType, Fault, FaultClass
 
 __all__ = ["EVENT_LAYOUT", "Event", "decode", "encode", "from_fault", "EVENT_SIZE"]
 
@@ -64,12 +67,16 @@ def from_fault(f: Fault) -> Event:
                               ssid=(f.ssid or 0) & 0xFFFFF if ssv else 0)
     if t in _WITH_ACCESS:
         kw.update(rnw=int(f.rnw), ind=int(f.ind), pnu=int(f.pnu), input_addr=f.addr & (2**64 - 1))
+    if f.stall:                       # 7.3: Stall=1 and STAG for a stalled transaction (3.12.2)
+        kw.update(stall=1, stag=f.stag & 0xFFFF)
     if t in _WITH_IPA:
         kw.update(s2=int(f.stage2), class_=int(f.cls), addr2=f.ipa & 0x000F_FFFF_FFFF_F000, nsipa=int(f.nsipa))
     elif t in _FETCH:
         kw.update(addr2=f.ipa & 0x000F_FFFF_FFFF_FFF8)
         if t == EventType.F_WALK_EABT:
             kw.update(s2=int(f.stage2), class_=int(f.cls))
+    if f.cls == FaultClass.TT and (t in _WITH_IPA or t == EventType.F_WALK_EABT):
+        kw.update(tt_read=int(not f.tt_write))   # TTRnW: a table read (1) or a hardware update (0)
     elif t == EventType.F_CFG_CONFLICT:
         kw.update(input_addr=f.addr & (2**64 - 1))
     return Event(**kw)                # encoded once, here: the EVTQ writer stores `encode(ev)` (raw, masked)

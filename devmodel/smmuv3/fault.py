@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["EventType", "FaultClass", "Fault"]
+__all__ = ["EventType", "FaultClass", "Fault", "TRANSLATION_FAULTS"]
 
 
 class EventType(IntEnum):
@@ -32,6 +32,12 @@ class EventType(IntEnum):
     F_VMS_FETCH = 0x25
 
 
+#: the faults that are "translation-related" (IHI 0070 3.12.2, 5.4 CD.R/CD.S, 5.2 STE.S2R/S2S): the only ones that
+#: may stall, and the ones an ATS Translation Request answers with "no access" instead of recording an event
+TRANSLATION_FAULTS = frozenset((EventType.F_TRANSLATION, EventType.F_ADDR_SIZE, EventType.F_ACCESS,
+                                EventType.F_PERMISSION))
+
+
 class FaultClass(IntEnum):
     """Event CLASS field: what the access that faulted was doing (IHI 0070 7.3, e.g. F_TRANSLATION)."""
     CD = 0b00      # CD fetch
@@ -54,6 +60,9 @@ class Fault:
     nsipa: bool = False
     record: bool = True            # False when STE/CD say not to record (R=0) the fault (still fails)
     reason: str = ""               # the model's explanation, for traces and error messages
+    tt_write: bool = False         # CLASS=TT: the table access was a hardware update (event TTRnW=0)
+    stall: bool = False            # the transaction is stalled (event Stall=1), waiting for CMD_RESUME
+    stag: int = 0                  # its stall tag (event STAG), unique among the StreamID's stalls
 
     @property
     def name(self) -> str:

@@ -5,7 +5,8 @@ ATS, an interrupt controller listening to it). Everything here is public and typ
 * **Command handlers** (`CommandHandler`): the device executes every command that passes `commands.check`
   through a table opcode name -> handler `(cmd) -> CERROR` (0 = done; else the queue stops at that command
   with CMDQ_CONS.ERR = the value and GERROR.CMDQ_ERR). The table starts with the model's own handlers (CFGI_*,
-  TLBI_*, ATC_INV, CMD_SYNC, PREFETCH_*, PRI_RESP, RESUME, STALL_TERM); `SMMUv3.set_handler(name, fn)`
+  TLBI_*, ATC_INV (the endpoint's ATC), CMD_SYNC, PREFETCH_*, PRI_RESP (the endpoint's PRG response), RESUME and
+  STALL_TERM (the stalls)); `SMMUv3.set_handler(name, fn)`
   replaces an entry and returns the previous handler, so a device can wrap it.
 * **Translation backend** (`TranslationBackend`, built by a `BackendFactory`): walks, TLBs, invalidation and
   broadcast TLB maintenance. `SMMUv3(..., core=TranslationCore)` by default; `core=None` gives a device that
@@ -51,10 +52,18 @@ class TranslationBackend(Protocol):
         """Apply one broadcast TLBI (a `tlbi_types.TlbiOp` from another DVM participant); the result's
         "malformed" entry is non-empty (the reason) when the message applied to nothing as malformed."""
 
+    def ats_translate(self, cfg: TransCfg, addr: int, write: bool, priv: bool,
+                      split: bool = False) -> tuple[int, int, int, bool] | Fault:
+        """What an ATS Translation Completion for `addr` carries: (output base, size, permissions, global)."""
 
-#: builds a backend: `factory(read, tracer, features)`, `read(addr) -> u64` reads table memory (BusError
-#: for unmapped addresses); `TranslationCore` itself is one, `functools.partial(TranslationCore, ...)` another
-BackendFactory = Callable[[Callable[[int], int], Tracer, SmmuFeatures], TranslationBackend]
+
+class BackendFactory(Protocol):
+    """Builds a backend: `read(addr) -> u64` reads table memory (BusError for unmapped addresses), `cas(addr,
+    expected, new) -> found` updates a descriptor atomically (HTTU, `Bus.cas64`). `TranslationCore` itself is
+    one, `functools.partial(TranslationCore, ...)` another."""
+
+    def __call__(self, read: Callable[[int], int], tracer: Tracer, features: SmmuFeatures, *,
+                 cas: Callable[[int, int, int], int]) -> TranslationBackend: ...
 
 
 @dataclass(eq=False, slots=True)

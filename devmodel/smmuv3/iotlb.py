@@ -87,12 +87,13 @@ def tag_matcher(worlds: frozenset, vmid: int | None, asid_mode: str, asid: int |
 class Entry:
     """One cached piece. `pa | (addr & mask)` is the output for `addr`; pp/pu are the combined permissions."""
     __slots__ = ("pa", "mask", "pp", "pu", "size", "p1p", "p1u", "p2p", "p2u",
-                 "va_lo", "va_hi", "lvl1", "gran1", "ipa", "ipa_lo", "ipa_hi", "lvl2", "gran2", "tag", "key")
+                 "va_lo", "va_hi", "lvl1", "gran1", "ipa", "ipa_lo", "ipa_hi", "lvl2", "gran2", "tag", "key", "dbm")
 
     def __init__(self, pa: int, size: int, pp: int, pu: int, *, p1: tuple[int, int] = (7, 7),
                  p2: tuple[int, int] = (7, 7), va: tuple[int, int, int, int] | None = None,
-                 ipa: int = 0, s2: tuple[int, int, int, int] | None = None):
+                 ipa: int = 0, s2: tuple[int, int, int, int] | None = None, dbm: bool = False):
         self.pa, self.size, self.mask, self.pp, self.pu = pa, size, size - 1, pp, pu
+        self.dbm = dbm                      # from a writable-clean descriptor (HTTU): a write walks again
         self.p1p, self.p1u = p1
         self.p2p, self.p2u = p2
         # stage-1 block: (va_lo, va_hi) in the 56-bit canonical VA space, level, granule

@@ -17,11 +17,12 @@ Reset values the spec leaves UNKNOWN or IMPLEMENTATION DEFINED, and what the mod
 
 Access rules that depend on state (IHI 0070 6.3): CR1, CR2, STRTAB_BASE and STRTAB_BASE_CFG are RO while
 SMMUEN (CR0ACK) is 1; CMDQ_BASE and CMDQ_CONS while CMDQEN is 1; EVTQ_BASE and EVTQ_PROD while EVTQEN is 1;
-GERROR_IRQ_CFGn / EVTQ_IRQ_CFGn while the corresponding IRQ_CTRLACK enable is 1. They are data
-(`WRITE_LOCKS`), applied by the device before the register file sees the write.
+PRIQ_BASE and PRIQ_PROD while PRIQEN is 1; GERROR_IRQ_CFGn / EVTQ_IRQ_CFGn / PRIQ_IRQ_CFGn while the
+corresponding IRQ_CTRLACK enable is 1. They are data (`WRITE_LOCKS`), applied by the device before the
+register file sees the write. The PRI queue registers exist with IDR0.PRI=1 only (else RAZ/WI).
 
-Not modelled: the Secure and Realm programming interfaces, PRI queue, ECMDQ, the PIDR/CIDR ID block, memory
-attribute fields (stored and readable; writes that change them are reported as unimplemented).
+Not modelled: the Secure and Realm programming interfaces, ECMDQ, the PIDR/CIDR ID block, memory attribute
+fields (stored and readable; writes that change them are reported as unimplemented).
 """
 from __future__ import annotations
 
@@ -60,11 +61,12 @@ class SmmuFeatures:
     asid16: bool = True
     msi: bool = True
     sev: bool = True
-    pri: bool = False             # PRI queue not modelled: keep False
+    pri: bool = False             # IDR0.PRI: PRI queue (needs ATS)
     vmid16: bool = True
     cd2l: bool = True             # 2-level CD tables
     ttendian: int = 2             # 0 mixed, 2 little-endian only, 3 big-endian only
     stall_model: int = 1          # 0 stall+terminate, 1 terminate only, 2 stall forced
+    stall_max: int = 32           # IDR5.STALL_MAX: outstanding stalls (reported when stalls are supported)
     st_level_2: bool = True       # IDR0.ST_LEVEL=0b01: 2-level stream tables
     sidsize: int = 16
     ssidsize: int = 20
@@ -91,6 +93,12 @@ class SmmuFeatures:
                 raise ValueError(f"SmmuFeatures.{name}={v} outside 0..{hi}")
         if not (self.gran4k or self.gran16k or self.gran64k):
             raise ValueError("SmmuFeatures: at least one granule must be supported")
+        if self.pri and not self.ats:
+            raise ValueError("SmmuFeatures: PRI needs ATS (IHI 0070 6.3.1 IDR0.PRI)")
+        if not 1 <= self.stall_max <= 0xFFFF:
+            raise ValueError(f"SmmuFeatures.stall_max={self.stall_max} outside 1..65535")
+        if self.httu not in (0, 1, 2) or self.stall_model not in (0, 1, 2):
+            raise ValueError("SmmuFeatures: IDR0.HTTU and IDR0.STALL_MODEL take 0, 1 or 2")
 
     @property
     def granules(self) -> frozenset[int]:
@@ -113,7 +121,7 @@ class SmmuFeatures:
 
     def idr5(self) -> int:
         return _pack(IDR5, OAS=oas_encoding(self.oas), GRAN4K=self.gran4k, GRAN16K=self.gran16k,
-                     GRAN64K=self.gran64k, VAX=self.vax)
+                     GRAN64K=self.gran64k, VAX=self.vax, STALL_MAX=self.stall_max if self.stall_model != 1 else 0)
 
 
 def _f(name: str, lsb: int, width: int = 1, access: Access = RW, shift: int = 0, implemented: bool = True,
@@ -220,6 +228,18 @@ def build_regs(f: SmmuFeatures) -> tuple[Reg, ...]:
         *_irq_cfg("EVTQ", 0xB0, f.msi),
         Reg("EVTQ_PROD", PAGE1 + 0xA8, 4, 0, (_f("WR", 0, 20), _f("OVFLG", 31))),
         Reg("EVTQ_CONS", PAGE1 + 0xAC, 4, 0, (_f("RD", 0, 20), _f("OVACKFLG", 31))),
+        *(_priq_regs(f) if f.pri else ()),
+    )
+
+
+def _priq_regs(f: SmmuFeatures) -> tuple[Reg, ...]:
+    """The PRI queue (IHI 0070 6.3.24-6.3.29; Linux ARM_SMMU_PRIQ_*): base, PROD/CONS on page 1, MSI config."""
+    return (
+        Reg("PRIQ_BASE", 0xC0, 8, 0, (_f("LOG2SIZE", 0, 5), _f("ADDR", 5, 47, shift=5),
+                                      _f("WA", 62, implemented=False))),
+        *_irq_cfg("PRIQ", 0xD0, f.msi),
+        Reg("PRIQ_PROD", PAGE1 + 0xC8, 4, 0, (_f("WR", 0, 20), _f("OVFLG", 31))),
+        Reg("PRIQ_CONS", PAGE1 + 0xCC, 4, 0, (_f("RD", 0, 20), _f("OVACKFLG", 31))),
     )
 
 
@@ -239,7 +259,12 @@ WRITE_LOCKS: dict[str, tuple[str, str]] = {
     "EVTQ_IRQ_CFG0": ("IRQ_CTRLACK", "EVTQ_IRQEN"),
     "EVTQ_IRQ_CFG1": ("IRQ_CTRLACK", "EVTQ_IRQEN"),
     "EVTQ_IRQ_CFG2": ("IRQ_CTRLACK", "EVTQ_IRQEN"),
+    "PRIQ_BASE": ("CR0ACK", "PRIQEN"),
+    "PRIQ_PROD": ("CR0ACK", "PRIQEN"),
+    "PRIQ_IRQ_CFG0": ("IRQ_CTRLACK", "PRIQ_IRQEN"),
+    "PRIQ_IRQ_CFG1": ("IRQ_CTRLACK", "PRIQ_IRQEN"),
+    "PRIQ_IRQ_CFG2": ("IRQ_CTRLACK", "PRIQ_IRQEN"),
 }
 
-#: optional page-0 aliases of the page-1 event queue pointers (Linux ARM_SMMU_OPT_PAGE0_REGS_ONLY)
-EVTQ_PAGE0_ALIASES = {0xA8: PAGE1 + 0xA8, 0xAC: PAGE1 + 0xAC}
+#: optional page-0 aliases of the page-1 event and PRI queue pointers (Linux ARM_SMMU_OPT_PAGE0_REGS_ONLY)
+EVTQ_PAGE0_ALIASES = {0xA8: PAGE1 + 0xA8, 0xAC: PAGE1 + 0xAC, 0xC8: PAGE1 + 0xC8, 0xCC: PAGE1 + 0xCC}

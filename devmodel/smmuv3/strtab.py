@@ -10,7 +10,9 @@ Choices where the spec allows several outcomes (documented CONSTRAINED UNPREDICT
 * SPLIT values other than 6, 8, 10 behave as 6; L1STD.Span greater than SPLIT+1 is invalid (C_BAD_STREAMID).
 * RES0 bits of S1ContextPtr (below the table size) and L1CD.L2Ptr[15:12] (64KB leaves) are treated as zero.
 
-Not modelled: Secure/Realm stream tables, the STE.CONT hint, ATS-specific STE behaviour, PRI.
+STE.EATS goes into `TransCfg.eats` (with IDR0.ATS=1) for the ATS service (`pcie.py`).
+
+Not modelled: Secure/Realm stream tables, the STE.CONT hint.
 """
 from __future__ import annotations
 
@@ -92,6 +94,7 @@ def resolve(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int 
     if bad is not None:
         return bad
     oas = f.oas
+    eats = ste.eats if f.ats else 0
     if ste.config < stemod.CONFIG_BYPASS:
         return TransCfg(sid, ssid, CfgKind.ABORT, oas=oas)
     s2 = stemod.s2_config(ste, f) if ste.s2_enabled else None
@@ -99,11 +102,12 @@ def resolve(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int 
         if ssid is not None:
             return _bad_ssid(sid, ssid, "SubstreamID supplied but stage 1 is disabled (STE.Config=0b1x0)")
         kind = CfgKind.S2 if s2 is not None else CfgKind.BYPASS
-        return TransCfg(sid, ssid, kind, s2=s2, oas=oas)
+        return TransCfg(sid, ssid, kind, s2=s2, oas=oas, eats=eats)
     world = stemod.stream_world(ste, f, e2h)
     cd_addr = _cd_of_stream(fetch, ste, f, sid, ssid)
     if cd_addr is None:            # STE.S1DSS=0b01: stage 1 bypassed for transactions without SubstreamID
-        return TransCfg(sid, ssid, CfgKind.S2 if s2 is not None else CfgKind.BYPASS, world=world, s2=s2, oas=oas)
+        return TransCfg(sid, ssid, CfgKind.S2 if s2 is not None else CfgKind.BYPASS, world=world, s2=s2, oas=oas,
+                        eats=eats)
     if isinstance(cd_addr, Fault):
         return cd_addr
     if on_cd is not None:
@@ -118,7 +122,8 @@ def resolve(fetch: Fetch, ste: stemod.Ste, f: SmmuFeatures, sid: int, ssid: int 
     kind = CfgKind.NESTED if s2 is not None else CfgKind.S1
     # stage-1-only entries are tagged with STE.S2VMID when stage 2 is implemented (IHI 0070 3.17)
     s1_vmid = 0 if s2 is not None or not f.s2p else (ste.s2vmid if f.vmid16 else ste.s2vmid & 0xFF)
-    return TransCfg(sid, ssid, kind, world=world, s1=cdmod.s1_config(cd, f), s2=s2, oas=oas, s1_vmid=s1_vmid)
+    return TransCfg(sid, ssid, kind, world=world, s1=cdmod.s1_config(cd, f), s2=s2, oas=oas, s1_vmid=s1_vmid,
+                    eats=eats)
 
 
 def _bad_ssid(sid: int, ssid: int | None, why: str) -> Fault:

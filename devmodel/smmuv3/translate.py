@@ -32,8 +32,14 @@ raises, as the bug it is.
   `overinvalidate_s2=True` such entries are also removed (counted as `over_removed`).
 * `dvm_sync()`: the model applies broadcasts synchronously, so a Sync has nothing left to wait for.
 
-Not modelled yet: ATS/ATC (ATC_INV is accepted and counted), Secure/Realm command variants, TLB conflict
-faults, 52-bit addresses, HTTU (AF/dirty updates).
+* HTTU (IHI 0070 3.13): with CD.HA/HD or STE.S2HA/S2HD (and `cas=`, the atomic update) walks set AF and make
+  writable-clean leaves writable-dirty on writes (`vmsa.Httu`); for nested stage 1 the update is a stage-2 write
+  of the table (a stage-2 fault then has CLASS=TT, TTRnW=0). An entry from a writable-clean leaf (`Entry.dbm`)
+  never grants a write: a write through it walks again as a write, which updates the descriptor first, or
+  faults as the descriptor now says. The hit path is unchanged (the check is on the permission-miss path).
+* `ats_translate(cfg, addr, write, priv, split)`: what an ATS Translation Completion carries (`pcie.py`).
+
+Not modelled yet: Secure/Realm command variants, TLB conflict faults, 52-bit addresses.
 """
 from __future__ import annotations
 
@@ -44,10 +50,10 @@ from ..tlbi_types import TlbiOp
 from ..trace import NULL_TRACER, Tracer, define
 from . import btm
 from .btm import ALL_KINDS, EL2_WORLDS, S1_KINDS, S2_KINDS, ttl_valid
-from .config import PERM_R, CfgKind, StreamWorld, TransCfg, TransResult
+from .config import PERM_R, PERM_W, CfgKind, StreamWorld, TransCfg, TransResult
 from .fault import EventType, Fault, FaultClass
 from .iotlb import IOTLB, KIND_NESTED, KIND_S1, KIND_S2, MASK56, Entry, Tag, tag_matcher
-from .walk import WalkFault, walk_s1, walk_s2
+from .walk import Httu, WalkFault, walk_s1, walk_s2
 
 __all__ = ["TranslationCore"]
 
@@ -62,6 +68,8 @@ define("smmu_btm_tlbi", ("op", "world", "vmid", "asid", "contexts", "over", "rem
 define("smmu_btm_ctx", ("op", "world", "vmid", "asid", "kind", "hit", "over", "removed"),
        "one context reached by a broadcast TLBI (hit: architecturally targeted; over: allowed extra)")
 define("smmu_dvm_sync", ("syncs",), "DVM Sync: every preceding broadcast invalidation is complete")
+define("smmu_httu_update", ("sid", "ssid", "addr", "old", "new", "ok"),
+       "hardware update of a descriptor at PA addr (ok=0: another agent changed it first; the walk retries)")
 
 _tnew = tuple.__new__
 _MASK64 = (1 << 64) - 1
@@ -93,7 +101,7 @@ _NO_VMID = frozenset(("TLBI_NSNH_ALL", "TLBI_EL2_ALL", "TLBI_EL2_ASID", "TLBI_EL
 
 class _Ctx:
     """Per-TransCfg lookup state (found by identity of the cfg object)."""
-    __slots__ = ("cfg", "ng", "g", "ngget", "gget", "shift", "tbi", "kind", "s2tag")
+    __slots__ = ("cfg", "ng", "g", "ngget", "gget", "shift", "tbi", "kind", "s2tag", "h1", "h2")
 
 
 @dataclass(slots=True)
@@ -134,8 +142,10 @@ class TranslationCore:
 
     def __init__(self, read: Callable[..., int], tracer: Tracer = NULL_TRACER, features: Any = None, *,
                  tlb_size: int = 4096, policy: str = "fifo", walk_cache: bool = False, seed: int = 0,
-                 strict_hints: bool = True, overinvalidate_s2: bool = False):
+                 strict_hints: bool = True, overinvalidate_s2: bool = False,
+                 cas: Callable[[int, int, int], int] | None = None):
         self._read = read
+        self._cas = cas
         self.tracer = tracer
         self.features = features
         # features: an SmmuFeatures, or any object with some of its attributes (the others: supported), or
@@ -155,6 +165,7 @@ class TranslationCore:
         self._lru = self.iotlb.lru
         self.hits = self.walks = self.faults = self.s2_hits = self.dvm_syncs = self.broadcasts = 0
         self.dvm_malformed = 0
+        self.httu_updates = self.httu_races = 0
         self.btm: dict[tuple, dict[str, int]] = {}
 
     # -- contexts ----------------------------------------------------------------------------------------------
@@ -175,6 +186,9 @@ class TranslationCore:
         ctx.cfg, ctx.ng, ctx.g, ctx.shift, ctx.tbi, ctx.kind, ctx.s2tag = cfg, self._empty, self._empty, 12, \
             False, None, None
         kind, world, s1, s2 = cfg.kind, cfg.world, cfg.s1, cfg.s2
+        ctx.h1 = self._httu(cfg, s1, (lambda ipa: self._s2_table(ctx, ipa, True)) if kind == CfgKind.NESTED
+                            else None)
+        ctx.h2 = self._httu(cfg, s2, None)
         tlb = self.iotlb
         vmid = cfg.vmid if world not in _SINGLE_RANGE and world != StreamWorld.EL2_E2H else 0
         s2shift = _GSHIFT.get(s2.tg, 12) if s2 is not None else 12
@@ -202,6 +216,27 @@ class TranslationCore:
         else:                # tags clear their dicts in place, so the bound methods stay valid
             ctx.ngget, ctx.gget = ctx.ng.d.get, ctx.g.d.get
         return ctx
+
+    def _httu(self, cfg: TransCfg, stage: Any, write_xlate: Callable[[int], Any] | None) -> Httu | None:
+        """The hardware-update parameters of one stage (CD.HA/HD or STE.S2HA/S2HD, already limited by IDR0.HTTU
+        when decoded); None without HA (HD alone updates nothing, DDI 0487 D8.5)."""
+        if stage is None or not stage.ha:
+            return None
+        if self._cas is None:
+            raise ValueError("a configuration with HA/HD needs a backend built with cas= (the descriptor updates)")
+        sid, ssid, cas, tr = cfg.sid, cfg.ssid, self._cas, self.tracer
+
+        def counted_cas(pa: int, old: int, new: int) -> int:
+            found = cas(pa, old, new)
+            ok = found == old
+            if ok:
+                self.httu_updates += 1
+            else:
+                self.httu_races += 1
+            if tr.enabled and "smmu_httu_update" in tr.enabled:
+                tr.emit("smmu_httu_update", sid=sid, ssid=ssid, addr=pa, old=old, new=new, ok=int(ok))
+            return found
+        return Httu(True, bool(stage.hd), counted_cas, write_xlate)
 
     # -- translation -------------------------------------------------------------------------------------------
     def translate(self, cfg: TransCfg, addr: int, write: bool = False, exec_: bool = False,
@@ -267,9 +302,11 @@ class TranslationCore:
         if ctx.kind == KIND_NESTED:
             oas = min(cfg.oas, 64 - cfg.s2.t0sz) if 16 <= cfg.s2.t0sz <= 48 else cfg.oas
             l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=oas,
-                         table_xlate=lambda ipa: self._s2_table(ctx, ipa), wc=wc)
+                         table_xlate=lambda ipa: self._s2_table(ctx, ipa), wc=wc, httu=ctx.h1, write=write,
+                         priv=priv)
         else:
-            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=cfg.oas, wc=wc)
+            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=cfg.oas, wc=wc, httu=ctx.h1, write=write,
+                         priv=priv)
         if type(l1) is WalkFault:
             return self._fault(cfg, addr, l1, write, exec_, priv)
         tr = self.tracer
@@ -280,19 +317,20 @@ class TranslationCore:
         va = (va_lo, va_lo + l1.size, l1.level, l1.granule)
         p1 = (l1.perm_priv, l1.perm_user)
         if ctx.kind == KIND_S1:
-            e = Entry(l1.out_base, l1.size, l1.perm_priv, l1.perm_user, p1=p1, va=va)
+            e = Entry(l1.out_base, l1.size, l1.perm_priv, l1.perm_user, p1=p1, va=va, dbm=l1.dbm)
         else:
             need = 2 if write else (4 if exec_ else 1)
             if not (l1.perm_priv if priv else l1.perm_user) & need:
                 return self._fault(cfg, addr, WalkFault(EventType.F_PERMISSION, level=l1.level,
                                                         reason="stage-1 permission"), write, exec_, priv)
-            e2 = self._s2_entry(ctx, l1.oa, FaultClass.IN)
+            e2 = self._s2_entry(ctx, l1.oa, FaultClass.IN, write)
             if type(e2) is WalkFault:
                 return self._fault(cfg, addr, e2, write, exec_, priv)
             size = min(l1.size, e2.size)
             ipa = l1.oa & ~(size - 1)
             e = Entry(e2.pa | (ipa & e2.mask), size, l1.perm_priv & e2.p2p, l1.perm_user & e2.p2u, p1=p1,
-                      p2=(e2.p2p, e2.p2u), va=va, ipa=ipa, s2=(e2.ipa_lo, e2.ipa_hi, e2.lvl2, e2.gran2))
+                      p2=(e2.p2p, e2.p2u), va=va, ipa=ipa, s2=(e2.ipa_lo, e2.ipa_hi, e2.lvl2, e2.gran2),
+                      dbm=l1.dbm or e2.dbm)
         key = (_canon(addr) if ctx.tbi else addr) >> ctx.shift
         self.iotlb.insert(ctx.g if l1.global_ else ctx.ng, key, e)
         return e
@@ -306,19 +344,20 @@ class TranslationCore:
             if cached and (self._lru or self.tracer.enabled):
                 self._hit_extra(ctx.cfg, e, addr, p)
             return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, cached))
-        return self._perm_fault(ctx, e, addr, write, exec_, priv)
+        return self._perm_fault(ctx, e, addr, write, exec_, priv, cached)   # a fresh write walk did update
 
-    def _s2_entry(self, ctx: _Ctx, ipa: int, cls: FaultClass) -> Entry | WalkFault:
-        """The stage-2 entry for `ipa` in the context's stage-2 tag (cached, or walked and inserted)."""
+    def _s2_entry(self, ctx: _Ctx, ipa: int, cls: FaultClass, write: bool = False) -> Entry | WalkFault:
+        """The stage-2 entry for `ipa` in the context's stage-2 tag (cached, or walked and inserted). For a
+        `write`, a cached writable-clean entry is walked again so that the dirty update happens (HTTU)."""
         t = ctx.s2tag
         key = ipa >> t.shift
         e = t.d.get(key)
-        if e is not None:
+        if e is not None and not (write and e.dbm and not e.p2p & PERM_W):
             self.s2_hits += 1
             return e
         cfg = ctx.cfg
         l2 = walk_s2(cfg.s2, ipa, self._read, cls=cls, oas=cfg.oas, wc=t.wc if self.walk_cache else None,
-                     xnx=self.xnx)
+                     xnx=self.xnx, httu=ctx.h2, write=write)
         if type(l2) is WalkFault:
             return l2
         tr = self.tracer
@@ -326,18 +365,19 @@ class TranslationCore:
             tr.emit("smmu_ptw_done", sid=cfg.sid, ssid=cfg.ssid, stage=2, addr=ipa, out=l2.oa, size=l2.size,
                     level=l2.level)
         e = Entry(l2.out_base, l2.size, l2.perm_priv, l2.perm_user, p2=(l2.perm_priv, l2.perm_user),
-                  ipa=l2.in_base, s2=(l2.in_base, l2.in_base + l2.size, l2.level, l2.granule))
+                  ipa=l2.in_base, s2=(l2.in_base, l2.in_base + l2.size, l2.level, l2.granule), dbm=l2.dbm)
         self.iotlb.insert(t, key, e)
         return e
 
-    def _s2_table(self, ctx: _Ctx, ipa: int) -> int | WalkFault:
-        """Nested: the PA of a stage-1 table access at `ipa` (a read; S2 faults have CLASS=TT)."""
-        e = self._s2_entry(ctx, ipa, FaultClass.TT)
+    def _s2_table(self, ctx: _Ctx, ipa: int, write: bool = False) -> int | WalkFault:
+        """Nested: the PA of a stage-1 table access at `ipa`, a read or (`write`) the hardware update of a
+        stage-1 descriptor, which is a stage-2 write (IHI 0070 3.13; S2 faults have CLASS=TT, TTRnW=0)."""
+        e = self._s2_entry(ctx, ipa, FaultClass.TT, write)
         if type(e) is WalkFault:
-            return e
-        if not e.p2p & PERM_R:
+            return e if not write else WalkFault(e.type, e.stage2, e.cls, e.level, e.ipa, e.reason, True)
+        if not e.p2p & (PERM_W if write else PERM_R):
             return WalkFault(EventType.F_PERMISSION, True, FaultClass.TT, e.lvl2, ipa,
-                             "stage-2 permission: stage-1 table read")
+                             "stage-2 permission: stage-1 table " + ("update" if write else "read"), write)
         return e.pa | (ipa & e.mask)
 
     def translate_s2(self, cfg: TransCfg, ipa: int, cls: FaultClass = FaultClass.CD) -> int | Fault:
@@ -358,8 +398,52 @@ class TranslationCore:
                                                    "stage-2 permission: read"), False, False, False)
         return e.pa | (ipa & e.mask)
 
+    # -- ATS -----------------------------------------------------------------------------------------------------
+    def ats_translate(self, cfg: TransCfg, addr: int, write: bool, priv: bool,
+                      split: bool = False) -> tuple[int, int, int, bool] | Fault:
+        """What an ATS Translation Completion returns for `addr` (IHI 0070 3.9.1): (output base, size,
+        permissions at privilege `priv`, global), the whole translation, or with `split` stage 1 only (its
+        output is an IPA; stage-1 table accesses still go through stage 2). `write`: the function asked for write
+        permission, so the translation is tried as a write first (HTTU dirty update), then as a read."""
+        if split:
+            return self._ats_stage1(cfg, addr, write, priv)
+        res = self.translate(cfg, addr, True, False, priv) if write else None
+        if res is None or type(res) is Fault:
+            res = self.translate(cfg, addr, False, False, priv)
+            if type(res) is Fault:
+                return res
+        ctx = self._last_ctx if cfg is self._last_cfg else self._ctx_for(cfg)
+        k = (_canon(addr) if ctx.tbi else addr) >> ctx.shift
+        global_ = ctx.kind != KIND_S2 and ctx.ng is not ctx.g and ctx.ng.d.get(k) is None \
+            and ctx.g.d.get(k) is not None
+        return res.pa & ~(res.size - 1), res.size, res.perm, global_
+
+    def _ats_stage1(self, cfg: TransCfg, addr: int, write: bool, priv: bool) -> tuple[int, int, int, bool] | Fault:
+        ctx = self._last_ctx if cfg is self._last_cfg else self._ctx_for(cfg)
+        if ctx.kind != KIND_NESTED:
+            return self._config_fault(cfg, addr, write, False, priv)
+        l1: Any = None
+        oas = min(cfg.oas, 64 - cfg.s2.t0sz) if 16 <= cfg.s2.t0sz <= 48 else cfg.oas
+        for w in ((True, False) if write else (False,)):
+            l1 = walk_s1(cfg.s1, addr, self._read, world=cfg.world, oas=oas,
+                         table_xlate=lambda ipa: self._s2_table(ctx, ipa), httu=ctx.h1, write=w, priv=priv)
+            if type(l1) is WalkFault:
+                return self._fault(cfg, addr, l1, w, False, priv)
+            if (l1.perm_priv if priv else l1.perm_user) & (PERM_W if w else PERM_R):
+                break
+        else:
+            return self._fault(cfg, addr, WalkFault(EventType.F_PERMISSION, level=l1.level,
+                                                    reason="stage-1 permission"), False, False, priv)
+        return l1.out_base, l1.size, l1.perm_priv if priv else l1.perm_user, l1.global_
+
     # -- faults ------------------------------------------------------------------------------------------------
-    def _perm_fault(self, ctx: _Ctx, e: Entry, addr: int, write: bool, exec_: bool, priv: bool) -> Fault:
+    def _perm_fault(self, ctx: _Ctx, e: Entry, addr: int, write: bool, exec_: bool, priv: bool,
+                    again: bool = True) -> TransResult | Fault:
+        """A cached or fresh entry does not permit the access. A write through a writable-clean entry (HTTU
+        dirty management) is not refused from the entry: the translation is walked again as a write, which
+        makes the descriptor writable-dirty in memory first, or faults as the descriptor now says."""
+        if write and e.dbm and again:
+            return self._rewalk_write(ctx, addr, exec_, priv)
         need = 2 if write else (4 if exec_ else 1)
         p1 = e.p1p if priv else e.p1u
         if not p1 & need:
@@ -368,6 +452,21 @@ class TranslationCore:
             ipa = (e.ipa | (addr & e.mask)) if ctx.kind != KIND_S2 else addr
             wf = WalkFault(EventType.F_PERMISSION, True, FaultClass.IN, e.lvl2, ipa, "stage-2 permission")
         return self._fault(ctx.cfg, addr, wf, write, exec_, priv)
+
+    def _rewalk_write(self, ctx: _Ctx, addr: int, exec_: bool, priv: bool) -> TransResult | Fault:
+        self.walks += 1
+        if ctx.kind == KIND_S2:
+            e = self._s2_entry(ctx, addr, FaultClass.IN, True)
+            if type(e) is WalkFault:
+                return self._fault(ctx.cfg, addr, e, True, exec_, priv)
+        else:
+            e = self._walk_s1(ctx, addr, True, exec_, priv)
+            if type(e) is Fault:
+                return e
+        p = e.pp if priv else e.pu
+        if p & PERM_W:
+            return _tnew(TransResult, (e.pa | (addr & e.mask), p, e.size, False))
+        return self._perm_fault(ctx, e, addr, True, exec_, priv, False)
 
     def _config_fault(self, cfg: TransCfg, addr: int, write: bool, exec_: bool, priv: bool) -> Fault:
         kind = cfg.kind
@@ -385,7 +484,7 @@ class TranslationCore:
         stage = cfg.s2 if wf.stage2 else cfg.s1
         f = Fault(wf.type, sid=cfg.sid, ssid=cfg.ssid, addr=addr, ipa=wf.ipa, stage2=wf.stage2, cls=wf.cls,
                   rnw=not write, ind=bool(exec_), pnu=bool(priv), record=stage is None or stage.record,
-                  reason=wf.reason)
+                  reason=wf.reason, tt_write=wf.tt_write)
         tr = self.tracer
         if tr.enabled and "smmu_translate_fault" in tr.enabled:
             tr.emit("smmu_translate_fault", sid=f.sid, ssid=f.ssid, addr=f.addr, event=f.type.name,
@@ -559,7 +658,8 @@ class TranslationCore:
         s = self.iotlb.stats()
         s["hits"] += self.hits
         s.update(walks=self.walks, faults=self.faults, s2_hits=self.s2_hits, broadcasts=self.broadcasts,
-                 dvm_syncs=self.dvm_syncs, dvm_malformed=self.dvm_malformed,
+                 dvm_syncs=self.dvm_syncs, dvm_malformed=self.dvm_malformed, httu_updates=self.httu_updates,
+                 httu_races=self.httu_races,
                  btm={f"{k[0]}/vmid={k[1]}/asid={k[2]}/{k[3]}": dict(v) for k, v in self.btm.items()})
         return s
 

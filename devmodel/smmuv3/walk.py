@@ -14,20 +14,21 @@ and the IPA (stage-2 faults) or fetch address (F_WALK_EABT). `TranslationCore` t
 | EXTERNAL_ABORT | F_WALK_EABT (CLASS=TT for stage-1 table reads) |
 
 Permission checks are separate (the caller compares `Leaf.perm_*` with `need_of(...)`), so a cached entry can
-fault without a walk. Not modelled yet: see `devmodel/vmsa.py`; also S2PTW device-memory checks, and
-big-endian tables (CD.ENDI/STE.S2ENDI are rejected by the programming model).
+fault without a walk. Hardware updates (HTTU, IHI 0070 3.13) are the walker's (`vmsa.Httu`): the translation
+core builds one per stage from CD.HA/HD and STE.S2HA/S2HD. Not modelled yet: see `devmodel/vmsa.py`; also
+S2PTW device-memory checks, and big-endian tables (CD.ENDI/STE.S2ENDI are rejected by the programming model).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import vmsa
-from ..vmsa import MIN_TSZ, FaultKind, Leaf, ReadFn, TableXlate, VmsaFault, s2_perms
+from ..vmsa import MIN_TSZ, FaultKind, Httu, Leaf, ReadFn, TableXlate, VmsaFault, s2_perms
 from .config import PERM_R, PERM_W, PERM_X, S1Cfg, S2Cfg, StreamWorld
 from .fault import EventType, FaultClass
 
 __all__ = ["Leaf", "WalkFault", "walk_s1", "walk_s2", "s1_select", "s2_perms", "need_of", "ReadFn", "TableXlate",
-           "MIN_TSZ", "MAX_TSZ"]
+           "MIN_TSZ", "MAX_TSZ", "Httu"]
 
 MAX_TSZ = 48          # SMMU_IDR3.STT=1 small translation tables, 4K/16K granules (64K: 47, `vmsa.max_tsz`)
 _SINGLE_RANGE = (StreamWorld.EL2, StreamWorld.EL3)
@@ -43,6 +44,7 @@ class WalkFault:
     level: int = 0
     ipa: int = 0          # stage-2 faults: the IPA; F_WALK_EABT: the descriptor fetch address
     reason: str = ""
+    tt_write: bool = False  # CLASS=TT: the table access was a hardware update (a write), not a read
 
 
 def _s1_fault(f: VmsaFault) -> WalkFault:
@@ -65,19 +67,23 @@ def s1_select(s1: S1Cfg, va: int, world: StreamWorld = StreamWorld.NS_EL1):
 
 
 def walk_s1(s1: S1Cfg, va: int, read: ReadFn, *, world: StreamWorld = StreamWorld.NS_EL1, oas: int = 48,
-            table_xlate: TableXlate | None = None, wc: dict | None = None) -> Leaf | WalkFault:
+            table_xlate: TableXlate | None = None, wc: dict | None = None, httu: Httu | None = None,
+            write: bool = False, priv: bool = False) -> Leaf | WalkFault:
     """Stage-1 walk of `va`. Output size = min(CD.IPS, oas). In nested mode `table_xlate` translates every
     table address (an IPA) through stage 2; its faults come back unchanged (stage2=True, CLASS=TT).
-    Permissions are not checked here (`Leaf.perm_priv`/`perm_user`)."""
+    Permissions are not checked here (`Leaf.perm_priv`/`perm_user`). `httu` (CD.HA/HD) updates the leaf for
+    an access that is a `write` (or not) at privilege `priv` (IHI 0070 3.13)."""
     r = vmsa.walk_s1(s1, va, read, two_ranges=world not in _SINGLE_RANGE, oas=oas, table_xlate=table_xlate,
-                     wc=wc)
+                     wc=wc, httu=httu, write=write, priv=priv)
     return _s1_fault(r) if type(r) is VmsaFault else r
 
 
 def walk_s2(s2: S2Cfg, ipa: int, read: ReadFn, *, cls: FaultClass = FaultClass.IN,
-            oas: int = 48, wc: dict | None = None, xnx: bool = False) -> Leaf | WalkFault:
-    """Stage-2 walk of `ipa` (STE S2T0SZ/S2SL0/S2TG/S2PS). Faults carry stage2=True, `cls`, and the IPA."""
-    r = vmsa.walk_s2(s2, ipa, read, oas=oas, wc=wc, xnx=xnx)
+            oas: int = 48, wc: dict | None = None, xnx: bool = False, httu: Httu | None = None,
+            write: bool = False) -> Leaf | WalkFault:
+    """Stage-2 walk of `ipa` (STE S2T0SZ/S2SL0/S2TG/S2PS). Faults carry stage2=True, `cls`, and the IPA.
+    `httu` (STE.S2HA/S2HD) updates the leaf for a `write` (or not)."""
+    r = vmsa.walk_s2(s2, ipa, read, oas=oas, wc=wc, xnx=xnx, httu=httu, write=write)
     return _s2_fault(r, cls, ipa) if type(r) is VmsaFault else r
 
 

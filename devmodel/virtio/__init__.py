@@ -10,7 +10,8 @@ Modules, one per part of the spec:
 * `mmio` -- `VirtioMmio`, the virtio-mmio transport, modern (Version 2) and legacy (Version 1) (4.2);
 * `console` -- `VirtioConsole`, QEMU's virtio-serial-device with a virtconsole on port 0 (5.3);
 * `testdev` -- `ChrTestdev`, QEMU's chr-testdev backend (kvm-unit-tests' exit protocol);
-* `events` -- the package's trace events.
+* `events` -- the package's trace events;
+* `iommu` -- `VirtioIommu`, virtio-iommu (5.13) and its page-table-sharing extension (docs/virtio-iommu.md).
 
 The package is pure: guest memory is any object with `read_bytes` / `write_bytes` (a `devmodel.bus.Bus`,
 or an IOMMU in front of one); the interrupt is a callable. docs/virtio.md describes the design.

@@ -29,7 +29,9 @@ host `Bus`, in the order Linux `drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c` doe
   released when the domain is freed after TLBI_S12_VMALL); the driver installs the policy's `on_move`
   callback (`restricted/move`): rewrite the STEs with the new VMID, CFGI_STE, CMD_SYNC, TLBI_S12_VMALL(old).
 
-Not modelled: PRI, ATS/ATC (ATC_INV commands are only forwarded), stalls, 2-level CD tables for host stage-1
+Stage-1 domains set CD.S / CD.HA / CD.HD and STE.EATS when asked (`alloc_s1(stall=, httu=, ats=)`) and the
+SMMU supports them. Not modelled: handling of stall events and PRI requests (iopf), ATS enablement on the
+PCIe side (ATC_INV commands are only forwarded), 2-level CD tables for host stage-1
 domains (one CD, S1CDMax=0), E2H/EL2 stream worlds for host domains, ECMDQ, SVA (CPU page-table sharing).
 """
 from __future__ import annotations
@@ -187,6 +189,8 @@ class SmmuCaps:
     idr: tuple[int, ...]      # IDR0..IDR5
     iidr: int
     aidr: int
+    httu: int = 0             # IDR0.HTTU: 1 ARM_SMMU_FEAT_HA, 2 ARM_SMMU_FEAT_HA | ARM_SMMU_FEAT_HD
+    pri: bool = False         # IDR0.PRI
 
     @property
     def use_btm(self) -> bool:
@@ -233,9 +237,11 @@ class S1Domain(Domain):
     """A host stage-1 paging domain: one CD in host memory (S1CDMax=0), stage-1 tables, a private ASID."""
     kind = "s1"
 
-    def __init__(self, name: str, builder: PageTableBuilder, cd_pa: int, asid: int):
+    def __init__(self, name: str, builder: PageTableBuilder, cd_pa: int, asid: int, *, stall: bool = False,
+                 ats: bool = False):
         super().__init__(name)
         self.builder, self.cd_pa, self.asid = builder, cd_pa, asid
+        self.stall, self.ats = stall, ats           # CD.S (and STE.S1STALLD=0); STE.EATS=0b01
 
 
 class S2Domain(Domain):
@@ -371,7 +377,7 @@ class SmmuDriver:
             oas=OAS_BITS.get(oas_enc, 48),
             granules=frozenset(gr for gr, f in ((4096, "GRAN4K"), (16384, "GRAN16K"), (65536, "GRAN64K"))
                                if g("IDR5", f)),
-            idr=idr, iidr=self._r("IIDR"), aidr=self._r("AIDR"))
+            idr=idr, iidr=self._r("IIDR"), aidr=self._r("AIDR"), httu=g("IDR0", "HTTU"), pri=bool(g("IDR0", "PRI")))
         if not (caps.s1p or caps.s2p):
             raise SmmuDriverError(_errno.ENXIO, f"{self.name}: no translation stage supported")
         if 4096 not in caps.granules:
@@ -683,8 +689,11 @@ class SmmuDriver:
     def alloc_blocked(self) -> BlockedDomain:
         return BlockedDomain()
 
-    def alloc_s1(self, name: str = "", ias: int = 48) -> S1Domain:
-        """`arm_smmu_domain_finalise_s1`: ASID, CD (AA64, 4KB TG0, TTB0, EPD1, IPS=OAS, R, A), tables."""
+    def alloc_s1(self, name: str = "", ias: int = 48, *, httu: bool = False, stall: bool = False,
+                 ats: bool = False) -> S1Domain:
+        """`arm_smmu_domain_finalise_s1`: ASID, CD (AA64, 4KB TG0, TTB0, EPD1, IPS=OAS, R, A), tables. Asked for:
+        `httu` sets CD.HA/HD as far as IDR0.HTTU allows (Linux `arm_smmu_make_sva_cd`, FEAT_HA/HD), `stall`
+        CD.S (a master that may stall, STE.S1STALLD then 0; forced with IDR0.STALL_MODEL=0b10), `ats` STE.EATS."""
         if not self.caps.s1p:
             raise SmmuDriverError(_errno.EOPNOTSUPP, "stage 1 not supported (IDR0.S1P=0)")
         try:
@@ -693,11 +702,14 @@ class SmmuDriver:
             raise SmmuDriverError(_errno.ENOSPC, f"no free ASID: {e}") from None
         b = PageTableBuilder(self.bus, self.mem, granule=4096, stage=1, ias=ias, oas=min(self.caps.oas, 48))
         cd_pa = self.mem.alloc(cdmod.CD_SIZE, 64)
+        c = self.caps
+        stall = c.stall_model == 2 or (stall and c.stall_model == 0)
         cd = cdmod.Cd(v=1, aa64=1, t0sz=b.tsz, tg0=0, ir0=1, or0=1, sh0=3, epd1=1, tg1=2,
-                      ips=oas_encoding(min(self.caps.oas, 48)), asid=asid, r=1, a=1, ttb0=b.ttb,
-                      mair=0x0404_FF, endi=int(self.caps.ttendian == 3))
+                      ips=oas_encoding(min(c.oas, 48)), asid=asid, r=1, a=1, ttb0=b.ttb,
+                      mair=0x0404_FF, endi=int(c.ttendian == 3), s=int(stall),
+                      ha=int(httu and c.httu >= 1), hd=int(httu and c.httu >= 2))
         self.bus.write_bytes(cd_pa, cdmod.encode(cd))
-        return S1Domain(name, b, cd_pa, asid)
+        return S1Domain(name, b, cd_pa, asid, stall=stall, ats=ats and c.ats)
 
     def alloc_s2(self, name: str = "", nest_parent: bool = False, ias: int | None = None) -> S2Domain:
         """A stage-2 paging domain (`arm_smmu_domain_alloc_paging_flags` with NEST_PARENT -> stage 2).
@@ -804,7 +816,8 @@ class SmmuDriver:
             return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_BYPASS, shcfg=1))
         if isinstance(d, S1Domain):
             return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S1, s1contextptr=d.cd_pa, s1cdmax=0,
-                                            s1cir=1, s1cor=1, s1csh=3, s1stalld=int(c.stall_model == 0)))
+                                            s1cir=1, s1cor=1, s1csh=3, eats=int(d.ats),
+                                            s1stalld=int(c.stall_model == 0 and not d.stall)))
         if isinstance(d, S2Domain):
             assert d.vmid is not None
             return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S2, shcfg=1, **self._s2_fields(d, d.vmid)))

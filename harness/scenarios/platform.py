@@ -344,7 +344,9 @@ class ScenarioPlatform:
             if "scenario_report" in self.machine.tracer.enabled:
                 self.machine.tracer.emit("scenario_report", **rec)
         elif cmd == CMD_YIELD:
-            self.on_yield(port.name)            # the guest's WFI that follows ends the slice
+            self.on_yield(port.name)            # the guest's WFI that follows ends the slice ...
+            for v in vm.vcpus:                  # ... and the host wakes it again (a KVM vcpu kick)
+                self.machine.scheduler.kick(v)
         elif cmd == CMD_DONE:
             self.gate_value = max(self.gate_value, args[0])
         else:

@@ -25,6 +25,8 @@ from typing import IO, Any, Callable, Optional
 
 from devmodel.trace import Record
 
+from ..clock import HZ as CLOCK_HZ
+
 __all__ = ["record_obj", "TextSink", "JsonlSink", "ChromeSink", "open_sink", "FORMATS", "HEX_FIELDS",
            "Annotate", "Where", "STDERR"]
 
@@ -179,25 +181,45 @@ class JsonlSink(_FileSink):
 
 
 _CPU_NAME = re.compile(r"(^|\.)cpu\d+$")
+#: args the Chrome sink shows as hex strings: the text sink's hex fields, the exception registers and `*addr`
+_CHROME_HEX = HEX_FIELDS | {"esr", "elr", "far", "vector"}
+_SYNC_FLOW_BASE = 1 << 32            # ids of DVM Sync ack flows, above every DVM message number
+
+
+def _chrome_arg(k: str, v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and (k in _CHROME_HEX or k.endswith("addr")):
+        return f"{v:#x}"
+    return v
 
 
 class ChromeSink(_FileSink):
     """Chrome Trace Event Format (JSON Array Format), openable in ui.perfetto.dev.
 
     Process 1 "vCPUs" has one thread (track) per vCPU; process 2 "DVM receivers" one per receiver; process 3
-    "host/devices" the rest. Each event is a 1-unit complete slice ("X") at `ts`. A `dvm_tlbi` adds a flow
-    (`s` on the issuing vCPU's track, bound to its `tlbi_trap` slice; `f` on the receiver's slice) whose id is
-    the DVM message number, so the UI draws an arrow from each TLBI to the invalidations it caused.
+    "host/devices" the rest. Each event is a complete slice ("X") one clock tick long at its virtual time:
+    `ts` is the record's `ts` (ticks of the machine's virtual clock, harness/clock.py) in microseconds at `hz`
+    (62.5 MHz: one tick, 16 ns, per instruction); events of one slice of the scheduler share its time, so on
+    each track a slice starts no earlier than the previous one ends (ts is monotonic per track). A `dvm_tlbi`
+    adds a flow (`s` on the issuing vCPU's track, bound to its `tlbi_trap` slice; `f` on the receiver's slice)
+    whose id is the DVM message number, so the UI draws an arrow from each TLBI to the invalidations it caused;
+    a `dvm_sync` adds a `dvm_sync_ack` slice on each acknowledging receiver's track (its `acked` field) and a
+    flow from the Sync to each of them. Addresses (and raw register values) are hex strings in `args`.
     `cpu_name(index)` names a vCPU's track as the DVM messages name it (`vm0.cpu1`); default `cpu<index>`.
+    The clock only runs while something needs time: `needs_time` asks the scheduler to count from the start.
     """
 
     PID_CPU, PID_DVM, PID_OTHER = 1, 2, 3
+    needs_time = True
 
-    def __init__(self, target, annotate=None, where=None, cpu_name: Callable[[int], str] | None = None):
+    def __init__(self, target, annotate=None, where=None, cpu_name: Callable[[int], str] | None = None,
+                 hz: int = CLOCK_HZ):
         super().__init__(target, annotate, where)
         self.cpu_name = cpu_name
+        self.hz = hz
+        self.tick_us = 1_000_000 / hz
         self._tracks: dict[tuple[int, str], int] = {}
-        self._last_ts: dict[tuple[int, int], int] = {}
+        self._last: dict[tuple[int, int], tuple[float, float]] = {}    # track -> (ts, end) of its last slice
+        self._sync_flows = 0
         self._first = True
         self._f.write("[\n")
         for pid, name in ((self.PID_CPU, "vCPUs"), (self.PID_DVM, "DVM receivers"),
@@ -224,38 +246,61 @@ class ChromeSink(_FileSink):
     def _named_track(self, name: str) -> tuple[int, int]:
         return self._track(self.PID_CPU if _CPU_NAME.search(name) else self.PID_OTHER, name)
 
-    def _slice(self, where: tuple[int, int], ts: int, obj: dict[str, Any]) -> None:
-        args = {k: v for k, v in obj.items() if k not in ("event", "ts") and v is not None}
-        self._emit({"ph": "X", "pid": where[0], "tid": where[1], "ts": ts, "dur": 1, "name": obj["event"],
-                    "cat": obj["event"].split("_", 1)[0], "args": args})
-        self._last_ts[where] = ts
+    def _us(self, ticks: int) -> float:
+        return round(ticks * self.tick_us, 3)
+
+    def _slice(self, where: tuple[int, int], ts: float, obj: dict[str, Any]) -> float:
+        """An X slice on `where` at `ts` (us), after the track's previous one; returns its ts."""
+        last = self._last.get(where)
+        if last is not None and ts < last[1]:
+            ts = last[1]
+        args = {k: _chrome_arg(k, v) for k, v in obj.items() if k not in ("event", "ts") and v is not None}
+        self._emit({"ph": "X", "pid": where[0], "tid": where[1], "ts": ts, "dur": self.tick_us,
+                    "name": obj["event"], "cat": obj["event"].split("_", 1)[0], "args": args})
+        self._last[where] = (ts, round(ts + self.tick_us, 3))
+        return ts
+
+    def _flow(self, src: tuple[int, int], s_ts: float, dst: tuple[int, int], f_ts: float, fid: int,
+              name: str) -> None:
+        self._emit({"ph": "s", "pid": src[0], "tid": src[1], "ts": s_ts, "id": fid, "name": name, "cat": name})
+        self._emit({"ph": "f", "bp": "e", "pid": dst[0], "tid": dst[1], "ts": f_ts, "id": fid, "name": name,
+                    "cat": name})
 
     def _write(self, obj: dict[str, Any]) -> None:
-        ts = obj["ts"]
+        ts = self._us(obj["ts"])
         ev = obj["event"]
         if ev == "dvm_tlbi":
-            src = self._named_track(str(obj.get("src")))
-            dst = self._track(self.PID_DVM, str(obj.get("dst")))
-            self._slice(dst, ts, obj)
-            msg = obj.get("msg")
-            if msg is not None:
-                start = self._last_ts.get(src)
-                if start is None:                     # no slice on the source track yet (host maintenance)
-                    self._slice(src, ts, {"event": "dvm_send", "op": obj.get("op")})
-                    start = ts
-                self._emit({"ph": "s", "pid": src[0], "tid": src[1], "ts": start, "id": msg,
-                            "name": "dvm", "cat": "dvm"})
-                self._emit({"ph": "f", "bp": "e", "pid": dst[0], "tid": dst[1], "ts": ts, "id": msg,
-                            "name": "dvm", "cat": "dvm"})
-            return
-        if ev == "dvm_sync":
-            self._slice(self._named_track(str(obj.get("src"))), ts, obj)
-            return
-        cpu = obj.get("cpu")
-        if isinstance(cpu, int):
-            self._slice(self._vcpu_track(cpu), ts, obj)
+            self._tlbi(obj, ts)
+        elif ev == "dvm_sync":
+            self._sync(obj, ts)
+        elif isinstance(obj.get("cpu"), int):
+            self._slice(self._vcpu_track(obj["cpu"]), ts, obj)
         else:
             self._slice(self._track(self.PID_OTHER, ev.split("_", 1)[0]), ts, obj)
+
+    def _tlbi(self, obj: dict[str, Any], ts: float) -> None:
+        src = self._named_track(str(obj.get("src")))
+        dst = self._track(self.PID_DVM, str(obj.get("dst")))
+        at = self._slice(dst, ts, obj)
+        msg = obj.get("msg")
+        if msg is None:
+            return
+        last = self._last.get(src)
+        if last is None:                      # no slice on the source track yet (host maintenance)
+            start = self._slice(src, ts, {"event": "dvm_send", "op": obj.get("op")})
+        else:
+            start = last[0]                   # the source's last slice: the TLBI's trap
+        self._flow(src, start, dst, at, msg, "dvm")
+
+    def _sync(self, obj: dict[str, Any], ts: float) -> None:
+        src = self._named_track(str(obj.get("src")))
+        at = self._slice(src, ts, obj)
+        for name in filter(None, str(obj.get("acked") or "").split(",")):
+            dst = self._track(self.PID_DVM, str(name))
+            ack = self._slice(dst, ts, {"event": "dvm_sync_ack", "src": obj.get("src"), "dst": name,
+                                        "msg": obj.get("msg")})
+            self._sync_flows += 1
+            self._flow(src, at, dst, ack, _SYNC_FLOW_BASE + self._sync_flows, "dvm_sync")
 
     def _finish(self) -> None:
         self._f.write("\n]\n")

@@ -11,6 +11,7 @@ from devmodel.smmuv3.fault import EventType
 RAM = 0x4000_0000
 ID, STATUS, SID, SSID, IOVA, LEN, CMD, DATA, DST, FAULT_TYPE, COUNT, FAULT_ADDR, ATTR = (
     0x00, 0x04, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x28, 0x30, 0x34, 0x38, 0x40)
+PCIE_CTRL, PRI_STATUS, PRI_ALLOC, STAG, PRG_INDEX, ATC_ENTRIES, ATC_INVS = 0x44, 0x48, 0x4C, 0x50, 0x54, 0x58, 0x5C
 
 
 def machine(sid: int = 3):
@@ -111,3 +112,33 @@ def test_bad_commands_and_bus_errors_never_raise() -> None:
     bus.write64(d + IOVA, 2**64 - 4)                           # wraps the address space
     bus.write32(d + CMD, CMD_WRITE64)
     assert bus.read32(d + STATUS) == STATUS_BUSERR
+
+
+def test_pcie_registers_reset_and_access() -> None:
+    bus, smmu, dev = machine()
+    d = DMATEST_BASE
+    assert [bus.read32(d + o) for o in (PCIE_CTRL, PRI_STATUS, PRI_ALLOC, STAG, PRG_INDEX, ATC_ENTRIES, ATC_INVS)] \
+        == [0, 0, 0, 0, 0, 0, 0]
+    bus.write32(d + PCIE_CTRL, 0xFFFF_FFFF)                    # PRI_RESET reads 0, other bits RES0
+    assert bus.read32(d + PCIE_CTRL) == 0b011
+    for o in (PRI_STATUS, STAG, PRG_INDEX, ATC_ENTRIES, ATC_INVS):
+        bus.write32(d + o, 0xFFFF_FFFF)
+        assert bus.read32(d + o) == 0
+    bus.write32(d + PRI_ALLOC, 32)
+    assert bus.read32(d + PRI_ALLOC) == 32
+    bus.write32(d + PCIE_CTRL, 0)
+    assert bus.read32(d + PRI_STATUS) == 1 << 8                # PRI disabled, nothing outstanding: Stopped
+    assert smmu.endpoints == {3: dev}                          # registered for its StreamID
+    bus.write32(d + SID, 4)
+    assert smmu.endpoints == {4: dev}
+
+
+def test_ats_without_an_iommu_port_is_an_ats_error() -> None:
+    from devmodel.smmuv3.config import TransResult
+    bus = Bus()
+    bus.add_ram(RAM, 0x10_0000)
+    dev = DmaTestDevice(bus, lambda *a, **k: TransResult(RAM, 7, 4096), sid=1)
+    assert dev.iommu is None
+    dev.write(PCIE_CTRL, 1, 4)
+    dev.write(CMD, CMD_READ64, 4)
+    assert dev.read(STATUS, 4) == 1 << 6                       # ATS_ERR

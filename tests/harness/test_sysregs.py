@@ -11,13 +11,14 @@ from unicorn.arm64_const import (UC_ARM64_INS_MRS, UC_ARM64_INS_MSR, UC_ARM64_IN
 
 from harness.exits import EXIT_UNDEF  # noqa: E402
 from harness.machine import Machine  # noqa: E402
-from harness.sysregs import mrs_word, msr_word, unicorn_undefines  # noqa: E402
+from harness.sysregs import SysregHooks, mrs_word, msr_word, unicorn_undefines  # noqa: E402
 
 BASE = 0x4008_0000
 MPIDR_EL1 = (3, 0, 0, 0, 5)
 TPIDR_EL0 = (3, 3, 13, 0, 2)
 CNTV_CTL_EL0 = (3, 3, 14, 3, 1)
 CNTVCT_EL0 = (3, 3, 14, 0, 2)
+CONTEXTIDR_EL1 = (3, 0, 13, 0, 1)
 ICC_PMR_EL1 = (3, 0, 4, 6, 0)
 APGAKEYHI_EL1 = (3, 0, 2, 3, 1)
 IMPDEF = (3, 0, 15, 0, 0)                       # S3_0_C15_C0_0, IMPLEMENTATION DEFINED space
@@ -143,17 +144,33 @@ def machine(el: int = 1, ncpus: int = 1):
     return m, vm
 
 
+class _BareVcpu:
+    """What SysregHooks needs of a vCPU, without the machine's own handlers (the generic timer's)."""
+    dvm_name = "bare.cpu0"
+    el = 1
+
+    def __init__(self):
+        self.uc = bare(words(ADD_X2))
+
+
 def test_no_handler_no_hook():
+    regs = SysregHooks(_BareVcpu())
+    assert regs.installed == set()
+    regs.register(TPIDR_EL0, write=lambda v, x: True)
+    assert regs.installed == {"msr"}                             # one direction installs only its hook
+    # every machine vCPU has the generic timer's handlers (harness/timer.py), in both directions
     m, vm = machine()
-    assert vm.vcpus[0].sysregs.installed == set()
+    assert vm.vcpus[0].sysregs.installed == {"mrs", "msr"} and CNTV_CTL_EL0 in vm.vcpus[0].sysregs.reads
     m2, vm2 = machine(el=2)
-    assert vm2.vcpus[0].sysregs.installed == {"mrs"}             # the EL2 MPIDR_EL1 handler
+    assert MPIDR_EL1 in vm2.vcpus[0].sysregs.reads                # the EL2 MPIDR_EL1 handler
+    assert MPIDR_EL1 not in vm.vcpus[0].sysregs.reads
 
 
 @pytest.mark.parametrize("max_insns", [None, 1000])
 def test_handlers_serve_unimplemented_and_implemented_registers(max_insns):
-    """MRS/MSR of ICC_PMR_EL1 (Unicorn: undefined) and CNTV_CTL_EL0 (Unicorn: implemented) served by handlers,
-    uncounted and in counted slices: every other instruction runs exactly once."""
+    """MRS/MSR of ICC_PMR_EL1 (Unicorn: undefined) and CONTEXTIDR_EL1 (Unicorn: implemented) served by handlers,
+    uncounted and in counted slices: every other instruction runs exactly once. (CNTV_CTL_EL0, the implemented
+    register this test used first, is the generic timer's on machine vCPUs: tests/harness/test_timer_machine.py.)"""
     m, vm = machine()
     v = vm.vcpus[0]
     state = {"pmr": 0xF0}
@@ -166,9 +183,10 @@ def test_handlers_serve_unimplemented_and_implemented_registers(max_insns):
             return True
         return handler
     v.sysregs.register(ICC_PMR_EL1, read=lambda vcpu: state["pmr"], write=write("pmr"))
-    v.sysregs.register(CNTV_CTL_EL0, read=lambda vcpu: 4, write=write("ctl"))
+    v.sysregs.register(CONTEXTIDR_EL1, read=lambda vcpu: 4, write=write("ctl"))
     code = words(ADD_X2, mrs_word(ICC_PMR_EL1, 0), ADD_X2, msr_word(ICC_PMR_EL1, 1), ADD_X2,
-                 mrs_word(ICC_PMR_EL1, 3), mrs_word(CNTV_CTL_EL0, 4), msr_word(CNTV_CTL_EL0, 1), ADD_X2, *PSCI_OFF)
+                 mrs_word(ICC_PMR_EL1, 3), mrs_word(CONTEXTIDR_EL1, 4), msr_word(CONTEXTIDR_EL1, 1), ADD_X2,
+                 *PSCI_OFF)
     vm.load_code(BASE, code)
     v.power_on(BASE)
     v.uc.reg_write(UC_ARM64_REG_X1, 0x80)
@@ -215,3 +233,23 @@ def test_mpidr_at_el2_comes_from_the_registry():
         v.uc.emu_start(BASE, BASE + 4, count=1)
         assert v.uc.reg_read(UC_ARM64_REG_X0) == v.mpidr and v.pc == BASE + 4
     assert [v.mpidr for v in vm.vcpus] == [0x8000_0000, 0x8000_0001, 0x8000_0002]
+
+
+def test_stand_in_registers_read_fixed_values_and_are_logged_under_unimp():
+    import io
+
+    from harness.log import Log
+    log = io.StringIO()
+    m = Machine(console=lambda vm, data, stream: None, tcg_buffer_size=8 << 20, log=Log("unimp", stream=log))
+    vm = m.add_vm(ram_size=16 << 20)
+    v = vm.vcpus[0]
+    v.sysregs.stand_in(ICC_PMR_EL1, "ICC_PMR_EL1", 0xF8)
+    vm.load_code(BASE, words(mrs_word(ICC_PMR_EL1, 3), msr_word(ICC_PMR_EL1, 1), mrs_word(ICC_PMR_EL1, 2),
+                             *PSCI_OFF))
+    v.power_on(BASE)
+    v.uc.reg_write(UC_ARM64_REG_X1, 0x10)
+    o = m.run(timeout=10)
+    assert o.exit_code == 0 and v.uc.reg_read(UC_ARM64_REG_X3) == v.uc.reg_read(UC_ARM64_REG_X2) == 0xF8
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "read of system register ICC_PMR_EL1" in lines[0] and "stand-in" in lines[0]
+    assert "write to system register ICC_PMR_EL1" in lines[1]

@@ -116,12 +116,27 @@ def test_chrome_tracks_and_flows(tmp_path):
     evs = json.loads(p.read_text())
     names = {(e["pid"], e["args"]["name"]) for e in evs if e["ph"] == "M" and e["name"] == "thread_name"}
     assert {(1, "cpu0"), (2, "cpu1"), (2, "smmu0")} <= names
-    starts = [e for e in evs if e["ph"] == "s"]
-    ends = [e for e in evs if e["ph"] == "f"]
+    # every flow is a TLBI delivery ("dvm", id = DVM message number) or a Sync ack ("dvm_sync"), nothing else
+    assert {e["cat"] for e in evs if e["ph"] in "sf"} == {"dvm", "dvm_sync"}
+    starts = [e for e in evs if e["ph"] == "s" and e["cat"] == "dvm"]
+    ends = [e for e in evs if e["ph"] == "f" and e["cat"] == "dvm"]
     assert sorted(e["id"] for e in starts) == sorted(e["id"] for e in ends) == [1, 2]
     trap = next(e for e in evs if e["ph"] == "X" and e["name"] == "test_trace_ev")
     for s in starts:                                  # flows start on the issuing vCPU's TLBI slice
         assert (s["pid"], s["tid"], s["ts"]) == (trap["pid"], trap["tid"], trap["ts"])
+    # the DVM Sync: a flow from the Sync's slice on its source to an ack slice on each receiver
+    sync = next(e for e in evs if e["ph"] == "X" and e["name"] == "dvm_sync")
+    acks = {(e["pid"], e["tid"]): e for e in evs if e["ph"] == "X" and e["name"] == "dvm_sync_ack"}
+    tid = {e["args"]["name"]: (e["pid"], e["tid"]) for e in evs if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert set(acks) == {tid["cpu1"], tid["smmu0"]} and sync["args"]["acked"] == "cpu1,smmu0"
+    s_sync = [e for e in evs if e["ph"] == "s" and e["cat"] == "dvm_sync"]
+    f_sync = [e for e in evs if e["ph"] == "f" and e["cat"] == "dvm_sync"]
+    assert len(s_sync) == len(f_sync) == 2 and len({e["id"] for e in s_sync} | {1, 2}) == 4
+    for s in s_sync:
+        f = next(e for e in f_sync if e["id"] == s["id"])
+        assert (s["pid"], s["tid"], s["ts"]) == (sync["pid"], sync["tid"], sync["ts"])
+        assert (f["pid"], f["tid"], f["ts"]) == (acks[(f["pid"], f["tid"])]["pid"], acks[(f["pid"], f["tid"])]["tid"],
+                                                 acks[(f["pid"], f["tid"])]["ts"])
 
 
 def test_chrome_valid_after_crash_and_when_truncated(tmp_path):

@@ -27,5 +27,6 @@ def test_smmu_bench_small_run(capsys):
     assert r["misses_4level_per_s"] < r["hits_per_s"]
     assert r["faults_per_s"] > 0 and f"{r['faults_vs_dict_call']:.4f}x" in out
     assert r["faults_per_s"] < r["hits_per_s"]                     # a walk + an event record costs more
+    assert "IOTLB hits, HTTU" in out and r["httu_hits_vs_hits"] == r["httu_hits_per_s"] / r["hits_per_s"] > 0
     assert r["ok"] == (r["hits_vs_dict_call"] >= r["goal"] == 0.25
                        and r["faults_vs_dict_call"] >= r["fault_goal"] == 0.002)

@@ -62,7 +62,8 @@ def test_from_fault_translation() -> None:
     ev = E.from_fault(f)
     w = words(E.encode(ev))
     assert w[0] == 0x10 | (1 << 11) | (7 << 12) | (0x42 << 32)
-    assert w[1] == (1 << 33) | (1 << 39) | (1 << 40)               # PnU, S2, CLASS=TT; RnW=0 (write)
+    # PnU, S2, CLASS=TT, TTRnW=1 (the stage-1 table access was a read: IHI 0070 7.3, EVTQ_1_TT_READ); RnW=0
+    assert w[1] == (1 << 33) | (1 << 39) | (1 << 40) | (1 << 44)
     assert w[2] == 0xFFFF_0000_1234_5678
     assert w[3] == 0x8_1234_5000                                   # IPA[51:12]
     assert ev.raw == int.from_bytes(E.encode(ev), "little") and ev.name == "F_TRANSLATION"

@@ -122,7 +122,7 @@ def test_backend_factory_gets_read_tracer_features() -> None:
     assert isinstance(smmu.core, TranslationCore) and smmu.core.iotlb.capacity == 8
     assert smmu.core.features is feats and smmu.core.tracer is b.tracer and smmu.core.ril is False
 
-    def broken(read, tracer, features):
+    def broken(read, tracer, features, **kw):
         raise RuntimeError("backend bug")
     with pytest.raises(RuntimeError, match="backend bug"):
         SMMUv3(b.bus, core=broken)

@@ -106,3 +106,50 @@ def test_always_writable_queue_pointers() -> None:
     assert b.r32(0x100AC) == 1 << 31
     b.w32(0x100AC, 0)
     assert b.r32(0x100AC) == 0
+
+
+# with IDR0.PRI=1 (and ATS): the PRI queue registers (Linux ARM_SMMU_PRIQ_BASE 0xc0, PRIQ_PROD/CONS 0xc8/0xcc on
+# page 1, PRIQ_IRQ_CFG0/1/2 0xd0/0xd8/0xdc; Q_BASE_*, MSI_CFG*, Q_OVERFLOW_FLAG as above), CR0.PRIQEN (1 << 1)
+# and IRQ_CTRL.PRIQ_IRQEN (1 << 1), CR0.ATSCHK (1 << 4) with ATS
+PRI = SmmuFeatures(ats=True, pri=True)
+PRI_REGS = {
+    "PRIQ_BASE":       (0xC0, 8, 0, 0x000F_FFFF_FFFF_FFE0 | 1 << 62 | 0x1F),
+    "PRIQ_IRQ_CFG0":   (0xD0, 8, 0, 0x000F_FFFF_FFFF_FFFC),
+    "PRIQ_IRQ_CFG1":   (0xD8, 4, 0, 0xFFFF_FFFF),
+    "PRIQ_IRQ_CFG2":   (0xDC, 4, 0, 0x3F),
+    "PRIQ_PROD":       (0x100C8, 4, 0, 0x800F_FFFF),
+    "PRIQ_CONS":       (0x100CC, 4, 0, 0x800F_FFFF),
+    "IRQ_CTRL":        (0x50, 4, 0, 0b111),
+}
+
+
+@pytest.mark.parametrize("name", PRI_REGS)
+def test_pri_registers_reset_value_and_access(name: str) -> None:
+    off, size, reset, ones = PRI_REGS[name]
+    b = Bench(PRI)
+    assert b.smmu.read(off, size) == reset, name
+    b.smmu.write(off, ONES[size], size)
+    assert b.smmu.read(off, size) == ones, name
+    assert Bench().smmu.read(off, size) == 0                          # without PRI: RAZ (IRQ_CTRL: reset)
+
+
+@pytest.mark.parametrize("name,lock_off,lock_val", [("PRIQ_BASE", 0x20, 0b10), ("PRIQ_PROD", 0x20, 0b10),
+                                                    ("PRIQ_IRQ_CFG0", 0x50, 0b010), ("PRIQ_IRQ_CFG1", 0x50, 0b010),
+                                                    ("PRIQ_IRQ_CFG2", 0x50, 0b010)])
+def test_pri_registers_are_read_only_while_locked(name: str, lock_off: int, lock_val: int) -> None:
+    off, size, _, ones = PRI_REGS[name]
+    b = Bench(PRI)
+    b.w32(lock_off, lock_val)
+    b.smmu.write(off, ONES[size], size)
+    assert b.smmu.read(off, size) == 0, name
+    b.w32(lock_off, 0)
+    b.smmu.write(off, ONES[size], size)
+    assert b.smmu.read(off, size) == ones, name
+
+
+def test_cr0_priqen_and_atschk_with_pri_and_ats() -> None:
+    b = Bench(PRI)
+    b.w32(0x20, 0xFFFF_FFFF)
+    assert b.r32(0x20) == b.r32(0x24) == 0b11111      # SMMUEN PRIQEN EVTQEN CMDQEN ATSCHK
+    b.w32(0x100CC, 1 << 31)                             # PRIQ_CONS is software's: writable while enabled
+    assert b.r32(0x100CC) == 1 << 31
