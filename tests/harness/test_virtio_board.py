@@ -187,3 +187,19 @@ def test_kut_status_is_qemu_fixup_return_code(qemu, status):
     (b"EXIT: a STATUS=5 STATUS=7\n", 7), (b"EXIT: nothing\n", None), (b"", None), (b"EXIT: STATUS=77", 77)])
 def test_exit_line_is_the_first_exit_line(text, status):
     assert exit_line_status(text) == status
+
+
+def test_a_testdev_exit_ends_only_its_own_vm():
+    """Two VMs: vm0's guest exits through its chr-testdev, vm1's own guest runs on to its semihosting exit;
+    vm1's transports are its own (no testdev there: DeviceID 0)."""
+    from guestbin import guest_elf
+    m = Machine(console=lambda vm, data, stream: None)
+    vm0 = m.add_vm("vm0", chr_testdev=True)
+    vm1 = m.add_vm("vm1")
+    vm0.load(oracle_elf())
+    vm1.load(str(guest_elf("hello")))
+    m.run(timeout=60)
+    assert vm0.outcome.exit_code == 7 and "chr-testdev" in vm0.outcome.message
+    assert vm1.outcome.exit_code == 0 and "semihosting" in vm1.outcome.message
+    assert vm1.ipa.read(_base(TESTDEV) + 8, 4) == 0 and vm1.virtio.testdev is None
+    assert m.outcome.exit_code == 7                     # the machine reports the VM that did not exit 0
