@@ -186,10 +186,16 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
 
 def _boot(vm, image: str, append: str | None, cfg: MachineConfig) -> None:
     """Load `image` as QEMU's `-kernel` does (ELF, or a raw image behind QEMU's boot stub with x0 = the device
-    tree), `append` as the kernel command line."""
+    tree), `append` as the kernel command line. Bridge: where `VM.load` itself takes `append` (it boots
+    images as `-kernel` does) it is used; otherwise the plan of harness/image.py is placed here."""
+    import inspect
+
     from .devicetree import BoardSpec, board_dtb
     from .image import plan_boot
 
+    if "append" in inspect.signature(type(vm).load).parameters:
+        vm.load(image, append=append)
+        return
     with open(image, "rb") as f:
         is_elf = f.read(4) == b"\x7fELF"
     if is_elf and not append:
