@@ -38,8 +38,6 @@ from unicorn.arm64_const import (UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_ELR_EL2, UC_
                                  UC_ARM64_REG_SP_EL1, UC_ARM64_REG_SP_EL2, UC_ARM64_REG_VBAR_EL1,
                                  UC_ARM64_REG_VBAR_EL2)
 
-from devmodel.semihosting import HLT_SEMIHOSTING
-
 from .exits import (EC_BRK64, EC_DABT_CUR, EC_IABT_CUR, EC_IABT_LOW, EC_NAMES, EC_SVC64, EC_UNKNOWN,
                     FSC_SYNC_EXTERNAL, Kind, Outcome, esr_value)
 from .scheduler import STOP_ADDRESS, WFI
@@ -83,8 +81,10 @@ class Exceptions:
     # -- what Unicorn reports ------------------------------------------------------------------------
     def unicorn_exception(self, vcpu: "Vcpu", intno: int) -> None:
         """`UC_HOOK_INTR`: firmware call, semihosting, or a synchronous exception of the guest."""
-        pc = vcpu.uc.reg_read(UC_ARM64_REG_PC)
         m = self.machine
+        if intno == EXCP_UDEF and m.semihosting_call(vcpu):     # HLT #0xF000 (harness/semihost.py)
+            return
+        pc = vcpu.uc.reg_read(UC_ARM64_REG_PC)
         if intno in (EXCP_HVC, EXCP_SMC):
             m.psci_call(vcpu, "hvc" if intno == EXCP_HVC else "smc", pc)
             return
@@ -94,11 +94,7 @@ class Exceptions:
                 self.die(vcpu, Kind.ABORT, "instruction fetch from the harness stop address", STOP_ADDRESS,
                          esr_value(EC_IABT_CUR, FSC_SYNC_EXTERNAL), STOP_ADDRESS)
                 return
-            word = vcpu.insn_at(pc)
-            if word == HLT_SEMIHOSTING:
-                m.semihosting_call(vcpu, pc)
-                return
-            if word == WFI:                     # SCR_EL3.TWI or the guest's own WFI trap (harness/scheduler.py)
+            if vcpu.insn_at(pc) == WFI:                     # SCR_EL3.TWI or the guest's own WFI trap (harness/scheduler.py)
                 m.scheduler.wfi(vcpu, pc)
                 return
         if "int" in m.log.enabled:

@@ -3,6 +3,7 @@
 Statuses follow what QEMU and a native process give: the guest's own status 0-123 is passed
 through; 124 the instruction or time budget ran out (timeout(1)); 125 the harness could not run the guest
 (usage error, bad input); 132 the guest died on an undefined instruction it does not handle (128 + SIGILL);
+134 the guest made a semihosting call QEMU does not implement, on which QEMU abort()s (128 + SIGABRT);
 139 the guest died on an abort it does not handle (128 + SIGSEGV). A guest status outside 0-123 is reported
 as 1 (and said so), so it can never be mistaken for one of the harness's own statuses.
 
@@ -23,13 +24,15 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["EXIT_BUDGET", "EXIT_BAD_INPUT", "EXIT_UNDEF", "EXIT_ABORT", "MAX_GUEST_STATUS", "Kind", "Outcome",
-           "HarnessInputError", "esr_value", "kut_status", "exit_line_status", "EXIT_SKIP", "EC_UNKNOWN", "EC_SVC64", "EC_HVC64", "EC_SMC64",
+__all__ = ["EXIT_BUDGET", "EXIT_BAD_INPUT", "EXIT_UNDEF", "EXIT_FATAL", "EXIT_ABORT", "MAX_GUEST_STATUS", "Kind", "Outcome",
+           "HarnessInputError", "esr_value", "kut_status", "exit_line_status", "EXIT_SKIP", "EC_UNKNOWN",
+           "EC_SVC64", "EC_HVC64", "EC_SMC64",
            "EC_IABT_LOW", "EC_IABT_CUR", "EC_DABT_LOW", "EC_DABT_CUR", "EC_BRK64", "EC_NAMES"]
 
 EXIT_BUDGET = 124
 EXIT_BAD_INPUT = 125
 EXIT_UNDEF = 132
+EXIT_FATAL = 134              # 128 + SIGABRT: QEMU's abort() on an unsupported semihosting operation
 EXIT_ABORT = 139
 MAX_GUEST_STATUS = 123
 EXIT_SKIP = 77                # kvm-unit-tests: every test skipped (run_tests.sh prints SKIP)
@@ -90,6 +93,7 @@ class Kind(str, Enum):
     IDLE = "idle"            # every vCPU is off: nothing can ever run again
     UNDEF = "undef"          # unhandled undefined instruction / unhandled synchronous exception
     ABORT = "abort"          # unhandled data/instruction abort
+    FATAL = "fatal"          # the emulator gives up as QEMU does (unsupported semihosting operation)
 
 
 class HarnessInputError(Exception):
@@ -114,8 +118,10 @@ class Outcome:
             return EXIT_BUDGET
         if self.kind is Kind.UNDEF:
             return EXIT_UNDEF
+        if self.kind is Kind.FATAL:
+            return EXIT_FATAL
         return EXIT_ABORT
 
     @property
     def is_death(self) -> bool:
-        return self.kind in (Kind.UNDEF, Kind.ABORT)
+        return self.kind in (Kind.UNDEF, Kind.ABORT, Kind.FATAL)

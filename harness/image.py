@@ -37,6 +37,7 @@ import zlib
 from dataclasses import dataclass
 
 from .elfload import ElfImage, ElfLoadError, load_elf
+from .exits import HarnessInputError
 from .userfile import user_file
 
 __all__ = ["ImageError", "LoadSegment", "LinuxImageHeader", "BootPlan", "plan_boot", "boot_stub",
@@ -53,8 +54,8 @@ _2M = 2 << 20
 _128M = 128 << 20
 
 
-class ImageError(ElfLoadError):
-    """The image cannot be booted: the message is one line naming the file."""
+class ImageError(ElfLoadError, HarnessInputError):
+    """The image cannot be booted: the message is one line naming the file (bad input: status 125)."""
 
 
 @dataclass(frozen=True)

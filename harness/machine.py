@@ -25,24 +25,31 @@ timer output or a host kick wakes it, harness/scheduler.py); exceptions: see har
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import time
 from typing import Any, Callable
 
-from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3
+from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3
 
 from devmodel.bus import Bus
 from devmodel.dvm import Interconnect
 from devmodel.pl011 import PL011, PL011_SIZE
 from devmodel.psci import CpuOff, CpuOn, Psci, Standby, SystemOff, SystemReset
-from devmodel.semihosting import Semihosting
+from devmodel.fdt import FdtError
+from devmodel.semihosting import Semihosting, heapinfo_for_layout, qemu_cmdline
 from devmodel.trace import NULL_TRACER, Tracer, define
 
+from .board import board_spec
 from .clock import VirtualClock
-from .elfload import ElfImage, Symbolizer, load_elf
+from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
+from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
 from .exits import HarnessInputError, Kind, Outcome, exit_line_status
+from .image import BootPlan, plan_boot
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
+from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
 from .vcpu import PAGE, Vcpu, mpidr_of
 from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
@@ -50,7 +57,7 @@ from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
 from .virtio import VirtioTransports
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
-           "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console"]
+           "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console", "ConsoleInput"]
 
 DEFAULT_RAM_IPA = 0x4000_0000
 DEFAULT_RAM_SIZE = 128 << 20
@@ -133,6 +140,7 @@ class VM:
         self.image: ElfImage | None = None
         self.symbolizer = Symbolizer()
         self.code: list[CodeRange] = []
+        self._loaded_code: list[CodeRange] = []      # the last image's ranges (a second load replaces them)
         self.entry: int | None = None
         self.exception_ecs_ipa: int | None = None    # IPA of the guest's EXCEPTION_OPT_IN bitmap, if it has one
         log = machine.log
@@ -146,7 +154,11 @@ class VM:
         if chr_testdev:
             self.virtio.add_chr_testdev()
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
-        self.semihosting = Semihosting(self._console, clock=machine.clock.sample_ns, log=log, tracer=machine.tracer)
+        self.semihosting = machine.new_semihosting(self)
+        self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
+        self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
+        self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
+        self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
         self.vcpus: list[Vcpu] = []
         for i in range(ncpus):
             v = Vcpu(self, i)
@@ -166,27 +178,84 @@ class VM:
             v.map_mmio(ipa, size, device)
 
     # -- loading ------------------------------------------------------------------------------------
-    def load(self, image: ElfImage | str) -> ElfImage:
-        """Copy an ELF's PT_LOAD segments into RAM; vCPU 0 will start at its entry point."""
-        if not isinstance(image, ElfImage):
-            image = load_elf(image)
-        end = self.ram_ipa + self.ram.size
-        for i, s in enumerate(image.segments):
-            if not self.in_ram(s.paddr, s.memsz):
-                raise HarnessInputError(f"{image.path}: segment {i} [{s.paddr:#x}, {s.paddr + s.memsz:#x}) is "
-                                        f"outside guest RAM [{self.ram_ipa:#x}, {end:#x})")
-        for s in image.segments:
-            off = s.paddr - self.ram_ipa
+    def load(self, image: ElfImage | str | os.PathLike, *, append: str | None = None,
+             dtb: str | os.PathLike | None = None) -> BootPlan:
+        """Load an image as QEMU's `-kernel` does (harness/image.py: an ELF's PT_LOAD segments, a raw `.bin`/
+        `.flat` or an arm64 `Image` at RAM + 0x80000 behind QEMU's boot stub, gzip inflated) with the device
+        tree (the board's, built at boot from the devices the VM has then, or the user's `dtb` file with QEMU's
+        fix-ups) where QEMU puts it; `append` is the kernel command line (/chosen/bootargs and
+        SYS_GET_CMDLINE). vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
+        HarnessInputError with a one-line message naming the file."""
+        path = image.path if isinstance(image, ElfImage) else image
+        before = self.bootargs, self.user_dtb
+        self.bootargs, self.user_dtb = append or "", None if dtb is None else str(dtb)
+        try:
+            blob, why_none = self._planned_dtb()
+            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob)
+            if why_none and plan.kind != "elf":
+                raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
+        except HarnessInputError:
+            self.bootargs, self.user_dtb = before       # a refused image changes nothing
+            raise
+        self._place(plan)
+        elf = plan.elf
+        self.boot, self.image, self.entry = plan, elf, plan.entry
+        self.symbolizer = elf.symbolizer if elf is not None else Symbolizer()
+        ipa = elf.object_ipa(EXCEPTION_OPT_IN) if elf is not None else None
+        self.exception_ecs_ipa = ipa if ipa is not None and self.in_ram(ipa, 8) else None
+        sh = self.semihosting
+        sh.heap = heapinfo_for_layout(self.ram_ipa, self.ram.size, plan.rom_regions())
+        sh.cmdline = qemu_cmdline(str(path), append).encode()
+        log = self.machine.log
+        for note in plan.notes + ((f"no device tree: {why_none}",) if why_none else ()):
+            log("guest_errors", f"{self.name}: {path}: {note}")
+        return plan
+
+    def _planned_dtb(self) -> tuple[bytes | None, str]:
+        """The tree to plan the boot with (the board's is rebuilt at boot: same size), or None and why not."""
+        try:
+            return self.device_tree(), ""
+        except BoardSpecError as e:
+            return None, str(e)
+        except FdtError as e:
+            raise HarnessInputError(str(e)) from None
+
+    def _place(self, plan: BootPlan) -> None:
+        elf_vaddr = {f"elf[{i}]": s.vaddr for i, s in enumerate(plan.elf.segments)} if plan.elf else {}
+        self.code = [c for c in self.code if c not in self._loaded_code]
+        self._loaded_code = []
+        for s in plan.segments:
+            off = s.addr - self.ram_ipa
             self.ram.buf[off:off + len(s.data)] = s.data
             self.ram.buf[off + len(s.data):off + s.memsz] = bytes(s.memsz - len(s.data))
             if s.executable:
-                self.code.append(CodeRange(s.vaddr, s.paddr, s.data))
-        self.image = image
-        self.symbolizer = image.symbolizer
-        self.entry = image.entry
-        ipa = image.object_ipa(EXCEPTION_OPT_IN)
-        self.exception_ecs_ipa = ipa if ipa is not None and self.in_ram(ipa, 8) else None
-        return image
+                self._loaded_code.append(CodeRange(elf_vaddr.get(s.name, s.addr), s.addr, s.data))
+        self.code += self._loaded_code
+
+    def device_tree(self, bootargs: str | None = None) -> bytes:
+        """The DTB this VM's guest gets (`--dtb` file fixed up as QEMU does, or the board's tree padded to
+        QEMU's 1 MiB), from the devices it has now (harness/board.py). BoardSpecError for a board the tree
+        cannot describe; FdtError (one line naming the file) for a bad user tree."""
+        args = self.bootargs if bootargs is None else bootargs
+        if self.user_dtb is not None:
+            return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
+                                 psci=psci_method(self.start_el))
+        return board_dtb(board_spec(self, bootargs=args))
+
+    def write_device_tree(self) -> None:
+        """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it
+        (same size: QEMU's 1 MiB). A user's tree was written at load."""
+        plan = self.boot
+        if plan is None or plan.dtb_addr is None:
+            return
+        seg = next(s for s in plan.segments if s.name == "dtb")
+        blob = seg.data if self.user_dtb is not None else self.device_tree()
+        if len(blob) != len(seg.data):
+            raise HarnessInputError(f"{self.name}: the device tree grew to {len(blob)} bytes, more than the "
+                                    f"{len(seg.data)} planned")
+        off = plan.dtb_addr - self.ram_ipa
+        self.ram.buf[off:off + len(blob)] = blob
+        self.dtb = blob
 
     def load_code(self, ipa: int, code: bytes, entry: int | None = None) -> None:
         """Place raw instructions (tests, benchmarks) at `ipa`; `entry` defaults to `ipa`."""
@@ -227,7 +296,9 @@ class Machine:
 
     def __init__(self, *, tracer: Tracer | None = None, log: Log | None = None,
                  console: Callable[[VM, bytes, int], None] | None = None, quantum: int = DEFAULT_QUANTUM,
-                 tcg_buffer_size: int = 32 << 20):
+                 tcg_buffer_size: int = 32 << 20, semihosting_root: str | os.PathLike | None = None,
+                 semihosting_allow_system: bool = False, semihosting_userspace: bool = False,
+                 console_input: ConsoleInput | None = None, isatty: Callable[[int], bool] | None = None):
         self.clock = VirtualClock()
         self.scheduler = Scheduler(self, quantum, self.clock)
         self.exceptions = Exceptions(self)
@@ -248,6 +319,17 @@ class Machine:
         self._disasm = None
         self.timers = GenericTimers(self)
         self.scheduler.add_wake_source(self.timers.wakes, "generic timer")
+        # semihosting (harness/semihost.py, devmodel/semihosting.py): every VM's host files live under the root
+        # (None: no host files); SYS_SYSTEM only when allowed; EL0 calls only with `semihosting_userspace`
+        # (QEMU's -semihosting-config userspace=on); SYS_READC/SYS_READ of `:tt` read `console_input`
+        # (default: the harness's stdin, never blocking the machine).
+        self.semihosting_root = None if semihosting_root is None else os.fspath(semihosting_root)
+        self.semihosting_allow_system = semihosting_allow_system
+        self.semihosting_userspace = semihosting_userspace
+        self.console_input = console_input if console_input is not None else ConsoleInput(0)
+        self.isatty = isatty
+        self.deadline: float | None = None          # time.monotonic() at which the current run times out
+        self._ports: dict[int, SemihostingPort] = {}
 
     @property
     def quantum(self) -> int:
@@ -257,6 +339,25 @@ class Machine:
     def retired(self) -> int:
         """Instructions charged machine-wide (the `max_insns` budget; virtual time is `clock`)."""
         return self.scheduler.retired
+
+    def virtual_ns(self) -> int:
+        """Virtual time in nanoseconds, the one clock semihosting reads (SYS_CLOCK, SYS_ELAPSED, SYS_TIME at
+        SYS_TICKFREQ = 10^9, QEMU's): the machine's virtual clock (harness/clock.py), sampled as a guest read."""
+        return self.clock.sample_ns()
+
+    def new_semihosting(self, vm: "VM") -> Semihosting:
+        """A VM's semihosting state with the machine's settings (root, SYSTEM, console input, clock)."""
+        try:
+            return Semihosting(vm._console, clock=self.virtual_ns, log=self.log, tracer=self.tracer,
+                               root=self.semihosting_root, allow_system=self.semihosting_allow_system,
+                               stdin=self.console_input.read, isatty=self.isatty)
+        except OSError as e:
+            raise HarnessInputError(f"semihosting root {self.semihosting_root}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        """Release what the VMs hold on the host (semihosting files left open, the semihosting root)."""
+        for vm in self.vms:
+            vm.semihosting.close()
 
     # -- building -----------------------------------------------------------------------------------
     def alloc_pa(self, size: int, align: int = 1 << 30) -> int:
@@ -375,21 +476,48 @@ class Machine:
             self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_RESET (no reboot, like qemu -no-reboot)",
                                     0, vcpu.dvm_name, pc))
 
-    def semihosting_call(self, vcpu: Vcpu, pc: int) -> None:
-        """`HLT #0xF000` at `pc`: an Arm semihosting call (x0 operation, x1 parameter); resumes at pc + 4."""
-        uc = vcpu.uc
-        op, param = uc.reg_read_batch([UC_ARM64_REG_X0, UC_ARM64_REG_X1])
-        res = vcpu.vm.semihosting.call(op, param, vcpu, cpu=vcpu.index)
+    def semihosting_call(self, vcpu: Vcpu) -> bool:
+        """An undefined-instruction exception of `vcpu`: when it is a semihosting `HLT #0xF000` (at EL1/EL2, or
+        EL0 with `semihosting_userspace`), make the call (x0 operation, x1 parameter, result in x0, resume
+        after it) and return True; else False (nothing done). harness/semihost.py has the details."""
+        port = self._ports.get(vcpu.id)
+        if port is None:
+            port = self._ports[vcpu.id] = SemihostingPort(vcpu)
+        if not port.decode() or (port.el == 0 and not self.semihosting_userspace):
+            return False
+        pc, vm = port.pc, vcpu.vm
+        res = vm.semihosting.call(port.op, port.param, port, vcpu.index)
         if "int" in self.log.enabled:
-            self.log("int", f"{vcpu.dvm_name}: semihosting {res.name}({param:#x}) at pc {pc:#x} -> "
-                            f"{res.ret if res.exit_status is None else 'exit ' + str(res.exit_status)}")
-        if res.exit_status is not None:
-            self.stop(vcpu, Outcome(Kind.EXIT, f"{vcpu.vm.name}: semihosting {res.name}({res.exit_status})",
+            self.log("int", f"{vcpu.dvm_name}: semihosting {res.name}({port.param:#x}) at pc {pc:#x} -> "
+                            f"{res.ret if res.exit_status is None else 'exit ' + str(res.exit_status)}"
+                            f"{' (blocked: no console input)' if res.blocked else ''}")
+        if res.fatal:                                   # an unsupported operation: QEMU abort()s
+            self.exceptions.die(vcpu, Kind.FATAL, f"semihosting: {res.fatal}", pc, None)
+        elif res.exit_status is not None:
+            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: semihosting {res.name}({res.exit_status})",
                                     res.exit_status, vcpu.dvm_name, pc))
-            return
-        if res.ret is not None:
-            uc.reg_write(UC_ARM64_REG_X0, res.ret & _MASK64)
-        uc.reg_write(UC_ARM64_REG_PC, pc + 4)
+        elif res.blocked:
+            self._semihosting_wait(vcpu, res.name, pc)
+        elif res.ret is None:
+            port.resume.write(pc + 4)
+        else:
+            port.finish.write(res.ret & _MASK64, pc + 4)
+        return True
+
+    def _semihosting_wait(self, vcpu: Vcpu, name: str, pc: int) -> None:
+        """A call found no console input: the PC stays on the HLT and the vCPU makes the call again when it next
+        runs (QEMU halts it and re-executes the HLT when input arrives). With no other vCPU to run, wait for the
+        input here (up to the run's deadline); once the input has ended nothing can wake it (QEMU would wait
+        forever): the run ends (status 124) when no other vCPU can run."""
+        inp = self.console_input
+        others = any(v is not vcpu and self.scheduler.runnable(v) for v in self.vcpus)
+        if not others and not inp.ended:
+            inp.wait(None if self.deadline is None else max(0.0, self.deadline - time.monotonic()))
+        if not others and inp.ended:
+            self.stop(vcpu, Outcome(Kind.IDLE, f"{vcpu.dvm_name}: semihosting {name} at pc {pc:#x} "
+                                               f"<{vcpu.vm.symbolize(pc)}> waits for console input after its "
+                                               f"end, and no other vCPU can run", vcpu=vcpu.dvm_name, pc=pc))
+        vcpu.uc.emu_stop()
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, *, max_insns: int | None = None, timeout: float | None = None) -> Outcome:
@@ -401,7 +529,9 @@ class Machine:
             if vm.entry is None:
                 raise HarnessInputError(f"{vm.name}: nothing loaded")
             if not vm.vcpus[0].on and vm.outcome is None and vm.vcpus[0].slices == 0:
+                vm.write_device_tree()
                 vm.vcpus[0].power_on(vm.entry)
+        self.deadline = time.monotonic() + timeout if timeout else None
         for p in self.plugins:
             _call(p, "before_run", self)
         try:

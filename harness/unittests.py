@@ -61,7 +61,8 @@ class MachineConfig:
     """The board a test runs on, from `smp`, `qemu_params` and the project's keys."""
     cpus: int
     ram_mib: int = DEFAULT_RAM_MIB
-    gic_version: int = 2                  # QEMU 7.2 virt's default under TCG
+    gic_version: int = 2                  # QEMU 7.2 virt's default under TCG; for the interrupt controller to come
+                                          # (until then the tree describes the GIC harness/board.py picks)
     start_el: int = 1
     unsupported: tuple[str, ...] = ()     # qemu_params this board has no equivalent for
 
@@ -165,7 +166,7 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
                   chr_testdev=not entry.is_source)
     for v in vm.vcpus:
         v.hcr_fb = entry.hcr_fb
-    _boot(vm, image, entry.test_args, cfg)
+    vm.load(image, append=entry.test_args)          # as QEMU's -kernel (harness/image.py), -append
 
     def read(cpu, pc, n):
         word = m.vcpus[cpu].insn_at(pc) if cpu is not None else None
@@ -182,63 +183,6 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
     return RunRecord(outcome, bytes(output), session.diff, session.updated,
                      session.collect.objs if session.collect is not None else [],
                      testdev is not None and testdev.exit_code is not None)
-
-
-def _boot(vm, image: str, append: str | None, cfg: MachineConfig) -> None:
-    """Load `image` as QEMU's `-kernel` does (ELF, or a raw image behind QEMU's boot stub with x0 = the device
-    tree), `append` as the kernel command line. Bridge: where `VM.load` itself takes `append` (it boots
-    images as `-kernel` does) it is used; otherwise the plan of harness/image.py is placed here."""
-    import inspect
-
-    from .devicetree import BoardSpec, board_dtb
-    from .image import plan_boot
-
-    if "append" in inspect.signature(type(vm).load).parameters:
-        vm.load(image, append=append)
-        return
-    with open(image, "rb") as f:
-        is_elf = f.read(4) == b"\x7fELF"
-    if is_elf and not append:
-        vm.load(image)
-        return
-    spec = BoardSpec(ram=((vm.ram_ipa, vm.ram.size),), cpus=len(vm.vcpus), start_el=vm.start_el,
-                     gic_version=cfg.gic_version, bootargs=append or "")
-    plan = plan_boot(image, ram_base=vm.ram_ipa, ram_size=vm.ram.size, dtb=board_dtb(spec))
-    for s in plan.segments:
-        data = s.data + bytes(s.memsz - len(s.data))
-        if s.executable:
-            vm.load_code(s.addr, data)
-        else:
-            vm.ipa.write_bytes(s.addr, data)
-    vm.entry = plan.entry
-
-
-def run_qemu(entry: TestEntry, qemu: str = "qemu-system-aarch64", timeout: float | None = None) -> TestResult:
-    """The same test under QEMU itself, with arm/run's command line (`qemu_command`), judged as run_tests.sh
-    judges it (QEMU's status through `kut_status`; output on stderr other than warnings makes a 1 a failure,
-    scripts/vmm.bash). The cross-check and the benchmark use it."""
-    import subprocess
-    limit = timeout or entry.timeout
-    try:
-        p = subprocess.run(qemu_command(entry, qemu), capture_output=True, timeout=limit,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode("utf-8", "replace")
-        return TestResult(entry.name, "FAIL", _summary(out), f"timeout; duration={limit:g}s", EXIT_BUDGET, out)
-    status = kut_status(p.returncode)
-    errors = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if "warning" not in x.lower()]
-    if p.returncode == 1 and errors:
-        status = 1
-    rec = RunRecord(_QemuOutcome(status), p.stdout, testdev_used=True)
-    return verdict_of(entry, rec)
-
-
-@dataclass(frozen=True)
-class _QemuOutcome:
-    """A QEMU run's status, shaped like an Outcome for `verdict_of` (kind EXIT: the status is final)."""
-    exit_code: int
-    kind: Kind = Kind.EXIT
-    message: str = "qemu-system-aarch64"
 
 
 # -- one test ------------------------------------------------------------------------------------------------

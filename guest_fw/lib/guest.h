@@ -81,6 +81,10 @@ struct spinlock { volatile u32 v; };
 void spin_lock(struct spinlock *l);
 void spin_unlock(struct spinlock *l);
 
+/* start.S: x0-x3 as the boot CPU entered _start. QEMU's -kernel boot of a raw image (and smmu-harness's)
+ * puts the device tree address in x0 (Linux Documentation/arch/arm64/booting.rst); an ELF gets zeros. */
+extern u64 boot_args[4];
+
 /* semihosting.c: Arm semihosting, HLT #0xF000 */
 u64 semihosting_call(u64 op, u64 param);
 void semihosting_write0(const char *s);

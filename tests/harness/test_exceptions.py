@@ -54,7 +54,7 @@ def _record_vector_entries(vcpu, vector):
 
 def test_opted_in_guest_enters_its_vector_with_the_entry_state():
     m, vm, trap, sink = _machine()
-    image = vm.load(str(guest_elf("undef_catch")))
+    image = vm.load(str(guest_elf("undef_catch"))).elf
     assert vm.exception_ecs_ipa == image.object_ipa(EXCEPTION_OPT_IN)
     vbar = image.symbol("vectors")
     v = vm.vcpus[0]
