@@ -157,6 +157,7 @@ class VM:
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
         self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
+        self.gic_version: int | None = None          # -machine gic-version=N for the tree (None: board.py's pick)
         self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
         self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
         self.vcpus: list[Vcpu] = []
@@ -240,7 +241,7 @@ class VM:
         if self.user_dtb is not None:
             return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
                                  psci=psci_method(self.start_el))
-        return board_dtb(board_spec(self, bootargs=args))
+        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version))
 
     def write_device_tree(self) -> None:
         """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it

@@ -61,8 +61,7 @@ class MachineConfig:
     """The board a test runs on, from `smp`, `qemu_params` and the project's keys."""
     cpus: int
     ram_mib: int = DEFAULT_RAM_MIB
-    gic_version: int = 2                  # QEMU 7.2 virt's default under TCG; for the interrupt controller to come
-                                          # (until then the tree describes the GIC harness/board.py picks)
+    gic_version: int = 2                  # QEMU 7.2 virt's default under TCG (the tree's GIC node)
     start_el: int = 1
     unsupported: tuple[str, ...] = ()     # qemu_params this board has no equivalent for
 
@@ -166,6 +165,7 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
                   chr_testdev=not entry.is_source)
     for v in vm.vcpus:
         v.hcr_fb = entry.hcr_fb
+    vm.gic_version = cfg.gic_version                # -machine gic-version=N: the tree describes that GIC
     vm.load(image, append=entry.test_args)          # as QEMU's -kernel (harness/image.py), -append
 
     def read(cpu, pc, n):
@@ -183,6 +183,34 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
     return RunRecord(outcome, bytes(output), session.diff, session.updated,
                      session.collect.objs if session.collect is not None else [],
                      testdev is not None and testdev.exit_code is not None)
+
+
+def run_qemu(entry: TestEntry, qemu: str = "qemu-system-aarch64", timeout: float | None = None) -> TestResult:
+    """The same test under QEMU itself, with arm/run's command line (`qemu_command`), judged as run_tests.sh
+    judges it (QEMU's status through `kut_status`; output on stderr other than warnings makes a 1 a failure,
+    scripts/vmm.bash). The cross-check and the benchmark use it."""
+    import subprocess
+    limit = timeout or entry.timeout
+    try:
+        p = subprocess.run(qemu_command(entry, qemu), capture_output=True, timeout=limit,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode("utf-8", "replace")
+        return TestResult(entry.name, "FAIL", _summary(out), f"timeout; duration={limit:g}s", EXIT_BUDGET, out)
+    status = kut_status(p.returncode)
+    errors = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if "warning" not in x.lower()]
+    if p.returncode == 1 and errors:
+        status = 1
+    rec = RunRecord(_QemuOutcome(status), p.stdout, testdev_used=True)
+    return verdict_of(entry, rec)
+
+
+@dataclass(frozen=True)
+class _QemuOutcome:
+    """A QEMU run's status, shaped like an Outcome for `verdict_of` (kind EXIT: the status is final)."""
+    exit_code: int
+    kind: Kind = Kind.EXIT
+    message: str = "qemu-system-aarch64"
 
 
 # -- one test ------------------------------------------------------------------------------------------------

@@ -136,3 +136,14 @@ def test_same_verdict_and_summary_as_qemu_here(name):
     q, r = run_qemu(entry, QEMU), ours(name)
     assert (r.verdict, r.detail, r.status) == (q.verdict, q.detail, q.status), format_line(q) + " / " + format_line(r)
     assert r.verdict == QEMU_72.get(name, "SKIP")
+
+
+@pytest.mark.parametrize("args, status", [
+    (["pmu.flat", "--append", "pmu-event-introspection"], 3),                        # FAIL: exit(1) -> 3
+    (["pmu.flat", "--append", "pmu-event-introspection", "--no-chr-testdev"], 3),    # the EXIT: STATUS=3 line
+    (["pmu.flat", "--append", "pmu-chained-counters"], 77),                          # every test skipped
+    (["selftest.flat", "--append", "setup smp=2 mem=256", "-smp", "2", "-m", "256"], 0)])
+def test_run_gives_arm_runs_status(args, status, capsys):
+    from harness.cli import main
+    assert main(["run", str(KUT / "arm" / args[0]), *args[1:]]) == status
+    assert f"EXIT: STATUS={status if status else 1}" in capsys.readouterr().out

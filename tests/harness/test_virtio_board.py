@@ -203,3 +203,13 @@ def test_a_testdev_exit_ends_only_its_own_vm():
     assert vm1.outcome.exit_code == 0 and "semihosting" in vm1.outcome.message
     assert vm1.ipa.read(_base(TESTDEV) + 8, 4) == 0 and vm1.virtio.testdev is None
     assert m.outcome.exit_code == 7                     # the machine reports the VM that did not exit 0
+
+
+def test_device_tree_lists_the_transports_and_the_asked_gic():
+    m = Machine()
+    vm = m.add_vm(chr_testdev=True)
+    tree = vm.device_tree()
+    assert tree.count(b"virtio_mmio@") == 32 and b"virtio_mmio@a003e00" in tree
+    assert b"arm,cortex-a15-gic" in tree and b"arm,gic-v3" not in tree       # QEMU virt's default: GICv2
+    vm.gic_version = 3                                                   # -machine gic-version=3
+    assert b"arm,gic-v3" in vm.device_tree()
