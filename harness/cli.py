@@ -352,6 +352,15 @@ def _console_isatty(ktap: KtapReport | None):
     return lambda stream: os.isatty(fds.get(stream, 1))
 
 
+def _add_run_vm(args: argparse.Namespace, machine):
+    """The VM `run` boots: vCPUs, start EL, RAM, the virtio-mmio options (harness/virtio.py), HCR_EL2.FB."""
+    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20,
+                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
+    for v in vm.vcpus:
+        v.hcr_fb = bool(args.hcr_fb)
+    return vm
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .build import shipped_path
     from .elfload import ElfLoadError
@@ -381,10 +390,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           semihosting_root=args.semihosting_root,
                           semihosting_allow_system=args.semihosting_allow_system,
                           semihosting_userspace=args.semihosting_userspace, isatty=_console_isatty(ktap))
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20,
-                            chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
-        for v in vm.vcpus:
-            v.hcr_fb = bool(args.hcr_fb)
+        vm = _add_run_vm(args, machine)
         plan = vm.load(image, append=args.append, dtb=args.dtb)
         # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
         stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
