@@ -172,6 +172,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     # boot like -kernel (harness/image.py, harness/devicetree.py) and semihosting (harness/semihost.py)
     p.add_argument("--append", "-append", default=None, metavar="ARGS",
                    help="kernel command line: /chosen/bootargs and semihosting SYS_GET_CMDLINE")
+    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
+                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
+                        "kvm-unit-tests' arm/run passes its environment this way)")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE",
                    help="the guest's device tree instead of the board's (fixed up as QEMU does)")
     p.add_argument("--semihosting-root", default=None, metavar="DIR",
@@ -391,7 +394,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           semihosting_allow_system=args.semihosting_allow_system,
                           semihosting_userspace=args.semihosting_userspace, isatty=_console_isatty(ktap))
         vm = _add_run_vm(args, machine)
-        plan = vm.load(image, append=args.append, dtb=args.dtb)
+        plan = vm.load(image, append=args.append, dtb=args.dtb, initrd=args.initrd)
         # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
         stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
         if stacks is not None and args.cpus > stacks:
@@ -433,6 +436,9 @@ def add_dtb_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-m", dest="ram_mib", type=_qemu_mib, metavar="SIZE", help="guest RAM: 256, 256M, 1G")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
     p.add_argument("--append", "-append", default=None, metavar="ARGS", help="/chosen/bootargs")
+    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
+                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
+                        "kvm-unit-tests' arm/run passes its environment this way)")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE", help="fix up this tree as QEMU does instead")
     return p
 

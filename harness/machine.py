@@ -51,6 +51,7 @@ from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
+from .userfile import user_file
 from .vcpu import PAGE, Vcpu, mpidr_of
 from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
 from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
@@ -158,6 +159,7 @@ class VM:
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
         self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
         self.gic_version: int | None = None          # -machine gic-version=N for the tree (None: board.py's pick)
+        self.initrd: tuple[int, int] | None = None   # [start, end) of the loaded initrd (-initrd), for the tree
         self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
         self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
         self.vcpus: list[Vcpu] = []
@@ -180,23 +182,30 @@ class VM:
 
     # -- loading ------------------------------------------------------------------------------------
     def load(self, image: ElfImage | str | os.PathLike, *, append: str | None = None,
-             dtb: str | os.PathLike | None = None) -> BootPlan:
+             dtb: str | os.PathLike | None = None, initrd: bytes | str | os.PathLike | None = None) -> BootPlan:
         """Load an image as QEMU's `-kernel` does (harness/image.py: an ELF's PT_LOAD segments, a raw `.bin`/
         `.flat` or an arm64 `Image` at RAM + 0x80000 behind QEMU's boot stub, gzip inflated) with the device
         tree (the board's, built at boot from the devices the VM has then, or the user's `dtb` file with QEMU's
         fix-ups) where QEMU puts it; `append` is the kernel command line (/chosen/bootargs and
-        SYS_GET_CMDLINE). vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
+        SYS_GET_CMDLINE); `initrd` (bytes, or a file: QEMU's -initrd) goes where QEMU puts it, named in the
+        tree's /chosen. vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
         HarnessInputError with a one-line message naming the file."""
         path = image.path if isinstance(image, ElfImage) else image
-        before = self.bootargs, self.user_dtb
+        before = self.bootargs, self.user_dtb, self.initrd
         self.bootargs, self.user_dtb = append or "", None if dtb is None else str(dtb)
         try:
+            rd = _initrd_bytes(initrd)
+            self.initrd = None
             blob, why_none = self._planned_dtb()
-            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob)
+            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob, initrd=rd)
+            if plan.initrd is not None and blob is not None:       # the tree names the initrd: same size
+                self.initrd = plan.initrd
+                plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=self.device_tree(),
+                                 initrd=rd)
             if why_none and plan.kind != "elf":
                 raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
         except HarnessInputError:
-            self.bootargs, self.user_dtb = before       # a refused image changes nothing
+            self.bootargs, self.user_dtb, self.initrd = before       # a refused image changes nothing
             raise
         self._place(plan)
         elf = plan.elf
@@ -240,8 +249,8 @@ class VM:
         args = self.bootargs if bootargs is None else bootargs
         if self.user_dtb is not None:
             return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
-                                 psci=psci_method(self.start_el))
-        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version))
+                                 psci=psci_method(self.start_el), initrd=self.initrd)
+        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version, initrd=self.initrd))
 
     def write_device_tree(self) -> None:
         """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it
@@ -541,6 +550,14 @@ class Machine:
             for p in self.plugins:
                 _call(p, "after_run", self)
         return self.outcome
+
+
+def _initrd_bytes(initrd: bytes | str | os.PathLike | None) -> bytes | None:
+    """-initrd's contents: the bytes given, or the file's (a one-line HarnessInputError naming it)."""
+    if initrd is None or isinstance(initrd, (bytes, bytearray)):
+        return initrd
+    with user_file(initrd, HarnessInputError) as f:
+        return f.read()
 
 
 def _call(plugin: Any, hook: str, arg: Any) -> None:

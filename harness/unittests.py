@@ -127,15 +127,31 @@ def machine_config(entry: TestEntry) -> MachineConfig:
     return replace(cfg, unsupported=tuple(bad))
 
 
-def qemu_command(entry: TestEntry, qemu: str = "qemu-system-aarch64") -> list[str]:
-    """The QEMU command arm/run runs for `entry` (less `timeout(1)` and the environment initrd)."""
+def environment() -> bytes:
+    """The environment file arm/run passes with `-initrd` (scripts/arch-run.bash `initrd_create`:
+    `env_params`, `env_errata`) for `ACCEL=tcg`: TARGET, QEMU_ACCEL, the QEMU version variables (empty: this
+    is not a QEMU binary, as env_params writes them when it finds none), the host kernel's version as
+    `uname -r` splits, and ERRATA_FORCE=y, which TCG runs get (kvm-unit-tests lib/errata.h reads it)."""
+    release = os.uname().release
+    version, patch, rest = (release.split(".", 2) + ["", ""])[:3]
+    sub, _, extra = rest.partition("-")
+    digits = lambda t: re.match(r"[0-9]*", t).group(0)          # noqa: E731 - bash ${v%%[!0-9]*}
+    env = [("TARGET", TARGET), ("QEMU_ACCEL", ACCEL), ("QEMU_VERSION_STRING", ""), ("QEMU_MAJOR", ""),
+           ("QEMU_MINOR", ""), ("QEMU_MICRO", ""), ("KERNEL_VERSION_STRING", release), ("KERNEL_VERSION", version),
+           ("KERNEL_PATCHLEVEL", patch), ("KERNEL_SUBLEVEL", digits(sub)), ("KERNEL_EXTRAVERSION", digits(extra)),
+           ("ERRATA_FORCE", "y")]
+    return "".join(f"{k}={v}\n" for k, v in env).encode()
+
+
+def qemu_command(entry: TestEntry, qemu: str = "qemu-system-aarch64", initrd: str | None = None) -> list[str]:
+    """The QEMU command arm/run runs for `entry` (less `timeout(1)`); `initrd`: the environment file's path."""
     cmd = [qemu, "-nodefaults", "-machine", "virt", "-accel", "tcg", "-cpu", "max", "-device",
            "virtio-serial-device", "-device", "virtconsole,chardev=ctd", "-chardev", "testdev,id=ctd",
            "-device", "pci-testdev", "-display", "none", "-serial", "stdio", "-kernel", str(entry.source),
            "-smp", str(entry.cpus)]
     if entry.test_args is not None:
         cmd += ["-append", entry.test_args]
-    return cmd + list(entry.qemu_params)
+    return cmd + list(entry.qemu_params) + (["-initrd", initrd] if initrd else [])
 
 
 def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | os.PathLike | None = None,
@@ -166,7 +182,8 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
     for v in vm.vcpus:
         v.hcr_fb = entry.hcr_fb
     vm.gic_version = cfg.gic_version                # -machine gic-version=N: the tree describes that GIC
-    vm.load(image, append=entry.test_args)          # as QEMU's -kernel (harness/image.py), -append
+    # as QEMU's -kernel (harness/image.py) with -append and, for images, arm/run's environment as -initrd
+    vm.load(image, append=entry.test_args, initrd=None if entry.is_source else environment())
 
     def read(cpu, pc, n):
         word = m.vcpus[cpu].insn_at(pc) if cpu is not None else None
@@ -190,13 +207,17 @@ def run_qemu(entry: TestEntry, qemu: str = "qemu-system-aarch64", timeout: float
     judges it (QEMU's status through `kut_status`; output on stderr other than warnings makes a 1 a failure,
     scripts/vmm.bash). The cross-check and the benchmark use it."""
     import subprocess
+    import tempfile
     limit = timeout or entry.timeout
-    try:
-        p = subprocess.run(qemu_command(entry, qemu), capture_output=True, timeout=limit,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode("utf-8", "replace")
-        return TestResult(entry.name, "FAIL", _summary(out), f"timeout; duration={limit:g}s", EXIT_BUDGET, out)
+    with tempfile.NamedTemporaryFile(prefix="kvm-unit-tests-env.") as env:
+        env.write(environment())
+        env.flush()
+        try:
+            p = subprocess.run(qemu_command(entry, qemu, env.name), capture_output=True, timeout=limit,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode("utf-8", "replace")
+            return TestResult(entry.name, "FAIL", _summary(out), f"timeout; duration={limit:g}s", EXIT_BUDGET, out)
     status = kut_status(p.returncode)
     errors = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if "warning" not in x.lower()]
     if p.returncode == 1 and errors:

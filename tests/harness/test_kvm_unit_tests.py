@@ -147,3 +147,16 @@ def test_run_gives_arm_runs_status(args, status, capsys):
     from harness.cli import main
     assert main(["run", str(KUT / "arm" / args[0]), *args[1:]]) == status
     assert f"EXIT: STATUS={status if status else 1}" in capsys.readouterr().out
+
+
+def test_run_with_the_environment_as_initrd_runs_errata_guarded_tests(tmp_path, capsys):
+    """psci's cpu-on test runs only with ERRATA_FORCE=y, which arm/run's -initrd environment gives TCG runs."""
+    from harness.cli import main
+    from harness.unittests import environment
+    env = tmp_path / "env"
+    env.write_bytes(environment())
+    psci = str(KUT / "arm" / "psci.flat")
+    assert main(["run", psci, "-smp", "2", "--initrd", str(env)]) == 0
+    assert "PASS: psci: cpu-on" in capsys.readouterr().out
+    assert main(["run", psci, "-smp", "2"]) == 0
+    assert "SKIP: psci: Skipping unsafe cpu-on test" in capsys.readouterr().out

@@ -145,3 +145,13 @@ def test_cli_parallel_output_is_the_serial_output(tmp_path):
     one, two = run_cli("unittests", cfg, "-j", "1", timeout=120), run_cli("unittests", cfg, "-j", "2", timeout=120)
     assert one.returncode == two.returncode == 1
     assert one.stdout == two.stdout and one.stdout.splitlines()[1] == "PASS b "
+
+
+def test_environment_is_arm_runs_for_tcg():
+    import os
+    from harness.unittests import environment
+    lines = environment().decode().splitlines()
+    env = dict(x.split("=", 1) for x in lines)
+    assert lines[0] == "TARGET=qemu" and lines[-1] == "ERRATA_FORCE=y" and env["QEMU_ACCEL"] == "tcg"
+    assert env["KERNEL_VERSION_STRING"] == os.uname().release and env["KERNEL_VERSION"].isdigit()
+    assert env["QEMU_VERSION_STRING"] == ""                     # not a QEMU binary
