@@ -172,9 +172,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     # boot like -kernel (harness/image.py, harness/devicetree.py) and semihosting (harness/semihost.py)
     p.add_argument("--append", "-append", default=None, metavar="ARGS",
                    help="kernel command line: /chosen/bootargs and semihosting SYS_GET_CMDLINE")
-    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
-                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
-                        "kvm-unit-tests' arm/run passes its environment this way)")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE",
                    help="the guest's device tree instead of the board's (fixed up as QEMU does)")
     p.add_argument("--semihosting-root", default=None, metavar="DIR",
@@ -183,13 +180,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="let the guest run host commands (SYS_SYSTEM, cwd = the root; needs --semihosting-root)")
     p.add_argument("--semihosting-userspace", action="store_true",
                    help="semihosting calls from EL0 too (QEMU -semihosting-config userspace=on)")
-    # virtio-mmio: harness/virtio.py
-    p.add_argument("--no-chr-testdev", dest="chr_testdev", action="store_false",
-                   help="no virtio console with chr-testdev on the last virtio-mmio transport (kvm-unit-tests' "
-                        "arm/run adds one; without it their 'EXIT: STATUS=' line gives the status)")
-    p.add_argument("--virtio-mmio-modern", action="store_true",
-                   help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
-                        "[legacy, Version 1, as QEMU]")
+    _add_board_arguments(p)
     # tracing: harness/trace
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the selected trace events to FILE ('-': stderr; "
@@ -205,6 +196,19 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "out are ignored); a difference -> exit 1")
     p.add_argument("--update-golden", action="store_true", help="rewrite the --expect-trace file instead")
     return p
+
+
+def _add_board_arguments(p: argparse.ArgumentParser) -> None:
+    """`run`'s initrd and virtio-mmio options (harness/image.py, harness/virtio.py)."""
+    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
+                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
+                        "kvm-unit-tests' arm/run passes its environment this way)")
+    p.add_argument("--no-chr-testdev", dest="chr_testdev", action="store_false",
+                   help="no virtio console with chr-testdev on the last virtio-mmio transport (kvm-unit-tests' "
+                        "arm/run adds one; without it their 'EXIT: STATUS=' line gives the status)")
+    p.add_argument("--virtio-mmio-modern", action="store_true",
+                   help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
+                        "[legacy, Version 1, as QEMU]")
 
 
 def wants_help(value: str | None) -> bool:
@@ -436,9 +440,6 @@ def add_dtb_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-m", dest="ram_mib", type=_qemu_mib, metavar="SIZE", help="guest RAM: 256, 256M, 1G")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
     p.add_argument("--append", "-append", default=None, metavar="ARGS", help="/chosen/bootargs")
-    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
-                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
-                        "kvm-unit-tests' arm/run passes its environment this way)")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE", help="fix up this tree as QEMU does instead")
     return p
 
