@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from .cpu import CPU_MODELS, DEFAULT_CPU
 from .exits import EXIT_BAD_INPUT, MAX_GUEST_STATUS, HarnessInputError, Kind, Outcome
 
 __all__ = ["main", "build_parser", "add_run_arguments", "configure_machine", "cmd_run", "cmd_build",
@@ -162,6 +163,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    p.add_argument("--cpu", choices=tuple(CPU_MODELS), default=DEFAULT_CPU, help="vCPU model (Unicorn's) [max]")
     p.add_argument("--hcr-fb", type=int, choices=(0, 1), default=1,
                    help="HCR_EL2.FB seen by TLBI decoding: 1 broadcasts EL1 TLBIs (KVM's setting) [1]")
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
@@ -359,15 +361,6 @@ def _console_isatty(ktap: KtapReport | None):
     return lambda stream: os.isatty(fds.get(stream, 1))
 
 
-def _add_run_vm(args: argparse.Namespace, machine):
-    """The VM `run` boots: vCPUs, start EL, RAM, the virtio-mmio options (harness/virtio.py), HCR_EL2.FB."""
-    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20,
-                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
-    for v in vm.vcpus:
-        v.hcr_fb = bool(args.hcr_fb)
-    return vm
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .build import shipped_path
     from .elfload import ElfLoadError
@@ -397,13 +390,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           semihosting_root=args.semihosting_root,
                           semihosting_allow_system=args.semihosting_allow_system,
                           semihosting_userspace=args.semihosting_userspace, isatty=_console_isatty(ktap))
-        vm = _add_run_vm(args, machine)
-        plan = vm.load(image, append=args.append, dtb=args.dtb, initrd=args.initrd)
-        # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
-        stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
-        if stacks is not None and args.cpus > stacks:
-            raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
-                                    f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
+        _boot_vm(args, machine, image)
         configure_machine(args, machine)
         outcome = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     except (ElfLoadError, HarnessInputError) as e:
@@ -428,6 +415,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if ktap is not None:
         write_out(ktap.render(outcome, os.path.basename(args.elf)))
     return code
+
+
+def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
+    """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
+    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, cpu=args.cpu,
+                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
+    for v in vm.vcpus:
+        v.hcr_fb = bool(args.hcr_fb)
+    plan = vm.load(image, append=args.append, dtb=args.dtb, initrd=args.initrd)
+    # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
+    stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
+    if stacks is not None and args.cpus > stacks:
+        raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
+                                f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
 
 
 # -- dtb ------------------------------------------------------------------------------------------------

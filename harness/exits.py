@@ -2,10 +2,10 @@
 
 Statuses follow what QEMU and a native process give: the guest's own status 0-123 is passed
 through; 124 the instruction or time budget ran out (timeout(1)); 125 the harness could not run the guest
-(usage error, bad input); 132 the guest died on an undefined instruction it does not handle (128 + SIGILL);
-134 the guest made a semihosting call QEMU does not implement, on which QEMU abort()s (128 + SIGABRT);
-139 the guest died on an abort it does not handle (128 + SIGSEGV). A guest status outside 0-123 is reported
-as 1 (and said so), so it can never be mistaken for one of the harness's own statuses.
+(usage error, bad input); 132 the guest died on an exception it does not handle other than an abort: an
+undefined instruction (128 + SIGILL), SVC, BRK, a trap; 139 on an abort or alignment fault it does not handle
+(EC 0x20-0x27, 128 + SIGSEGV); 134 the guest made a semihosting call QEMU does not implement, on which QEMU
+abort()s (128 + SIGABRT). A guest status outside 0-123 is reported as 1 (and said so), so it can never be mistaken for one of the harness's own statuses.
 
 kvm-unit-tests guests end through their own protocol, and `run` reports the status kvm-unit-tests' `arm/run`
 gives for them (scripts/arch-run.bash `run_test`/`run_test_status`, scripts/vmm.bash `qemu_fixup_return_code`):
@@ -24,6 +24,11 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+# Exception classes and ESR_ELx (Arm ARM D17.2.37) for the death lines, defined in harness/syndrome.py
+from .syndrome import (EC_BRK64, EC_DABT_CUR, EC_DABT_LOW, EC_HVC64, EC_IABT_CUR, EC_IABT_LOW, EC_NAMES, EC_SMC64,
+                       EC_SVC64, EC_UNKNOWN, FSC_SYNC_EXTERNAL)
+from .syndrome import esr as esr_value
+
 __all__ = ["EXIT_BUDGET", "EXIT_BAD_INPUT", "EXIT_UNDEF", "EXIT_FATAL", "EXIT_ABORT", "MAX_GUEST_STATUS", "Kind", "Outcome",
            "HarnessInputError", "esr_value", "kut_status", "exit_line_status", "EXIT_SKIP", "EC_UNKNOWN",
            "EC_SVC64", "EC_HVC64", "EC_SMC64",
@@ -36,23 +41,6 @@ EXIT_FATAL = 134              # 128 + SIGABRT: QEMU's abort() on an unsupported 
 EXIT_ABORT = 139
 MAX_GUEST_STATUS = 123
 EXIT_SKIP = 77                # kvm-unit-tests: every test skipped (run_tests.sh prints SKIP)
-
-# Exception classes, Arm ARM D17.2.37 ESR_EL1 (EC field, bits [31:26]).
-EC_UNKNOWN = 0x00
-EC_SVC64 = 0x15
-EC_HVC64 = 0x16
-EC_SMC64 = 0x17
-EC_IABT_LOW = 0x20
-EC_IABT_CUR = 0x21
-EC_DABT_LOW = 0x24
-EC_DABT_CUR = 0x25
-EC_BRK64 = 0x3C
-EC_NAMES = {EC_UNKNOWN: "unknown reason (undefined instruction)", EC_SVC64: "SVC", EC_HVC64: "HVC",
-            EC_SMC64: "SMC", EC_IABT_LOW: "instruction abort, lower EL", EC_IABT_CUR: "instruction abort, same EL",
-            EC_DABT_LOW: "data abort, lower EL", EC_DABT_CUR: "data abort, same EL",
-            EC_BRK64: "BRK"}
-FSC_SYNC_EXTERNAL = 0x10      # DFSC/IFSC 0b010000: synchronous external abort, not on a table walk
-
 
 _EXIT_LINE = re.compile(rb"^EXIT: .*STATUS=([0-9]+)", re.M)
 
@@ -79,11 +67,6 @@ def exit_line_status(output: bytes) -> int | None:
             n = int(m.group(1))
             return 0 if n == 1 else n
     return None
-
-
-def esr_value(ec: int, iss: int = 0, il: bool = True) -> int:
-    """ESR_ELx = EC[31:26] | IL[25] | ISS[24:0]."""
-    return (ec << 26) | (int(il) << 25) | (iss & 0x1FF_FFFF)
 
 
 class Kind(str, Enum):

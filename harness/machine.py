@@ -42,6 +42,8 @@ from devmodel.trace import NULL_TRACER, Tracer, define
 
 from .board import board_spec
 from .clock import VirtualClock
+from .cpu import DEFAULT_CPU, cpu_model
+from .debug import Debug
 from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
 from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
@@ -69,8 +71,8 @@ _MASK64 = (1 << 64) - 1
 # Emitted by harness/exceptions.py; declared here, in the module the trace catalogue (harness/trace/catalog.py)
 # imports for the machine's events.
 define("guest_exception", ("cpu", "pc", "el", "ec", "esr", "elr", "far", "vector"),
-       "a synchronous exception taken at the guest's own vector (the guest opted in for its EC): pc of the "
-       "instruction, target EL, ESR/ELR/FAR written, vector address entered (far is None when not written)")
+       "an exception taken at the guest's own vector (harness/exceptions.py): pc of the instruction, target EL, "
+       "ESR/ELR/FAR written, vector address entered (esr/far are None when not written)")
 
 
 class CodeRange:
@@ -109,8 +111,8 @@ class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
-                 vmid: int, start_el: int, console: bool, virtio_modern: bool = False,
-                 chr_testdev: bool = False):
+                 vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU,
+                 virtio_modern: bool = False, chr_testdev: bool = False):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -118,10 +120,12 @@ class VM:
             raise ValueError(f"{name}: {ncpus} vCPUs (1-256 supported)")
         if start_el not in (1, 2):
             raise ValueError(f"{name}: start_el {start_el} (1 or 2)")
+        cpu_model(cpu)                               # ValueError naming the models
         self.machine = machine
         self.name = name
         self.vmid = vmid
         self.start_el = start_el
+        self.cpu = cpu                               # CPU model of its vCPUs (harness/cpu.py)
         self.ram_ipa = ram_ipa
         self.ram_pa = ram_pa
         if ram_size > MAX_RAM:
@@ -280,7 +284,7 @@ class VM:
         return self.symbolizer(pc)
 
     def handles_ec(self, ec: int) -> bool:
-        """Has the guest opted in to taking exceptions of class `ec` at its own vector (EXCEPTION_OPT_IN)?"""
+        """Has an old guest (one with the EXCEPTION_OPT_IN bitmap) opted in to exceptions of class `ec`?"""
         ipa = self.exception_ecs_ipa
         if ipa is None:
             return False
@@ -308,10 +312,13 @@ class Machine:
                  console: Callable[[VM, bytes, int], None] | None = None, quantum: int = DEFAULT_QUANTUM,
                  tcg_buffer_size: int = 32 << 20, semihosting_root: str | os.PathLike | None = None,
                  semihosting_allow_system: bool = False, semihosting_userspace: bool = False,
-                 console_input: ConsoleInput | None = None, isatty: Callable[[int], bool] | None = None):
+                 console_input: ConsoleInput | None = None, isatty: Callable[[int], bool] | None = None,
+                 cpu: str = DEFAULT_CPU):
         self.clock = VirtualClock()
         self.scheduler = Scheduler(self, quantum, self.clock)
         self.exceptions = Exceptions(self)
+        self.debug = Debug(self)
+        self.cpu = cpu                          # default CPU model of the VMs (harness/cpu.py)
         self.bus = Bus()
         self.tracer = tracer if tracer is not None else Tracer()
         owner = getattr(self.tracer.clock, "__self__", None)
@@ -340,6 +347,8 @@ class Machine:
         self.isatty = isatty
         self.deadline: float | None = None          # time.monotonic() at which the current run times out
         self._ports: dict[int, SemihostingPort] = {}
+        self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
+        self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
 
     @property
     def quantum(self) -> int:
@@ -380,15 +389,15 @@ class Machine:
 
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
-               start_el: int = 1, console: bool = True, virtio_modern: bool = False,
-               chr_testdev: bool = False) -> VM:
+               start_el: int = 1, console: bool = True, cpu: str | None = None,
+               virtio_modern: bool = False, chr_testdev: bool = False) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
                 vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
-                virtio_modern=virtio_modern, chr_testdev=chr_testdev)
+                cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev)
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
@@ -439,17 +448,17 @@ class Machine:
         return self.exceptions.die_undefined(vcpu, pc, why)
 
     def take_undefined(self, vcpu: Vcpu, pc: int | None = None, why: str = "") -> Outcome | None:
-        """An undefined instruction: the guest's vector if it opted in, else death (`Exceptions.take_undefined`)."""
+        """An undefined instruction: the guest's vector if it has one, else death (`Exceptions.take_undefined`)."""
         return self.exceptions.take_undefined(vcpu, pc, why)
 
     def take_exception(self, vcpu: Vcpu, kind: Kind, what: str, pc: int, esr: int | None, far: int | None = None,
                        detail: str = "", *, elr: int | None = None) -> Outcome | None:
-        """A synchronous exception: the guest's vector if it opted in, else death (`Exceptions.take`)."""
+        """A synchronous exception: the guest's vector if it has one, else death (`Exceptions.take`)."""
         return self.exceptions.take(vcpu, kind, what, pc, esr, far, detail, elr=elr)
 
     def deliver_exception(self, vcpu: Vcpu, esr: int, elr: int, far: int | None = None, *,
                           pc: int | None = None, force: bool = False) -> bool:
-        """Exception entry at the guest's vector if it opted in for ESR.EC (`Exceptions.deliver`)."""
+        """Exception entry at the guest's vector if it can be taken there (`Exceptions.deliver`)."""
         return self.exceptions.deliver(vcpu, esr, elr, far, pc=pc, force=force)
 
     # -- firmware services (called from harness/exceptions.py) -----------------------------------------------
