@@ -32,19 +32,14 @@ QEMU_72 = {name: "PASS" for name in (
 QEMU_72.update({name: "FAIL" for name in "pmu-event-introspection gicv2-mmio gicv2-mmio-up gicv2-mmio-3p".split()})
 # every other test of the catalogue: SKIP (manual, migration, or what QEMU 7.2 TCG lacks)
 
-EXCEPTIONS = "the guest's own vectors for an undefined instruction (MRS SCTLR_EL3 at EL1): exception entry " \
-             "is opt-in only (harness/exceptions.py)"
 GIC = "no interrupt controller on the board yet (the GIC distributor at 0x0800_0000 is unmapped)"
 PMU = "the PMU is Unicorn's (no PMU model): counters do not count as QEMU's do"
-DEBUG = "debug exceptions (breakpoints, watchpoints, software step) are not modelled"
 NOT_YET = {
-    "selftest-vectors-kernel": EXCEPTIONS, "selftest-vectors-user": EXCEPTIONS,
     "pci-test": "no PCI host bridge or pci-testdev on the board",
     "pmu-cycle-counter": PMU, "pmu-sw-incr": PMU,
     **{n: GIC for n in "gicv2-ipi gicv2-mmio gicv2-mmio-up gicv2-mmio-3p gicv3-ipi gicv2-active gicv3-active "
                        "its-introspection its-trigger".split()},
     "timer": "the generic timer and its interrupt (GIC) are not on the board yet",
-    "debug-bp": DEBUG, "debug-wp": DEBUG, "debug-sstep": DEBUG,
     **{n: "MTE (-machine mte=on) is not modelled" for n in ("mte-sync", "mte-async", "mte-asymm")},
 }
 
