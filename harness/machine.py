@@ -153,11 +153,7 @@ class VM:
         if console:
             self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
             self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
-        # QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest
-        self.virtio = VirtioTransports(self, modern=virtio_modern)
-        self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, self.virtio, "virtio-mmio")
-        if chr_testdev:
-            self.virtio.add_chr_testdev()
+        self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
@@ -171,6 +167,14 @@ class VM:
             v = Vcpu(self, i)
             self.vcpus.append(v)
             machine.vcpus.append(v)
+
+    def _virtio_transports(self, modern: bool, chr_testdev: bool) -> VirtioTransports:
+        """QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest."""
+        t = VirtioTransports(self, modern=modern)
+        self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, t, "virtio-mmio")
+        if chr_testdev:
+            t.add_chr_testdev()
+        return t
 
     # -- address space ------------------------------------------------------------------------------
     def in_ram(self, ipa: int, size: int = 1) -> bool:
