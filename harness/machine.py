@@ -48,13 +48,17 @@ from .debug import Debug
 from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
 from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
-from .exits import HarnessInputError, Kind, Outcome
+from .exits import HarnessInputError, Kind, Outcome, exit_line_status
 from .image import BootPlan, plan_boot
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
+from .userfile import user_file
 from .vcpu import PAGE, Vcpu, mpidr_of
+from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
+from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
+from .virtio import VirtioTransports
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
            "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console", "ConsoleInput"]
@@ -108,7 +112,8 @@ class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
-                 vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU):
+                 vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU,
+                 virtio_modern: bool = False, chr_testdev: bool = False):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -149,10 +154,13 @@ class VM:
         if console:
             self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
             self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
+        self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
         self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
+        self.gic_version: int | None = None          # -machine gic-version=N for the tree (None: board.py's pick)
+        self.initrd: tuple[int, int] | None = None   # [start, end) of the loaded initrd (-initrd), for the tree
         self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
         self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
         self.vcpus: list[Vcpu] = []
@@ -160,6 +168,14 @@ class VM:
             v = Vcpu(self, i)
             self.vcpus.append(v)
             machine.vcpus.append(v)
+
+    def _virtio_transports(self, modern: bool, chr_testdev: bool) -> VirtioTransports:
+        """QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest."""
+        t = VirtioTransports(self, modern=modern)
+        self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, t, "virtio-mmio")
+        if chr_testdev:
+            t.add_chr_testdev()
+        return t
 
     # -- address space ------------------------------------------------------------------------------
     def in_ram(self, ipa: int, size: int = 1) -> bool:
@@ -175,23 +191,30 @@ class VM:
 
     # -- loading ------------------------------------------------------------------------------------
     def load(self, image: ElfImage | str | os.PathLike, *, append: str | None = None,
-             dtb: str | os.PathLike | None = None) -> BootPlan:
+             dtb: str | os.PathLike | None = None, initrd: bytes | str | os.PathLike | None = None) -> BootPlan:
         """Load an image as QEMU's `-kernel` does (harness/image.py: an ELF's PT_LOAD segments, a raw `.bin`/
         `.flat` or an arm64 `Image` at RAM + 0x80000 behind QEMU's boot stub, gzip inflated) with the device
         tree (the board's, built at boot from the devices the VM has then, or the user's `dtb` file with QEMU's
         fix-ups) where QEMU puts it; `append` is the kernel command line (/chosen/bootargs and
-        SYS_GET_CMDLINE). vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
+        SYS_GET_CMDLINE); `initrd` (bytes, or a file: QEMU's -initrd) goes where QEMU puts it, named in the
+        tree's /chosen. vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
         HarnessInputError with a one-line message naming the file."""
         path = image.path if isinstance(image, ElfImage) else image
-        before = self.bootargs, self.user_dtb
+        before = self.bootargs, self.user_dtb, self.initrd
         self.bootargs, self.user_dtb = append or "", None if dtb is None else str(dtb)
         try:
+            rd = _initrd_bytes(initrd)
+            self.initrd = None
             blob, why_none = self._planned_dtb()
-            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob)
+            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob, initrd=rd)
+            if plan.initrd is not None and blob is not None:       # the tree names the initrd: same size
+                self.initrd = plan.initrd
+                plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=self.device_tree(),
+                                 initrd=rd)
             if why_none and plan.kind != "elf":
                 raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
         except HarnessInputError:
-            self.bootargs, self.user_dtb = before       # a refused image changes nothing
+            self.bootargs, self.user_dtb, self.initrd = before       # a refused image changes nothing
             raise
         self._place(plan)
         elf = plan.elf
@@ -235,8 +258,8 @@ class VM:
         args = self.bootargs if bootargs is None else bootargs
         if self.user_dtb is not None:
             return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
-                                 psci=psci_method(self.start_el))
-        return board_dtb(board_spec(self, bootargs=args))
+                                 psci=psci_method(self.start_el), initrd=self.initrd)
+        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version, initrd=self.initrd))
 
     def write_device_tree(self) -> None:
         """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it
@@ -371,14 +394,15 @@ class Machine:
 
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
-               start_el: int = 1, console: bool = True, cpu: str | None = None) -> VM:
+               start_el: int = 1, console: bool = True, cpu: str | None = None,
+               virtio_modern: bool = False, chr_testdev: bool = False) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
                 vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
-                cpu=self.cpu if cpu is None else cpu)
+                cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev)
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
@@ -466,7 +490,12 @@ class Machine:
         elif isinstance(act, Standby):
             self.scheduler.sleep(vcpu, pc - 4, "PSCI CPU_SUSPEND")     # QEMU's CPU_SUSPEND is a WFI
         elif isinstance(act, SystemOff):
-            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF", 0, vcpu.dvm_name, pc))
+            # kvm-unit-tests without chr-testdev: its "EXIT: STATUS=" line is the status (harness/exits.py)
+            line = exit_line_status(bytes(vm.output)) if vm.virtio.testdev is None and b"EXIT: " in vm.output \
+                else None
+            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF" + (
+                "" if line is None else f" after the guest's 'EXIT: STATUS=' line (arm/run: status {line})"),
+                0 if line is None else line, vcpu.dvm_name, pc))
         elif isinstance(act, SystemReset):
             self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_RESET (no reboot, like qemu -no-reboot)",
                                     0, vcpu.dvm_name, pc))
@@ -538,6 +567,14 @@ class Machine:
             for p in self.plugins:
                 _call(p, "after_run", self)
         return self.outcome
+
+
+def _initrd_bytes(initrd: bytes | str | os.PathLike | None) -> bytes | None:
+    """-initrd's contents: the bytes given, or the file's (a one-line HarnessInputError naming it)."""
+    if initrd is None or isinstance(initrd, (bytes, bytearray)):
+        return initrd
+    with user_file(initrd, HarnessInputError) as f:
+        return f.read()
 
 
 def _call(plugin: Any, hook: str, arg: Any) -> None:
