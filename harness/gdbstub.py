@@ -400,6 +400,7 @@ class GdbStub:
                 except UcError:
                     reply = b"E14"
                 if reply is _RESUME:
+                    self._next_poll = 0.0          # look at the connection at the first slice end
                     return
                 if reply is not None and self.conn is not None:
                     self.conn.send(reply)

@@ -17,6 +17,7 @@ class Client:
 
     def __init__(self, port: int, timeout: float = 20.0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # as gdb's ser-tcp.c
         self.buf = b""
         self.noack = False
         self.acks: list[bytes] = []          # '+' / '-' received, in order

@@ -10,6 +10,7 @@ qemu-system-aarch64 (qemu-system-arm) is not installed."""
 from __future__ import annotations
 
 import re
+import select
 import shutil
 import signal
 import socket
@@ -19,7 +20,8 @@ import time
 
 import pytest
 
-from guestbin import ROOT, guest_elf, run_cli
+from clirun import cli
+from guestbin import ROOT, guest_elf
 
 GDB = shutil.which("gdb-multiarch")
 QEMU = shutil.which("qemu-system-aarch64")
@@ -40,8 +42,9 @@ class Target:
         self.stdout = self.stderr = ""
         self.returncode: int | None = None
 
-    def _announced_port(self) -> int:
-        line = self.proc.stderr.readline()           # the stub's first line on stderr names the port
+    def _announced_port(self, timeout: float = 60) -> int:
+        ready = select.select([self.proc.stderr], [], [], timeout)[0]
+        line = self.proc.stderr.readline() if ready else ""   # the stub's first line on stderr names the port
         m = LISTENING.search(line)
         if m is None:
             self.proc.kill()
@@ -250,11 +253,11 @@ def test_gdb_sees_the_same_under_qemus_gdbstub(elf):
     (("-gdb", "tcp::99999"), "is not a TCP port"),
     (("-s", "-gdb", "tcp::4321"), "name two ports"),
 ])
-def test_cli_refuses_what_it_cannot_serve_on_loopback(opts, why, elf):
-    r = run_cli("run", elf, *opts)
-    assert r.returncode == 125 and why in r.stderr and len(r.stderr.splitlines()) == 1, (r.returncode, r.stderr)
+def test_cli_refuses_what_it_cannot_serve_on_loopback(opts, why, elf, capsys):
+    code, out, err = cli(capsys, "run", elf, *opts)
+    assert code == 125 and why in err and len(err.splitlines()) == 1 and out == "", (code, err)
 
 
-def test_cli_gdb_none_runs_without_a_stub(elf):
-    r = run_cli("run", elf, "-gdb", "none", "--cpus", "2")
-    assert r.returncode == 6 and r.stdout == "counter 6 cpu1 40\n" and r.stderr == "", r
+def test_cli_gdb_none_runs_without_a_stub(elf, capsys):
+    code, out, err = cli(capsys, "run", elf, "-gdb", "none", "--cpus", "2")
+    assert code == 6 and out == "counter 6 cpu1 40\n" and err == "", (code, out, err)

@@ -4,6 +4,8 @@ detach, kill, disconnects, the end of the run, bad packets; and that a debugger 
 interrupts and continues) changes nothing the guest does. tests/harness/test_gdbstub.py uses the real gdb."""
 from __future__ import annotations
 
+import random
+import re
 import socket
 import struct
 import time
@@ -426,6 +428,37 @@ def test_bad_packets_get_error_or_empty_replies(session):
     d.finish()
 
 
+# the heads of every packet the stub does not resume on, and fragments of their arguments
+_FUZZ_HEADS = b"?gGpPmMXZzHTqQirAbBdeEfFhjJlLnNoOtuUVwWxyY!"
+_FUZZ_PIECES = (b"", b",", b":", b";", b"-1", b"0", b"1", b"4", b"8", b"p1.1", b"p-1.-1", b"p2.1", b"ff" * 9,
+                b"40080000", b"40200000", b"Supported", b"Xfer:features:read:target.xml:0,fff",
+                b"Xfer:features:read:", b"fThreadInfo", b"sThreadInfo", b"ThreadExtraInfo,", b"C", b"Attached",
+                b"Rcmd,", b"\x00", b"\xff", b"zz", b"-", b"1,1,1", b"}", b"*")
+_FUZZ_REPLY = re.compile(rb"(|OK|E[0-9a-f]{2}|[0-9a-fx]*|[lm].*|T05thread:\w+\.?\w*;|QC.*|1|PacketSize=.*)",
+                         re.S)
+
+
+def test_random_packets_get_replies_and_never_end_the_session():
+    """1500 packets from a fixed seed, made of the commands that do not resume and fragments of their
+    arguments: each gets an answer of a documented form, the run is not disturbed (no traceback ends it)."""
+    rng = random.Random(12)
+    m = machine(ncpus=2)
+    d = Debugged(m)
+    try:
+        c = d.client
+        for _ in range(1500):
+            body = bytes([rng.choice(_FUZZ_HEADS)]) + b"".join(rng.choice(_FUZZ_PIECES)
+                                                                for _ in range(rng.randrange(5)))
+            if body.startswith(b"QStartNoAckMode"):
+                continue
+            reply = c.ask(body)
+            assert _FUZZ_REPLY.fullmatch(reply), (body, reply)
+        assert c.ask(b"?") == b"T05thread:01;" and d.thread.is_alive() and d.error is None
+        assert m.outcome is None and m.vcpus[0].retired == 0                      # nothing ran
+    finally:
+        d.abort()
+
+
 def test_a_client_that_sends_garbage_and_vanishes_does_not_stop_the_run(session):
     d = session(machine(LOOP), max_insns=1_000_000)
     c = d.client
@@ -483,9 +516,8 @@ def _traced_run(guest: str, debug: str | None):
     c = d.client
     stops = 0
     while True:
-        c.send(b"c")
-        if debug == "interrupt":
-            c.send_raw(b"\x03")                 # lands at the next slice boundary the stub looks at
+        # with the continue, in one segment: the stub sees the Ctrl-C at the first slice end after resuming
+        c.send_raw(b"$c#63" + (b"\x03" if debug == "interrupt" else b""))
         r = c.read_packet()
         if not r.startswith(b"T02"):
             break
