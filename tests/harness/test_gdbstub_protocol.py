@@ -296,6 +296,21 @@ def test_continue_of_one_thread_holds_the_others_and_ctrl_c_stops_them(session):
     assert d.finish().kind is Kind.KILLED
 
 
+def test_time_stopped_in_the_debugger_does_not_count_against_the_timeout(session):
+    d = session(machine(LOOP), timeout=1.0)
+    c = d.client
+    c.send(b"c")
+    time.sleep(0.25)
+    c.send_raw(b"\x03")
+    assert c.read_packet() == b"T02thread:01;"
+    time.sleep(1.5)                                  # stopped for longer than the whole budget
+    resumed = time.monotonic()
+    c.send(b"c")
+    assert c.read_packet() == b"W7c"                 # 124: the budget ran out, but only after the rest of it
+    assert time.monotonic() - resumed >= 0.5
+    assert d.finish().kind is Kind.TIMEOUT
+
+
 def test_only_held_vcpus_could_run_the_machine_waits_for_ctrl_c(session):
     m = machine(LOOP, ncpus=2)                                           # vCPU 1 stays off
     d = session(m)
