@@ -27,7 +27,8 @@ served as QEMU's gdbstub serves it for `-s`, `-S` and `-gdb tcp::PORT` (gdbstub/
   check_for_breakpoints_slow), not watchpoints. A continue of some threads only (`vCont;c:T`, gdb's
   scheduler-locking) holds the others stopped (`Scheduler.held`); if only held vCPUs could run, the machine
   waits for the debugger's Ctrl-C. Ctrl-C (0x03) is read between slices (every 10 ms of wall-clock time at
-  most; an uncounted slice lasts at most 50 ms, `Scheduler.slice_wall_us`) and stops the machine there
+  most; a vCPU running alone stops every million instructions, `Scheduler.alone_slice_insns`) and stops the
+  machine there
   (`T02`).
 * Ends: `D` detaches (breakpoints removed, the guest runs on; another debugger may connect), `k`/`vKill` end
   the run (exit status 137). When the guest exits the debugger gets `W<status>` (the harness's exit status,
@@ -38,7 +39,7 @@ served as QEMU's gdbstub serves it for `-s`, `-S` and `-gdb tcp::PORT` (gdbstub/
   or stopped until another debugger connects; its breakpoints stay.
 
 Determinism: the stub changes nothing a guest can see while it only continues. It polls between slices (a
-counted slice is whole; an uncounted one, cut by `slice_wall_us`, runs while time stands still), and a stop
+counted slice is whole; an uncounted one, cut by `alone_slice_insns`, runs while time stands still), and a stop
 that lands between slices resumes where it stopped (the rest of the round first), so a run under a debugger
 that only continues, or is interrupted and continued, traces exactly as a run without it. A stop inside a
 counted slice (a breakpoint, a watchpoint) charges the slice to its planned end, as every early slice end
@@ -79,7 +80,7 @@ LOOPBACK = "127.0.0.1"
 # GDB's signal numbers (the protocol's, gdb/signals.def)
 SIGINT, SIGILL, SIGTRAP, SIGABRT, SIGSEGV = 2, 4, 5, 6, 11
 POLL_INTERVAL = 0.01                 # s of wall-clock time between looks at the connection while running
-WALL_SLICE_US = 50_000               # the longest uncounted slice while a stub listens
+ALONE_SLICE_INSNS = 1_000_000        # a vCPU alone stops this often while a stub listens (~10 ms)
 MAX_WATCH = 1 << 20                  # bytes one watchpoint may cover (each watched page costs hooks)
 SEND_TIMEOUT = 30.0                  # s a reply may take to leave (a debugger that never reads)
 _MASK64 = (1 << 64) - 1
@@ -292,7 +293,7 @@ class GdbStub:
 
     # -- machine plugin hooks ---------------------------------------------------------------------------
     def before_run(self, machine: "Machine") -> None:
-        machine.scheduler.slice_wall_us = WALL_SLICE_US
+        machine.scheduler.alone_slice_insns = ALONE_SLICE_INSNS
         if self.listener is None:
             self.listen()
         if self.wait:                              # -S: stopped before the first instruction

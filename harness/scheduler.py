@@ -40,8 +40,11 @@ the next slice boundary (`run` returns True, without an outcome; calling it agai
 rest of the interrupted round first, with what was left of the time budget), `step(vcpu)` runs one instruction
 of one vCPU while the others stay stopped, and `held` (vCPU ids) keeps vCPUs stopped while the others run
 (`runnable` says no for them; when only held vCPUs could run, `run` returns True with `stalled` set). With
-`slice_wall_us` set, an uncounted slice lasts at most that long in wall-clock time, so the debugger can look at
-its connection between slices; the guest cannot tell (time stands still in uncounted slices either way).
+`alone_slice_insns` set, a vCPU running alone (uncounted: time stands still) stops after that many instructions,
+so the debugger can look at its connection between slices; the guest cannot tell (the clock is not charged, and
+Unicorn's instruction count stops it at an instruction boundary). Not a wall-clock bound: Unicorn's `emu_start`
+timeout stops the vCPU asynchronously and can re-execute a store that already reached a device (seen as a
+doubled PL011 character), so only the run's own deadline, which ends the run, uses it.
 """
 from __future__ import annotations
 
@@ -118,7 +121,7 @@ class Scheduler:
         self.held: set[int] = set()             # vcpu.id of vCPUs a debugger keeps stopped
         self.stop_requested = False
         self.stalled = False                    # `run` returned: only held vCPUs could have run
-        self.slice_wall_us = 0                  # wall-clock bound of an uncounted slice (0: none)
+        self.alone_slice_insns = 0              # instructions a vCPU alone runs per slice (0: unbounded)
         self._rest: list["Vcpu"] = []           # the rest of the round a stop interrupted
         self._left: float | None = None         # seconds of the time budget left at the last stop
 
@@ -240,10 +243,7 @@ class Scheduler:
             if deadline and left <= 0:
                 self._timeout(timeout)
                 return False
-            us = int(left * 1e6) if deadline else 0
-            if self.slice_wall_us:
-                us = min(us, self.slice_wall_us) if us else self.slice_wall_us
-            self.run_slice(ready[0], 0, us)
+            self.run_slice(ready[0], self.alone_slice_insns, int(left * 1e6) if deadline else 0, charge=False)
         else:
             self._round(ready, max_insns)
         return True
@@ -264,9 +264,10 @@ class Scheduler:
             if max_insns is not None and self.retired >= max_insns:
                 break
 
-    def run_slice(self, v: "Vcpu", count: int, timeout_us: int = 0) -> None:
+    def run_slice(self, v: "Vcpu", count: int, timeout_us: int = 0, charge: bool = True) -> None:
         """One `emu_start` of `v`: `count` instructions (0: uncounted, until an event or `timeout_us`), with
-        the plugins' `slice_start`/`slice_end` around it. Advances the clock; charges no budget (the caller
+        the plugins' `slice_start`/`slice_end` around it. Advances the clock by `count` unless not `charge`
+        (a vCPU alone, bounded only for a debugger: `alone_slice_insns`); charges no budget (the caller
         does)."""
         m = self.machine
         uc = v.uc
@@ -293,7 +294,7 @@ class Scheduler:
                 f(v)
         self._slice_wfi = False
         ran = v.on and m.outcome is None          # a slice_start hook may have stopped it
-        self.clock.begin_slice(count if ran else 0, uc.emu_stop)
+        self.clock.begin_slice(count if ran and charge else 0, uc.emu_stop)
         try:
             if ran:
                 uc.emu_start(pc, STOP_ADDRESS, timeout_us, count)

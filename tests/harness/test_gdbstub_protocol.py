@@ -517,7 +517,7 @@ def test_the_stub_listens_on_loopback_only_and_reports_a_busy_port():
 
 # -- a debugger that only continues changes nothing -----------------------------------------------------------
 
-def _traced_run(guest: str, debug: str | None):
+def _traced_run(guest: str, debug: str | None, alone_slice_insns: int = 0):
     """`guest` on two vCPUs traced in full, under a debugger that only continues ("continue"), that interrupts
     it again and again and continues ("interrupt"), or none; (outcome, records, machine, interrupts)."""
     sink = ListSink()
@@ -525,6 +525,7 @@ def _traced_run(guest: str, debug: str | None):
     vm = m.add_vm(ncpus=2)
     vm.load(str(guest_elf(guest)))
     m.add_plugin(TlbiTrap(m.interconnect, m.tracer))
+    m.scheduler.alone_slice_insns = alone_slice_insns
     if debug is None:
         return m.run(timeout=60), sink.records, m, 0
     d = Debugged(m)
@@ -551,3 +552,15 @@ def test_a_debugger_that_continues_or_interrupts_changes_nothing_the_guest_does(
         assert out.exit_code == 0 and m.clock.now() == m0.clock.now()
         assert [(r.event, r.ts, r.fields) for r in got] == [(r.event, r.ts, r.fields) for r in records], how
         assert how == "continue" or stops >= 2
+
+
+@pytest.mark.parametrize("guest", ["timer_wfi_smp", "smp_remap_local"])
+def test_a_vcpu_alone_cut_every_few_instructions_does_the_same(guest):
+    """The stub's bound on a vCPU running alone (`Scheduler.alone_slice_insns`, here 997 instructions, so it cuts
+    its console output too) stops it at instruction boundaries and leaves the clock alone: the same trace.
+    A wall-clock bound (Unicorn's emu_start timeout) printed some PL011 characters twice."""
+    base, records, m0, _ = _traced_run(guest, None)
+    out, got, m, _ = _traced_run(guest, None, alone_slice_insns=997)
+    assert out.exit_code == base.exit_code == 0 and m.clock.now() == m0.clock.now()
+    assert [(r.event, r.ts, r.fields) for r in got] == [(r.event, r.ts, r.fields) for r in records]
+    assert m.vcpus[0].slices > m0.vcpus[0].slices + 50                        # it was cut
