@@ -64,3 +64,17 @@ def test_report_fits_1280_px_with_the_verdict_column_visible_and_coloured(report
     assert m["okBg"] and m["badBg"] and len({m["okBg"], m["badBg"], m["plainBg"]}) == 3, m
     assert [i["src"] for i in m["images"]] == ["over_invalidation.svg", "vm_exits.svg"]
     assert all(i["width"] > 0 and i["right"] <= m["innerWidth"] for i in m["images"]), m["images"]
+
+
+def test_guest_sva_tables_and_the_iopf_plot_fit_too(tmp_path_factory, tmp_path):
+    """The guest-SVA tables (their own metric columns, the variants) and iopf_cost.svg at 1280 px."""
+    out = tmp_path_factory.mktemp("sva-report")
+    assert main(["scenario", "report", "-o", str(out), "--format", "html", "-j", "2", "--scenarios",
+                 "sva-iopf,sva-ats,sva-dirty", "--policies", "private", "--widths", "8"]) == 0
+    html = (out / "report.html").read_text()
+    assert html.count("<table>") == 5                             # the matrix, one per scenario, the sweep
+    page = out / "probe.html"
+    page.write_text(html.replace("</body>", PROBE + "</body>"))
+    m = _measure(page, tmp_path)
+    assert m["scrollWidth"] <= m["innerWidth"], m
+    assert [i["src"] for i in m["images"]] == ["iopf_cost.svg"] and m["images"][0]["width"] > 0, m
