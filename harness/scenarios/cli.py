@@ -183,6 +183,8 @@ def cmd_scenario_list(args: argparse.Namespace) -> int:
     for s in SCENARIOS.values():
         lines.append(f"{s.name:<18} seed {s.seed:<8} {s.summary}")
         lines.append(f"{'':<18} --vms: {s.vms_meaning} [default {s.default_vms}]")
+        for opt, (choices, default, text) in s.options.items():
+            lines.append(f"{'':<18} --{opt.replace('_', '-')} {'|'.join(choices)}: {text} [default {default}]")
     lines.append(f"policies: {', '.join(POLICY_NAMES)}")
     write_out("\n".join(lines) + "\n")
     return 0

@@ -95,7 +95,8 @@ class SvaIopf(Scenario):
         m = res.metrics
         first = results[modes[0]]
         for md, r in results.items():
-            m.update({f"{md}_{k}": v for k, v in r.items() if k not in ("ok", "broadcasts")})
+            m.update({f"{md}_{k}": v for k, v in r.items()
+                      if k not in ("ok", "broadcasts", "rollovers", "pinned_vmid_changes")})
         m.update(vm_exits_per_invalidation=first["vm_exits_per_fault"], rollovers=first["rollovers"],
                  broadcast_invalidations=sum(r["broadcasts"] for r in results.values()),
                  pinned_vmid_changes=max(r["pinned_vmid_changes"] for r in results.values()),

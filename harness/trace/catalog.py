@@ -25,6 +25,7 @@ EVENT_MODULES = (
     "harness.timer",
     "harness.trap",
     "harness.host.vmid",
+    "harness.host.iopf",
     "harness.host.smmu_driver",
     "harness.host.iommufd",
     "harness.vsmmu",
