@@ -168,6 +168,7 @@ def test_catalogue_entry_under_qemu(name):
     assert status == hstatus, (why, status, hstatus, qlines, hlines)
     qlines = _without_death_line(qlines, outcome)
     if verdict is not None and verdict.kind == "output":
+        assert name in OUTPUT_CHECKS, f"[{name}]: qemu = output needs a check in OUTPUT_CHECKS"
         assert qlines != hlines, f"[{name}]: QEMU prints what the harness does now: drop its qemu = key"
         OUTPUT_CHECKS[name](qlines, hlines)
     else:
