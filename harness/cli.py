@@ -261,9 +261,11 @@ def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: st
 
 def gdb_port(args: argparse.Namespace) -> int | None:
     """The gdb stub's port from -s / -gdb DEV (None: no stub); -S without one is a usage error."""
+    spec = getattr(args, "gdb", None)
+    if spec is None and not getattr(args, "gdb_default", False) and not getattr(args, "gdb_wait", False):
+        return None                     # a plain run does not import the stub
     from .gdbstub import DEFAULT_PORT, parse_gdb_device
 
-    spec = getattr(args, "gdb", None)
     port = None
     if spec is not None:
         try:

@@ -151,7 +151,7 @@ def test_gdb_breaks_reads_steps_watches_switches_vcpu_and_sees_the_exit(elf):
     assert int(v[6], 16) == bp + 4, out
     # both vCPUs listed, thread 2 current, thread 1 somewhere in main waiting for CPU1
     assert re.search(r"^\* 2 +Thread 1\.2 \(vm0\.cpu1 \[running\]\) .*secondary_work", out, re.M), out
-    assert re.search(r"^  1 +Thread 1\.1 \(vm0\.cpu0 \[running\]\) .*in main \(\)", out, re.M), out
+    assert re.search(r"^  1 +Thread 1\.1 \(vm0\.cpu0 \[running\]\) (0x[0-9a-f]+ in )?main \(\)", out, re.M), out
     assert "[Switching to thread 1 (Thread 1.1)]" in out and "Hardware watchpoint 2: counter" in out, out
     assert re.search(r"Thread 1 hit Hardware watchpoint 2: counter\s+Old value = 0\s+New value = 1\s", out), out
     assert re.search(r"Hardware watchpoint 2: counter\s+Old value = 1\s+New value = 3\s", out), out
