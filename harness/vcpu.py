@@ -10,7 +10,9 @@
 * Memory by VA (`translate`, `read_virt`, `write_virt`, `insn_at`): the guest's stage-1 tables walked by
   harness/vmem.py (semihosting parameter blocks, death lines); these are slow paths.
 * Unicorn hooks: exceptions (`UC_HOOK_INTR`) go to the machine's `Exceptions` (harness/exceptions.py), the last
-  unmapped access is kept for the abort that follows (`unmapped`), and `-d in_asm` logs each block once.
+  unmapped access is kept for the abort that follows (`unmapped`), and `-d in_asm` logs each block once. Every
+  Python callback of the vCPU's Unicorn, and the return of its `emu_start`, is an observation point
+  (harness/observe.py, installed before the first hook): work native hooks deferred is done there first.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_R
 
 from devmodel.bus import BusError
 
+from . import observe
 from .sysregs import SysregHooks
 from .vmem import TranslationRegs, Walk, translate
 
@@ -84,6 +87,7 @@ class Vcpu:
         self.unmapped: tuple[int, int, int, int, int] | None = None
         self._seen_blocks: set[int] = set()
         uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        observe.install(uc)                      # every Python callback below is an observation point
         uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
         self.uc = uc
         uc.mem_map_ptr(vm.ram_ipa, vm.ram.size, UC_PROT_ALL, vm.ram_ptr)
