@@ -193,6 +193,18 @@ def _dsb_info(b: Barrier) -> int:
     return _DOMAINS.index(b.domain) | (int(b.full) << 2) | (native.TT_DSB_SYNCS if b.syncs else 0)
 
 
+def _trap_fields(index: int, pc: int, el: int, op: TlbiOp) -> dict[str, Any]:
+    """The fields of `tlbi_trap` for `op` at `pc` (range fields only for range ops, ipa_ns only for IPA ops)."""
+    f = dict(cpu=index, pc=pc, el=el, op=op.name, xt=op.xt, shareability=op.shareability.value,
+             broadcast=op.broadcast, regime=op.regime.value, stage=op.stage.value, scope=op.scope.value,
+             vmid=op.vmid, asid=op.asid, addr=op.addr, leaf=op.leaf, ttl=op.ttl, nxs=op.nxs)
+    if op.tg is not None:
+        f.update(tg=op.tg, scale=op.scale, num=op.num, range_bytes=op.size)
+    if op.ipa_ns is not None:
+        f["ipa_ns"] = op.ipa_ns
+    return f
+
+
 # --- barrier pre-scan ---------------------------------------------------------------------------------------
 
 _DSB_MASK, _DSB_BITS = 0xFFFFF0FF, 0xD503309F          # DSB <option>: CRm in bits [11:8]
@@ -313,7 +325,7 @@ class VcpuParticipant:
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
-                 "native", "tc", "tc_ptr", "replay", "keep", "vmid")
+                 "native", "tc", "tc_ptr", "replay", "keep", "vmid", "payloads")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -328,6 +340,7 @@ class _Cpu:
         self.tc_ptr: Any = None       # ... and the pointer to it the C functions take
         self.replay: dict[tuple[int, int], tuple[TlbiOp, int]] = {}   # (record info, Xt) -> (op, VMID)
         self.keep: Any = None         # the native callback object (alive as long as the hook)
+        self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
 
     def configure(self, hcr_fb: bool | None = None, e2h: bool | None = None, tge: bool | None = None) -> None:
         """Change the HCR_EL2 bits the decoder sees (drops the decode cache)."""
@@ -548,7 +561,14 @@ class TlbiTrap:
     def _traced_tlbi(self, cpu: _Cpu, pc: int, el: int, op: TlbiOp) -> None:
         """A TLBI with tracing on: the same steps, with the trap event and the (cpu, pc) context for sinks."""
         if "tlbi_trap" in self.tracer.enabled:
-            self._trace(cpu.index, pc, el, op)
+            key = (pc, el, id(op))
+            hit = cpu.payloads.get(key)
+            if hit is None or hit[0] is not op:   # the op kept with its payload: its id is not reused
+                if len(cpu.payloads) > 4096:
+                    cpu.payloads.clear()
+                hit = cpu.payloads[key] = (op, self.tracer.payload("tlbi_trap", **_trap_fields(cpu.index, pc, el,
+                                                                                                op)))
+            self.tracer.emit_payload(hit[1])
         if op.broadcast:
             self.where_now = (cpu.index, pc)
             try:
@@ -560,7 +580,12 @@ class TlbiTrap:
     def _traced_dsb(self, cpu: _Cpu, pc: int, domain: str, full: bool, syncs: bool) -> None:
         """A DSB after broadcast TLBIs with tracing on (the DVM Sync when `syncs`)."""
         if "tlbi_dsb" in self.tracer.enabled:
-            self.tracer.emit("tlbi_dsb", cpu=cpu.index, pc=pc, domain=domain, full=full)
+            key = (pc, domain, full)
+            p = cpu.payloads.get(key)
+            if p is None:
+                p = cpu.payloads[key] = self.tracer.payload("tlbi_dsb", cpu=cpu.index, pc=pc, domain=domain,
+                                                            full=full)
+            self.tracer.emit_payload(p)
         if syncs:
             cpu.pending = False
             self.where_now = (cpu.index, pc)
@@ -655,16 +680,6 @@ class TlbiTrap:
         except UndefinedTlbi as e:
             return self._undefined(cpu, u.pc, el, key, str(e))
         raise AssertionError(f"native TLBI trap: {key} at EL{el} classified undefined but decodes")
-
-    def _trace(self, index: int, pc: int, el: int, op: TlbiOp) -> None:
-        f = dict(cpu=index, pc=pc, el=el, op=op.name, xt=op.xt, shareability=op.shareability.value,
-                 broadcast=op.broadcast, regime=op.regime.value, stage=op.stage.value, scope=op.scope.value,
-                 vmid=op.vmid, asid=op.asid, addr=op.addr, leaf=op.leaf, ttl=op.ttl, nxs=op.nxs)
-        if op.tg is not None:
-            f.update(tg=op.tg, scale=op.scale, num=op.num, range_bytes=op.size)
-        if op.ipa_ns is not None:
-            f["ipa_ns"] = op.ipa_ns
-        self.tracer.emit("tlbi_trap", **f)
 
     def _make_dsb_hook(self, cpu: _Cpu, b: Barrier):
         sync = self.interconnect.sync
