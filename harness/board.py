@@ -55,8 +55,9 @@ def _describe(vm: "VM") -> tuple[SmmuSpec | None, list[tuple[int, int, int]]]:
     return smmu, dmas
 
 
-def board_spec(vm: "VM", *, bootargs: str = "", cpu: str = "max", gic_version: int | None = None) -> BoardSpec:
-    """The `BoardSpec` of `vm` (see the module docstring); `bootargs` goes to /chosen."""
+def board_spec(vm: "VM", *, bootargs: str = "", cpu: str = "max", gic_version: int | None = None,
+               initrd: tuple[int, int] | None = None) -> BoardSpec:
+    """The `BoardSpec` of `vm` (see the module docstring); `bootargs` and the `initrd` range go to /chosen."""
     smmu, dmas = _describe(vm)
     ncpus = len(vm.vcpus)
     return BoardSpec(ram=((vm.ram_ipa, vm.ram.size),), cpus=ncpus, mpidrs=tuple(v.mpidr for v in vm.vcpus),
@@ -64,4 +65,4 @@ def board_spec(vm: "VM", *, bootargs: str = "", cpu: str = "max", gic_version: i
                      gic_version=gic_version or (2 if ncpus <= GICV2_MAX_CPUS else 3), smmu=smmu,
                      dma_devices=tuple(DmaDeviceSpec(base, size, "smmu" if smmu else None, sid)
                                        for base, size, sid in dmas),
-                     bootargs=bootargs)
+                     bootargs=bootargs, initrd=initrd)

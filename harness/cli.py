@@ -7,9 +7,11 @@
     smmu-harness trace-events [GLOBS]
     smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE]
                      | report [-o DIR] [-j N] ...
+    smmu-harness unittests [CFG] [-g GROUP] [-j N] [-t] [-l] [TEST ...]
 
-Exit statuses of `run` (harness/exits.py): the guest's status 0-123; 124 budget exhausted; 125 usage error or
-bad input; 132 undefined instruction; 139 unhandled abort. A death prints one line to stderr. Bad input never
+Exit statuses of `run` (harness/exits.py): the guest's status 0-123 (kvm-unit-tests guests: arm/run's status,
+0 pass, 77 skip, 3 fail); 124 budget exhausted; 125 usage error or bad input; 132 undefined instruction; 139
+unhandled abort. A death prints one line to stderr. Bad input never
 prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors); an unusable path is one
 line naming it (125); output into a closed pipe is dropped quietly and the status stands (`main`).
 """
@@ -24,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from .cpu import CPU_MODELS, DEFAULT_CPU
 from .exits import EXIT_BAD_INPUT, MAX_GUEST_STATUS, HarnessInputError, Kind, Outcome
 
 __all__ = ["main", "build_parser", "add_run_arguments", "configure_machine", "cmd_run", "cmd_build",
@@ -42,9 +45,14 @@ class _Parser(argparse.ArgumentParser):
 
     `dash_value_options`: options whose value may start with '-' (`--cflags "-O0 -DFOO"`); argparse alone
     takes such a value for an option and says "expected one argument", so the word after one of these is
-    always its value (`--cflags=-O0` works as well)."""
+    always its value (`--cflags=-O0` works as well).
+
+    `positionals_last`: the options of a command whose positionals may come between its options
+    (`unittests CFG -j 2 TEST`, as run_tests.sh takes them), mapped to whether they take a value; the
+    positionals are moved after the options before argparse, which otherwise stops at the first of them."""
 
     dash_value_options: frozenset[str] = frozenset()
+    positionals_last: dict[str, bool] | None = None
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see --help)")
@@ -65,7 +73,29 @@ class _Parser(argparse.ArgumentParser):
                 joined.append(args[i])
                 i += 1
             args = joined
+        if args is not None and self.positionals_last is not None:
+            args = _positionals_last(list(args), self.positionals_last)
         return super().parse_known_args(args, namespace)
+
+
+def _positionals_last(args: list[str], options: dict[str, bool]) -> list[str]:
+    opts: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            words += args[i + 1:]
+            break
+        if a.startswith("-") and a != "-":
+            opts.append(a)
+            if options.get(a, False) and "=" not in a and i + 1 < len(args):
+                opts.append(args[i + 1])
+                i += 1
+        else:
+            words.append(a)
+        i += 1
+    return opts + words
 
 
 def _positive_int(text: str) -> int:
@@ -133,6 +163,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    p.add_argument("--cpu", choices=tuple(CPU_MODELS), default=DEFAULT_CPU, help="vCPU model (Unicorn's) [max]")
     p.add_argument("--hcr-fb", type=int, choices=(0, 1), default=1,
                    help="HCR_EL2.FB seen by TLBI decoding: 1 broadcasts EL1 TLBIs (KVM's setting) [1]")
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
@@ -151,6 +182,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="let the guest run host commands (SYS_SYSTEM, cwd = the root; needs --semihosting-root)")
     p.add_argument("--semihosting-userspace", action="store_true",
                    help="semihosting calls from EL0 too (QEMU -semihosting-config userspace=on)")
+    _add_board_arguments(p)
     # tracing: harness/trace
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the selected trace events to FILE ('-': stderr; "
@@ -166,6 +198,19 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "out are ignored); a difference -> exit 1")
     p.add_argument("--update-golden", action="store_true", help="rewrite the --expect-trace file instead")
     return p
+
+
+def _add_board_arguments(p: argparse.ArgumentParser) -> None:
+    """`run`'s initrd and virtio-mmio options (harness/image.py, harness/virtio.py)."""
+    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
+                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
+                        "kvm-unit-tests' arm/run passes its environment this way)")
+    p.add_argument("--no-chr-testdev", dest="chr_testdev", action="store_false",
+                   help="no virtio console with chr-testdev on the last virtio-mmio transport (kvm-unit-tests' "
+                        "arm/run adds one; without it their 'EXIT: STATUS=' line gives the status)")
+    p.add_argument("--virtio-mmio-modern", action="store_true",
+                   help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
+                        "[legacy, Version 1, as QEMU]")
 
 
 def wants_help(value: str | None) -> bool:
@@ -374,10 +419,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
     """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
-    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
+    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, cpu=args.cpu,
+                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
     for v in vm.vcpus:
         v.hcr_fb = bool(args.hcr_fb)
-    plan = vm.load(image, append=args.append, dtb=args.dtb)
+    plan = vm.load(image, append=args.append, dtb=args.dtb, initrd=args.initrd)
     # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
     stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
     if stacks is not None and args.cpus > stacks:
@@ -525,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     events.set_defaults(func=cmd_trace_events)
     from .scenarios.cli import add_scenario_parser   # scenario list|run|report
     add_scenario_parser(sub)
+    from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
+    add_unittests_parser(sub)
     return parser
 
 
@@ -562,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if getattr(args, "func", None) is None:
-            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario; see --help)")
+            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario, unittests; "
+                             f"see --help)")
         code = args.func(args)
         sys.stdout.flush()
         return code

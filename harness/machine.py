@@ -42,16 +42,22 @@ from devmodel.trace import NULL_TRACER, Tracer, define
 
 from .board import board_spec
 from .clock import VirtualClock
+from .cpu import DEFAULT_CPU, cpu_model
+from .debug import Debug
 from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
 from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
-from .exits import HarnessInputError, Kind, Outcome
+from .exits import HarnessInputError, Kind, Outcome, exit_line_status
 from .image import BootPlan, plan_boot
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
+from .userfile import user_file
 from .vcpu import PAGE, Vcpu, mpidr_of
+from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
+from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
+from .virtio import VirtioTransports
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
            "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console", "ConsoleInput"]
@@ -65,8 +71,8 @@ _MASK64 = (1 << 64) - 1
 # Emitted by harness/exceptions.py; declared here, in the module the trace catalogue (harness/trace/catalog.py)
 # imports for the machine's events.
 define("guest_exception", ("cpu", "pc", "el", "ec", "esr", "elr", "far", "vector"),
-       "a synchronous exception taken at the guest's own vector (the guest opted in for its EC): pc of the "
-       "instruction, target EL, ESR/ELR/FAR written, vector address entered (far is None when not written)")
+       "an exception taken at the guest's own vector (harness/exceptions.py): pc of the instruction, target EL, "
+       "ESR/ELR/FAR written, vector address entered (esr/far are None when not written)")
 
 
 class CodeRange:
@@ -105,7 +111,8 @@ class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
-                 vmid: int, start_el: int, console: bool):
+                 vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU,
+                 virtio_modern: bool = False, chr_testdev: bool = False):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -113,10 +120,12 @@ class VM:
             raise ValueError(f"{name}: {ncpus} vCPUs (1-256 supported)")
         if start_el not in (1, 2):
             raise ValueError(f"{name}: start_el {start_el} (1 or 2)")
+        cpu_model(cpu)                               # ValueError naming the models
         self.machine = machine
         self.name = name
         self.vmid = vmid
         self.start_el = start_el
+        self.cpu = cpu                               # CPU model of its vCPUs (harness/cpu.py)
         self.ram_ipa = ram_ipa
         self.ram_pa = ram_pa
         if ram_size > MAX_RAM:
@@ -144,10 +153,13 @@ class VM:
         if console:
             self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
             self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
+        self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
         self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
+        self.gic_version: int | None = None          # -machine gic-version=N for the tree (None: board.py's pick)
+        self.initrd: tuple[int, int] | None = None   # [start, end) of the loaded initrd (-initrd), for the tree
         self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
         self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
         self.vcpus: list[Vcpu] = []
@@ -155,6 +167,14 @@ class VM:
             v = Vcpu(self, i)
             self.vcpus.append(v)
             machine.vcpus.append(v)
+
+    def _virtio_transports(self, modern: bool, chr_testdev: bool) -> VirtioTransports:
+        """QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest."""
+        t = VirtioTransports(self, modern=modern)
+        self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, t, "virtio-mmio")
+        if chr_testdev:
+            t.add_chr_testdev()
+        return t
 
     # -- address space ------------------------------------------------------------------------------
     def in_ram(self, ipa: int, size: int = 1) -> bool:
@@ -170,23 +190,30 @@ class VM:
 
     # -- loading ------------------------------------------------------------------------------------
     def load(self, image: ElfImage | str | os.PathLike, *, append: str | None = None,
-             dtb: str | os.PathLike | None = None) -> BootPlan:
+             dtb: str | os.PathLike | None = None, initrd: bytes | str | os.PathLike | None = None) -> BootPlan:
         """Load an image as QEMU's `-kernel` does (harness/image.py: an ELF's PT_LOAD segments, a raw `.bin`/
         `.flat` or an arm64 `Image` at RAM + 0x80000 behind QEMU's boot stub, gzip inflated) with the device
         tree (the board's, built at boot from the devices the VM has then, or the user's `dtb` file with QEMU's
         fix-ups) where QEMU puts it; `append` is the kernel command line (/chosen/bootargs and
-        SYS_GET_CMDLINE). vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
+        SYS_GET_CMDLINE); `initrd` (bytes, or a file: QEMU's -initrd) goes where QEMU puts it, named in the
+        tree's /chosen. vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
         HarnessInputError with a one-line message naming the file."""
         path = image.path if isinstance(image, ElfImage) else image
-        before = self.bootargs, self.user_dtb
+        before = self.bootargs, self.user_dtb, self.initrd
         self.bootargs, self.user_dtb = append or "", None if dtb is None else str(dtb)
         try:
+            rd = _initrd_bytes(initrd)
+            self.initrd = None
             blob, why_none = self._planned_dtb()
-            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob)
+            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob, initrd=rd)
+            if plan.initrd is not None and blob is not None:       # the tree names the initrd: same size
+                self.initrd = plan.initrd
+                plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=self.device_tree(),
+                                 initrd=rd)
             if why_none and plan.kind != "elf":
                 raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
         except HarnessInputError:
-            self.bootargs, self.user_dtb = before       # a refused image changes nothing
+            self.bootargs, self.user_dtb, self.initrd = before       # a refused image changes nothing
             raise
         self._place(plan)
         elf = plan.elf
@@ -230,8 +257,8 @@ class VM:
         args = self.bootargs if bootargs is None else bootargs
         if self.user_dtb is not None:
             return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
-                                 psci=psci_method(self.start_el))
-        return board_dtb(board_spec(self, bootargs=args))
+                                 psci=psci_method(self.start_el), initrd=self.initrd)
+        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version, initrd=self.initrd))
 
     def write_device_tree(self) -> None:
         """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it
@@ -261,7 +288,7 @@ class VM:
         return self.symbolizer(pc)
 
     def handles_ec(self, ec: int) -> bool:
-        """Has the guest opted in to taking exceptions of class `ec` at its own vector (EXCEPTION_OPT_IN)?"""
+        """Has an old guest (one with the EXCEPTION_OPT_IN bitmap) opted in to exceptions of class `ec`?"""
         ipa = self.exception_ecs_ipa
         if ipa is None:
             return False
@@ -289,10 +316,13 @@ class Machine:
                  console: Callable[[VM, bytes, int], None] | None = None, quantum: int = DEFAULT_QUANTUM,
                  tcg_buffer_size: int = 32 << 20, semihosting_root: str | os.PathLike | None = None,
                  semihosting_allow_system: bool = False, semihosting_userspace: bool = False,
-                 console_input: ConsoleInput | None = None, isatty: Callable[[int], bool] | None = None):
+                 console_input: ConsoleInput | None = None, isatty: Callable[[int], bool] | None = None,
+                 cpu: str = DEFAULT_CPU):
         self.clock = VirtualClock()
         self.scheduler = Scheduler(self, quantum, self.clock)
         self.exceptions = Exceptions(self)
+        self.debug = Debug(self)
+        self.cpu = cpu                          # default CPU model of the VMs (harness/cpu.py)
         self.bus = Bus()
         self.tracer = tracer if tracer is not None else Tracer()
         owner = getattr(self.tracer.clock, "__self__", None)
@@ -321,6 +351,8 @@ class Machine:
         self.isatty = isatty
         self.deadline: float | None = None          # time.monotonic() at which the current run times out
         self._ports: dict[int, SemihostingPort] = {}
+        self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
+        self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
 
     @property
     def quantum(self) -> int:
@@ -361,13 +393,15 @@ class Machine:
 
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
-               start_el: int = 1, console: bool = True) -> VM:
+               start_el: int = 1, console: bool = True, cpu: str | None = None,
+               virtio_modern: bool = False, chr_testdev: bool = False) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
-                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console)
+                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
+                cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev)
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
@@ -418,17 +452,17 @@ class Machine:
         return self.exceptions.die_undefined(vcpu, pc, why)
 
     def take_undefined(self, vcpu: Vcpu, pc: int | None = None, why: str = "") -> Outcome | None:
-        """An undefined instruction: the guest's vector if it opted in, else death (`Exceptions.take_undefined`)."""
+        """An undefined instruction: the guest's vector if it has one, else death (`Exceptions.take_undefined`)."""
         return self.exceptions.take_undefined(vcpu, pc, why)
 
     def take_exception(self, vcpu: Vcpu, kind: Kind, what: str, pc: int, esr: int | None, far: int | None = None,
                        detail: str = "", *, elr: int | None = None) -> Outcome | None:
-        """A synchronous exception: the guest's vector if it opted in, else death (`Exceptions.take`)."""
+        """A synchronous exception: the guest's vector if it has one, else death (`Exceptions.take`)."""
         return self.exceptions.take(vcpu, kind, what, pc, esr, far, detail, elr=elr)
 
     def deliver_exception(self, vcpu: Vcpu, esr: int, elr: int, far: int | None = None, *,
                           pc: int | None = None, force: bool = False) -> bool:
-        """Exception entry at the guest's vector if it opted in for ESR.EC (`Exceptions.deliver`)."""
+        """Exception entry at the guest's vector if it can be taken there (`Exceptions.deliver`)."""
         return self.exceptions.deliver(vcpu, esr, elr, far, pc=pc, force=force)
 
     # -- firmware services (called from harness/exceptions.py) -----------------------------------------------
@@ -455,7 +489,12 @@ class Machine:
         elif isinstance(act, Standby):
             self.scheduler.sleep(vcpu, pc - 4, "PSCI CPU_SUSPEND")     # QEMU's CPU_SUSPEND is a WFI
         elif isinstance(act, SystemOff):
-            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF", 0, vcpu.dvm_name, pc))
+            # kvm-unit-tests without chr-testdev: its "EXIT: STATUS=" line is the status (harness/exits.py)
+            line = exit_line_status(bytes(vm.output)) if vm.virtio.testdev is None and b"EXIT: " in vm.output \
+                else None
+            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF" + (
+                "" if line is None else f" after the guest's 'EXIT: STATUS=' line (arm/run: status {line})"),
+                0 if line is None else line, vcpu.dvm_name, pc))
         elif isinstance(act, SystemReset):
             self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_RESET (no reboot, like qemu -no-reboot)",
                                     0, vcpu.dvm_name, pc))
@@ -524,6 +563,14 @@ class Machine:
             for p in self.plugins:
                 _call(p, "after_run", self)
         return self.outcome
+
+
+def _initrd_bytes(initrd: bytes | str | os.PathLike | None) -> bytes | None:
+    """-initrd's contents: the bytes given, or the file's (a one-line HarnessInputError naming it)."""
+    if initrd is None or isinstance(initrd, (bytes, bytearray)):
+        return initrd
+    with user_file(initrd, HarnessInputError) as f:
+        return f.read()
 
 
 def _call(plugin: Any, hook: str, arg: Any) -> None:

@@ -81,12 +81,13 @@ cpu_setup:
     mrs     x3, CurrentEL
     cmp     x3, #(2 << 2)
     b.eq    1f
-    mrs     x3, cpacr_el1           // CPACR_EL1.FPEN = 0b11: no FP/SIMD traps (Arm ARM D17.2.30)
+    mrs     x3, cpacr_el1           // CPACR_EL1.FPEN = ZEN = 0b11: no FP/SIMD or SVE traps (Arm ARM D17.2.30)
     orr     x3, x3, #(3 << 20)
+    orr     x3, x3, #(3 << 16)
     msr     cpacr_el1, x3
     msr     vbar_el1, x2
     b       2f
-1:  mov     x3, #0x33ff             // CPTR_EL2 (E2H=0): RES1 bits, TFP=0 (Arm ARM D17.2.32)
+1:  mov     x3, #0x32ff             // CPTR_EL2 (E2H=0): RES1 bits, TZ=0, TFP=0 (Arm ARM D17.2.32)
     msr     cptr_el2, x3
     msr     vbar_el2, x2
 2:  isb
@@ -97,8 +98,7 @@ cpu_setup:
  * SP in a struct pt_regs on the stack (guest.h) and calls do_exception(vector, regs) (exceptions.c), which
  * runs the handler installed for a synchronous exception from the current EL (ESR.EC) or reports an unhandled
  * exception and exits. When the handler returns, the registers are restored and ERET goes to the ELR (which
- * do_exception wrote back from regs->elr). Under smmu-harness these entries are reached only for the
- * exception classes the guest installed handlers for (the harness's opt-in, exceptions.c).
+ * do_exception wrote back from regs->elr).
  */
 #define PT_REGS_SIZE 288
 
