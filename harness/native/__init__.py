@@ -159,7 +159,9 @@ def _load(path: Path) -> ctypes.CDLL | str:
 def tlbi_trap() -> ctypes.CDLL | None:
     """The loaded `tlbi_trap.c` library (built on first use), or None (`status()` says why)."""
     global _lib, _status
-    if _lib is not None or not enabled():
+    if not enabled():
+        return None
+    if _lib is not None:
         return _lib
     if _status is not None:                        # tried before in this process and failed
         return None
