@@ -27,8 +27,17 @@ def _both(monkeypatch, run) -> tuple[bytes, bytes]:
     return fast, slow
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("guest,cpus", [("smp_remap", 4), ("tlbi_el1_forms", 1), ("tlbi_dsb_sync", 2)])
+def _slow_unless(default: set, cases: list) -> list:
+    """`cases` with the ones not in `default` marked slow (the whole matrix runs with -m slow)."""
+    return [c if c in default else pytest.param(*c, marks=pytest.mark.slow) for c in cases]
+
+
+GUEST_CASES = _slow_unless({("smp_remap", 4, f) for f in FORMATS} | {("tlbi_el1_forms", 1, "jsonl")},
+                           [(g, n, f) for g, n in (("smp_remap", 4), ("tlbi_el1_forms", 1), ("tlbi_dsb_sync", 2))
+                            for f in FORMATS])
+
+
+@pytest.mark.parametrize("guest,cpus,fmt", GUEST_CASES)
 def test_guest_traces_are_the_same_bytes(guest, cpus, fmt, tmp_path, monkeypatch, capsys):
     elf = str(build_test_guest(guest))
 
@@ -43,7 +52,8 @@ def test_guest_traces_are_the_same_bytes(guest, cpus, fmt, tmp_path, monkeypatch
     assert len(fast) > 500 and fast == slow
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ["jsonl", pytest.param("text", marks=pytest.mark.slow),
+                                 pytest.param("chrome", marks=pytest.mark.slow)])
 def test_scenario_traces_are_the_same_bytes(fmt, tmp_path, monkeypatch, capsys):
     ext = {"jsonl": "jsonl", "text": "log", "chrome": "json"}[fmt]
 

@@ -221,7 +221,7 @@ def test_without_a_compiler_the_python_trap_runs(tmp_path):
     assert not (tmp_path / "cache" / "native").exists()
 
 
-SLOW_SCENARIOS = {"vmid-alias", "no-btm-forwarding"}        # 3-4 s a path each here
+SLOW_SCENARIOS = {"vmid-alias", "no-btm-forwarding", "kvm-ordering"}        # 2-4 s a path each here
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SCENARIOS else n
