@@ -257,14 +257,7 @@ class _LineSink(_FileSink):
             if tw is None:
                 tw = t[w] = self._template(p)
             t = tw
-        line = t(seq, ts, values)
-        if self._owned:
-            pending = self._pending
-            pending.append(line)
-            if len(pending) >= _BLOCK:
-                self._drain()
-        else:
-            self._f.write(line)
+        self._out(t(seq, ts, values))
 
     def _template(self, p: Payload) -> Callable[..., str]:
         marks = {k: _MARK.format(k) for k in ("seq", "ts", *p.dynamic)}
