@@ -51,7 +51,7 @@ from ..trap import TlbiTrap
 from ..vmm import DEFAULT_VSID, AssignedMmio, NestedVm, setup_host, setup_nested_vm
 
 __all__ = ["ScenarioPlatform", "HostPort", "Assigned", "guest_elf", "vsmmu_guest_elf", "SMMU_PA", "PORT_IPA",
-           "SCENARIO_GUESTS", "errno_message", "RECOVERABLE_FEATURES"]
+           "SCENARIO_GUESTS", "errno_message", "RECOVERABLE_FEATURES", "viommu_guest_elf"]
 
 SMMU_PA = 0x0905_0000
 PORT_IPA = 0x0911_0000
@@ -82,6 +82,12 @@ def errno_message(e: OSError) -> str:
 def guest_elf(name: str) -> Path:
     """Build (cached) guest_fw/scenarios/<name>.c with the runtime and scn.h."""
     return build_guest([SCENARIO_GUESTS / f"{name}.c"], include_dirs=[SCENARIO_GUESTS], name=f"scn_{name}").path
+
+
+def viommu_guest_elf(name: str) -> Path:
+    """Build (cached) guest_fw/scenarios/<name>.c linked with the guest virtio-iommu driver."""
+    return build_guest([SCENARIO_GUESTS / f"{name}.c", RUNTIME_DIR / "viommu.c"], include_dirs=[SCENARIO_GUESTS],
+                       name=f"scn_{name}").path
 
 
 def vsmmu_guest_elf(name: str) -> Path:
@@ -171,8 +177,9 @@ class Assigned:
     viommu: int = 0
     vdevice: int = 0
     nested_hwpt: int = 0
-    mode: str = "blocked"            # blocked | s2 | nested | vsmmu
+    mode: str = "blocked"            # blocked | s2 | nested | vsmmu | viommu
     nested_vm: NestedVm | None = None
+    viommu_vm: Any = None            # harness.viommu.ViommuVm (mode "viommu")
     vmid: int | None = None          # the VMID in the device's STE (S2VMID), read back after each attach
 
 
@@ -276,6 +283,32 @@ class ScenarioPlatform:
         self._read_vmid(a)
         return vm
 
+    def add_viommu_guest(self, name: str, program: str, *, params: list[int], kvm_first: bool = True,
+                         page_tables: bool = False, advertise_btm: str = "pinned", handler: Callable | None = None,
+                         **vmm_kw: Any) -> Any:
+        """A VM running guest_fw/scenarios/<program>.c with guest_fw/lib/viommu.c: `harness.viommu.setup_viommu_vm`
+        gives it an assigned DMA test device behind a virtio-iommu (`page_tables`: the page-table-sharing
+        extension, `advertise_btm` its BTM flag). As `add_vsmmu_guest`, the VM has run once before, and a
+        set-up the host refuses is recorded in `attach_errors` (the VM never starts)."""
+        from ..viommu import setup_viommu_vm
+        vm = self._new_vm(name, viommu_guest_elf(program), params, handler)
+        kv = self.kvm.vm_of(vm)
+        self.kvm.vcpu_load(kv.vcpus[0], 0)
+        self.kvm.vcpu_put(kv.vcpus[0])
+        try:
+            vv = setup_viommu_vm(self.machine, vm, self.host, page_tables=page_tables, advertise_btm=advertise_btm,
+                                 kvm_before_bind=kvm_first, **vmm_kw)
+        except IommufdError as e:
+            self.attach_errors[name] = errno_message(e)
+            self.not_started.add(name)
+            return vm
+        a = Assigned(name, vm, vv.dma, vv.psid, vv.endpoint, vv.dev, vv.dev_id, vv.ioas, vv.s2_hwpt, vv.viommu,
+                     mode="viommu")
+        a.viommu_vm = vv
+        self.devices[name] = a
+        self._read_vmid(a)
+        return vm
+
     # -- the VMM's iommufd calls ------------------------------------------------------------------------------
     def _read_vmid(self, a: Assigned) -> int | None:
         """The S2VMID of the device's STE as the host driver wrote it (None: no stage 2 in the STE)."""
@@ -337,11 +370,13 @@ class ScenarioPlatform:
         status = 0
         a = self.devices.get(port.name)
         if cmd == CMD_ATTACH_NESTED:
-            ok = a is not None and a.mode != "vsmmu" and args[1] < 32
+            ok = a is not None and a.mode not in ("vsmmu", "viommu") and args[1] < 32
             status = self.attach_nested(port.name, args[0], args[1]) if ok else EINVAL
         elif cmd == CMD_REPORT:
             if a is not None and a.nested_vm is not None and args[0] == 0 and port.name not in self.snapshots:
                 self.snapshots[port.name] = a.nested_vm.vsmmu.snapshot()   # set-up done: count the rounds only
+            elif a is not None and a.viommu_vm is not None and args[0] == 0 and port.name not in self.snapshots:
+                self.snapshots[port.name] = a.viommu_vm.cost()
             rec = dict(vm=port.name, index=args[0], outcome=OUTCOME_NAMES.get(args[1], "other"), value=args[2],
                        vmid_cpu=vm.vcpus[0].vmid, vmid_ste=self._read_vmid(a) if a is not None else None,
                        rollovers=self.kvm.vmids.rollovers)
