@@ -65,8 +65,7 @@ from devmodel.virtio.iommu import Endpoint, ResvMem, TableFormat, VirtioIommu
 from devmodel.virtio.iommu.pgtable import INVAL_S_DOMAIN, INVAL_S_PASID, Invalidation, PageTable, PasidTable
 from devmodel.virtio.iommu.spec import MAP_F_MMIO, MAP_F_READ, MAP_F_WRITE, RESV_MEM_T_MSI, FaultReason, IommuStatus
 from devmodel.virtio.iommu.backend import IommuBackend
-from devmodel.virtio.mmio import MMIO_SIZE as TRANSPORT_SIZE
-from devmodel.virtio.mmio import VirtioMmio, virt_transport_base
+from devmodel.virtio.mmio import VirtioMmio
 
 from .host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_IOAS_MAP_FIXED_IOVA,
                            IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
@@ -74,10 +73,9 @@ from .host.pcie import DmaTestFunction
 from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, _assigned_dma, offers_btm
 from .vsmmu import vsmmu_features
 
-__all__ = ["ViommuBackend", "ViommuVm", "CdPage", "setup_viommu_vm", "STATUS_OF_ERRNO", "VIOMMU_TRANSPORT",
+__all__ = ["ViommuBackend", "ViommuVm", "CdPage", "setup_viommu_vm", "invalidation_commands", "STATUS_OF_ERRNO",
            "GICV2M_FRAME", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
 
-VIOMMU_TRANSPORT = 31              # QEMU virt gives its first -device virtio-* the highest transport
 DEFAULT_ENDPOINT = DEFAULT_VSID    # the `iommus = <&viommu ID>` cell of the DMA test device
 GICV2M_FRAME = (0x0802_0000, 0x1000)   # QEMU virt's MSI doorbell, its virtio-iommu's RESV_MEM MSI region
 CMDQ_MAX_TLBI_OPS = 512            # Linux arm-smmu-v3: beyond this many pages invalidate the whole ASID
@@ -333,41 +331,6 @@ def invalidation_commands(inv: Invalidation, table: PageTable | PasidTable, endp
             for i in range(inv.nr_pages)]
 
 
-class TransportPage:
-    """One 4 KiB page of QEMU virt's virtio-mmio window (transports 8k .. 8k+7, 0x200 bytes each) holding the
-    virtio-iommu's transport; the other slots are empty transports (DeviceID 0), as on QEMU virt. Every access
-    is a trap to the VMM (`accesses`; QueueNotify writes: `kicks`)."""
-
-    def __init__(self, first: int, transports: dict[int, VirtioMmio]):
-        self.first = first
-        self.slots: dict[int, VirtioMmio] = dict(transports)
-        self.accesses = 0
-        self.kicks = 0
-
-    @property
-    def base(self) -> int:
-        return virt_transport_base(self.first)
-
-    def _slot(self, offset: int) -> tuple[VirtioMmio, int]:
-        index, off = divmod(offset, TRANSPORT_SIZE)
-        t = self.slots.get(self.first + index)
-        if t is None:
-            t = self.slots[self.first + index] = VirtioMmio(None, legacy=False)
-        return t, off
-
-    def read(self, offset: int, size: int) -> int:
-        self.accesses += 1
-        t, off = self._slot(offset)
-        return t.read(off, size)
-
-    def write(self, offset: int, value: int, size: int) -> None:
-        self.accesses += 1
-        t, off = self._slot(offset)
-        if off == 0x050 and t.device is not None:           # QueueNotify (virtio v1.2 4.2.2)
-            self.kicks += 1
-        t.write(off, value, size)
-
-
 _MAPPING_EVENTS = frozenset({EventType.F_TRANSLATION, EventType.F_ADDR_SIZE, EventType.F_ACCESS,
                              EventType.F_PERMISSION, EventType.F_WALK_EABT})
 
@@ -381,7 +344,7 @@ class ViommuVm:
     kvm_vm: Any
     device: VirtioIommu
     transport: VirtioMmio
-    page: TransportPage
+    transport_index: int
     backend: ViommuBackend
     dma: Any
     mmio: Any
@@ -398,13 +361,11 @@ class ViommuVm:
     cd_page: CdPage | None = None
     vmm: Counter = field(default_factory=Counter)
 
-    @property
-    def transport_index(self) -> int:
-        return next(i for i, t in self.page.slots.items() if t is self.transport)
-
     def cost(self) -> dict[str, int]:
         """Counters so far: VM exits (trapped transport accesses), kicks, host calls, physical commands."""
-        return dict(vm_exits=self.page.accesses, kicks=self.page.kicks,
+        board = self.vm.virtio
+        i = self.transport_index
+        return dict(vm_exits=board.accesses[i], kicks=board.notifies[i],
                     host_calls=self.backend.stats["host_calls"], host_cmds=self.backend.stats["host_cmds"])
 
     def poll_faults(self) -> int:
@@ -452,10 +413,9 @@ def _cd_page(machine: Any, vm: Any, ictx: Any, ioas: int) -> CdPage:
 
 def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: bool = False,
                     advertise_btm: str = "pinned", endpoint: int = DEFAULT_ENDPOINT, dmatest_ipa: int = DMATEST_IPA,
-                    transport: int = VIOMMU_TRANSPORT, kvm_before_bind: bool = True,
-                    device_kw: dict | None = None) -> ViommuVm:
-    """Give `vm` an assigned DMA test device behind a virtio-iommu on virtio-mmio transport `transport`
-    (module docstring). `page_tables` enables the page-table-sharing extension (vIOMMU, F_ATTACH_TABLE);
+                    kvm_before_bind: bool = True, device_kw: dict | None = None) -> ViommuVm:
+    """Give `vm` an assigned DMA test device behind a virtio-iommu plugged into the VM's next virtio-mmio
+    transport (QEMU virt's order: 31 for the first device; Version 2 interface), module docstring. `page_tables` enables the page-table-sharing extension (vIOMMU, F_ATTACH_TABLE);
     `advertise_btm` decides its BTM flag (`harness.vmm.offers_btm`). iommufd refusals raise `IommufdError`
     (the VM cannot be set up)."""
     ictx = host.ictx
@@ -489,11 +449,8 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
     device = VirtioIommu(vm.ipa, [Endpoint(endpoint, (msi,), fmt)], backend=backend,
                          phys_ranges=[(vm.ram_ipa, vm.ram.size)], page_tables=page_tables, table_format=fmt,
                          tracer=machine.tracer, name=name, **(device_kw or {}))
-    mmio_t = VirtioMmio(device, legacy=False, name=f"{name}@{virt_transport_base(transport):x}",
-                        tracer=machine.tracer)
-    page = TransportPage(transport & ~7, {transport: mmio_t})
-    vm.add_device(page.base, _PAGE, page, "virtio-mmio")
-    vv = ViommuVm(host, vm, kvm_vm, device, mmio_t, page, backend, dma, mmio, dev, dev_id, ioas, s2, endpoint, psid,
-                  viommu, vmid, btm, veventq, cd_page)
+    index = vm.virtio.plug(device, modern=True)
+    vv = ViommuVm(host, vm, kvm_vm, device, vm.virtio.transport(index), index, backend, dma, mmio, dev, dev_id, ioas,
+                  s2, endpoint, psid, viommu, vmid, btm, veventq, cd_page)
     machine.add_plugin(vv)
     return vv
