@@ -349,3 +349,27 @@ def test_physical_faults_reach_the_event_queue(env):
     (u,) = env.evq.used()
     reason, flags, endpoint, address = struct.unpack_from("<B3xIIxxxxQ", u.data)
     assert (reason, endpoint, address) == (2, EP, 0x5000) and flags & 1 and flags & 0x100
+
+
+# ---- the device tree ---------------------------------------------------------------------------------------------
+def test_the_device_tree_describes_the_virtio_iommu_and_the_endpoint(env, tmp_path):
+    """QEMU virt's virtio-iommu-device on virtio-mmio, as Linux's binding says (virtio/mmio.yaml: a transport
+    with `#iommu-cells = <1>`; the endpoint's `iommus = <&viommu ENDPOINT_ID>`); dtc decompiles it cleanly."""
+    import shutil
+    import subprocess
+
+    from harness.board import board_spec
+    from harness.devicetree import board_dtb, build_tree
+    spec = board_spec(env.vm)
+    assert spec.virtio_iommu == env.vv.transport_index == 31 and spec.smmu is None
+    t = build_tree(spec)
+    node = t.find("/virtio_mmio@a003e00")
+    assert node.u32s("#iommu-cells") == (1,) and node.string("compatible") == "virtio,mmio"
+    dma = t.find("/dmatest@9100000")
+    assert dma.u32s("iommus") == (node.u32s("phandle")[0], EP)
+    if shutil.which("dtc") is None:
+        pytest.skip("dtc not installed (Debian: apt-get install device-tree-compiler)")
+    (tmp_path / "b.dtb").write_bytes(board_dtb(spec))
+    p = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(tmp_path / "b.dtb")], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert "#iommu-cells = <0x01>;" in p.stdout and f"iommus = <0x{node.u32s('phandle')[0]:x} 0x{EP:x}>;" in p.stdout
