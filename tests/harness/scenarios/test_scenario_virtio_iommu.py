@@ -112,3 +112,19 @@ def test_cli_runs_one_mode(capsys):
 def test_bad_mode_raises():
     with pytest.raises(ValueError, match="mode"):
         run_scenario("virtio-iommu", "shared", 8, mode="nope")
+
+
+def test_report_has_the_virtio_iommu_columns_sweep_and_plot(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+    assert main(["scenario", "report", "-o", str(tmp_path), "--scenarios", "virtio-iommu", "--policies", "private",
+                 "--widths", "8", "--sweep", "1,2", "-j", "2"]) == 0
+    capsys.readouterr()
+    md = (tmp_path / "report.md").read_text()
+    assert "| virtio-iommu | private | 8 | **no** |" in md
+    assert "## virtio-iommu: cost per guest mapping change against the number of VMs (private policy)" in md
+    assert "| 1 | 2.00 | 2.00 |" in md                        # MAP/UNMAP: 2 exits, 2 host calls per change
+    root = ET.fromstring((tmp_path / "vm_exits.svg").read_text())
+    assert "virtio-iommu MAP/UNMAP" in ET.tostring(root, encoding="unicode")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["vms"] for r in data["viommu_sweep"]] == [1, 2]
+    assert all(r["metrics"]["table_vm_exits_per_change"] == 1.0 for r in data["viommu_sweep"])   # no BTM offer
