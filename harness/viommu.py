@@ -73,7 +73,8 @@ from .host.pcie import DmaTestFunction
 from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, _assigned_dma, offers_btm
 from .vsmmu import vsmmu_features
 
-__all__ = ["ViommuBackend", "ViommuVm", "CdPage", "setup_viommu_vm", "invalidation_commands", "STATUS_OF_ERRNO",
+__all__ = ["ViommuBackend", "ViommuVm", "CdPage", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
+           "invalidation_commands", "STATUS_OF_ERRNO",
            "GICV2M_FRAME", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
 
 DEFAULT_ENDPOINT = DEFAULT_VSID    # the `iommus = <&viommu ID>` cell of the DMA test device
@@ -454,3 +455,44 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
                   s2, endpoint, psid, viommu, vmid, btm, veventq, cd_page)
     machine.add_plugin(vv)
     return vv
+
+
+class EmulatedDma:
+    """The translate callback of an emulated DMA test device behind the virtio-iommu (no host IOMMU: the
+    device translates, as QEMU does for its emulated devices): the endpoint is the device's SID register.
+    A fault is reported on the event queue by the device; the DMA test device then shows FAULT with
+    FAULT_TYPE = the virtio fault reason."""
+
+    @dataclass(frozen=True)
+    class _Pa:
+        pa: int
+
+    @dataclass(frozen=True)
+    class _Fault:
+        type: int
+
+    def __init__(self, viommu: VirtioIommu):
+        self.viommu = viommu
+
+    def __call__(self, sid: int, ssid: int | None, addr: int, *, write: bool = False, exec_: bool = False,
+                 priv: bool = False) -> Any:
+        out = self.viommu.translate(sid, addr, write=write, exec_=exec_, pasid=ssid)
+        return self._Pa(out) if isinstance(out, int) else self._Fault(int(out.reason))
+
+
+def add_emulated_viommu(vm: Any, *, page_tables: bool = False, endpoint: int = DEFAULT_ENDPOINT,
+                        dmatest_ipa: int | None = DMATEST_IPA, table_format: TableFormat | None = None) -> VirtioIommu:
+    """A virtio-iommu with emulated endpoints on the VM's next virtio-mmio transport (`smmu-harness run
+    --virtio-iommu`): endpoint `endpoint` is a DMA test device at `dmatest_ipa` (None: no device) whose DMA
+    the virtio-iommu itself translates; `page_tables` offers the extension (`--viommu-pgtable`)."""
+    from devmodel.dmatest import DMATEST_SIZE, DmaTestDevice
+    m = vm.machine
+    msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
+    dev = VirtioIommu(vm.ipa, [Endpoint(endpoint, (msi,))], phys_ranges=[(vm.ram_ipa, vm.ram.size)],
+                      page_tables=page_tables, table_format=table_format, tracer=m.tracer,
+                      name=f"{vm.name}.virtio-iommu")
+    vm.virtio.plug(dev, modern=True)
+    if dmatest_ipa is not None:
+        dma = DmaTestDevice(vm.ipa, EmulatedDma(dev), sid=endpoint, tracer=m.tracer, name=f"{vm.name}.dmatest")
+        vm.add_device(dmatest_ipa, DMATEST_SIZE, dma, "dmatest")
+    return dev
