@@ -14,7 +14,8 @@ guest_fw/lib/viommu.c, the VMM harness/viommu.py (virtio-iommu on virtio-mmio, i
   relies on its `TLBI VAE1IS` broadcasts, which carry its KVM VMID while the SMMU tags its entries with the
   vIOMMU's.
 
-`mode="all"` (default) runs the three; `ok` only if each behaved correctly: every round completed, no fault,
+`viommu_pgtable` ("auto": only the table modes; "on"; "off": the table modes then find no extension and fail
+cleanly) is whether the VMM offers the extension. `mode="all"` (default) runs the three; `ok` only if each behaved correctly: every round completed, no fault,
 no cross-VM DMA, no stale DMA. Expected (as `sva-btm`): `map` and `table` correct under every VMID policy,
 `btm` stale under `private` and, after a rollover, `unpinned`; correct with `split`, `restricted`, `shared`. Metrics per mode
 (`map_*`, `table_*`, `btm_*`): stale / cross-VM DMA, faults, whether BTM was offered, and per guest
@@ -57,7 +58,7 @@ def run_mode(res: ScenarioResult, mode: str, *, rounds: int, rollover_every: int
     cost = _cost_since(vv, run.plat.snapshots.get("sva"))
     m.update({f"{k}_per_change": (v / changes if changes else 0.0) for k, v in cost.items()})
     m.update(btm_offered=int(bool(vv and vv.btm_offered)), viommu_vmid=vv.vmid if vv else None,
-             requests=dict(_requests(vv)), internal_errors=0,
+             requests=dict(_requests(vv)), guest_exit=run.outcome.exit_code,
              ok=err is None and run.bad == 0 and run.outcome.exit_code == 0 and m["rounds"] == rounds
              and m["pinned_vmid_changes"] == 0 and m["cross_vm_dma"] == 0)
     for n in sub.notes:
@@ -92,15 +93,20 @@ class VirtioIommuScenario(Scenario):
     vms_meaning = "VMs on the host (the virtio-iommu VM + others time-sliced with it)"
     default_vms = 3
     options = {"mode": (("map", "table", "btm", "all"), "all",
-                        "map: MAP/UNMAP; table: shared tables, BTM only with a pinned VMID; btm: BTM always offered")}
+                        "map: MAP/UNMAP; table: shared tables, BTM only with a pinned VMID; btm: BTM always offered"),
+               "viommu_pgtable": (("auto", "on", "off"), "auto",
+                                  "the VMM offers page-table sharing: auto (the table modes only), on, off")}
 
     def _run(self, res: ScenarioResult, *, tracer: Tracer | None = None, mode: str = "all", rounds: int = 6,
-             rollover_every: int = 2, **_: Any) -> None:
+             rollover_every: int = 2, viommu_pgtable: str = "auto", **_: Any) -> None:
         if mode not in MODES + ("all",):
             raise ValueError(f"mode must be map, table, btm or all, not {mode!r}")
+        if viommu_pgtable not in ("auto", "on", "off"):
+            raise ValueError(f"viommu_pgtable must be auto, on or off, not {viommu_pgtable!r}")
+        tables = {"auto": None, "on": True, "off": False}[viommu_pgtable]
         modes = MODES if mode == "all" else (mode,)
-        results = {md: run_mode(res, md, rounds=rounds, rollover_every=rollover_every, tracer=tracer)
-                   for md in modes}
+        results = {md: run_mode(res, md, rounds=rounds, rollover_every=rollover_every, tracer=tracer,
+                                page_tables=tables) for md in modes}
         m = res.metrics
         for md, r in results.items():
             m.update({f"{md}_{k}": v for k, v in r.items() if k != "ok"})
@@ -118,7 +124,10 @@ class VirtioIommuScenario(Scenario):
         elif res.ok:
             res.verdict = "every DMA after the guest's change saw the new page; " + "; ".join(parts)
         else:
-            bad = [md for md, r in results.items() if r["stale_dma"] or not r["ok"]]
-            res.verdict = (f"{', '.join(bad)}: stale or failed DMA (broadcast TLBIs carry the KVM VMID, the SMMU's "
-                           "entries the vIOMMU's)" if "btm" in bad else f"{', '.join(bad)}: failed") + \
-                "; " + "; ".join(parts)
+            stale = [md for md, r in results.items() if r["stale_dma"]]
+            failed = [f"{md} (guest exit {r['guest_exit']}, {r['rounds']} of {rounds} rounds)"
+                      for md, r in results.items() if not r["ok"]]
+            why = [f"{', '.join(stale)}: stale DMA (broadcast TLBIs carry the KVM VMID, the SMMU's entries the "
+                   "vIOMMU's)"] if stale else []
+            why += [f"did not complete: {', '.join(failed)}"] if failed else []
+            res.verdict = "; ".join(why + parts)
