@@ -373,3 +373,44 @@ def test_the_device_tree_describes_the_virtio_iommu_and_the_endpoint(env, tmp_pa
     p = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(tmp_path / "b.dtb")], capture_output=True, text=True)
     assert p.returncode == 0 and p.stderr == "", p.stderr
     assert "#iommu-cells = <0x01>;" in p.stdout and f"iommus = <0x{node.u32s('phandle')[0]:x} 0x{EP:x}>;" in p.stdout
+
+
+def test_attach_pst_arm_gives_the_guests_cd_table_to_the_nested_hwpt(env):
+    from virtio.iommu_driver import attach_pst_arm
+    cdt = env.g.alloc(PAGE)
+    assert env.status(attach_pst_arm(1, EP, cdt, s1cdmax=2)) == S_OK
+    ste = env.ste()
+    assert ste.config == stemod.CONFIG_NESTED and ste.s1contextptr == cdt and ste.s1cdmax == 2
+    assert ste.s2vmid == env.vv.vmid and env.vv.cd_page.free == list(range(64))   # no VMM-built CD
+
+
+def test_a_refused_host_call_changes_nothing(env, monkeypatch):
+    import errno
+
+    from harness.host.iommufd import IommufdError
+    assert env.status(attach(1, EP)) == S_OK
+
+    def refuse(*a, **kw):
+        raise IommufdError(errno.ENOMEM, "pinned-page limit")
+    monkeypatch.setattr(env.host.ictx, "ioas_map", refuse)
+    assert env.status(map_(1, 0, 0xFFF, RAM)) == 8                    # NOMEM
+    assert env.vv.device.domains[1].mappings.lookup(0) is None       # the device kept nothing either
+    assert env.backend.refusals == [("map", errno.ENOMEM, "pinned-page limit")]
+
+
+def test_hostile_dma_never_reaches_another_vm_or_the_host():
+    a = Env(name="vmA")
+    b = Env(machine=a.m, host=a.host, name="vmB")
+    x = b.g.alloc(PAGE)                                   # the same IPA in both VMs: each its own RAM
+    a.vm.ipa.write_bytes(x, b"A" * 8)
+    assert b.status(attach(1, EP)) == S_OK and b.status(map_(1, 0, 0xFFF, x)) == S_OK
+    mm = b.vv.mmio
+    mm.write(DMA_IOVA, 0, 8)
+    mm.write(DMA_DATA, 0x4242424242424242, 8)
+    mm.write(DMA_LEN, 8, 4)
+    mm.write(DMA_CMD, 2, 4)
+    assert mm.read(DMA_STATUS, 4) == ST_DONE
+    assert b.vm.ipa.read_bytes(x, 8) == b"B" * 8 and a.vm.ipa.read_bytes(x, 8) == b"A" * 8
+    for phys in (a.vm.ram_pa, b.vm.ram_pa, 0x0905_0000, 0xFFFF_F000):   # host PAs (A's, B's RAM, the SMMU)
+        assert b.status(map_(1, 0x10_0000, 0x10_0FFF, phys)) == S_FAULT    # are not B's guest-physical memory
+    assert b.calls() == 4                                  # ATTACH (3 calls) + the one good MAP
