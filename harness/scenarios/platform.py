@@ -259,6 +259,24 @@ class ScenarioPlatform:
         a.s2_hwpt = ictx.hwpt_alloc(a.dev_id, a.ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
         return vm
 
+    def _new_booted_vm(self, name: str, elf: Path, params: list[int], handler: Callable | None) -> Any:
+        """A scenario VM that has run once (KVM gave it a VMID at its first vcpu_load), as a VM booted before
+        the VMM hot-plugs a device into it."""
+        vm = self._new_vm(name, elf, params, handler)
+        kv = self.kvm.vm_of(vm)
+        self.kvm.vcpu_load(kv.vcpus[0], 0)
+        self.kvm.vcpu_put(kv.vcpus[0])
+        return vm
+
+    def _vmm_setup(self, name: str, setup: Callable[[], Any]) -> Any:
+        """`setup()`, or None when the host refused it (recorded in `attach_errors`: the VM never starts)."""
+        try:
+            return setup()
+        except IommufdError as e:
+            self.attach_errors[name] = errno_message(e)
+            self.not_started.add(name)
+            return None
+
     def add_vsmmu_guest(self, name: str, program: str, *, params: list[int], kvm_first: bool = True,
                         advertise_btm: str = "pinned", handler: Callable | None = None, **vmm_kw: Any) -> Any:
         """A VM running guest_fw/scenarios/<program>.c with guest_fw/lib/vsmmu.c: `harness.vmm.setup_nested_vm`
@@ -266,16 +284,10 @@ class ScenarioPlatform:
         run once before (KVM gave it a VMID at its first vcpu_load), as for a device hot-plugged into a booted
         VM. A set-up the host refuses is recorded in `attach_errors` and the VM never starts. `vmm_kw` go to
         `setup_nested_vm` (`ats`, `iopf`, `httu`: what the vSMMU offers)."""
-        vm = self._new_vm(name, vsmmu_guest_elf(program), params, handler)
-        kv = self.kvm.vm_of(vm)
-        self.kvm.vcpu_load(kv.vcpus[0], 0)
-        self.kvm.vcpu_put(kv.vcpus[0])
-        try:
-            nv = setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first, advertise_btm=advertise_btm,
-                                 **vmm_kw)
-        except IommufdError as e:
-            self.attach_errors[name] = errno_message(e)
-            self.not_started.add(name)
+        vm = self._new_booted_vm(name, vsmmu_guest_elf(program), params, handler)
+        nv = self._vmm_setup(name, lambda: setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first,
+                                                           advertise_btm=advertise_btm, **vmm_kw))
+        if nv is None:
             return vm
         a = Assigned(name, vm, nv.dma, nv.psid, nv.vsid, nv.dev, nv.dev_id, nv.ioas, nv.s2_hwpt, nv.viommu,
                      mode="vsmmu", nested_vm=nv)
@@ -291,16 +303,11 @@ class ScenarioPlatform:
         extension, `advertise_btm` its BTM flag). As `add_vsmmu_guest`, the VM has run once before, and a
         set-up the host refuses is recorded in `attach_errors` (the VM never starts)."""
         from ..viommu import setup_viommu_vm
-        vm = self._new_vm(name, viommu_guest_elf(program), params, handler)
-        kv = self.kvm.vm_of(vm)
-        self.kvm.vcpu_load(kv.vcpus[0], 0)
-        self.kvm.vcpu_put(kv.vcpus[0])
-        try:
-            vv = setup_viommu_vm(self.machine, vm, self.host, page_tables=page_tables, advertise_btm=advertise_btm,
-                                 kvm_before_bind=kvm_first, **vmm_kw)
-        except IommufdError as e:
-            self.attach_errors[name] = errno_message(e)
-            self.not_started.add(name)
+        vm = self._new_booted_vm(name, viommu_guest_elf(program), params, handler)
+        vv = self._vmm_setup(name, lambda: setup_viommu_vm(self.machine, vm, self.host, page_tables=page_tables,
+                                                           advertise_btm=advertise_btm, kvm_before_bind=kvm_first,
+                                                           **vmm_kw))
+        if vv is None:
             return vm
         a = Assigned(name, vm, vv.dma, vv.psid, vv.endpoint, vv.dev, vv.dev_id, vv.ioas, vv.s2_hwpt, vv.viommu,
                      mode="viommu")
