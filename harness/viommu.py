@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from devmodel.smmuv3 import commands as cmds
-from devmodel.smmuv3 import events as evmod
 from devmodel.smmuv3 import ste as stemod
 from devmodel.smmuv3.fault import EventType
 from devmodel.trace import NULL_TRACER, Tracer, define

@@ -30,6 +30,7 @@
 #define ST_DRIVER 2
 #define ST_DRIVER_OK 4
 #define ST_FEATURES_OK 8
+#define ST_DEVICE_NEEDS_RESET 0x40
 
 #define DESC_F_NEXT 1
 #define DESC_F_WRITE 2
@@ -182,8 +183,11 @@ u8 viommu_request(struct viommu *v, const void *req, u32 rlen, void *wbuf, u32 w
 	writel(0, v->base + MMIO_QUEUE_NOTIFY);          /* the VM exit: the device serves the request */
 	v->kicks++;
 	want = q->last_used + 1;
-	while ((u16)(q->used[0] >> 16) != want)          /* used->idx (polled: no interrupt controller) */
-		;
+	/* used->idx, polled (no interrupt controller); a device in its error state (DEVICE_NEEDS_RESET, 2.1.2)
+	 * answers nothing more: give up rather than spin for ever */
+	while ((u16)(q->used[0] >> 16) != want)
+		if (readl(v->base + MMIO_STATUS) & ST_DEVICE_NEEDS_RESET)
+			return VIOMMU_S_NONE;
 	dsb(ish);
 	v->last_used_len = q->used[2 + 2 * (q->last_used % q->num)];
 	q->last_used = want;

@@ -28,7 +28,7 @@ from harness.viommu import CMDQ_MAX_TLBI_OPS, DEFAULT_ENDPOINT, invalidation_com
 from harness.vmm import setup_host  # noqa: E402
 from virtio.driver import Guest, MmioDriver  # noqa: E402
 from virtio.iommu_driver import (FAULT_SIZE, S_FAULT, S_INVAL, S_IOERR, S_NOENT, S_OK, S_RANGE,  # noqa: E402
-                                 S_UNSUPP, attach, attach_pgt_arm, detach, invalidate, map_, parse_properties,
+                                 attach, attach_pgt_arm, detach, invalidate, map_, parse_properties,
                                  probe, unmap)
 
 EP = DEFAULT_ENDPOINT
