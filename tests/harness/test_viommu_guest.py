@@ -55,3 +55,27 @@ def test_same_image_under_qemu_finds_no_virtio_iommu_on_virtio_mmio(elf):
     r = subprocess.run([QEMU, "-M", "virt", "-cpu", "max", "-device", "virtio-iommu-device", "-nographic",
                         "-kernel", str(elf)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode != 0 and "VIRTIO-IOMMU is not attached to any PCI bus" in r.stderr
+
+
+def test_what_the_guest_driver_sends_is_what_the_spec_says(elf, tmp_path):
+    """The requests of guest_fw/lib/viommu.c as the device decoded them (its layouts: virtio 1.2 5.13.6),
+    from the trace: fields and statuses in the order the guest sent them."""
+    import json
+    trace = tmp_path / "t.jsonl"
+    p = run_cli("run", elf, "--virtio-iommu", "--trace", trace, "--trace-events",
+                "virtio_iommu_attach,virtio_iommu_map,virtio_iommu_unmap,virtio_iommu_report_fault")
+    assert p.returncode == 0, p.stdout + p.stderr
+    ev = [json.loads(ln) for ln in trace.read_text().splitlines()]
+    got = [(e["event"], e.get("domain"), e.get("endpoint"), e.get("virt_start"), e.get("virt_end"),
+            e.get("status")) for e in ev if e["event"] != "virtio_iommu_report_fault"]
+    iova = 0x1000_0000
+    assert got == [("virtio_iommu_attach", 1, 0x10, None, None, "OK"),
+                   ("virtio_iommu_attach", 1, 0x11, None, None, "NOENT"),
+                   ("virtio_iommu_map", 1, None, iova, iova + 0x1fff, "OK"),
+                   ("virtio_iommu_map", 1, None, iova + 0x1000, iova + 0x1fff, "INVAL"),
+                   ("virtio_iommu_unmap", 1, None, iova, iova + 0xfff, "RANGE"),
+                   ("virtio_iommu_unmap", 1, None, iova, iova + 0x1fff, "OK")]
+    maps = [e for e in ev if e["event"] == "virtio_iommu_map"]
+    assert maps[0]["flags"] == 1 and 0x4000_0000 <= maps[0]["phys_start"] < 0x4800_0000
+    (fault,) = [e for e in ev if e["event"] == "virtio_iommu_report_fault"]
+    assert fault["reason"] == 2 and fault["endpoint"] == 0x10
