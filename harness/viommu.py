@@ -56,6 +56,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from devmodel.bus import BusError
 from devmodel.smmuv3 import commands as cmds
 from devmodel.smmuv3 import ste as stemod
 from devmodel.smmuv3.fault import EventType
@@ -72,7 +73,7 @@ from .host.pcie import DmaTestFunction
 from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, _assigned_dma, offers_btm
 from .vsmmu import vsmmu_features
 
-__all__ = ["ViommuBackend", "ViommuVm", "CdPage", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
+__all__ = ["ViommuBackend", "ViommuVm", "CdPage", "GuestRam", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
            "invalidation_commands", "STATUS_OF_ERRNO",
            "GICV2M_FRAME", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
 
@@ -94,6 +95,34 @@ define("viommu_host_call", ("dev", "op", "errno", "host_cmds", "why"),
        "an iommufd call the virtio-iommu backend made for a guest request (errno 0: done)")
 define("viommu_fault", ("dev", "type", "endpoint", "reason", "address"),
        "a physical fault of an assigned endpoint reported on the virtio-iommu event queue")
+
+
+class GuestRam:
+    """The virtio-iommu's DMA view of the VM: guest RAM only. The VM's IPA bus would hand a 1/2/4/8-byte
+    access to an MMIO region to that device (`Bus.write_bytes`), so a guest could aim a reply at the
+    transport's own QueueNotify (re-entering the device) or at its assigned device's registers; here such an
+    address is a bus error (the ring's "out of RAM": the device's error state), as QEMU's re-entrancy guard
+    (`MemReentrancyGuard`, QEMU 8.1) refuses a device's DMA into MMIO it would re-enter."""
+
+    def __init__(self, vm: Any):
+        self.vm = vm
+        self.ipa = vm.ipa
+
+    def read_bytes(self, addr: int, size: int) -> bytes:
+        if not self.vm.in_ram(addr, size):
+            raise BusError(addr, size, "not guest RAM")
+        return self.ipa.read_bytes(addr, size)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        if not self.vm.in_ram(addr, len(data)):
+            raise BusError(addr, len(data), "not guest RAM")
+        self.ipa.write_bytes(addr, data)
+
+    def read(self, addr: int, size: int = 8) -> int:
+        return int.from_bytes(self.read_bytes(addr, size), "little")
+
+    def write(self, addr: int, value: int, size: int = 8) -> None:
+        self.write_bytes(addr, value.to_bytes(size, "little"))
 
 
 class CdPage:
@@ -446,7 +475,7 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
     backend = ViommuBackend(ictx, endpoints={endpoint: dev_id}, s2_hwpt=s2, viommu=viommu, gpa_to_pa=_gpa_to_pa(vm),
                             cd_page=cd_page, tracer=machine.tracer, name=name)
     msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
-    device = VirtioIommu(vm.ipa, [Endpoint(endpoint, (msi,), fmt)], backend=backend,
+    device = VirtioIommu(GuestRam(vm), [Endpoint(endpoint, (msi,), fmt)], backend=backend,
                          phys_ranges=[(vm.ram_ipa, vm.ram.size)], page_tables=page_tables, table_format=fmt,
                          tracer=machine.tracer, name=name, **(device_kw or {}))
     index = vm.virtio.plug(device, modern=True)
@@ -487,7 +516,7 @@ def add_emulated_viommu(vm: Any, *, page_tables: bool = False, endpoint: int = D
     from devmodel.dmatest import DMATEST_SIZE, DmaTestDevice
     m = vm.machine
     msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
-    dev = VirtioIommu(vm.ipa, [Endpoint(endpoint, (msi,))], phys_ranges=[(vm.ram_ipa, vm.ram.size)],
+    dev = VirtioIommu(GuestRam(vm), [Endpoint(endpoint, (msi,))], phys_ranges=[(vm.ram_ipa, vm.ram.size)],
                       page_tables=page_tables, table_format=table_format, tracer=m.tracer,
                       name=f"{vm.name}.virtio-iommu")
     vm.virtio.plug(dev, modern=True)

@@ -262,6 +262,26 @@ def test_hostile_chain_out_of_ram_or_looping_reaches_no_host_call():
         assert e.calls() == 0 and e.ste().config == stemod.CONFIG_S2     # still the boot bypass
 
 
+@pytest.mark.parametrize("target", ["QueueNotify of its own transport", "the assigned device's CMD register"])
+def test_hostile_reply_aimed_at_mmio_reaches_no_device(target):
+    """A reply buffer (or a ring) at an MMIO address is a bus error for the device (its DMA sees guest RAM
+    only): no re-entry into the transport, no command to the assigned device; the device's error state."""
+    e = Env(page_tables=False)
+    addr = (0x0A00_0000 + 0x200 * e.vv.transport_index + 0x50) if target.startswith("QueueNotify") \
+        else 0x0910_0000 + DMA_CMD
+    notified = []
+    real = e.vv.device.queue_notify
+    e.vv.device.queue_notify = lambda i: notified.append(i) or real(i)
+    q = e.reqq
+    q.put_desc(0, e.g.buffer(attach(1, EP)), 20, VIRTQ_DESC_F_NEXT, 1)
+    q.put_desc(1, addr, 4, VIRTQ_DESC_F_WRITE, 0)
+    q.publish(0)
+    q.kick()
+    assert e.drv.status() & Status.DEVICE_NEEDS_RESET
+    assert notified == [0]                                   # the guest's kick only: no re-entry
+    assert e.vv.mmio.read(DMA_STATUS, 4) == 0                # no command reached the assigned device
+
+
 def test_hostile_wrong_lengths_and_readable_reply_buffers(env):
     assert env.status(attach(1, EP)[:12]) == S_IOERR          # shorter than struct virtio_iommu_req_attach
     q = env.reqq
