@@ -444,8 +444,9 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
                     advertise_btm: str = "pinned", endpoint: int = DEFAULT_ENDPOINT, dmatest_ipa: int = DMATEST_IPA,
                     kvm_before_bind: bool = True, device_kw: dict | None = None) -> ViommuVm:
     """Give `vm` an assigned DMA test device behind a virtio-iommu plugged into the VM's next virtio-mmio
-    transport (QEMU virt's order: 31 for the first device; Version 2 interface), module docstring. `page_tables` enables the page-table-sharing extension (vIOMMU, F_ATTACH_TABLE);
-    `advertise_btm` decides its BTM flag (`harness.vmm.offers_btm`). iommufd refusals raise `IommufdError`
+    transport (QEMU virt's order: 31 for the first device; Version 2 interface), module docstring.
+    `page_tables` enables the page-table-sharing extension (vIOMMU, F_ATTACH_TABLE); `advertise_btm` decides
+    its BTM flag (`harness.vmm.offers_btm`). iommufd refusals raise `IommufdError`
     (the VM cannot be set up)."""
     ictx = host.ictx
     psid, dma, mmio = _assigned_dma(machine, vm, host, None, endpoint, dmatest_ipa)

@@ -15,11 +15,12 @@ guest_fw/lib/viommu.c, the VMM harness/viommu.py (virtio-iommu on virtio-mmio, i
   vIOMMU's.
 
 `viommu_pgtable` ("auto": only the table modes; "on"; "off": the table modes then find no extension and fail
-cleanly) is whether the VMM offers the extension. `mode="all"` (default) runs the three; `ok` only if each behaved correctly: every round completed, no fault,
-no cross-VM DMA, no stale DMA. Expected (as `sva-btm`): `map` and `table` correct under every VMID policy,
-`btm` stale under `private` and, after a rollover, `unpinned`; correct with `split`, `restricted`, `shared`. Metrics per mode
-(`map_*`, `table_*`, `btm_*`): stale / cross-VM DMA, faults, whether BTM was offered, and per guest
-mapping change the VM exits (trapped accesses to the transport), requests, host calls (iommufd ioctls) and
+cleanly) is whether the VMM offers the extension. `mode="all"` (default) runs the three; `ok` only if each
+behaved correctly: every round completed, no fault, no cross-VM DMA, no stale DMA. Expected (as `sva-btm`):
+`map` and `table` correct under every VMID policy, `btm` stale under `private` and, after a rollover,
+`unpinned`; correct with `split`, `restricted`, `shared`. Metrics per mode (`map_*`, `table_*`, `btm_*`):
+stale / cross-VM DMA, faults, whether BTM was offered, and per guest mapping change the VM exits (trapped
+accesses to the transport), requests, host calls (iommufd ioctls) and
 physical commands (host SMMU CMDQ entries, CMD_SYNCs included).
 """
 from __future__ import annotations

@@ -460,7 +460,8 @@ _OP = st.one_of(
     st.tuples(st.just("bypass"), st.booleans()))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(_OP, max_size=12))
 def test_dma_through_the_host_iommu_is_what_the_device_says(ops):
     """Any request stream: the assigned device's DMA through the physical SMMU (the host IOMMU the VMM
