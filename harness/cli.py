@@ -453,6 +453,9 @@ def add_dtb_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
     p.add_argument("--append", "-append", default=None, metavar="ARGS", help="/chosen/bootargs")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE", help="fix up this tree as QEMU does instead")
+    p.add_argument("--virtio-iommu", action="store_true",
+                   help="the virtio-iommu and its DMA test device of run --virtio-iommu (#iommu-cells on its "
+                        "transport, iommus on the device)")
     return p
 
 
@@ -469,7 +472,11 @@ def cmd_dtb(args: argparse.Namespace) -> int:
     try:
         machine = Machine(console=lambda vm, data, stream: None, console_input=ConsoleInput.from_bytes(b""),
                           tcg_buffer_size=1 << 20)      # nothing runs: small translation buffers
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True)
+        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True,
+                            chr_testdev=args.virtio_iommu)     # run's chr-testdev first: the same transports
+        if args.virtio_iommu:
+            from .viommu import add_emulated_viommu
+            add_emulated_viommu(vm)
         vm.bootargs, vm.user_dtb = args.append or "", args.dtb
         blob = vm.device_tree()
     except (HarnessInputError, FdtError, ValueError) as e:

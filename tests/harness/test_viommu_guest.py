@@ -101,3 +101,18 @@ def test_the_same_guest_on_an_assigned_device_through_the_host_iommu(elf, capsys
     cost = vv.cost()
     assert f"viommu: {cost['kicks']} request kicks, 1 failed" in text     # the guest's count is the VMM's
     assert cost["vm_exits"] > cost["kicks"] and cost["host_calls"] >= 5   # ATTACH 3 calls, MAP, UNMAP
+
+
+@pytest.mark.skipif(shutil.which("dtc") is None, reason="dtc not installed (Debian: apt-get install device-tree-compiler)")
+def test_dtb_describes_the_virtio_iommu_of_run(tmp_path):
+    """`dtb --virtio-iommu` is the tree `run --virtio-iommu` gives: the virtio-iommu on transport 30 (after
+    chr-testdev's 31) with `#iommu-cells = <1>`, the DMA test device behind it as endpoint 0x10; dtc is happy."""
+    p = run_cli("dtb", "--virtio-iommu", "-o", tmp_path / "v.dtb")
+    assert p.returncode == 0, p.stderr
+    d = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(tmp_path / "v.dtb")], capture_output=True, text=True)
+    assert d.returncode == 0 and d.stderr == "", d.stderr
+    node = d.stdout.split("virtio_mmio@a003c00 {", 1)[1].split("};", 1)[0]
+    assert "#iommu-cells = <0x01>;" in node and "interrupts = <0x00 0x2e 0x01>;" in node     # SPI 16 + 30
+    phandle = node.split("phandle = <", 1)[1].split(">", 1)[0]
+    assert f"iommus = <{phandle} 0x10>;" in d.stdout.split("dmatest@9100000 {", 1)[1]
+    assert d.stdout.count("#iommu-cells") == 1
