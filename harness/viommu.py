@@ -173,6 +173,7 @@ class ViommuBackend(IommuBackend):
         self.where: dict[int, int] = {}               # assigned endpoint -> its domain
         self.unattached_bypass = True
         self.stats: Counter[str] = Counter()          # host_calls, host_cmds, refused
+        self.by_op: Counter[str] = Counter()          # "op:<iommufd call>:calls" / ":cmds"
         self.refusals: list[tuple[str, int, str]] = []
 
     # -- iommufd calls, counted -----------------------------------------------------------------------------
@@ -189,6 +190,8 @@ class ViommuBackend(IommuBackend):
             n = st["cmds"] + st["syncs"] - before
             self.stats["host_calls"] += 1
             self.stats["host_cmds"] += n
+            self.by_op[f"op:{op}:calls"] += 1
+            self.by_op[f"op:{op}:cmds"] += n
             if "viommu_host_call" in self.tracer.enabled:
                 self.tracer.emit("viommu_host_call", dev=self.name, op=op, errno=err, host_cmds=n, why=why)
 
@@ -391,11 +394,13 @@ class ViommuVm:
     vmm: Counter = field(default_factory=Counter)
 
     def cost(self) -> dict[str, int]:
-        """Counters so far: VM exits (trapped transport accesses), kicks, host calls, physical commands."""
+        """Counters so far: VM exits (trapped transport accesses), kicks, host calls, physical commands, and
+        per iommufd call (`op:<call>:calls`, `op:<call>:cmds`)."""
         board = self.vm.virtio
         i = self.transport_index
         return dict(vm_exits=board.accesses[i], kicks=board.notifies[i],
-                    host_calls=self.backend.stats["host_calls"], host_cmds=self.backend.stats["host_cmds"])
+                    host_calls=self.backend.stats["host_calls"], host_cmds=self.backend.stats["host_cmds"],
+                    **self.backend.by_op)
 
     def poll_faults(self) -> int:
         """vEVENTQ records of the endpoint -> virtio_iommu_fault reports (module docstring)."""

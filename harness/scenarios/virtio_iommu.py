@@ -21,7 +21,8 @@ behaved correctly: every round completed, no fault, no cross-VM DMA, no stale DM
 `unpinned`; correct with `split`, `restricted`, `shared`. Metrics per mode (`map_*`, `table_*`, `btm_*`):
 stale / cross-VM DMA, faults, whether BTM was offered, and per guest mapping change the VM exits (trapped
 accesses to the transport), requests, host calls (iommufd ioctls) and
-physical commands (host SMMU CMDQ entries, CMD_SYNCs included).
+physical commands (host SMMU CMDQ entries, CMD_SYNCs included); `host_ops`: those calls and commands per
+iommufd call.
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def run_mode(res: ScenarioResult, mode: str, *, rounds: int, rollover_every: int
     err = run.plat.attach_errors.get("sva")
     changes = m["rounds"]
     cost = _cost_since(vv, run.plat.snapshots.get("sva"))
-    m.update({f"{k}_per_change": (v / changes if changes else 0.0) for k, v in cost.items()})
+    m.update({f"{k}_per_change": (v / changes if changes else 0.0) for k, v in cost.items()
+              if not k.startswith("op:")})
+    m["host_ops"] = _host_ops(cost)
     m.update(btm_offered=int(bool(vv and vv.btm_offered)), viommu_vmid=vv.vmid if vv else None,
              requests=dict(_requests(vv)), guest_exit=run.outcome.exit_code,
              ok=err is None and run.bad == 0 and run.outcome.exit_code == 0 and m["rounds"] == rounds
@@ -79,6 +82,16 @@ def _cost_since(vv: Any, snap: dict | None) -> dict[str, float]:
         return dict(vm_exits=0, kicks=0, host_calls=0, host_cmds=0)
     now = vv.cost()
     return {k: now[k] - (snap or {}).get(k, 0) for k in now}
+
+
+def _host_ops(cost: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{iommufd call: {"calls": n, "cmds": n}} of the rounds (the calls made for the guest's changes)."""
+    out: dict[str, dict[str, float]] = {}
+    for k, v in cost.items():
+        if k.startswith("op:") and v:
+            _, op, what = k.split(":")
+            out.setdefault(op, {"calls": 0, "cmds": 0})[what] = v
+    return dict(sorted(out.items()))
 
 
 def _requests(vv: Any) -> dict[str, int]:

@@ -30,6 +30,8 @@ def _check(r, policy):
     assert m["map_requests"]["UNMAP:OK"] == ROUNDS and m["map_requests"]["MAP:OK"] == 2 * ROUNDS
     assert m["map_vm_exits_per_change"] == 2.0 and m["map_host_calls_per_change"] == 2.0   # UNMAP + MAP
     assert m["map_host_cmds_per_change"] >= 2.0          # the host's TLBI_NH_VA + CMD_SYNC of the unmap
+    assert m["map_host_ops"] == {"ioas_map": {"calls": ROUNDS, "cmds": 0},
+                                 "ioas_unmap": {"calls": ROUNDS, "cmds": 2 * ROUNDS}}
     # table: the VMM's safe offer: BTM only with the VM's pinned KVM VMID; otherwise INVALIDATE per change
     assert m["table_stale_dma"] == 0 and m["table_rounds"] == ROUNDS and m["table_dma_faults"] == 0
     assert m["table_btm_offered"] == int(pinned)
@@ -37,6 +39,7 @@ def _check(r, policy):
     assert m["table_vm_exits_per_change"] == (0.0 if pinned else 1.0)
     assert m["table_host_calls_per_change"] == (0.0 if pinned else 1.0)
     assert m["table_host_cmds_per_change"] == (0.0 if pinned else 2.0)     # TLBI_NH_VA + CMD_SYNC
+    assert m["table_host_ops"] == ({} if pinned else {"hwpt_invalidate": {"calls": ROUNDS, "cmds": 2 * ROUNDS}})
     # btm: the naive VMM: BTM always offered, the guest relies on its broadcasts
     assert m["btm_btm_offered"] == 1 and m["btm_requests"].get("INVALIDATE:OK", 0) == 0
     assert m["btm_vm_exits_per_change"] == 0.0 and m["btm_rounds"] == ROUNDS
