@@ -70,7 +70,7 @@ from devmodel.virtio.mmio import VirtioMmio
 from .host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_IOAS_MAP_FIXED_IOVA,
                            IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
 from .host.pcie import DmaTestFunction
-from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, _assigned_dma, offers_btm
+from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, assign_dma_device, offers_btm
 from .vsmmu import vsmmu_features
 
 __all__ = ["ViommuBackend", "ViommuVm", "CdPage", "GuestRam", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
@@ -454,7 +454,7 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
     its BTM flag (`harness.vmm.offers_btm`). iommufd refusals raise `IommufdError`
     (the VM cannot be set up)."""
     ictx = host.ictx
-    psid, dma, mmio = _assigned_dma(machine, vm, host, None, endpoint, dmatest_ipa)
+    psid, dma, mmio = assign_dma_device(machine, vm, host, None, endpoint, dmatest_ipa)
     if vm.vcpus:
         host.kvm.attach_vcpu(vm.vcpus[0])
     kvm_vm = host.kvm.vm_of(vm) or host.kvm.create_vm(vm.name, nvcpus=0, key=vm)

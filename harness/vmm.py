@@ -45,8 +45,8 @@ from .host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
 from .host.vmid_policy import make_policy
 from .vsmmu import VSMMU_IPA, VSmmu, vsmmu_features
 
-__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "offers_btm", "HOST_SMMU_PA",
-           "DMATEST_IPA", "DEFAULT_VSID", "FIRST_PSID"]
+__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "offers_btm", "assign_dma_device",
+           "HOST_SMMU_PA", "DMATEST_IPA", "DEFAULT_VSID", "FIRST_PSID"]
 
 HOST_SMMU_PA = 0x0905_0000         # the physical SMMU on the host bus (host PA)
 DMATEST_IPA = DMATEST_BASE         # where the guest sees its assigned DMA test device
@@ -159,7 +159,7 @@ def offers_btm(host: NestedHost, kvm_vm: KvmVm, vmid: int, advertise_btm: str) -
     return host.driver.caps.use_btm and (shares_kvm_vmid if advertise_btm == "pinned" else advertise_btm == "host")
 
 
-def _assigned_dma(machine: Any, vm: Any, host: NestedHost, psid: int | None, vsid: int,
+def assign_dma_device(machine: Any, vm: Any, host: NestedHost, psid: int | None, vsid: int,
                   ipa: int) -> tuple[int, DmaTestDevice, AssignedMmio]:
     """A DMA test device on the host bus (physical StreamID `psid`, the next free one by default), its MMIO
     passed through into `vm` at `ipa`."""
@@ -195,7 +195,7 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     if host is None:
         host = setup_host(machine, policy=policy, btm=btm, **host_kw)
     ictx = host.ictx
-    psid, dma, mmio = _assigned_dma(machine, vm, host, psid, vsid, dmatest_ipa)
+    psid, dma, mmio = assign_dma_device(machine, vm, host, psid, vsid, dmatest_ipa)
     if vm.vcpus:
         host.kvm.attach_vcpu(vm.vcpus[0])
     kvm_vm = host.kvm.vm_of(vm)
