@@ -9,6 +9,9 @@ the MMIO devices mapped in its IPA space:
 * a DMA test device (`devmodel.dmatest.DmaTestDevice`, or the VMM's `AssignedMmio` window onto one) becomes
   `/dmatest@BASE` with `iommus = <&smmu SID>` when the VM sees an SMMU (SID = what its SID register reads
   at boot: the vSID for an assigned device), none otherwise;
+* a virtio-iommu plugged into one of the VM's virtio-mmio transports (`harness.viommu`) marks that
+  transport's node as the IOMMU (`#iommu-cells = <1>`); a DMA test device whose SID is one of its endpoint
+  IDs gets `iommus = <&viommu ID>` instead of the SMMU's;
 * the PL011 is always described (QEMU virt has one at 0x0900_0000; a VM built without a console still
   gets the node, as a QEMU guest with `-serial none` does).
 
@@ -55,14 +58,30 @@ def _describe(vm: "VM") -> tuple[SmmuSpec | None, list[tuple[int, int, int]]]:
     return smmu, dmas
 
 
+def _viommu(vm: "VM") -> tuple[int | None, frozenset[int]]:
+    """(transport index, endpoint IDs) of the virtio-iommu plugged into the VM's transports, (None, {}) if none."""
+    board = getattr(vm, "virtio", None)
+    for index, dev in board.plugged() if board is not None else ():
+        if _instance(dev, "devmodel.virtio.iommu.device", "VirtioIommu"):
+            return index, frozenset(dev.endpoints)
+    return None, frozenset()
+
+
+def _iommu_of(sid: int, smmu: SmmuSpec | None, viommu: int | None, endpoints: frozenset[int]) -> str | None:
+    if viommu is not None and sid in endpoints:
+        return "viommu"
+    return "smmu" if smmu else None
+
+
 def board_spec(vm: "VM", *, bootargs: str = "", cpu: str = "max", gic_version: int | None = None,
                initrd: tuple[int, int] | None = None) -> BoardSpec:
     """The `BoardSpec` of `vm` (see the module docstring); `bootargs` and the `initrd` range go to /chosen."""
     smmu, dmas = _describe(vm)
+    viommu, endpoints = _viommu(vm)
     ncpus = len(vm.vcpus)
     return BoardSpec(ram=((vm.ram_ipa, vm.ram.size),), cpus=ncpus, mpidrs=tuple(v.mpidr for v in vm.vcpus),
                      cpu_compatible=CPU_COMPATIBLE[cpu], start_el=vm.start_el,
                      gic_version=gic_version or (2 if ncpus <= GICV2_MAX_CPUS else 3), smmu=smmu,
-                     dma_devices=tuple(DmaDeviceSpec(base, size, "smmu" if smmu else None, sid)
+                     dma_devices=tuple(DmaDeviceSpec(base, size, _iommu_of(sid, smmu, viommu, endpoints), sid)
                                        for base, size, sid in dmas),
-                     bootargs=bootargs, initrd=initrd)
+                     virtio_iommu=viommu, bootargs=bootargs, initrd=initrd)

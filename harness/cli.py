@@ -213,6 +213,12 @@ def _add_board_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virtio-mmio-modern", action="store_true",
                    help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
                         "[legacy, Version 1, as QEMU]")
+    p.add_argument("--virtio-iommu", action="store_true",
+                   help="a virtio-iommu (virtio 1.2) on the next virtio-mmio transport (Version 2), with an emulated "
+                        "DMA test device at 0x09100000 behind it as endpoint 0x10 (iommus = <&viommu 0x10>)")
+    p.add_argument("--viommu-pgtable", action="store_true",
+                   help="offer the virtio-iommu's page-table-sharing extension (F_ATTACH_TABLE; docs/virtio-iommu.md) "
+                        "[off]")
 
 
 def _add_gdb_arguments(p: argparse.ArgumentParser) -> None:
@@ -470,6 +476,11 @@ def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
                         chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
     for v in vm.vcpus:
         v.hcr_fb = bool(args.hcr_fb)
+    if args.viommu_pgtable and not args.virtio_iommu:
+        raise HarnessInputError("--viommu-pgtable needs --virtio-iommu")
+    if args.virtio_iommu:
+        from .viommu import add_emulated_viommu
+        add_emulated_viommu(vm, page_tables=args.viommu_pgtable)
     plan = vm.load(image, append=args.append, dtb=args.dtb, initrd=args.initrd)
     # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
     stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
@@ -489,6 +500,9 @@ def add_dtb_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
     p.add_argument("--append", "-append", default=None, metavar="ARGS", help="/chosen/bootargs")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE", help="fix up this tree as QEMU does instead")
+    p.add_argument("--virtio-iommu", action="store_true",
+                   help="the virtio-iommu and its DMA test device of run --virtio-iommu (#iommu-cells on its "
+                        "transport, iommus on the device)")
     return p
 
 
@@ -505,7 +519,11 @@ def cmd_dtb(args: argparse.Namespace) -> int:
     try:
         machine = Machine(console=lambda vm, data, stream: None, console_input=ConsoleInput.from_bytes(b""),
                           tcg_buffer_size=1 << 20)      # nothing runs: small translation buffers
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True)
+        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True,
+                            chr_testdev=args.virtio_iommu)     # run's chr-testdev first: the same transports
+        if args.virtio_iommu:
+            from .viommu import add_emulated_viommu
+            add_emulated_viommu(vm)
         vm.bootargs, vm.user_dtb = args.append or "", args.dtb
         blob = vm.device_tree()
     except (HarnessInputError, FdtError, ValueError) as e:

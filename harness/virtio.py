@@ -15,6 +15,8 @@ interrupt lines, and the chr-testdev exit that ends a kvm-unit-tests run.
   An access that would still cross a transport boundary is split at the boundary here.
 * DMA: the devices read and write guest memory through `memory`, the VM's IPA bus by default; anything with
   `read_bytes`/`write_bytes` raising `devmodel.bus.BusError` can be put in front (an IOMMU's view).
+* VM exits: `accesses[i]` counts the guest's accesses to transport i (each one traps to the VMM),
+  `notifies[i]` its QueueNotify writes.
 * Interrupts: each transport drives one level (InterruptStatus != 0). `levels[i]` is the current level of
   transport i, `raised[i]` counts its rising edges, `irq_handler(spi, level)` (None until an interrupt
   controller is connected) is called on every change, and trace event `virtio_board_irq` records it.
@@ -50,6 +52,7 @@ TRANSPORT_SIZE = 0x200
 NUM_TRANSPORTS = 32
 FIRST_SPI = 16
 WINDOW_SIZE = TRANSPORT_SIZE * NUM_TRANSPORTS          # 0x4000: four pages
+QUEUE_NOTIFY = 0x050                                   # virtio v1.2 4.2.2 (both register interfaces)
 
 define("virtio_board_irq", ("vm", "transport", "spi", "level"),
        "a virtio-mmio transport's interrupt line changed (SPI 16 + transport, level = InterruptStatus != 0)")
@@ -71,6 +74,8 @@ class VirtioTransports:
         self.devices: list["VirtioDevice"] = []
         self.levels = [0] * NUM_TRANSPORTS
         self.raised = [0] * NUM_TRANSPORTS
+        self.accesses = [0] * NUM_TRANSPORTS       # guest accesses per transport: each one a trap to the VMM
+        self.notifies = [0] * NUM_TRANSPORTS       # QueueNotify writes (virtio v1.2 4.2.2) among them
         self.irq_handler: Callable[[int, int], None] | None = None
         self.testdev: "ChrTestdev | None" = None
 
@@ -82,20 +87,27 @@ class VirtioTransports:
             t = self._slots[index] = self._make(index, None)
         return t
 
-    def _make(self, index: int, device: "VirtioDevice | None") -> VirtioMmio:
+    def _make(self, index: int, device: "VirtioDevice | None", modern: bool | None = None) -> VirtioMmio:
         from devmodel.virtio.mmio import VirtioMmio
         m = self.vm.machine
         name = f"{self.vm.name}.virtio-mmio@{WINDOW_BASE + TRANSPORT_SIZE * index:x}"
-        return VirtioMmio(device, legacy=not self.modern, irq=lambda level: self._irq(index, level), name=name,
+        legacy = not (self.modern if modern is None else modern)
+        return VirtioMmio(device, legacy=legacy, irq=lambda level: self._irq(index, level), name=name,
                           tracer=m.tracer, log=m.log)
 
-    def plug(self, device: "VirtioDevice") -> int:
-        """Plug `device` into the next transport QEMU would give it (31, then 30, ...); returns its index."""
+    def plug(self, device: "VirtioDevice", *, modern: bool | None = None) -> int:
+        """Plug `device` into the next transport QEMU would give it (31, then 30, ...); returns its index.
+        `modern` overrides the VM's choice for this transport (a device that requires VIRTIO_F_VERSION_1, as
+        virtio-iommu, needs the Version 2 interface: QEMU's `-global virtio-mmio.force-legacy=false`)."""
         from devmodel.virtio.mmio import virt_transport_for
         index = virt_transport_for(len(self.devices))
-        self._slots[index] = self._make(index, device)
+        self._slots[index] = self._make(index, device, modern)
         self.devices.append(device)
         return index
+
+    def plugged(self) -> list[tuple[int, "VirtioDevice"]]:
+        """(transport index, device) of every plugged device."""
+        return [(i, t.device) for i, t in enumerate(self._slots) if t is not None and t.device is not None]
 
     def add_chr_testdev(self) -> int:
         """arm/run's virtio console with chr-testdev behind port 0; returns its transport index."""
@@ -112,6 +124,7 @@ class VirtioTransports:
         if off + size > TRANSPORT_SIZE:                 # never from Unicorn (aligned pieces); split at the edge
             low = TRANSPORT_SIZE - off
             return self.read(offset, low) | self.read(offset + low, size - low) << (8 * low)
+        self.accesses[index] += 1
         return self.transport(index).read(off, size)
 
     def write(self, offset: int, value: int, size: int) -> None:
@@ -121,6 +134,9 @@ class VirtioTransports:
             self.write(offset, value & ((1 << (8 * low)) - 1), low)
             self.write(offset + low, value >> (8 * low), size - low)
             return
+        self.accesses[index] += 1
+        if off == QUEUE_NOTIFY:
+            self.notifies[index] += 1
         self.transport(index).write(off, value, size)
 
     # -- interrupts and the testdev exit ---------------------------------------------------------------------

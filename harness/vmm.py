@@ -45,8 +45,8 @@ from .host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
 from .host.vmid_policy import make_policy
 from .vsmmu import VSMMU_IPA, VSmmu, vsmmu_features
 
-__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "HOST_SMMU_PA",
-           "DMATEST_IPA", "DEFAULT_VSID", "FIRST_PSID"]
+__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "offers_btm", "assign_dma_device",
+           "HOST_SMMU_PA", "DMATEST_IPA", "DEFAULT_VSID", "FIRST_PSID"]
 
 HOST_SMMU_PA = 0x0905_0000         # the physical SMMU on the host bus (host PA)
 DMATEST_IPA = DMATEST_BASE         # where the guest sees its assigned DMA test device
@@ -148,7 +148,18 @@ def setup_host(machine: Any, *, policy: str = "shared", btm: bool = False, vmid_
     return NestedHost(machine, smmu, mem, doorbell, driver, kvm, pol, ictx, btm)
 
 
-def _assigned_dma(machine: Any, vm: Any, host: NestedHost, psid: int | None, vsid: int,
+def offers_btm(host: NestedHost, kvm_vm: KvmVm, vmid: int, advertise_btm: str) -> bool:
+    """Whether the VMM tells the guest its broadcast TLBIs reach the physical SMMU (vSMMU IDR0.BTM,
+    virtio-iommu PSTF_F_BTM): "pinned" only when the host uses BTM and the vIOMMU's VMID is the VM's pinned
+    KVM VMID; "host" whenever the host uses BTM (a naive VMM); "never"."""
+    if advertise_btm not in ("pinned", "host", "never"):
+        raise ValueError(f"advertise_btm must be 'pinned', 'host' or 'never', not {advertise_btm!r}")
+    kvmids = host.kvm.vmids
+    shares_kvm_vmid = kvmids.is_pinned_vmid(vmid) and kvmids.hw_vmid(kvm_vm.vmid_ctx) == vmid
+    return host.driver.caps.use_btm and (shares_kvm_vmid if advertise_btm == "pinned" else advertise_btm == "host")
+
+
+def assign_dma_device(machine: Any, vm: Any, host: NestedHost, psid: int | None, vsid: int,
                   ipa: int) -> tuple[int, DmaTestDevice, AssignedMmio]:
     """A DMA test device on the host bus (physical StreamID `psid`, the next free one by default), its MMIO
     passed through into `vm` at `ipa`."""
@@ -184,7 +195,7 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     if host is None:
         host = setup_host(machine, policy=policy, btm=btm, **host_kw)
     ictx = host.ictx
-    psid, dma, mmio = _assigned_dma(machine, vm, host, psid, vsid, dmatest_ipa)
+    psid, dma, mmio = assign_dma_device(machine, vm, host, psid, vsid, dmatest_ipa)
     if vm.vcpus:
         host.kvm.attach_vcpu(vm.vcpus[0])
     kvm_vm = host.kvm.vm_of(vm)
@@ -205,11 +216,8 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     vmid = ictx.viommu_vmid(viommu)
     q_id, q = ictx.veventq_alloc(viommu, depth=veventq_depth)
     fault_id, fq = ictx.fault_queue_alloc(max_groups=fault_depth) if iopf else (0, None)
-    kvmids = host.kvm.vmids
-    shares_kvm_vmid = kvmids.is_pinned_vmid(vmid) and kvmids.hw_vmid(kvm_vm.vmid_ctx) == vmid
-    use_btm = host.driver.caps.use_btm
-    feats = vsmmu_features(host.driver.caps, btm=use_btm and (shares_kvm_vmid if advertise_btm == "pinned" else
-                                                              advertise_btm == "host"), ats=ats, iopf=iopf, httu=httu)
+    feats = vsmmu_features(host.driver.caps, btm=offers_btm(host, kvm_vm, vmid, advertise_btm), ats=ats, iopf=iopf,
+                           httu=httu)
     vs = VSmmu(vm, ictx, viommu, veventq=q, features=feats, tracer=machine.tracer, name=f"{vm.name}.vsmmu",
                batch=batch, mask_ste=mask_ste, fault_queue=fq, fault_id=fault_id)
     vm.add_device(vsmmu_ipa, MMIO_SIZE, vs, "vsmmu")

@@ -23,6 +23,7 @@ from .sva_ats import SvaAts
 from .sva_btm import SvaBtm
 from .sva_dirty import SvaDirty
 from .sva_iopf import SvaIopf
+from .virtio_iommu import VirtioIommuScenario
 from .vmid_alias import VmidAlias
 
 __all__ = ["SCENARIOS", "POLICY_NAMES", "MAX_VMS", "VMID_WIDTHS", "Scenario", "ScenarioResult", "REQUIRED_METRICS", "run_scenario",
@@ -30,7 +31,7 @@ __all__ = ["SCENARIOS", "POLICY_NAMES", "MAX_VMS", "VMID_WIDTHS", "Scenario", "S
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SvaBtm(), VmidAlias(), OverInvalidation(),
                                                       NoBtmForwarding(), KvmOrdering(), SvaIopf(), SvaAts(),
-                                                      SvaDirty())}
+                                                      SvaDirty(), VirtioIommuScenario())}
 
 
 def get_scenario(name: str) -> Scenario:

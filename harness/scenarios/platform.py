@@ -51,7 +51,7 @@ from ..trap import TlbiTrap
 from ..vmm import DEFAULT_VSID, AssignedMmio, NestedVm, setup_host, setup_nested_vm
 
 __all__ = ["ScenarioPlatform", "HostPort", "Assigned", "guest_elf", "vsmmu_guest_elf", "SMMU_PA", "PORT_IPA",
-           "SCENARIO_GUESTS", "errno_message", "RECOVERABLE_FEATURES"]
+           "SCENARIO_GUESTS", "errno_message", "RECOVERABLE_FEATURES", "viommu_guest_elf"]
 
 SMMU_PA = 0x0905_0000
 PORT_IPA = 0x0911_0000
@@ -82,6 +82,12 @@ def errno_message(e: OSError) -> str:
 def guest_elf(name: str) -> Path:
     """Build (cached) guest_fw/scenarios/<name>.c with the runtime and scn.h."""
     return build_guest([SCENARIO_GUESTS / f"{name}.c"], include_dirs=[SCENARIO_GUESTS], name=f"scn_{name}").path
+
+
+def viommu_guest_elf(name: str) -> Path:
+    """Build (cached) guest_fw/scenarios/<name>.c linked with the guest virtio-iommu driver."""
+    return build_guest([SCENARIO_GUESTS / f"{name}.c", RUNTIME_DIR / "viommu.c"], include_dirs=[SCENARIO_GUESTS],
+                       name=f"scn_{name}").path
 
 
 def vsmmu_guest_elf(name: str) -> Path:
@@ -171,8 +177,9 @@ class Assigned:
     viommu: int = 0
     vdevice: int = 0
     nested_hwpt: int = 0
-    mode: str = "blocked"            # blocked | s2 | nested | vsmmu
+    mode: str = "blocked"            # blocked | s2 | nested | vsmmu | viommu
     nested_vm: NestedVm | None = None
+    viommu_vm: Any = None            # harness.viommu.ViommuVm (mode "viommu")
     vmid: int | None = None          # the VMID in the device's STE (S2VMID), read back after each attach
 
 
@@ -252,6 +259,24 @@ class ScenarioPlatform:
         a.s2_hwpt = ictx.hwpt_alloc(a.dev_id, a.ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
         return vm
 
+    def _new_booted_vm(self, name: str, elf: Path, params: list[int], handler: Callable | None) -> Any:
+        """A scenario VM that has run once (KVM gave it a VMID at its first vcpu_load), as a VM booted before
+        the VMM hot-plugs a device into it."""
+        vm = self._new_vm(name, elf, params, handler)
+        kv = self.kvm.vm_of(vm)
+        self.kvm.vcpu_load(kv.vcpus[0], 0)
+        self.kvm.vcpu_put(kv.vcpus[0])
+        return vm
+
+    def _vmm_setup(self, name: str, setup: Callable[[], Any]) -> Any:
+        """`setup()`, or None when the host refused it (recorded in `attach_errors`: the VM never starts)."""
+        try:
+            return setup()
+        except IommufdError as e:
+            self.attach_errors[name] = errno_message(e)
+            self.not_started.add(name)
+            return None
+
     def add_vsmmu_guest(self, name: str, program: str, *, params: list[int], kvm_first: bool = True,
                         advertise_btm: str = "pinned", handler: Callable | None = None, **vmm_kw: Any) -> Any:
         """A VM running guest_fw/scenarios/<program>.c with guest_fw/lib/vsmmu.c: `harness.vmm.setup_nested_vm`
@@ -259,19 +284,34 @@ class ScenarioPlatform:
         run once before (KVM gave it a VMID at its first vcpu_load), as for a device hot-plugged into a booted
         VM. A set-up the host refuses is recorded in `attach_errors` and the VM never starts. `vmm_kw` go to
         `setup_nested_vm` (`ats`, `iopf`, `httu`: what the vSMMU offers)."""
-        vm = self._new_vm(name, vsmmu_guest_elf(program), params, handler)
-        kv = self.kvm.vm_of(vm)
-        self.kvm.vcpu_load(kv.vcpus[0], 0)
-        self.kvm.vcpu_put(kv.vcpus[0])
-        try:
-            nv = setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first, advertise_btm=advertise_btm,
-                                 **vmm_kw)
-        except IommufdError as e:
-            self.attach_errors[name] = errno_message(e)
-            self.not_started.add(name)
+        vm = self._new_booted_vm(name, vsmmu_guest_elf(program), params, handler)
+        nv = self._vmm_setup(name, lambda: setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first,
+                                                           advertise_btm=advertise_btm, **vmm_kw))
+        if nv is None:
             return vm
         a = Assigned(name, vm, nv.dma, nv.psid, nv.vsid, nv.dev, nv.dev_id, nv.ioas, nv.s2_hwpt, nv.viommu,
                      mode="vsmmu", nested_vm=nv)
+        self.devices[name] = a
+        self._read_vmid(a)
+        return vm
+
+    def add_viommu_guest(self, name: str, program: str, *, params: list[int], kvm_first: bool = True,
+                         page_tables: bool = False, advertise_btm: str = "pinned", handler: Callable | None = None,
+                         **vmm_kw: Any) -> Any:
+        """A VM running guest_fw/scenarios/<program>.c with guest_fw/lib/viommu.c: `harness.viommu.setup_viommu_vm`
+        gives it an assigned DMA test device behind a virtio-iommu (`page_tables`: the page-table-sharing
+        extension, `advertise_btm` its BTM flag). As `add_vsmmu_guest`, the VM has run once before, and a
+        set-up the host refuses is recorded in `attach_errors` (the VM never starts)."""
+        from ..viommu import setup_viommu_vm
+        vm = self._new_booted_vm(name, viommu_guest_elf(program), params, handler)
+        vv = self._vmm_setup(name, lambda: setup_viommu_vm(self.machine, vm, self.host, page_tables=page_tables,
+                                                           advertise_btm=advertise_btm, kvm_before_bind=kvm_first,
+                                                           **vmm_kw))
+        if vv is None:
+            return vm
+        a = Assigned(name, vm, vv.dma, vv.psid, vv.endpoint, vv.dev, vv.dev_id, vv.ioas, vv.s2_hwpt, vv.viommu,
+                     mode="viommu")
+        a.viommu_vm = vv
         self.devices[name] = a
         self._read_vmid(a)
         return vm
@@ -337,11 +377,13 @@ class ScenarioPlatform:
         status = 0
         a = self.devices.get(port.name)
         if cmd == CMD_ATTACH_NESTED:
-            ok = a is not None and a.mode != "vsmmu" and args[1] < 32
+            ok = a is not None and a.mode not in ("vsmmu", "viommu") and args[1] < 32
             status = self.attach_nested(port.name, args[0], args[1]) if ok else EINVAL
         elif cmd == CMD_REPORT:
             if a is not None and a.nested_vm is not None and args[0] == 0 and port.name not in self.snapshots:
                 self.snapshots[port.name] = a.nested_vm.vsmmu.snapshot()   # set-up done: count the rounds only
+            elif a is not None and a.viommu_vm is not None and args[0] == 0 and port.name not in self.snapshots:
+                self.snapshots[port.name] = a.viommu_vm.cost()
             rec = dict(vm=port.name, index=args[0], outcome=OUTCOME_NAMES.get(args[1], "other"), value=args[2],
                        vmid_cpu=vm.vcpus[0].vmid, vmid_ste=self._read_vmid(a) if a is not None else None,
                        rollovers=self.kvm.vmids.rollovers)

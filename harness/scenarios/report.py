@@ -2,10 +2,12 @@
 and write `report.md` (tables; `report.html` with `fmt="html"`, the same content as one HTML page),
 `results.json` (every result) and hand-written SVG plots:
 `over_invalidation.svg` (over-invalidated SMMU entries against the number of VMs, per policy),
-`vm_exits.svg` (VM exits per guest invalidation against the number of VMs: forwarding without BTM vs BTM) and
+`vm_exits.svg` (VM exits per guest invalidation against the number of VMs: the vSMMU forwarding without BTM vs
+BTM, next to virtio-iommu's MAP/UNMAP and shared tables per guest mapping change) and
 `iopf_cost.svg` (sva-iopf: VM exits and host calls per fault against the pages of one copy, stall vs PRI).
 The guest-SVA scenarios (sva-iopf, sva-ats, sva-dirty) get a table of their own metrics, with the variants
-that show the other outcome (`VARIANTS`: sva-ats without ATC_INV, sva-dirty on the vSMMU).
+that show the other outcome (`VARIANTS`: sva-ats without ATC_INV, sva-dirty on the vSMMU); virtio-iommu gets
+its per-mode columns and a sweep of its costs against the number of VMs.
 
 Jobs run in-process or in `jobs` worker processes (identical files either way); `results.json` is rewritten
 after every job, so an interrupted report keeps what finished. Progress: a bar on a terminal, plain lines
@@ -45,7 +47,15 @@ SVA_COLUMNS = {
                  "pri_groups", "pri_vm_exits_per_fault", "pri_host_calls_per_fault"),
     "sva-ats": ("stale_dma", "atc_invalidations", "atc_hits", "btm_advertised"),
     "sva-dirty": ("missed_dirty", "dirty_found", "httu_updates", "rollovers"),
+    "virtio-iommu": ("map_stale_dma", "map_vm_exits_per_change", "map_host_calls_per_change",
+                     "map_host_cmds_per_change", "table_stale_dma", "table_btm_offered", "table_vm_exits_per_change",
+                     "table_host_cmds_per_change", "btm_stale_dma"),
 }
+#: the virtio-iommu sweep's columns: (heading, metric)
+VIOMMU_SWEEP = (("MAP/UNMAP exits", "map_vm_exits_per_change"), ("MAP/UNMAP host calls", "map_host_calls_per_change"),
+                ("MAP/UNMAP physical cmds", "map_host_cmds_per_change"), ("table exits", "table_vm_exits_per_change"),
+                ("table host calls", "table_host_calls_per_change"), ("table BTM offered", "table_btm_offered"),
+                ("btm stale DMAs", "btm_stale_dma"))
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -61,15 +71,17 @@ class Matrix:
     exits_sweep: list[ScenarioResult] = field(default_factory=list)
     iopf_sweep: list[ScenarioResult] = field(default_factory=list)
     variants: list[ScenarioResult] = field(default_factory=list)
+    viommu_sweep: list[ScenarioResult] = field(default_factory=list)
 
     def fill(self, jobs: Sequence[Job], done: dict[int, ScenarioResult]) -> None:
         """Put the finished results (by job index) in `results`/`over_sweep`/`exits_sweep`/`iopf_sweep`/
-        `variants`, in job order."""
-        lists: dict[str, list[ScenarioResult]] = {"matrix": [], "over": [], "exits": [], "iopf": [], "variant": []}
+        `variants`/`viommu_sweep`, in job order."""
+        lists: dict[str, list[ScenarioResult]] = {"matrix": [], "over": [], "exits": [], "iopf": [], "variant": [],
+                                                  "viommu": []}
         for i in sorted(done):
             lists[jobs[i][0]].append(done[i])
         self.results, self.over_sweep, self.exits_sweep = lists["matrix"], lists["over"], lists["exits"]
-        self.iopf_sweep, self.variants = lists["iopf"], lists["variant"]
+        self.iopf_sweep, self.variants, self.viommu_sweep = lists["iopf"], lists["variant"], lists["viommu"]
 
     def jobs(self) -> list[Job]:
         """(kind, scenario, policy, width, vms, options) in run order."""
@@ -83,6 +95,8 @@ class Matrix:
             out += [("exits", "no-btm-forwarding", pol, self.sweep_width, n, ()) for n in self.sweep]
         if "sva-iopf" in self.scenarios:
             out += [("iopf", "sva-iopf", pol, self.sweep_width, None, (("pages", n),)) for n in IOPF_PAGES]
+        if "virtio-iommu" in self.scenarios:
+            out += [("viommu", "virtio-iommu", pol, self.sweep_width, n, ()) for n in self.sweep]
         out += [("variant", name, p, self.sweep_width, None, opts) for name, opts in VARIANTS
                 if name in self.scenarios for p in self.policies]
         return out
@@ -221,7 +235,8 @@ def write_results(out: Path, matrix: Matrix, complete: bool = True) -> Path:
         "over_invalidation_sweep": [r.to_dict() for r in matrix.over_sweep],
         "vm_exits_sweep": [r.to_dict() for r in matrix.exits_sweep],
         "iopf_sweep": [r.to_dict() for r in matrix.iopf_sweep],
-        "variants": [r.to_dict() for r in matrix.variants]}, indent=1) + "\n")
+        "variants": [r.to_dict() for r in matrix.variants],
+        "viommu_sweep": [r.to_dict() for r in matrix.viommu_sweep]}, indent=1) + "\n")
     return path
 
 
@@ -237,13 +252,16 @@ def write_report(out: Path, matrix: Matrix, fmt: str = "md", note: str | None = 
             "over-invalidation: SMMU stage-2 entries removed by broadcasts not meant for them",
             "VMs (each with a stage-2-only device)", "entries over-invalidated", over_series))
     exits = [r for r in matrix.exits_sweep if "btm_vm_exits_per_invalidation" in r.metrics]   # completed runs
-    if exits:
-        fwd = [(r.vms, r.metrics["vm_exits_per_invalidation"]) for r in exits]
-        btm = [(r.vms, r.metrics["btm_vm_exits_per_invalidation"]) for r in exits]
+    viommu = [r for r in matrix.viommu_sweep if "map_vm_exits_per_change" in r.metrics]
+    if exits or viommu:
+        series = {"vSMMU, no BTM (forwarded)": [(r.vms, r.metrics["vm_exits_per_invalidation"]) for r in exits],
+                  "vSMMU, BTM": [(r.vms, r.metrics["btm_vm_exits_per_invalidation"]) for r in exits],
+                  "virtio-iommu MAP/UNMAP": [(r.vms, r.metrics["map_vm_exits_per_change"]) for r in viommu],
+                  "virtio-iommu shared tables": [(r.vms, r.metrics["table_vm_exits_per_change"]) for r in viommu]}
         files["vm_exits.svg"] = out / "vm_exits.svg"
         _write_atomic(files["vm_exits.svg"], line_chart_svg(
-            f"VM exits per guest invalidation ({exits[0].policy} policy)", "VMs on the host",
-            "VM exits per invalidation", {"no BTM (forwarded)": fwd, "BTM": btm}))
+            f"VM exits per guest invalidation / mapping change ({(exits or viommu)[0].policy} policy)",
+            "VMs on the host", "VM exits per invalidation", {k: v for k, v in series.items() if v}))
     iopf = [r for r in matrix.iopf_sweep if "stall_faults" in r.metrics]         # completed runs
     if iopf:
         series = {f"{mode} {what}": [(r.options["pages"], r.metrics[f"{mode}_{key}"]) for r in iopf]
@@ -298,6 +316,12 @@ def markdown(matrix: Matrix, plots: Iterable[str], note: str | None = None) -> s
             lines.append(f"| {r.vms} | {_cell(m['vm_exits_per_invalidation'])} | "
                          f"{_cell(m.get('host_commands_per_invalidation', ''))} | "
                          f"{_cell(m.get('btm_vm_exits_per_invalidation', ''))} | {m.get('btm_stale_dma', '')} |")
+    if matrix.viommu_sweep:
+        lines += ["", "## virtio-iommu: cost per guest mapping change against the number of VMs "
+                  f"({matrix.viommu_sweep[0].policy} policy)", "",
+                  "| VMs | " + " | ".join(h for h, _ in VIOMMU_SWEEP) + " |", "|---|" + "---|" * len(VIOMMU_SWEEP)]
+        for r in matrix.viommu_sweep:
+            lines.append(f"| {r.vms} | " + " | ".join(_cell(r.metrics.get(k, "")) for _, k in VIOMMU_SWEEP) + " |")
     lines += _sva_sections(matrix)
     for p in plots:
         lines += ["", f"![{p}]({p})"]

@@ -66,7 +66,8 @@ class SvaRun:
     `stack="port"`: guest_fw/scenarios/sva_btm.c; the VMM binds the device before the guest starts and does
     the nested attach through iommufd when the guest gives it its CD table through the port. `stack="vsmmu"`:
     guest_fw/scenarios/sva_vsmmu.c drives the vSMMU of `harness.vmm.setup_nested_vm`, which advertises BTM as
-    `advertise_btm` says (`"host"`: whenever the host uses BTM, as a naive VMM would). `program`/`params`
+    `advertise_btm` says (`"host"`: whenever the host uses BTM, as a naive VMM would). `stack="viommu"`:
+    guest_fw/scenarios/virtio_iommu.c behind the virtio-iommu of `harness.viommu.setup_viommu_vm`. `program`/`params`
     replace the guest program and its port parameters, `features` adds to the physical SMMU's, `vmm_kw` go to
     `setup_nested_vm` (vsmmu stack)."""
 
@@ -75,8 +76,8 @@ class SvaRun:
                  kvm_first: bool = True, tracer: Tracer | None = None, stack: str = "port",
                  advertise_btm: str = "pinned", program: str | None = None, params: list[int] | None = None,
                  features: dict | None = None, vmm_kw: dict | None = None):
-        if stack not in ("port", "vsmmu"):
-            raise ValueError(f"stack must be 'port' or 'vsmmu', not {stack!r}")
+        if stack not in ("port", "vsmmu", "viommu"):
+            raise ValueError(f"stack must be 'port', 'vsmmu' or 'viommu', not {stack!r}")
         plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer, features=features)
         self.plat = plat
         self.stack = stack
@@ -90,6 +91,9 @@ class SvaRun:
         if stack == "vsmmu":
             self.vm = plat.add_vsmmu_guest("sva", program or "sva_vsmmu", params=params, kvm_first=kvm_first,
                                            advertise_btm=advertise_btm, **(vmm_kw or {}))
+        elif stack == "viommu":
+            self.vm = plat.add_viommu_guest("sva", program or "virtio_iommu", params=params, kvm_first=kvm_first,
+                                            advertise_btm=advertise_btm, **(vmm_kw or {}))
         else:
             self.vm = plat.add_guest("sva", program or "sva_btm", params=params, kvm_first=kvm_first)
         self.churn = _HostChurn(self)

@@ -30,6 +30,7 @@ EVENT_MODULES = (
     "harness.host.smmu_driver",
     "harness.host.iommufd",
     "harness.vsmmu",
+    "harness.viommu",
     "harness.scenarios.platform",
 )
 
