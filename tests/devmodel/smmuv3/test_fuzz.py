@@ -265,4 +265,6 @@ def test_random_recoverable_faults_stay_consistent_long(ops: list, features: Smm
 def test_software_writing_priq_prod_is_not_taken_for_an_overfilled_queue(off):
     """A case random runs found: software's own PRIQ_PROD write (page 0 alias or page 1) may leave PROD a
     queue or more ahead of CONS; the invariant is about what the SMMU writes, so it is not checked there."""
-    run([("w", off, 0xFFFF_FFFF, 4), ("pri", 1, 3, 1, 0x1234)], _features(pri=True, ats=True))
+    for value in (0xFFFF_FFFF, 0x8000_0007, 0x1F):
+        run([("pri", 1, 3, 1, 0x1234), ("w", off, value, 4), ("pri", 1, 4, 1, 0x5678)],
+            _features(pri=True, ats=True, priqs=2))
