@@ -29,6 +29,7 @@
 #define ICC_IAR0_EL1 "s3_0_c12_c8_0"
 #define ICC_EOIR0_EL1 "s3_0_c12_c8_1"
 #define ICC_IGRPEN0_EL1 "s3_0_c12_c12_6"
+#define ICC_SGI0R_EL1 "s3_0_c12_c11_7"
 #define ICC_IAR1_EL1 "s3_0_c12_c12_0"
 #define ICC_EOIR1_EL1 "s3_0_c12_c12_1"
 #define ICC_HPPIR1_EL1 "s3_0_c12_c12_2"
@@ -246,4 +247,14 @@ void gic_write_eoir_fiq(u32 iar)
 	} else {
 		writel(iar, GICC_BASE + GICC_EOIR);
 	}
+}
+
+/* GICv3 only: a Group 0 SGI to this CPU through ICC_SGI0R_EL1 (the ICC_SGI1R_EL1 layout). */
+void gic_send_sgi0_self(unsigned int id)
+{
+	int cpu = smp_processor_id();
+
+	dsb(sy);
+	icc_write((u64)(id & 0xf) << 24 | (u64)(cpu / 16) << 16 | 1ULL << (cpu % 16), ICC_SGI0R_EL1);
+	isb();
 }

@@ -1,7 +1,7 @@
 /*
  * A Group 0 interrupt signalled as FIQ (GICv2 GICC_CTLR.FIQEn; GICv3 ICC_IGRPEN0_EL1, Group 0 always FIQ): an
  * SPI made pending with FIQs masked shows in ISR_EL1.F, not I; `msr daifclr, #1` takes it at the FIQ vector;
- * IRQs masked meanwhile do not matter. Same output under QEMU 7.2 and smmu-harness.
+ * IRQs masked meanwhile do not matter; on a GICv3 a Group 0 SGI from ICC_SGI0R_EL1 is a FIQ too. Same output under QEMU 7.2 and smmu-harness.
  */
 #include "gic.h"
 
@@ -48,6 +48,13 @@ int main(void)
 	local_irq_disable();
 	report(fiqs == 1 && intid == SPI && irqs == 0, "taken at the FIQ vector: INTID %u", intid);
 	report(read_isr() == 0, "nothing pending afterwards");
+	if (gic_version() == 3) {               /* a Group 0 SGI generated through ICC_SGI0R_EL1 */
+		gic_set_group(2, 0);
+		local_fiq_enable();
+		gic_send_sgi0_self(2);
+		local_fiq_disable();
+		report(fiqs == 2 && intid == 2, "ICC_SGI0R_EL1: SGI 2 taken as FIQ (INTID %u)", intid);
+	}
 	report_prefix_pop();
 	return report_summary();
 }
