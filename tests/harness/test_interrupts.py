@@ -244,3 +244,29 @@ def test_an_smmu_in_the_vm_signals_its_wired_lines_as_spis_74_to_77(gic):
     assert seen == ["gerror"]                                    # the SMMU's own callback still runs
     pend = dist.read(0x200 + 109 // 32 * 4, 4)
     assert pend >> (109 % 32) & 1 and not pend >> (106 % 32) & 1
+
+
+# -- bad guests and bad options ------------------------------------------------------------------------------------
+def test_an_irq_with_no_vector_table_ends_the_run_with_a_death_line():
+    p = run_cli("run", guest_elf("irq_novec"))
+    assert p.returncode == 139, p.stderr
+    assert "IRQ (INTID 27) taken with no vector table" in p.stderr and "VBAR_EL1 0x0" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-machine", "gic-version=4"], "GICv4 is not modelled"),
+    (["-machine", "gic-version=host"], "gic-version=host requires KVM"),
+    (["-machine", "virt,its=off"], "not modelled"),
+    (["-machine", "gic-version=3", "--gic", "2"], "--gic 2 contradicts -machine gic-version"),
+    (["--gic", "2", "--cpus", "9"], "exceed the 8 CPU interfaces of a GICv2"),
+])
+def test_bad_board_options_exit_125_with_one_line(args, message):
+    p = run_cli("run", guest_elf("hello"), *args)
+    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_machine_option_reaches_the_tree_and_the_board():
+    p = run_cli("run", guest_elf("irq_timer"), "-M", "virt,gic-version=max,virtualization=on")
+    assert p.returncode == 0 and "FAIL" not in p.stdout, p.stdout + p.stderr
