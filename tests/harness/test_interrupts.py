@@ -270,3 +270,30 @@ def test_bad_board_options_exit_125_with_one_line(args, message):
 def test_machine_option_reaches_the_tree_and_the_board():
     p = run_cli("run", guest_elf("irq_timer"), "-M", "virt,gic-version=max,virtualization=on")
     assert p.returncode == 0 and "FAIL" not in p.stdout, p.stdout + p.stderr
+
+
+def test_pl011_rx_interrupt_from_console_input():
+    from harness.semihost import ConsoleInput
+    img = load_elf(str(guest_elf("irq_uart_rx")))
+    out = bytearray()
+    sink = ListSink()
+    m = Machine(tracer=Tracer(events="cpu_irq_taken,pl011_irq_state", sinks=[sink]),
+                console=lambda vm, d, s: out.extend(d), console_input=ConsoleInput.from_bytes(b"hello\n"))
+    vm = m.add_vm()
+    vm.load(img)
+    assert m.run(timeout=60).exit_code == 0, out
+    assert "received 'hello'" in out.decode()
+    assert {r.fields["intid"] for r in sink.records if r.event == "cpu_irq_taken"} == {33}
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
+def test_pl011_rx_same_as_qemu():
+    elf = guest_elf("irq_uart_rx")
+    cmd = [QEMU, "-M", "virt", "-cpu", "max", "-m", "128M", "-semihosting", "-nographic", "-no-reboot", "-monitor",
+           "none", "-serial", "stdio", "-kernel", str(elf)]
+    q = subprocess.run(cmd, capture_output=True, text=True, timeout=60, input="hello\n")
+    h = subprocess.run([sys.executable, "-m", "harness", "run", str(elf)], capture_output=True, text=True,
+                       timeout=60, input="hello\n")
+    assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
+    assert q.stdout.replace("\r\n", "\n") == h.stdout
