@@ -176,7 +176,8 @@ def qemu(elf, cpus: int, gic: int, el: int = 1):
 @pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
 @pytest.mark.parametrize("guest,cpus,el", [("irq_timer", 1, 1), ("irq_timer", 1, 2), ("irq_sgi", 2, 1),
-                                           ("irq_uart", 1, 1), ("irq_prio", 1, 1), ("irq_fiq", 1, 1)])
+                                           ("irq_uart", 1, 1), ("irq_uart", 2, 1), ("irq_prio", 1, 1),
+                                           ("irq_fiq", 1, 1)])
 @pytest.mark.parametrize("gic", [2, 3])
 def test_same_output_as_qemu(guest, cpus, el, gic):
     elf = guest_elf(guest)
