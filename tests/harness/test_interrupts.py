@@ -101,6 +101,16 @@ def test_timer_ppi_taken_at_el2_with_hcr_imo():
 
 
 @pytest.mark.parametrize("gic", [2, 3])
+def test_irq_from_masked_el1_is_taken_to_el2_with_imo(gic):
+    m, vm, o, sink, img, out = traced("irq_el2", start_el=2, gic_version=gic)
+    assert o.exit_code == 0 and "FAIL" not in out, out
+    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    vbar = vm.vcpus[0].uc.cpr_read(3, 4, 12, 0, 0)               # VBAR_EL2
+    assert [(t["el"], t["intid"], t["vector"]) for t in taken] == [(2, 27, vbar + 0x480)]   # from a lower EL
+    assert img.symbol("el1_spin") <= taken[0]["pc"] <= img.symbol("el1_spin") + 4
+
+
+@pytest.mark.parametrize("gic", [2, 3])
 def test_preemption_nesting_and_the_eret_that_unmasks(gic):
     """The higher priority B is taken inside A's handler right after its unmask (nested, current EL SPx); C, of
     A's priority, at the ERET out of A's handler: ELR = that ERET's target, the instruction A interrupted."""
@@ -177,7 +187,7 @@ def qemu(elf, cpus: int, gic: int, el: int = 1):
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
 @pytest.mark.parametrize("guest,cpus,el", [("irq_timer", 1, 1), ("irq_timer", 1, 2), ("irq_sgi", 2, 1),
                                            ("irq_uart", 1, 1), ("irq_uart", 2, 1), ("irq_prio", 1, 1),
-                                           ("irq_fiq", 1, 1)])
+                                           ("irq_fiq", 1, 1), ("irq_el2", 1, 2)])
 @pytest.mark.parametrize("gic", [2, 3])
 def test_same_output_as_qemu(guest, cpus, el, gic):
     elf = guest_elf(guest)
