@@ -18,6 +18,13 @@ VM's vSMMU (`harness.vsmmu.VSmmu`), wired in the order QEMU's accelerated vSMMU 
 The guest sees its device's vSID when it reads the DMA test device's SID register (the IORT ID mapping of a
 real board); the register is read-only for the guest, since a device's StreamID is fixed by the hardware.
 
+The device is bound with its PCIe function controls (`harness.host.pcie.DmaTestFunction`: the host enables ATS
+at the attach of a nested HWPT whose vSTE asked for it, and PRI with its I/O page faults) and as a device that
+may stall (firmware's `dma-can-stall`). `ats=True` lets the vSMMU offer ATS (guest ATC_INV forwarded);
+`iopf=True` allocates an iommufd fault object (IOMMU_FAULT_QUEUE_ALLOC), gives it to every nested HWPT of the
+vSMMU (IOMMU_HWPT_FAULT_ID_VALID) and lets the vSMMU offer the host's stall model and, with ATS, PRI;
+`httu=True` passes the host's IDR0.HTTU on. The host's features come from `setup_host(features=...)`.
+
 Not modelled: several devices per VM (call `attach_device` on the vSMMU for more), PCI topology, MSI
 remapping for the device (the DMA test device raises no interrupts), VM teardown in reverse order.
 """
@@ -31,8 +38,9 @@ from devmodel.dmatest import REGS as DMATEST_REGS
 from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
 from devmodel.smmuv3.regs import SmmuFeatures
 
-from .host.iommufd import IOMMU_HWPT_ALLOC_NEST_PARENT, Iommufd
+from .host.iommufd import IOMMU_HWPT_ALLOC_NEST_PARENT, MAX_FAULT_GROUPS, Iommufd
 from .host.kvm import Kvm, KvmVm
+from .host.pcie import DmaTestFunction
 from .host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
 from .host.vmid_policy import make_policy
 from .vsmmu import VSMMU_IPA, VSmmu, vsmmu_features
@@ -101,6 +109,8 @@ class NestedVm:
     vsid: int
     psid: int
     vmid: int                     # the vIOMMU's VMID (what the physical SMMU tags this VM's entries with)
+    fault_id: int = 0             # the iommufd fault object (iopf=True), 0 without one
+    fault_queue: Any = None
     extra: dict = field(default_factory=dict)
 
 
@@ -133,28 +143,15 @@ def setup_host(machine: Any, *, policy: str = "shared", btm: bool = False, vmid_
     driver = SmmuDriver(machine.bus, HOST_SMMU_PA, mem, dvm_capable=btm, vmid_policy=pol, doorbell=doorbell,
                         tracer=machine.tracer, **(driver_kw or {}))
     holder["driver"] = driver
+    machine.add_plugin(driver.iopf)         # the host's iopf workqueue runs between vCPU slices
     ictx = Iommufd(driver, tracer=machine.tracer)
     return NestedHost(machine, smmu, mem, doorbell, driver, kvm, pol, ictx, btm)
 
 
-def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, policy: str = "shared",
-                    btm: bool = False, vsid: int = DEFAULT_VSID, psid: int | None = None,
-                    kvm_before_bind: bool = True, batch: bool = False, mask_ste: bool = False,
-                    vsmmu_ipa: int = VSMMU_IPA, dmatest_ipa: int = DMATEST_IPA, veventq_depth: int = 64,
-                    advertise_btm: str = "pinned", **host_kw: Any) -> NestedVm:
-    """Give `vm` a vSMMU and an assigned DMA test device (see the module docstring). `host` is reused when
-    given (its policy/btm win), else created with `setup_host(machine, policy=, btm=, **host_kw)`.
-    `kvm_before_bind=False` does bind before KVM_DEV_VFIO_FILE_ADD: with a policy that needs the VM's pinned
-    VMID, VIOMMU_ALLOC then fails with ENODEV (an `IommufdError` raised from here).
-    `advertise_btm` decides the vSMMU's IDR0.BTM: "pinned" (default) only when the host uses BTM and the
-    vIOMMU's VMID is the VM's pinned KVM VMID (the guest's broadcasts then really hit its entries); "host"
-    whenever the host uses BTM, whatever the VMID (what a naive VMM does: the guest then relies on broadcasts
-    that carry its KVM VMID while the SMMU tags its entries with the vIOMMU's); "never"."""
-    if advertise_btm not in ("pinned", "host", "never"):
-        raise ValueError(f"advertise_btm must be 'pinned', 'host' or 'never', not {advertise_btm!r}")
-    if host is None:
-        host = setup_host(machine, policy=policy, btm=btm, **host_kw)
-    ictx = host.ictx
+def _assigned_dma(machine: Any, vm: Any, host: NestedHost, psid: int | None, vsid: int,
+                  ipa: int) -> tuple[int, DmaTestDevice, AssignedMmio]:
+    """A DMA test device on the host bus (physical StreamID `psid`, the next free one by default), its MMIO
+    passed through into `vm` at `ipa`."""
     if psid is None:
         psid = host.next_psid
         host.next_psid += 1
@@ -163,13 +160,37 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     machine.add_device(host.next_dma_pa, DMATEST_SIZE, dma, f"{vm.name}.dmatest")
     host.next_dma_pa += DMATEST_SIZE
     mmio = AssignedMmio(dma, vsid)
-    vm.add_device(dmatest_ipa, DMATEST_SIZE, mmio, "dmatest")
+    vm.add_device(ipa, DMATEST_SIZE, mmio, "dmatest")
+    return psid, dma, mmio
+
+
+def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, policy: str = "shared",
+                    btm: bool = False, vsid: int = DEFAULT_VSID, psid: int | None = None,
+                    kvm_before_bind: bool = True, batch: bool = False, mask_ste: bool = False,
+                    vsmmu_ipa: int = VSMMU_IPA, dmatest_ipa: int = DMATEST_IPA, veventq_depth: int = 64,
+                    advertise_btm: str = "pinned", ats: bool = False, iopf: bool = False, httu: bool = False,
+                    fault_depth: int = MAX_FAULT_GROUPS, **host_kw: Any) -> NestedVm:
+    """Give `vm` a vSMMU and an assigned DMA test device (see the module docstring). `host` is reused when
+    given (its policy/btm win), else created with `setup_host(machine, policy=, btm=, **host_kw)`.
+    `kvm_before_bind=False` does bind before KVM_DEV_VFIO_FILE_ADD: with a policy that needs the VM's pinned
+    VMID, VIOMMU_ALLOC then fails with ENODEV (an `IommufdError` raised from here).
+    `advertise_btm` decides the vSMMU's IDR0.BTM: "pinned" (default) only when the host uses BTM and the
+    vIOMMU's VMID is the VM's pinned KVM VMID (the guest's broadcasts then really hit its entries); "host"
+    whenever the host uses BTM, whatever the VMID (what a naive VMM does: the guest then relies on broadcasts
+    that carry its KVM VMID while the SMMU tags its entries with the vIOMMU's); "never". `ats`, `iopf`,
+    `httu`, `fault_depth`: the module docstring."""
+    if advertise_btm not in ("pinned", "host", "never"):
+        raise ValueError(f"advertise_btm must be 'pinned', 'host' or 'never', not {advertise_btm!r}")
+    if host is None:
+        host = setup_host(machine, policy=policy, btm=btm, **host_kw)
+    ictx = host.ictx
+    psid, dma, mmio = _assigned_dma(machine, vm, host, psid, vsid, dmatest_ipa)
     if vm.vcpus:
         host.kvm.attach_vcpu(vm.vcpus[0])
     kvm_vm = host.kvm.vm_of(vm)
     if kvm_vm is None:
         kvm_vm = host.kvm.create_vm(vm.name, nvcpus=0, key=vm)
-    dev = ictx.open_device(psid, f"{vm.name}.dmatest")
+    dev = ictx.open_device(psid, f"{vm.name}.dmatest", pcie=DmaTestFunction(dma), can_stall=True)
     if kvm_before_bind:
         ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
         dev_id = ictx.bind(dev)
@@ -183,14 +204,16 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     viommu = ictx.viommu_alloc(dev_id, s2)
     vmid = ictx.viommu_vmid(viommu)
     q_id, q = ictx.veventq_alloc(viommu, depth=veventq_depth)
+    fault_id, fq = ictx.fault_queue_alloc(max_groups=fault_depth) if iopf else (0, None)
     kvmids = host.kvm.vmids
     shares_kvm_vmid = kvmids.is_pinned_vmid(vmid) and kvmids.hw_vmid(kvm_vm.vmid_ctx) == vmid
     use_btm = host.driver.caps.use_btm
     feats = vsmmu_features(host.driver.caps, btm=use_btm and (shares_kvm_vmid if advertise_btm == "pinned" else
-                                                              advertise_btm == "host"))
+                                                              advertise_btm == "host"), ats=ats, iopf=iopf, httu=httu)
     vs = VSmmu(vm, ictx, viommu, veventq=q, features=feats, tracer=machine.tracer, name=f"{vm.name}.vsmmu",
-               batch=batch, mask_ste=mask_ste)
+               batch=batch, mask_ste=mask_ste, fault_queue=fq, fault_id=fault_id)
     vm.add_device(vsmmu_ipa, MMIO_SIZE, vs, "vsmmu")
     vs.attach_device(vsid, dev_id)
     machine.add_plugin(vs)
-    return NestedVm(host, vm, kvm_vm, vs, dma, mmio, dev, dev_id, ioas, s2, viommu, q_id, vsid, psid, vmid)
+    return NestedVm(host, vm, kvm_vm, vs, dma, mmio, dev, dev_id, ioas, s2, viommu, q_id, vsid, psid, vmid,
+                    fault_id, fq)

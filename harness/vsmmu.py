@@ -31,23 +31,44 @@ and EVTQ_PROD reads:
 * host events for the device: the vIOMMU's vEVENTQ (events already carry the vSID) is read when the guest reads
   EVTQ_PROD and at the end of each of the VM's vCPU slices (a machine plugin), and every record goes into the
   guest's event queue through the model's writer (overflow, MSI/IRQ as the model does).
-* commands the vSMMU does not offer (stage 2, EL2, PRI, stalls: IDR0 says S2P=0, Hyp=0, PRI=0, STALL_MODEL=1)
-  fail with CERROR_ILL in the model's own `commands.check`; PREFETCH_* are accepted and ignored.
+* recoverable faults (when the VMM gave the vSMMU a fault object: `setup_nested_vm(iopf=True)`): the vSMMU
+  reads the fault fd (`harness.fault_forward.FaultForwarder`) when the guest reads EVTQ_PROD or PRIQ_PROD and
+  at the end of the VM's vCPU slices, and gives each group to the guest as the SMMU would have:
+  - a stall (the device's stream has no ATS: its vSTE EATS=0b00) -> an event record in the guest EVTQ with
+    Stall=1 and a vSTAG this vSMMU allocates (unique among the vSID's outstanding stalls), type F_TRANSLATION
+    (the fault record carries no event type), RnW/InD/PnU from the access, SSV/SSID from the PASID. A full
+    guest EVTQ holds it back (no OVFLG) until there is room, as the SMMU holds a stall record; a disabled
+    EVTQ or SMMU terminates it (Invalid). The guest's CMD_RESUME (vSID, vSTAG) becomes the page response:
+    retry -> SUCCESS, abort or RAZ/WI termination -> INVALID (the uAPI has no RAZ/WI); CMD_STALL_TERM answers
+    all of the vSID's stalls INVALID, SMMUEN 1 -> 0 all of them.
+  - a page request group (the stream uses ATS: vSTE EATS=0b01) -> one PRI queue entry per fault, in the
+    guest's PRI queue, written by the model's `page_request` (same PRG index and Last; an entry the guest
+    queue cannot take is answered by the model itself, as an SMMU does, and that answer goes to the host).
+    The guest's CMD_PRI_RESP (vSID, SSID, PRG index) becomes the page response: Success -> SUCCESS, Invalid
+    Request or Response Failure -> INVALID.
+  A CMD_RESUME or CMD_PRI_RESP that names no fault this VM was given (unknown vSID, vSTAG or PRG index,
+  another VM's, or already answered) is ignored, as the SMMU ignores a RESUME of no stall (`resume_ignored`,
+  `pri_resp_ignored`): the fault fd's cookies never reach the guest.
+* commands the vSMMU does not offer (stage 2, EL2; PRI, ATS and stalls unless the VMM enabled them: IDR0 says
+  S2P=0, Hyp=0, PRI=0, ATS=0, STALL_MODEL=1 by default) fail with CERROR_ILL in the model's own
+  `commands.check`; PREFETCH_* are accepted and ignored.
 
 Accounting (`stats`, `cost()`): every guest MMIO access to the vSMMU is a trap to the VMM (`vm_exits`: the page
 is emulated, so loads and stores both exit); `work_exits` counts the stores that make the VMM do something
 (CR0, GBPA, IRQ_CTRL, GERRORN, CMDQ_PROD); per guest invalidation command the VMM counts `host_calls`
 (HWPT_INVALIDATE ioctls) and `host_cmds` (commands, CMD_SYNCs included, the host driver put on the physical
-queue for them).
+queue for them); per fault `faults_delivered`, `fault_reads` / `fault_writes` (fault fd reads that returned
+records, writes), `page_responses`.
 
 Guest input never raises into the harness: iommufd/driver errors become CERRORs or events, and anything else
 (a bug) is caught at the MMIO boundary, recorded in `internal_errors`, traced (`vsmmu_internal_error`), and
 turns into GERROR.CMDQ_ERR with CERROR_ABT so the guest sees a failure too. Tests assert `internal_errors` is
 empty.
 
-Not modelled: 2-level guest stream tables are read (the model's walker), but hot-plug, PRI, ATS (IDR0.ATS=0),
-the guest's wired interrupts (no GIC: the guest polls or uses MSIs into its RAM), CMDQV, nested vSMMUs for
-several assigned devices behind different physical SMMUs.
+Not modelled: 2-level guest stream tables are read (the model's walker), but hot-plug, the guest's wired
+interrupts (no GIC: the guest polls or uses MSIs into its RAM), CMDQV, nested vSMMUs for several assigned
+devices behind different physical SMMUs, the guest's PRIQ/EVTQ MSIs for injected faults beyond what the model's
+writers do.
 """
 from __future__ import annotations
 
@@ -58,12 +79,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from devmodel.smmuv3 import commands as cmds
+from devmodel.smmuv3 import events as evmod
 from devmodel.smmuv3 import ste as stemod
+from devmodel.smmuv3.ats import PageRequest, PrgResponse
 from devmodel.smmuv3.device import MMIO_SIZE, SMMUv3
-from devmodel.smmuv3.fault import EventType, Fault
+from devmodel.smmuv3.fault import EventType, Fault, FaultClass
 from devmodel.smmuv3.hooks import CommandHandler
 from devmodel.smmuv3.regs import SmmuFeatures
+from devmodel.smmuv3.stall import Resume, resume_action
 from devmodel.trace import NULL_TRACER, Tracer, define
+
+from .fault_forward import Delivery, FaultForwarder, ForwardedGroup
+from .host.iopf import IOMMU_FAULT_PERM_EXEC, IOMMU_FAULT_PERM_PRIV, IOMMU_FAULT_PERM_READ, IOMMU_FAULT_PERM_WRITE
 
 __all__ = ["VSmmu", "VSmmuDevice", "vsmmu_features", "VSMMU_IPA", "VSMMU_SIZE", "FORWARDED", "WORK_REGS"]
 
@@ -86,14 +113,20 @@ define("vsmmu_refused", ("dev", "what", "vsid", "errno", "reason"),
        "the host refused a guest STE or command; the guest gets C_BAD_STE or CERROR_ILL")
 define("vsmmu_event", ("dev", "type", "vsid", "written"), "a host event (vEVENTQ) put into the guest's EVTQ")
 define("vsmmu_internal_error", ("dev", "where", "error"), "a VMM bug caught at the MMIO boundary")
+define("vsmmu_fault", ("dev", "what", "vsid", "tag", "n", "outcome"),
+       "a recoverable fault given to the guest (what: stall | pri) or answered by it (what: resume | pri_resp; "
+       "outcome success | invalid | ignored)")
 
 
-def vsmmu_features(host: Any = None, *, btm: bool = False, **overrides: Any) -> SmmuFeatures:
-    """The ID registers the guest sees: stage 1 only (the host owns stage 2), no Hyp/ATS/PRI, terminate-only
-    stalls, MSIs, linear and 2-level stream tables; OAS, granules, RIL and SSIDSIZE no larger than the host's
-    (`smmuv3_accel_check_hw_compatible`). `host` is the driver's `SmmuCaps` (or None for defaults). `btm` is
-    what IDR0.BTM tells the guest: only true when its CPUs' TLBIs really reach the physical SMMU with the
-    vIOMMU's VMID (host BTM in use and the VM's pinned KVM VMID shared)."""
+def vsmmu_features(host: Any = None, *, btm: bool = False, ats: bool = False, iopf: bool = False,
+                   httu: bool = False, **overrides: Any) -> SmmuFeatures:
+    """The ID registers the guest sees: stage 1 only (the host owns stage 2), no Hyp, MSIs, linear and 2-level
+    stream tables; OAS, granules, RIL and SSIDSIZE no larger than the host's (`smmuv3_accel_check_hw_compatible`).
+    `host` is the driver's `SmmuCaps` (or None for defaults). `btm` is what IDR0.BTM tells the guest: only
+    true when its CPUs' TLBIs really reach the physical SMMU with the vIOMMU's VMID (host BTM in use and the
+    VM's pinned KVM VMID shared). What the host allows, when the VMM offers it: `ats` IDR0.ATS; `iopf` (the
+    VMM has a fault object) the host's IDR0.STALL_MODEL and, with ATS, IDR0.PRI (a PRI queue of up to 2^8
+    entries); `httu` the host's IDR0.HTTU. Otherwise no ATS/PRI/HTTU and terminate-only stalls."""
     kw: dict[str, Any] = dict(s1p=True, s2p=False, hyp=False, ats=False, pri=False, stall_model=1, msi=True,
                               sev=True, btm=btm, httu=0, vmid16=True, asid16=True, cd2l=True, st_level_2=True,
                               sidsize=16, gbpa_abort=False)
@@ -101,6 +134,12 @@ def vsmmu_features(host: Any = None, *, btm: bool = False, **overrides: Any) -> 
         kw.update(oas=min(host.oas, 48), ril=bool(host.ril), ssidsize=min(host.ssid_bits, 20),
                   gran4k=4096 in host.granules, gran16k=16384 in host.granules,
                   gran64k=65536 in host.granules, asid16=host.asid_bits == 16, cd2l=bool(host.cd2l))
+        kw["ats"] = ats and host.ats
+        if iopf:
+            kw["stall_model"] = host.stall_model
+            kw.update(pri=kw["ats"] and host.pri, priqs=min(host.priq_log2, 8) if kw["ats"] and host.pri else 0)
+        if httu:
+            kw["httu"] = host.httu
     kw.update(overrides)
     return SmmuFeatures(**kw)
 
@@ -115,6 +154,22 @@ class VSmmuDevice:
     hwpt: int = 0                 # attached HWPT id
     nested: int = 0               # the translate nested HWPT this vSMMU allocated (0: none)
     how: str = ""
+    ats: bool = False             # the guest's vSTE has EATS=0b01: the device uses ATS (faults come as PRI)
+
+
+class _GuestFunction:
+    """The vSMMU's view of an assigned PCIe function (the model's `AtsEndpoint` for a vSID): the guest's
+    CMD_PRI_RESP (and the model's own answers for page requests the guest queue could not take) arrive here.
+    ATC_INV is forwarded to the host, so `atc_invalidate` is never called for it."""
+
+    def __init__(self, vsmmu: "VSmmu", vsid: int):
+        self.vsmmu, self.vsid = vsmmu, vsid
+
+    def atc_invalidate(self, ssid: int | None, lo: int, hi: int, global_: bool) -> bool:
+        return True
+
+    def pri_response(self, ssid: int | None, grpid: int, code: PrgResponse) -> None:
+        self.vsmmu.pri_answered(self.vsid, ssid, grpid, code)
 
 
 class VSmmu(SMMUv3):
@@ -123,11 +178,12 @@ class VSmmu(SMMUv3):
     `veventq`: the vIOMMU's vEVENTQ object (`Iommufd.veventq_alloc(...)[1]`), or None (no event forwarding).
     `batch`: send consecutive invalidations in one HWPT_INVALIDATE (default: one per command, as QEMU).
     `mask_ste`: strip vSTE bits outside the nesting-allowed set before HWPT_ALLOC, as QEMU does with
-    STE0_MASK/STE1_MASK (default False: pass the guest's words and let the kernel refuse them)."""
+    STE0_MASK/STE1_MASK (default False: pass the guest's words and let the kernel refuse them).
+    `fault_queue` / `fault_id`: the iommufd fault object its nested HWPTs are allocated with (None: none)."""
 
     def __init__(self, vm: Any, ictx: Any, viommu_id: int, *, veventq: Any = None,
                  features: SmmuFeatures | None = None, tracer: Tracer = NULL_TRACER, name: str | None = None,
-                 batch: bool = False, mask_ste: bool = False):
+                 batch: bool = False, mask_ste: bool = False, fault_queue: Any = None, fault_id: int = 0):
         self.vm = vm
         self.ictx = ictx
         self.viommu_id = viommu_id
@@ -142,16 +198,24 @@ class VSmmu(SMMUv3):
         self._abort_hwpt = 0
         self._bypass_hwpt = 0
         self._in_mmio = False
+        self.fault_id = fault_id if fault_queue is not None else 0
+        self.forwarder = None if fault_queue is None else FaultForwarder(
+            fault_queue, self._vsid_of_dev, stats=self.vmm, prefix="fault_")
+        self._delivering: tuple | None = None            # the PRI group being written into the guest PRIQ
+        self._answered: PrgResponse | None = None
         super().__init__(vm.ipa, features or vsmmu_features(), tracer=tracer,
                          name=name or f"{getattr(vm, 'name', 'vm')}.vsmmu", irq=None,
                          core=None)        # no translation in the VMM: DMA goes through the physical SMMU
         for n in cmds.OPCODES:
             self.set_handler(n, self._forward if n in FORWARDED else self._local(n, self.handler(n)))
-        self.hooks.smmuen.append(lambda enabled: self.install_all("smmuen"))
+        self.set_handler("RESUME", self._local("RESUME", self._guest_resume))
+        self.set_handler("STALL_TERM", self._local("STALL_TERM", self._guest_stall_term))
+        self.hooks.smmuen.append(self._smmuen_changed)
         self.hooks.gbpa.append(self._gbpa_updated)
         self.hooks.ste_invalidated.append(self._ste_invalidated)
         self.hooks.cmdq_pass_end.append(self._pass_end)
         self.hooks.evtq_prod_read.append(self.poll_events)
+        self.hooks.evtq_prod_read.append(self.poll_faults)
 
     @property
     def stats_vmm(self) -> dict[str, int]:
@@ -165,6 +229,10 @@ class VSmmu(SMMUv3):
             return super().read(offset, size)
         self._in_mmio = True
         try:
+            if self.forwarder is not None:
+                reg = self.reg_at(offset, size)
+                if reg is not None and reg.name == "PRIQ_PROD":
+                    self.poll_faults()          # the fd is read before the guest sees PROD
             return super().read(offset, size)
         except Exception as e:                  # noqa: BLE001 - the boundary: record, report, continue
             self._internal("read", e)
@@ -197,6 +265,11 @@ class VSmmu(SMMUv3):
         self.raise_gerror("CMDQ_ERR")
 
     # -- the model's hooks: configuration changes ------------------------------------------------------------------
+    def _smmuen_changed(self, enabled: bool) -> None:
+        if not enabled and self.forwarder is not None:      # the SMMU holds no transaction once disabled
+            self.forwarder.respond_all(None, False, lambda tag: tag[0] == "stall")
+        self.install_all("smmuen")
+
     def _gbpa_updated(self, old: int, new: int) -> None:
         if not self.field("CR0ACK", "SMMUEN") and new != old:
             self.install_all("gbpa")
@@ -297,12 +370,16 @@ class VSmmu(SMMUv3):
         sid = self.ictx.devices[dev_id].sid
         d = VSmmuDevice(vsid, dev_id, sid, vdev)
         self.devices[vsid] = d
+        self.attach_endpoint(vsid, _GuestFunction(self, vsid))
         self.install(vsid, "attach")
         return d
 
     def _nested_alloc(self, dev_id: int, words: tuple[int, int]) -> int:
-        from harness.host.iommufd import IOMMU_HWPT_DATA_ARM_SMMUV3
-        return self.ictx.hwpt_alloc(dev_id, self.viommu_id, data_type=IOMMU_HWPT_DATA_ARM_SMMUV3, data=words)
+        """A nested HWPT on the vIOMMU from vSTE words 0-1, with the fault object when there is one."""
+        from harness.host.iommufd import IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_HWPT_FAULT_ID_VALID
+        flags = IOMMU_HWPT_FAULT_ID_VALID if self.fault_id else 0
+        return self.ictx.hwpt_alloc(dev_id, self.viommu_id, flags=flags, data_type=IOMMU_HWPT_DATA_ARM_SMMUV3,
+                                    data=words, fault_id=self.fault_id)
 
     def install_all(self, why: str) -> None:
         for vsid in sorted(self.devices):
@@ -358,6 +435,7 @@ class VSmmu(SMMUv3):
             self._refused("ste", d.vsid, e.errno or _errno.EIO, e.strerror or str(e))
             self.record_fault(Fault(EventType.C_BAD_STE, sid=d.vsid, reason=f"host refused the vSTE: {e.strerror}"))
             return self._abort_hwpt, "refused", 0, cfg
+        d.ats = ste.eats == 1
         return hwpt, "translate", hwpt, cfg
 
     def _attach(self, d: VSmmuDevice, hwpt: int, new_nested: int) -> bool:
@@ -399,25 +477,124 @@ class VSmmu(SMMUv3):
                 self.tracer.emit("vsmmu_event", dev=self.name, type=ev.name, vsid=ev.sid, written=int(written))
         return n
 
-    # machine plugin: events are looked at when one of this VM's vCPUs stops running
+    # machine plugin: events and faults are looked at when one of this VM's vCPUs stops running
     def slice_end(self, vcpu: Any) -> None:
         if getattr(vcpu, "vm", None) is self.vm:
             try:
                 self.poll_events()
+                self.poll_faults()
             except Exception as e:               # noqa: BLE001 - never into the scheduler
                 self._internal("slice_end", e)
+
+    # -- recoverable faults (module docstring) ------------------------------------------------------------------
+    def _vsid_of_dev(self, dev_id: int) -> int | None:
+        return next((d.vsid for d in self.devices.values() if d.dev_id == dev_id), None)
+
+    def poll_faults(self) -> int:
+        """Give the guest what the fault object holds (and what waited for room); returns groups delivered."""
+        if self.forwarder is None:
+            return 0
+        return self.forwarder.poll(self._deliver)
+
+    def _deliver(self, g: ForwardedGroup) -> Delivery:
+        d = self.devices.get(g.endpoint)
+        if d is None:
+            return Delivery.REFUSE
+        out = self._deliver_pri(d, g) if d.ats else self._deliver_stall(d, g)
+        if out.kind in ("tag", "answered"):
+            self.vmm["faults_delivered"] += 1
+        return out
+
+    def _deliver_stall(self, d: VSmmuDevice, g: ForwardedGroup) -> Delivery:
+        """A stall -> an event record with Stall=1 and a vSTAG in the guest's EVTQ (module docstring)."""
+        if self.features.stall_model == 1 or not self.field("CR0ACK", "SMMUEN") or \
+                not self.field("CR0ACK", "EVTQEN"):
+            self._trace_fault("stall", d.vsid, -1, 1, "terminated")
+            return Delivery.REFUSE
+        if self.evtq.state().full:
+            self.vmm["stalls_held"] += 1
+            return Delivery.LATER
+        vstag = next(t for t in range(0x10000) if not self.forwarder.given(d.vsid, ("stall", t)))
+        r = g.last
+        ev = evmod.Event(type=int(EventType.F_TRANSLATION), sid=d.vsid, ssv=int(r.pasid_valid),
+                         ssid=r.pasid if r.pasid_valid else 0, stag=vstag, stall=1,
+                         rnw=int(not r.perm & IOMMU_FAULT_PERM_WRITE), ind=int(bool(r.perm & IOMMU_FAULT_PERM_EXEC)),
+                         pnu=int(bool(r.perm & IOMMU_FAULT_PERM_PRIV)), class_=int(FaultClass.IN), input_addr=r.addr)
+        if not self.write_event(ev):
+            self._trace_fault("stall", d.vsid, vstag, 1, "lost")
+            return Delivery.REFUSE
+        self.vmm["stalls_delivered"] += 1
+        self._trace_fault("stall", d.vsid, vstag, 1, "delivered")
+        return Delivery.tag(("stall", vstag))
+
+    def _deliver_pri(self, d: VSmmuDevice, g: ForwardedGroup) -> Delivery:
+        """A page request group -> the guest's PRI queue, one entry per fault (module docstring)."""
+        last = g.last
+        ssid = last.pasid if last.pasid_valid else None
+        tag = ("pri", ssid, last.grpid & 0x1FF)
+        self._delivering, self._answered = (d.vsid, tag), None
+        try:
+            for r in g.records:
+                self.page_request(PageRequest(
+                    sid=d.vsid, ssv=int(r.pasid_valid), ssid=r.pasid if r.pasid_valid else 0,
+                    prg_index=r.grpid & 0x1FF, last=int(r.last), read=int(bool(r.perm & IOMMU_FAULT_PERM_READ)),
+                    write=int(bool(r.perm & IOMMU_FAULT_PERM_WRITE)), exec=int(bool(r.perm & IOMMU_FAULT_PERM_EXEC)),
+                    priv=int(bool(r.perm & IOMMU_FAULT_PERM_PRIV)), addr=r.addr & ~0xFFF))
+        finally:
+            self._delivering = None
+        self.vmm["page_requests_delivered"] += len(g.records)
+        if self._answered is not None:               # the model answered the group itself (queue full/off)
+            self._trace_fault("pri", d.vsid, tag[2], len(g.records), f"answered_{self._answered.name.lower()}")
+            return Delivery.answered(self._answered is PrgResponse.SUCCESS)
+        self._trace_fault("pri", d.vsid, tag[2], len(g.records), "delivered")
+        return Delivery.tag(tag)
+
+    def pri_answered(self, vsid: int, ssid: int | None, grpid: int, code: PrgResponse) -> None:
+        """A PRG response for `vsid` (the guest's CMD_PRI_RESP, or the model's automatic one)."""
+        tag = ("pri", ssid, grpid & 0x1FF)
+        if self._delivering == (vsid, tag):
+            self._answered = code
+            return
+        ok = self.forwarder is not None and self.forwarder.respond(vsid, tag, code is PrgResponse.SUCCESS)
+        self.vmm["page_responses" if ok else "pri_resp_ignored"] += 1
+        self._trace_fault("pri_resp", vsid, grpid, 0, code.name.lower() if ok else "ignored")
+
+    def _guest_resume(self, cmd: cmds.Command) -> int:
+        """Guest CMD_RESUME (vSID, vSTAG): retry -> SUCCESS, abort/terminate -> INVALID; else ignored."""
+        retry = resume_action(cmd.resp) is Resume.RETRY
+        ok = self.forwarder is not None and self.forwarder.respond(cmd.sid, ("stall", cmd.stag), retry)
+        self.vmm["page_responses" if ok else "resume_ignored"] += 1
+        self._trace_fault("resume", cmd.sid, cmd.stag, 0, ("success" if retry else "invalid") if ok else "ignored")
+        return cmds.CERROR_NONE
+
+    def _guest_stall_term(self, cmd: cmds.Command) -> int:
+        """Guest CMD_STALL_TERM: every stall given for the vSID is answered INVALID."""
+        if self.forwarder is not None:
+            n = self.forwarder.respond_all(cmd.sid, False, lambda tag: tag[0] == "stall")
+            self.vmm["stalls_terminated"] += n
+        return cmds.CERROR_NONE
+
+    def _trace_fault(self, what: str, vsid: int, tag: int, n: int, outcome: str) -> None:
+        if self.traced("vsmmu_fault"):
+            self.tracer.emit("vsmmu_fault", dev=self.name, what=what, vsid=vsid, tag=tag, n=n, outcome=outcome)
 
     # -- accounting ----------------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, int]:
         return dict(self.vmm)
 
     def cost(self, since: dict[str, int] | None = None) -> dict[str, float]:
-        """Counters since `since` (a `snapshot()`), plus per-guest-invalidation ratios:
-        `exits_per_inv`, `work_exits_per_inv`, `host_calls_per_inv`, `host_cmds_per_inv`."""
+        """Counters since `since` (a `snapshot()`), plus per-guest-invalidation ratios (`exits_per_inv`,
+        `work_exits_per_inv`, `host_calls_per_inv`, `host_cmds_per_inv`) and per-fault ones: `exits_per_fault`
+        and `host_calls_per_fault` (fault fd reads and writes plus HWPT_INVALIDATE calls, per fault group
+        delivered)."""
         base = since or {}
         d = {k: v - base.get(k, 0) for k, v in self.vmm.items()}
         n = d.get("guest_invalidations", 0)
         out: dict[str, float] = dict(d)
         for k in ("vm_exits", "work_exits", "host_calls", "host_cmds"):
             out[f"{k.replace('vm_', '')}_per_inv"] = (d.get(k, 0) / n) if n else 0.0
+        f = d.get("faults_delivered", 0)
+        calls = d.get("fault_reads", 0) + d.get("fault_writes", 0) + d.get("host_calls", 0)
+        out["exits_per_fault"] = d.get("vm_exits", 0) / f if f else 0.0
+        out["host_calls_per_fault"] = calls / f if f else 0.0
         return out

@@ -1,7 +1,8 @@
 /*
  * DMA test device access (register map: README.md "DMA test device", devmodel/dmatest.py). Commands complete
- * inside the write to CMD; STATUS then says DONE, FAULT (SMMU fault, FAULT_TYPE = event type), BUSERR or
- * BADCMD. When the device is assigned to a VM, SID reads as the vSID the VMM gives it (the IORT mapping of
+ * inside the write to CMD, or wait (STALLED: the transaction is stalled in the SMMU; PRI_WAIT: a page request
+ * group is outstanding) until the SMMU's CMD_RESUME / CMD_PRI_RESP ends the wait; STATUS then says DONE,
+ * FAULT (SMMU fault, FAULT_TYPE = event type), BUSERR, BADCMD, ATS_ERR or PRI_ERR. When the device is assigned to a VM, SID reads as the vSID the VMM gives it (the IORT mapping of
  * a real board) and is read-only.
  */
 #ifndef GUEST_DMATEST_H
@@ -25,6 +26,13 @@
 #define DMATEST_COUNT 0x34
 #define DMATEST_FAULT_ADDR 0x38
 #define DMATEST_ATTR 0x40
+#define DMATEST_PCIE_CTRL 0x44
+#define DMATEST_PRI_STATUS 0x48
+#define DMATEST_PRI_ALLOC 0x4C
+#define DMATEST_STAG 0x50
+#define DMATEST_PRG_INDEX 0x54
+#define DMATEST_ATC_ENTRIES 0x58
+#define DMATEST_ATC_INVS 0x5C
 
 #define DMATEST_CMD_READ64 1
 #define DMATEST_CMD_WRITE64 2
@@ -34,6 +42,15 @@
 #define DMATEST_ST_FAULT (1u << 1)
 #define DMATEST_ST_BUSERR (1u << 2)
 #define DMATEST_ST_BADCMD (1u << 3)
+#define DMATEST_ST_STALLED (1u << 4)
+#define DMATEST_ST_PRI_WAIT (1u << 5)
+#define DMATEST_ST_ATS_ERR (1u << 6)
+#define DMATEST_ST_PRI_ERR (1u << 7)
+#define DMATEST_ST_WAITING (DMATEST_ST_STALLED | DMATEST_ST_PRI_WAIT)
+
+#define DMATEST_PCIE_ATS_EN (1u << 0)   /* ATS Control.Enable */
+#define DMATEST_PCIE_PRI_EN (1u << 1)   /* PRI Control.Enable */
+#define DMATEST_PCIE_PRI_RESET (1u << 2)
 
 #define DMATEST_SSV (1u << 31)
 
@@ -74,6 +91,13 @@ static inline u32 dmatest_copy(uintptr_t base, u64 src, u64 dst, u32 len)
 	writel(len, base + DMATEST_LEN);
 	writel(DMATEST_CMD_COPY, base + DMATEST_CMD);
 	return readl(base + DMATEST_STATUS);
+}
+
+/* PCIe function set-up as pci_enable_pri / pci_enable_ats do it: PRI allocation, then the enables. */
+static inline void dmatest_enable_ats_pri(uintptr_t base, u32 pri_reqs)
+{
+	writel(pri_reqs, base + DMATEST_PRI_ALLOC);
+	writel(DMATEST_PCIE_ATS_EN | (pri_reqs ? DMATEST_PCIE_PRI_EN : 0), base + DMATEST_PCIE_CTRL);
 }
 
 #endif

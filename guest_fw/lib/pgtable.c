@@ -138,6 +138,14 @@ u64 pgtable_lookup(const struct pgtable *pt, u64 va, int *level)
 	return 0;
 }
 
+u64 *pgtable_leaf(struct pgtable *pt, u64 va)
+{
+	int level = 3;
+	if (!pgtable_lookup(pt, va, &level))
+		return NULL;
+	return entry_at(pt, va, level, false);
+}
+
 void pgtable_unmap(struct pgtable *pt, u64 va, u64 size)
 {
 	u64 end = va + size;

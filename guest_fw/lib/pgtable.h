@@ -41,6 +41,12 @@ int pgtable_map(struct pgtable *pt, u64 va, u64 pa, u64 size, unsigned prot, boo
 void pgtable_unmap(struct pgtable *pt, u64 va, u64 size);
 /* The leaf descriptor that maps va (0 when none); level written to *level when not NULL. */
 u64 pgtable_lookup(const struct pgtable *pt, u64 va, int *level);
+/* The leaf descriptor of va itself, to change its bits in place (AF, DBM, AP[2]); NULL when va is unmapped. */
+u64 *pgtable_leaf(struct pgtable *pt, u64 va);
+/* Leaf bits a caller may change (Arm ARM D8.3: AP[2] 7, AF 10, DBM 51) */
+#define PGT_D_AP_RO (1ULL << 7)
+#define PGT_D_AF (1ULL << 10)
+#define PGT_D_DBM (1ULL << 51)
 /* T0SZ to put in a CD / TCR for this tree. */
 static inline int pgtable_t0sz(const struct pgtable *pt) { return 64 - pt->ias; }
 /* Pages left in the shared pool. */

@@ -54,6 +54,7 @@
 static u64 strtab_mem[(1 << VSMMU_STRTAB_LOG2) * 8] __aligned(64 << VSMMU_STRTAB_LOG2);
 static u64 cmdq_mem[(1 << VSMMU_CMDQ_LOG2) * 2] __aligned(16 << VSMMU_CMDQ_LOG2);
 static u64 evtq_mem[(1 << VSMMU_EVTQ_LOG2) * 4] __aligned(32 << VSMMU_EVTQ_LOG2);
+static u64 priq_mem[(1 << VSMMU_PRIQ_LOG2) * 2] __aligned(16 << VSMMU_PRIQ_LOG2);
 static volatile u32 sync_mem __aligned(64);
 
 void vsmmu_cd_write(u64 *cd, u16 asid, const struct pgtable *pt, bool aset)
@@ -97,6 +98,14 @@ u64 *vsmmu_ste(struct vsmmu *s, u32 sid)
 static u32 q_idx(u32 p, int log2) { return p & ((1u << log2) - 1); }
 static u32 q_wrap(u32 p, int log2) { return (p >> log2) & 1; }
 static u32 q_next(u32 p, int log2) { return (p + 1) & ((2u << log2) - 1); }
+/* Entries between cons and prod (the wrap bit tells a full queue from an empty one, IHI 0070 3.5.1). */
+static u32 q_pending(u32 prod, u32 cons, int log2)
+{
+	prod &= (2u << log2) - 1;
+	if (q_wrap(prod, log2) == q_wrap(cons, log2))
+		return q_idx(prod, log2) - q_idx(cons, log2);
+	return (1u << log2) - q_idx(cons, log2) + q_idx(prod, log2);
+}
 
 /* Is the queue full from the driver's view? Uses the cached CONS first and reads CMDQ_CONS (a VM exit on a
  * vSMMU) only when the cached value says full, as Linux keeps llq.cons. */
@@ -269,17 +278,27 @@ int vsmmu_init(struct vsmmu *s, uintptr_t base)
 	s->evtq_cons = 0;
 	if ((r = write_cr0(s, CR0_CMDQEN | CR0_EVTQEN)))
 		return r;
-	return write_cr0(s, CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN);
+	u32 en = CR0_CMDQEN | CR0_EVTQEN;
+	if (s->idr0 & IDR0_PRI) {        /* page request queue, as arm_smmu_device_reset with FEAT_PRI */
+		int l = IDR1_PRIQS(s->idr1) < VSMMU_PRIQ_LOG2 ? (int)IDR1_PRIQS(s->idr1) : VSMMU_PRIQ_LOG2;
+		s->priq = priq_mem;
+		s->priq_log2 = l;
+		memset(priq_mem, 0, sizeof(priq_mem));
+		dsb(ishst);
+		writeq((u64)(uintptr_t)priq_mem | (u64)l, base + SMMU_PRIQ_BASE);
+		wr(s, SMMU_PRIQ_PROD, 0);
+		wr(s, SMMU_PRIQ_CONS, 0);
+		s->priq_cons = 0;
+		en |= CR0_PRIQEN;
+		if ((r = write_cr0(s, en)))
+			return r;
+	}
+	return write_cr0(s, en | CR0_SMMUEN);
 }
 
 u32 vsmmu_events_pending(struct vsmmu *s)
 {
-	const int l = VSMMU_EVTQ_LOG2;
-	u32 prod = rd(s, SMMU_EVTQ_PROD) & ((2u << l) - 1);
-	u32 cons = s->evtq_cons;
-	if (q_wrap(prod, l) == q_wrap(cons, l))
-		return q_idx(prod, l) - q_idx(cons, l);
-	return (1u << l) - q_idx(cons, l) + q_idx(prod, l);
+	return q_pending(rd(s, SMMU_EVTQ_PROD), s->evtq_cons, VSMMU_EVTQ_LOG2);
 }
 
 bool vsmmu_read_event(struct vsmmu *s, u64 ev[4])
@@ -294,4 +313,59 @@ bool vsmmu_read_event(struct vsmmu *s, u64 ev[4])
 	s->evtq_cons = q_next(s->evtq_cons, l);
 	wr(s, SMMU_EVTQ_CONS, s->evtq_cons);
 	return true;
+}
+
+u32 vsmmu_pprs_pending(struct vsmmu *s)
+{
+	if (!s->priq)
+		return 0;
+	return q_pending(rd(s, SMMU_PRIQ_PROD), s->priq_cons, s->priq_log2);
+}
+
+bool vsmmu_read_ppr(struct vsmmu *s, u64 ppr[2])
+{
+	if (!vsmmu_pprs_pending(s))
+		return false;
+	const int l = s->priq_log2;
+	u32 i = q_idx(s->priq_cons, l);
+	ppr[0] = s->priq[i * 2];
+	ppr[1] = s->priq[i * 2 + 1];
+	s->priq_cons = q_next(s->priq_cons, l);
+	wr(s, SMMU_PRIQ_CONS, s->priq_cons);
+	return true;
+}
+
+int vsmmu_resume(struct vsmmu *s, u32 sid, u32 stag, int resp)
+{
+	int r = vsmmu_queue(s, CMD_RESUME | ((u64)(resp & 3) << 12) | CMD0_SID(sid), stag & 0xffff);
+	if (!r)
+		vsmmu_kick(s);
+	return r;
+}
+
+int vsmmu_stall_term(struct vsmmu *s, u32 sid)
+{
+	return cmd_sync(s, CMD_STALL_TERM | CMD0_SID(sid), 0);
+}
+
+int vsmmu_pri_resp(struct vsmmu *s, u32 sid, int ssid, u32 grpid, int resp)
+{
+	u64 w0 = CMD_PRI_RESP | CMD0_SID(sid) | (ssid < 0 ? 0 : (1ULL << 11) | CMD0_SSID((u32)ssid));
+	int r = vsmmu_queue(s, w0, (grpid & 0x1ff) | ((u64)(resp & 3) << 12));
+	if (!r)
+		vsmmu_kick(s);
+	return r;
+}
+
+int vsmmu_atc_inv(struct vsmmu *s, u32 sid, int ssid, u64 addr, u64 size)
+{
+	u64 w0 = CMD_ATC_INV | CMD0_SID(sid) | (ssid < 0 ? 0 : (1ULL << 11) | CMD0_SSID((u32)ssid));
+	u64 w1 = ATC_INV_SIZE_ALL;
+	if (size) {                        /* arm_smmu_atc_inv_to_cmd: the smallest aligned 2^n pages span */
+		u64 first = addr >> 12, last = (addr + size - 1) >> 12, span = 0;
+		while ((first ^ last) >> span)
+			span++;
+		w1 = ((first & ~((1ULL << span) - 1)) << 12) | span;
+	}
+	return cmd_sync(s, w0, w1);
 }

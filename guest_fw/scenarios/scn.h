@@ -86,12 +86,16 @@ static inline u32 dma_write64(u64 iova, u64 val) { return dmatest_write64(DMATES
 #define CD_R (1ULL << 45)
 #define CD_A (1ULL << 46)
 #define CD_ASET (1ULL << 47)
+#define CD_HD (1ULL << 42)            /* hardware dirty-state update (with HA) */
+#define CD_HA (1ULL << 43)            /* hardware Access flag update */
+#define CD_S (1ULL << 44)             /* stall faulting transactions */
 
 /*
  * A CD sharing the CPU's EL1&0 stage-1 tables (TTBR0_EL1, TCR_EL1.T0SZ, MAIR_EL1, the ASID in TTBR0_EL1):
- * what SVA means. ASET = 0 so the SMMU takes the CPU's broadcast TLBIs by ASID.
+ * what SVA means. ASET = 0 so the SMMU takes the CPU's broadcast TLBIs by ASID. `extra0`: more word-0 bits
+ * (CD.S 44 to stall faults, CD.HA 43 / CD.HD 42 for hardware access/dirty updates).
  */
-static inline void cd_share_cpu_tables(u64 *cd)
+static inline void cd_share_cpu_tables_with(u64 *cd, u64 extra0)
 {
 	u64 ttbr = read_sysreg(ttbr0_el1);
 	u64 tcr = read_sysreg(tcr_el1);
@@ -106,9 +110,11 @@ static inline void cd_share_cpu_tables(u64 *cd)
 		cd[i] = 0;
 	dsb(ishst);
 	cd[0] = t0sz | (tg0 << 6) | (1ULL << 8) | (1ULL << 10) | (3ULL << 12) | CD_EPD1 | CD_V | (ips << 32) |
-		CD_AA64 | CD_R | CD_A | (asid << 48);
+		CD_AA64 | CD_R | CD_A | (asid << 48) | extra0;
 	dsb(ish);
 }
+
+static inline void cd_share_cpu_tables(u64 *cd) { cd_share_cpu_tables_with(cd, 0); }
 
 /* The level-3 descriptor of `va` in the CPU's own tables (4K granule, 39-bit VA as guest_fw/lib/mmu.c). */
 static inline u64 *pte_of(u64 va)

@@ -16,6 +16,9 @@ Flow (Linux Documentation/userspace-api/iommufd.rst; QEMU `hw/arm/smmuv3-accel.c
     ictx.device_attach(dev_id, nested)
     ictx.hwpt_invalidate(viommu, [cmd, ...])       # guest TLBI_NH_* / CFGI_CD* / ATC_INV, returns entry_num
     q = ictx.veventq_alloc(viommu, depth=...); q.read()
+    fault_id, fq = ictx.fault_queue_alloc()        # IOMMU_FAULT_QUEUE_ALLOC (the fd is the object)
+    nested = ictx.hwpt_alloc(dev_id, viommu, flags=IOMMU_HWPT_FAULT_ID_VALID, fault_id=fault_id, ...)
+    fq.read() -> [HwptPgfault]; fq.write([HwptPageResponse(cookie, IOMMUFD_PAGE_RESP_SUCCESS)])
 
 What is checked, with upstream's errnos (torvalds/linux arm-smmu-v3-iommufd.c, drivers/iommu/iommufd/):
 * vSTE (`arm_smmu_validate_vste`): V=0 -> stored as all zeroes (abort); any bit outside
@@ -42,12 +45,29 @@ What is checked, with upstream's errnos (torvalds/linux arm-smmu-v3-iommufd.c, d
 * IOAS_MAP only accepts host RAM that is not the SMMU driver's own memory (EFAULT), 4KB-aligned (EINVAL),
   not overlapping (EEXIST). Here `pa` stands for the pinned pages behind the user VA.
 
-Not modelled: PASID attach (IOMMU_HWPT_ALLOC with pasid), IOPF fault queues, dirty tracking, IOAS_COPY,
-hw queues (CMDQV), multiple SMMUs per context, ATS enablement state (EATS only decides `enable_ats`).
+* fault objects (drivers/iommu/iommufd/eventq.c, `struct iommu_hwpt_pgfault` / `iommu_hwpt_page_response`):
+  `fault_queue_alloc()` (IOMMU_FAULT_QUEUE_ALLOC) returns the object standing for the fault fd. A nested HWPT
+  allocated with IOMMU_HWPT_FAULT_ID_VALID gets it as its domain's `iopf_handler`
+  (`iommufd_fault_iopf_handler`): recoverable faults of its devices (stalls, PRI page request groups) are queued
+  there instead of being refused. Attaching a device to such a HWPT enables its I/O page faults
+  (`iommufd_fault_iopf_enable`: EOPNOTSUPP for a device that can neither stall nor use PRI); moving it away or
+  detaching it answers its pending groups with Invalid (`iommufd_auto_response_faults`). `read()` returns whole
+  groups only (each fault one record, the group's cookie in every record; a read that cannot take a whole group
+  stops before it) and moves them to the response table; `write()` takes responses (SUCCESS or INVALID, else
+  EINVAL; an unknown cookie: EINVAL), each answering its group once through the host driver (CMD_RESUME /
+  CMD_PRI_RESP). Cookies are per fault object: one VMM cannot answer another's faults. **Bound** (the
+  model's, counted `overflow`): at most `max_groups` groups wait to be read; more are refused (the device
+  gets Response Failure/abort) so a guest flooding faults cannot grow host memory. Destroying a fault object
+  that a HWPT uses: EBUSY.
+
+Not modelled: PASID attach (IOMMU_HWPT_ALLOC with pasid), fault objects on paging HWPTs (EOPNOTSUPP), dirty
+tracking, IOAS_COPY, hw queues (CMDQV), multiple SMMUs per context.
 """
 from __future__ import annotations
 
 import errno as _errno
+import struct
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -57,6 +77,8 @@ from devmodel.smmuv3 import ste as stemod
 from devmodel.smmuv3.fault import EventType, FaultClass
 from devmodel.trace import NULL_TRACER, Tracer, define
 
+from .iopf import (IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE, IOMMU_FAULT_PAGE_REQUEST_PASID_VALID, IOMMU_PAGE_RESP_INVALID,
+                   IOMMU_PAGE_RESP_SUCCESS, IopfGroup)
 from .smmu_driver import (CMDQ_BATCH_ENTRIES, Master, NestedDomain, S1Domain, S2Domain, SmmuDriver,
                           SmmuDriverError)
 from .vmid_policy import PolicyError
@@ -66,10 +88,15 @@ __all__ = ["Iommufd", "IommufdError", "VfioDevice", "VEvent", "VEventQ", "HwInfo
            "IOMMU_HWPT_DATA_ARM_SMMUV3", "IOMMU_VIOMMU_TYPE_ARM_SMMUV3",
            "IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3", "IOMMU_VEVENTQ_TYPE_ARM_SMMUV3",
            "IOMMU_VEVENTQ_FLAG_LOST_EVENTS", "IOMMU_HW_INFO_TYPE_ARM_SMMUV3", "IOMMU_IOAS_MAP_FIXED_IOVA",
-           "IOMMU_IOAS_MAP_WRITEABLE", "IOMMU_IOAS_MAP_READABLE", "FORWARDED_EVENTS"]
+           "IOMMU_IOAS_MAP_WRITEABLE", "IOMMU_IOAS_MAP_READABLE", "FORWARDED_EVENTS", "FaultQueue", "HwptPgfault",
+           "HwptPageResponse", "IOMMU_HWPT_FAULT_ID_VALID", "IOMMU_PGFAULT_FLAGS_PASID_VALID",
+           "IOMMU_PGFAULT_FLAGS_LAST_PAGE", "IOMMUFD_PAGE_RESP_SUCCESS", "IOMMUFD_PAGE_RESP_INVALID"]
 
 # include/uapi/linux/iommufd.h
 IOMMU_HWPT_ALLOC_NEST_PARENT = 1 << 0
+IOMMU_HWPT_FAULT_ID_VALID = 1 << 2
+IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE = 1 << 0, 1 << 1   # = the iopf flags
+IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID = 0, 1                        # = IOMMU_PAGE_RESP_*
 IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_DATA_ARM_SMMUV3 = 0, 1, 2
 IOMMU_VIOMMU_TYPE_DEFAULT, IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 0, 1
 IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 0, 1
@@ -83,6 +110,9 @@ _M64 = (1 << 64) - 1
 define("iommufd_call", ("op", "obj", "errno", "detail"), "an iommufd operation (errno 0: success)")
 define("iommufd_invalidate", ("viommu", "n", "processed", "errno"), "IOMMU_HWPT_INVALIDATE on a vIOMMU")
 define("iommufd_vevent", ("viommu", "vsid", "type", "lost"), "an event queued (or lost) on a vEVENTQ")
+define("iommufd_fault", ("fault", "dev_id", "what", "cookie", "n", "code"),
+       "a fault object: queued | overflow | read | response | auto_response (n: faults in the group)")
+MAX_FAULT_GROUPS = 256
 
 FORWARDED_EVENTS = frozenset({EventType.C_BAD_STE, EventType.F_STREAM_DISABLED, EventType.C_BAD_SUBSTREAMID,
                               EventType.C_BAD_CD, EventType.F_TRANSLATION, EventType.F_ADDR_SIZE,
@@ -215,8 +245,9 @@ class _Vdevice(_Obj):
 class _HwptNested(_Obj):
     kind = "hwpt_nested"
 
-    def __init__(self, viommu: _Viommu, domain: NestedDomain, enable_ats: bool) -> None:
+    def __init__(self, viommu: _Viommu, domain: NestedDomain, enable_ats: bool, fault: Any = None) -> None:
         self.viommu, self.domain, self.enable_ats = viommu, domain, enable_ats
+        self.fault = fault                                   # FaultQueue (IOMMU_HWPT_FAULT_ID_VALID) or None
         self.devices: list[VfioDevice] = []
 
 
@@ -270,6 +301,176 @@ class VEventQ(_Obj):
             out.append(VEvent(IOMMU_VEVENTQ_FLAG_LOST_EVENTS, self.sequence, None))
             self._lost_pending = False
         return out
+
+
+@dataclass(frozen=True)
+class HwptPgfault:
+    """One fault record of a fault fd read (`struct iommu_hwpt_pgfault`, 40 bytes: flags, dev_id, pasid, grpid,
+    perm, __reserved, addr (aligned u64), length, cookie). Flags and perm are the iopf values
+    (IOMMU_PGFAULT_FLAGS_*, IOMMU_PGFAULT_PERM_* = IOMMU_FAULT_PERM_*)."""
+    flags: int
+    dev_id: int
+    pasid: int
+    grpid: int
+    perm: int
+    addr: int
+    length: int
+    cookie: int
+    SIZE = 40
+    _FMT = struct.Struct("<IIIIIIQII")
+
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & IOMMU_PGFAULT_FLAGS_LAST_PAGE)
+
+    @property
+    def pasid_valid(self) -> bool:
+        return bool(self.flags & IOMMU_PGFAULT_FLAGS_PASID_VALID)
+
+    def to_bytes(self) -> bytes:
+        return self._FMT.pack(self.flags, self.dev_id, self.pasid, self.grpid, self.perm, 0, self.addr,
+                              self.length, self.cookie)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "HwptPgfault":
+        f, d, p, g, perm, _res, a, ln, c = cls._FMT.unpack(raw)
+        return cls(f, d, p, g, perm, a, ln, c)
+
+
+@dataclass(frozen=True)
+class HwptPageResponse:
+    """One response of a fault fd write (`struct iommu_hwpt_page_response`: cookie, code)."""
+    cookie: int
+    code: int
+    SIZE = 8
+    _FMT = struct.Struct("<II")
+
+    def to_bytes(self) -> bytes:
+        return self._FMT.pack(self.cookie & 0xFFFF_FFFF, self.code & 0xFFFF_FFFF)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "HwptPageResponse":
+        return cls(*cls._FMT.unpack(raw))
+
+
+class FaultQueue(_Obj):
+    """IOMMU_FAULT_QUEUE_ALLOC's object, standing for the fault fd (module docstring). `iopf_handler` is what a
+    HWPT allocated with IOMMU_HWPT_FAULT_ID_VALID hands the iopf queue."""
+    kind = "fault"
+
+    def __init__(self, ctx: "Iommufd", max_groups: int = MAX_FAULT_GROUPS) -> None:
+        self.ctx, self.max_groups = ctx, max_groups
+        self.deliver: list[IopfGroup] = []             # reported, not yet read
+        self.response: dict[int, IopfGroup] = {}       # read, waiting for userspace's response (by cookie)
+        self.users = 0                                 # HWPTs using it
+        self.stats: Counter[str] = Counter()
+        self._next_cookie = 1
+
+    # -- the kernel side ----------------------------------------------------------------------------------------
+    def iopf_handler(self, group: IopfGroup) -> int:
+        """`iommufd_fault_iopf_handler`: queue the group for userspace (ENOSPC beyond the bound)."""
+        dev = self.ctx.device_of(group.master)
+        if dev is None or dev.dev_id is None:
+            return _errno.ENODEV
+        if len(self.deliver) >= self.max_groups:
+            self.stats["overflow"] += 1
+            self._trace(dev.dev_id, "overflow", 0, len(group.faults), -1)
+            return _errno.ENOSPC
+        group.data["dev_id"] = dev.dev_id
+        self.deliver.append(group)
+        self.stats["queued"] += 1
+        self._trace(dev.dev_id, "queued", 0, len(group.faults), -1)
+        return 0
+
+    @property
+    def readable(self) -> bool:
+        """The fd polls readable: a group waits to be read."""
+        return bool(self.deliver)
+
+    # -- the fd ---------------------------------------------------------------------------------------------------
+    def read(self, max_records: int | None = None) -> list[HwptPgfault]:
+        """read(2) of up to `max_records` records (whole groups only; None: everything queued)."""
+        out: list[HwptPgfault] = []
+        while self.deliver:
+            group = self.deliver[0]
+            if max_records is not None and len(out) + len(group.faults) > max_records:
+                break
+            self.deliver.pop(0)
+            cookie = self._next_cookie
+            self._next_cookie = self._next_cookie % 0xFFFF_FFFF + 1
+            group.cookie = cookie
+            self.response[cookie] = group
+            out += [HwptPgfault(f.flags, group.data["dev_id"], f.pasid, f.grpid, f.perm, f.addr, 0, cookie)
+                    for f in group.faults]
+            self.stats["read"] += 1
+            self._trace(group.data["dev_id"], "read", cookie, len(group.faults), -1)
+        return out
+
+    def read_bytes(self, count: int) -> bytes:
+        """read(2) into a buffer of `count` bytes: ESPIPE unless a multiple of the record size."""
+        if count % HwptPgfault.SIZE:
+            raise IommufdError(_errno.ESPIPE, f"fault read of {count} bytes: not a multiple of "
+                               f"sizeof(struct iommu_hwpt_pgfault) = {HwptPgfault.SIZE}")
+        return b"".join(r.to_bytes() for r in self.read(count // HwptPgfault.SIZE))
+
+    def write(self, responses: Iterable[HwptPageResponse | bytes]) -> int:
+        """write(2) of responses; returns how many were taken. The first bad one (code other than SUCCESS /
+        INVALID, unknown cookie) stops the write: EINVAL if it was the first, else the count so far."""
+        done = 0
+        for r in responses:
+            resp = r if isinstance(r, HwptPageResponse) else self._parse(r)
+            err = self._respond(resp)
+            if err:
+                self.stats["bad_response"] += 1
+                if not done:
+                    raise IommufdError(_errno.EINVAL, f"fault response: {err}")
+                break
+            done += 1
+        return done
+
+    def write_bytes(self, raw: bytes) -> int:
+        """write(2) of a buffer: ESPIPE unless a multiple of the response size; returns bytes taken."""
+        n = HwptPageResponse.SIZE
+        if len(raw) % n:
+            raise IommufdError(_errno.ESPIPE, f"fault write of {len(raw)} bytes: not a multiple of "
+                               f"sizeof(struct iommu_hwpt_page_response) = {n}")
+        return n * self.write([raw[i:i + n] for i in range(0, len(raw), n)])
+
+    @staticmethod
+    def _parse(raw: bytes) -> HwptPageResponse:
+        if len(raw) != HwptPageResponse.SIZE:
+            raise IommufdError(_errno.EINVAL, f"a response is {HwptPageResponse.SIZE} bytes, got {len(raw)}")
+        return HwptPageResponse.from_bytes(bytes(raw))
+
+    def _respond(self, resp: HwptPageResponse) -> str:
+        if resp.code not in (IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID):
+            return f"code {resp.code} is neither SUCCESS nor INVALID"
+        group = self.response.pop(resp.cookie, None)
+        if group is None:
+            return f"cookie {resp.cookie} names no fault group read from this queue"
+        code = IOMMU_PAGE_RESP_SUCCESS if resp.code == IOMMUFD_PAGE_RESP_SUCCESS else IOMMU_PAGE_RESP_INVALID
+        self.ctx.driver.iopf.respond(group, code)
+        self.stats["responses"] += 1
+        self._trace(group.data["dev_id"], "response", resp.cookie, len(group.faults), resp.code)
+        return ""
+
+    def auto_respond(self, master: Master) -> int:
+        """`iommufd_auto_response_faults`: every pending group of `master` (read or not) answered Invalid."""
+        mine = [g for g in self.deliver if g.master is master]
+        self.deliver = [g for g in self.deliver if g.master is not master]
+        for cookie in [c for c, g in self.response.items() if g.master is master]:
+            mine.append(self.response.pop(cookie))
+        for g in mine:
+            self.ctx.driver.iopf.respond(g, IOMMU_PAGE_RESP_INVALID)
+            self.stats["auto_responses"] += 1
+            self._trace(g.data.get("dev_id", -1), "auto_response", g.cookie, len(g.faults),
+                        IOMMUFD_PAGE_RESP_INVALID)
+        return len(mine)
+
+    def _trace(self, dev_id: int, what: str, cookie: int, n: int, code: int) -> None:
+        if self.ctx._on("iommufd_fault"):
+            self.ctx.tracer.emit("iommufd_fault", fault=self.id, dev_id=dev_id, what=what, cookie=cookie, n=n,
+                                 code=code)
 
 
 @dataclass(frozen=True)
@@ -368,12 +569,20 @@ class Iommufd:
             raise self._fail(e.errno, op, e.strerror) from None
 
     # -- VFIO cdev and KVM ---------------------------------------------------------------------------------
-    def open_device(self, sid: int, name: str = "") -> VfioDevice:
-        """Open the VFIO cdev of the device with StreamID `sid` (probing it in the SMMU driver)."""
+    def open_device(self, sid: int, name: str = "", *, pcie: Any = None, can_stall: bool = False) -> VfioDevice:
+        """Open the VFIO cdev of the device with StreamID `sid` (probing it in the SMMU driver with its PCIe
+        function controls `pcie` and firmware's `can_stall`, as the host's bus and firmware describe it)."""
         m = self.driver.masters.get(sid)
         if m is None:
-            m = self._drv("open_device", self.driver.probe_device, sid, name)
+            try:
+                m = self.driver.probe_device(sid, name, pcie=pcie, can_stall=can_stall)
+            except SmmuDriverError as e:
+                raise self._fail(e.errno, "open_device", e.strerror) from None
         return VfioDevice(m, name or f"vfio-{sid:#x}")
+
+    def device_of(self, master: Master) -> VfioDevice | None:
+        """The bound device of a master (None when it is not bound to this context)."""
+        return next((d for d in self.devices.values() if d.master is master), None)
 
     def kvm_dev_vfio_file_add(self, kvm_vm: Any, dev: VfioDevice) -> None:
         """KVM_DEV_VFIO_FILE_ADD on the VM's kvm-vfio device: links the device file to the VM. A device already
@@ -472,9 +681,10 @@ class Iommufd:
 
     # -- HWPT ------------------------------------------------------------------------------------------------
     def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0, data_type: int = IOMMU_HWPT_DATA_NONE,
-                   data: Sequence[int] | bytes | None = None) -> int:
+                   data: Sequence[int] | bytes | None = None, fault_id: int = 0) -> int:
         """IOMMU_HWPT_ALLOC. From an IOAS: a paging HWPT (stage 2 with NEST_PARENT, else stage 1). From a
-        vIOMMU with IOMMU_HWPT_DATA_ARM_SMMUV3 and `data` = vSTE words 0-1: a nested HWPT."""
+        vIOMMU with IOMMU_HWPT_DATA_ARM_SMMUV3 and `data` = vSTE words 0-1: a nested HWPT; with
+        IOMMU_HWPT_FAULT_ID_VALID its recoverable faults go to fault object `fault_id`."""
         op = "hwpt_alloc"
         self._dev(op, dev_id)
         pt = self._get(op, pt_id, _Ioas, _Viommu, _HwptPaging)
@@ -482,25 +692,30 @@ class Iommufd:
             if data_type != IOMMU_HWPT_DATA_NONE or data is not None:
                 raise self._fail(_errno.EINVAL, op, "a paging HWPT takes no driver data")
             if flags & ~IOMMU_HWPT_ALLOC_NEST_PARENT:
-                raise self._fail(_errno.EOPNOTSUPP, op, f"flags {flags:#x} not supported")
+                raise self._fail(_errno.EOPNOTSUPP, op, f"flags {flags:#x} not supported for a paging HWPT")
             h = self._paging(op, pt, bool(flags & IOMMU_HWPT_ALLOC_NEST_PARENT), auto=False)
             self._ok(op, h.id, "nest parent" if h.nest_parent else h.domain.kind)
             return h.id
         if isinstance(pt, _HwptPaging):
             raise self._fail(_errno.EOPNOTSUPP, op, "SMMUv3 nested HWPTs are allocated on a vIOMMU, not on the "
                              "parent HWPT")
-        if flags:
+        if flags & ~IOMMU_HWPT_FAULT_ID_VALID:
             raise self._fail(_errno.EOPNOTSUPP, op, f"flags {flags:#x} not supported for a nested HWPT")
         if data_type != IOMMU_HWPT_DATA_ARM_SMMUV3:
             raise self._fail(_errno.EINVAL, op, f"data_type {data_type} is not IOMMU_HWPT_DATA_ARM_SMMUV3")
+        fault = self._get(op, fault_id, FaultQueue) if flags & IOMMU_HWPT_FAULT_ID_VALID else None
         ste0, ste1 = self._vste_words(op, data)
         try:
             s0, s1, ats = vste_check(ste0, ste1)
         except IommufdError as e:
             raise self._fail(e.errno, op, e.strerror) from None
         viommu: _Viommu = pt
-        dom = self._drv(op, self.driver.alloc_nested, viommu.parent.domain, s0, s1, viommu.vmid, viommu)
-        h = _HwptNested(viommu, dom, ats)
+        dom = self._drv(op, lambda: self.driver.alloc_nested(viommu.parent.domain, s0, s1, viommu.vmid, viommu,
+                                                             ats=ats))
+        h = _HwptNested(viommu, dom, ats, fault)
+        if fault is not None:
+            dom.iopf_handler = fault.iopf_handler
+            fault.users += 1
         self._add(h)
         viommu.nested.append(h)
         self._ok(op, h.id, f"nested cfg={dom.config:#05b}")
@@ -543,22 +758,42 @@ class Iommufd:
                                  "translating nested HWPT needs the vSID (arm_smmu_attach_prepare_vmaster)")
             if vdev is not None:
                 vmaster = _VMaster(pt.viommu, vdev.virt_id)
-        self._drv(op, self.driver.attach, dev.master, pt.domain)
-        if dev.hwpt is not None and dev in dev.hwpt.devices:
-            dev.hwpt.devices.remove(dev)
+        fault = getattr(pt, "fault", None)
+        if fault is not None and not dev.master.iopf:        # iommufd_fault_iopf_enable
+            self._drv(op, self.driver.enable_iopf, dev.master)
+        try:
+            self._drv(op, self.driver.attach, dev.master, pt.domain)
+        except IommufdError:
+            if fault is not None and getattr(dev.hwpt, "fault", None) is None:
+                self.driver.disable_iopf(dev.master)
+            raise
+        self._leave_hwpt(dev, pt)
         dev.hwpt = pt
         pt.devices.append(dev)
         dev.master.vmaster = vmaster
         self._ok(op, pt.id, f"{dev.name} -> {pt.kind}")
         return pt.id
 
+    def _leave_hwpt(self, dev: VfioDevice, new: Any) -> None:
+        """The device leaves its HWPT: a fault object it used answers its pending groups (Invalid) and, when
+        the new one has none, its I/O page faults are disabled (`iommufd_fault_domain_replace_dev`)."""
+        old = dev.hwpt
+        if old is None:
+            return
+        if dev in old.devices:
+            old.devices.remove(dev)
+        old_fault = getattr(old, "fault", None)
+        if old_fault is not None and old_fault is not getattr(new, "fault", None):
+            old_fault.auto_respond(dev.master)
+        if old_fault is not None and getattr(new, "fault", None) is None and dev.master.iopf:
+            self.driver.disable_iopf(dev.master)
+
     def device_detach(self, dev_id: int) -> None:
         """VFIO_DEVICE_DETACH_IOMMUFD_PT: back to the blocked (abort) STE."""
         dev = self._dev("device_detach", dev_id)
         dev.master.vmaster = None
         self._drv("device_detach", self.driver.detach, dev.master)
-        if dev.hwpt is not None and dev in dev.hwpt.devices:
-            dev.hwpt.devices.remove(dev)
+        self._leave_hwpt(dev, None)
         dev.hwpt = None
         self._ok("device_detach", dev_id)
 
@@ -699,6 +934,20 @@ class Iommufd:
         self._ok(op, i)
         return i, q
 
+    # -- fault objects ---------------------------------------------------------------------------------------
+    def fault_queue_alloc(self, flags: int = 0, max_groups: int = MAX_FAULT_GROUPS) -> tuple[int, FaultQueue]:
+        """IOMMU_FAULT_QUEUE_ALLOC -> (out_fault_id, the object standing for out_fault_fd). `max_groups` is the
+        model's bound on unread groups (module docstring)."""
+        op = "fault_queue_alloc"
+        if flags:
+            raise self._fail(_errno.EOPNOTSUPP, op, f"flags {flags:#x} must be 0")
+        if max_groups <= 0:
+            raise self._fail(_errno.EINVAL, op, "max_groups must be positive")
+        q = FaultQueue(self, max_groups)
+        i = self._add(q)
+        self._ok(op, i)
+        return i, q
+
     # -- destroy ---------------------------------------------------------------------------------------------
     def destroy(self, obj_id: int) -> None:
         """IOMMU_DESTROY; EBUSY while something depends on the object."""
@@ -716,6 +965,12 @@ class Iommufd:
             if o.devices:
                 raise self._fail(_errno.EBUSY, op, f"nested HWPT {obj_id} is attached")
             o.viommu.nested.remove(o)
+            self._drv(op, self.driver.free_domain, o.domain)
+            if o.fault is not None:
+                o.fault.users -= 1
+        elif isinstance(o, FaultQueue):
+            if o.users:
+                raise self._fail(_errno.EBUSY, op, f"fault object {obj_id} is used by {o.users} HWPT(s)")
         elif isinstance(o, _Vdevice):
             del o.viommu.vdevs[o.virt_id]
             if o.dev.master.vmaster is not None and o.dev.master.vmaster.viommu is o.viommu:

@@ -8,31 +8,58 @@ host `Bus`, in the order Linux `drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c` doe
 * reset: CR0=0 with the CR0/CR0ACK handshake, GBPA.ABORT (disable_bypass) with the GBPA.Update handshake,
   stream table (linear, or 2-level with SPLIT=8 and level-2 tables allocated when a StreamID is first probed,
   `arm_smmu_init_l2_strtab`), every STE abort; CMDQ, CFGI_ALL + TLBI_NSNH_ALL (+ TLBI_EL2_ALL with Hyp) + sync;
-  EVTQ; MSIs to the board's doorbell (or the wired line); SMMUEN last.
+  EVTQ; PRIQ when IDR0.PRI; MSIs to the board's doorbell (or the wired line); SMMUEN last.
 * commands: `submit(cmds, sync=True)` writes entries at PROD, publishes PROD, and waits for CMD_SYNC: either
   polls CMDQ_CONS, or (IDR0.MSI) uses Linux's trick of an MSI of 0 written over the CMD_SYNC's own queue slot
   (`arm_smmu_cmdq_build_sync_cmd`, `__arm_smmu_cmdq_poll_until_msi`). A command error (GERROR.CMDQ_ERR) is
   handled like `arm_smmu_cmdq_skip_err`: the faulting entry is replaced by a CMD_SYNC, GERRORN acknowledges,
   and the error is recorded in `cmdq_errors` (never raised into the caller: a guest command cannot crash us).
 * events: `drain_events()` consumes the EVTQ up to PROD, acknowledges overflow (EVTQ_CONS.OVACKFLG copied from
-  EVTQ_PROD.OVFLG, `queue_sync_cons_ovf`) and routes each record: to the master's `vmaster` (set by iommufd for
-  nested domains) when it wants it, else to `host_events` (the host's log).
+  EVTQ_PROD.OVFLG, `queue_sync_cons_ovf`) and routes each record (`arm_smmu_handle_event`): a stall record
+  (Stall=1) of a master with I/O page faults enabled becomes an `iopf.IopfFault` (grpid = STAG, LAST_PAGE, the
+  access from RnW/InD/PnU, the PASID from SSV/SSID) reported to the iopf queue; other records go to the
+  master's `vmaster` (set by iommufd for nested domains) when it wants them, else to `host_events` (the
+  host's log; a stall of a master without iopf stays there, for its owner to resume).
+* page requests: `drain_priq()` (`arm_smmu_priq_thread`) consumes the PRI queue the same way and reports each
+  request as an `IopfFault` (grpid = PRG index, LAST_PAGE = Last); the iopf queue groups them by PRG index
+  until Last. Upstream's `arm_smmu_handle_ppr` only logs and denies; this follows the iopf shape of the
+  arm-smmu-v3 PRI series J-P. Brucker posted with SVA (2020). Overflow (PRIQ_PROD.OVFLG) is acknowledged and
+  counted, as `queue_sync_cons_ovf`.
+* page responses: `page_response(master, fault, code)` (`arm_smmu_page_response`): CMD_RESUME with the STAG
+  (Resp RETRY for IOMMU_PAGE_RESP_SUCCESS, ABORT otherwise) for a stall, CMD_PRI_RESP (PRI_RESP_SUCC /
+  PRI_RESP_DENY / PRI_RESP_FAIL) with the PRG index and PASID for a page request. No CMD_SYNC follows (Linux:
+  "it doesn't do anything for RESUME or PRI_RESP").
 * domains: `IdentityDomain` (bypass STE), `BlockedDomain` (abort STE), `S1Domain` (host CD + stage-1 tables,
-  private ASID), `S2Domain` (host stage-2 tables built with `devmodel.pagetable.PageTableBuilder`; `nest_parent`
-  for iommufd), `NestedDomain` (guest vSTE words over a nest parent, VMID from a vIOMMU). Tables live in
-  `HostMemory`, a host RAM region with a page allocator.
+  private ASID), `SvaDomain` (an S1Domain whose CD points at a host process's tables, `harness/host/sva.py`,
+  with the SVA iopf handler), `S2Domain` (host stage-2 tables built with `devmodel.pagetable.PageTableBuilder`;
+  `nest_parent` for iommufd), `NestedDomain` (guest vSTE words over a nest parent, VMID from a vIOMMU; an
+  iommufd fault object may be its `iopf_handler`). Tables live in `HostMemory`, a host RAM region with a page
+  allocator.
 * attach: STEs are written with the safe update sequence of `arm_smmu_write_entry`: qwords the current
   configuration does not use are written first; if at most one used qword still differs it is written in one
   64-bit store (hitless); otherwise qword 0 is zeroed (V=0), the rest written, then qword 0 - each step followed
   by CFGI_STE + CMD_SYNC. When an STE's VMID changes, TLBI_S12_VMALL of the old VMID + CMD_SYNC follows.
+* ATS (`arm_smmu_attach_prepare` / `arm_smmu_attach_commit`): a domain that asks for ATS (S1Domain `ats`, a
+  nested domain whose vSTE had EATS=0b01) gets STE.EATS=0b01 when IDR0.ATS=1. Switching ATS off disables it at
+  the function (`pci_disable_ats`) before the new STE is written; switching it on writes the STE first, then
+  invalidates the whole ATC (ATC_INV Size=52 + CMD_SYNC) and enables ATS at the function
+  (`arm_smmu_enable_ats`); a new domain with ATS kept on invalidates the ATC; turning it off invalidates it
+  after the STE. Unmaps invalidate the IOTLB first, then the ATCs of the domain's ATS masters (TLBI + CMD_SYNC,
+  then ATC_INV + CMD_SYNC: `arm_smmu_atc_inv_domain` "ensure that we've completed prior invalidation of the
+  main TLBs"); the range is the smallest naturally aligned power of two of pages covering it
+  (`arm_smmu_atc_inv_to_cmd`), and a nest parent's unmap invalidates the nested masters' whole ATCs.
 * VMIDs come from a `harness.host.vmid_policy` policy (`s2_vmid` at the first attach of a stage-2 domain,
   released when the domain is freed after TLBI_S12_VMALL); the driver installs the policy's `on_move`
   callback (`restricted/move`): rewrite the STEs with the new VMID, CFGI_STE, CMD_SYNC, TLBI_S12_VMALL(old).
 
 Stage-1 domains set CD.S / CD.HA / CD.HD and STE.EATS when asked (`alloc_s1(stall=, httu=, ats=)`) and the
-SMMU supports them. Not modelled: handling of stall events and PRI requests (iopf), ATS enablement on the
-PCIe side (ATC_INV commands are only forwarded), 2-level CD tables for host stage-1
-domains (one CD, S1CDMax=0), E2H/EL2 stream worlds for host domains, ECMDQ, SVA (CPU page-table sharing).
+SMMU supports them. A nested domain without an iopf handler on an SMMU with IDR0.STALL_MODEL=0b00 gets
+STE.S1STALLD=1 (the model's choice: a guest with no way to be told about stalls cannot hold transactions in
+the physical SMMU; its CD.S=1 is then ILLEGAL, C_BAD_CD). Counters in `stats`: `iopf_faults`,
+`page_responses` (`resumes`, `pri_resps`), `atc_invs`, `priq_overflows`.
+
+Not modelled: 2-level CD tables for host stage-1 domains (one CD, S1CDMax=0: an SVA domain serves the
+master without a PASID), E2H/EL2 stream worlds for host domains, ECMDQ, the ATS STU.
 """
 from __future__ import annotations
 
@@ -46,14 +73,21 @@ from devmodel.smmuv3 import cd as cdmod
 from devmodel.smmuv3 import commands as cmds
 from devmodel.smmuv3 import events as evmod
 from devmodel.smmuv3 import ste as stemod
+from devmodel.smmuv3.ats import ATC_INV_SIZE_ALL, PRIQ_ENTRY_SIZE, decode_pri
+from devmodel.smmuv3.fault import TRANSLATION_FAULTS
 from devmodel.smmuv3.regs import OAS_BITS, SmmuFeatures, build_regs, oas_encoding
 from devmodel.trace import NULL_TRACER, Tracer, define
 
+from .iopf import (IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE, IOMMU_FAULT_PAGE_REQUEST_PASID_VALID, IOMMU_FAULT_PERM_EXEC,
+                   IOMMU_FAULT_PERM_PRIV, IOMMU_FAULT_PERM_READ, IOMMU_FAULT_PERM_WRITE, IOMMU_PAGE_RESP_FAILURE,
+                   IOMMU_PAGE_RESP_INVALID, IOMMU_PAGE_RESP_SUCCESS, IopfFault, IopfQueue)
 from .vmid_policy import PolicyError, PrivatePolicy, SmmuVmidIda, VmidPolicy
 
 __all__ = ["SmmuDriver", "SmmuDriverError", "SmmuCaps", "HostMemory", "MsiDoorbell", "Master", "Domain",
-           "IdentityDomain", "BlockedDomain", "S1Domain", "S2Domain", "NestedDomain", "CmdqError",
-           "HOST_MEM_BASE", "HOST_MEM_SIZE", "DOORBELL_BASE", "GITS_TRANSLATER", "ste_words"]
+           "IdentityDomain", "BlockedDomain", "S1Domain", "SvaDomain", "S2Domain", "NestedDomain", "CmdqError",
+           "HOST_MEM_BASE", "HOST_MEM_SIZE", "DOORBELL_BASE", "GITS_TRANSLATER", "ste_words", "atc_inv_cmd",
+           "CMDQ_RESUME_0_RESP_TERM", "CMDQ_RESUME_0_RESP_RETRY", "CMDQ_RESUME_0_RESP_ABORT", "PRI_RESP_DENY",
+           "PRI_RESP_FAIL", "PRI_RESP_SUCC"]
 
 HOST_MEM_BASE = 0x8000_0000           # default host RAM for SMMU tables/queues (below the VMs' 1 GiB slots)
 HOST_MEM_SIZE = 32 << 20
@@ -64,6 +98,9 @@ CMDQ_BATCH_ENTRIES = 64               # Linux CMDQ_BATCH_ENTRIES (BITS_PER_LONG)
 INV_RANGE_MAX_PAGES = 1 << 10         # above this an unmap invalidates the whole ASID/VMID instead
 POLL_LIMIT = 1000                     # register polls before a handshake is declared timed out
 VEC_EVTQ, VEC_GERROR, VEC_PRIQ = 1, 2, 3
+CMDQ_RESUME_0_RESP_TERM, CMDQ_RESUME_0_RESP_RETRY, CMDQ_RESUME_0_RESP_ABORT = 0, 1, 2      # arm-smmu-v3.h
+PRI_RESP_DENY, PRI_RESP_FAIL, PRI_RESP_SUCC = 0, 1, 2                                      # enum pri_resp
+PRI_REQS = 32                         # Outstanding Page Request Allocation given to a PRI function
 
 define("hostsmmu_probe", ("dev", "btm", "ptm", "st_fmt", "sid_bits", "vmid_bits", "msi"), "driver probe result")
 define("hostsmmu_cmd", ("dev", "opcode", "sid", "vmid", "asid", "addr"), "command queued by the host driver")
@@ -73,8 +110,14 @@ define("hostsmmu_ste", ("dev", "sid", "config", "vmid", "how"), "STE written: ho
 define("hostsmmu_vmid", ("dev", "what", "owner", "vmid", "old"), "VMID taken/released/moved")
 define("hostsmmu_event", ("dev", "type", "sid", "routed"), "event drained: routed = host | guest")
 define("hostsmmu_evtq_overflow", ("dev", "prod", "cons"), "EVTQ overflowed: events were lost")
+define("hostsmmu_priq_overflow", ("dev", "prod", "cons"), "PRIQ overflowed: page requests were lost")
+define("hostsmmu_page_response", ("dev", "sid", "how", "grpid", "code"),
+       "page response sent (how: resume | pri_resp; code as sent in the command)")
+define("hostsmmu_ats", ("dev", "sid", "what"), "ATS at the function: enable | disable | atc_inv_all")
 
-_REGS = {r.name: r for r in build_regs(SmmuFeatures())}     # offsets and fields do not depend on features
+# offsets and fields do not depend on features (the PRI queue registers exist with IDR0.PRI)
+_REGS = {r.name: r for r in build_regs(SmmuFeatures(ats=True, pri=True))}
+_TRANSLATION_EVENTS = frozenset(int(t) for t in TRANSLATION_FAULTS)
 _Q_OVF = 1 << 31                                            # *_PROD.OVFLG / *_CONS.OVACKFLG (bit 31)
 _M64 = (1 << 64) - 1
 
@@ -86,6 +129,19 @@ def _fmask(reg: str, fld: str) -> int:
 def ste_words(raw: bytes) -> list[int]:
     """An STE (or any record) as little-endian 64-bit words."""
     return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+
+
+def atc_inv_cmd(sid: int, ssid: int | None, iova: int, size: int) -> bytes:
+    """CMD_ATC_INV for [iova, iova + size) (`arm_smmu_atc_inv_to_cmd`): an ATS Invalidate Request covers a
+    naturally aligned power of two of 4KB pages, so the smallest such span holding the range is used (the
+    highest bit where the first and last page numbers differ); size 0 invalidates everything (Size=52)."""
+    ssv = int(ssid is not None)
+    if not size:
+        return cmds.encode("ATC_INV", sid=sid, ssv=ssv, ssid=ssid or 0, size=ATC_INV_SIZE_ALL)
+    first, last = iova >> 12, (iova + size - 1) >> 12
+    log2_span = (first ^ last).bit_length()
+    first &= ~((1 << log2_span) - 1)
+    return cmds.encode("ATC_INV", sid=sid, ssv=ssv, ssid=ssid or 0, addr=first << 12, size=log2_span)
 
 
 class SmmuDriverError(OSError):
@@ -191,6 +247,12 @@ class SmmuCaps:
     aidr: int
     httu: int = 0             # IDR0.HTTU: 1 ARM_SMMU_FEAT_HA, 2 ARM_SMMU_FEAT_HA | ARM_SMMU_FEAT_HD
     pri: bool = False         # IDR0.PRI
+    priq_log2: int = 0        # IDR1.PRIQS
+
+    @property
+    def stalls(self) -> bool:
+        """ARM_SMMU_FEAT_STALLS: the SMMU can stall faulting transactions (STALL_MODEL 0b00 or 0b10)."""
+        return self.stall_model in (0, 2)
 
     @property
     def use_btm(self) -> bool:
@@ -213,11 +275,14 @@ class CmdqError:
 
 class Domain:
     kind = "?"
+    ats = False                  # the domain wants ATS for its masters (STE.EATS=0b01)
 
     def __init__(self, name: str = "") -> None:
         self.name = name or f"{self.kind}-{id(self):x}"
         self.masters: list[Master] = []
         self.freed = False
+        #: `domain->iopf_handler`: `(IopfGroup) -> errno` for recoverable faults, or None (they are refused)
+        self.iopf_handler: Callable[[Any], int] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -244,6 +309,16 @@ class S1Domain(Domain):
         self.stall, self.ats = stall, ats           # CD.S (and STE.S1STALLD=0); STE.EATS=0b01
 
 
+class SvaDomain(S1Domain):
+    """IOMMU_DOMAIN_SVA: the CD shares a host process's page tables (`mm`, a `sva.HostMm`); recoverable faults
+    go to the SVA handler, which populates the process's memory (`harness/host/sva.py`)."""
+    kind = "sva"
+
+    def __init__(self, name: str, mm: Any, cd_pa: int, asid: int, *, stall: bool = False, ats: bool = False):
+        super().__init__(name, mm.pgd, cd_pa, asid, stall=stall, ats=ats)
+        self.mm = mm
+
+
 class S2Domain(Domain):
     """A host stage-2 paging domain (IPA -> PA tables in host memory). `vmid` is set at the first attach
     (`arm_smmu_domain_finalise_s2`). With `nest_parent` it can carry vIOMMUs; their VMIDs tag the same tables."""
@@ -254,6 +329,7 @@ class S2Domain(Domain):
         self.builder, self.nest_parent = builder, nest_parent
         self.vmid: int | None = None
         self.extra_vmids: dict[int, Any] = {}      # VMIDs of vIOMMUs over this parent -> owner
+        self.nested: list[NestedDomain] = []       # nested domains over this parent (their ATCs follow it)
 
     def vmids(self) -> list[int]:
         out = [] if self.vmid is None else [self.vmid]
@@ -264,9 +340,11 @@ class NestedDomain(Domain):
     """A guest-owned stage 1 (vSTE words 0-1, validated by iommufd) over a nest parent, tagged with `vmid`."""
     kind = "nested"
 
-    def __init__(self, name: str, parent: S2Domain, ste0: int, ste1: int, vmid: int, owner: Any = None):
+    def __init__(self, name: str, parent: S2Domain, ste0: int, ste1: int, vmid: int, owner: Any = None, *,
+                 ats: bool = False):
         super().__init__(name)
         self.parent, self.ste0, self.ste1, self.vmid, self.owner = parent, ste0, ste1, vmid, owner
+        self.ats = ats                              # the vSTE asked for EATS=0b01 (`enable_ats`)
 
     @property
     def config(self) -> int:
@@ -277,14 +355,22 @@ class NestedDomain(Domain):
 
 class Master:
     """One StreamID behind the SMMU (`struct arm_smmu_master`). `vmaster` is set by iommufd for nested
-    attachments: an object with `report_event(ev) -> bool`."""
+    attachments: an object with `report_event(ev) -> bool`. `pcie`: the function's ATS/PRI controls
+    (`harness.host.pcie.PcieFunction`) or None; `can_stall`: firmware says the device may stall
+    (`dma-can-stall`, Linux `master->stall_enabled`); `iopf`: I/O page faults enabled (`enable_iopf`)."""
 
-    def __init__(self, sid: int, name: str = ""):
+    def __init__(self, sid: int, name: str = "", *, pcie: Any = None, can_stall: bool = False):
         self.sid = sid
         self.name = name or f"sid{sid:#x}"
         self.domain: Domain | None = None
         self.ste_addr = 0
         self.vmaster: Any = None
+        self.pcie = pcie
+        self.can_stall = can_stall
+        self.iopf = False
+        self.ats_enabled = False
+        self.pri_enabled = False
+        self.pasid_domains: dict[int, Domain] = {}
 
     def __repr__(self) -> str:
         return f"<Master {self.name} sid={self.sid:#x} domain={self.domain!r}>"
@@ -297,7 +383,8 @@ class SmmuDriver:
 
     def __init__(self, bus: Bus, base: int, mem: HostMemory, *, dvm_capable: bool = False,
                  vmid_policy: VmidPolicy | None = None, strtab: str = "auto", linear_sid_bits: int = 8,
-                 cmdq_log2: int = 8, evtq_log2: int = 7, sync: str = "auto", doorbell: MsiDoorbell | None = None,
+                 cmdq_log2: int = 8, evtq_log2: int = 7, priq_log2: int = 6, sync: str = "auto",
+                 doorbell: MsiDoorbell | None = None,
                  doorbell_pa: int = DOORBELL_BASE, disable_bypass: bool = True, tracer: Tracer = NULL_TRACER,
                  name: str = "smmu0"):
         if strtab not in ("auto", "linear", "2lvl"):
@@ -324,6 +411,7 @@ class SmmuDriver:
         self.sid_bits = c.sid_bits if self.st_2lvl else min(c.sid_bits, linear_sid_bits)
         self.cmdq_log2 = min(cmdq_log2, c.cmdq_log2)
         self.evtq_log2 = min(evtq_log2, c.evtq_log2)
+        self.priq_log2 = min(priq_log2, c.priq_log2)
         self.sync_mode = ("msi" if c.msi else "poll") if sync == "auto" else sync
         if self.sync_mode == "msi" and not c.msi:
             raise SmmuDriverError(_errno.EOPNOTSUPP, "MSI-polled CMD_SYNC asked for but IDR0.MSI=0")
@@ -335,11 +423,19 @@ class SmmuDriver:
         self.gerrors: list[int] = []                   # other GERROR bits seen
         self.gerror_irqs = 0
         self.stats: dict[str, int] = {"cmds": 0, "syncs": 0, "ste_writes": 0, "ste_breaks": 0,
-                                      "tlbi_old_vmid": 0, "irqs": 0}
+                                      "tlbi_old_vmid": 0, "irqs": 0, "iopf_faults": 0, "page_responses": 0,
+                                      "resumes": 0, "pri_resps": 0, "atc_invs": 0, "priq_overflows": 0,
+                                      "ats_enables": 0, "ats_disables": 0}
+        #: the iopf queue and workqueue (`iopf.IopfQueue`; a machine plugin on boards: work runs between slices)
+        self.iopf = IopfQueue(self.page_response, tracer=tracer, name=f"{name}.iopf")
+        self.page_requests: list[Any] = []             # PRI queue entries drained (ats.PageRequest)
         self._cmdq_prod = 0
         self._evtq_cons = 0
+        self._priq_cons = 0
+        self._priq_base = 0
         self._l2: dict[int, int] = {}                   # 2-level: L1 index -> L2 table PA
         self._in_irq = False
+        self._draining: set[str] = set()                # queues whose IRQ thread is running
         self.reset()
 
     # -- MMIO ------------------------------------------------------------------------------------------------
@@ -377,7 +473,8 @@ class SmmuDriver:
             oas=OAS_BITS.get(oas_enc, 48),
             granules=frozenset(gr for gr, f in ((4096, "GRAN4K"), (16384, "GRAN16K"), (65536, "GRAN64K"))
                                if g("IDR5", f)),
-            idr=idr, iidr=self._r("IIDR"), aidr=self._r("AIDR"), httu=g("IDR0", "HTTU"), pri=bool(g("IDR0", "PRI")))
+            idr=idr, iidr=self._r("IIDR"), aidr=self._r("AIDR"), httu=g("IDR0", "HTTU"), pri=bool(g("IDR0", "PRI")),
+            priq_log2=g("IDR1", "PRIQS"))
         if not (caps.s1p or caps.s2p):
             raise SmmuDriverError(_errno.ENXIO, f"{self.name}: no translation stage supported")
         if 4096 not in caps.granules:
@@ -432,6 +529,15 @@ class SmmuDriver:
         self._evtq_cons = 0
         cr0 |= _fmask("CR0", "EVTQEN")
         self._write_cr0(cr0)
+        if c.pri:                                           # page request queue
+            self._priq_base = self.mem.alloc(PRIQ_ENTRY_SIZE << self.priq_log2,
+                                             max(PRIQ_ENTRY_SIZE << self.priq_log2, 32))
+            self._w("PRIQ_BASE", _REGS["PRIQ_BASE"].field("ADDR").put(0, self._priq_base) | self.priq_log2)
+            self._w("PRIQ_PROD", 0)
+            self._w("PRIQ_CONS", 0)
+            self._priq_cons = 0
+            cr0 |= _fmask("CR0", "PRIQEN")
+            self._write_cr0(cr0)
         self._setup_irqs()
         cr0 |= _fmask("CR0", "SMMUEN")
         self._write_cr0(cr0)
@@ -445,14 +551,18 @@ class SmmuDriver:
         (`wired_irq`); enable EVTQ and GERROR interrupts with the IRQ_CTRL/IRQ_CTRLACK handshake."""
         self._w("IRQ_CTRL", 0)
         self._poll("IRQ_CTRL <- 0", lambda: self._r("IRQ_CTRLACK") == 0)
+        vectors = [("EVTQ", VEC_EVTQ, "eventq"), ("GERROR", VEC_GERROR, "gerror")]
+        if self.caps.pri:
+            vectors.append(("PRIQ", VEC_PRIQ, "priq"))
         if self.caps.msi and self.doorbell is not None:
-            self.doorbell.handlers[VEC_EVTQ] = lambda: self.handle_irq("eventq")
-            self.doorbell.handlers[VEC_GERROR] = lambda: self.handle_irq("gerror")
             msi_addr = self.doorbell_pa + GITS_TRANSLATER
-            for prefix, vec in (("EVTQ", VEC_EVTQ), ("GERROR", VEC_GERROR)):
+            for prefix, vec, line in vectors:
+                self.doorbell.handlers[vec] = lambda line=line: self.handle_irq(line)
                 self._w(f"{prefix}_IRQ_CFG0", _REGS[f"{prefix}_IRQ_CFG0"].field("ADDR").put(0, msi_addr))
                 self._w(f"{prefix}_IRQ_CFG1", vec)
         irqen = _fmask("IRQ_CTRL", "EVTQ_IRQEN") | _fmask("IRQ_CTRL", "GERROR_IRQEN")
+        if self.caps.pri:
+            irqen |= _fmask("IRQ_CTRL", "PRIQ_IRQEN")
         self._w("IRQ_CTRL", irqen)
         self._poll("IRQ_CTRLACK handshake", lambda: self._r("IRQ_CTRLACK") == irqen)
 
@@ -609,10 +719,13 @@ class SmmuDriver:
 
     # -- interrupts and events ---------------------------------------------------------------------------------------
     def handle_irq(self, line: str) -> None:
-        """An MSI (doorbell) or wired interrupt: 'eventq' drains the EVTQ, 'gerror' handles global errors."""
+        """An MSI (doorbell) or wired interrupt: 'eventq' drains the EVTQ, 'priq' the PRI queue, 'gerror'
+        handles global errors."""
         self.stats["irqs"] += 1
         if line == "eventq":
             self.drain_events()
+        elif line == "priq":
+            self.drain_priq()
         elif line == "gerror":
             # Deferred like a threaded handler: the MSI arrives while the SMMU is still inside the command
             # that failed, and acknowledging there would not restart consumption. Every CMD_SYNC poll and the
@@ -623,41 +736,75 @@ class SmmuDriver:
 
     def drain_events(self) -> list[evmod.Event]:
         """`arm_smmu_evtq_thread`: consume every record up to EVTQ_PROD, acknowledge overflow, route each."""
-        if self._in_irq:
+        return self._drain("EVTQ", self._route)
+
+    def drain_priq(self) -> list[Any]:
+        """`arm_smmu_priq_thread`: consume every page request up to PRIQ_PROD, acknowledge overflow, and report
+        each to the iopf queue (`arm_smmu_handle_ppr`)."""
+        if not self.caps.pri:
             return []
-        self._in_irq = True
-        out: list[evmod.Event] = []
+        return self._drain("PRIQ", self._handle_ppr)
+
+    def _drain(self, q: str, handle: Callable[[Any], None]) -> list[Any]:
+        """Consume queue `q` ("EVTQ" or "PRIQ") up to PROD and hand each record to `handle`; records that
+        arrive while handling are taken in the same call. Not re-entered for the same queue (an interrupt that
+        arrives while its own thread runs is served by that thread's next pass)."""
+        if q in self._draining:
+            return []
+        self._draining.add(q)
+        out: list[Any] = []
+        log2 = self.evtq_log2 if q == "EVTQ" else self.priq_log2
+        base = self._evtq_base if q == "EVTQ" else self._priq_base
+        size, decode = (evmod.EVENT_SIZE, evmod.decode) if q == "EVTQ" else (PRIQ_ENTRY_SIZE, decode_pri)
+        mask = (2 << log2) - 1
         try:
-            mask = (2 << self.evtq_log2) - 1
-            for _ in range(4):                              # new events may arrive while routing
-                prod_reg = self._r("EVTQ_PROD")
-                prod = prod_reg & mask
-                if (prod_reg ^ self._evtq_cons) & _Q_OVF:
-                    self.events_lost += 1
-                    if self._on("hostsmmu_evtq_overflow"):
-                        self.tracer.emit("hostsmmu_evtq_overflow", dev=self.name, prod=prod,
-                                         cons=self._evtq_cons & mask)
-                cons = self._evtq_cons & mask
-                if cons == prod and not (prod_reg ^ self._evtq_cons) & _Q_OVF:
+            for _ in range(8):                              # new records may arrive while handling
+                cons_reg = self._evtq_cons if q == "EVTQ" else self._priq_cons
+                prod_reg = self._r(f"{q}_PROD")
+                prod, ovf = prod_reg & mask, (prod_reg ^ cons_reg) & _Q_OVF
+                if ovf:
+                    self._overflowed(q, prod, cons_reg & mask)
+                cons = cons_reg & mask
+                if cons == prod and not ovf:
                     break
                 batch = []
                 while cons != prod:
-                    slot = self._evtq_base + (cons & ((1 << self.evtq_log2) - 1)) * evmod.EVENT_SIZE
-                    batch.append(evmod.decode(self.bus.read_bytes(slot, evmod.EVENT_SIZE)))
+                    slot = base + (cons & ((1 << log2) - 1)) * size
+                    batch.append(decode(self.bus.read_bytes(slot, size)))
                     cons = (cons + 1) & mask
-                self._evtq_cons = cons | (prod_reg & _Q_OVF)    # queue_sync_cons_ovf
-                self._w("EVTQ_CONS", self._evtq_cons)
-                for ev in batch:
-                    self._route(ev)
+                cons |= prod_reg & _Q_OVF                       # queue_sync_cons_ovf
+                if q == "EVTQ":
+                    self._evtq_cons = cons
+                else:
+                    self._priq_cons = cons
+                self._w(f"{q}_CONS", cons)
+                for rec in batch:
+                    handle(rec)
                 out += batch
         finally:
-            self._in_irq = False
+            self._draining.discard(q)
         return out
 
+    def _overflowed(self, q: str, prod: int, cons: int) -> None:
+        if q == "EVTQ":
+            self.events_lost += 1
+        else:
+            self.stats["priq_overflows"] += 1
+        name = f"hostsmmu_{q.lower()}_overflow"
+        if self._on(name):
+            self.tracer.emit(name, dev=self.name, prod=prod, cons=cons)
+
     def _route(self, ev: evmod.Event) -> None:
+        """`arm_smmu_handle_event`: a stall of a master with iopf enabled -> the iopf queue; otherwise the
+        vmaster (nested: the guest's vEVENTQ) or the host's log."""
         master = self.masters.get(ev.sid)
         routed = "host"
-        if master is not None and master.vmaster is not None and master.vmaster.report_event(ev):
+        fault = self._stall_fault(ev) if ev.stall and master is not None and master.iopf else None
+        if fault is not None:
+            routed = "iopf"
+            self.stats["iopf_faults"] += 1
+            self.iopf.report(master, fault)
+        elif master is not None and master.vmaster is not None and master.vmaster.report_event(ev):
             routed = "guest"
             self.guest_events += 1
         else:
@@ -665,17 +812,85 @@ class SmmuDriver:
         if self._on("hostsmmu_event"):
             self.tracer.emit("hostsmmu_event", dev=self.name, type=ev.name, sid=ev.sid, routed=routed)
 
+    @staticmethod
+    def _stall_fault(ev: evmod.Event) -> IopfFault | None:
+        """The iopf fault of a stall record (translation-related events only, as `arm_smmu_handle_event`)."""
+        if ev.type not in _TRANSLATION_EVENTS:
+            return None
+        perm = (IOMMU_FAULT_PERM_READ if ev.rnw else IOMMU_FAULT_PERM_WRITE) | \
+            (IOMMU_FAULT_PERM_EXEC if ev.ind else 0) | (IOMMU_FAULT_PERM_PRIV if ev.pnu else 0)
+        flags = IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE | (IOMMU_FAULT_PAGE_REQUEST_PASID_VALID if ev.ssv else 0)
+        return IopfFault(flags, ev.stag, perm, ev.input_addr, ev.ssid if ev.ssv else 0, "stall", ev.sid)
+
+    def _handle_ppr(self, req: Any) -> None:
+        """One PRI queue entry -> an iopf fault (grpid = PRG index; the iopf queue groups up to Last)."""
+        self.page_requests.append(req)
+        master = self.masters.get(req.sid)
+        perm = (IOMMU_FAULT_PERM_READ if req.read else 0) | (IOMMU_FAULT_PERM_WRITE if req.write else 0) | \
+            (IOMMU_FAULT_PERM_EXEC if req.exec else 0) | (IOMMU_FAULT_PERM_PRIV if req.priv else 0)
+        flags = (IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE if req.last else 0) | \
+            (IOMMU_FAULT_PAGE_REQUEST_PASID_VALID if req.ssv else 0)
+        fault = IopfFault(flags, req.prg_index, perm, req.addr, req.ssid if req.ssv else 0, "pri", req.sid)
+        self.stats["iopf_faults"] += 1
+        if master is None:                                  # no driver for it: deny (arm_smmu_handle_ppr)
+            if req.last:
+                self.page_response(Master(req.sid), fault, IOMMU_PAGE_RESP_INVALID)
+            return
+        self.iopf.report(master, fault)
+
+    def page_response(self, master: Master, fault: IopfFault, code: int) -> None:
+        """`arm_smmu_page_response`: CMD_RESUME for a stall, CMD_PRI_RESP for a page request group; no CMD_SYNC
+        (the response is complete once the command is consumed)."""
+        ok = code == IOMMU_PAGE_RESP_SUCCESS
+        if fault.source == "stall":
+            resp = CMDQ_RESUME_0_RESP_RETRY if ok else CMDQ_RESUME_0_RESP_ABORT
+            raw = cmds.encode("RESUME", sid=master.sid, stag=fault.grpid, resp=resp)
+            self.stats["resumes"] += 1
+        else:
+            resp = PRI_RESP_SUCC if ok else (PRI_RESP_FAIL if code == IOMMU_PAGE_RESP_FAILURE else PRI_RESP_DENY)
+            raw = cmds.encode("PRI_RESP", sid=master.sid, ssv=int(fault.pasid_valid), ssid=fault.pasid,
+                              grpid=fault.grpid & 0x1FF, resp=resp)
+            self.stats["pri_resps"] += 1
+        self.stats["page_responses"] += 1
+        if self._on("hostsmmu_page_response"):
+            self.tracer.emit("hostsmmu_page_response", dev=self.name, sid=master.sid,
+                             how="resume" if fault.source == "stall" else "pri_resp", grpid=fault.grpid, code=resp)
+        self.submit([raw], sync=False)
+
     # -- masters ------------------------------------------------------------------------------------------------------
-    def probe_device(self, sid: int, name: str = "") -> Master:
-        """`arm_smmu_probe_device`: a StreamID the driver will manage (its STE starts as abort/bypass)."""
+    def probe_device(self, sid: int, name: str = "", *, pcie: Any = None, can_stall: bool = False) -> Master:
+        """`arm_smmu_probe_device`: a StreamID the driver will manage (its STE starts as abort/bypass). `pcie`:
+        the function's ATS/PRI controls (`harness.host.pcie`); `can_stall`: firmware's `dma-can-stall`."""
         if not 0 <= sid < (1 << self.sid_bits):
             raise SmmuDriverError(_errno.ERANGE, f"StreamID {sid:#x} outside the {self.sid_bits}-bit stream table")
         if sid in self.masters:
             raise SmmuDriverError(_errno.EBUSY, f"StreamID {sid:#x} already probed")
-        m = Master(sid, name)
+        m = Master(sid, name, pcie=pcie, can_stall=can_stall)
         m.ste_addr = self._ste_addr(sid)
         self.masters[sid] = m
         return m
+
+    def enable_iopf(self, master: Master) -> None:
+        """I/O page faults for `master` (`arm_smmu_master_enable_iopf` + `iopf_queue_add_device`; PRI enabled
+        at a PCIe function that has it, `pci_enable_pri`): its stall records and page requests now go to the
+        iopf queue. EOPNOTSUPP when it can do neither here."""
+        stall = master.can_stall and self.caps.stalls
+        pri = master.pcie is not None and master.pcie.pri_supported and self.caps.pri
+        if not (stall or pri):
+            raise SmmuDriverError(_errno.EOPNOTSUPP, f"{master.name}: neither stalls (dma-can-stall with "
+                                  "IDR0.STALL_MODEL 0b00/0b10) nor PRI (a PCIe function with PRI, IDR0.PRI)")
+        if pri and not master.pri_enabled:
+            master.pcie.enable_pri(PRI_REQS)
+            master.pri_enabled = True
+        master.iopf = True
+
+    def disable_iopf(self, master: Master) -> None:
+        """Back to no recoverable faults: PRI off at the function, its partial faults forgotten."""
+        if master.pri_enabled:
+            master.pcie.disable_pri()
+            master.pri_enabled = False
+        self.iopf.discard_partial(master.sid)
+        master.iopf = False
 
     def release_device(self, master: Master) -> None:
         if master.domain is not None:
@@ -694,13 +909,18 @@ class SmmuDriver:
         """`arm_smmu_domain_finalise_s1`: ASID, CD (AA64, 4KB TG0, TTB0, EPD1, IPS=OAS, R, A), tables. Asked for:
         `httu` sets CD.HA/HD as far as IDR0.HTTU allows (Linux `arm_smmu_make_sva_cd`, FEAT_HA/HD), `stall`
         CD.S (a master that may stall, STE.S1STALLD then 0; forced with IDR0.STALL_MODEL=0b10), `ats` STE.EATS."""
+        b = PageTableBuilder(self.bus, self.mem, granule=4096, stage=1, ias=ias, oas=min(self.caps.oas, 48))
+        asid, cd_pa, stall = self._s1_cd(b, httu, stall)
+        return S1Domain(name, b, cd_pa, asid, stall=stall, ats=ats and self.caps.ats)
+
+    def _s1_cd(self, b: PageTableBuilder, httu: bool, stall: bool) -> tuple[int, int, bool]:
+        """ASID and CD of a stage-1 domain over tables `b` (`arm_smmu_make_s1_cd`): (asid, cd_pa, CD.S)."""
         if not self.caps.s1p:
             raise SmmuDriverError(_errno.EOPNOTSUPP, "stage 1 not supported (IDR0.S1P=0)")
         try:
             asid = self.asids.alloc()
         except PolicyError as e:
             raise SmmuDriverError(_errno.ENOSPC, f"no free ASID: {e}") from None
-        b = PageTableBuilder(self.bus, self.mem, granule=4096, stage=1, ias=ias, oas=min(self.caps.oas, 48))
         cd_pa = self.mem.alloc(cdmod.CD_SIZE, 64)
         c = self.caps
         stall = c.stall_model == 2 or (stall and c.stall_model == 0)
@@ -709,7 +929,28 @@ class SmmuDriver:
                       mair=0x0404_FF, endi=int(c.ttendian == 3), s=int(stall),
                       ha=int(httu and c.httu >= 1), hd=int(httu and c.httu >= 2))
         self.bus.write_bytes(cd_pa, cdmod.encode(cd))
-        return S1Domain(name, b, cd_pa, asid, stall=stall, ats=ats and c.ats)
+        return asid, cd_pa, stall
+
+    def alloc_sva(self, mm: Any, name: str = "", *, stall: bool = False, ats: bool = False,
+                  httu: bool = True) -> SvaDomain:
+        """`iommu_sva_domain_alloc` / `arm_smmu_sva_domain_alloc`: a domain whose CD shares `mm`'s tables
+        (`sva.HostMm`; `arm_smmu_make_sva_cd`: CD.S for a master that stalls, CD.HA/HD as IDR0.HTTU allows), its
+        faults handled by the SVA iopf handler, and `mm`'s unmaps invalidating the IOTLB and the ATCs."""
+        from .sva import sva_iopf_handler
+        asid, cd_pa, stall = self._s1_cd(mm.pgd, httu, stall)
+        d = SvaDomain(name, mm, cd_pa, asid, stall=stall, ats=ats and self.caps.ats)
+        d.iopf_handler = sva_iopf_handler(self.iopf, mm)
+        mm.notifiers.append(lambda va, size, d=d: self._sva_invalidate(d, va, size))
+        return d
+
+    def _sva_invalidate(self, d: SvaDomain, va: int, size: int) -> None:
+        """`arm_smmu_mm_arch_invalidate_secondary_tlbs`: TLBI by ASID and VA (unless the SMMU follows the CPU's
+        broadcasts), then the ATCs."""
+        if d.freed:
+            return
+        if not self.caps.use_btm:
+            self._tlbi_s1(d, va, size)
+        self._atc_inv_domain(d, va, size)
 
     def alloc_s2(self, name: str = "", nest_parent: bool = False, ias: int | None = None) -> S2Domain:
         """A stage-2 paging domain (`arm_smmu_domain_alloc_paging_flags` with NEST_PARENT -> stage 2).
@@ -723,11 +964,14 @@ class SmmuDriver:
         return S2Domain(name, b, nest_parent)
 
     def alloc_nested(self, parent: S2Domain, ste0: int, ste1: int, vmid: int, owner: Any = None,
-                     name: str = "") -> NestedDomain:
-        """A nested domain from already-validated vSTE words (iommufd validates them)."""
+                     name: str = "", *, ats: bool = False) -> NestedDomain:
+        """A nested domain from already-validated vSTE words (iommufd validates them); `ats`: the vSTE asked
+        for EATS=0b01 (`arm_smmu_validate_vste`'s enable_ats)."""
         if not parent.nest_parent:
             raise SmmuDriverError(_errno.EINVAL, f"{parent!r} is not a nest parent")
-        return NestedDomain(name, parent, ste0, ste1, vmid, owner)
+        d = NestedDomain(name, parent, ste0, ste1, vmid, owner, ats=ats and self.caps.ats)
+        parent.nested.append(d)
+        return d
 
     def free_domain(self, d: Domain) -> None:
         """Free a domain with no masters: invalidate its TLB entries, then give back its ASID/VMID and memory."""
@@ -738,8 +982,12 @@ class SmmuDriver:
         if isinstance(d, S1Domain):
             self.submit([cmds.encode("TLBI_NH_ASID", asid=d.asid, vmid=0)])
             self.asids.free(d.asid)
-            self._free_tables(d.builder)
+            if not isinstance(d, SvaDomain):               # an SVA domain's tables are the process's
+                self._free_tables(d.builder)
             self.mem.free(d.cd_pa, cdmod.CD_SIZE)
+        elif isinstance(d, NestedDomain):
+            if d in d.parent.nested:
+                d.parent.nested.remove(d)
         elif isinstance(d, S2Domain):
             if d.extra_vmids:
                 raise SmmuDriverError(_errno.EBUSY, f"{d!r} is the parent of {len(d.extra_vmids)} vIOMMU(s)")
@@ -769,10 +1017,7 @@ class SmmuDriver:
         pages = -(-size // 4096)
         out: list[bytes] = []
         if isinstance(d, S1Domain):
-            if pages > INV_RANGE_MAX_PAGES:
-                out.append(cmds.encode("TLBI_NH_ASID", asid=d.asid, vmid=0))
-            else:
-                out += self._range_cmds("TLBI_NH_VA", iova, pages, asid=d.asid, vmid=0)
+            self._tlbi_s1(d, iova, size)
         else:
             for vmid in d.vmids():
                 if pages > INV_RANGE_MAX_PAGES:
@@ -782,6 +1027,27 @@ class SmmuDriver:
                 if d.nest_parent:
                     out.append(cmds.encode("TLBI_NH_ALL", vmid=vmid))
         if out:
+            self.submit(out)
+        self._atc_inv_domain(d, iova, size)
+
+    def _tlbi_s1(self, d: S1Domain, iova: int, size: int) -> None:
+        pages = -(-size // 4096)
+        if pages > INV_RANGE_MAX_PAGES:
+            self.submit([cmds.encode("TLBI_NH_ASID", asid=d.asid, vmid=0)])
+        else:
+            self.submit(self._range_cmds("TLBI_NH_VA", iova, pages, asid=d.asid, vmid=0))
+
+    def _atc_inv_domain(self, d: Domain, iova: int, size: int) -> None:
+        """`arm_smmu_atc_inv_domain`, after the IOTLB invalidation completed: ATC_INV of the range for every
+        ATS master of a stage-1 domain; for a nest parent, every ATS master of the nested domains over it, whole
+        ATC (the IPA -> VA relation is the guest's), then CMD_SYNC."""
+        if isinstance(d, S2Domain):
+            masters = [m for n in d.nested for m in n.masters if m.ats_enabled]
+            out = [atc_inv_cmd(m.sid, None, 0, 0) for m in masters]
+        else:
+            out = [atc_inv_cmd(m.sid, None, iova, size) for m in d.masters if m.ats_enabled]
+        if out:
+            self.stats["atc_invs"] += len(out)
             self.submit(out)
 
     def _range_cmds(self, name: str, addr: int, pages: int, **kw: int) -> list[bytes]:
@@ -818,24 +1084,31 @@ class SmmuDriver:
             return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S1, s1contextptr=d.cd_pa, s1cdmax=0,
                                             s1cir=1, s1cor=1, s1csh=3, eats=int(d.ats),
                                             s1stalld=int(c.stall_model == 0 and not d.stall)))
+        if isinstance(d, NestedDomain):
+            return self._nested_ste(d)
         if isinstance(d, S2Domain):
             assert d.vmid is not None
             return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S2, shcfg=1, **self._s2_fields(d, d.vmid)))
-        if isinstance(d, NestedDomain):
-            cfg = d.config
-            if cfg == stemod.CONFIG_S1:                     # arm_smmu_make_nested_cd_table_ste
-                base = stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S2, shcfg=1,
-                                                **self._s2_fields(d.parent, d.vmid)))
-                w = ste_words(base)
-                cfg_mask = stemod.STE_LAYOUT.by_name["config"].mask
-                w[0] = 1 | (stemod.CONFIG_NESTED << 1) | (d.ste0 & ~cfg_mask & ~1 & _M64)
-                w[1] |= d.ste1 | (stemod.STE_LAYOUT.by_name["mev"].mask >> 64)   # merge events (DoS)
-                return b"".join(x.to_bytes(8, "little") for x in w)
-            if cfg == stemod.CONFIG_BYPASS:                 # stage 2 only, the vIOMMU's VMID
-                return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S2, shcfg=1,
-                                                **self._s2_fields(d.parent, d.vmid)))
-            return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_ABORT))
         raise SmmuDriverError(_errno.EINVAL, f"no STE for {d!r}")
+
+    def _nested_ste(self, d: NestedDomain) -> bytes:
+        """`arm_smmu_make_nested_cd_table_ste` (EATS from the host's ATS decision, MEV set; S1STALLD set when
+        nothing would handle a stall: the module docstring), or the stage-2-only STE for a bypass vSTE."""
+        cfg = d.config
+        if cfg == stemod.CONFIG_S1:
+            base = stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S2, shcfg=1, eats=int(d.ats),
+                                            **self._s2_fields(d.parent, d.vmid)))
+            w = ste_words(base)
+            cfg_mask = stemod.STE_LAYOUT.by_name["config"].mask
+            w[0] = 1 | (stemod.CONFIG_NESTED << 1) | (d.ste0 & ~cfg_mask & ~1 & _M64)
+            w[1] |= d.ste1 | (stemod.STE_LAYOUT.by_name["mev"].mask >> 64)   # merge events (DoS)
+            if self.caps.stall_model == 0 and d.iopf_handler is None:
+                w[1] |= stemod.STE_LAYOUT.by_name["s1stalld"].mask >> 64
+            return b"".join(x.to_bytes(8, "little") for x in w)
+        if cfg == stemod.CONFIG_BYPASS:                     # stage 2 only, the vIOMMU's VMID
+            return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_S2, shcfg=1,
+                                            **self._s2_fields(d.parent, d.vmid)))
+        return stemod.encode(stemod.Ste(v=1, config=stemod.CONFIG_ABORT))
 
     @staticmethod
     def _used_words(w0: int) -> set[int]:
@@ -916,12 +1189,35 @@ class SmmuDriver:
         if isinstance(d, NestedDomain) and d.parent.freed:
             raise SmmuDriverError(_errno.EINVAL, f"the parent of {d!r} was freed")
         self._finalise(d)
+        ats = bool(d.ats) and self.caps.ats and (master.pcie is None or master.pcie.ats_supported)
+        if master.ats_enabled and not ats and master.pcie is not None:
+            master.pcie.disable_ats()                       # before the STE makes ATS requests UR
+            self.stats["ats_disables"] += 1
+            self._trace_ats(master, "disable")
         self.install_ste(master, self.build_ste(d))
         old = master.domain
         if old is not None and master in old.masters:
             old.masters.remove(master)
         master.domain = d
         d.masters.append(master)
+        self._ats_commit(master, ats)
+
+    def _ats_commit(self, master: Master, ats: bool) -> None:
+        """`arm_smmu_attach_commit` after the STE: enable ATS (ATC invalidated first: `arm_smmu_enable_ats`),
+        or flush the ATC of the old translation."""
+        if ats or master.ats_enabled:
+            self.stats["atc_invs"] += 1
+            self._trace_ats(master, "atc_inv_all")
+            self.submit([atc_inv_cmd(master.sid, None, 0, 0)])
+        if ats and not master.ats_enabled and master.pcie is not None:
+            master.pcie.enable_ats(12)                      # STU: log2 of the smallest granule (4KB)
+            self.stats["ats_enables"] += 1
+            self._trace_ats(master, "enable")
+        master.ats_enabled = ats
+
+    def _trace_ats(self, master: Master, what: str) -> None:
+        if self._on("hostsmmu_ats"):
+            self.tracer.emit("hostsmmu_ats", dev=self.name, sid=master.sid, what=what)
 
     def detach(self, master: Master) -> None:
         """Back to the blocked (abort) STE."""

@@ -19,14 +19,18 @@ from .kvm_ordering import KvmOrdering
 from .no_btm_forwarding import NoBtmForwarding
 from .over_invalidation import OverInvalidation
 from .result import REQUIRED_METRICS, ScenarioResult
+from .sva_ats import SvaAts
 from .sva_btm import SvaBtm
+from .sva_dirty import SvaDirty
+from .sva_iopf import SvaIopf
 from .vmid_alias import VmidAlias
 
 __all__ = ["SCENARIOS", "POLICY_NAMES", "MAX_VMS", "VMID_WIDTHS", "Scenario", "ScenarioResult", "REQUIRED_METRICS", "run_scenario",
            "get_scenario"]
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SvaBtm(), VmidAlias(), OverInvalidation(),
-                                                      NoBtmForwarding(), KvmOrdering())}
+                                                      NoBtmForwarding(), KvmOrdering(), SvaIopf(), SvaAts(),
+                                                      SvaDirty())}
 
 
 def get_scenario(name: str) -> Scenario:

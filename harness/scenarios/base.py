@@ -26,6 +26,8 @@ class Scenario:
     default_vms = 2
     #: VM counts the report sweeps (over-invalidation and VM exits against the number of VMs)
     sweep_vms: tuple[int, ...] = ()
+    #: scenario options of `scenario run` (`--name`): name -> (choices, default, help)
+    options: dict[str, tuple[tuple[str, ...], str, str]] = {}
 
     def run(self, policy: str, vmid_bits: int = 16, vms: int | None = None, *, tracer: Tracer | None = None,
             **opts: Any) -> ScenarioResult:
@@ -36,7 +38,8 @@ class Scenario:
         n = self.default_vms if vms is None else vms
         if not 1 <= n <= MAX_VMS:
             raise ValueError(f"--vms {n}: 1 to {MAX_VMS}")
-        res = ScenarioResult(self.name, policy, vmid_bits, n)
+        res = ScenarioResult(self.name, policy, vmid_bits, n,
+                             options={k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool))})
         t0 = time.perf_counter()
         self._run(res, tracer=tracer, **opts)
         res.seconds = time.perf_counter() - t0

@@ -2,12 +2,14 @@
 
     smmu-harness scenario list
     smmu-harness scenario run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE ...]
-                                   [--trace-events GLOBS]
+                                   [--trace-events GLOBS] [--mode stall|pri|both] [--atc-inv yes|no]
+                                   [--stack port|vsmmu]
     smmu-harness scenario report [-o DIR] [--format md|html] [--scenarios A,B] [--policies P,Q] [--widths 8,16]
                                  [--sweep 1,2,4] [-j N]
 
 `run` exits 0 when the result is ok (the system behaved correctly), 1 otherwise; bad arguments exit 125
-(`--vms` is 1 to MAX_VMS). `report` checks every argument (and that DIR is writable) before it runs anything,
+(`--vms` is 1 to MAX_VMS; a scenario option of another scenario, or a value that scenario does not take).
+Scenario options come from each scenario's `options` (name -> choices, default, help). `report` checks every argument (and that DIR is writable) before it runs anything,
 runs its jobs in `-j N` worker processes (default: the CPUs available) and rewrites results.json after each.
 `--trace FILE` (repeatable) writes the run's trace: `.jsonl` JSON Lines, `.json` Chrome/Perfetto, anything
 else QEMU-log-style text.
@@ -88,7 +90,8 @@ def default_jobs() -> int:
 def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
     from . import POLICY_NAMES, SCENARIOS, VMID_WIDTHS
     from .report import DEFAULT_SWEEP, FORMATS
-    sp = sub.add_parser("scenario", help="end-to-end scenarios (the mailing-list problems and the VMID policies' fixes)",
+    from ..cli import SCENARIO_HELP
+    sp = sub.add_parser("scenario", help=SCENARIO_HELP,
                         description="Run the end-to-end scenarios (harness/scenarios).")
     ssub = sp.add_subparsers(dest="scenario_command", metavar="SUBCOMMAND", parser_class=type(sp))
     ls = ssub.add_parser("list", help="list scenarios and policies")
@@ -108,6 +111,11 @@ def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
     run.add_argument("--trace-events", default=None, metavar="GLOBS",
                      help="events to trace (comma-separated globs, '-' removes; 'help' lists them); needs "
                           f"--trace [{DEFAULT_TRACE_EVENTS}]")
+    for opt, owners in scenario_options(SCENARIOS).items():
+        choices = sorted({c for s in owners for c in s.options[opt][0]})
+        run.add_argument(f"--{opt.replace('_', '-')}", dest=f"opt_{opt}", default=None, metavar="|".join(choices),
+                         help="; ".join(f"{s.name}: {s.options[opt][2]}" for s in owners) + " ["
+                              + ", ".join(f"{s.name}: {s.options[opt][1]}" for s in owners) + "]")
     run.set_defaults(func=cmd_scenario_run)
     rep = ssub.add_parser("report", help="run the matrix and write a Markdown or HTML report with SVG plots",
                           description="Run scenario x policy x VMID width (plus the VM sweeps for the plots) and "
@@ -134,6 +142,36 @@ def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
     return sp
 
 
+def scenario_options(scenarios: dict) -> dict[str, list]:
+    """Option name -> the scenarios that have it (in registry order)."""
+    out: dict[str, list] = {}
+    for s in scenarios.values():
+        for opt in s.options:
+            out.setdefault(opt, []).append(s)
+    return out
+
+
+def _chosen_options(args: argparse.Namespace) -> dict[str, str]:
+    """The scenario options given on the command line, checked against the chosen scenario (UsageError)."""
+    from ..cli import UsageError
+    from . import SCENARIOS
+    scn = SCENARIOS[args.name]
+    out = {}
+    for opt in scenario_options(SCENARIOS):
+        v = getattr(args, f"opt_{opt}", None)
+        if v is None:
+            continue
+        flag = f"--{opt.replace('_', '-')}"
+        if opt not in scn.options:
+            owners = ", ".join(s.name for s in scenario_options(SCENARIOS)[opt])
+            raise UsageError(f"smmu-harness scenario run: {flag} is an option of {owners}, not {scn.name}")
+        if v not in scn.options[opt][0]:
+            raise UsageError(f"smmu-harness scenario run: {flag} {v!r}: {scn.name} takes "
+                             f"{', '.join(scn.options[opt][0])}")
+        out[opt] = v
+    return out
+
+
 def _need_sub(parser: argparse.ArgumentParser) -> int:
     parser.error("a subcommand is required (list, run, report)")
     return 125
@@ -146,6 +184,8 @@ def cmd_scenario_list(args: argparse.Namespace) -> int:
     for s in SCENARIOS.values():
         lines.append(f"{s.name:<18} seed {s.seed:<8} {s.summary}")
         lines.append(f"{'':<18} --vms: {s.vms_meaning} [default {s.default_vms}]")
+        for opt, (choices, default, text) in s.options.items():
+            lines.append(f"{'':<18} --{opt.replace('_', '-')} {'|'.join(choices)}: {text} [default {default}]")
     lines.append(f"policies: {', '.join(POLICY_NAMES)}")
     write_out("\n".join(lines) + "\n")
     return 0
@@ -163,6 +203,7 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
         write_out(listing())
         return 0
     check_trace_options("scenario run", args.trace[0] if args.trace else None, None, args.trace_events)
+    opts = _chosen_options(args)
     tracer = None
     sinks = []
     try:
@@ -175,7 +216,7 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
                     raise UsageError(f"smmu-harness scenario run: --trace {path}: {e.strerror or e}") from None
                 sinks.append(sink)
                 tracer.add_sink(sink)
-        res = run_scenario(args.name, args.policy, args.vmid_bits, args.vms, tracer=tracer)
+        res = run_scenario(args.name, args.policy, args.vmid_bits, args.vms, tracer=tracer, **opts)
     finally:
         for s in sinks:
             s.close()
@@ -183,10 +224,10 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
     return 0 if res.ok else 1
 
 
-def _run_one(name: str, policy: str, vmid_bits: int, vms: int | None):
-    """The report's runner (module level, so worker processes can unpickle it)."""
+def _run_one(name: str, policy: str, vmid_bits: int, vms: int | None, **opts: Any):
+    """The report's runner (module level, so worker processes can unpickle it); `opts`: scenario options."""
     from . import run_scenario
-    return run_scenario(name, policy, vmid_bits, vms)
+    return run_scenario(name, policy, vmid_bits, vms, **opts)
 
 
 def cmd_scenario_report(args: argparse.Namespace) -> int:

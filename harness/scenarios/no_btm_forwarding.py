@@ -50,6 +50,8 @@ class NoBtmForwarding(Scenario):
     summary = "the SVA workload without BTM: guest invalidations forwarded through the vSMMU command queue"
     vms_meaning = "VMs on the host (as in sva-btm)"
     default_vms = 3
+    options = {"stack": (("vsmmu", "port"), "vsmmu",
+                         "vsmmu: forwarding through the vSMMU's command queue; port: a paravirtual hypercall")}
     sweep_vms = (1, 2, 3, 4, 6)
 
     def _run(self, res: ScenarioResult, *, tracer: Tracer | None = None, rounds: int = 6,

@@ -51,13 +51,16 @@ from ..trap import TlbiTrap
 from ..vmm import DEFAULT_VSID, AssignedMmio, NestedVm, setup_host, setup_nested_vm
 
 __all__ = ["ScenarioPlatform", "HostPort", "Assigned", "guest_elf", "vsmmu_guest_elf", "SMMU_PA", "PORT_IPA",
-           "SCENARIO_GUESTS", "errno_message"]
+           "SCENARIO_GUESTS", "errno_message", "RECOVERABLE_FEATURES"]
 
 SMMU_PA = 0x0905_0000
 PORT_IPA = 0x0911_0000
 PORT_SIZE = 0x1000
 SCENARIO_GUESTS = GUEST_FW / "scenarios"
 GUEST_RAM = 16 << 20
+#: the physical SMMU of the guest-SVA scenarios (sva-iopf, sva-ats, sva-dirty): stalls (IDR0.STALL_MODEL 0b00),
+#: ATS with PRI (a 2^6-entry PRI queue at most) and HTTU access + dirty (IDR0.HTTU 0b10)
+RECOVERABLE_FEATURES = dict(stall_model=0, ats=True, pri=True, priqs=6, httu=2)
 
 # port commands (guest_fw/scenarios/scn.h)
 CMD_ATTACH_NESTED, CMD_REPORT, CMD_YIELD, CMD_DONE = 1, 2, 3, 5
@@ -176,7 +179,7 @@ class Assigned:
 class ScenarioPlatform:
     def __init__(self, policy: str, vmid_bits: int = 16, *, btm: bool = True, ncpus: int = 1,
                  tracer: Tracer | None = None, quantum: int = 20_000, overinvalidate_s2: bool = False,
-                 smmu_reserved: int | None = None):
+                 smmu_reserved: int | None = None, features: dict | None = None):
         if vmid_bits not in (8, 16):
             raise ValueError(f"VMID width {vmid_bits} (8 or 16)")
         self.policy_name = policy
@@ -186,7 +189,7 @@ class ScenarioPlatform:
                                    tcg_buffer_size=8 << 20)
         reserved = (smmu_reserved if smmu_reserved is not None else num // 16) if policy == "restricted" else 0
         self.host = setup_host(m, policy=policy, btm=btm, vmid_bits=vmid_bits, ncpus=ncpus,
-                               features=SmmuFeatures(btm=btm, vmid16=vmid_bits == 16),
+                               features=SmmuFeatures(btm=btm, vmid16=vmid_bits == 16, **(features or {})),
                                kvm_kw=dict(split=policy == "split", smmu_reserved=reserved))
         self.kvm = self.host.kvm
         self.policy = self.host.policy
@@ -250,17 +253,19 @@ class ScenarioPlatform:
         return vm
 
     def add_vsmmu_guest(self, name: str, program: str, *, params: list[int], kvm_first: bool = True,
-                        advertise_btm: str = "pinned", handler: Callable | None = None) -> Any:
+                        advertise_btm: str = "pinned", handler: Callable | None = None, **vmm_kw: Any) -> Any:
         """A VM running guest_fw/scenarios/<program>.c with guest_fw/lib/vsmmu.c: `harness.vmm.setup_nested_vm`
         gives it a vSMMU and an assigned DMA test device (`advertise_btm`: see `setup_nested_vm`). The VM has
         run once before (KVM gave it a VMID at its first vcpu_load), as for a device hot-plugged into a booted
-        VM. A set-up the host refuses is recorded in `attach_errors` and the VM never starts."""
+        VM. A set-up the host refuses is recorded in `attach_errors` and the VM never starts. `vmm_kw` go to
+        `setup_nested_vm` (`ats`, `iopf`, `httu`: what the vSMMU offers)."""
         vm = self._new_vm(name, vsmmu_guest_elf(program), params, handler)
         kv = self.kvm.vm_of(vm)
         self.kvm.vcpu_load(kv.vcpus[0], 0)
         self.kvm.vcpu_put(kv.vcpus[0])
         try:
-            nv = setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first, advertise_btm=advertise_btm)
+            nv = setup_nested_vm(self.machine, vm, self.host, kvm_before_bind=kvm_first, advertise_btm=advertise_btm,
+                                 **vmm_kw)
         except IommufdError as e:
             self.attach_errors[name] = errno_message(e)
             self.not_started.add(name)

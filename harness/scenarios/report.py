@@ -1,8 +1,11 @@
 """`smmu-harness scenario report`: run the matrix (scenario x policy x VMID width), sweep the number of VMs,
 and write `report.md` (tables; `report.html` with `fmt="html"`, the same content as one HTML page),
-`results.json` (every result) and two hand-written SVG plots:
-`over_invalidation.svg` (over-invalidated SMMU entries against the number of VMs, per policy) and
-`vm_exits.svg` (VM exits per guest invalidation against the number of VMs: forwarding without BTM vs BTM).
+`results.json` (every result) and hand-written SVG plots:
+`over_invalidation.svg` (over-invalidated SMMU entries against the number of VMs, per policy),
+`vm_exits.svg` (VM exits per guest invalidation against the number of VMs: forwarding without BTM vs BTM) and
+`iopf_cost.svg` (sva-iopf: VM exits and host calls per fault against the pages of one copy, stall vs PRI).
+The guest-SVA scenarios (sva-iopf, sva-ats, sva-dirty) get a table of their own metrics, with the variants
+that show the other outcome (`VARIANTS`: sva-ats without ATC_INV, sva-dirty on the vSMMU).
 
 Jobs run in-process or in `jobs` worker processes (identical files either way); `results.json` is rewritten
 after every job, so an interrupted report keeps what finished. Progress: a bar on a terminal, plain lines
@@ -31,7 +34,18 @@ __all__ = ["Matrix", "run_report", "run_job", "failed_result", "write_report", "
 FORMATS = ("md", "html")
 
 DEFAULT_SWEEP = (1, 2, 3, 4, 6)
-Job = tuple[str, str, str, int, Optional[int]]          # (kind, scenario, policy, VMID width, VMs or None)
+#: (kind, scenario, policy, VMID width, VMs or None, scenario options as (name, value) pairs)
+Job = tuple[str, str, str, int, Optional[int], tuple]
+#: runs of a scenario with an option other than its default, per policy (the report's guest-SVA table)
+VARIANTS = (("sva-ats", (("atc_inv", "no"),)), ("sva-dirty", (("stack", "vsmmu"),)))
+IOPF_PAGES = (1, 2, 4, 8)                               # pages per copy of the sva-iopf sweep
+#: the guest-SVA table: scenario -> the metrics shown
+SVA_COLUMNS = {
+    "sva-iopf": ("stall_faults", "stall_vm_exits_per_fault", "stall_host_calls_per_fault", "pri_faults",
+                 "pri_groups", "pri_vm_exits_per_fault", "pri_host_calls_per_fault"),
+    "sva-ats": ("stale_dma", "atc_invalidations", "atc_hits", "btm_advertised"),
+    "sva-dirty": ("missed_dirty", "dirty_found", "httu_updates", "rollovers"),
+}
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -45,22 +59,32 @@ class Matrix:
     results: list[ScenarioResult] = field(default_factory=list)
     over_sweep: list[ScenarioResult] = field(default_factory=list)
     exits_sweep: list[ScenarioResult] = field(default_factory=list)
+    iopf_sweep: list[ScenarioResult] = field(default_factory=list)
+    variants: list[ScenarioResult] = field(default_factory=list)
 
     def fill(self, jobs: Sequence[Job], done: dict[int, ScenarioResult]) -> None:
-        """Put the finished results (by job index) in `results`/`over_sweep`/`exits_sweep`, in job order."""
-        lists = {"matrix": [], "over": [], "exits": []}
+        """Put the finished results (by job index) in `results`/`over_sweep`/`exits_sweep`/`iopf_sweep`/
+        `variants`, in job order."""
+        lists: dict[str, list[ScenarioResult]] = {"matrix": [], "over": [], "exits": [], "iopf": [], "variant": []}
         for i in sorted(done):
             lists[jobs[i][0]].append(done[i])
         self.results, self.over_sweep, self.exits_sweep = lists["matrix"], lists["over"], lists["exits"]
+        self.iopf_sweep, self.variants = lists["iopf"], lists["variant"]
 
     def jobs(self) -> list[Job]:
-        """(kind, scenario, policy, width, vms) in run order."""
-        out = [("matrix", s, p, w, None) for s in self.scenarios for p in self.policies for w in self.widths]
+        """(kind, scenario, policy, width, vms, options) in run order."""
+        out: list[Job] = [("matrix", s, p, w, None, ()) for s in self.scenarios for p in self.policies
+                          for w in self.widths]
+        pol = "shared" if "shared" in self.policies else self.policies[0]
         if "over-invalidation" in self.scenarios:
-            out += [("over", "over-invalidation", p, self.sweep_width, n) for p in self.policies for n in self.sweep]
+            out += [("over", "over-invalidation", p, self.sweep_width, n, ()) for p in self.policies
+                    for n in self.sweep]
         if "no-btm-forwarding" in self.scenarios:
-            pol = "shared" if "shared" in self.policies else self.policies[0]
-            out += [("exits", "no-btm-forwarding", pol, self.sweep_width, n) for n in self.sweep]
+            out += [("exits", "no-btm-forwarding", pol, self.sweep_width, n, ()) for n in self.sweep]
+        if "sva-iopf" in self.scenarios:
+            out += [("iopf", "sva-iopf", pol, self.sweep_width, None, (("pages", n),)) for n in IOPF_PAGES]
+        out += [("variant", name, p, self.sweep_width, None, opts) for name, opts in VARIANTS
+                if name in self.scenarios for p in self.policies]
         return out
 
 
@@ -113,18 +137,18 @@ def make_progress(total: int, stream: TextIO | None = None) -> ProgressBar:
 
 def run_job(runner: Callable[..., ScenarioResult], job: Job) -> ScenarioResult:
     """One job; a scenario that raises becomes a failed result saying so (one broken run never loses the
-    others)."""
-    _, name, pol, width, vms = job
+    others). Options are passed as keywords (none for the plain matrix)."""
+    _, name, pol, width, vms, opts = job
     try:
-        return runner(name, pol, width, vms)
+        return runner(name, pol, width, vms, **dict(opts)) if opts else runner(name, pol, width, vms)
     except Exception as e:  # noqa: BLE001 - reported in the result, the report goes on
         return failed_result(job, e)
 
 
 def failed_result(job: Job, e: BaseException) -> ScenarioResult:
     """The result of a job that raised (or whose worker process died): not ok, the error as its verdict."""
-    _, name, pol, width, vms = job
-    res = ScenarioResult(name, pol, width, vms or 0, ok=False)
+    _, name, pol, width, vms = job[:5]
+    res = ScenarioResult(name, pol, width, vms or 0, ok=False, options=dict(job[5]) if len(job) > 5 else {})
     res.error = f"{type(e).__name__}: {e}"
     res.verdict = f"the run failed: {res.error}"
     return res
@@ -156,9 +180,9 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
         done[i] = res
         matrix.fill(todo, done)
         write_results(out, matrix, complete=len(done) == len(todo))
-        _, name, pol, width, vms = todo[i]
+        _, name, pol, width, vms, opts = todo[i]
         bar.step(f"{name} {pol} {width}-bit" + (f" {vms} VM{'s' if vms > 1 else ''}" if vms else "")
-                 + (": ok" if res.ok else ": NOT OK"))
+                 + "".join(f" {k}={v}" for k, v in opts) + (": ok" if res.ok else ": NOT OK"))
 
     try:
         if jobs == 1 or len(todo) < 2:
@@ -195,7 +219,9 @@ def write_results(out: Path, matrix: Matrix, complete: bool = True) -> Path:
         "complete": complete,
         "matrix": [r.to_dict() for r in matrix.results],
         "over_invalidation_sweep": [r.to_dict() for r in matrix.over_sweep],
-        "vm_exits_sweep": [r.to_dict() for r in matrix.exits_sweep]}, indent=1) + "\n")
+        "vm_exits_sweep": [r.to_dict() for r in matrix.exits_sweep],
+        "iopf_sweep": [r.to_dict() for r in matrix.iopf_sweep],
+        "variants": [r.to_dict() for r in matrix.variants]}, indent=1) + "\n")
     return path
 
 
@@ -218,6 +244,14 @@ def write_report(out: Path, matrix: Matrix, fmt: str = "md", note: str | None = 
         _write_atomic(files["vm_exits.svg"], line_chart_svg(
             f"VM exits per guest invalidation ({exits[0].policy} policy)", "VMs on the host",
             "VM exits per invalidation", {"no BTM (forwarded)": fwd, "BTM": btm}))
+    iopf = [r for r in matrix.iopf_sweep if "stall_faults" in r.metrics]         # completed runs
+    if iopf:
+        series = {f"{mode} {what}": [(r.options["pages"], r.metrics[f"{mode}_{key}"]) for r in iopf]
+                  for mode in ("stall", "pri") for what, key in (("exits", "vm_exits_per_fault"),
+                                                                 ("host calls", "host_calls_per_fault"))}
+        files["iopf_cost.svg"] = out / "iopf_cost.svg"
+        _write_atomic(files["iopf_cost.svg"], line_chart_svg(
+            f"sva-iopf: cost per fault ({iopf[0].policy} policy)", "pages per copy", "per fault", series))
     files["results.json"] = write_results(out, matrix, complete=note is None)
     md = markdown(matrix, [p.name for p in files.values() if p.suffix == ".svg"], note=note)
     name = f"report.{fmt}"
@@ -264,9 +298,37 @@ def markdown(matrix: Matrix, plots: Iterable[str], note: str | None = None) -> s
             lines.append(f"| {r.vms} | {_cell(m['vm_exits_per_invalidation'])} | "
                          f"{_cell(m.get('host_commands_per_invalidation', ''))} | "
                          f"{_cell(m.get('btm_vm_exits_per_invalidation', ''))} | {m.get('btm_stale_dma', '')} |")
+    lines += _sva_sections(matrix)
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     return "\n".join(lines) + "\n"
+
+
+def _sva_sections(matrix: Matrix) -> list[str]:
+    """The guest-SVA table (each scenario's own metrics, with the variants) and the sva-iopf sweep."""
+    rows = [r for r in matrix.results + matrix.variants if r.scenario in SVA_COLUMNS]
+    lines: list[str] = []
+    for name, cols in SVA_COLUMNS.items():
+        mine = [r for r in rows if r.scenario == name]
+        if not mine:
+            continue
+        lines += ["", f"## {name}", "", "| policy | VMID bits | options | ok | " + " | ".join(cols) + " | verdict |",
+                  "|---|---|---|---|" + "---|" * len(cols) + "---|"]
+        for r in mine:
+            opts = ", ".join(f"{k}={v}" for k, v in r.options.items()) or "default"
+            lines.append(f"| {r.policy} | {r.vmid_bits} | {opts} | {'yes' if r.ok else '**no**'} | "
+                         + " | ".join(_cell(r.metrics.get(c, "")) for c in cols)
+                         + f" | {r.verdict.replace('|', chr(92) + '|')} |")
+    if matrix.iopf_sweep:
+        lines += ["", "## sva-iopf: cost per fault against the pages of one copy", "",
+                  "| pages | stall exits/fault | stall host calls/fault | PRI exits/fault | PRI host calls/fault |"
+                  " PRI groups |", "|---|---|---|---|---|---|"]
+        for r in matrix.iopf_sweep:
+            m = r.metrics
+            lines.append(f"| {r.options.get('pages', '')} | " + " | ".join(_cell(m.get(k, "")) for k in (
+                "stall_vm_exits_per_fault", "stall_host_calls_per_fault", "pri_vm_exits_per_fault",
+                "pri_host_calls_per_fault", "pri_groups")) + " |")
+    return lines
 
 
 def _inline_html(text: str) -> str:

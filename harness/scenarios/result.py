@@ -1,9 +1,9 @@
 """The result every scenario returns, and its JSON form (`smmu-harness scenario run --json`).
 
-JSON object: `scenario`, `policy`, `vmid_bits`, `vms`, `ok` (the system behaved correctly: no stale DMA, no
-cross-VM DMA, no silent failure), `metrics` (always with the keys of `REQUIRED_METRICS`, plus scenario-specific
-ones), `verdict` (one line), `notes` (what happened, in order), `error` (the clean failure's explanation, or
-null).
+JSON object: `scenario`, `policy`, `vmid_bits`, `vms`, `options` (the scenario options the run was given, e.g.
+`{"mode": "pri"}`), `ok` (the system behaved correctly: no stale DMA, no cross-VM DMA, no silent failure),
+`metrics` (always with the keys of `REQUIRED_METRICS`, plus scenario-specific ones), `verdict` (one line),
+`notes` (what happened, in order), `error` (the clean failure's explanation, or null).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for k, t in REQUIRED_METRICS.items():
@@ -47,7 +48,7 @@ class ScenarioResult:
     def to_dict(self) -> dict[str, Any]:
         m = {k: (float(v) if REQUIRED_METRICS.get(k) is float else v) for k, v in self.metrics.items()}
         return {"scenario": self.scenario, "policy": self.policy, "vmid_bits": self.vmid_bits, "vms": self.vms,
-                "ok": bool(self.ok), "metrics": m, "verdict": self.verdict, "notes": list(self.notes),
+                "options": dict(self.options), "ok": bool(self.ok), "metrics": m, "verdict": self.verdict, "notes": list(self.notes),
                 "error": self.error, "seconds": round(self.seconds, 3)}
 
     def to_json(self) -> str:
@@ -55,7 +56,8 @@ class ScenarioResult:
 
     def text(self) -> str:
         """Human-readable summary (what `scenario run` prints without --json)."""
-        lines = [f"scenario {self.scenario}  policy {self.policy}  VMID bits {self.vmid_bits}  VMs {self.vms}"]
+        lines = [f"scenario {self.scenario}  policy {self.policy}  VMID bits {self.vmid_bits}  VMs {self.vms}"
+                 + "".join(f"  {k} {v}" for k, v in self.options.items())]
         lines += [f"  {n}" for n in self.notes]
         lines.append("  metrics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items()))
         if self.error:

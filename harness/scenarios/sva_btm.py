@@ -61,20 +61,23 @@ class _HostChurn:
 
 
 class SvaRun:
-    """One SVA run (shared by sva-btm, no-btm-forwarding and kvm-ordering).
+    """One SVA run (shared by sva-btm, no-btm-forwarding, kvm-ordering and the guest-SVA scenarios).
 
     `stack="port"`: guest_fw/scenarios/sva_btm.c; the VMM binds the device before the guest starts and does
     the nested attach through iommufd when the guest gives it its CD table through the port. `stack="vsmmu"`:
     guest_fw/scenarios/sva_vsmmu.c drives the vSMMU of `harness.vmm.setup_nested_vm`, which advertises BTM as
-    `advertise_btm` says (`"host"`: whenever the host uses BTM, as a naive VMM would)."""
+    `advertise_btm` says (`"host"`: whenever the host uses BTM, as a naive VMM would). `program`/`params`
+    replace the guest program and its port parameters, `features` adds to the physical SMMU's, `vmm_kw` go to
+    `setup_nested_vm` (vsmmu stack)."""
 
     def __init__(self, policy: str, vmid_bits: int, vms: int, *, btm: bool = True, forward: bool = False,
                  rounds: int = 6, rollover_every: int = 2, short_lived: int | None = None,
                  kvm_first: bool = True, tracer: Tracer | None = None, stack: str = "port",
-                 advertise_btm: str = "pinned"):
+                 advertise_btm: str = "pinned", program: str | None = None, params: list[int] | None = None,
+                 features: dict | None = None, vmm_kw: dict | None = None):
         if stack not in ("port", "vsmmu"):
             raise ValueError(f"stack must be 'port' or 'vsmmu', not {stack!r}")
-        plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer)
+        plat = ScenarioPlatform(policy, vmid_bits, btm=btm, tracer=tracer, features=features)
         self.plat = plat
         self.stack = stack
         self.rounds = rounds
@@ -83,11 +86,12 @@ class SvaRun:
         self.background = [plat.kvm.create_vm(f"bg{i}") for i in range(vms - 1)]
         self.pin_changes = 0
         self._pins: dict[int, int] = {}
+        params = [rounds, int(forward)] if params is None else params
         if stack == "vsmmu":
-            self.vm = plat.add_vsmmu_guest("sva", "sva_vsmmu", params=[rounds, int(forward)], kvm_first=kvm_first,
-                                           advertise_btm=advertise_btm)
+            self.vm = plat.add_vsmmu_guest("sva", program or "sva_vsmmu", params=params, kvm_first=kvm_first,
+                                           advertise_btm=advertise_btm, **(vmm_kw or {}))
         else:
-            self.vm = plat.add_guest("sva", "sva_btm", params=[rounds, int(forward)], kvm_first=kvm_first)
+            self.vm = plat.add_guest("sva", program or "sva_btm", params=params, kvm_first=kvm_first)
         self.churn = _HostChurn(self)
         plat.machine.add_plugin(self.churn)
         plat.on_yield = self._on_yield          # type: ignore[method-assign]
@@ -162,6 +166,8 @@ class SvaBtm(Scenario):
                "other VMs force KVM VMID rollovers")
     vms_meaning = "VMs on the host (the SVA VM + others time-sliced with it)"
     default_vms = 3
+    options = {"stack": (("port", "vsmmu"), "port",
+                         "port: the guest's nested attach by hypercall; vsmmu: its own vSMMU, a VMM advertising BTM")}
 
     def _run(self, res: ScenarioResult, *, tracer: Tracer | None = None, rounds: int = 6,
              rollover_every: int = 2, stack: str = "port", **_: Any) -> None:

@@ -27,6 +27,7 @@ EVENT_MODULES = (
     "harness.trap",
     "harness.virtio",
     "harness.host.vmid",
+    "harness.host.iopf",
     "harness.host.smmu_driver",
     "harness.host.iommufd",
     "harness.vsmmu",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from devmodel.dmatest import CMD_READ64, CMD_WRITE64
 from devmodel.pagetable import PageAllocator, PageTableBuilder
+from devmodel.smmuv3 import ats as A
 from devmodel.smmuv3 import cd as CD
 from devmodel.smmuv3 import commands as C
 from devmodel.smmuv3 import events as E
@@ -19,8 +20,9 @@ from harness.vmm import NestedVm, setup_nested_vm
 
 REG = {"CR0": 0x20, "CR0ACK": 0x24, "CR2": 0x2C, "GBPA": 0x44, "GERROR": 0x60, "GERRORN": 0x64,
        "STRTAB_BASE": 0x80, "STRTAB_BASE_CFG": 0x88, "CMDQ_BASE": 0x90, "CMDQ_PROD": 0x98, "CMDQ_CONS": 0x9C,
-       "EVTQ_BASE": 0xA0, "EVTQ_PROD": PAGE1 + 0xA8, "EVTQ_CONS": PAGE1 + 0xAC, "IDR0": 0x00}
-CMDQ_LOG2, EVTQ_LOG2, STRTAB_LOG2 = 5, 5, 8
+       "EVTQ_BASE": 0xA0, "EVTQ_PROD": PAGE1 + 0xA8, "EVTQ_CONS": PAGE1 + 0xAC, "IDR0": 0x00,
+       "PRIQ_BASE": 0xC0, "PRIQ_PROD": PAGE1 + 0xC8, "PRIQ_CONS": PAGE1 + 0xCC}
+CMDQ_LOG2, EVTQ_LOG2, STRTAB_LOG2, PRIQ_LOG2 = 5, 5, 8, 6
 TRACE = ("vsmmu_*,hostsmmu_cmd,hostsmmu_event,iommufd_*,smmuv3_cmdq_opcode,smmuv3_translate_success,"
          "smmu_iotlb_lookup_hit,smmu_iotlb_lookup_miss,dmatest_cmd,smmuv3_record_event")
 
@@ -38,8 +40,10 @@ class PyGuest:
         self.evtq = self.strtab + 0x9000
         self.sync_word = self.strtab + 0xA000
         self.alloc = PageAllocator(self.ipa, top - (8 << 20), 4 << 20)
+        self.priq = self.strtab + 0xB000                   # 64 entries of 16 bytes
         self.prod = 0
         self.evcons = 0
+        self.pricons = 0
         self.seq = 0
 
     # -- MMIO (the guest's loads and stores to the vSMMU page) -------------------------------------------------
@@ -49,9 +53,10 @@ class PyGuest:
     def r(self, reg: str, size: int = 4) -> int:
         return self.vs.read(REG[reg], size)
 
-    def init(self, enable: bool = True) -> None:
+    def init(self, enable: bool = True, priq: bool = False) -> None:
+        """Linux's bring-up order; `priq`: also the PRI queue (2^6 entries, CR0.PRIQEN) before SMMUEN."""
         self.w("CR0", 0)
-        self.prod = self.evcons = 0
+        self.prod = self.evcons = self.pricons = 0
         self.w("STRTAB_BASE", self.strtab, 8)
         self.w("STRTAB_BASE_CFG", STRTAB_LOG2)
         self.w("CMDQ_BASE", self.cmdq | CMDQ_LOG2, 8)
@@ -62,9 +67,16 @@ class PyGuest:
         self.w("EVTQ_PROD", 0)
         self.w("EVTQ_CONS", 0)
         self.w("CR0", 0b1100)
+        cr0 = 0b1100
+        if priq:
+            self.w("PRIQ_BASE", self.priq | PRIQ_LOG2, 8)
+            self.w("PRIQ_PROD", 0)
+            self.w("PRIQ_CONS", 0)
+            cr0 |= 0b10
+            self.w("CR0", cr0)
         if enable:
-            self.w("CR0", 0b1101)
-        assert self.r("CR0ACK") == (0b1101 if enable else 0b1100)
+            self.w("CR0", cr0 | 1)
+        assert self.r("CR0ACK") == (cr0 | 1 if enable else cr0)
 
     # -- command queue -----------------------------------------------------------------------------------------
     def queue(self, raw: bytes) -> None:
@@ -145,6 +157,18 @@ class PyGuest:
             out.append(E.decode(self.ipa.read_bytes(slot, 32)))
             self.evcons = (self.evcons + 1) & mask
         self.w("EVTQ_CONS", self.evcons)
+        return out
+
+    def page_requests(self) -> list[A.PageRequest]:
+        """The PRI queue entries from CONS to PROD (consumed)."""
+        out = []
+        mask = (2 << PRIQ_LOG2) - 1
+        prod = self.r("PRIQ_PROD") & mask
+        while self.pricons != prod:
+            slot = self.priq + (self.pricons & ((1 << PRIQ_LOG2) - 1)) * 16
+            out.append(A.decode_pri(self.ipa.read_bytes(slot, 16)))
+            self.pricons = (self.pricons + 1) & mask
+        self.w("PRIQ_CONS", self.pricons)
         return out
 
     # -- the assigned DMA test device, through the guest's MMIO window ------------------------------------------

@@ -3,8 +3,9 @@ arm_smmu_make_cdtable_ste: CD.S with STE.S1STALLD=0 for a master that may stall,
 IDR0.STALL_MODEL=0b10; CD.HA/HD as far as IDR0.HTTU allows; STE.EATS), and the model's behaviour is reachable
 through it: a stalled DMA is resumed by the host's CMD_RESUME, the device's writes mark the host tables dirty.
 
-The iopf side (handling stall events and PRI requests, iommufd fault objects) is not the driver's yet: the test
-plays it, as `arm_smmu_handle_evt` + `arm_smmu_page_response` would."""
+Here the master has no I/O page faults enabled (`enable_iopf`), so the driver leaves the stall record in its log
+and the test plays the iopf side, as `arm_smmu_handle_event` + `arm_smmu_page_response` would; the driver's own
+iopf path is tests/harness/host/test_iopf.py."""
 from __future__ import annotations
 
 from devmodel.dmatest import CMD_READ64, STATUS_DONE, STATUS_STALLED

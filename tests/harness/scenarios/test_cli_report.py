@@ -179,7 +179,7 @@ def test_run_report_with_a_fake_runner(tmp_path):
 @pytest.mark.parametrize("argv, msg", [
     (["--sweep", "0"], "0 VMs: 1 to 64"), (["--sweep", "1,65"], "65 VMs: 1 to 64"), (["--sweep", "x"], "not a number"),
     (["--scenarios", "nosuch"], "unknown scenario 'nosuch' (choose from sva-btm, vmid-alias, over-invalidation, "
-                                "no-btm-forwarding, kvm-ordering)"),
+                                "no-btm-forwarding, kvm-ordering, sva-iopf, sva-ats, sva-dirty)"),
     (["--policies", "shared,bogus"], "unknown policy 'bogus' (choose from private, unpinned"),
     (["--widths", "12"], "unknown VMID width '12' (choose from 8, 16)"),
     (["-j", "0"], "at least 1"), (["--scenarios", ","], "no scenario given"),

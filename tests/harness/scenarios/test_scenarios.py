@@ -234,7 +234,8 @@ def test_bad_arguments_raise():
 
 
 def test_registry_lists_every_scenario():
-    assert set(SCENARIOS) == {"sva-btm", "vmid-alias", "over-invalidation", "no-btm-forwarding", "kvm-ordering"}
+    assert set(SCENARIOS) == {"sva-btm", "vmid-alias", "over-invalidation", "no-btm-forwarding", "kvm-ordering",
+                              "sva-iopf", "sva-ats", "sva-dirty"}
 
 
 @pytest.mark.slow
