@@ -1,6 +1,7 @@
 """Interrupts into the vCPUs (harness/gic.py, harness/interrupts.py): the GIC of each VM at QEMU virt's addresses,
-IRQs taken at the vector at a deterministic instruction boundary, WFI wake-up, the same guests' output as under
-qemu-system-aarch64 7.2 (-M virt,gic-version=N -cpu max -semihosting)."""
+IRQs taken at the vector at a deterministic instruction boundary, WFI wake-up. The irq_* guests' output under
+qemu-system-aarch64 7.2 (-M virt,gic-version=N -cpu max -semihosting) is checked through their entries in
+guest_fw/tests/unittests.cfg (tests/harness/test_qemu.py); here: where and when each interrupt is taken."""
 from __future__ import annotations
 
 import shutil
@@ -176,27 +177,6 @@ def test_delivery_is_deterministic_under_load():
     assert quiet == loaded and sum(e == "cpu_irq_taken" for e, _, _ in quiet) == 4
 
 
-# -- the same guests under QEMU 7.2 ---------------------------------------------------------------------------------
-def qemu(elf, cpus: int, gic: int, el: int = 1):
-    cmd = [QEMU, "-M", f"virt,gic-version={gic}" + (",virtualization=on" if el == 2 else ""), "-cpu", "max", "-smp", str(cpus), "-m", "128M", "-semihosting",
-           "-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio", "-kernel", str(elf)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
-@pytest.mark.qemu
-@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
-@pytest.mark.parametrize("guest,cpus,el", [("irq_timer", 1, 1), ("irq_timer", 1, 2), ("irq_sgi", 2, 1),
-                                           ("irq_uart", 1, 1), ("irq_uart", 2, 1), ("irq_prio", 1, 1),
-                                           ("irq_fiq", 1, 1), ("irq_el2", 1, 2)])
-@pytest.mark.parametrize("gic", [2, 3])
-def test_same_output_as_qemu(guest, cpus, el, gic):
-    elf = guest_elf(guest)
-    q = qemu(elf, cpus, gic, el)
-    h = run_cli("run", elf, "--cpus", str(cpus), "-machine", f"gic-version={gic}", "--el", str(el))
-    assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
-    assert (q.stdout + q.stderr).replace("\r\n", "\n") == h.stdout
-
-
 # -- the Unicorn facts Vcpu.stop_after_access builds on ----------------------------------------------------------
 def test_unicorn_stop_in_an_mmio_callback_leaves_the_pc_on_the_instruction():
     """Unicorn 2.1.4: emu_stop from an MMIO read callback ends emu_start with the PC still on the load, so the
@@ -300,6 +280,7 @@ def test_pl011_rx_interrupt_from_console_input():
 @pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
 def test_pl011_rx_same_as_qemu():
+    """Console input on the run's stdin, as QEMU's -serial stdio."""
     elf = guest_elf("irq_uart_rx")
     cmd = [QEMU, "-M", "virt", "-cpu", "max", "-m", "128M", "-semihosting", "-nographic", "-no-reboot", "-monitor",
            "none", "-serial", "stdio", "-kernel", str(elf)]
