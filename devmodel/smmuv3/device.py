@@ -14,8 +14,8 @@ a queue whose own MSI writes keep moving PROD cannot hang the caller.
 Interrupts: `irq(line)` is called with "eventq", "gerror" or "cmd_sync" for wired interrupts; when IDR0.MSI=1
 and the matching *_IRQ_CFG0.ADDR is non-zero, a 32-bit MSI write of *_IRQ_CFG1.DATA goes through the bus
 instead (an aborted MSI write sets the GERROR MSI_*_ABT_ERR bit). The SMMU's own MSIs go out untranslated
-(they are not client transactions of the SMMU); they carry `msi_requester` as their requester ID (`Bus.write_from`; an ITS takes it as the
-DeviceID: the board's choice, firmware's `msi-parent` specifier), or none when it is None.
+(they are not client transactions of the SMMU), with `msi_requester` as their requester ID (`Bus.write_from`;
+an ITS takes it as the DeviceID: the board's choice, firmware's `msi-parent` specifier), or none when None.
 
 Translation: `translate()` handles SMMU-disabled (GBPA), abort and bypass itself and hands stage 1/2/nested
 configurations to `self.core`, the translation backend (`translate.TranslationCore` unless the constructor's

@@ -165,7 +165,8 @@ def test_an_msi_to_an_unmapped_doorbell_iova_faults_in_the_smmu_and_is_lost():
     s.bus.write64(d + MSI_ADDR, DOORBELL)               # the doorbell's PA, but the IOVA is not mapped
     s.bus.write32(d + MSI_DATA, 9)
     assert dev.send_msi() == MSI_FAULT and not s.gic.irq_pending(0)
-    assert [e.name for e in smmu.events][-1] == "F_TRANSLATION" and smmu.events[-1].input_addr == DOORBELL and smmu.events[-1].rnw == 0
+    ev = smmu.events[-1]
+    assert (ev.name, ev.sid, ev.input_addr, ev.rnw) == ("F_TRANSLATION", 0x21, DOORBELL, 0)
     # bypass (SMMU off): the write reaches the PA; nothing there -> BUSERR; the doorbell -> the MSI
     smmu.write(CR0, 0, 4)
     s.bus.write64(d + MSI_ADDR, 0x0F00_0000)
