@@ -170,7 +170,7 @@ class Bus:
         """A bus master's write that carries its requester ID (the PCIe Requester ID / StreamID a device's
         transactions are tagged with; QEMU `MemTxAttrs.requester_id`). A device with `write_from(offset,
         value, size, requester)` receives the ID: an ITS translation frame takes it as the MSI's DeviceID
-        (IHI 0069 5.1). RAM and other devices see a plain `write`; `requester=None` is a plain write."""
+        (IHI 0069 chapter 5). RAM and other devices see a plain `write`; `requester=None` is a plain write."""
         r = self._region(addr, size)
         if requester is not None and not r.is_ram:
             take = getattr(r.target, "write_from", None)
