@@ -4,12 +4,14 @@ write translated by the SMMU for its StreamID, then sent with the StreamID as De
 import pytest
 
 from devmodel.bus import Bus, BusError
-from devmodel.dmatest import CMD_WRITE64, DMATEST_BASE, MSI_BUSERR, MSI_FAULT, MSI_SENT, DmaTestDevice
+from devmodel.dmatest import CMD_WRITE64, DMATEST_BASE, MSI_BUSERR, MSI_FAULT, MSI_SENT, MSI_STALLED, DmaTestDevice
+from devmodel.smmuv3 import commands as C
 from devmodel.gic.its import GITS_TRANSLATER, ITS_SIZE
 from devmodel.pagetable import PERM_R, PERM_W, PageAllocator, PageTableBuilder
 from devmodel.smmuv3 import cd as CD
 from devmodel.smmuv3 import ste as S
 from devmodel.smmuv3.device import SMMUv3
+from devmodel.smmuv3.regs import SmmuFeatures
 from devmodel.trace import Tracer
 
 from .test_its import System
@@ -84,13 +86,14 @@ def test_a_bus_masters_translater_write_is_an_msi_of_its_requester_id_and_others
     assert not s.its.enabled
 
 
-def smmu_on(s, msi_requester=SMMU_DEVID):
+def smmu_on(s, msi_requester=SMMU_DEVID, features=SmmuFeatures()):
     """An SMMUv3 on the ITS's bus, programmed as Linux does (linear stream table, CMDQ, EVTQ, SMMUEN)."""
     s.bus.add_ram(RAM, 0x100_0000)
-    smmu = SMMUv3(s.bus, tracer=Tracer("*", [s.sink]), msi_requester=msi_requester)
+    smmu = SMMUv3(s.bus, features, tracer=Tracer("*", [s.sink]), msi_requester=msi_requester)
     for off, value, size in ((STRTAB_BASE, STRTAB, 8), (STRTAB_BASE_CFG, 8, 4), (CMDQ_BASE, CMDQ | 4, 8),
                              (EVTQ_BASE, EVTQ | 4, 8), (CR2, 0b110, 4), (CR0, 0b1100, 4), (CR0, 0b1101, 4)):
         smmu.write(off, value, size)
+    s.prod = 0
     return smmu
 
 
@@ -122,15 +125,16 @@ def dmatest(s, smmu, sid=0x21):
     return dev
 
 
-def s1_stream(s, sid, *, map_doorbell):
+def s1_stream(s, sid, *, map_doorbell, stall=0):
     """STE `sid`: stage 1 through one CD whose tables map RAM+0x10_0000 and, with `map_doorbell`, IOVA
     0x0100_0000 to the ITS's doorbell page (what Linux's MSI cookie does for a DMA domain)."""
     pt = PageTableBuilder(s.bus, PageAllocator(s.bus, TABLES, 0x10_0000), granule=4096, stage=1, ias=48)
+    s.pt = pt
     pt.map(RAM + 0x10_0000, RAM + 0x10_0000, 0x1000, PERM_R | PERM_W)
     if map_doorbell:
         pt.map(0x0100_0000, DOORBELL & ~0xFFF, 0x1000, PERM_R | PERM_W)
     s.bus.write_bytes(CDTAB, CD.encode(CD.Cd(v=1, aa64=1, r=1, a=1, t0sz=16, tg0=0, ips=5, epd1=1, asid=1,
-                                            ttb0=pt.ttb)))
+                                            s=stall, ttb0=pt.ttb)))
     s.bus.write_bytes(STRTAB + sid * 64, S.encode(S.Ste(v=1, config=S.CONFIG_S1, s1contextptr=CDTAB)))
 
 
@@ -174,3 +178,34 @@ def test_an_msi_to_an_unmapped_doorbell_iova_faults_in_the_smmu_and_is_lost():
     s.bus.write64(d + MSI_ADDR, DOORBELL)
     assert dev.send_msi() == MSI_SENT and s.ack(0) == 8201
     assert [r["outcome"] for r in s.sink.of("msi_write")] == ["fault", "buserr", "sent"]
+
+
+def test_a_stalled_msi_is_sent_when_cmd_resume_retries_it_and_lost_when_aborted():
+    s = its_system()
+    smmu = smmu_on(s, features=SmmuFeatures(stall_model=0))
+    s.map(dev=0x21, ev=9, intid=8201)
+    dev = dmatest(s, smmu)
+    s1_stream(s, 0x21, map_doorbell=False, stall=1)
+    d = DMATEST_BASE
+    s.bus.write64(d + MSI_ADDR, 0x0100_0040)
+    s.bus.write32(d + MSI_DATA, 9)
+    assert dev.send_msi() == MSI_STALLED and not s.gic.irq_pending(0)
+    ev = smmu.events[-1]
+    assert (ev.name, ev.stall, ev.input_addr) == ("F_TRANSLATION", 1, 0x0100_0040)
+    s.pt.map(0x0100_0000, DOORBELL & ~0xFFF, 0x1000, PERM_R | PERM_W)      # software fixes the mapping ...
+    submit(s, smmu, C.encode("RESUME", sid=0x21, stag=ev.stag, resp=1))     # ... and retries
+    assert s.bus.read32(d + MSI_STATUS) == MSI_SENT and s.ack(0) == 8201
+    s.pt.unmap(0x0100_0000, 0x1000)
+    submit(s, smmu, C.encode("CMD_SYNC"))
+    submit(s, smmu, C.encode("TLBI_NH_ALL", vmid=0))
+    assert dev.send_msi() == MSI_STALLED
+    submit(s, smmu, C.encode("RESUME", sid=0x21, stag=smmu.events[-1].stag, resp=2))   # abort
+    assert s.bus.read32(d + MSI_STATUS) == MSI_FAULT and not s.gic.irq_pending(0)
+    assert [r["outcome"] for r in s.sink.of("msi_write")] == ["stalled", "sent", "stalled", "fault"]
+
+
+def submit(s, smmu, raw):
+    """One command at CMDQ_PROD (a 16-entry queue) and the PROD write that publishes it."""
+    s.bus.write_bytes(CMDQ + 16 * (s.prod % 16), raw)
+    s.prod = (s.prod + 1) % 32
+    smmu.write(0x98, s.prod, 4)                              # CMDQ_PROD
