@@ -138,12 +138,19 @@ def s1_stream(s, sid, *, map_doorbell, stall=0):
     s.bus.write_bytes(STRTAB + sid * 64, S.encode(S.Ste(v=1, config=S.CONFIG_S1, s1contextptr=CDTAB)))
 
 
-def test_the_dma_devices_msi_is_translated_by_the_smmu_and_reaches_the_its_with_its_stream_id():
+def msi_bench(*, map_doorbell, stall=0):
+    """ITS (event 9 of DeviceID 0x21 -> LPI 8201), SMMU (stall model 0 when `stall`), the DMA test device with
+    StreamID 0x21 on stage 1."""
     s = its_system()
-    smmu = smmu_on(s)
+    smmu = smmu_on(s, features=SmmuFeatures(stall_model=0) if stall else SmmuFeatures())
     s.map(dev=0x21, ev=9, intid=8201)
     dev = dmatest(s, smmu)
-    s1_stream(s, 0x21, map_doorbell=True)
+    s1_stream(s, 0x21, map_doorbell=map_doorbell, stall=stall)
+    return s, smmu, dev
+
+
+def test_the_dma_devices_msi_is_translated_by_the_smmu_and_reaches_the_its_with_its_stream_id():
+    s, smmu, dev = msi_bench(map_doorbell=True)
     d = DMATEST_BASE
     s.bus.write64(d + MSI_ADDR, 0x0100_0000 | (DOORBELL & 0xFFF) | 3)       # bits [1:0] are ignored
     s.bus.write32(d + MSI_DATA, 9)
@@ -160,11 +167,7 @@ def test_the_dma_devices_msi_is_translated_by_the_smmu_and_reaches_the_its_with_
 
 
 def test_an_msi_to_an_unmapped_doorbell_iova_faults_in_the_smmu_and_is_lost():
-    s = its_system()
-    smmu = smmu_on(s)
-    s.map(dev=0x21, ev=9, intid=8201)
-    dev = dmatest(s, smmu)
-    s1_stream(s, 0x21, map_doorbell=False)
+    s, smmu, dev = msi_bench(map_doorbell=False)
     d = DMATEST_BASE
     s.bus.write64(d + MSI_ADDR, DOORBELL)               # the doorbell's PA, but the IOVA is not mapped
     s.bus.write32(d + MSI_DATA, 9)
@@ -181,11 +184,7 @@ def test_an_msi_to_an_unmapped_doorbell_iova_faults_in_the_smmu_and_is_lost():
 
 
 def test_a_stalled_msi_is_sent_when_cmd_resume_retries_it_and_lost_when_aborted():
-    s = its_system()
-    smmu = smmu_on(s, features=SmmuFeatures(stall_model=0))
-    s.map(dev=0x21, ev=9, intid=8201)
-    dev = dmatest(s, smmu)
-    s1_stream(s, 0x21, map_doorbell=False, stall=1)
+    s, smmu, dev = msi_bench(map_doorbell=False, stall=1)
     d = DMATEST_BASE
     s.bus.write64(d + MSI_ADDR, 0x0100_0040)
     s.bus.write32(d + MSI_DATA, 9)
