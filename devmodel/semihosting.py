@@ -9,7 +9,8 @@ to a block of 64-bit fields) in X1; the result goes to X0. docs/semihosting.md l
 few places where this model departs from QEMU (and why), and how the harness wires it.
 
 * Console: SYS_WRITEC/SYS_WRITE0 and handles of `:tt` go to `output(data, stream)` (1 stdout, 2 stderr);
-  SYS_READC and SYS_READ of a `:tt` read handle take bytes from `stdin(n)` (b"" at end of input).
+  SYS_READC and SYS_READ of a `:tt` read handle take bytes from `stdin(n)` (b"" at end of input, None when
+  a non-blocking source has nothing yet: the call is then `blocked`, nothing consumed, to be re-issued).
 * Files: only under `root` (a `ConfinedRoot`, see semihosting_fs.py); with `root=None` the guest sees no
   host file system (ENOENT). SYS_SYSTEM runs only with `allow_system=True` (and a root: its cwd).
 * Time is virtual by default: `clock()` supplies ticks (e.g. retired instructions) at `tick_freq` per
@@ -112,7 +113,7 @@ class SemihostingResult(NamedTuple):
     ret: int | None                  # value for X0 (None: leave X0 alone: the call does not return)
     exit_status: int | None = None   # the run ends with this status (SYS_EXIT*, unsupported operation)
     name: str = ""
-    blocked: bool = False            # no input for SYS_READC: do not complete, re-issue the HLT later
+    blocked: bool = False            # no console input (SYS_READC, SYS_READ of :tt): re-issue the HLT later
     fatal: str | None = None         # why an unsupported operation ends the run (QEMU's message)
 
 
@@ -156,6 +157,10 @@ def _host_stdin(n: int) -> bytes:
         return b""
 
 
+class _NoInput(Exception):
+    """Console input is not there yet: the call has not happened (it is re-issued later)."""
+
+
 class _Fail(Exception):
     """An operation fails with `errno` (returns -1 unless the handler says otherwise)."""
 
@@ -173,7 +178,10 @@ class _ConsoleIn:
         self.sh = sh
 
     def read(self, n: int) -> bytes:
-        return self.sh.read_input(n)
+        data = self.sh.read_input(n)
+        if data is None:
+            raise _NoInput()
+        return data
 
     def unread(self, data: bytes) -> None:
         self.sh.unread_input(data)
@@ -256,7 +264,8 @@ class Semihosting:
     `output(data, stream)`: console output, stream 1 (stdout) or 2 (stderr).
     `clock()`: virtual ticks since the start at `tick_freq` per second (SYS_CLOCK, SYS_ELAPSED, SYS_TIME).
     `root`: directory the guest's files live in (None: no host files). `allow_system`: run SYS_SYSTEM.
-    `stdin(n)`: up to n bytes of console input, b"" at the end (default: the host's standard input).
+    `stdin(n)`: up to n bytes of console input, b"" at the end, or None when there is none yet (the call is
+    then `blocked`); default: the host's standard input, read blocking.
     `readc_eof`: what SYS_READC returns at the end of input; None (default) blocks as QEMU does.
     `isatty(stream)`: whether console stream 0/1/2 is a terminal for SYS_ISTTY (default: always).
     `cmdline`: the SYS_GET_CMDLINE string (see `qemu_cmdline`). `heap`: the SYS_HEAPINFO answer (see
@@ -400,12 +409,13 @@ class Semihosting:
         self.handles[n] = h
         return n
 
-    def read_input(self, n: int) -> bytes:
-        """Up to `n` bytes of console input (b"" at its end)."""
+    def read_input(self, n: int) -> bytes | None:
+        """Up to `n` bytes of console input (b"" at its end, None when `stdin` has none yet)."""
         if self._pending:
             out, self._pending = self._pending[:n], self._pending[n:]
             return out
-        return self.stdin(n)[:n]
+        data = self.stdin(n)
+        return None if data is None else data[:n]
 
     def unread_input(self, data: bytes) -> None:
         """Give back console input that could not be delivered (the guest's buffer faulted)."""
@@ -467,8 +477,11 @@ class Semihosting:
         left = self._transfer("SYS_WRITE", param, mem, self._write_step)
         return self._write_done if left == 0 else left
 
-    def _sys_read(self, param: int, mem: GuestMemory) -> int:
-        return self._transfer("SYS_READ", param, mem, self._read_step)
+    def _sys_read(self, param: int, mem: GuestMemory) -> int | SemihostingResult:
+        try:
+            return self._transfer("SYS_READ", param, mem, self._read_step)
+        except _NoInput:                             # a console read before any input: nothing happened
+            return SemihostingResult(None, None, "SYS_READ", blocked=True)
 
     def _transfer(self, what: str, param: int, mem: GuestMemory,
                   step: Callable[[_Handle, GuestMemory, int, int], tuple[int, bool]]) -> int:
@@ -515,9 +528,9 @@ class Semihosting:
         data = self.read_input(1)
         if data:
             return data[0]
-        if self.readc_eof is not None:
+        if data is not None and self.readc_eof is not None:
             return self.readc_eof
-        # QEMU halts the vCPU until console input arrives; at the end of input it never does.
+        # QEMU halts the vCPU until console input arrives (at the end of input: never).
         return SemihostingResult(None, None, "SYS_READC", blocked=True)
 
     def _sys_iserror(self, param: int, mem: GuestMemory) -> int:

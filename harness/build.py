@@ -14,6 +14,11 @@ Cache directory: `$SMMU_HARNESS_CACHE`, else `.guest-cache/` at the root of a wr
 parallel builds (pytest-xdist) are safe. Unusable paths raise `BuildInputError` (one line naming the path);
 a failed compile or link raises `BuildError` with the tool's output.
 
+`build_guest(..., binary=True)` also writes the flat binary of the ELF (`flat_binary`: what `objcopy -O
+binary` writes, the PT_LOAD file bytes from the lowest physical address): the raw image form that QEMU's
+`-kernel` loads at RAM + 0x80000, where guest_fw/link.ld links every guest, so the same code runs as an ELF
+or as a raw image (the runtime's start.S keeps x0-x3 of the boot in `boot_args[]`: x0 = the device tree).
+
 A guest source may carry build options in a comment in its first lines: `smmu-harness-build: no-runtime`
 (link only this file with link.ld: assembly guests that bring their own `_start`). With the runtime, a
 `#include "X.h"` of a runtime library header also links `guest_fw/lib/X.c` (e.g. `vsmmu.h`, `pgtable.h`).
@@ -33,8 +38,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 __all__ = ["Toolchain", "BuildError", "BuildInputError", "BuildResult", "toolchain_from_env", "build_guest",
-           "build_test_guest", "test_guest_sources", "cache_dir", "check_output_path", "shipped_path", "GUEST_FW",
-           "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS", "DEFAULT_CPUS", "MAX_CPUS"]
+           "build_test_guest", "flat_binary", "test_guest_sources", "cache_dir", "check_output_path", "shipped_path",
+           "GUEST_FW", "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS", "DEFAULT_CPUS",
+           "MAX_CPUS"]
 
 GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
 RUNTIME_DIR = GUEST_FW / "lib"
@@ -211,8 +217,9 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
                 runtime: bool | None = None, cflags: Sequence[str] = (), ldflags: Sequence[str] = (),
                 include_dirs: Sequence[str | os.PathLike] = (), toolchain: Toolchain | None = None,
                 cache: str | os.PathLike | None = None, linker_script: str | os.PathLike | None = None,
-                name: str | None = None, max_cpus: int | None = None) -> BuildResult:
-    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`).
+                name: str | None = None, max_cpus: int | None = None, binary: bool = False) -> BuildResult:
+    """Compile and link a guest from C/assembly sources (plus the runtime unless `runtime=False`); with
+    `binary=True` the result (and `output`) is its flat binary (`flat_binary`) instead of the ELF.
 
     `max_cpus`: per-CPU stacks for that many CPUs (1-MAX_CPUS) instead of the link script's default 16: the
     link gets `--defsym=GUEST_NR_CPUS=N` and the compiles `-DNR_CPUS=N` (guest.h's per-CPU arrays)."""
@@ -241,7 +248,7 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
         raise BuildInputError(f"{script}: no such linker script")
     incs = [RUNTIME_DIR, *(Path(d) for d in include_dirs)]
     try:
-        return _compile_and_link(tc, srcs, runtime, incs, script, cdir, cflags, ldflags, name, out)
+        return _compile_and_link(tc, srcs, runtime, incs, script, cdir, cflags, ldflags, name, out, binary)
     except OSError as e:            # the cache (or a header) cannot be read or written
         where = e.filename or cdir
         hint = " (set SMMU_HARNESS_CACHE to a writable directory)" if str(where).startswith(str(cdir)) else ""
@@ -250,7 +257,7 @@ def build_guest(sources: Sequence[str | os.PathLike], *, output: str | os.PathLi
 
 def _compile_and_link(tc: Toolchain, srcs: list[Path], runtime: bool, incs: list[Path], script: Path, cdir: Path,
                       cflags: Sequence[str], ldflags: Sequence[str], name: str | None,
-                      out: Path | None) -> BuildResult:
+                      out: Path | None, binary: bool = False) -> BuildResult:
     all_srcs = ([RUNTIME_DIR / r for r in RUNTIME_SOURCES] if runtime else []) + srcs
     if runtime:
         all_srcs += _library_sources(all_srcs)
@@ -288,12 +295,12 @@ def _compile_and_link(tc: Toolchain, srcs: list[Path], runtime: bool, incs: list
         finally:
             tmp.unlink(missing_ok=True)
         linked = True
-    path = elf
+    path = flat_binary(elf) if binary else elf
     if out is not None:
         try:
-            if not out.exists() or out.read_bytes() != elf.read_bytes():
+            if not out.exists() or out.read_bytes() != path.read_bytes():
                 out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(elf, out)
+                shutil.copyfile(path, out)
         except OSError as e:
             raise BuildInputError(f"{out}: {e.strerror or e}") from None
         path = out
@@ -330,6 +337,32 @@ def shipped_path(path: str | os.PathLike) -> Path:
         if alt.exists():
             return alt
     return p
+
+
+def flat_binary(elf: str | os.PathLike) -> Path:
+    """`objcopy -O binary` of `elf`, cached next to it as `.bin`: the file bytes of every PT_LOAD segment at
+    (physical address - the lowest one), gaps zero; zero-fill (.bss) is not included (the runtime clears it)."""
+    from .elfload import ElfLoadError, load_elf
+
+    src = Path(elf)
+    out = src.with_suffix(".bin")
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    try:
+        segs = [s for s in load_elf(src).segments if s.data]
+    except ElfLoadError as e:
+        raise BuildError(str(e)) from None
+    low = min(s.paddr for s in segs)
+    image = bytearray(max(s.paddr + len(s.data) for s in segs) - low)
+    for s in segs:
+        image[s.paddr - low:s.paddr - low + len(s.data)] = s.data
+    tmp = _atomic_target(out)
+    try:
+        tmp.write_bytes(bytes(image))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def test_guest_sources() -> dict[str, Path]:

@@ -7,9 +7,11 @@
     smmu-harness trace-events [GLOBS]
     smmu-harness scenario list | run NAME [--policy P] [--vmid-bits 8|16] [--vms N] [--json] [--trace FILE]
                      | report [-o DIR] [-j N] ...
+    smmu-harness unittests [CFG] [-g GROUP] [-j N] [-t] [-l] [TEST ...]
 
-Exit statuses of `run` (harness/exits.py): the guest's status 0-123; 124 budget exhausted; 125 usage error or
-bad input; 132 undefined instruction; 139 unhandled abort. A death prints one line to stderr. Bad input never
+Exit statuses of `run` (harness/exits.py): the guest's status 0-123 (kvm-unit-tests guests: arm/run's status,
+0 pass, 77 skip, 3 fail); 124 budget exhausted; 125 usage error or bad input; 132 undefined instruction; 139
+unhandled abort. A death prints one line to stderr. Bad input never
 prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors); an unusable path is one
 line naming it (125); output into a closed pipe is dropped quietly and the status stands (`main`).
 """
@@ -24,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from .cpu import CPU_MODELS, DEFAULT_CPU
 from .exits import EXIT_BAD_INPUT, MAX_GUEST_STATUS, HarnessInputError, Kind, Outcome
 
 __all__ = ["main", "build_parser", "add_run_arguments", "configure_machine", "cmd_run", "cmd_build",
@@ -42,9 +45,14 @@ class _Parser(argparse.ArgumentParser):
 
     `dash_value_options`: options whose value may start with '-' (`--cflags "-O0 -DFOO"`); argparse alone
     takes such a value for an option and says "expected one argument", so the word after one of these is
-    always its value (`--cflags=-O0` works as well)."""
+    always its value (`--cflags=-O0` works as well).
+
+    `positionals_last`: the options of a command whose positionals may come between its options
+    (`unittests CFG -j 2 TEST`, as run_tests.sh takes them), mapped to whether they take a value; the
+    positionals are moved after the options before argparse, which otherwise stops at the first of them."""
 
     dash_value_options: frozenset[str] = frozenset()
+    positionals_last: dict[str, bool] | None = None
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see --help)")
@@ -65,7 +73,29 @@ class _Parser(argparse.ArgumentParser):
                 joined.append(args[i])
                 i += 1
             args = joined
+        if args is not None and self.positionals_last is not None:
+            args = _positionals_last(list(args), self.positionals_last)
         return super().parse_known_args(args, namespace)
+
+
+def _positionals_last(args: list[str], options: dict[str, bool]) -> list[str]:
+    opts: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            words += args[i + 1:]
+            break
+        if a.startswith("-") and a != "-":
+            opts.append(a)
+            if options.get(a, False) and "=" not in a and i + 1 < len(args):
+                opts.append(args[i + 1])
+                i += 1
+        else:
+            words.append(a)
+        i += 1
+    return opts + words
 
 
 def _positive_int(text: str) -> int:
@@ -88,13 +118,39 @@ def _seconds(text: str) -> float:
     return v
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)B?", re.I)
+_SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}
+
+
+def _qemu_mib(text: str) -> int:
+    """QEMU's -m SIZE (softmmu/vl.c: a plain number is MiB; suffixes K, M, G, T) as a whole number of MiB."""
+    m = _SIZE.fullmatch(text.strip().removeprefix("size="))
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 256, 256M, 1G)")
+    num, unit = m.group(1), m.group(2).upper()
+    nbytes = int(float(num) * (1 << _SIZE_SHIFT[unit])) if "." in num else int(num) << _SIZE_SHIFT[unit]
+    if nbytes <= 0 or nbytes % (1 << 20):
+        raise argparse.ArgumentTypeError(f"{text}: guest RAM must be a positive whole number of MiB")
+    return nbytes >> 20
+
+
+def _smp(text: str) -> int:
+    """QEMU's -smp N or -smp cpus=N (other topology keys are not modelled)."""
+    t = text.strip()
+    if "," in t or ("=" in t and not t.startswith("cpus=")):
+        raise argparse.ArgumentTypeError(f"{text!r}: only N or cpus=N (no sockets/cores/threads topology)")
+    return _positive_int(t.removeprefix("cpus="))
+
+
 # -- run ------------------------------------------------------------------------------------------------
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `smmu-harness run` (other features add theirs here)."""
-    p.add_argument("elf", metavar="ELF", nargs="?", default=None,
-                   help="AArch64 guest executable (not needed with -d help, --trace-events help)")
-    p.add_argument("--cpus", type=_positive_int, default=1, metavar="N",
-                   help="vCPUs (secondaries start powered off; PSCI CPU_ON starts them) [1]")
+    p.add_argument("elf", metavar="IMAGE", nargs="?", default=None,
+                   help="guest image as QEMU's -kernel takes it: AArch64 ELF, raw .bin/.flat, arm64 Image, gzip "
+                        "(not needed with -d help, --trace-events help)")
+    p.add_argument("-kernel", dest="kernel", default=None, metavar="FILE", help="the image (instead of IMAGE)")
+    p.add_argument("--cpus", "-smp", type=_smp, default=1, metavar="N",
+                   help="vCPUs (secondaries start powered off; PSCI CPU_ON starts them); -smp N or cpus=N [1]")
     p.add_argument("--max-insns", type=_positive_int, default=None, metavar="N",
                    help="instruction budget, charged per scheduling slice; exhausted -> exit 124 "
                         "(makes Unicorn count instructions, several times slower)")
@@ -107,11 +163,26 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
     p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    p.add_argument("--cpu", choices=tuple(CPU_MODELS), default=DEFAULT_CPU, help="vCPU model (Unicorn's) [max]")
     p.add_argument("--hcr-fb", type=int, choices=(0, 1), default=1,
                    help="HCR_EL2.FB seen by TLBI decoding: 1 broadcasts EL1 TLBIs (KVM's setting) [1]")
     p.add_argument("--quantum", type=_positive_int, default=None, metavar="N",
                    help="instructions per scheduling slice when several vCPUs run [10000]")
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
+    p.add_argument("-m", dest="ram_mib", type=_qemu_mib, metavar="SIZE",
+                   help="guest RAM as QEMU spells it: 256 (MiB), 256M, 1G (a whole number of MiB)")
+    # boot like -kernel (harness/image.py, harness/devicetree.py) and semihosting (harness/semihost.py)
+    p.add_argument("--append", "-append", default=None, metavar="ARGS",
+                   help="kernel command line: /chosen/bootargs and semihosting SYS_GET_CMDLINE")
+    p.add_argument("--dtb", "-dtb", default=None, metavar="FILE",
+                   help="the guest's device tree instead of the board's (fixed up as QEMU does)")
+    p.add_argument("--semihosting-root", default=None, metavar="DIR",
+                   help="directory holding the guest's semihosting files [none: no host files]")
+    p.add_argument("--semihosting-allow-system", action="store_true",
+                   help="let the guest run host commands (SYS_SYSTEM, cwd = the root; needs --semihosting-root)")
+    p.add_argument("--semihosting-userspace", action="store_true",
+                   help="semihosting calls from EL0 too (QEMU -semihosting-config userspace=on)")
+    _add_board_arguments(p)
     # tracing: harness/trace
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the selected trace events to FILE ('-': stderr; "
@@ -127,6 +198,19 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "out are ignored); a difference -> exit 1")
     p.add_argument("--update-golden", action="store_true", help="rewrite the --expect-trace file instead")
     return p
+
+
+def _add_board_arguments(p: argparse.ArgumentParser) -> None:
+    """`run`'s initrd and virtio-mmio options (harness/image.py, harness/virtio.py)."""
+    p.add_argument("--initrd", "-initrd", default=None, metavar="FILE",
+                   help="initial ramdisk, loaded where QEMU loads it and named in /chosen (raw and Image kernels; "
+                        "kvm-unit-tests' arm/run passes its environment this way)")
+    p.add_argument("--no-chr-testdev", dest="chr_testdev", action="store_false",
+                   help="no virtio console with chr-testdev on the last virtio-mmio transport (kvm-unit-tests' "
+                        "arm/run adds one; without it their 'EXIT: STATUS=' line gives the status)")
+    p.add_argument("--virtio-mmio-modern", action="store_true",
+                   help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
+                        "[legacy, Version 1, as QEMU]")
 
 
 def wants_help(value: str | None) -> bool:
@@ -261,9 +345,25 @@ def _console_writer(ktap: KtapReport | None):
     return write
 
 
+def _image_argument(args: argparse.Namespace, cmd: str = "run") -> str:
+    """IMAGE or -kernel FILE (exactly one); semihosting options that need each other."""
+    if (args.elf is None) == (args.kernel is None):
+        raise UsageError(f"{PROG} {cmd}: give the guest image once: IMAGE or -kernel FILE (see --help)")
+    if args.semihosting_allow_system and not args.semihosting_root:
+        raise UsageError(f"{PROG} {cmd}: --semihosting-allow-system needs --semihosting-root DIR (its cwd)")
+    args.elf = args.elf if args.elf is not None else args.kernel
+    return args.elf
+
+
+def _console_isatty(ktap: KtapReport | None):
+    """SYS_ISTTY of `:tt` as QEMU answers it: whether the harness's own stream is a terminal."""
+    fds = {0: 0, 1: 2 if ktap is not None else 1, 2: 2}
+    return lambda stream: os.isatty(fds.get(stream, 1))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .build import shipped_path
-    from .elfload import ElfLoadError, load_elf
+    from .elfload import ElfLoadError
     from .log import Log
     from .log import listing as log_listing
     from .machine import DEFAULT_QUANTUM, Machine
@@ -272,8 +372,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if wants_help(args.log_categories) or wants_help(args.trace) or wants_help(args.trace_events):
         write_out(log_listing() if wants_help(args.log_categories) else event_listing())
         return 0
-    if args.elf is None:
-        raise UsageError(f"{PROG} run: the following arguments are required: ELF (see --help)")
+    image = str(shipped_path(_image_argument(args)))
     check_trace_options("run", args.trace, args.trace_format, args.trace_events, args.expect_trace,
                         args.update_golden)
     if args.expect_trace is not None and not args.update_golden:
@@ -285,17 +384,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"{PROG} run: -D {args.log_file}: {e.strerror or e}") from None
     ktap = KtapReport() if args.ktap else None
+    machine = None
     try:
-        image = load_elf(args.elf)
-        machine = Machine(log=log, console=_console_writer(ktap), quantum=args.quantum or DEFAULT_QUANTUM)
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20)
-        stacks = image.constants.get("GUEST_NR_CPUS")        # guest_fw/link.ld: one stack per CPU
-        if stacks is not None and args.cpus > stacks:
-            raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
-                                    f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
-        for v in vm.vcpus:
-            v.hcr_fb = bool(args.hcr_fb)
-        vm.load(image)
+        machine = Machine(log=log, console=_console_writer(ktap), quantum=args.quantum or DEFAULT_QUANTUM,
+                          semihosting_root=args.semihosting_root,
+                          semihosting_allow_system=args.semihosting_allow_system,
+                          semihosting_userspace=args.semihosting_userspace, isatty=_console_isatty(ktap))
+        _boot_vm(args, machine, image)
         configure_machine(args, machine)
         outcome = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     except (ElfLoadError, HarnessInputError) as e:
@@ -308,6 +403,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_out("")                    # flush the console (a closed pipe is silenced, not an error)
         log.close()
         finish_tracing(args, None)
+        if machine is not None:
+            machine.close()
     code = outcome.exit_code
     if outcome.kind is not Kind.EXIT:
         print(f"{PROG}: {outcome.message}", file=sys.stderr)
@@ -320,6 +417,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
+    """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
+    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, cpu=args.cpu,
+                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
+    for v in vm.vcpus:
+        v.hcr_fb = bool(args.hcr_fb)
+    plan = vm.load(image, append=args.append, dtb=args.dtb, initrd=args.initrd)
+    # guest_fw/link.ld: one stack per CPU (ELF images only: a raw image has no symbols to tell)
+    stacks = plan.elf.constants.get("GUEST_NR_CPUS") if plan.elf is not None else None
+    if stacks is not None and args.cpus > stacks:
+        raise HarnessInputError(f"{args.elf}: built with stacks for {stacks} CPUs (GUEST_NR_CPUS); for "
+                                f"--cpus {args.cpus} rebuild it with {PROG} build --max-cpus {args.cpus}")
+
+
+# -- dtb ------------------------------------------------------------------------------------------------
+def add_dtb_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("-o", dest="output", default=None, metavar="FILE",
+                   help="write the DTB to FILE ('-': standard output, even a terminal) [standard output "
+                        "when it is not a terminal]")
+    p.add_argument("--cpus", "-smp", type=_smp, default=1, metavar="N", help="vCPUs [1]")
+    p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
+    p.add_argument("-m", dest="ram_mib", type=_qemu_mib, metavar="SIZE", help="guest RAM: 256, 256M, 1G")
+    p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    p.add_argument("--append", "-append", default=None, metavar="ARGS", help="/chosen/bootargs")
+    p.add_argument("--dtb", "-dtb", default=None, metavar="FILE", help="fix up this tree as QEMU does instead")
+    return p
+
+
+def cmd_dtb(args: argparse.Namespace) -> int:
+    """The device tree `run` gives a guest with the same options (what the board has, before any image)."""
+    from devmodel.fdt import FdtError
+
+    from .machine import ConsoleInput, Machine
+
+    to_stdout = args.output in (None, "-")
+    if args.output is None and sys.stdout.isatty():
+        raise UsageError(f"{PROG} dtb: refusing to write a binary tree to a terminal: use -o FILE, -o - or "
+                         f"a pipe (e.g. | dtc -I dtb -O dts)")
+    try:
+        machine = Machine(console=lambda vm, data, stream: None, console_input=ConsoleInput.from_bytes(b""),
+                          tcg_buffer_size=1 << 20)      # nothing runs: small translation buffers
+        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True)
+        vm.bootargs, vm.user_dtb = args.append or "", args.dtb
+        blob = vm.device_tree()
+    except (HarnessInputError, FdtError, ValueError) as e:
+        print(f"{PROG} dtb: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if to_stdout:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(blob)
+        sys.stdout.flush()
+        return 0
+    try:
+        with open(args.output, "wb") as f:
+            f.write(blob)
+    except OSError as e:
+        print(f"{PROG} dtb: {args.output}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 # -- build ----------------------------------------------------------------------------------------------
 def add_build_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="*", metavar="SRC",
@@ -327,6 +485,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-o", dest="output", default=None, metavar="OUT",
                    help="copy the ELF to the file OUT (its directory must exist) [the cached ELF's path]")
     p.add_argument("--no-runtime", action="store_true", help="do not link the guest runtime (guest_fw/lib)")
+    p.add_argument("--binary", action="store_true",
+                   help="the flat binary (raw image for -kernel, as objcopy -O binary) instead of the ELF")
     p.add_argument("--cflags", action="append", default=[], metavar="FLAGS",
                    help="extra compiler flags, split like a shell does, after the default ones (so -O0 "
                         "overrides -O2): --cflags '-O0 -DFOO' or --cflags=-DFOO; repeatable")
@@ -352,13 +512,15 @@ def cmd_build(args: argparse.Namespace) -> int:
                 check_output_path(Path(args.output), create_parents=False)
             r = build_guest([shipped_path(src) for src in args.sources], output=args.output,
                             runtime=False if args.no_runtime else None, cflags=cflags,
-                            include_dirs=args.include_dirs, max_cpus=args.max_cpus)
+                            include_dirs=args.include_dirs, max_cpus=args.max_cpus,
+                            binary=args.binary)
             write_out(f"{r.path}\n")
         else:
             if args.output:
                 raise UsageError(f"{PROG} build: -o needs sources")
             for name in test_guest_sources():
-                r = build_test_guest(name, cflags=cflags, include_dirs=args.include_dirs, max_cpus=args.max_cpus)
+                r = build_test_guest(name, cflags=cflags, include_dirs=args.include_dirs, max_cpus=args.max_cpus,
+                                     binary=args.binary)
                 write_out(f"{name}: {r.path}\n")
     except BuildInputError as e:
         print(f"{PROG} build: {e}", file=sys.stderr)
@@ -398,6 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.dash_value_options = frozenset({"--cflags"})
     add_build_arguments(build)
     build.set_defaults(func=cmd_build)
+    dtb = sub.add_parser("dtb", help="write the device tree a guest gets (QEMU virt's layout)",
+                         description="Write the DTB `run` gives a guest with the same options.")
+    add_dtb_arguments(dtb)
+    dtb.set_defaults(func=cmd_dtb)
     events = sub.add_parser("trace-events", help="list the trace events and their fields",
                             description="List trace events (for --trace-events), optionally filtered by globs.")
     events.add_argument("globs", nargs="?", default=None, metavar="GLOBS",
@@ -405,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     events.set_defaults(func=cmd_trace_events)
     from .scenarios.cli import add_scenario_parser   # scenario list|run|report
     add_scenario_parser(sub)
+    from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
+    add_unittests_parser(sub)
     return parser
 
 
@@ -442,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if getattr(args, "func", None) is None:
-            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario; see --help)")
+            raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario, unittests; "
+                             f"see --help)")
         code = args.func(args)
         sys.stdout.flush()
         return code

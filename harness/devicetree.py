@@ -127,6 +127,7 @@ class BoardSpec:
     dma_devices: tuple[DmaDeviceSpec, ...] = ()
     virtio_iommu: int | None = None
     bootargs: str = ""
+    initrd: tuple[int, int] | None = None        # [start, end): /chosen linux,initrd-start / -end
 
     def cpu_mpidrs(self) -> tuple[int, ...]:
         if self.mpidrs is None:
@@ -228,7 +229,17 @@ def build_tree(spec: BoardSpec) -> Fdt:
     chosen = root.add(Node("chosen", {"stdout-path": string(STDOUT_PATH)}))
     if spec.bootargs:
         chosen.set("bootargs", string(spec.bootargs), first=True)
+    _set_initrd(chosen, spec.initrd)
     return Fdt(root)
+
+
+def _set_initrd(chosen: Node, initrd: tuple[int, int] | None) -> None:
+    """QEMU 7.2 arm_load_dtb: linux,initrd-start then -end, each prepended, one 32-bit cell each (as its
+    dumpdtb shows); an address above 4 GiB takes two cells."""
+    if initrd is None:
+        return
+    for name, addr in (("linux,initrd-start", initrd[0]), ("linux,initrd-end", initrd[1])):
+        chosen.set(name, u32(addr) if addr < 1 << 32 else u32(addr >> 32, addr & 0xFFFF_FFFF), first=True)
 
 
 def board_dtb(spec: BoardSpec) -> bytes:
@@ -317,7 +328,7 @@ def _root_cell(root: Node, name: str) -> int:
 
 
 def adjust_user_dtb(fdt: Fdt, *, ram: tuple[tuple[int, int], ...] | list[tuple[int, int]], bootargs: str = "",
-                    psci: str | None = "hvc") -> None:
+                    psci: str | None = "hvc", initrd: tuple[int, int] | None = None) -> None:
     """QEMU 7.2 arm_load_dtb's changes to a user tree, in place (see the module docstring). `psci` is the
     conduit ("hvc"/"smc") of the /psci node that replaces the tree's own (None: leave /psci alone)."""
     root = fdt.root
@@ -338,6 +349,7 @@ def adjust_user_dtb(fdt: Fdt, *, ram: tuple[tuple[int, int], ...] | list[tuple[i
     chosen = root.child("chosen") or root.add(Node("chosen"), first=True)
     if bootargs:
         chosen.set("bootargs", string(bootargs), first=True)
+    _set_initrd(chosen, initrd)
     if psci is not None:                             # QEMU 7.2 replaces a user's /psci with its own
         root.remove_child("psci")
         root.add(_psci_node(psci), first=True)
@@ -352,7 +364,8 @@ def _drop_memory_nodes(root: Node) -> None:
                 parent.children = [c for c in parent.children if c is not node]
 
 
-def load_user_dtb(path: str | os.PathLike, *, ram, bootargs: str = "", psci: str | None = "hvc") -> bytes:
+def load_user_dtb(path: str | os.PathLike, *, ram, bootargs: str = "", psci: str | None = "hvc",
+                  initrd: tuple[int, int] | None = None) -> bytes:
     """`-dtb FILE`: read, parse, apply QEMU's fix-ups, flatten padded as QEMU's load_device_tree pads.
     Every failure is an FdtError whose one-line message names the file."""
     spath = str(path)
@@ -363,7 +376,7 @@ def load_user_dtb(path: str | os.PathLike, *, ram, bootargs: str = "", psci: str
         raw = f.read()
     try:
         fdt = Fdt.from_bytes(raw)
-        adjust_user_dtb(fdt, ram=ram, bootargs=bootargs, psci=psci)
+        adjust_user_dtb(fdt, ram=ram, bootargs=bootargs, psci=psci, initrd=initrd)
         return fdt.to_bytes(min_size=(len(raw) + 10000) * 2)
     except FdtError as e:
         raise FdtError(f"{spath}: {e}") from None

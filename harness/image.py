@@ -19,7 +19,10 @@ include/hw/elf_ops.h `load_elf`), checked against qemu-system-aarch64 7.2 by tes
   inflated first (at most 256 MiB, else loaded as they are, as QEMU does). QEMU writes a 40-byte boot stub at
   the RAM base (`ldr x0, dtb; mov x1..x3, xzr; ldr x4, entry; br x4`) where vCPU 0 starts; the device tree
   goes where QEMU puts the initrd, 2 MiB aligned: ALIGN_UP(max(RAM base + min(RAM size / 2, 128 MiB), image
-  end), 2 MiB), so it always lies above the image (kvm-unit-tests' lib/arm/setup.c relies on that).
+  end), 2 MiB), so it always lies above the image (kvm-unit-tests' lib/arm/setup.c relies on that). An
+  `initrd` (QEMU's -initrd; kvm-unit-tests' arm/run passes its environment that way) goes at that page-aligned
+  start, the tree after it at the next 2 MiB boundary (`info roms` of QEMU 7.2 with -m 256: initrd at
+  0x4800_0000, dtb at 0x4820_0000); the plan's `initrd` range is what the tree's /chosen says.
 
 Refused with `ImageError` (one line naming the file; a subclass of ElfLoadError, so the CLI's handling of bad
 images applies): missing/unreadable/empty files, bad or truncated ELF files (elfload's checks), U-Boot
@@ -37,10 +40,12 @@ import zlib
 from dataclasses import dataclass
 
 from .elfload import ElfImage, ElfLoadError, load_elf
+from .exits import HarnessInputError
 from .userfile import user_file
 
 __all__ = ["ImageError", "LoadSegment", "LinuxImageHeader", "BootPlan", "plan_boot", "boot_stub",
-           "largest_free_gap", "KERNEL64_LOAD_OFFSET", "BOOTLOADER_MAX_SIZE", "MAX_GUNZIP_BYTES", "dtb_address"]
+           "largest_free_gap", "KERNEL64_LOAD_OFFSET", "BOOTLOADER_MAX_SIZE", "MAX_GUNZIP_BYTES", "dtb_address",
+           "initrd_address"]
 
 KERNEL64_LOAD_OFFSET = 0x8_0000          # QEMU hw/arm/boot.c KERNEL64_LOAD_ADDR
 BOOTLOADER_MAX_SIZE = 0x1000             # QEMU hw/arm/boot.c: the stub's reserved room at the RAM base
@@ -53,8 +58,8 @@ _2M = 2 << 20
 _128M = 128 << 20
 
 
-class ImageError(ElfLoadError):
-    """The image cannot be booted: the message is one line naming the file."""
+class ImageError(ElfLoadError, HarnessInputError):
+    """The image cannot be booted: the message is one line naming the file (bad input: status 125)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class BootPlan:
     elf: ElfImage | None = None
     header: LinuxImageHeader | None = None
     notes: tuple[str, ...] = ()                 # QEMU-consistent facts worth logging (e.g. why no tree)
+    initrd: tuple[int, int] | None = None       # [start, end) of the initrd (the tree's linux,initrd-*)
 
     def rom_regions(self) -> list[tuple[int, int]]:
         """(address, size) of every blob, sorted: what QEMU's ROM list holds after a -kernel boot."""
@@ -123,13 +129,18 @@ def boot_stub(dtb_addr: int, entry: int) -> bytes:
         + entry.to_bytes(8, "little")
 
 
-def dtb_address(ram_base: int, ram_size: int, image_end: int = 0) -> int:
-    """Where QEMU 7.2 puts the tree for a raw image without initrd (hw/arm/boot.c): at the initrd start
-    (RAM base + min(RAM / 2, 128 MiB), but not below the image's end, page aligned), aligned up to 2 MiB
-    because early arm64 kernels map the tree through the 2 MiB block around it."""
-    initrd_start = max(ram_base + min(ram_size // 2, _128M), image_end)
-    initrd_start = (initrd_start + 0xFFF) & ~0xFFF
-    return (initrd_start + _2M - 1) & ~(_2M - 1)
+def initrd_address(ram_base: int, ram_size: int, image_end: int = 0) -> int:
+    """Where QEMU 7.2 puts an initrd after a raw image (hw/arm/boot.c): RAM base + min(RAM / 2, 128 MiB), but
+    not below the image's end, page aligned (`info roms` with -initrd: 0x4800_0000 for -m 256)."""
+    start = max(ram_base + min(ram_size // 2, _128M), image_end)
+    return (start + 0xFFF) & ~0xFFF
+
+
+def dtb_address(ram_base: int, ram_size: int, image_end: int = 0, initrd_size: int = 0) -> int:
+    """Where QEMU 7.2 puts the tree for a raw image (hw/arm/boot.c): after the initrd (at its start when
+    there is none), aligned up to 2 MiB because early arm64 kernels map the tree through the 2 MiB block
+    around it."""
+    return (initrd_address(ram_base, ram_size, image_end) + initrd_size + _2M - 1) & ~(_2M - 1)
 
 
 def largest_free_gap(base: int, size: int, regions: list[tuple[int, int]]) -> tuple[int, int]:
@@ -162,16 +173,20 @@ def _read(spath: str, path, ram_size: int) -> bytes:
     return data
 
 
-def plan_boot(path: str | os.PathLike, *, ram_base: int, ram_size: int, dtb: bytes | None = None) -> BootPlan:
+def plan_boot(path: str | os.PathLike, *, ram_base: int, ram_size: int, dtb: bytes | None = None,
+              initrd: bytes | None = None) -> BootPlan:
     """Plan the boot of `path` into RAM [ram_base, ram_base + ram_size) with the device tree blob `dtb`
-    (None: no tree). Raises ImageError with a one-line message naming the file."""
+    (None: no tree) and the `initrd` bytes (QEMU's -initrd: raw and Image kernels only). Raises ImageError
+    with a one-line message naming the file."""
     spath = str(path)
     data = _read(spath, path, ram_size)
     if data[:4] == ELF_MAGIC:
+        if initrd is not None:
+            raise ImageError(f"{spath}: an initrd is booted with raw and Image kernels only, not an ELF")
         return _plan_elf(spath, path, data, ram_base, ram_size, dtb)
     if data[:4] == UIMAGE_MAGIC:
         raise ImageError(f"{spath}: U-Boot uImage: not supported (boot the Image or raw binary it wraps)")
-    return _plan_raw(spath, data, ram_base, ram_size, dtb)
+    return _plan_raw(spath, data, ram_base, ram_size, dtb, initrd)
 
 
 def _check_in_ram(spath: str, what: str, addr: int, size: int, ram_base: int, ram_size: int,
@@ -238,7 +253,8 @@ def _gunzip(data: bytes) -> bytes | None:
     return out
 
 
-def _plan_raw(spath: str, data: bytes, ram_base: int, ram_size: int, dtb: bytes | None) -> BootPlan:
+def _plan_raw(spath: str, data: bytes, ram_base: int, ram_size: int, dtb: bytes | None,
+              initrd: bytes | None = None) -> BootPlan:
     data = _gunzip(data) or data
     offset, header, kind = KERNEL64_LOAD_OFFSET, None, "raw"
     if len(data) > ARM64_MAGIC_OFFSET + 4 and data[ARM64_MAGIC_OFFSET:ARM64_MAGIC_OFFSET + 4] == ARM64_MAGIC:
@@ -254,9 +270,15 @@ def _plan_raw(spath: str, data: bytes, ram_base: int, ram_size: int, dtb: bytes 
         raise ImageError(f"{spath}: too large to fit in RAM (image {len(data):#x} bytes at {entry:#x}, "
                          f"RAM [{ram_base:#x}, {ram_base + ram_size:#x}))")
     segs = [LoadSegment(entry, data, len(data), True, "kernel")]
+    rd = None
+    if initrd is not None:
+        start = initrd_address(ram_base, ram_size, entry + len(data))
+        _check_in_ram(spath, "initrd", start, len(initrd), ram_base, ram_size)
+        segs.append(LoadSegment(start, bytes(initrd), len(initrd), False, "initrd"))
+        rd = (start, start + len(initrd))
     dtb_addr = None
     if dtb is not None:
-        dtb_addr = dtb_address(ram_base, ram_size, entry + len(data))
+        dtb_addr = dtb_address(ram_base, ram_size, entry + len(data), len(initrd or b""))
         if dtb_addr >= ram_base + ram_size:
             raise ImageError(f"{spath}: not enough space for the device tree after the image (it would start "
                              f"at {dtb_addr:#x}, RAM ends at {ram_base + ram_size:#x})")
@@ -265,4 +287,5 @@ def _plan_raw(spath: str, data: bytes, ram_base: int, ram_size: int, dtb: bytes 
     stub = boot_stub(dtb_addr or 0, entry)
     segs.insert(0, LoadSegment(ram_base, stub, len(stub), True, "bootloader"))
     _check_overlaps(spath, segs)
-    return BootPlan(spath, kind, tuple(segs), ram_base, entry, (dtb_addr or 0, 0, 0, 0), dtb_addr, header=header)
+    return BootPlan(spath, kind, tuple(segs), ram_base, entry, (dtb_addr or 0, 0, 0, 0), dtb_addr, header=header,
+                    initrd=rd)

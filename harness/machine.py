@@ -25,29 +25,42 @@ timer output or a host kick wakes it, harness/scheduler.py); exceptions: see har
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import time
 from typing import Any, Callable
 
-from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3
+from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3
 
 from devmodel.bus import Bus
 from devmodel.dvm import Interconnect
 from devmodel.pl011 import PL011, PL011_SIZE
 from devmodel.psci import CpuOff, CpuOn, Psci, Standby, SystemOff, SystemReset
-from devmodel.semihosting import Semihosting
+from devmodel.fdt import FdtError
+from devmodel.semihosting import Semihosting, heapinfo_for_layout, qemu_cmdline
 from devmodel.trace import NULL_TRACER, Tracer, define
 
+from .board import board_spec
 from .clock import VirtualClock
-from .elfload import ElfImage, Symbolizer, load_elf
+from .cpu import DEFAULT_CPU, cpu_model
+from .debug import Debug
+from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
+from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
-from .exits import HarnessInputError, Kind, Outcome
+from .exits import HarnessInputError, Kind, Outcome, exit_line_status
+from .image import BootPlan, plan_boot
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
+from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
+from .userfile import user_file
 from .vcpu import PAGE, Vcpu, mpidr_of
+from .virtio import WINDOW_BASE as VIRTIO_MMIO_IPA
+from .virtio import WINDOW_SIZE as VIRTIO_MMIO_WINDOW
+from .virtio import VirtioTransports
 
 __all__ = ["Machine", "VM", "Vcpu", "CodeRange", "DEFAULT_RAM_IPA", "DEFAULT_RAM_SIZE", "PL011_IPA",
-           "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console"]
+           "DEFAULT_QUANTUM", "EXCEPTION_OPT_IN", "mpidr_of", "write_console", "ConsoleInput"]
 
 DEFAULT_RAM_IPA = 0x4000_0000
 DEFAULT_RAM_SIZE = 128 << 20
@@ -58,8 +71,8 @@ _MASK64 = (1 << 64) - 1
 # Emitted by harness/exceptions.py; declared here, in the module the trace catalogue (harness/trace/catalog.py)
 # imports for the machine's events.
 define("guest_exception", ("cpu", "pc", "el", "ec", "esr", "elr", "far", "vector"),
-       "a synchronous exception taken at the guest's own vector (the guest opted in for its EC): pc of the "
-       "instruction, target EL, ESR/ELR/FAR written, vector address entered (far is None when not written)")
+       "an exception taken at the guest's own vector (harness/exceptions.py): pc of the instruction, target EL, "
+       "ESR/ELR/FAR written, vector address entered (esr/far are None when not written)")
 
 
 class CodeRange:
@@ -98,7 +111,8 @@ class VM:
     """A guest: RAM (one buffer, at `ram_pa` on the host bus and `ram_ipa` in `ipa`), devices, vCPUs."""
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
-                 vmid: int, start_el: int, console: bool):
+                 vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU,
+                 virtio_modern: bool = False, chr_testdev: bool = False):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -106,10 +120,12 @@ class VM:
             raise ValueError(f"{name}: {ncpus} vCPUs (1-256 supported)")
         if start_el not in (1, 2):
             raise ValueError(f"{name}: start_el {start_el} (1 or 2)")
+        cpu_model(cpu)                               # ValueError naming the models
         self.machine = machine
         self.name = name
         self.vmid = vmid
         self.start_el = start_el
+        self.cpu = cpu                               # CPU model of its vCPUs (harness/cpu.py)
         self.ram_ipa = ram_ipa
         self.ram_pa = ram_pa
         if ram_size > MAX_RAM:
@@ -129,6 +145,7 @@ class VM:
         self.image: ElfImage | None = None
         self.symbolizer = Symbolizer()
         self.code: list[CodeRange] = []
+        self._loaded_code: list[CodeRange] = []      # the last image's ranges (a second load replaces them)
         self.entry: int | None = None
         self.exception_ecs_ipa: int | None = None    # IPA of the guest's EXCEPTION_OPT_IN bitmap, if it has one
         log = machine.log
@@ -136,13 +153,28 @@ class VM:
         if console:
             self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
             self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
+        self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
-        self.semihosting = Semihosting(self._console, clock=machine.clock.sample_ns, log=log, tracer=machine.tracer)
+        self.semihosting = machine.new_semihosting(self)
+        self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
+        self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
+        self.gic_version: int | None = None          # -machine gic-version=N for the tree (None: board.py's pick)
+        self.initrd: tuple[int, int] | None = None   # [start, end) of the loaded initrd (-initrd), for the tree
+        self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
+        self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
         self.vcpus: list[Vcpu] = []
         for i in range(ncpus):
             v = Vcpu(self, i)
             self.vcpus.append(v)
             machine.vcpus.append(v)
+
+    def _virtio_transports(self, modern: bool, chr_testdev: bool) -> VirtioTransports:
+        """QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest."""
+        t = VirtioTransports(self, modern=modern)
+        self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, t, "virtio-mmio")
+        if chr_testdev:
+            t.add_chr_testdev()
+        return t
 
     # -- address space ------------------------------------------------------------------------------
     def in_ram(self, ipa: int, size: int = 1) -> bool:
@@ -157,27 +189,91 @@ class VM:
             v.map_mmio(ipa, size, device)
 
     # -- loading ------------------------------------------------------------------------------------
-    def load(self, image: ElfImage | str) -> ElfImage:
-        """Copy an ELF's PT_LOAD segments into RAM; vCPU 0 will start at its entry point."""
-        if not isinstance(image, ElfImage):
-            image = load_elf(image)
-        end = self.ram_ipa + self.ram.size
-        for i, s in enumerate(image.segments):
-            if not self.in_ram(s.paddr, s.memsz):
-                raise HarnessInputError(f"{image.path}: segment {i} [{s.paddr:#x}, {s.paddr + s.memsz:#x}) is "
-                                        f"outside guest RAM [{self.ram_ipa:#x}, {end:#x})")
-        for s in image.segments:
-            off = s.paddr - self.ram_ipa
+    def load(self, image: ElfImage | str | os.PathLike, *, append: str | None = None,
+             dtb: str | os.PathLike | None = None, initrd: bytes | str | os.PathLike | None = None) -> BootPlan:
+        """Load an image as QEMU's `-kernel` does (harness/image.py: an ELF's PT_LOAD segments, a raw `.bin`/
+        `.flat` or an arm64 `Image` at RAM + 0x80000 behind QEMU's boot stub, gzip inflated) with the device
+        tree (the board's, built at boot from the devices the VM has then, or the user's `dtb` file with QEMU's
+        fix-ups) where QEMU puts it; `append` is the kernel command line (/chosen/bootargs and
+        SYS_GET_CMDLINE); `initrd` (bytes, or a file: QEMU's -initrd) goes where QEMU puts it, named in the
+        tree's /chosen. vCPU 0 starts at the plan's entry. Raises ImageError (an ElfLoadError) or
+        HarnessInputError with a one-line message naming the file."""
+        path = image.path if isinstance(image, ElfImage) else image
+        before = self.bootargs, self.user_dtb, self.initrd
+        self.bootargs, self.user_dtb = append or "", None if dtb is None else str(dtb)
+        try:
+            rd = _initrd_bytes(initrd)
+            self.initrd = None
+            blob, why_none = self._planned_dtb()
+            plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=blob, initrd=rd)
+            if plan.initrd is not None and blob is not None:       # the tree names the initrd: same size
+                self.initrd = plan.initrd
+                plan = plan_boot(path, ram_base=self.ram_ipa, ram_size=self.ram.size, dtb=self.device_tree(),
+                                 initrd=rd)
+            if why_none and plan.kind != "elf":
+                raise HarnessInputError(f"{path}: no device tree for this board ({why_none})")
+        except HarnessInputError:
+            self.bootargs, self.user_dtb, self.initrd = before       # a refused image changes nothing
+            raise
+        self._place(plan)
+        elf = plan.elf
+        self.boot, self.image, self.entry = plan, elf, plan.entry
+        self.symbolizer = elf.symbolizer if elf is not None else Symbolizer()
+        ipa = elf.object_ipa(EXCEPTION_OPT_IN) if elf is not None else None
+        self.exception_ecs_ipa = ipa if ipa is not None and self.in_ram(ipa, 8) else None
+        sh = self.semihosting
+        sh.heap = heapinfo_for_layout(self.ram_ipa, self.ram.size, plan.rom_regions())
+        sh.cmdline = qemu_cmdline(str(path), append).encode()
+        log = self.machine.log
+        for note in plan.notes + ((f"no device tree: {why_none}",) if why_none else ()):
+            log("guest_errors", f"{self.name}: {path}: {note}")
+        return plan
+
+    def _planned_dtb(self) -> tuple[bytes | None, str]:
+        """The tree to plan the boot with (the board's is rebuilt at boot: same size), or None and why not."""
+        try:
+            return self.device_tree(), ""
+        except BoardSpecError as e:
+            return None, str(e)
+        except FdtError as e:
+            raise HarnessInputError(str(e)) from None
+
+    def _place(self, plan: BootPlan) -> None:
+        elf_vaddr = {f"elf[{i}]": s.vaddr for i, s in enumerate(plan.elf.segments)} if plan.elf else {}
+        self.code = [c for c in self.code if c not in self._loaded_code]
+        self._loaded_code = []
+        for s in plan.segments:
+            off = s.addr - self.ram_ipa
             self.ram.buf[off:off + len(s.data)] = s.data
             self.ram.buf[off + len(s.data):off + s.memsz] = bytes(s.memsz - len(s.data))
             if s.executable:
-                self.code.append(CodeRange(s.vaddr, s.paddr, s.data))
-        self.image = image
-        self.symbolizer = image.symbolizer
-        self.entry = image.entry
-        ipa = image.object_ipa(EXCEPTION_OPT_IN)
-        self.exception_ecs_ipa = ipa if ipa is not None and self.in_ram(ipa, 8) else None
-        return image
+                self._loaded_code.append(CodeRange(elf_vaddr.get(s.name, s.addr), s.addr, s.data))
+        self.code += self._loaded_code
+
+    def device_tree(self, bootargs: str | None = None) -> bytes:
+        """The DTB this VM's guest gets (`--dtb` file fixed up as QEMU does, or the board's tree padded to
+        QEMU's 1 MiB), from the devices it has now (harness/board.py). BoardSpecError for a board the tree
+        cannot describe; FdtError (one line naming the file) for a bad user tree."""
+        args = self.bootargs if bootargs is None else bootargs
+        if self.user_dtb is not None:
+            return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
+                                 psci=psci_method(self.start_el), initrd=self.initrd)
+        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version, initrd=self.initrd))
+
+    def write_device_tree(self) -> None:
+        """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it
+        (same size: QEMU's 1 MiB). A user's tree was written at load."""
+        plan = self.boot
+        if plan is None or plan.dtb_addr is None:
+            return
+        seg = next(s for s in plan.segments if s.name == "dtb")
+        blob = seg.data if self.user_dtb is not None else self.device_tree()
+        if len(blob) != len(seg.data):
+            raise HarnessInputError(f"{self.name}: the device tree grew to {len(blob)} bytes, more than the "
+                                    f"{len(seg.data)} planned")
+        off = plan.dtb_addr - self.ram_ipa
+        self.ram.buf[off:off + len(blob)] = blob
+        self.dtb = blob
 
     def load_code(self, ipa: int, code: bytes, entry: int | None = None) -> None:
         """Place raw instructions (tests, benchmarks) at `ipa`; `entry` defaults to `ipa`."""
@@ -192,7 +288,7 @@ class VM:
         return self.symbolizer(pc)
 
     def handles_ec(self, ec: int) -> bool:
-        """Has the guest opted in to taking exceptions of class `ec` at its own vector (EXCEPTION_OPT_IN)?"""
+        """Has an old guest (one with the EXCEPTION_OPT_IN bitmap) opted in to exceptions of class `ec`?"""
         ipa = self.exception_ecs_ipa
         if ipa is None:
             return False
@@ -218,10 +314,15 @@ class Machine:
 
     def __init__(self, *, tracer: Tracer | None = None, log: Log | None = None,
                  console: Callable[[VM, bytes, int], None] | None = None, quantum: int = DEFAULT_QUANTUM,
-                 tcg_buffer_size: int = 32 << 20):
+                 tcg_buffer_size: int = 32 << 20, semihosting_root: str | os.PathLike | None = None,
+                 semihosting_allow_system: bool = False, semihosting_userspace: bool = False,
+                 console_input: ConsoleInput | None = None, isatty: Callable[[int], bool] | None = None,
+                 cpu: str = DEFAULT_CPU):
         self.clock = VirtualClock()
         self.scheduler = Scheduler(self, quantum, self.clock)
         self.exceptions = Exceptions(self)
+        self.debug = Debug(self)
+        self.cpu = cpu                          # default CPU model of the VMs (harness/cpu.py)
         self.bus = Bus()
         self.tracer = tracer if tracer is not None else Tracer()
         owner = getattr(self.tracer.clock, "__self__", None)
@@ -239,6 +340,19 @@ class Machine:
         self._disasm = None
         self.timers = GenericTimers(self)
         self.scheduler.add_wake_source(self.timers.wakes, "generic timer")
+        # semihosting (harness/semihost.py, devmodel/semihosting.py): every VM's host files live under the root
+        # (None: no host files); SYS_SYSTEM only when allowed; EL0 calls only with `semihosting_userspace`
+        # (QEMU's -semihosting-config userspace=on); SYS_READC/SYS_READ of `:tt` read `console_input`
+        # (default: the harness's stdin, never blocking the machine).
+        self.semihosting_root = None if semihosting_root is None else os.fspath(semihosting_root)
+        self.semihosting_allow_system = semihosting_allow_system
+        self.semihosting_userspace = semihosting_userspace
+        self.console_input = console_input if console_input is not None else ConsoleInput(0)
+        self.isatty = isatty
+        self.deadline: float | None = None          # time.monotonic() at which the current run times out
+        self._ports: dict[int, SemihostingPort] = {}
+        self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
+        self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
 
     @property
     def quantum(self) -> int:
@@ -248,6 +362,25 @@ class Machine:
     def retired(self) -> int:
         """Instructions charged machine-wide (the `max_insns` budget; virtual time is `clock`)."""
         return self.scheduler.retired
+
+    def virtual_ns(self) -> int:
+        """Virtual time in nanoseconds, the one clock semihosting reads (SYS_CLOCK, SYS_ELAPSED, SYS_TIME at
+        SYS_TICKFREQ = 10^9, QEMU's): the machine's virtual clock (harness/clock.py), sampled as a guest read."""
+        return self.clock.sample_ns()
+
+    def new_semihosting(self, vm: "VM") -> Semihosting:
+        """A VM's semihosting state with the machine's settings (root, SYSTEM, console input, clock)."""
+        try:
+            return Semihosting(vm._console, clock=self.virtual_ns, log=self.log, tracer=self.tracer,
+                               root=self.semihosting_root, allow_system=self.semihosting_allow_system,
+                               stdin=self.console_input.read, isatty=self.isatty)
+        except OSError as e:
+            raise HarnessInputError(f"semihosting root {self.semihosting_root}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        """Release what the VMs hold on the host (semihosting files left open, the semihosting root)."""
+        for vm in self.vms:
+            vm.semihosting.close()
 
     # -- building -----------------------------------------------------------------------------------
     def alloc_pa(self, size: int, align: int = 1 << 30) -> int:
@@ -260,13 +393,15 @@ class Machine:
 
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
-               start_el: int = 1, console: bool = True) -> VM:
+               start_el: int = 1, console: bool = True, cpu: str | None = None,
+               virtio_modern: bool = False, chr_testdev: bool = False) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
-                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console)
+                vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
+                cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev)
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
@@ -317,17 +452,17 @@ class Machine:
         return self.exceptions.die_undefined(vcpu, pc, why)
 
     def take_undefined(self, vcpu: Vcpu, pc: int | None = None, why: str = "") -> Outcome | None:
-        """An undefined instruction: the guest's vector if it opted in, else death (`Exceptions.take_undefined`)."""
+        """An undefined instruction: the guest's vector if it has one, else death (`Exceptions.take_undefined`)."""
         return self.exceptions.take_undefined(vcpu, pc, why)
 
     def take_exception(self, vcpu: Vcpu, kind: Kind, what: str, pc: int, esr: int | None, far: int | None = None,
                        detail: str = "", *, elr: int | None = None) -> Outcome | None:
-        """A synchronous exception: the guest's vector if it opted in, else death (`Exceptions.take`)."""
+        """A synchronous exception: the guest's vector if it has one, else death (`Exceptions.take`)."""
         return self.exceptions.take(vcpu, kind, what, pc, esr, far, detail, elr=elr)
 
     def deliver_exception(self, vcpu: Vcpu, esr: int, elr: int, far: int | None = None, *,
                           pc: int | None = None, force: bool = False) -> bool:
-        """Exception entry at the guest's vector if it opted in for ESR.EC (`Exceptions.deliver`)."""
+        """Exception entry at the guest's vector if it can be taken there (`Exceptions.deliver`)."""
         return self.exceptions.deliver(vcpu, esr, elr, far, pc=pc, force=force)
 
     # -- firmware services (called from harness/exceptions.py) -----------------------------------------------
@@ -354,26 +489,58 @@ class Machine:
         elif isinstance(act, Standby):
             self.scheduler.sleep(vcpu, pc - 4, "PSCI CPU_SUSPEND")     # QEMU's CPU_SUSPEND is a WFI
         elif isinstance(act, SystemOff):
-            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF", 0, vcpu.dvm_name, pc))
+            # kvm-unit-tests without chr-testdev: its "EXIT: STATUS=" line is the status (harness/exits.py)
+            line = exit_line_status(bytes(vm.output)) if vm.virtio.testdev is None and b"EXIT: " in vm.output \
+                else None
+            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF" + (
+                "" if line is None else f" after the guest's 'EXIT: STATUS=' line (arm/run: status {line})"),
+                0 if line is None else line, vcpu.dvm_name, pc))
         elif isinstance(act, SystemReset):
             self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_RESET (no reboot, like qemu -no-reboot)",
                                     0, vcpu.dvm_name, pc))
 
-    def semihosting_call(self, vcpu: Vcpu, pc: int) -> None:
-        """`HLT #0xF000` at `pc`: an Arm semihosting call (x0 operation, x1 parameter); resumes at pc + 4."""
-        uc = vcpu.uc
-        op, param = uc.reg_read_batch([UC_ARM64_REG_X0, UC_ARM64_REG_X1])
-        res = vcpu.vm.semihosting.call(op, param, vcpu, cpu=vcpu.index)
+    def semihosting_call(self, vcpu: Vcpu) -> bool:
+        """An undefined-instruction exception of `vcpu`: when it is a semihosting `HLT #0xF000` (at EL1/EL2, or
+        EL0 with `semihosting_userspace`), make the call (x0 operation, x1 parameter, result in x0, resume
+        after it) and return True; else False (nothing done). harness/semihost.py has the details."""
+        port = self._ports.get(vcpu.id)
+        if port is None:
+            port = self._ports[vcpu.id] = SemihostingPort(vcpu)
+        if not port.decode() or (port.el == 0 and not self.semihosting_userspace):
+            return False
+        pc, vm = port.pc, vcpu.vm
+        res = vm.semihosting.call(port.op, port.param, port, vcpu.index)
         if "int" in self.log.enabled:
-            self.log("int", f"{vcpu.dvm_name}: semihosting {res.name}({param:#x}) at pc {pc:#x} -> "
-                            f"{res.ret if res.exit_status is None else 'exit ' + str(res.exit_status)}")
-        if res.exit_status is not None:
-            self.stop(vcpu, Outcome(Kind.EXIT, f"{vcpu.vm.name}: semihosting {res.name}({res.exit_status})",
+            self.log("int", f"{vcpu.dvm_name}: semihosting {res.name}({port.param:#x}) at pc {pc:#x} -> "
+                            f"{res.ret if res.exit_status is None else 'exit ' + str(res.exit_status)}"
+                            f"{' (blocked: no console input)' if res.blocked else ''}")
+        if res.fatal:                                   # an unsupported operation: QEMU abort()s
+            self.exceptions.die(vcpu, Kind.FATAL, f"semihosting: {res.fatal}", pc, None)
+        elif res.exit_status is not None:
+            self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: semihosting {res.name}({res.exit_status})",
                                     res.exit_status, vcpu.dvm_name, pc))
-            return
-        if res.ret is not None:
-            uc.reg_write(UC_ARM64_REG_X0, res.ret & _MASK64)
-        uc.reg_write(UC_ARM64_REG_PC, pc + 4)
+        elif res.blocked:
+            self._semihosting_wait(vcpu, res.name, pc)
+        elif res.ret is None:
+            port.resume.write(pc + 4)
+        else:
+            port.finish.write(res.ret & _MASK64, pc + 4)
+        return True
+
+    def _semihosting_wait(self, vcpu: Vcpu, name: str, pc: int) -> None:
+        """A call found no console input: the PC stays on the HLT and the vCPU makes the call again when it next
+        runs (QEMU halts it and re-executes the HLT when input arrives). With no other vCPU to run, wait for the
+        input here (up to the run's deadline); once the input has ended nothing can wake it (QEMU would wait
+        forever): the run ends (status 124) when no other vCPU can run."""
+        inp = self.console_input
+        others = any(v is not vcpu and self.scheduler.runnable(v) for v in self.vcpus)
+        if not others and not inp.ended:
+            inp.wait(None if self.deadline is None else max(0.0, self.deadline - time.monotonic()))
+        if not others and inp.ended:
+            self.stop(vcpu, Outcome(Kind.IDLE, f"{vcpu.dvm_name}: semihosting {name} at pc {pc:#x} "
+                                               f"<{vcpu.vm.symbolize(pc)}> waits for console input after its "
+                                               f"end, and no other vCPU can run", vcpu=vcpu.dvm_name, pc=pc))
+        vcpu.uc.emu_stop()
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, *, max_insns: int | None = None, timeout: float | None = None) -> Outcome:
@@ -385,7 +552,9 @@ class Machine:
             if vm.entry is None:
                 raise HarnessInputError(f"{vm.name}: nothing loaded")
             if not vm.vcpus[0].on and vm.outcome is None and vm.vcpus[0].slices == 0:
+                vm.write_device_tree()
                 vm.vcpus[0].power_on(vm.entry)
+        self.deadline = time.monotonic() + timeout if timeout else None
         for p in self.plugins:
             _call(p, "before_run", self)
         try:
@@ -394,6 +563,14 @@ class Machine:
             for p in self.plugins:
                 _call(p, "after_run", self)
         return self.outcome
+
+
+def _initrd_bytes(initrd: bytes | str | os.PathLike | None) -> bytes | None:
+    """-initrd's contents: the bytes given, or the file's (a one-line HarnessInputError naming it)."""
+    if initrd is None or isinstance(initrd, (bytes, bytearray)):
+        return initrd
+    with user_file(initrd, HarnessInputError) as f:
+        return f.read()
 
 
 def _call(plugin: Any, hook: str, arg: Any) -> None:

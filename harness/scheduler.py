@@ -144,7 +144,7 @@ class Scheduler:
         if target:
             why = "SCTLR_EL1.nTWI=0" if target == 1 or not hcr & HCR_TWI else "HCR_EL2.TWI=1"
             self.machine.exceptions.take(v, Kind.UNDEF, f"WFI trapped by the guest's controls ({why})", pc,
-                                         esr_value(EC_WFX, _WFI_ISS), elr=pc)
+                                         esr_value(EC_WFX, _WFI_ISS), elr=pc, target_el=target)
             return
         uc.reg_write(UC_ARM64_REG_PC, pc + 4)
         self.sleep(v, pc, "WFI")

@@ -26,8 +26,9 @@ Unicorn 2.1.4 facts this relies on (tests/harness/test_sysregs.py checks each of
   a counted `emu_start` retire one instruction less); for an access it would make undefined (an unimplemented
   register, a write to a read-only one, an EL2 register at EL1) the PC is NOT advanced and the translation
   block restarts from its first instruction, re-running the instructions before the MRS/MSR: the hook must
-  write PC+4. Which case applies is found once per (encoding, direction, EL) by running the instruction on a
-  scratch Unicorn (`unicorn_undefines`), a few milliseconds, cached for the process.
+  write PC+4. Which case applies is found once per (encoding, direction, EL, CPU model, start EL) by running the
+  instruction on a scratch Unicorn of the vCPU's model and reset state (`unicorn_undefines`), a few
+  milliseconds, cached for the process.
 
 vCPUs with no handler pay nothing: the hooks are installed the first time a handler is registered for that
 direction (every machine vCPU has the generic timer's, harness/timer.py). `stand_in(enc, name, value)` serves a
@@ -36,11 +37,12 @@ to EL2 (HCR_EL2.TID*...), AArch32 MRC/MCR.
 """
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Callable
 
-from unicorn import UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_ARM, Uc
-from unicorn.arm64_const import UC_ARM64_INS_MRS, UC_ARM64_INS_MSR, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
+from unicorn import UC_HOOK_INSN, Uc
+from unicorn.arm64_const import UC_ARM64_INS_MRS, UC_ARM64_INS_MSR, UC_ARM64_REG_PC
+
+from .cpu import probe_undefined
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
@@ -51,7 +53,6 @@ Encoding = tuple[int, int, int, int, int]          # (op0, op1, CRn, CRm, op2)
 ReadHandler = Callable[["Vcpu"], "int | None"]
 WriteHandler = Callable[["Vcpu", int], bool]
 _MASK64 = (1 << 64) - 1
-_PROBE_BASE = 0x1000
 
 
 def _check(enc: Encoding) -> Encoding:
@@ -72,27 +73,11 @@ def msr_word(enc: Encoding, rt: int = 0) -> int:
     return mrs_word(enc, rt) & ~(1 << 21)
 
 
-@functools.lru_cache(maxsize=None)
-def unicorn_undefines(enc: Encoding, write: bool, el: int) -> bool:
+def unicorn_undefines(enc: Encoding, write: bool, el: int, cpu: str = "a72", start_el: int = 1) -> bool:
     """Would Unicorn make this MRS (MSR when `write`) an undefined instruction at `el`? Found by running it once
-    on a scratch Unicorn set up as the harness sets up its vCPUs (SCR_EL3 = NS|RW|HCE, HCR_EL2.RW)."""
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-    uc.ctl_set_tcg_buffer_size(1 << 20)
-    uc.mem_map(_PROBE_BASE, 0x1000)
-    word = msr_word(enc) if write else mrs_word(enc)
-    uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little"))
-    uc.cpr_write(3, 6, 1, 1, 0, 0x501)             # SCR_EL3: NS | HCE | RW
-    uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)           # HCR_EL2: RW
-    uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
-    uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)           # a PSTATE.EL write takes effect at the next sysreg write
-    taken: list[int] = []
-
-    def on_intr(u: Uc, intno: int, _ud: object) -> None:
-        taken.append(intno)
-        u.emu_stop()
-    uc.hook_add(UC_HOOK_INTR, on_intr)
-    uc.emu_start(_PROBE_BASE, _PROBE_BASE + 4, count=1)
-    return bool(taken)
+    on a scratch Unicorn of model `cpu` (default: Unicorn's own default, the Cortex-A72) in the reset state the
+    harness gives a vCPU started at `start_el` (`harness.cpu.probe_undefined`, cached)."""
+    return probe_undefined(cpu, start_el, msr_word(enc) if write else mrs_word(enc), el)
 
 
 class SysregHooks:
@@ -154,7 +139,8 @@ class SysregHooks:
     def _skip(self, uc: Uc, enc: Encoding, write: bool) -> int:
         """Return value for a handled access: 1, with the PC moved past it when Unicorn would not move it."""
         self.served += 1
-        if unicorn_undefines(enc, write, self.vcpu.el):
+        v = self.vcpu
+        if unicorn_undefines(enc, write, v.el, v.cpu, v.start_el):
             uc.reg_write(UC_ARM64_REG_PC, uc.reg_read(UC_ARM64_REG_PC) + 4)
         return 1
 

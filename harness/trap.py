@@ -7,8 +7,9 @@
 1. `tlbi_trap` is traced (when enabled);
 2. a broadcast operation (IS/OS, or EL1 with FB=1) goes to `interconnect.tlbi`: the other vCPUs flush their
    Unicorn TLBs (`VcpuParticipant.dvm_tlbi`), SMMUs with BTM invalidate what the op hits;
-3. the issuing vCPU's own Unicorn TLB: for the Armv8.0 operations Unicorn implements (`UNICORN_NATIVE`,
-   checked against Unicorn by tests/harness/test_trap.py) the hook returns 0 and Unicorn executes the TLBI,
+3. the issuing vCPU's own Unicorn TLB: for the operations the vCPU's model implements (`unicorn_native`: the
+   Armv8.0 ones on all four of Unicorn 2.1's models, derived from their ID registers and checked against Unicorn
+   for every model by tests/harness/test_trap.py) the hook returns 0 and Unicorn executes the TLBI,
    flushing its own TLB and advancing the PC; for the others (OS, range, nXS, FEAT_TLBIW, RME), which re-fire
    the hook forever if it returns 1 (unicorn 2.1.4, tests/harness/test_trap.py), the trap writes PC+4, flushes the TLB
    with `UC_CTL_TLB_FLUSH` and returns 1.
@@ -18,9 +19,8 @@ per-address `UC_HOOK_CODE`. A full DSB (not `...LD`/`...ST`) of the Inner/Outer 
 domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`, plus `tlbi_dsb`); `DSB NSH`
 completes local TLBIs only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any
 TLBI at EL0) is an undefined instruction, as on hardware: traced `tlbi_undef`, then `machine.take_undefined`
-takes it at the guest's own vector (ESR.EC 0, ELR = the TLBI) when the guest opted in to exception delivery
-for EC 0 (docs/DESIGN.md "Harness API"), else the guest dies with status 132 (128 + SIGILL) through
-`machine.die_undefined`.
+takes it at the guest's own vector (ESR.EC 0, ELR = the TLBI) when the guest has a vector table
+(harness/exceptions.py), else the guest dies with status 132 (128 + SIGILL) and the one-line death message.
 
 Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's own `CpReg` tuple (EL and VMID
 checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
@@ -31,7 +31,7 @@ the delay); the PC is read and trace fields are built only when tracing is on.
 Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
 over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
 `_Cpu.configure`), barriers or ERETs in code written at run time. (Undefined TLBIs reach the guest's vectors
-only under the machine and only for guests that opted in; standalone, `on_undefined` or a stop.)
+only under the machine; standalone, `on_undefined` or a stop.)
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from devmodel.trace import NULL_TRACER, Tracer, define
 
 from .exits import EXIT_UNDEF
 
-__all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "scan_barriers", "scan_erets", "Barrier",
+__all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "unicorn_native", "scan_barriers", "scan_erets", "Barrier",
            "EXIT_UNDEFINED", "TRAP_FIELDS"]
 
 _EL10 = Regime.EL10
@@ -63,21 +63,37 @@ define("tlbi_trap", TRAP_FIELDS, "a TLBI executed by a vCPU, decoded (range fiel
                                  "only for IPA ops)")
 define("tlbi_undef", ("cpu", "pc", "el", "op1", "crn", "crm", "op2", "reason"),
        "a TLBI not allowed at the current EL: undefined instruction, the guest dies (or takes it at its own "
-       "vector when it opted in: guest_exception follows)")
+       "vector table: guest_exception follows)")
 define("tlbi_dsb", ("cpu", "pc", "domain", "full"),
        "a DSB executed after broadcast TLBIs of this vCPU (full = not the LD/ST-only form; with a shareable "
        "domain it sends the DVM Sync)")
 
 
-def _unicorn_native(d: TlbiDef) -> bool:
-    """Unicorn 2.1 (QEMU 5 based) implements the Armv8.0 TLBIs: CRn=8, no OS form, no range, no RME/TLBIW."""
-    return (d.crn == 8 and d.share is not Share.OSH and d.operand not in (Operand.RVA, Operand.RIPA, Operand.RPA)
-            and d.family is not Family.GPT and not d.name.startswith("VMALLWS2E1"))
+def _unicorn_native(d: TlbiDef, tlb: int = 0, xs: bool = False) -> bool:
+    """Does a Unicorn 2.1 CPU whose ID_AA64ISAR0_EL1.TLB is `tlb` (and ID_AA64ISAR1_EL1.XS `xs`) execute `d`
+    itself? Unicorn implements the TLBIs its model's ID registers advertise: the Armv8.0 set (CRn 8), plus the
+    Outer Shareable forms with TLB >= 1, the range forms with TLB = 2 and the nXS forms (CRn 9) with XS; never
+    the RME (GPT) and FEAT_TLBIW (VMALLWS2E1*) ones, which its QEMU 5.0 base predates."""
+    if d.family is Family.GPT or d.name.startswith("VMALLWS2E1"):
+        return False
+    if d.crn == 9 and not xs:
+        return False
+    if d.share is Share.OSH and tlb < 1:
+        return False
+    return tlb >= 2 or d.operand not in (Operand.RVA, Operand.RIPA, Operand.RPA)
 
 
-#: encodings for which returning 1 from the SYS hook advances the PC by itself
-UNICORN_NATIVE: frozenset[tuple[int, int, int, int]] = frozenset(d.key for d in BY_ENCODING.values()
-                                                                 if _unicorn_native(d))
+def unicorn_native(features=None) -> frozenset[tuple[int, int, int, int]]:
+    """The encodings (op1, CRn, CRm, op2) Unicorn executes natively on a CPU with `features`
+    (harness.cpu.CpuFeatures; None: Unicorn's default model, the Cortex-A72)."""
+    tlb, xs = (0, False) if features is None else (features.tlb, features.xs)
+    return frozenset(d.key for d in BY_ENCODING.values() if _unicorn_native(d, tlb, xs))
+
+
+#: encodings for which returning 1 from the SYS hook advances the PC by itself, on Unicorn's default model (the
+#: Cortex-A72); machine vCPUs use `unicorn_native(vcpu.features)`, checked for every model by tests/harness
+#: test_trap.py (all four of Unicorn 2.1's models advertise TLB = 0 and no XS, so the sets are equal today)
+UNICORN_NATIVE: frozenset[tuple[int, int, int, int]] = unicorn_native()
 
 # --- fast Unicorn access ----------------------------------------------------------------------------------
 
@@ -237,10 +253,12 @@ class VcpuParticipant:
 
 
 class _Cpu:
-    __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el")
+    __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
+                 "native")
 
-    def __init__(self, uc, index, part, vcpu, hcr_fb):
+    def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE):
         self.uc, self.index, self.part, self.vcpu = uc, index, part, vcpu
+        self.native = native          # the TLBIs this CPU model's Unicorn executes itself
         self.pending = False          # broadcast TLBIs issued since the last syncing DSB
         self.hcr_fb = hcr_fb
         self.e2h = self.tge = False
@@ -295,9 +313,12 @@ class TlbiTrap:
 
     # -- setup --
     def add_cpu(self, uc: Any, index: int, vmid: Callable[[], int] = lambda: 0, hcr_fb: bool | None = None,
-                vcpu: Any = None, name: str | None = None, lazy: bool | None = None) -> VcpuParticipant:
+                vcpu: Any = None, name: str | None = None, lazy: bool | None = None,
+                native: frozenset | None = None) -> VcpuParticipant:
+        """Trap the TLBIs of `uc`; `native`: the encodings its model executes itself (default: the A72's)."""
         part = VcpuParticipant(uc, index, vmid, lazy=self.lazy if lazy is None else lazy, name=name, vcpu=vcpu)
-        cpu = _Cpu(uc, index, part, vcpu, self.hcr_fb if hcr_fb is None else hcr_fb)
+        cpu = _Cpu(uc, index, part, vcpu, self.hcr_fb if hcr_fb is None else hcr_fb,
+                   UNICORN_NATIVE if native is None else native)
         self.cpus.append(cpu)
         self._by_uc[id(uc)] = cpu
         self.interconnect.attach(part)
@@ -338,8 +359,9 @@ class TlbiTrap:
             self.interconnect = self._machine.interconnect
             self.tracer = self._machine.tracer
         self._adopt = False
+        feat = getattr(vcpu, "features", None)
         self.add_cpu(vcpu.uc, vcpu.id, lambda v=vcpu: v.vmid, hcr_fb=vcpu.hcr_fb, vcpu=vcpu,
-                     name=vcpu.dvm_name, lazy=True)
+                     name=vcpu.dvm_name, lazy=True, native=unicorn_native(feat) if feat is not None else None)
         cpu = self.cpus[-1]
 
         def on_intr(uc, intno, _user):            # the machine may emulate an exception entry: EL unknown
@@ -383,7 +405,7 @@ class TlbiTrap:
     # -- hot paths --
     def _make_sys_hook(self, cpu: _Cpu, vmid: Callable[[], int]):
         cache = cpu.cache
-        native_set = UNICORN_NATIVE
+        native_set = cpu.native
         tracer = self.tracer
         tlbi = self.interconnect.tlbi
         part = cpu.part
@@ -507,7 +529,7 @@ class TlbiTrap:
         return 1                                  # PC stays on the TLBI; emulation stops before it re-fires
 
     def _stop_guest(self, cpu: _Cpu, pc: int, reason: str) -> bool:
-        """Under the machine: the guest's vector if it opted in (True), else the death line (exit 132)."""
+        """Under the machine: the guest's vector if it has one (True), else the death line (exit 132)."""
         if cpu.vcpu is not None and self._machine is not None:
             return self._machine.take_undefined(cpu.vcpu, pc, reason) is None
         return False

@@ -1,27 +1,34 @@
 """A virtual CPU: one Unicorn instance, its architectural reset state, registers, and memory by VA.
 
-* Unicorn: the VM's RAM mapped zero-copy (`mem_map_ptr`), its MMIO regions with `mmio_map` calling the device's
-  `read`/`write`; a 32 MiB translation buffer by default (`Machine(tcg_buffer_size=)`).
-* Reset state: SCR_EL3 = NS|RW|HCE (NS so that EL2 is enabled for EL1: EL1 then reads VMPIDR_EL2 as its
-  MPIDR_EL1, Arm ARM D17.2.101; RW makes the lower ELs AArch64; HCE enables HVC), HCR_EL2.RW; each vCPU's own
-  MPIDR through VMPIDR_EL2. `power_on(entry)` starts it at EL`start_el`h with DAIF masked and the MMU off
-  (PSCI CPU_ON, Arm DEN0022). At EL2 Unicorn's MPIDR_EL1 is 0x80000000 on every vCPU and cannot be set: an
-  MRS handler on the vCPU's system-register registry (`sysregs`, harness/sysregs.py) answers it.
-* Memory by VA (`translate`, `read_virt`, `write_virt`, `insn_at`): the guest's stage-1 tables walked by
-  harness/vmem.py (semihosting parameter blocks, death lines); these are slow paths.
+* Unicorn: the CPU model the VM was given (harness/cpu.py: `max` by default, set right after `Uc()`), the VM's
+  RAM mapped zero-copy (`mem_map_ptr`), its MMIO regions with `mmio_map` calling the device's `read`/`write`; a
+  32 MiB translation buffer by default (`Machine(tcg_buffer_size=)`).
+* Reset state: the EL3/EL2 controls QEMU's `-kernel` boot leaves (`harness.cpu.reset_controls`: SCR_EL3 =
+  NS|RW|HCE|API|APK, CPTR_EL3.EZ, ZCR_EL3/EL2.LEN = 0xF, HCR_EL2 = RW|API|APK for a guest started at EL1; EL2's
+  own reset values for a guest started at EL2). NS makes EL2 enabled for EL1, so that EL1 reads VMPIDR_EL2 as
+  its MPIDR_EL1 (Arm ARM D17.2.101): each vCPU's own MPIDR goes there. `power_on(entry)` starts it at
+  EL`start_el`h with DAIF masked and the MMU off (PSCI CPU_ON, Arm DEN0022). At EL2 Unicorn's MPIDR_EL1 is
+  0x80000000 on every vCPU and cannot be set: an MRS handler on the vCPU's system-register registry (`sysregs`,
+  harness/sysregs.py) answers it.
+* Memory by VA (`translate`, `translate_at`, `read_virt`, `write_virt`, `insn_at`): the guest's stage-1 tables
+  walked by harness/vmem.py (semihosting parameter blocks, death lines, abort causes); these are slow paths.
 * Unicorn hooks: exceptions (`UC_HOOK_INTR`) go to the machine's `Exceptions` (harness/exceptions.py), the last
   unmapped access is kept for the abort that follows (`unmapped`), and `-d in_asm` logs each block once.
+* Exception bookkeeping the machine keeps here: `exc_nest` (exception entries at the same EL since the last
+  ERET, the loop detector of harness/exceptions.py), `last_exception` (what the last entry was, for the death
+  line when the guest's runtime reports it unhandled); `debug` (harness/debug.py) is attached by the machine.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from unicorn import UC_ARCH_ARM64, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, Uc
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_PROT_ALL, Uc
 from unicorn import unicorn_const as ucc
 from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_X0
 
 from devmodel.bus import BusError
 
+from .cpu import features, new_uc, reset_controls
 from .sysregs import SysregHooks
 from .vmem import TranslationRegs, Walk, translate
 
@@ -34,16 +41,12 @@ PAGE = 0x1000
 _MASK64 = (1 << 64) - 1
 
 # System registers (op0, op1, CRn, CRm, op2), Arm ARM D17.
-SCR_EL3 = (3, 6, 1, 1, 0)
-HCR_EL2 = (3, 4, 1, 1, 0)
 VMPIDR_EL2 = (3, 4, 0, 0, 5)
 MPIDR_EL1 = (3, 0, 0, 0, 5)
 SCTLR_EL1, SCTLR_EL2 = (3, 0, 1, 0, 0), (3, 4, 1, 0, 0)
 TCR_EL1, TCR_EL2 = (3, 0, 2, 0, 2), (3, 4, 2, 0, 2)
 TTBR0_EL1, TTBR1_EL1, TTBR0_EL2 = (3, 0, 2, 0, 0), (3, 0, 2, 0, 1), (3, 4, 2, 0, 0)
 ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1 = (3, 0, 0, 7, 0), (3, 0, 0, 7, 1), (3, 0, 0, 7, 2)
-SCR_NS, SCR_HCE, SCR_RW = 1 << 0, 1 << 8, 1 << 10
-HCR_RW = 1 << 31
 SCTLR_M, SCTLR_C, SCTLR_I = 1 << 0, 1 << 2, 1 << 12
 PSTATE_DAIF = 0xF << 6
 PSTATE_EL1H, PSTATE_EL2H = 0b0101, 0b1001
@@ -64,7 +67,8 @@ def _mmio_write(uc: Uc, offset: int, size: int, value: int, dev: Any) -> None:
 
 class Vcpu:
     """One virtual CPU. Public state others rely on: `uc`, `index`, `id`, `vm`, `machine`, `mpidr`, `el`,
-    `start_el`, `hcr_fb`, `vmid`, `dvm_name`, `on`, `pc`, `slices`, `retired`, `sysregs`, `unmapped`."""
+    `pstate`, `start_el`, `cpu` (model name), `features` (harness.cpu.CpuFeatures), `hcr_fb`, `vmid`,
+    `dvm_name`, `on`, `pc`, `slices`, `retired`, `sysregs`, `unmapped`, `exc_nest`, `last_exception`, `debug`."""
 
     def __init__(self, vm: "VM", index: int):
         self.vm = vm
@@ -74,6 +78,8 @@ class Vcpu:
         self.mpidr = mpidr_of(index)
         self.dvm_name = f"{vm.name}.cpu{index}"
         self.start_el = vm.start_el
+        self.cpu = vm.cpu                        # CPU model (harness/cpu.py)
+        self.features = features(self.cpu)
         self.hcr_fb = True                       # HCR_EL2.FB as KVM sets it; the TLBI trap reads it
         self.vmid = vm.vmid                      # current VMID (KVM overrides it per slice)
         self.on = False
@@ -82,8 +88,11 @@ class Vcpu:
         self.tlb_flushes = 0
         # (access, addr, size, value, pc) of the last access to unmapped memory, for the abort that follows
         self.unmapped: tuple[int, int, int, int, int] | None = None
+        self.exc_nest = 0                        # exception entries at the same EL since the last ERET
+        self.last_exception: Any = None          # harness.exceptions.Taken of the last entry
+        self.debug: Any = None                   # harness.debug.VcpuDebug, attached by the machine
         self._seen_blocks: set[int] = set()
-        uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        uc = new_uc(self.cpu)
         uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
         self.uc = uc
         uc.mem_map_ptr(vm.ram_ipa, vm.ram.size, UC_PROT_ALL, vm.ram_ptr)
@@ -102,8 +111,7 @@ class Vcpu:
     # -- architectural state ------------------------------------------------------------------------
     def _reset(self) -> None:
         uc = self.uc
-        uc.cpr_write(*SCR_EL3, SCR_NS | SCR_RW | SCR_HCE)
-        uc.cpr_write(*HCR_EL2, HCR_RW)
+        reset_controls(uc, self.features, self.start_el)
         uc.cpr_write(*VMPIDR_EL2, self.mpidr)
 
     def power_on(self, entry: int, context_id: int = 0) -> None:
@@ -114,7 +122,6 @@ class Vcpu:
         sctlr = SCTLR_EL2 if self.start_el == 2 else SCTLR_EL1
         # A PSTATE write takes effect on the next system-register write (unicorn issue #2333).
         uc.cpr_write(*sctlr, uc.cpr_read(*sctlr) & ~(SCTLR_M | SCTLR_C | SCTLR_I))
-        uc.cpr_write(*HCR_EL2, uc.cpr_read(*HCR_EL2) | HCR_RW)
         uc.reg_write(UC_ARM64_REG_X0, context_id & _MASK64)
         uc.reg_write(UC_ARM64_REG_PC, entry)
         self.flush_tlb()
@@ -126,6 +133,11 @@ class Vcpu:
         return (self.uc.reg_read(UC_ARM64_REG_PSTATE) >> 2) & 3
 
     @property
+    def pstate(self) -> int:
+        """PSTATE as SPSR_ELx would hold it (Unicorn's PSTATE register: NZCV, DAIF, EL, SP, PAN, BTYPE, ...)."""
+        return self.uc.reg_read(UC_ARM64_REG_PSTATE)
+
+    @property
     def pc(self) -> int:
         return self.uc.reg_read(UC_ARM64_REG_PC)
 
@@ -135,10 +147,11 @@ class Vcpu:
         self.tlb_flushes += 1
 
     # -- memory by virtual address (slow paths) ---------------------------------------------------
-    def translation_regs(self) -> TranslationRegs:
+    def translation_regs(self, el: int | None = None) -> TranslationRegs:
+        """The stage-1 registers of the regime of `el` (default: the current EL; EL0 and EL1 share EL1&0)."""
         uc = self.uc
         ids = (uc.cpr_read(*ID_AA64MMFR0_EL1), uc.cpr_read(*ID_AA64MMFR1_EL1), uc.cpr_read(*ID_AA64MMFR2_EL1))
-        if self.el == 2:
+        if (self.el if el is None else el) == 2:
             return TranslationRegs(2, uc.cpr_read(*SCTLR_EL2), uc.cpr_read(*TCR_EL2), uc.cpr_read(*TTBR0_EL2), 0,
                                    *ids)
         return TranslationRegs(1, uc.cpr_read(*SCTLR_EL1), uc.cpr_read(*TCR_EL1), uc.cpr_read(*TTBR0_EL1),
@@ -150,6 +163,10 @@ class Vcpu:
     def translate(self, va: int) -> Walk:
         """The guest's stage-1 translation of `va` (harness/vmem.py)."""
         return translate(self.translation_regs(), va, self._read_desc)
+
+    def translate_at(self, regs: TranslationRegs, va: int) -> Walk:
+        """`va` translated with the registers `regs` (`translation_regs(el)`), reading this VM's tables."""
+        return translate(regs, va, self._read_desc)
 
     def _pages(self, va: int, size: int):
         """(ipa, n) pieces of [va, va + size), one per 4 KiB page; BusError where the VA does not translate."""

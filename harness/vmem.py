@@ -15,20 +15,23 @@ itself translates in Unicorn. This module only decodes registers (DDI 0487 D17.2
   (FEAT_TTST) sets the largest TxSZ (`vmsa.max_tsz`). Reserved TGn values read as 4K (as QEMU does).
 
 A TxSZ outside [16, max_tsz] is clamped to the nearest bound: the Arm ARM lets an implementation either do that
-or fault (AArch64.MaxTxSZ and its notes), and Unicorn's CPU (a Cortex-A72 model: no FEAT_TTST, no FEAT_LVA)
-clamps to [16, 39], which tests/harness/test_walk_agreement.py checks. The SMMU's walks fault instead (an
+or fault (AArch64.MaxTxSZ and its notes), and Unicorn's CPUs (all four models, `max` included: no FEAT_TTST, no
+FEAT_LVA) clamp to [16, 39], which tests/harness/test_walk_agreement.py checks. The SMMU's walks fault instead (an
 out-of-range CD.TxSZ is ILLEGAL, IHI 0070 5.4).
 
-Not modelled: permissions (a mapped page is readable here; access flags are checked, as the CPU does),
-52-bit addresses (FEAT_LPA/LPA2/LVA), E2H (the EL2&0 regime), stage 2 (vCPUs run without stage 2: their IPA
-space is the Unicorn address space), contiguous-bit hints (they do not change the translation).
+A successful walk carries the leaf's permissions (`perm_priv`, `perm_user`: devmodel.vmsa PERM_*, without PAN)
+and descriptor, from which the exception code tells permission and alignment faults apart; the walk itself
+does not check them (a mapped page is readable here; access flags are checked, as the CPU does).
+
+Not modelled: 52-bit addresses (FEAT_LPA/LPA2/LVA), E2H (the EL2&0 regime), stage 2 (vCPUs run without stage 2:
+their IPA space is the Unicorn address space), contiguous-bit hints (they do not change the translation).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from devmodel.vmsa import MIN_TSZ, FaultKind, Leaf, S1Regime, max_tsz, walk_s1
+from devmodel.vmsa import MIN_TSZ, PERM_R, PERM_W, PERM_X, FaultKind, Leaf, S1Regime, max_tsz, walk_s1
 
 __all__ = ["Walk", "TranslationRegs", "regime_of", "translate"]
 
@@ -68,6 +71,9 @@ class Walk:
     level: int = 0          # level of the descriptor that ended the walk
     fault: str = ""         # "", "translation", "address size", "access flag", "external abort on walk"
     kind: FaultKind | None = None
+    perm_priv: int = PERM_R | PERM_W | PERM_X   # devmodel.vmsa PERM_* of the leaf (MMU off: everything)
+    perm_user: int = PERM_R | PERM_W | PERM_X
+    desc: int | None = None  # the leaf descriptor (None with the MMU off)
 
     @property
     def fsc(self) -> int:
@@ -119,5 +125,5 @@ def translate(regs: TranslationRegs, va: int, read64: Callable[[int], int]) -> W
     regime, two_ranges = regime_of(regs)
     r = walk_s1(regime, va, read64, two_ranges=two_ranges)
     if type(r) is Leaf:
-        return Walk(True, r.oa, r.level)
+        return Walk(True, r.oa, r.level, perm_priv=r.perm_priv, perm_user=r.perm_user, desc=r.desc)
     return Walk(False, level=r.level, fault=_FAULT_NAMES[r.kind], kind=r.kind)

@@ -81,6 +81,10 @@ struct spinlock { volatile u32 v; };
 void spin_lock(struct spinlock *l);
 void spin_unlock(struct spinlock *l);
 
+/* start.S: x0-x3 as the boot CPU entered _start. QEMU's -kernel boot of a raw image (and smmu-harness's)
+ * puts the device tree address in x0 (Linux Documentation/arch/arm64/booting.rst); an ELF gets zeros. */
+extern u64 boot_args[4];
+
 /* semihosting.c: Arm semihosting, HLT #0xF000 */
 u64 semihosting_call(u64 op, u64 param);
 void semihosting_write0(const char *s);
@@ -138,10 +142,9 @@ bool mmu_enabled(void);
  * exceptions.c (vectors in start.S): synchronous exceptions from the current EL, kvm-unit-tests style.
  * install_exception_handler(ec, fn): the vectors call fn(regs, esr) for exceptions with ESR.EC == ec taken
  * from the current EL; fn may change regs (e.g. regs->elr += 4 skips the faulting instruction) and the
- * vectors ERET to regs->elr. fn = NULL uninstalls. Unhandled exceptions print the facts and exit 132 / 139.
- * Under smmu-harness, installing a handler sets bit ec of `exception_handled_ecs`, which asks the harness to
- * enter the guest's vectors for that class (docs/DESIGN.md "Harness API"); without it the harness ends the
- * run with its own death line, as it always did.
+ * vectors ERET to regs->elr. fn = NULL uninstalls. Unhandled exceptions print the facts and exit 139 (aborts,
+ * EC 0x20-0x27) or 132; under smmu-harness, __harness_unhandled_exception() ends the run first with the
+ * harness's own one-line death message and the same status.
  */
 struct pt_regs {
 	u64 regs[31];           /* x0-x30 at the exception */
@@ -160,6 +163,9 @@ struct pt_regs {
 #define ESR_EC_IABT_CUR 0x21
 #define ESR_EC_DABT_LOW 0x24
 #define ESR_EC_DABT_CUR 0x25
+#define ESR_EC_BKPT_CUR 0x31     /* hardware breakpoint, same EL */
+#define ESR_EC_SSTEP_CUR 0x33    /* software step, same EL */
+#define ESR_EC_WPT_CUR 0x35      /* watchpoint, same EL */
 #define ESR_EC_BRK64 0x3c
 #define ESR_FSC(esr) ((unsigned int)(esr) & 0x3f)   /* DFSC/IFSC of aborts */
 #define ESR_DABT_WNR (1U << 6)
@@ -167,9 +173,9 @@ struct pt_regs {
 #define VECTOR_SYNC_SPX 4
 typedef void (*exception_fn)(struct pt_regs *regs, unsigned int esr);
 void install_exception_handler(int ec, exception_fn fn);
-extern volatile u64 exception_handled_ecs;
 void do_exception(int vector, struct pt_regs *regs);
 void __noreturn unhandled_exception(int vector);
+void __harness_unhandled_exception(int vector, u64 esr, u64 elr, u64 far);
 
 int main(void);
 

@@ -2,7 +2,8 @@
  * Guest entry, secondary-CPU entry and the exception vector table.
  *
  * Boot (PSCI / QEMU -kernel): the boot CPU enters _start at EL1 (or EL2) with the MMU off. It clears .bss,
- * takes the stack of its CPU number, enables FP/SIMD, installs the vectors, and calls main(); main's return
+ * keeps the x0-x3 it was entered with in boot_args[] (a raw image booted by QEMU's -kernel stub gets the
+ * device tree address in x0; an ELF gets zeros), takes the stack of its CPU number, enables FP/SIMD, installs the vectors, and calls main(); main's return
  * value goes to exit(). Secondaries are started with PSCI CPU_ON at secondary_entry and run
  * secondary_main(cpu) (smp.c). CPU number = MPIDR Aff1 * 16 + Aff0; at EL2 it is read from VMPIDR_EL2, which
  * the harness sets per vCPU and which resets to MPIDR_EL1 on hardware and QEMU (Arm ARM D17.2.190).
@@ -10,6 +11,10 @@
     .section .text.boot, "ax"
     .global _start
 _start:
+    mov     x20, x0                 // x0-x3 of the boot (QEMU -kernel raw image: x0 = device tree)
+    mov     x21, x1
+    mov     x22, x2
+    mov     x23, x3
     bl      cpu_number              // x0 = CPU number
     mov     x19, x0
     adrp    x1, __bss_start
@@ -20,13 +25,24 @@ _start:
     b.hs    2f
     str     xzr, [x1], #8
     b       1b
-2:  mov     x0, x19
+2:  adrp    x1, boot_args         // after the .bss clear: boot_args lives in .bss
+    add     x1, x1, :lo12:boot_args
+    stp     x20, x21, [x1]
+    stp     x22, x23, [x1, #16]
+    mov     x0, x19
     bl      cpu_setup               // stack, FP, vectors (preserves x19)
     bl      console_init
     bl      main
     bl      exit                    // does not return
     b       .
 
+    .bss
+    .balign 8
+    .global boot_args
+boot_args:
+    .skip   32
+
+    .section .text.boot, "ax"
     .global secondary_entry
 secondary_entry:                    // PSCI CPU_ON entry point; x0 = context id (unused)
     bl      cpu_number
@@ -65,12 +81,13 @@ cpu_setup:
     mrs     x3, CurrentEL
     cmp     x3, #(2 << 2)
     b.eq    1f
-    mrs     x3, cpacr_el1           // CPACR_EL1.FPEN = 0b11: no FP/SIMD traps (Arm ARM D17.2.30)
+    mrs     x3, cpacr_el1           // CPACR_EL1.FPEN = ZEN = 0b11: no FP/SIMD or SVE traps (Arm ARM D17.2.30)
     orr     x3, x3, #(3 << 20)
+    orr     x3, x3, #(3 << 16)
     msr     cpacr_el1, x3
     msr     vbar_el1, x2
     b       2f
-1:  mov     x3, #0x33ff             // CPTR_EL2 (E2H=0): RES1 bits, TFP=0 (Arm ARM D17.2.32)
+1:  mov     x3, #0x32ff             // CPTR_EL2 (E2H=0): RES1 bits, TZ=0, TFP=0 (Arm ARM D17.2.32)
     msr     cptr_el2, x3
     msr     vbar_el2, x2
 2:  isb
@@ -81,8 +98,7 @@ cpu_setup:
  * SP in a struct pt_regs on the stack (guest.h) and calls do_exception(vector, regs) (exceptions.c), which
  * runs the handler installed for a synchronous exception from the current EL (ESR.EC) or reports an unhandled
  * exception and exits. When the handler returns, the registers are restored and ERET goes to the ELR (which
- * do_exception wrote back from regs->elr). Under smmu-harness these entries are reached only for the
- * exception classes the guest installed handlers for (the harness's opt-in, exceptions.c).
+ * do_exception wrote back from regs->elr).
  */
 #define PT_REGS_SIZE 288
 

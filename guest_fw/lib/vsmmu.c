@@ -98,6 +98,14 @@ u64 *vsmmu_ste(struct vsmmu *s, u32 sid)
 static u32 q_idx(u32 p, int log2) { return p & ((1u << log2) - 1); }
 static u32 q_wrap(u32 p, int log2) { return (p >> log2) & 1; }
 static u32 q_next(u32 p, int log2) { return (p + 1) & ((2u << log2) - 1); }
+/* Entries between cons and prod (the wrap bit tells a full queue from an empty one, IHI 0070 3.5.1). */
+static u32 q_pending(u32 prod, u32 cons, int log2)
+{
+	prod &= (2u << log2) - 1;
+	if (q_wrap(prod, log2) == q_wrap(cons, log2))
+		return q_idx(prod, log2) - q_idx(cons, log2);
+	return (1u << log2) - q_idx(cons, log2) + q_idx(prod, log2);
+}
 
 /* Is the queue full from the driver's view? Uses the cached CONS first and reads CMDQ_CONS (a VM exit on a
  * vSMMU) only when the cached value says full, as Linux keeps llq.cons. */
@@ -290,12 +298,7 @@ int vsmmu_init(struct vsmmu *s, uintptr_t base)
 
 u32 vsmmu_events_pending(struct vsmmu *s)
 {
-	const int l = VSMMU_EVTQ_LOG2;
-	u32 prod = rd(s, SMMU_EVTQ_PROD) & ((2u << l) - 1);
-	u32 cons = s->evtq_cons;
-	if (q_wrap(prod, l) == q_wrap(cons, l))
-		return q_idx(prod, l) - q_idx(cons, l);
-	return (1u << l) - q_idx(cons, l) + q_idx(prod, l);
+	return q_pending(rd(s, SMMU_EVTQ_PROD), s->evtq_cons, VSMMU_EVTQ_LOG2);
 }
 
 bool vsmmu_read_event(struct vsmmu *s, u64 ev[4])
@@ -316,12 +319,7 @@ u32 vsmmu_pprs_pending(struct vsmmu *s)
 {
 	if (!s->priq)
 		return 0;
-	const int l = s->priq_log2;
-	u32 prod = rd(s, SMMU_PRIQ_PROD) & ((2u << l) - 1);
-	u32 cons = s->priq_cons;
-	if (q_wrap(prod, l) == q_wrap(cons, l))
-		return q_idx(prod, l) - q_idx(cons, l);
-	return (1u << l) - q_idx(cons, l) + q_idx(prod, l);
+	return q_pending(rd(s, SMMU_PRIQ_PROD), s->priq_cons, s->priq_log2);
 }
 
 bool vsmmu_read_ppr(struct vsmmu *s, u64 ppr[2])

@@ -14,20 +14,17 @@ that coincide are drawn once and named together).
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
-import multiprocessing
 import os
 import re
-import signal
 import sys
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, TextIO
 
+from ..parallel import run_jobs
 from .base import POLICY_NAMES
 from .result import ScenarioResult
 
@@ -157,28 +154,6 @@ def failed_result(job: Job, e: BaseException) -> ScenarioResult:
     return res
 
 
-def _worker_init(parent: int) -> None:
-    """In each worker: ^C is the parent's to handle (it cancels the queued jobs and lets the running ones
-    finish); and a worker whose parent died (SIGKILL) exits instead of waiting on the job queue for ever (its
-    own copies of the queue's pipes never reach EOF, and it holds the forkserver's alive pipe open)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:      # the pid was reused by someone else's process: the parent is gone
-                os._exit(1)
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _terminate_as_interrupt(signum, frame):  # SIGTERM during a parallel report: as ^C (report what finished)
-    raise KeyboardInterrupt
-
-
 def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., ScenarioResult],
                progress: ProgressBar | None = None, fmt: str = "md", jobs: int = 1) -> dict[str, Path]:
     """Run every job with `runner(name, policy, vmid_bits, vms)` and write the files (`report.md`, or
@@ -225,36 +200,10 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
 
 def _run_parallel(jobs: int, runner: Callable[..., ScenarioResult], todo: list[Job],
                   finished: Callable[[int, ScenarioResult], None]) -> None:
-    """The jobs in a process pool on the forkserver context (the parent may have threads: pytest-xdist, so
-    no plain fork); `finished(index, result)` as each completes. On KeyboardInterrupt (or SIGTERM, handled
-    alike) the queued jobs are cancelled and the running ones finish before it propagates."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["harness.scenarios"])
-    in_main = threading.current_thread() is threading.main_thread()
-    old_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if in_main else None
-    try:
-        _pool_run(ctx, jobs, runner, todo, finished)
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old_term)
-
-
-def _pool_run(ctx, jobs: int, runner: Callable[..., ScenarioResult], todo: list[Job],
-              finished: Callable[[int, ScenarioResult], None]) -> None:
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(run_job, runner, job): i for i, job in enumerate(todo)}
-        try:
-            for f in as_completed(futures):
-                i = futures[f]
-                try:
-                    res = f.result()
-                except Exception as e:  # noqa: BLE001 - a worker died (BrokenProcessPool ...)
-                    res = failed_result(todo[i], e)
-                finished(i, res)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    """The jobs in worker processes (harness/parallel.py: forkserver pool, ^C/SIGTERM cancel the queued
+    jobs, workers exit with their parent); a worker that died gives a failed result for its job."""
+    run_jobs(functools.partial(run_job, runner), todo, jobs, finished, lambda i, e: failed_result(todo[i], e),
+             preload=["harness.scenarios"])
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -24,6 +24,7 @@ EVENT_MODULES = (
     "harness.scheduler",
     "harness.timer",
     "harness.trap",
+    "harness.virtio",
     "harness.host.vmid",
     "harness.host.iopf",
     "harness.host.smmu_driver",

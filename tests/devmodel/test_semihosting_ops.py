@@ -109,6 +109,29 @@ def test_readc_returns_input_bytes_then_blocks_like_qemu():
     assert Env(stdin=Input(), readc_eof=-1).call(0x07, param=0).ret == -1
 
 
+def test_input_not_there_yet_blocks_without_consuming_anything():
+    pending = [None, None, b"xy", None, b"z", b""]          # a non-blocking source: None = nothing yet
+
+    def stdin(n):
+        head = pending[0]
+        if head is None or len(head) <= n:
+            return pending.pop(0)
+        pending[0] = head[n:]
+        return head[:n]
+    env = Env(stdin=stdin, readc_eof=-1)
+    r = env.call(0x07, param=0)
+    assert r.blocked and r.ret is None and r.name == "SYS_READC"     # not the EOF value: input may come
+    h = env.open(":tt", 0)
+    buf = env.alloc(8)
+    r = env.call(0x06, h, buf, 8)
+    assert r.blocked and r.name == "SYS_READ" and env.read(buf, 8) == bytes(8) and env.errno == 0
+    assert env.call(0x07, param=0).ret == ord("x")
+    assert env.readh(h, 8) == (7, b"y")                       # what there is, as read(2) on a pipe
+    assert env.call(0x06, h, buf, 8).blocked
+    assert env.readh(h, 8) == (7, b"z")
+    assert env.call(0x07, param=0).ret == -1                  # now the end: readc_eof
+
+
 def test_readc_and_read_share_the_input():
     env = Env(stdin=Input(b"abc"))
     assert env.call(0x07, param=0).ret == ord("a")

@@ -64,7 +64,7 @@ def _under_harness(elf: Path, root: Path, ram_mib: int, append: str, pid: int):
     ticks = itertools.count(1000, 1000)          # the machine's own count is 0 in an uncounted run
     m = Machine(console=lambda vm, data, stream: serial.extend(data))
     vm = m.add_vm(ram_size=ram_mib << 20)
-    image = vm.load(load_elf(str(elf)))
+    image = vm.load(load_elf(str(elf))).elf
     heap = heapinfo_for_layout(RAM_BASE, ram_mib << 20, [(s.paddr, s.memsz) for s in image.segments])
     vm.semihosting = Semihosting(lambda data, stream: streams[stream].extend(data), clock=lambda: next(ticks),
                                  log=m.log, tracer=m.tracer, root=root, allow_system=True, stdin=stdin,
@@ -74,7 +74,7 @@ def _under_harness(elf: Path, root: Path, ram_mib: int, append: str, pid: int):
         outcome = m.run(timeout=60)
     finally:
         vm.semihosting.close()
-    return bytes(serial), bytes(streams[1]), bytes(streams[2]), outcome.status
+    return bytes(serial), bytes(streams[1]), bytes(streams[2]), outcome.exit_code
 
 
 @pytest.mark.parametrize("ram_mib,append,status", [(128, "one  two unsupported", UNSUPPORTED_STATUS),

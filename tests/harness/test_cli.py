@@ -47,13 +47,15 @@ def _first_load_paddr(data, value):
 
 @pytest.mark.parametrize("kind,make,message", [
     ("missing", lambda t: t / "missing.elf", "no such file"),
-    ("text", lambda t: (t / "x.txt").write_text("hello\n") and t / "x.txt", "not an ELF file"),
+    ("empty", lambda t: (t / "x.bin").write_bytes(b"") or t / "x.bin", "empty image"),
+    ("uImage", lambda t: (t / "u.img").write_bytes(b"\x27\x05\x19\x56" + bytes(60)) and t / "u.img",
+     "U-Boot uImage"),
     ("truncated", lambda t: _elf_variant(t, "cut.elf", lambda d: d.__delitem__(slice(0x200, None))), "truncated"),
     ("big-endian", lambda t: _elf_variant(t, "be.elf", lambda d: d.__setitem__(5, 2)), "big-endian"),
     ("32-bit", lambda t: _elf_variant(t, "e32.elf", lambda d: d.__setitem__(4, 1)), "32-bit ELF"),
     ("x86", lambda t: _elf_variant(t, "x86.elf", lambda d: struct.pack_into("<H", d, 18, 62)), "x86-64 ELF"),
     ("outside RAM", lambda t: _elf_variant(t, "far.elf", lambda d: _first_load_paddr(d, 0x1000)),
-     "outside guest RAM"),
+     "segment elf[0] [0x1000, 0x"),
 ])
 def test_bad_input_exits_125_with_one_line(tmp_path, kind, make, message):
     p = run_cli("run", make(tmp_path))
@@ -83,8 +85,13 @@ def test_guest_failures_give_status_and_one_death_line(guest, args, status, need
 
 @pytest.mark.parametrize("args,message", [
     ([], "a command is required"),
-    (["run"], "required: ELF"),
-    (["run", "x.elf", "--cpus", "0"], "--cpus: 0 must be positive"),
+    (["run"], "give the guest image once: IMAGE or -kernel FILE"),
+    (["run", "x.elf", "-kernel", "y.elf"], "give the guest image once: IMAGE or -kernel FILE"),
+    (["run", "x.elf", "--cpus", "0"], "--cpus/-smp: 0 must be positive"),
+    (["run", "x.elf", "-smp", "cpus=2,sockets=2"], "only N or cpus=N"),
+    (["run", "x.elf", "-m", "1.5"], "-m: 1.5: guest RAM must be a positive whole number of MiB"),
+    (["run", "x.elf", "-m", "lots"], "is not a size"),
+    (["run", "x.elf", "--semihosting-allow-system"], "--semihosting-allow-system needs --semihosting-root"),
     (["run", "x.elf", "--timeout", "soon"], "is not a number"),
     (["run", "x.elf", "-d", "bogus"], "unknown log category bogus"),
     (["run", "x.elf", "--el", "3"], "invalid choice"),

@@ -1,7 +1,8 @@
-"""Exception delivery to the guest's own vectors (opt-in, harness.machine `deliver_exception`): guests that
-install handlers (guest_fw/lib/exceptions.c, `exception_handled_ecs`) take undefined instructions (undefined
-TLBIs from the trap too), SVC, BRK and aborts at VBAR_ELx + offset with the Arm ARM D1.10 entry state; guests
-that did not opt in for an exception's class still die with 132/139 and the one-line death message."""
+"""Exceptions taken at the guest's own vectors (harness/exceptions.py): runtime guests take undefined
+instructions (undefined TLBIs from the trap too), SVC, BRK and aborts at VBAR_ELx + offset with the Arm ARM
+D1.10 entry state; exc_entry.c checks every class against the Arm ARM; an exception the runtime does not handle,
+a guest without vectors and a handler that faults itself end with 132/139 and the one-line death message; old
+guests with the `exception_handled_ecs` opt-in bitmap get only the classes they opted in for."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import pytest
 from unicorn import UC_HOOK_CODE
 from unicorn.arm64_const import (UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_ESR_EL1, UC_ARM64_REG_FAR_EL1,
                                  UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP, UC_ARM64_REG_SP_EL0, UC_ARM64_REG_SP_EL1,
-                                 UC_ARM64_REG_VBAR_EL1, UC_ARM64_REG_X2)
+                                 UC_ARM64_REG_VBAR_EL1, UC_ARM64_REG_VBAR_EL2, UC_ARM64_REG_X2)
 
 from devmodel.tlbi import encoding, sys_word
 from devmodel.trace import ListSink, Tracer
@@ -54,7 +55,7 @@ def _record_vector_entries(vcpu, vector):
 
 def test_opted_in_guest_enters_its_vector_with_the_entry_state():
     m, vm, trap, sink = _machine()
-    image = vm.load(str(guest_elf("undef_catch")))
+    image = vm.load(str(guest_elf("undef_catch"))).elf
     assert vm.exception_ecs_ipa == image.object_ipa(EXCEPTION_OPT_IN)
     vbar = image.symbol("vectors")
     v = vm.vcpus[0]
@@ -130,14 +131,45 @@ def test_only_the_classes_opted_in_for_are_delivered(tmp_path):
     assert "data abort at pc 0x" in line and "EC 0x25" in line and "FAR 0x3000000000" in line
 
 
-@pytest.mark.parametrize("guest,status,needle", [
-    ("undef", EXIT_UNDEF, "undefined instruction at pc"), ("tlbi_el2_at_el1", EXIT_UNDEF, "ALLE1IS"),
-    ("mmio_hole", EXIT_ABORT, "data abort at pc"), ("mmu_fault", EXIT_ABORT, "translation fault level 1"),
-])
-def test_without_opting_in_the_same_faults_still_die(guest, status, needle):
+DEATHS = [("undef", EXIT_UNDEF, "undefined instruction at pc"), ("tlbi_el2_at_el1", EXIT_UNDEF, "ALLE1IS"),
+          ("mmio_hole", EXIT_ABORT, "data abort at pc"), ("mmu_fault", EXIT_ABORT, "translation fault level 1")]
+
+
+@pytest.mark.parametrize("guest,status,needle", DEATHS)
+def test_unhandled_in_the_runtime_still_dies_with_the_death_line(guest, status, needle):
+    """The runtime's vectors take the fault (one guest_exception), find no handler and call
+    __harness_unhandled_exception: the run ends there with the harness's one-line message and status."""
     m, vm, trap, sink = _machine()
     vm.load(str(guest_elf(guest)))
-    assert vm.exception_ecs_ipa is not None              # the runtime has the bitmap, with no bit set
+    assert vm.exception_ecs_ipa is None                  # the runtime has no opt-in bitmap any more
+    out = m.run(timeout=30)
+    assert out.exit_code == status and out.is_death and "\n" not in out.message and needle in out.message
+    (e,) = sink.of("guest_exception")
+    assert e["pc"] == out.pc and e["esr"] == out.esr
+    assert not vm.output.count(b"unhandled exception")   # the guest's own report never ran
+
+
+OLD_GUEST = r'''
+#include "guest.h"
+volatile u64 exception_handled_ecs;      /* the old runtime's opt-in bitmap, no class opted in */
+int main(void)
+{
+	FAULT;
+	return (int)readq(0x3000000000ULL);
+}
+'''
+
+
+@pytest.mark.parametrize("fault,status,needle", [("asm volatile(\"udf #0\")", EXIT_UNDEF, "undefined instruction"),
+                                                 ("(void)0", EXIT_ABORT, "data abort at pc")])
+def test_old_guests_with_the_opt_in_bitmap_still_die_without_entering_their_vectors(tmp_path, fault, status,
+                                                                                      needle):
+    src = tmp_path / "old.c"
+    src.write_text(OLD_GUEST.replace("FAULT", fault))
+    elf = build_guest([src], output=tmp_path / "old.elf")
+    m, vm, trap, sink = _machine()
+    vm.load(str(elf))
+    assert vm.exception_ecs_ipa is not None              # the bitmap, with no bit set
     out = m.run(timeout=30)
     assert out.exit_code == status and out.is_death and "\n" not in out.message and needle in out.message
     assert not sink.of("guest_exception")
@@ -213,3 +245,144 @@ def test_not_opted_in_raw_code_dies_as_before():
     out = m.run(max_insns=30_000)
     assert out.kind is Kind.UNDEF and out.exit_code == EXIT_UNDEF and out.pc == CODE
     assert "undefined instruction at pc 0x40080000" in out.message and not sink.of("guest_exception")
+
+
+# -- guest_fw/tests/exc_entry.c: every class of exception, as the Arm ARM says its handler sees it -----------------
+
+def _records(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        if ": vec=" in line:
+            fields = dict(f.split("=") for f in line.split(": ", 1)[1].split())
+            out.append({k: int(v, 16) if k != "el" else int(v) for k, v in fields.items()})
+    return out
+
+
+# (case symbol, offset of ELR from it, vector, ESR, FAR (None: not written by this exception), SPSR, handler PSTATE)
+# ESR values: D17.2.37 (EC, IL = 1, ISS); SPSR: BTYPE | IL | DAIF | M (and NZCV for the first case only: the
+# compiled code between the cases leaves the flags as they are); PSTATE: DAIF | PAN | SPSel
+EL1_CASES = [
+    ("case_udf", 0, 0x200, 0x0200_0000, None, 0x8000_03C5, 0x3C1),      # N set by the cmp before it
+    ("case_brk", 0, 0x200, 0xF200_1234, None, 0x3C5, 0x3C1),
+    ("case_svc", 4, 0x200, 0x5600_0042, None, 0x3C5, 0x3C1),            # ELR: the next instruction
+    ("case_dabt", 0, 0x200, 0x9600_0010, 0x30_0000_0008, 0x3C5, 0x3C1),  # synchronous external abort
+    ("case_stp", 0, 0x200, 0x9600_0050, 0x30_0000_0010, 0x3C5, 0x3C1),   # WnR, no writeback
+    ("case_ldxr", 0, 0x200, 0x9600_0021, "scratch+1", 0x3C5, 0x3C1),     # alignment fault
+    (None, 0x30_0000_0000, 0x200, 0x8600_0010, 0x30_0000_0000, 0xBC5, 0x3C1),   # BLR: BTYPE 0b10
+    ("case_pcalign", 6, 0x200, 0x8A00_0000, "elr", 0x7C5, 0x3C1),        # BR: BTYPE 0b01; FAR = ELR
+    ("case_sp0", 0, 0x000, 0x0200_0000, None, 0x3C4, 0x3C1),             # from EL1t: the SP0 vector
+    ("case_illegal", 4, 0x200, 0x3A00_0000, None, 0x10_03C5, 0x3C1),     # IL set, EL kept
+    ("case_sve", 0, 0x200, 0x6600_0000, None, 0x3C5, 0x3C1),
+    ("case_pan", 0, 0x200, 0x0200_0000, None, 0x3C5, 0x40_03C1),         # SPAN = 0: PAN set on entry
+    ("case_smc", 0, 0x200, 0x0200_0000, None, 0x3C5, 0x3C1),             # no EL3: SMC is UNDEFINED
+    ("el0_body", 0, 0x400, 0x0200_0000, None, 0x0, 0x3C1),               # from EL0: the lower-EL vector
+    ("el0_body", 8, 0x400, 0x5600_0005, None, 0x0, 0x3C1),
+    ("el0_body", 8, 0x400, 0xF200_0006, None, 0x0, 0x3C1),
+    ("el0_body", 0x10, 0x400, 0x9200_0010, 0x30_0000_0010, 0x0, 0x3C1),  # EC 0x24: lower EL
+    ("el0_body", 0x14, 0x400, 0x6232_C001, None, 0x0, 0x3C1),            # MRS CTR_EL0, SCTLR_EL1.UCT = 0
+    ("el0_body", 0x18, 0x400, 0x6212_DC48, None, 0x0, 0x3C1),            # DC ZVA, DZE = 0
+    ("el0_body", 0x1C, 0x400, 0x620C_D3E4, None, 0x0, 0x3C1),            # MSR DAIFSet, UMA = 0
+    ("el0_body", 0x20, 0x400, 0x6212_DC56, None, 0x0, 0x3C1),            # DC CVAU, UCI = 0
+    ("el0_body", 0x24, 0x400, 0x07E0_0000, None, 0x0, 0x3C1),            # WFI, nTWI = 0
+]
+EL2_CASES = [(s, o, v, 0x97C1_8010 if s == "case_dabt" else e, f, spsr + 4 if (spsr >> 2) & 3 == 1 else spsr, p)
+             for s, o, v, e, f, spsr, p in EL1_CASES[:9]] + [          # at EL2: ISV/SAS/SRT/SF for an LDR
+    ("case_pan", 0, 0x200, 0x0200_0000, None, 0x3C9, 0x3C1),             # SCTLR_EL1.SPAN does not apply
+    ("case_hvc2", 4, 0x200, 0x5A00_0012, None, 0x3C9, 0x3C1),
+    ("el1_body", 4, 0x400, 0x5A00_0034, None, 0x3C5, 0x3C1),             # HVC from EL1 to the EL2 vector
+    ("el1_body", 4, 0x400, 0x5E00_0056, None, 0x3C5, 0x3C1),             # SMC with HCR_EL2.TSC: ELR = the SMC
+    ("el1_body", 0x10, 0x400, 0x2600_0000, None, 0x3C5, 0x3C1),          # PACGA with HCR_EL2.API = 0
+    ("el1_body", 0x14, 0x400, 0x6230_0866, None, 0x3C5, 0x3C1),          # MSR APGAKEYLO_EL1 with APK = 0
+    ("el1_body", 0x18, 0x400, 0x6600_0000, None, 0x3C5, 0x3C1),          # CNTW with CPTR_EL2.TZ
+    ("el1_body", 0x1C, 0x400, 0x07E0_0000, None, 0x3C5, 0x3C1),          # WFI with HCR_EL2.TWI
+    ("el1_body", 0x20, 0x200, 0x0200_0000, None, 0x3C5, 0x3C1),          # UDF at EL1: EL1's own vector
+    ("el0_tge_body", 4, 0x400, 0x5600_0007, None, 0x0, 0x3C1),           # SVC from EL0 with TGE: EL2
+]
+
+
+@pytest.mark.parametrize("el", [1, 2])
+def test_exc_entry_guest_sees_what_the_arm_arm_says(el):
+    from harness.elfload import load_elf
+    img = load_elf(str(guest_elf("exc_entry")))
+    m, vm, trap, sink = _machine(start_el=el)
+    vm.load(img)
+    out = m.run(timeout=60)
+    text = vm.output.decode()
+    assert out.exit_code == 0, text
+    recs = _records(text)
+    cases = EL1_CASES if el == 1 else EL2_CASES
+    assert len(recs) == len(cases), text
+    scratch = img.objects["scratch"][0]
+    assert recs[0]["spsr"] >> 28 == 0b1000                      # NZCV saved: the cmp set N
+    for r, (sym, off, vec, esr, far, spsr, pstate) in zip(recs, cases):
+        elr = off if sym is None else img.symbol(sym) + off
+        where = f"{sym}+{off:#x}: {r}"
+        assert (r["vec"], r["esr"], r["elr"], r["spsr"] & 0x0FFF_FFFF, r["pstate"]) == \
+            (vec, esr, elr, spsr & 0x0FFF_FFFF, pstate), where
+        if far == "elr":
+            assert r["far"] == elr, where
+        elif far == "scratch+1":
+            assert r["far"] == scratch + 1, where
+        elif far is not None:
+            assert r["far"] == far, where
+    handler_els = [r["el"] for r in recs]
+    assert handler_els == ([1] * len(cases) if el == 1 else [2] * 17 + [1, 2])
+    exits = 1 if el == 1 else 2               # svc #0xfff / hvc #0xfff back from EL0 / EL1: not recorded
+    assert len(sink.of("guest_exception")) == len(cases) + exits
+
+
+LOOP_GUEST = r'''
+#include "guest.h"
+/* A handler that faults itself: its vector loads from an unmapped address (a stack that is not there). */
+asm(".balign 0x800\n .global bad_vectors\n bad_vectors:\n"
+    ".rept 16\n .balign 0x80\n movz x9, #0x30, lsl #32\n ldr x9, [x9]\n eret\n .endr\n");
+extern char bad_vectors[];
+int main(void)
+{
+	printf("installing\n");
+	write_sysreg(bad_vectors, vbar_el1);
+	isb();
+	asm volatile("udf #3");
+	return 0;
+}
+'''
+
+
+def test_loop_detector_ends_a_handler_that_faults_itself(tmp_path):
+    src = tmp_path / "loop.c"
+    src.write_text(LOOP_GUEST)
+    elf = build_guest([src], output=tmp_path / "loop.elf")
+    m, vm, trap, sink = _machine()
+    vm.load(str(elf))
+    out = m.run(timeout=30)
+    assert out.exit_code == EXIT_ABORT and "\n" not in out.message
+    assert "exception loop: 17 nested exceptions at EL1 without an ERET" in out.message, out.message
+    ev = sink.of("guest_exception")
+    assert len(ev) == 16 and ev[0]["ec"] == 0 and {e["ec"] for e in ev[1:]} == {0x25}
+
+
+def test_no_vector_table_dies_with_the_one_line_message():
+    """VBAR_EL1 never written: Unicorn resets it to 0, where the board has no memory."""
+    m, vm, trap, sink = _machine()
+    vm.load_code(CODE, UDF.to_bytes(4, "little"))
+    out = m.run(max_insns=1000)
+    assert out.exit_code == EXIT_UNDEF and out.pc == CODE and "undefined instruction at pc 0x40080000" in out.message
+    assert not sink.of("guest_exception")
+
+
+def test_take_goes_to_the_el_a_trap_names():
+    """`take(..., target_el=2)`: a trap of an EL2 control taken from EL1 (here a WFI trapped by HCR_EL2.TWI, as
+    the scheduler's WFI handling reports it) enters EL2's lower-EL vector, not EL1's."""
+    m, vm, trap, sink = _machine(start_el=2)
+    vm.load_code(CODE, (0xD503207F).to_bytes(4, "little"))
+    vm.load_code(VBAR, (B_SELF.to_bytes(4, "little")).ljust(0x80, b"\0") * 16, entry=CODE)
+    v = vm.vcpus[0]
+    v.power_on(CODE)
+    uc = v.uc
+    uc.reg_write(UC_ARM64_REG_VBAR_EL2, VBAR)
+    uc.reg_write(UC_ARM64_REG_PSTATE, 0x3C5)                          # EL1h
+    uc.cpr_write(*SPSR_EL1, 0)                                         # the PSTATE write takes effect
+    out = m.exceptions.take(v, Kind.UNDEF, "WFI trapped", CODE, 0x07E0_0000, target_el=2)
+    assert out is None and v.pc == VBAR + 0x400 and v.el == 2
+    (e,) = sink.of("guest_exception")
+    assert (e["el"], e["ec"], e["esr"], e["elr"]) == (2, 0x01, 0x07E0_0000, CODE)

@@ -17,7 +17,8 @@ from unicorn.arm64_const import (UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG
 from devmodel.dvm import Interconnect
 from devmodel.tlbi import BY_ENCODING, TABLE, Operand, encoding, sys_word
 from devmodel.trace import ListSink, Tracer
-from harness.trap import EXIT_UNDEFINED, UNICORN_NATIVE, TlbiTrap, scan_barriers
+from harness.cpu import CPU_MODELS, features, new_uc
+from harness.trap import EXIT_UNDEFINED, UNICORN_NATIVE, TlbiTrap, scan_barriers, unicorn_native
 
 RAM, RAMSZ = 0x4000_0000, 0x20_0000
 ADD_X1 = 0x91000421                        # add x1, x1, #1
@@ -25,8 +26,8 @@ DSB = {"ish": 0xD5033B9F, "nsh": 0xD503379F, "ishst": 0xD5033A9F, "sy": 0xD5033F
 B_SELF = 0x14000000                        # b .
 
 
-def _uc(buf=None, el=1):
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+def _uc(buf=None, el=1, model=None):
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM) if model is None else new_uc(model)
     uc.ctl_set_tcg_buffer_size(8 << 20)
     if buf is None:
         uc.mem_map(RAM, RAMSZ)
@@ -61,26 +62,41 @@ def _setup(words, el=1, hcr_fb=True, vmid=5, events="tlbi*,dvm*"):
     return trap, uc, sink, RAM + len(code)
 
 
+def _advances(d, el, model=None):
+    """Does the TLBI `d` at `el` advance the PC by itself when the SYS hook returns 1 (Unicorn executes it)?"""
+    uc = _uc(el=el, model=model)
+    uc.mem_write(RAM, _code([sys_word(*d.key, rt=0), ADD_X1, ADD_X1]))
+    hits = []
+
+    def h(uc, reg, cp, _u):
+        hits.append(1)
+        if len(hits) > 2:
+            uc.emu_stop()
+        return 1
+
+    uc.hook_add(UC_HOOK_INSN, h, None, 1, 0, UC_ARM64_INS_SYS)
+    uc.emu_start(RAM, RAM + 12, count=10)
+    return len(hits) == 1 and uc.reg_read(UC_ARM64_REG_X1) == 2
+
+
 def test_unicorn_native_set_matches_unicorn():
     """Ops in UNICORN_NATIVE advance the PC by themselves when the hook returns 1; the others loop."""
     for el in (1, 2, 3):
         for d in TABLE:
             if d.min_el > el:
                 continue
-            uc = _uc(el=el)
-            uc.mem_write(RAM, _code([sys_word(*d.key, rt=0), ADD_X1, ADD_X1]))
-            hits = []
-
-            def h(uc, reg, cp, _u, hits=hits):
-                hits.append(1)
-                if len(hits) > 2:
-                    uc.emu_stop()
-                return 1
-
-            uc.hook_add(UC_HOOK_INSN, h, None, 1, 0, UC_ARM64_INS_SYS)
-            uc.emu_start(RAM, RAM + 12, count=10)
-            advanced = len(hits) == 1 and uc.reg_read(UC_ARM64_REG_X1) == 2
+            advanced = _advances(d, el)
             assert advanced == (d.key in UNICORN_NATIVE), (el, d.name)
+
+
+@pytest.mark.parametrize("model", list(CPU_MODELS))
+def test_native_set_of_every_cpu_model_matches_unicorn(model):
+    """The per-model set (derived from the model's ID registers) against what that model's Unicorn does."""
+    native = unicorn_native(features(model))
+    for el in (1, 2, 3):
+        for d in TABLE:
+            if d.min_el <= el:
+                assert _advances(d, el, model) == (d.key in native), (model, el, d.name)
 
 
 def test_every_el1_form_traps_once_and_execution_continues():

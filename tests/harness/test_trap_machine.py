@@ -11,7 +11,7 @@ from harness.trap import TlbiTrap
 
 IPA = 0x4008_0000
 DSB_ISH = 0xD5033B9F
-HVC0 = 0xD4000002
+HVC0, SMC0 = 0xD4000002, 0xD4000003
 PSCI_SYSTEM_OFF = 0x84000008
 
 
@@ -35,8 +35,9 @@ def _machine(words, ncpus=2, start_el=1, hcr_fb=True, events="tlbi*,dvm*"):
     return m, trap, sink
 
 
-def _off():
-    return _mov_x0(PSCI_SYSTEM_OFF) + [HVC0]
+def _off(start_el=1):
+    """PSCI SYSTEM_OFF over the conduit of QEMU virt: HVC for guests started at EL1, SMC at EL2."""
+    return _mov_x0(PSCI_SYSTEM_OFF) + [HVC0 if start_el == 1 else SMC0]
 
 
 def test_broadcast_and_sync_between_machine_vcpus():
@@ -69,7 +70,7 @@ def test_el2_form_at_el1_is_an_undefined_instruction_death():
 
 def test_el2_forms_at_el2():
     words = [sys_word(*encoding(n)) for n in ("VMALLS12E1IS", "ALLE1IS", "ALLE2IS")]
-    m, trap, sink = _machine(words + [sys_word(*encoding("IPAS2E1IS"), rt=0), DSB_ISH] + _off(), start_el=2)
+    m, trap, sink = _machine(words + [sys_word(*encoding("IPAS2E1IS"), rt=0), DSB_ISH] + _off(2), start_el=2)
     out = m.run(max_insns=10_000)
     assert out.kind is Kind.EXIT
     ops = [(r["op"], r["el"], r["vmid"]) for r in sink.of("tlbi_trap")]

@@ -120,6 +120,18 @@ class Board:
         return self.sink.of(name)
 
 
+def nest_parent(ic, g, dev_id: int, vsid: int) -> tuple[int, int]:
+    """The guest's RAM in an IOAS, a nesting-parent stage-2 HWPT attached to the device, a vIOMMU over it and
+    the device's vDEVICE at `vsid`; returns (s2 hwpt, viommu)."""
+    ioas = ic.ioas_alloc()
+    ic.ioas_map(ioas, g.size, g.pa, iova=RAM_IPA)
+    s2 = ic.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
+    ic.device_attach(dev_id, s2)
+    viommu = ic.viommu_alloc(dev_id, s2)
+    ic.vdevice_alloc(viommu, dev_id, vsid)
+    return s2, viommu
+
+
 def nested_setup(b, g, sid, vsid, *, kvm_first=True, asid=5, depth=16):
     """The QEMU smmuv3-accel sequence; returns (dev, dev_id, s2 hwpt, viommu, nested hwpt, vEVENTQ, guest S1)."""
     ic = b.ictx
@@ -129,12 +141,7 @@ def nested_setup(b, g, sid, vsid, *, kvm_first=True, asid=5, depth=16):
     dev_id = ic.bind(dev)
     if not kvm_first:
         ic.kvm_dev_vfio_file_add(g.kvm_vm, dev)
-    ioas = ic.ioas_alloc()
-    ic.ioas_map(ioas, g.size, g.pa, iova=RAM_IPA)
-    s2 = ic.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
-    ic.device_attach(dev_id, s2)
-    viommu = ic.viommu_alloc(dev_id, s2)
-    ic.vdevice_alloc(viommu, dev_id, vsid)
+    s2, viommu = nest_parent(ic, g, dev_id, vsid)
     _, q = ic.veventq_alloc(viommu, depth=depth)
     t = g.s1_tables()
     t.map(IOVA, RAM_IPA + 0x10_0000, 0x4000)

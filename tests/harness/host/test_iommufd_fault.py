@@ -14,13 +14,13 @@ import pytest
 from devmodel.dmatest import STATUS_DONE, STATUS_FAULT, STATUS_PRI_ERR, STATUS_PRI_WAIT, STATUS_STALLED
 from devmodel.smmuv3.fault import EventType
 from devmodel.smmuv3.regs import SmmuFeatures
-from harness.host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3,
-                                  IOMMU_HWPT_FAULT_ID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE, IOMMUFD_PAGE_RESP_INVALID,
-                                  IOMMUFD_PAGE_RESP_SUCCESS, HwptPageResponse, HwptPgfault, IommufdError)
+from harness.host.iommufd import (IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_HWPT_FAULT_ID_VALID,
+                                  IOMMU_PGFAULT_FLAGS_LAST_PAGE, IOMMUFD_PAGE_RESP_INVALID, IOMMUFD_PAGE_RESP_SUCCESS,
+                                  HwptPageResponse, HwptPgfault, IommufdError)
 from harness.host.iopf import (IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE, IOMMU_FAULT_PERM_READ, IOMMU_FAULT_PERM_WRITE,
                                IopfFault)
 from harness.host.pcie import DmaTestFunction
-from smmu_env import IOVA, RAM_IPA, Board, vste
+from smmu_env import IOVA, RAM_IPA, Board, nest_parent, vste
 
 FEATURES = SmmuFeatures(stall_model=0, ats=True, pri=True, priqs=6, httu=2)
 SID, VSID = 0x30, 0x8
@@ -34,12 +34,7 @@ def fault_setup(b, g, sid=SID, vsid=VSID, *, pri=False, fault=True, max_groups=2
     dev = ic.open_device(sid, pcie=DmaTestFunction(dma) if pcie else None, can_stall=can_stall)
     ic.kvm_dev_vfio_file_add(g.kvm_vm, dev)
     dev_id = ic.bind(dev)
-    ioas = ic.ioas_alloc()
-    ic.ioas_map(ioas, g.size, g.pa, iova=RAM_IPA)
-    s2 = ic.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
-    ic.device_attach(dev_id, s2)
-    viommu = ic.viommu_alloc(dev_id, s2)
-    ic.vdevice_alloc(viommu, dev_id, vsid)
+    _, viommu = nest_parent(ic, g, dev_id, vsid)
     fault_id, q = ic.fault_queue_alloc(max_groups=max_groups) if fault else (0, None)
     t = g.s1_tables()
     cd = g.write_cd(t, asid=5, s=0 if pri else 1)

@@ -188,3 +188,29 @@ def test_cli_refuses_options_of_other_scenarios(capsys, argv, msg):
     assert main(["scenario", "run", *argv]) == 125
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
+
+
+# ---- the report -----------------------------------------------------------------------------------------------
+def test_report_runs_the_iopf_sweep_and_the_variants_and_plots_them(tmp_path):
+    """What the report does with the guest-SVA scenarios (a fake runner: only the arrangement is tested)."""
+    import io
+    import xml.etree.ElementTree as ET
+
+    from harness.scenarios.report import IOPF_PAGES, Matrix, ProgressBar, run_report
+
+    from .fake_sva import FakeSvaRunner
+    runner = FakeSvaRunner()
+    m = Matrix(["sva-iopf", "sva-ats"], ["private", "shared"], [8])
+    files = run_report(tmp_path, m, runner, ProgressBar(1, io.StringIO()))
+    assert [c for c in runner.calls if c[0] == "sva-iopf" and c[2]] == \
+        [("sva-iopf", "shared", (("pages", n),)) for n in IOPF_PAGES]
+    assert [c for c in runner.calls if c[0] == "sva-ats" and c[2]] == \
+        [("sva-ats", p, (("atc_inv", "no"),)) for p in ("private", "shared")]
+    md = files["report.md"].read_text()
+    assert "| private | 8 | atc_inv=no | **no** |" in md and "| 8 | 3.12 | 2.00 | 2.12 | 0.25 | 6 |" in md
+    root = ET.fromstring(files["iopf_cost.svg"].read_text())
+    lines = root.findall("{http://www.w3.org/2000/svg}polyline")
+    assert {ln.get("data-names") for ln in lines} == {"stall exits", "stall host calls", "pri exits",
+                                                       "pri host calls"}
+    data = json.loads(files["results.json"].read_text())
+    assert [r["options"] for r in data["iopf_sweep"]] == [{"pages": n} for n in IOPF_PAGES]

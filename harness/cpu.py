@@ -1,0 +1,175 @@
+"""The CPU models a vCPU can be, their features, and the state QEMU's `-kernel` boot leaves them in.
+
+* Models (`CPU_MODELS`): Unicorn 2.1's `UC_CPU_ARM64_A53`, `_A57`, `_A72` and `_MAX`, chosen with
+  `uc.ctl_set_cpu_model` right after `Uc()` (`new_uc`). The default is `max`, as the guests this harness runs are
+  written for `qemu-system-aarch64 -cpu max`. Unicorn's `max` is QEMU 5.0's (an A57 with more ID fields set:
+  PAuth, SVE, BTI, PAN, UAO, ...), not QEMU 7.2's: the ID registers read as Unicorn's model gives them (README
+  "CPU models" lists the differences a guest can see).
+* Features (`features(model)`): the model's ID registers (Arm ARM DDI 0487 D17.2: ID_AA64PFR0/1, ID_AA64DFR0,
+  ID_AA64ISAR0/1, ID_AA64MMFR0/1/2, MIDR) read once per process from a scratch Unicorn, and the fields the
+  harness acts on decoded from them (`decode_features`, pure).
+* Reset (`reset_controls`): QEMU virt boots `-kernel` with EL3 absent (and EL2 absent unless
+  `virtualization=on`); Unicorn's CPUs always have EL3 and EL2, so their controls are set to behave as absent
+  (QEMU hw/arm/boot.c `do_cpu_reset`/`arm_emulate_firmware_reset`, target/arm/cpu.c `arm_cpu_reset`):
+  SCR_EL3 = NS | RW | HCE (+ API | APK with PAuth): Non-secure, lower ELs AArch64, HVC reaches the harness,
+  pointer authentication and its key registers untrapped; CPTR_EL3 = EZ (with SVE; TFP clear); ZCR_EL3.LEN =
+  0xF. For a guest started at EL1, EL2 is absent too: HCR_EL2 = RW (+ API | APK), CPTR_EL2 = 0, ZCR_EL2.LEN =
+  0xF, MDCR_EL2 = 0 (nothing traps to it, EL1 sees its own vector length). A guest started at EL2 owns EL2 and
+  gets QEMU's reset values there: HCR_EL2 = 0, CPTR_EL2 = 0, ZCR_EL2 = 0, MDCR_EL2.HPMN = PMCR_EL0.N.
+  CPACR_EL1 stays 0, as under QEMU: FP/SIMD and SVE are the guest's to enable (Unicorn 2.1 never raises the
+  FP/SIMD trap, its `fp_exception_el` is a stub: see harness/exceptions.py).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
+from unicorn.arm64_const import (UC_ARM64_REG_PSTATE, UC_CPU_ARM64_A53, UC_CPU_ARM64_A57, UC_CPU_ARM64_A72,
+                                 UC_CPU_ARM64_MAX)
+
+__all__ = ["CPU_MODELS", "DEFAULT_CPU", "CpuFeatures", "features", "decode_features", "new_uc",
+           "reset_controls", "ID_REGS", "cpu_model", "probe_undefined"]
+
+#: --cpu NAME -> Unicorn model
+CPU_MODELS = {"a53": UC_CPU_ARM64_A53, "a57": UC_CPU_ARM64_A57, "a72": UC_CPU_ARM64_A72, "max": UC_CPU_ARM64_MAX}
+DEFAULT_CPU = "max"
+
+# System registers (op0, op1, CRn, CRm, op2), Arm ARM D17.2.
+SCR_EL3, CPTR_EL3, ZCR_EL3 = (3, 6, 1, 1, 0), (3, 6, 1, 1, 2), (3, 6, 1, 2, 0)
+HCR_EL2, CPTR_EL2, ZCR_EL2, MDCR_EL2 = (3, 4, 1, 1, 0), (3, 4, 1, 1, 2), (3, 4, 1, 2, 0), (3, 4, 1, 1, 1)
+PMCR_EL0 = (3, 3, 9, 12, 0)
+SCTLR_EL1, CPACR_EL1, CNTKCTL_EL1, CNTHCTL_EL2 = (3, 0, 1, 0, 0), (3, 0, 1, 0, 2), (3, 0, 14, 1, 0), (3, 4, 14, 1, 0)
+# SCTLR_EL1 bits that let EL0 use DAIF (UMA 9), DC ZVA (DZE 14), CTR_EL0 (UCT 15), WFI/WFE (nTWI 16, nTWE 18)
+# and cache maintenance (UCI 26) untrapped; CPACR_EL1.{FPEN, ZEN} = 0b11; every CNTKCTL/CNTHCTL access enable.
+_SCTLR_EL0_UNTRAPPED = (1 << 9) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 18) | (1 << 26)
+_CPACR_FULL = (3 << 20) | (3 << 16)
+_PROBE_BASE = 0x1000
+SCR_NS, SCR_HCE, SCR_RW, SCR_APK, SCR_API = 1 << 0, 1 << 8, 1 << 10, 1 << 16, 1 << 17
+HCR_RW, HCR_APK, HCR_API = 1 << 31, 1 << 40, 1 << 41
+CPTR_EL3_EZ = 1 << 8
+ZCR_LEN_MAX = 0xF
+
+#: ID registers read per model (name -> encoding)
+ID_REGS = {"midr": (3, 0, 0, 0, 0), "pfr0": (3, 0, 0, 4, 0), "pfr1": (3, 0, 0, 4, 1), "dfr0": (3, 0, 0, 5, 0),
+           "isar0": (3, 0, 0, 6, 0), "isar1": (3, 0, 0, 6, 1), "mmfr0": (3, 0, 0, 7, 0),
+           "mmfr1": (3, 0, 0, 7, 1), "mmfr2": (3, 0, 0, 7, 2)}
+
+
+def _field(value: int, lsb: int, width: int = 4) -> int:
+    return (value >> lsb) & ((1 << width) - 1)
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """A model's ID register values and the features decoded from them (DDI 0487 D17.2 field names)."""
+    model: str
+    ids: tuple[tuple[str, int], ...]   # (name, value) of ID_REGS
+    sve: bool          # ID_AA64PFR0_EL1.SVE [35:32]
+    pauth: bool        # ID_AA64ISAR1_EL1.{APA [7:4], API [11:8], GPA [27:24], GPI [31:28]}
+    pan: bool          # ID_AA64MMFR1_EL1.PAN [23:20]
+    uao: bool          # ID_AA64MMFR2_EL1.UAO [7:4]
+    bti: bool          # ID_AA64PFR1_EL1.BT [3:0]
+    ssbs: bool         # ID_AA64PFR1_EL1.SSBS [7:4]
+    mte: bool          # ID_AA64PFR1_EL1.MTE [11:8]
+    dit: bool          # ID_AA64PFR0_EL1.DIT [51:48]
+    brps: int          # breakpoints: ID_AA64DFR0_EL1.BRPs [15:12] + 1
+    wrps: int          # watchpoints: ID_AA64DFR0_EL1.WRPs [23:20] + 1
+    tlb: int           # ID_AA64ISAR0_EL1.TLB [59:56]: 1 = TLBI OS forms, 2 = OS and range forms
+    xs: bool           # ID_AA64ISAR1_EL1.XS [59:56]: the nXS TLBIs
+
+    def id(self, name: str) -> int:
+        return dict(self.ids)[name]
+
+
+def decode_features(model: str, ids: dict[str, int]) -> CpuFeatures:
+    """The features of a model whose ID registers are `ids` (pure)."""
+    pfr0, pfr1, isar1 = ids["pfr0"], ids["pfr1"], ids["isar1"]
+    return CpuFeatures(
+        model=model, ids=tuple(sorted(ids.items())),
+        sve=_field(pfr0, 32) != 0,
+        pauth=any(_field(isar1, lsb) for lsb in (4, 8, 24, 28)),
+        pan=_field(ids["mmfr1"], 20) != 0, uao=_field(ids["mmfr2"], 4) != 0,
+        bti=_field(pfr1, 0) != 0, ssbs=_field(pfr1, 4) != 0, mte=_field(pfr1, 8) != 0, dit=_field(pfr0, 48) != 0,
+        brps=_field(ids["dfr0"], 12) + 1, wrps=_field(ids["dfr0"], 20) + 1,
+        tlb=_field(ids["isar0"], 56), xs=_field(isar1, 56) != 0)
+
+
+def cpu_model(name: str) -> int:
+    """The Unicorn model of `--cpu NAME` (ValueError naming the choices)."""
+    try:
+        return CPU_MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown CPU model {name!r} (choose from {', '.join(CPU_MODELS)})") from None
+
+
+def new_uc(model: str) -> Uc:
+    """A Unicorn AArch64 instance of `model` (the model is set before anything runs, as Unicorn requires)."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_cpu_model(cpu_model(model))
+    return uc
+
+
+@functools.lru_cache(maxsize=None)
+def features(model: str) -> CpuFeatures:
+    """The features of `model`, read from a scratch Unicorn once per process."""
+    uc = new_uc(model)
+    uc.ctl_set_tcg_buffer_size(1 << 20)
+    return decode_features(model, {name: uc.cpr_read(*enc) for name, enc in ID_REGS.items()})
+
+
+def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
+    """Write the EL3/EL2 controls QEMU's `-kernel` boot leaves (module docstring) into a fresh `uc`."""
+    scr = SCR_NS | SCR_RW | SCR_HCE | (SCR_API | SCR_APK if feat.pauth else 0)
+    uc.cpr_write(*SCR_EL3, scr)
+    uc.cpr_write(*CPTR_EL3, CPTR_EL3_EZ if feat.sve else 0)
+    if feat.sve:
+        uc.cpr_write(*ZCR_EL3, ZCR_LEN_MAX)
+    if start_el == 2:
+        uc.cpr_write(*HCR_EL2, 0)
+        uc.cpr_write(*CPTR_EL2, 0)
+        uc.cpr_write(*MDCR_EL2, _field(uc.cpr_read(*PMCR_EL0), 11, 5))     # HPMN = PMCR_EL0.N
+        if feat.sve:
+            uc.cpr_write(*ZCR_EL2, 0)
+        return
+    uc.cpr_write(*HCR_EL2, HCR_RW | (HCR_API | HCR_APK if feat.pauth else 0))
+    uc.cpr_write(*CPTR_EL2, 0)
+    uc.cpr_write(*MDCR_EL2, 0)
+    if feat.sve:
+        uc.cpr_write(*ZCR_EL2, ZCR_LEN_MAX)
+
+
+# long function: the probe sets up a scratch CPU in one place for both callers (sysregs, exceptions)
+@functools.lru_cache(maxsize=4096)
+def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
+    """Does Unicorn take an exception for the instruction `word` at `el`, on a scratch CPU of `model` in the reset
+    state of a vCPU started at `start_el`? With `permissive`, every control that lets EL0/EL1 use a feature
+    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK) is set
+    and nothing traps to EL2: an instruction that faults there is UNDEFINED, one that does not but faulted on a
+    vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
+    scratch address space counts as "not undefined". A few milliseconds the first time, cached."""
+    feat = features(model)
+    uc = new_uc(model)
+    uc.ctl_set_tcg_buffer_size(1 << 20)
+    uc.mem_map(_PROBE_BASE, 0x1000)
+    uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little"))
+    reset_controls(uc, feat, start_el)
+    if permissive:
+        uc.cpr_write(*SCTLR_EL1, uc.cpr_read(*SCTLR_EL1) | _SCTLR_EL0_UNTRAPPED)
+        uc.cpr_write(*CPACR_EL1, _CPACR_FULL)
+        uc.cpr_write(*CNTKCTL_EL1, 0x303)              # EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN
+        uc.cpr_write(*CNTHCTL_EL2, 0x3)                # EL1PCTEN, EL1PCEN
+        uc.cpr_write(*HCR_EL2, HCR_RW | (HCR_API | HCR_APK if feat.pauth else 0))
+    uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
+    uc.cpr_write(*SCR_EL3, uc.cpr_read(*SCR_EL3))      # a PSTATE.EL write takes effect at the next sysreg write
+    taken: list[int] = []
+
+    def on_intr(u: Uc, intno: int, _ud: object) -> None:
+        taken.append(intno)
+        u.emu_stop()
+    uc.hook_add(UC_HOOK_INTR, on_intr)
+    try:
+        uc.emu_start(_PROBE_BASE, _PROBE_BASE + 4, count=1)
+    except UcError:
+        return False                                   # it accessed memory: an instruction that exists
+    return bool(taken)

@@ -1,0 +1,145 @@
+"""virtio-mmio on the board: QEMU virt's 32 transports in every VM, the devices plugged into them, their
+interrupt lines, and the chr-testdev exit that ends a kvm-unit-tests run.
+
+* Layout (QEMU hw/arm/virt.c `create_virtio_devices`, `a15irqmap`): transport i at 0x0a00_0000 + 0x200 * i,
+  i = 0..31, on SPI 16 + i (INTID 48 + i). The n-th device plugged (`plug`) sits on transport 31 - n, as
+  QEMU gives its n-th `-device virtio-*` the highest free transport; the others are empty (DeviceID 0).
+  Transports are legacy (virtio-mmio Version 1) unless the VM is built with `virtio_modern=True` (QEMU:
+  `-global virtio-mmio.force-legacy=false`). Empty transports are created on first access, so a VM that
+  never touches virtio pays nothing for them.
+* MMIO: one 16 KiB window (`VirtioTransports` is the MMIO device: Unicorn maps whole 4 KiB pages) that routes
+  each access to its transport. Unicorn's memory core hands devices aligned pieces, as QEMU's TCG does:
+  an unaligned load becomes the aligned 32-bit loads around it, an unaligned store single-byte stores, a
+  64-bit access two 32-bit ones (unicorn 2.1.4, tests/harness/test_virtio_board.py); the transports judge
+  those pieces (docs/virtio.md: RAZ/WI for control registers, byte access for the configuration space).
+  An access that would still cross a transport boundary is split at the boundary here.
+* DMA: the devices read and write guest memory through `memory`, the VM's IPA bus by default; anything with
+  `read_bytes`/`write_bytes` raising `devmodel.bus.BusError` can be put in front (an IOMMU's view).
+* Interrupts: each transport drives one level (InterruptStatus != 0). `levels[i]` is the current level of
+  transport i, `raised[i]` counts its rising edges, `irq_handler(spi, level)` (None until an interrupt
+  controller is connected) is called on every change, and trace event `virtio_board_irq` records it.
+* chr-testdev (`add_chr_testdev`): QEMU's `-device virtio-serial-device -device virtconsole,chardev=ctd
+  -chardev testdev,id=ctd` as kvm-unit-tests' arm/run adds it: a virtio console whose port 0 feeds a
+  `ChrTestdev`. When the guest sends `<code>q` the VM ends with an EXIT outcome whose status is what arm/run
+  reports (`harness.exits.kut_status`: 0 for code 0, else QEMU's (code << 1) | 1). The exit arrives inside
+  the guest's QueueNotify store: `Machine.stop` then calls `emu_stop`, which in an MMIO write leaves the PC
+  on the store (unicorn 2.1.4 re-executes it on the next `emu_start`); the VM's vCPUs are powered off by the
+  stop and never resume, so the store is not executed twice. The callback never raises (Unicorn's MMIO
+  callbacks must not).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from devmodel.trace import define
+
+from .exits import Kind, Outcome, kut_status
+
+if TYPE_CHECKING:
+    from devmodel.virtio import ChrTestdev, VirtioDevice, VirtioMmio
+
+    from .machine import VM
+
+__all__ = ["VirtioTransports", "WINDOW_BASE", "WINDOW_SIZE", "NUM_TRANSPORTS", "transport_spi"]
+
+# QEMU virt's layout (hw/arm/virt.c base_memmap VIRT_MMIO, a15irqmap); the same numbers as
+# devmodel/virtio/mmio.py's VIRT_* (a test checks), kept here so that a VM does not import the virtio
+# package until a guest touches a transport.
+WINDOW_BASE = 0x0A00_0000
+TRANSPORT_SIZE = 0x200
+NUM_TRANSPORTS = 32
+FIRST_SPI = 16
+WINDOW_SIZE = TRANSPORT_SIZE * NUM_TRANSPORTS          # 0x4000: four pages
+
+define("virtio_board_irq", ("vm", "transport", "spi", "level"),
+       "a virtio-mmio transport's interrupt line changed (SPI 16 + transport, level = InterruptStatus != 0)")
+
+
+def transport_spi(index: int) -> int:
+    """SPI number of transport `index` on QEMU virt (INTID = 32 + SPI)."""
+    return FIRST_SPI + index
+
+
+class VirtioTransports:
+    """The 32 virtio-mmio transports of `vm` (see the module docstring); an MMIO device over WINDOW_SIZE."""
+
+    def __init__(self, vm: "VM", *, modern: bool = False, memory: Any = None):
+        self.vm = vm
+        self.modern = modern
+        self.memory = memory if memory is not None else vm.ipa
+        self._slots: list[VirtioMmio | None] = [None] * NUM_TRANSPORTS
+        self.devices: list["VirtioDevice"] = []
+        self.levels = [0] * NUM_TRANSPORTS
+        self.raised = [0] * NUM_TRANSPORTS
+        self.irq_handler: Callable[[int, int], None] | None = None
+        self.testdev: "ChrTestdev | None" = None
+
+    # -- transports --------------------------------------------------------------------------------------
+    def transport(self, index: int) -> VirtioMmio:
+        """Transport `index` (0..31), created empty on first use."""
+        t = self._slots[index]
+        if t is None:
+            t = self._slots[index] = self._make(index, None)
+        return t
+
+    def _make(self, index: int, device: "VirtioDevice | None") -> VirtioMmio:
+        from devmodel.virtio.mmio import VirtioMmio
+        m = self.vm.machine
+        name = f"{self.vm.name}.virtio-mmio@{WINDOW_BASE + TRANSPORT_SIZE * index:x}"
+        return VirtioMmio(device, legacy=not self.modern, irq=lambda level: self._irq(index, level), name=name,
+                          tracer=m.tracer, log=m.log)
+
+    def plug(self, device: "VirtioDevice") -> int:
+        """Plug `device` into the next transport QEMU would give it (31, then 30, ...); returns its index."""
+        from devmodel.virtio.mmio import virt_transport_for
+        index = virt_transport_for(len(self.devices))
+        self._slots[index] = self._make(index, device)
+        self.devices.append(device)
+        return index
+
+    def add_chr_testdev(self) -> int:
+        """arm/run's virtio console with chr-testdev behind port 0; returns its transport index."""
+        from devmodel.virtio import ChrTestdev, VirtioConsole
+        m = self.vm.machine
+        self.testdev = ChrTestdev(on_exit=self._testdev_exit, tracer=m.tracer)
+        console = VirtioConsole(self.memory, self.testdev.write, name=f"{self.vm.name}.virtio-console",
+                                tracer=m.tracer, log=m.log)
+        return self.plug(console)
+
+    # -- MMIO device ----------------------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> int:
+        index, off = divmod(offset, TRANSPORT_SIZE)
+        if off + size > TRANSPORT_SIZE:                 # never from Unicorn (aligned pieces); split at the edge
+            low = TRANSPORT_SIZE - off
+            return self.read(offset, low) | self.read(offset + low, size - low) << (8 * low)
+        return self.transport(index).read(off, size)
+
+    def write(self, offset: int, value: int, size: int) -> None:
+        index, off = divmod(offset, TRANSPORT_SIZE)
+        if off + size > TRANSPORT_SIZE:
+            low = TRANSPORT_SIZE - off
+            self.write(offset, value & ((1 << (8 * low)) - 1), low)
+            self.write(offset + low, value >> (8 * low), size - low)
+            return
+        self.transport(index).write(off, value, size)
+
+    # -- interrupts and the testdev exit ---------------------------------------------------------------------
+    def _irq(self, index: int, level: int) -> None:
+        self.levels[index] = level
+        if level:
+            self.raised[index] += 1
+        spi = transport_spi(index)
+        tracer = self.vm.machine.tracer
+        if "virtio_board_irq" in tracer.enabled:
+            tracer.emit("virtio_board_irq", vm=self.vm.name, transport=index, spi=spi, level=level)
+        if self.irq_handler is not None:
+            self.irq_handler(spi, level)
+
+    def _testdev_exit(self, code: int) -> None:
+        vm = self.vm
+        qemu = self.testdev.exit_status if self.testdev is not None else 1
+        status = kut_status(qemu)
+        out = Outcome(Kind.EXIT, f"{vm.name}: chr-testdev exit code {code} (QEMU exits with {qemu}, "
+                                 f"arm/run reports {status})", status)
+        for v in vm.vcpus:                          # the writing vCPU is one of them; emu_stop on each
+            vm.machine.stop(v, out)
