@@ -112,6 +112,16 @@ class Bus:
         self._bases.insert(i, region.base)
         self._regions.insert(i, region)
 
+    def remove(self, base: int) -> Region:
+        """Take the region that starts at `base` off the map (a board change); KeyError if there is none."""
+        if self._frozen:
+            raise RuntimeError(f"bus is frozen; cannot remove the region at {base:#x}")
+        i = bisect.bisect_left(self._bases, base)
+        if i == len(self._bases) or self._bases[i] != base:
+            raise KeyError(f"no region starts at {base:#x}")
+        del self._bases[i]
+        return self._regions.pop(i)
+
     def freeze(self) -> None:
         self._frozen = True
 

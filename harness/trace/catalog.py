@@ -20,6 +20,7 @@ EVENT_MODULES = (
     "devmodel.smmuv3.translate",
     "devmodel.virtio.events",
     "devmodel.virtio.iommu.events",
+    "harness.interrupts",
     "harness.machine",
     "harness.scheduler",
     "harness.timer",

@@ -1,0 +1,179 @@
+"""Interrupts into the vCPUs (harness/gic.py, harness/interrupts.py): the GIC of each VM at QEMU virt's addresses,
+IRQs taken at the vector at a deterministic instruction boundary, WFI wake-up, the same guests' output as under
+qemu-system-aarch64 7.2 (-M virt,gic-version=N -cpu max -semihosting)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from devmodel.trace import ListSink, Tracer
+from guestbin import guest_elf, run_cli
+from harness.elfload import load_elf
+from harness.exits import EXIT_BUDGET, Kind
+from harness.interrupts import isr_el1, pending, route, scan_unmask_sites, unmasked
+from harness.exceptions import Vector
+from harness.machine import Machine
+
+QEMU = shutil.which("qemu-system-aarch64")
+VBAR_EL1 = (3, 0, 12, 0, 0)
+
+
+def traced(name: str, events: str = "cpu_irq_taken,vcpu_wfi,vcpu_wake", **vm_kw):
+    img = load_elf(str(guest_elf(name)))
+    sink = ListSink()
+    out = bytearray()
+    m = Machine(tracer=Tracer(events=events, sinks=[sink]), console=lambda vm, d, s: out.extend(d))
+    vm = m.add_vm(**vm_kw)
+    vm.load(img)
+    o = m.run(timeout=60)
+    return m, vm, o, sink, img, out.decode()
+
+
+# -- pure routing and masking ------------------------------------------------------------------------------------
+def test_routing_and_masking_as_the_arm_arm():
+    HCR_IMO, HCR_FMO, HCR_TGE, HCR_E2H = 1 << 4, 1 << 3, 1 << 27, 1 << 34
+    assert route(False, HCR_IMO, 1) == 1                       # no EL2 of the guest's: EL1 whatever HCR says
+    assert route(False, HCR_IMO, 2) == 2 and route(False, HCR_FMO, 2) == 1 and route(True, HCR_FMO, 2) == 2
+    assert route(False, HCR_TGE, 2) == 2
+    assert not unmasked(False, 1, 1, 1 << 7, 0) and unmasked(False, 1, 1, 1 << 6, 0)
+    assert unmasked(False, 1, 2, 1 << 7, HCR_IMO)              # to a higher EL: PSTATE.I does not mask
+    assert not unmasked(False, 1, 2, 1 << 7, HCR_IMO | HCR_TGE | HCR_E2H)
+    assert not unmasked(False, 2, 1, 0, 0)                     # never to a lower EL
+    assert pending(True, True, 1, 0, 0, 1) == (Vector.FIQ, 1)  # FIQ first
+    assert pending(True, True, 1, 1 << 6, 0, 1) == (Vector.IRQ, 1)
+    assert pending(True, False, 1, 1 << 7, 0, 1) is None
+    assert isr_el1(True, False, 1, 0, 1) == 0x80 and isr_el1(False, True, 1, 0, 1) == 0x40
+    assert isr_el1(True, False, 1, HCR_IMO, 2) == 0 and isr_el1(False, False, 1, HCR_IMO | 1 << 7, 2) == 0x80
+
+
+def test_unmask_site_scan_finds_daifclr_i_or_f_and_msr_daif():
+    daifclr_i, daifclr_d, msr_daif_x3, nop = 0xD50342FF, 0xD50348FF, 0xD51B4223, 0xD503201F
+    code = b"".join(w.to_bytes(4, "little") for w in (nop, daifclr_i, daifclr_d, msr_daif_x3, nop))
+    assert scan_unmask_sites([(0x1000, code)]) == [0x1008, 0x1010]
+
+
+# -- the board -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ncpus,want", [(1, 2), (8, 2), (9, 3)])
+def test_default_gic_version_is_qemu_7_2_virt_under_tcg(ncpus, want):
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=ncpus)
+    assert vm.gic_version == want and vm.gic.model.__class__.__name__ == f"GicV{want}"
+
+
+def test_gic_version_can_change_before_the_run_and_the_frames_follow():
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=2)
+    assert [r.name for r in vm.ipa.regions if r.name.startswith("gic")] == ["gicd", "gicc"]
+    vm.gic_version = 3
+    assert [r.name for r in vm.ipa.regions if r.name.startswith("gic")] == ["gicd", "gicr"]
+    assert vm.gic.model.__class__.__name__ == "GicV3"
+    vm9 = m.add_vm(ncpus=9)
+    from harness.exits import HarnessInputError
+    with pytest.raises(HarnessInputError, match="GICv2"):
+        vm9.gic_version = 2
+    assert vm9.gic_version == 3
+
+
+# -- delivery ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gic", [2, 3])
+def test_timer_ppi_is_taken_right_after_the_unmask(gic):
+    m, vm, o, sink, img, out = traced("irq_timer", gic_version=gic)
+    assert o.exit_code == 0, out
+    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    vbar = vm.vcpus[0].uc.cpr_read(*VBAR_EL1)
+    assert taken == [{"cpu": 0, "kind": "IRQ", "intid": 27, "pc": img.symbol("after_unmask"), "el": 1,
+                      "vector": vbar + 0x280}]                      # current EL with SPx: + 0x200 + 0x80
+    wfi = [r.event for r in sink.records if r.event.startswith("vcpu_")]
+    assert wfi[:2] == ["vcpu_wfi", "vcpu_wake"]
+    assert [r.fields["why"] for r in sink.records if r.event == "vcpu_wake"][0] == "interrupt"
+
+
+@pytest.mark.parametrize("gic", [2, 3])
+def test_sgis_between_vcpus(gic):
+    m, vm, o, sink, img, out = traced("irq_sgi", ncpus=2, gic_version=gic)
+    assert o.exit_code == 0, out
+    taken = [(r.fields["cpu"], r.fields["intid"]) for r in sink.records if r.event == "cpu_irq_taken"]
+    assert sorted(taken) == [(0, 3), (0, 6), (1, 5), (1, 7)]
+
+
+def test_wfi_with_nothing_that_can_wake_ends_124():
+    """The GIC is in use (armed) and nothing is pending or will be: the timer no longer wakes WFI by itself."""
+    m, vm, o, sink, img, out = traced("irq_idle")
+    assert o.kind is Kind.IDLE and o.exit_code == EXIT_BUDGET == 124
+    assert "nothing can wake" in o.message
+
+
+def test_delivery_is_deterministic_under_load():
+    def records():
+        m, vm, o, sink, img, out = traced("irq_sgi", events="cpu_irq_taken,vcpu_*,gic_*,psci_call", ncpus=2)
+        assert o.exit_code == 0
+        return [(r.event, r.ts, r.fields) for r in sink.records]
+    quiet = records()
+    burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = records()
+    finally:
+        burn.kill()
+        burn.wait()
+    assert quiet == loaded and sum(e == "cpu_irq_taken" for e, _, _ in quiet) == 4
+
+
+# -- the same guests under QEMU 7.2 ---------------------------------------------------------------------------------
+def qemu(elf, cpus: int, gic: int):
+    cmd = [QEMU, "-M", f"virt,gic-version={gic}", "-cpu", "max", "-smp", str(cpus), "-m", "128M", "-semihosting",
+           "-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio", "-kernel", str(elf)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
+@pytest.mark.parametrize("guest,cpus", [("irq_timer", 1), ("irq_sgi", 2)])
+@pytest.mark.parametrize("gic", [2, 3])
+def test_same_output_as_qemu(guest, cpus, gic):
+    elf = guest_elf(guest)
+    q = qemu(elf, cpus, gic)
+    h = run_cli("run", elf, "--cpus", str(cpus), "-machine", f"gic-version={gic}")
+    assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
+    assert (q.stdout + q.stderr).replace("\r\n", "\n") == h.stdout
+
+
+# -- the Unicorn facts Vcpu.stop_after_access builds on ----------------------------------------------------------
+def test_unicorn_stop_in_an_mmio_callback_leaves_the_pc_on_the_instruction():
+    """Unicorn 2.1.4: emu_stop from an MMIO read callback ends emu_start with the PC still on the load, so the
+    next emu_start executes it - and the access - again."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+    from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x1000)
+    ldr, nop = 0xB9400001, 0xD503201F                                   # ldr w1, [x0]; nop
+    uc.mem_write(0x1000, b"".join(w.to_bytes(4, "little") for w in (ldr, nop, nop)))
+    reads = []
+
+    def read(uc_, off, size, ud):
+        reads.append(off)
+        uc_.emu_stop()
+        return 0x1234
+    uc.mmio_map(0x8000000, 0x1000, read, None, lambda *a: None, None)
+    uc.reg_write(UC_ARM64_REG_X0, 0x8000000)
+    uc.emu_start(0x1000, 0x100C, 0, 10)
+    assert uc.reg_read(UC_ARM64_REG_PC) == 0x1000 and reads == [0]
+    uc.emu_start(0x1000, 0x100C, 0, 10)
+    assert uc.reg_read(UC_ARM64_REG_PC) == 0x1000 and reads == [0, 0]
+
+
+def test_a_self_ipi_by_mmio_is_taken_after_its_store_once():
+    """GICv2 GICD_SGIR store to itself: the slice ends after the store (completed once, not re-executed) and the
+    IRQ is taken with ELR = the next instruction."""
+    from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
+    m, vm, o, sink, img, out = traced("irq_sgi", ncpus=2, gic_version=2,
+                                      events="cpu_irq_taken,gic_sgi")
+    assert o.exit_code == 0, out
+    sgis = [r.fields for r in sink.records if r.event == "gic_sgi"]
+    assert len(sgis) == 4                                   # self, 0->1, 1->0, broadcast: none repeated
+    first = next(r.fields for r in sink.records if r.event == "cpu_irq_taken")
+    assert (first["cpu"], first["intid"]) == (0, 3)
+    insn = next(Cs(CS_ARCH_ARM64, CS_MODE_ARM).disasm(vm.ipa.read_bytes(first["pc"] - 4, 4), first["pc"] - 4))
+    assert insn.mnemonic == "str"
