@@ -44,6 +44,7 @@ from devmodel.gic import GICC_SIZE, GICD_SIZE, GICD_V3_SIZE, GICR_FRAME, GicV2, 
 from .devicetree import (GICV2_MAX_CPUS, GICV3_MAX_CPUS, MMIO_SPI, SMMU_SPI, UART_SPI, VIRT_GIC_CPU, VIRT_GIC_DIST,
                          VIRT_GIC_REDIST)
 from .exits import HarnessInputError
+from .its import add_its
 from .sysregs import Encoding
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class VmGic:
         self._map()
         if version == 3:
             self._serve_sysregs()
+            add_its(self)                    # QEMU virt's ITS (harness/its.py), as `its=on` (the default)
 
     # -- frames -----------------------------------------------------------------------------------------------
     def _map(self) -> None:

@@ -3,26 +3,12 @@ them as Linux's irq-gic-v3-its.c does (Device/Collection tables through GITS_BAS
 LPI property and pending tables, GICR_CTLR.EnableLPIs) through MMIO and guest RAM only."""
 from __future__ import annotations
 
-from devmodel.gic import GicV3
-from devmodel.gic.its import ITS_SIZE, Its
+from devmodel.gic.its import Its
 from devmodel.gic.its_cmd import encode
-from harness.its import VIRT_GITS
 
 GITS_CTLR, GITS_CBASER, GITS_CWRITER, GITS_CREADR, GITS_BASER = 0x0, 0x80, 0x88, 0x90, 0x100
 GICR_CTLR, GICR_PROPBASER, GICR_PENDBASER = 0x0, 0x70, 0x78
 LPI_PRIO = 0xA0 | 1                                   # property byte: priority 0xA0, Enable
-
-
-def board_its(vm) -> Its:
-    """The VM's ITS: `vm.gic.its` when the board built one, else a GICv3 + ITS over the VM's IPA space mapped at
-    QEMU virt's address on its IPA bus (what Python guests reach)."""
-    its = getattr(getattr(vm, "gic", None), "its", None)
-    if its is not None:
-        return its
-    gic = GicV3(len(vm.vcpus), dma=vm.ipa, tracer=vm.machine.tracer, name=f"{vm.name}.gicv3")
-    its = Its(gic, name=f"{vm.name}.its")
-    vm.ipa.add_device(VIRT_GITS, ITS_SIZE, its, "its")
-    return its
 
 
 class PyIts:

@@ -11,7 +11,7 @@ from harness.its import SMMU_MSI_DEVID, VIRT_GITS, VIRT_GITS_TRANSLATER
 from harness.machine import Machine
 from harness.vmm import setup_nested_vm
 
-from its_env import PyIts, board_its
+from its_env import PyIts
 from vsmmu_env import TRACE, PyGuest
 from devmodel.trace import ListSink
 
@@ -29,9 +29,10 @@ def board(n=2):
                     "smmuv3_trigger_irq")
     out, host = [], None
     for i in range(n):
-        vm = m.add_vm(f"vm{i}", ram_size=32 << 20)
-        its = board_its(vm)
-        nv = setup_nested_vm(m, vm, host=host, its=its)
+        vm = m.add_vm(f"vm{i}", ram_size=32 << 20, gic_version=3)
+        nv = setup_nested_vm(m, vm, host=host)
+        its = nv.its
+        assert its is vm.gic.its
         host = nv.host
         v = vm.vcpus[0]
         host.kvm.slice_start(v)
@@ -177,3 +178,12 @@ def test_the_vsmmus_event_queue_msi_reaches_the_its_untranslated_with_the_smmus_
     [irq] = [r for r in sink.of("smmuv3_trigger_irq") if r["dev"] == "vm0.vsmmu" and r["irq"] == "eventq"]
     assert (irq["irq"], irq["msi"], irq["addr"], irq["data"]) == ("eventq", 1, VIRT_GITS_TRANSLATER, 1)
     assert [(r["devid"], r["eventid"]) for r in sink.of("gicv3_its_lpi")] == [(SMMU_MSI_DEVID, 1)]
+
+
+def test_the_guests_tree_names_the_its_for_the_vsmmu_and_the_device():
+    from devmodel.fdt import parse
+    m, sink, [(nv0, _, _)] = board(1)
+    t = parse(nv0.vm.device_tree())
+    its = t.find("/intc@8000000/its@8080000").u32s("phandle")[0]
+    assert t.find("/smmuv3@9050000").u32s("msi-parent") == (its, SMMU_MSI_DEVID)
+    assert t.find("/dmatest@9100000").u32s("msi-parent") == (its, nv0.vsid)
