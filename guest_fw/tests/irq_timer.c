@@ -2,8 +2,10 @@
  * The virtual timer's PPI (27) through the GIC (v2 or v3: gic.h tells them apart): armed with IRQs masked, the
  * CPU sleeps in WFI, which the pending interrupt wakes although PSTATE.I masks it (DDI 0487 D1.16.2); ISR_EL1.I
  * shows it, the distributor shows it pending; `msr daifclr, #2` takes it, the handler acknowledges INTID 27,
- * sees it active, masks the timer and ends it; then no interrupt is left. Same output under QEMU 7.2
- * (-M virt,gic-version=N -cpu max -semihosting) and smmu-harness.
+ * sees it active, masks the timer and ends it; then no interrupt is left. Started at EL2 it sets HCR_EL2.IMO,
+ * so that the IRQ is taken at EL2 (without it, routed to EL1, it is never taken at EL2: DDI 0487 D1.3.6).
+ * Same output under QEMU 7.2 (-M virt,gic-version=N[,virtualization=on] -cpu max -semihosting) and
+ * smmu-harness.
  */
 #include "gic.h"
 
@@ -32,6 +34,10 @@ int main(void)
 	int wakes = 0;
 
 	report_prefix_push("irq_timer");
+	if (current_el() == 2) {                /* started at EL2: route physical IRQs here (HCR_EL2.IMO) */
+		write_sysreg(read_sysreg(hcr_el2) | (1UL << 4), hcr_el2);
+		isb();
+	}
 	gic_init();
 	install_irq_handler(handler);
 	gic_enable_irq(PPI_VTIMER);

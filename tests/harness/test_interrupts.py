@@ -91,6 +91,41 @@ def test_timer_ppi_is_taken_right_after_the_unmask(gic):
     assert [r.fields["why"] for r in sink.records if r.event == "vcpu_wake"][0] == "interrupt"
 
 
+def test_timer_ppi_taken_at_el2_with_hcr_imo():
+    m, vm, o, sink, img, out = traced("irq_timer", start_el=2, gic_version=3)
+    assert o.exit_code == 0, out
+    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    vbar = vm.vcpus[0].uc.cpr_read(3, 4, 12, 0, 0)               # VBAR_EL2
+    assert [(t["el"], t["intid"], t["pc"], t["vector"]) for t in taken] == [
+        (2, 27, img.symbol("after_unmask"), vbar + 0x280)]
+
+
+@pytest.mark.parametrize("gic", [2, 3])
+def test_preemption_nesting_and_the_eret_that_unmasks(gic):
+    """The higher priority B is taken inside A's handler right after its unmask (nested, current EL SPx); C, of
+    A's priority, at the ERET out of A's handler: ELR = that ERET's target, the instruction A interrupted."""
+    m, vm, o, sink, img, out = traced("irq_prio", gic_version=gic)
+    assert o.exit_code == 0, out
+    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    assert [t["intid"] for t in taken] == [40, 41, 42, 43]
+    a, b, c, _ = taken
+    assert c["pc"] == a["pc"] and b["pc"] != a["pc"]
+    vbar = vm.vcpus[0].uc.cpr_read(*VBAR_EL1)
+    assert {t["vector"] for t in taken} == {vbar + 0x280}
+
+
+@pytest.mark.parametrize("gic", [2, 3])
+def test_pl011_tx_interrupt_is_spi_1(gic):
+    m, vm, o, sink, img, out = traced("irq_uart", events="cpu_irq_taken,pl011_irq_state", gic_version=gic)
+    assert o.exit_code == 0, out
+    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    assert [t["intid"] for t in taken] == [33]
+    levels = [r.fields["level"] for r in sink.records if r.event == "pl011_irq_state"]
+    assert levels[:2] == [1, 0]                                   # unmasked in UARTIMSC, cleared by UARTICR
+    insn = vm.ipa.read32(taken[0]["pc"] - 4)
+    assert insn & 0xFFFFF0FF == 0xD50340FF                        # right after the msr daifclr
+
+
 @pytest.mark.parametrize("gic", [2, 3])
 def test_sgis_between_vcpus(gic):
     m, vm, o, sink, img, out = traced("irq_sgi", ncpus=2, gic_version=gic)
@@ -122,20 +157,21 @@ def test_delivery_is_deterministic_under_load():
 
 
 # -- the same guests under QEMU 7.2 ---------------------------------------------------------------------------------
-def qemu(elf, cpus: int, gic: int):
-    cmd = [QEMU, "-M", f"virt,gic-version={gic}", "-cpu", "max", "-smp", str(cpus), "-m", "128M", "-semihosting",
+def qemu(elf, cpus: int, gic: int, el: int = 1):
+    cmd = [QEMU, "-M", f"virt,gic-version={gic}" + (",virtualization=on" if el == 2 else ""), "-cpu", "max", "-smp", str(cpus), "-m", "128M", "-semihosting",
            "-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio", "-kernel", str(elf)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
-@pytest.mark.parametrize("guest,cpus", [("irq_timer", 1), ("irq_sgi", 2)])
+@pytest.mark.parametrize("guest,cpus,el", [("irq_timer", 1, 1), ("irq_timer", 1, 2), ("irq_sgi", 2, 1),
+                                           ("irq_uart", 1, 1), ("irq_prio", 1, 1)])
 @pytest.mark.parametrize("gic", [2, 3])
-def test_same_output_as_qemu(guest, cpus, gic):
+def test_same_output_as_qemu(guest, cpus, el, gic):
     elf = guest_elf(guest)
-    q = qemu(elf, cpus, gic)
-    h = run_cli("run", elf, "--cpus", str(cpus), "-machine", f"gic-version={gic}")
+    q = qemu(elf, cpus, gic, el)
+    h = run_cli("run", elf, "--cpus", str(cpus), "-machine", f"gic-version={gic}", "--el", str(el))
     assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
     assert (q.stdout + q.stderr).replace("\r\n", "\n") == h.stdout
 
