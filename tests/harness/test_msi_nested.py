@@ -187,3 +187,21 @@ def test_the_guests_tree_names_the_its_for_the_vsmmu_and_the_device():
     its = t.find("/intc@8000000/its@8080000").u32s("phandle")[0]
     assert t.find("/smmuv3@9050000").u32s("msi-parent") == (its, SMMU_MSI_DEVID)
     assert t.find("/dmatest@9100000").u32s("msi-parent") == (its, nv0.vsid)
+
+
+def test_the_vsmmus_cmd_sync_and_gerror_msis_reach_the_its_too():
+    from devmodel.smmuv3 import commands as C
+    m, sink, [(nv0, g0, its0)] = board(1)
+    its0.map(dev=SMMU_MSI_DEVID, ev=2, intid=LPI + 4)
+    its0.map(dev=SMMU_MSI_DEVID, ev=3, intid=LPI + 5)
+    g0.cmd("CMD_SYNC", cs=C.CS_IRQ, msiaddr=VIRT_GITS_TRANSLATER, msidata=2)   # CMD_SYNC's completion MSI
+    g0.kick()
+    assert its0.pending() == [LPI + 4]
+    vs = nv0.vsmmu
+    vs.write(0x68, VIRT_GITS_TRANSLATER, 8)                        # GERROR_IRQ_CFG0
+    vs.write(0x70, 3, 4)                                           # GERROR_IRQ_CFG1
+    vs.write(0x50, 0b001, 4)                                       # IRQ_CTRL.GERROR_IRQEN
+    g0.queue(bytes([0x7F]) + bytes(15))                            # an unknown opcode: CERROR_ILL, GERROR
+    g0.kick()
+    assert sorted(its0.pending()) == [LPI + 4, LPI + 5]
+    assert [(r["devid"], r["eventid"]) for r in sink.of("gicv3_its_lpi")] == [(SMMU_MSI_DEVID, 2), (SMMU_MSI_DEVID, 3)]
