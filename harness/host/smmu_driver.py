@@ -85,7 +85,8 @@ from .vmid_policy import PolicyError, PrivatePolicy, SmmuVmidIda, VmidPolicy
 
 __all__ = ["SmmuDriver", "SmmuDriverError", "SmmuCaps", "HostMemory", "MsiDoorbell", "Master", "Domain",
            "IdentityDomain", "BlockedDomain", "S1Domain", "SvaDomain", "S2Domain", "NestedDomain", "CmdqError",
-           "HOST_MEM_BASE", "HOST_MEM_SIZE", "DOORBELL_BASE", "GITS_TRANSLATER", "MSI_IOVA_BASE", "MSI_IOVA_LENGTH", "ste_words", "atc_inv_cmd",
+           "HOST_MEM_BASE", "HOST_MEM_SIZE", "DOORBELL_BASE", "GITS_TRANSLATER", "MSI_IOVA_BASE", "MSI_IOVA_LENGTH",
+           "ste_words", "atc_inv_cmd",
            "CMDQ_RESUME_0_RESP_TERM", "CMDQ_RESUME_0_RESP_RETRY", "CMDQ_RESUME_0_RESP_ABORT", "PRI_RESP_DENY",
            "PRI_RESP_FAIL", "PRI_RESP_SUCC"]
 
