@@ -193,7 +193,7 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     whenever the host uses BTM, whatever the VMID (what a naive VMM does: the guest then relies on broadcasts
     that carry its KVM VMID while the SMMU tags its entries with the vIOMMU's); "never". `ats`, `iopf`,
     `httu`, `fault_depth`: the module docstring. `its`: the ITS the device's MSIs go to (default: the VM's
-    own, `harness.its.vm_its`; none: no MSI set-up)."""
+    own, `harness.its.vm_its`; a VM without one, a GICv2 VM, gets no MSI set-up)."""
     if advertise_btm not in ("pinned", "host", "never"):
         raise ValueError(f"advertise_btm must be 'pinned', 'host' or 'never', not {advertise_btm!r}")
     if host is None:
