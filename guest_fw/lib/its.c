@@ -118,6 +118,11 @@ int its_mapti(u32 devid, u32 eventid, u32 intid, u16 icid)
 	return its_cmd(0x0a | (u64)devid << 32, eventid | (u64)intid << 32, icid);
 }
 
+int its_cmd_int(u32 devid, u32 eventid)
+{
+	return its_cmd(0x03 | (u64)devid << 32, eventid, 0);
+}
+
 int its_inv(u32 devid, u32 eventid)
 {
 	return its_cmd(0x0c | (u64)devid << 32, eventid, 0);

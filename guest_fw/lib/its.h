@@ -9,7 +9,7 @@
  * so their addresses are IPAs (MMU off or identity-mapped).
  *
  * Commands as Linux's irq-gic-v3-its.c encodes them (its_encode_*): MAPD, MAPC (RDbase = the processor number:
- * GITS_TYPER.PTA = 0 on QEMU and here), MAPTI, INV, INVALL, SYNC; its_cmd waits until GITS_CREADR passes the
+ * GITS_TYPER.PTA = 0 on QEMU and here), MAPTI, INT, INV, INVALL, SYNC; its_cmd waits until GITS_CREADR passes the
  * command and returns -1 when the queue stalls (GITS_CREADR.Stalled) or does not move.
  * lpi_config(intid, prio, enable) writes the LPI's configuration byte (priority [7:2], bit 1 RES1, Enable); the
  * ITS caches it until INV / INVALL.
@@ -47,6 +47,7 @@ int its_unmapd(u32 devid);
 int its_mapc(u16 icid, u32 cpu);
 int its_mapti(u32 devid, u32 eventid, u32 intid, u16 icid);
 int its_inv(u32 devid, u32 eventid);
+int its_cmd_int(u32 devid, u32 eventid);                 /* INT: the event as if its MSI had arrived */
 int its_invall(u16 icid);
 int its_sync(u32 cpu);
 void lpi_config(u32 intid, u8 prio, bool enable);
