@@ -26,8 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from capstone import arm64 as a64
-
 from devmodel.vmsa import PERM_R, PERM_W, PERM_X
 
 from .syndrome import FSC_ALIGNMENT, FSC_PERMISSION, FSC_SYNC_EXTERNAL
@@ -43,8 +41,7 @@ _REG_BYTES = {"x": 8, "w": 4, "d": 8, "s": 4, "h": 2, "b": 1, "q": 16, "v": 16, 
 _ATOMICS = ("ldadd", "ldclr", "ldeor", "ldset", "ldsmax", "ldsmin", "ldumax", "ldumin", "swp", "cas")
 _EXCLUSIVE = ("ldxr", "ldaxr", "stxr", "stlxr", "ldxp", "ldaxp", "stxp", "stlxp")
 _ORDERED = ("ldar", "stlr", "ldapr", "ldlar", "stllr", "ldapur", "stlur")
-_EXT_SHIFTS = {a64.ARM64_EXT_UXTW: (32, False), a64.ARM64_EXT_SXTW: (32, True), a64.ARM64_EXT_SXTX: (64, True),
-               a64.ARM64_EXT_UXTX: (64, False)}
+_EXT_SHIFTS: dict[int, tuple[int, bool]] = {}   # capstone's extend codes -> (bits, signed), filled at first decode
 PSTATE_PAN = 1 << 22
 
 
@@ -103,6 +100,10 @@ def _index_value(reg: Callable[[str], int], name: str, ext: int, shift: int) -> 
 # long function: one pass over capstone's operand list covers every load/store addressing form
 def decode_access(md, word: int, pc: int, reg: Callable[[str], int]) -> Decoded | None:
     """The accesses of the instruction `word` at `pc` (registers read with `reg(name)`), None if it makes none."""
+    from capstone import arm64 as a64       # imported here: a run that never faults pays nothing for capstone
+    if not _EXT_SHIFTS:
+        _EXT_SHIFTS.update({a64.ARM64_EXT_UXTW: (32, False), a64.ARM64_EXT_SXTW: (32, True),
+                            a64.ARM64_EXT_SXTX: (64, True), a64.ARM64_EXT_UXTX: (64, False)})
     insn = next(md.disasm(word.to_bytes(4, "little"), pc), None)
     if insn is None:
         return None

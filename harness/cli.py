@@ -603,7 +603,14 @@ def cmd_trace_events(args: argparse.Namespace) -> int:
 
 
 # -- entry point ----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+SCENARIO_HELP = "end-to-end scenarios (the mailing-list problems and the VMID policies' fixes)"
+UNITTESTS_HELP = "run a unittests.cfg suite (kvm-unit-tests' run_tests.sh, in-process)"
+COMMANDS = ("run", "build", "dtb", "trace-events", "scenario", "unittests")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; with `command`, only that command's arguments are built in full (the others
+    are listed with their help line)."""
     parser = _Parser(prog=PROG, description="Arm SMMUv3/KVM guest harness on Unicorn.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="run a guest ELF", description="Run an AArch64 guest ELF.")
@@ -623,11 +630,28 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("globs", nargs="?", default=None, metavar="GLOBS",
                         help="comma-separated globs, e.g. 'tlbi*,dvm*,smmuv3_cmdq_*'")
     events.set_defaults(func=cmd_trace_events)
-    from .scenarios.cli import add_scenario_parser   # scenario list|run|report
-    add_scenario_parser(sub)
-    from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
-    add_unittests_parser(sub)
+    # The scenario and unittests parsers need their packages (every scenario module, the report): built only
+    # when the command line asks for them (or for the full parser), so `run` does not pay their imports.
+    if command in (None, "scenario"):
+        from .scenarios.cli import add_scenario_parser   # scenario list|run|report
+        add_scenario_parser(sub)
+    else:
+        sub.add_parser("scenario", help=SCENARIO_HELP)
+    if command in (None, "unittests"):
+        from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
+        add_unittests_parser(sub)
+    else:
+        sub.add_parser("unittests", help=UNITTESTS_HELP)
     return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command an argument list names (its first word that is not an option), or None: the parser
+    `main` builds for it (None: the full parser, e.g. for `--help` or a word that is no command)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def silence_closed(stream: TextIO) -> None:
@@ -660,9 +684,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The entry point: the command's status; 125 for usage errors and unusable paths (one line naming the
     path); 130 on ^C. Output into a closed pipe (`| head -1`) is dropped quietly and the status stands (commands
     write through `write_out`; anything else that meets EPIPE ends with 141, 128 + SIGPIPE, like coreutils)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_of(argv))
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(argv)
         if getattr(args, "func", None) is None:
             raise UsageError(f"{PROG}: a command is required (run, build, trace-events, scenario, unittests; "
                              f"see --help)")

@@ -39,7 +39,6 @@ import ctypes
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-import capstone
 from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR
 from unicorn.arm64_const import UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
@@ -143,13 +142,15 @@ class _FastUc:
 _DSB_MASK, _DSB_BITS = 0xFFFFF0FF, 0xD503309F          # DSB <option>: CRm in bits [11:8]
 _DSBNXS_MASK, _DSBNXS_BITS = 0xFFFFF3FF, 0xD503323F    # FEAT_XS DSB <option>nXS: imm2 in bits [11:10]
 _DOMAIN = {0: "OSH", 1: "NSH", 2: "ISH", 3: "SY"}
-_MD = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+# The DSB <option> names of the Arm ARM (C6.2 DSB), by CRm; CRm<1:0> == 0 is SSBB/PSSBB/DFB/reserved.
+_DSB_OPTION = {1: "oshld", 2: "oshst", 3: "osh", 5: "nshld", 6: "nshst", 7: "nsh",
+               9: "ishld", 10: "ishst", 11: "ish", 13: "ld", 14: "st", 15: "sy"}
 
 
 @dataclass(frozen=True)
 class Barrier:
     addr: int
-    text: str          # capstone text, e.g. "dsb ish"
+    text: str          # the assembler text, e.g. "dsb ish" (as capstone prints it)
     domain: str        # OSH / NSH / ISH / SY
     full: bool         # waits for all accesses and maintenance (not the LD/ST-only forms)
 
@@ -160,7 +161,7 @@ class Barrier:
 
 
 def scan_barriers(regions: Iterable[tuple[int, bytes]]) -> list[Barrier]:
-    """DSBs in executable `regions` [(address, bytes)]: an encoding filter, confirmed by capstone."""
+    """DSBs in executable `regions` [(address, bytes)], decoded from their encodings (no disassembler)."""
     out: list[Barrier] = []
     for base, data in regions:
         data = bytes(data)
@@ -172,17 +173,13 @@ def scan_barriers(regions: Iterable[tuple[int, bytes]]) -> list[Barrier]:
                 crm = (w >> 8) & 0xF
                 if crm & 3 == 0:                     # SSBB / PSSBB / reserved: not a DSB
                     continue
-                domain, full = _DOMAIN[crm >> 2], (crm & 3) == 3
+                domain, full, text = _DOMAIN[crm >> 2], (crm & 3) == 3, f"dsb {_DSB_OPTION[crm]}"
             elif (w & _DSBNXS_MASK) == _DSBNXS_BITS:
                 domain, full = _DOMAIN[(w >> 10) & 3], True
+                text = f"dsb {domain.lower()}nxs"
             else:
                 continue
-            addr = base + 4 * i
-            insn = next(_MD.disasm(data[4 * i: 4 * i + 4], addr), None)
-            text = f"{insn.mnemonic} {insn.op_str}".strip() if insn is not None else f"dsb{domain.lower()}nxs"
-            if insn is not None and insn.mnemonic != "dsb":
-                continue
-            out.append(Barrier(addr, text, domain, full))
+            out.append(Barrier(base + 4 * i, text, domain, full))
     return out
 
 

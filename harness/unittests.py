@@ -409,7 +409,8 @@ def main_status(results: Sequence[TestResult]) -> int:
 # -- command line ------------------------------------------------------------------------------------------
 def add_unittests_parser(sub) -> None:
     """`smmu-harness unittests [PATH/unittests.cfg] [-g GROUP] [-j N] [-t] [-l] [TEST ...]`."""
-    p = sub.add_parser("unittests", help="run a unittests.cfg suite (kvm-unit-tests' run_tests.sh, in-process)",
+    from .cli import UNITTESTS_HELP
+    p = sub.add_parser("unittests", help=UNITTESTS_HELP,
                        description="Run the tests of a kvm-unit-tests unittests.cfg (or this project's "
                                    "guest_fw/tests/unittests.cfg) as run_tests.sh runs them through arm/run.")
     p.add_argument("args", nargs="*", metavar="[CFG] TEST",

@@ -90,7 +90,8 @@ def default_jobs() -> int:
 def add_scenario_parser(sub: Any) -> argparse.ArgumentParser:
     from . import POLICY_NAMES, SCENARIOS, VMID_WIDTHS
     from .report import DEFAULT_SWEEP, FORMATS
-    sp = sub.add_parser("scenario", help="end-to-end scenarios (the mailing-list problems and the VMID policies' fixes)",
+    from ..cli import SCENARIO_HELP
+    sp = sub.add_parser("scenario", help=SCENARIO_HELP,
                         description="Run the end-to-end scenarios (harness/scenarios).")
     ssub = sp.add_subparsers(dest="scenario_command", metavar="SUBCOMMAND", parser_class=type(sp))
     ls = ssub.add_parser("list", help="list scenarios and policies")

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import capstone
+from functools import lru_cache
 
 __all__ = ["Annotator", "disasm_word"]
 
-_MD = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+@lru_cache(maxsize=1)
+def _disassembler():
+    import capstone                          # at first use: a trace without `insn` fields never loads it
+    return capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
 
 
 def disasm_word(word: bytes, pc: int = 0) -> str | None:
     """capstone text of one A64 instruction (`"tlbi vae1is, x0"`), None if it does not decode."""
-    for insn in _MD.disasm(bytes(word), pc):
+    for insn in _disassembler().disasm(bytes(word), pc):
         return f"{insn.mnemonic} {insn.op_str}".strip()
     return None
 
