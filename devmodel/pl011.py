@@ -18,7 +18,11 @@ combined line UARTINTR (MIS != 0), called when it changes; QEMU virt wires it to
 
 Receive path: `receive(data)` puts bytes into the receive FIFO (16 entries with UARTLCR_H.FEN, else 1, as
 QEMU's pl011_can_receive) and returns how many fitted; UARTDR reads take them (0 when empty), UARTFR shows
-RXFE/RXFF.
+RXFE/RXFF. With a `source` (`source(n) -> bytes | None`: up to n bytes of the line's input, None or b"" when
+there are none), the UART pulls from it itself once the guest has shown it receives - a UARTDR read, or RXIM
+set in UARTIMSC (`listening`) - at its UARTDR/UARTFR reads with an empty FIFO and at `poll()` (the board
+calls it at scheduling points): a guest that only transmits never takes input another consumer (semihosting
+SYS_READC) reads.
 
 Not modelled: the modem status, receive timeout and error interrupts (never raised), DMA, break/framing
 errors, baud-rate timing, the trigger levels of UARTIFLS (stored).
@@ -108,6 +112,8 @@ class PL011:
         self.int_level = 0                      # UARTRIS
         self.level = False                      # UARTINTR as last signalled
         self.rx: deque[int] = deque()           # receive FIFO
+        self.source: Callable[[int], bytes | None] | None = None
+        self.listening = False                  # the guest read UARTDR or set RXIM: pull from `source`
         self.regs = RegisterFile(self, PL011_REGS, on_bad_access=self._bad_access,
                                  on_unimplemented=self._unimplemented)
 
@@ -142,6 +148,13 @@ class PL011:
         self._update()
         return n
 
+    def poll(self) -> None:
+        """Take what the input `source` has, while the guest listens and the FIFO is empty."""
+        if self.listening and not self.rx and self.source is not None:
+            data = self.source(self.rx_capacity())
+            if data:
+                self.receive(data)
+
     # -- interrupts ---------------------------------------------------------------------------------
     def _update(self) -> None:
         level = bool(self.int_level & self.regs["UARTIMSC"])
@@ -159,6 +172,9 @@ class PL011:
         return self.int_level & self.regs["UARTIMSC"]
 
     def _on_uartimsc_write(self, old: int, new: int) -> None:
+        if new & INT_RX:
+            self.listening = True
+            self.poll()
         self._update()
 
     def _on_uarticr_write(self, old: int, new: int) -> None:
@@ -180,6 +196,8 @@ class PL011:
         self._update()
 
     def _on_uartdr_read(self, value: int) -> int:
+        self.listening = True
+        self.poll()
         if not self.rx:
             return 0
         ch = self.rx.popleft()
@@ -189,6 +207,7 @@ class PL011:
         return ch
 
     def _on_uartfr_read(self, value: int) -> int:
+        self.poll()
         value &= ~(_FR_RXFE | _FR_RXFF)
         if not self.rx:
             value |= _FR_RXFE

@@ -33,6 +33,8 @@ priority, group enables: docs/gic.md); this module is the CPU's side of those wi
   Maximum latency, in the vCPU's instructions: 0 for every point above; unmasking by code outside the pre-
   scanned ranges (generated or relocated code) waits for the slice's end, at most `quantum` instructions
   (10,000 by default). Slices a delivery ends are charged in full, as any slice that ends early.
+* Console input: the PL011 pulls from `machine.console_input` at slice starts and WFI wake checks once its
+  guest listens (devmodel/pl011.py), so input given as bytes arrives at deterministic points.
 * Timers: every generic timer output is its vCPU's level PPI (`devmodel.timer.PPI`); an output no longer
   wakes a WFI by itself (`machine.timers.direct_wake` off): as on hardware, only through the GIC.
 
@@ -152,6 +154,9 @@ class InterruptDelivery:
 
     def slice_start(self, v: "Vcpu") -> None:
         v.irq_poll = False
+        uart = v.vm.pl011
+        if uart is not None and uart.listening:
+            uart.poll()                              # console input that arrived raises the RX interrupt
         gic, i = v.vm.gic, v.index
         if gic.irq_line(i) or gic.fiq_line(i):
             self.deliver(v, in_slice=False)
@@ -159,6 +164,9 @@ class InterruptDelivery:
     # -- the GIC's side ----------------------------------------------------------------------------------------
     def wakes(self, v: "Vcpu") -> bool:
         """Scheduler wake source: an asserted IRQ or FIQ output of the vCPU's CPU interface, masked or not."""
+        uart = v.vm.pl011
+        if uart is not None and uart.listening:
+            uart.poll()
         gic, i = v.vm.gic, v.index
         return gic.irq_line(i) or gic.fiq_line(i)
 

@@ -155,6 +155,8 @@ class VM:
         if console:
             self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
             self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
+            # its receive side reads the machine's console input once the guest listens (devmodel/pl011.py)
+            self.pl011.source = lambda n: self.machine.console_input.read(n)
         self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)

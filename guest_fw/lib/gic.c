@@ -26,6 +26,10 @@
 #define GICR_SGI 0x10000                /* SGI_base: the banked registers of SGIs and PPIs at GICD offsets */
 
 #define ICC_PMR_EL1 "s3_0_c4_c6_0"
+#define ICC_IAR0_EL1 "s3_0_c12_c8_0"
+#define ICC_EOIR0_EL1 "s3_0_c12_c8_1"
+#define ICC_IGRPEN0_EL1 "s3_0_c12_c12_6"
+#define ICC_SGI0R_EL1 "s3_0_c12_c11_7"
 #define ICC_IAR1_EL1 "s3_0_c12_c12_0"
 #define ICC_EOIR1_EL1 "s3_0_c12_c12_1"
 #define ICC_HPPIR1_EL1 "s3_0_c12_c12_2"
@@ -215,4 +219,42 @@ void gic_send_sgi_self(unsigned int id)
 		sgi(2, 0, id);
 	else
 		sgi(0, smp_processor_id(), id);
+}
+
+/* Group 0 as FIQ: GICv2 GICC_CTLR.FIQEn [3] (IHI 0048B 4.4.1), GICv3 ICC_IGRPEN0_EL1 (Group 0 is FIQ there). */
+void gic_fiq_enable(void)
+{
+	if (gic_version() == 2) {
+		writel(readl(GICC_BASE + GICC_CTLR) | (1U << 3), GICC_BASE + GICC_CTLR);
+		return;
+	}
+	icc_write(1, ICC_IGRPEN0_EL1);
+	isb();
+}
+
+u32 gic_read_iar_fiq(void)
+{
+	u32 iar = gic_version() == 3 ? (u32)icc_read(ICC_IAR0_EL1) : readl(GICC_BASE + GICC_IAR);
+	dsb(sy);
+	return iar;
+}
+
+void gic_write_eoir_fiq(u32 iar)
+{
+	if (gic_version() == 3) {
+		icc_write(iar, ICC_EOIR0_EL1);
+		isb();
+	} else {
+		writel(iar, GICC_BASE + GICC_EOIR);
+	}
+}
+
+/* GICv3 only: a Group 0 SGI to this CPU through ICC_SGI0R_EL1 (the ICC_SGI1R_EL1 layout). */
+void gic_send_sgi0_self(unsigned int id)
+{
+	int cpu = smp_processor_id();
+
+	dsb(sy);
+	icc_write((u64)(id & 0xf) << 24 | (u64)(cpu / 16) << 16 | 1ULL << (cpu % 16), ICC_SGI0R_EL1);
+	isb();
 }

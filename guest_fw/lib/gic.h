@@ -46,6 +46,10 @@ void gic_set_eoimode(bool split);       /* 1: EOIR drops the priority, DIR deact
 void gic_set_pmr(u8 pmr);
 u32 gic_read_rpr(void);
 u32 gic_read_hppir(void);
+void gic_fiq_enable(void);             /* Group 0 signalled as FIQ */
+u32 gic_read_iar_fiq(void);             /* GICv3: ICC_IAR0_EL1 */
+void gic_write_eoir_fiq(u32 iar);
+void gic_send_sgi0_self(unsigned int sgi);      /* GICv3: ICC_SGI0R_EL1 */
 void gic_send_sgi(int cpu, unsigned int sgi);
 void gic_send_sgi_self(unsigned int sgi);
 void gic_send_sgi_others(unsigned int sgi);
@@ -54,6 +58,8 @@ static inline unsigned int gic_iar_sender(u32 iar) { return (iar >> 10) & 7; }  
 
 static inline void local_irq_enable(void) { asm volatile("msr daifclr, #2" : : : "memory"); }
 static inline void local_irq_disable(void) { asm volatile("msr daifset, #2" : : : "memory"); }
+static inline void local_fiq_enable(void) { asm volatile("msr daifclr, #1" : : : "memory"); }
+static inline void local_fiq_disable(void) { asm volatile("msr daifset, #1" : : : "memory"); }
 static inline void wfi(void) { asm volatile("wfi" : : : "memory"); }
 static inline u64 read_isr(void) { return read_sysreg(isr_el1); }
 #endif

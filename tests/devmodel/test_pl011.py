@@ -124,3 +124,24 @@ def test_trace_events():
     dev.write(0x000, 0x41, 4)
     assert [r.event for r in sink.records] == ["pl011_write", "pl011_putchar"]
     assert sink.records[0]["reg"] == "UARTDR" and sink.records[1]["ch"] == 0x41
+
+
+def test_the_source_is_pulled_only_once_the_guest_listens():
+    dev, lines = make_irq()
+    feed = bytearray(b"hi")
+    asked = []
+
+    def source(n):
+        asked.append(n)
+        out = bytes(feed[:n])
+        del feed[:n]
+        return out
+    dev.source = source
+    dev.read(0x018, 4)                                # a transmitting guest polls UARTFR: nothing is taken
+    dev.poll()
+    assert asked == [] and feed == b"hi"
+    dev.write(0x038, INT_RX, 4)                       # RXIM: listening; one byte fits (no FIFO)
+    assert asked == [1] and lines == [True] and dev.read(0x03C, 4) == INT_RX
+    assert dev.read(0x000, 4) == ord("h")             # the read empties the FIFO, then pulls the next byte
+    assert dev.read(0x018, 4) & (1 << 4) == 0 and dev.read(0x000, 4) == ord("i")
+    assert dev.read(0x000, 4) == 0 and feed == b""

@@ -115,6 +115,16 @@ def test_preemption_nesting_and_the_eret_that_unmasks(gic):
 
 
 @pytest.mark.parametrize("gic", [2, 3])
+def test_group_0_is_taken_at_the_fiq_vector(gic):
+    m, vm, o, sink, img, out = traced("irq_fiq", gic_version=gic)
+    assert o.exit_code == 0, out
+    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    vbar = vm.vcpus[0].uc.cpr_read(*VBAR_EL1)
+    want = [("FIQ", 44, vbar + 0x300)] + ([("FIQ", 2, vbar + 0x300)] if gic == 3 else [])   # + ICC_SGI0R_EL1
+    assert [(t["kind"], t["intid"], t["vector"]) for t in taken] == want
+
+
+@pytest.mark.parametrize("gic", [2, 3])
 def test_pl011_tx_interrupt_is_spi_1(gic):
     m, vm, o, sink, img, out = traced("irq_uart", events="cpu_irq_taken,pl011_irq_state", gic_version=gic)
     assert o.exit_code == 0, out
@@ -166,7 +176,7 @@ def qemu(elf, cpus: int, gic: int, el: int = 1):
 @pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
 @pytest.mark.parametrize("guest,cpus,el", [("irq_timer", 1, 1), ("irq_timer", 1, 2), ("irq_sgi", 2, 1),
-                                           ("irq_uart", 1, 1), ("irq_prio", 1, 1)])
+                                           ("irq_uart", 1, 1), ("irq_prio", 1, 1), ("irq_fiq", 1, 1)])
 @pytest.mark.parametrize("gic", [2, 3])
 def test_same_output_as_qemu(guest, cpus, el, gic):
     elf = guest_elf(guest)
@@ -213,3 +223,77 @@ def test_a_self_ipi_by_mmio_is_taken_after_its_store_once():
     assert (first["cpu"], first["intid"]) == (0, 3)
     insn = next(Cs(CS_ARCH_ARM64, CS_MODE_ARM).disasm(vm.ipa.read_bytes(first["pc"] - 4, 4), first["pc"] - 4))
     assert insn.mnemonic == "str"
+
+
+@pytest.mark.parametrize("gic", [2, 3])
+def test_an_smmu_in_the_vm_signals_its_wired_lines_as_spis_74_to_77(gic):
+    """QEMU virt: the SMMUv3's event queue, PRI queue, CMD_SYNC and GERROR lines on SPIs 74..77 (hw/arm/virt.c
+    create_smmu, the SMMUIrq order of hw/arm/smmuv3-internal.h); the tree marks them edge-rising."""
+    from devmodel.smmuv3.device import SMMUv3
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(gic_version=gic)
+    seen = []
+    smmu = SMMUv3(vm.ipa, irq=seen.append)
+    vm.add_device(0x0905_0000, 0x2_0000, smmu, "smmu")
+    dist = vm.gic.model.distributor
+    for intid in range(106, 110):                                # SPIs 74..77: edge (GICD_ICFGR), enabled
+        reg = 0xC00 + intid // 16 * 4
+        dist.write(reg, dist.read(reg, 4) | 2 << (intid % 16 * 2), 4)
+    smmu.write(0x50, 1, 4)                                       # IRQ_CTRL.GERROR_IRQEN
+    smmu.raise_gerror("CMDQ_ERR")
+    assert seen == ["gerror"]                                    # the SMMU's own callback still runs
+    pend = dist.read(0x200 + 109 // 32 * 4, 4)
+    assert pend >> (109 % 32) & 1 and not pend >> (106 % 32) & 1
+
+
+# -- bad guests and bad options ------------------------------------------------------------------------------------
+def test_an_irq_with_no_vector_table_ends_the_run_with_a_death_line():
+    p = run_cli("run", guest_elf("irq_novec"))
+    assert p.returncode == 139, p.stderr
+    assert "IRQ (INTID 27) taken with no vector table" in p.stderr and "VBAR_EL1 0x0" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-machine", "gic-version=4"], "GICv4 is not modelled"),
+    (["-machine", "gic-version=host"], "gic-version=host requires KVM"),
+    (["-machine", "virt,its=off"], "not modelled"),
+    (["-machine", "gic-version=3", "--gic", "2"], "--gic 2 contradicts -machine gic-version"),
+    (["--gic", "2", "--cpus", "9"], "exceed the 8 CPU interfaces of a GICv2"),
+])
+def test_bad_board_options_exit_125_with_one_line(args, message):
+    p = run_cli("run", guest_elf("hello"), *args)
+    assert p.returncode == 125 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_machine_option_reaches_the_tree_and_the_board():
+    p = run_cli("run", guest_elf("irq_timer"), "-M", "virt,gic-version=max,virtualization=on")
+    assert p.returncode == 0 and "FAIL" not in p.stdout, p.stdout + p.stderr
+
+
+def test_pl011_rx_interrupt_from_console_input():
+    from harness.semihost import ConsoleInput
+    img = load_elf(str(guest_elf("irq_uart_rx")))
+    out = bytearray()
+    sink = ListSink()
+    m = Machine(tracer=Tracer(events="cpu_irq_taken,pl011_irq_state", sinks=[sink]),
+                console=lambda vm, d, s: out.extend(d), console_input=ConsoleInput.from_bytes(b"hello\n"))
+    vm = m.add_vm()
+    vm.load(img)
+    assert m.run(timeout=60).exit_code == 0, out
+    assert "received 'hello'" in out.decode()
+    assert {r.fields["intid"] for r in sink.records if r.event == "cpu_irq_taken"} == {33}
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
+def test_pl011_rx_same_as_qemu():
+    elf = guest_elf("irq_uart_rx")
+    cmd = [QEMU, "-M", "virt", "-cpu", "max", "-m", "128M", "-semihosting", "-nographic", "-no-reboot", "-monitor",
+           "none", "-serial", "stdio", "-kernel", str(elf)]
+    q = subprocess.run(cmd, capture_output=True, text=True, timeout=60, input="hello\n")
+    h = subprocess.run([sys.executable, "-m", "harness", "run", str(elf)], capture_output=True, text=True,
+                       timeout=60, input="hello\n")
+    assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
+    assert q.stdout.replace("\r\n", "\n") == h.stdout
