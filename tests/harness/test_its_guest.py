@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 
 import pytest
 
@@ -79,10 +78,9 @@ QEMU = shutil.which("qemu-system-aarch64")
 def test_the_guest_its_driver_gives_qemus_output():
     """guest_fw/lib/its.c against QEMU 7.2's own ITS: its_lpi.c prints the same lines on both."""
     from guestbin import guest_elf, run_cli
+    from test_interrupts import qemu
     elf = guest_elf("its_lpi")
-    q = subprocess.run([QEMU, "-M", "virt,gic-version=3", "-cpu", "max", "-m", "128M", "-semihosting", "-nographic",
-                        "-no-reboot", "-monitor", "none", "-serial", "stdio", "-kernel", str(elf)],
-                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    q = qemu(elf, 1, 3)
     h = run_cli("run", elf, "-machine", "gic-version=3")
     assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
     assert (q.stdout + q.stderr).replace("\r\n", "\n") == h.stdout
