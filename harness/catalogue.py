@@ -11,8 +11,9 @@ catalogue), `smp` (`$MAX_SMP` and `$((...))` arithmetic as bash expands them), `
 like a shell), `qemu_params` (alias `extra_params`; split like a shell), `kvmtool_params` (ignored), `groups`,
 `arch`, `machine`, `accel`, `timeout` (seconds, an `s` suffix allowed; default 90 for images as in
 scripts/runtime.bash, 30 for this project's sources), `check`, `disabled_if`. This project's keys: `cpus` (=
-smp), `expect_trace`, `el`, `hcr_fb`, `vmid`, `exit`, `trace_events`, `max_insns`. An unknown key is an error:
-a typo must not silently change what a test checks.
+smp), `expect_trace`, `el`, `hcr_fb`, `vmid`, `exit`, `trace_events`, `max_insns`, `qemu` (what the same guest
+gives under qemu-system-aarch64 when that differs from this harness, with the reason: `QemuVerdict`, checked by
+tests/harness/test_qemu.py). An unknown key is an error: a typo must not silently change what a test checks.
 
 A test whose `file` is a C or assembly source is one of this project's guests: it is built (harness/build.py)
 and its status is compared with `exit`; anything else (kvm-unit-tests' `.flat`, an ELF) is an image booted as
@@ -26,12 +27,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CatalogueError", "TestEntry", "parse_catalogue", "max_smp", "expand_smp", "disabled",
-           "SOURCE_SUFFIXES", "KUT_KEYS", "PROJECT_KEYS"]
+__all__ = ["CatalogueError", "TestEntry", "QemuVerdict", "parse_catalogue", "parse_qemu_verdict", "max_smp",
+           "expand_smp", "disabled", "SOURCE_SUFFIXES", "KUT_KEYS", "PROJECT_KEYS"]
 
 KUT_KEYS = {"file", "smp", "test_args", "qemu_params", "extra_params", "kvmtool_params", "groups", "arch",
             "machine", "accel", "timeout", "check", "disabled_if"}
-PROJECT_KEYS = {"cpus", "expect_trace", "el", "hcr_fb", "vmid", "exit", "trace_events", "max_insns"}
+PROJECT_KEYS = {"cpus", "expect_trace", "el", "hcr_fb", "vmid", "exit", "trace_events", "max_insns", "qemu"}
 SOURCE_SUFFIXES = (".c", ".S", ".s")
 DEFAULT_TIMEOUT = {True: 30.0, False: 90.0}          # by "is a source": ours, kvm-unit-tests' (runtime.bash)
 
@@ -41,6 +42,37 @@ _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
 class CatalogueError(Exception):
     """A unittests.cfg section that cannot be run as written (one line, naming file and section)."""
+
+
+@dataclass(frozen=True)
+class QemuVerdict:
+    """`qemu = KIND: REASON`, what qemu-system-aarch64 -M virt -cpu max -semihosting gives for a guest where it is
+    not what this harness gives (default, no key: the same status and console output):
+
+    * `status N`: QEMU exits with N (124: still running at the timeout, as `timeout(1)` reports it); what it
+      printed before it stopped is what the harness printed (its last line may be the runtime's
+      "unhandled exception" line);
+    * `as NAME`: QEMU gives what the harness gives for the catalogue's test NAME (status and output);
+    * `output`: the same status; some console lines differ, as a check in tests/harness/test_qemu.py says."""
+    kind: str                                     # "status", "as" or "output"
+    reason: str
+    status: int | None = None                     # kind "status"
+    entry: str | None = None                      # kind "as"
+
+
+def parse_qemu_verdict(text: str) -> QemuVerdict:
+    """A `qemu =` value (ValueError saying what is wrong)."""
+    head, sep, reason = text.partition(":")
+    words, reason = head.split(), reason.strip()
+    if not sep or not reason:
+        raise ValueError("expected 'status N: REASON', 'as NAME: REASON' or 'output: REASON'")
+    if len(words) == 2 and words[0] == "status" and words[1].isdigit() and int(words[1]) <= 255:
+        return QemuVerdict("status", reason, status=int(words[1]))
+    if len(words) == 2 and words[0] == "as":
+        return QemuVerdict("as", reason, entry=words[1])
+    if words == ["output"]:
+        return QemuVerdict("output", reason)
+    raise ValueError(f"{head.strip()!r} is not 'status N', 'as NAME' or 'output'")
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,7 @@ class TestEntry:
     exit: int = 0
     trace_events: str | None = None
     max_insns: int | None = None
+    qemu: QemuVerdict | None = None               # QEMU's verdict where it differs from the harness's
     test_args: str | None = None                  # -append (the kernel command line), None: no -append
     qemu_params: tuple[str, ...] = ()
     arch: str | None = None
@@ -285,11 +318,15 @@ def _entry(path: Path, name: str, sec: dict[str, str], maxsmp: int) -> TestEntry
         raise CatalogueError(f"{where}: timeout = {sec['timeout']!r}") from None
     args = _shell_words(sec, "test_args", where) if "test_args" in sec else None
     params = sec.get("qemu_params", sec.get("extra_params"))
+    try:
+        qemu = parse_qemu_verdict(sec["qemu"]) if "qemu" in sec else None
+    except ValueError as e:
+        raise CatalogueError(f"{where}: qemu = {sec['qemu']!r}: {e}") from None
     return TestEntry(
         name=name, source=src, cpus=cpus or 1, groups=tuple(sec.get("groups", "").split()), timeout=timeout,
         expect_trace=path.parent / sec["expect_trace"] if "expect_trace" in sec else None,
         el=el, hcr_fb=bool(fb), vmid=_int(sec, "vmid", None, where), exit=_int(sec, "exit", 0, where),
-        trace_events=sec.get("trace_events"), max_insns=_int(sec, "max_insns", None, where),
+        trace_events=sec.get("trace_events"), max_insns=_int(sec, "max_insns", None, where), qemu=qemu,
         test_args=" ".join(args) if args is not None else None,
         qemu_params=tuple(_shell_words({"qemu_params": params or ""}, "qemu_params", where)),
         arch=sec.get("arch") or None, machine=sec.get("machine") or None, accel=sec.get("accel") or None,
@@ -306,4 +343,7 @@ def parse_catalogue(path: str | os.PathLike, maxsmp: int | None = None) -> list[
         if e.name in seen:
             raise CatalogueError(f"{path}: [{e.name}] appears twice")
         seen.add(e.name)
+    for e in entries:
+        if e.qemu is not None and e.qemu.kind == "as" and e.qemu.entry not in seen - {e.name}:
+            raise CatalogueError(f"{path}:[{e.name}]: qemu = as {e.qemu.entry}: no other test of that name")
     return entries

@@ -68,6 +68,7 @@ int nr_cpus_present(void)
 struct secondary_boot {
 	void (*fn)(void *);
 	void *arg;
+	int pending;            /* CPU_ON succeeded, secondary_main not entered yet */
 };
 
 static volatile struct secondary_boot boot_data[NR_CPUS];
@@ -77,15 +78,24 @@ s64 smp_boot_secondary(int cpu, void (*fn)(void *), void *arg)
 {
 	if (cpu < 0 || cpu >= NR_CPUS)
 		return PSCI_RET_INVALID_PARAMETERS;
+	s64 r;
+
 	boot_data[cpu].fn = fn;
 	boot_data[cpu].arg = arg;
+	boot_data[cpu].pending = 1;
 	dsb(sy);
-	return psci_cpu_on(cpu_mpidr(cpu), (u64)(uintptr_t)secondary_entry, (u64)cpu);
+	r = psci_cpu_on(cpu_mpidr(cpu), (u64)(uintptr_t)secondary_entry, (u64)cpu);
+	if (r != PSCI_RET_SUCCESS)
+		boot_data[cpu].pending = 0;
+	return r;
 }
 
 void __noreturn secondary_main(int cpu)
 {
 	void (*fn)(void *) = boot_data[cpu].fn;
+
+	boot_data[cpu].pending = 0;
+	dsb(sy);
 	if (fn)
 		fn(boot_data[cpu].arg);
 	dsb(sy);
@@ -95,6 +105,15 @@ void __noreturn secondary_main(int cpu)
 s64 smp_wait_cpu_off(int cpu)
 {
 	s64 r;
+
+	/*
+	 * PSCI (DEN0022, AFFINITY_INFO) has it answer ON_PENDING from a successful CPU_ON until the CPU runs,
+	 * but QEMU 7.2 (target/arm/arm-powerctl.c arm_set_cpu_on) leaves it OFF until the target CPU picks up
+	 * the request: wait for the CPU to have entered secondary_main before trusting OFF.
+	 */
+	if (cpu >= 0 && cpu < NR_CPUS)
+		while (boot_data[cpu].pending)
+			;
 	while ((r = psci_affinity_info(cpu_mpidr(cpu))) != PSCI_AFF_OFF)
 		if (r < 0)
 			return r;	/* no such CPU: it will never be OFF */

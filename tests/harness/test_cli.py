@@ -68,8 +68,8 @@ def test_bad_input_exits_125_with_one_line(tmp_path, kind, make, message):
     ("spin", ["--timeout", "0.5"], 124, ["time budget of 0.5 s exhausted", "<main+"]),
     ("spin", ["--max-insns", "100000"], 124, ["instruction budget of 100000 exhausted"]),
     ("undef", [], 132, ["undefined instruction at pc 0x", "<do_undef+0x4>", "udf #0", "EC 0x00", "ESR 0x02000000"]),
-    ("jump_unmapped", [], 139, ["instruction fetch from unmapped address at pc 0x10000000", "EC 0x21",
-                                "FAR 0x10000000"]),
+    ("jump_unmapped", [], 139, ["instruction fetch from unmapped address at pc 0xe000000", "EC 0x21",
+                                "FAR 0xe000000"]),
     ("mmio_hole", [], 139, ["data abort at pc 0x", "<poke_hole+", "str w", "EC 0x25", "ESR 0x96000050",
                             "FAR 0x8012000"]),
 ])

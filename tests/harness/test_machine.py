@@ -133,7 +133,7 @@ def test_mmu_guest_runs_translated_code():
     ("undef", Kind.UNDEF, EXIT_UNDEF, ["undefined instruction", "<do_undef+0x4>", "udf #0", "ESR 0x02000000"]),
     ("mmio_hole", Kind.ABORT, EXIT_ABORT, ["data abort", "<poke_hole+", "str ", "EC 0x25", "FAR 0x8012000",
                                            "write of 4 bytes"]),
-    ("jump_unmapped", Kind.ABORT, EXIT_ABORT, ["instruction fetch from unmapped address", "pc 0x10000000",
+    ("jump_unmapped", Kind.ABORT, EXIT_ABORT, ["instruction fetch from unmapped address", "pc 0xe000000",
                                                "EC 0x21", "LR 0x", "<main+"]),
     ("mmu_fault", Kind.ABORT, EXIT_ABORT, ["data abort", "<load_unmapped+", "ldr x0", "FAR 0x300000008",
                                            "translation fault level 1", "ESR 0x96000005"]),

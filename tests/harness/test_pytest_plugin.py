@@ -39,6 +39,25 @@ def test_parse_errors_name_the_problem(tmp_path, body, msg):
         parse_catalogue(_write(tmp_path, "[t]\n" + body))
 
 
+def test_parse_qemu_verdicts(tmp_path):
+    p = _write(tmp_path, "[a]\nfile = a.c\nqemu = status 132: no FEAT_XS\n[b]\nfile = b.c\n"
+                         "qemu = as a: FB is 0 without EL2\n[c]\nfile = c.c\nqemu = output: Op1/Op2 swapped\n"
+                         "[d]\nfile = d.c\n")
+    a, b, c, d = parse_catalogue(p)
+    assert (a.qemu.kind, a.qemu.status, a.qemu.reason) == ("status", 132, "no FEAT_XS")
+    assert (b.qemu.kind, b.qemu.entry, b.qemu.reason) == ("as", "a", "FB is 0 without EL2")
+    assert (c.qemu.kind, c.qemu.status, c.qemu.entry) == ("output", None, None) and d.qemu is None
+
+
+@pytest.mark.parametrize("value, msg", [("status 132", "expected 'status N"), ("status: why", "is not 'status N'"),
+                                        ("status 999: why", "is not"), ("exits 1: why", "is not"),
+                                        ("output:", "expected"), ("as t: itself", "no other test"),
+                                        ("as nosuch: why", "no other test")])
+def test_parse_qemu_verdict_errors(tmp_path, value, msg):
+    with pytest.raises(CatalogueError, match=msg):
+        parse_catalogue(_write(tmp_path, f"[t]\nfile = t.c\nqemu = {value}\n"))
+
+
 def test_shipped_catalogue_has_at_least_ten_guests_with_goldens():
     entries = parse_catalogue(CATALOGUE)
     for e in entries:
