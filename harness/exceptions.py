@@ -111,6 +111,7 @@ PSTATE_SSBS, PSTATE_IL, PSTATE_SS, PSTATE_PAN, PSTATE_UAO, PSTATE_DIT, PSTATE_TC
 SCTLR_SPAN, SCTLR_DSSBS = 1 << 23, 1 << 44
 SCTLR_NTWI, SCTLR_NTWE = 1 << 16, 1 << 18
 HCR_TWI, HCR_TWE, HCR_TGE, HCR_HCD, HCR_E2H, HCR_API = 1 << 13, 1 << 14, 1 << 27, 1 << 29, 1 << 34, 1 << 41
+HCR_RW = 1 << 31
 MDCR_TDE = 1 << 8
 CPACR_EL1, CPTR_EL2, HCR_EL2, MDCR_EL2 = (3, 0, 1, 0, 2), (3, 4, 1, 1, 2), (3, 4, 1, 1, 0), (3, 4, 1, 1, 1)
 SCTLR = {1: (3, 0, 1, 0, 0), 2: (3, 4, 1, 0, 0)}
@@ -635,7 +636,9 @@ class Exceptions:
 def illegal_return(vcpu: "Vcpu", el: int, spsr: int) -> bool:
     """Is an ERET at `el` with this SPSR an illegal exception return (Arm ARM IllegalExceptionReturn, AArch64
     targets only)? A higher EL, an EL the guest does not have (EL3; EL2 for a guest started at EL1), EL0 with
-    SP_ELx, the reserved M[1], EL1 while HCR_EL2.TGE = 1."""
+    SP_ELx, the reserved M[1], EL1 while HCR_EL2.TGE = 1, and an AArch64 EL1 or EL0 below an EL2 whose
+    HCR_EL2.RW = 0 makes EL1 AArch32 (the pseudocode's ELUsingAArch32(target) != SPSR.M[4]; QEMU 7.2 reports
+    EC 0x0E for it too)."""
     if spsr >> 4 & 1:                                    # AArch32: left to Unicorn
         return False
     target = (spsr >> 2) & 3
@@ -643,7 +646,12 @@ def illegal_return(vcpu: "Vcpu", el: int, spsr: int) -> bool:
         return True
     if target == 2 and vcpu.start_el < 2:
         return True
-    return target == 1 and vcpu.start_el == 2 and bool(vcpu.uc.cpr_read(*HCR_EL2) & HCR_TGE)
+    if target == 2 or vcpu.start_el < 2:
+        return False
+    hcr = vcpu.uc.cpr_read(*HCR_EL2)
+    if not hcr & HCR_RW and not (hcr & HCR_TGE and hcr & HCR_E2H):       # EL1 (and EL0) are AArch32
+        return True
+    return target == 1 and bool(hcr & HCR_TGE)
 
 
 def _sysreg(word: int) -> tuple[int, int, int, int, int]:

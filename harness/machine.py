@@ -151,12 +151,7 @@ class VM:
         self.entry: int | None = None
         self.exception_ecs_ipa: int | None = None    # IPA of the guest's EXCEPTION_OPT_IN bitmap, if it has one
         log = machine.log
-        self.pl011: PL011 | None = None
-        if console:
-            self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
-            self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
-            # its receive side reads the machine's console input once the guest listens (devmodel/pl011.py)
-            self.pl011.source = lambda n: self.machine.console_input.read(n)
+        self.pl011 = self._pl011() if console else None
         self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
@@ -204,6 +199,15 @@ class VM:
             self.gic = old
             raise
         self._wire_interrupts()
+
+    def _pl011(self) -> PL011:
+        """The console UART at QEMU virt's 0x0900_0000; its receive side reads the machine's console input once
+        the guest listens (devmodel/pl011.py)."""
+        m = self.machine
+        uart = PL011(lambda b: self._console(b, 1), name=f"{self.name}.pl011", log=m.log, tracer=m.tracer)
+        uart.source = lambda n: m.console_input.read(n)
+        self.ipa.add_device(PL011_IPA, PL011_SIZE, uart, "pl011")
+        return uart
 
     def _virtio_transports(self, modern: bool, chr_testdev: bool) -> VirtioTransports:
         """QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest."""

@@ -14,6 +14,7 @@
 #define GICD_ISACTIVER 0x300
 #define GICD_ICACTIVER 0x380
 #define GICD_IPRIORITYR 0x400
+#define GICD_ITARGETSR 0x800
 #define GICD_SGIR 0xf00
 #define GICC_CTLR 0x00
 #define GICC_PMR 0x04
@@ -41,6 +42,17 @@
 #define ICC_SGI1R_EL1 "s3_0_c12_c11_5"
 #define icc_read(r) ({ u64 __v; asm volatile("mrs %0, " r : "=r"(__v)); __v; })
 #define icc_write(v, r) asm volatile("msr " r ", %0" : : "r"((u64)(v)) : "memory")
+
+/* A CPU interface register write: the ICC_* system register (then an ISB, as its effects need) on a GICv3,
+ * the GICC_* frame register on a GICv2. */
+#define cpuif_write(v, icc, gicc) do {				\
+	if (gic_version() == 3) {				\
+		icc_write(v, icc);				\
+		isb();						\
+	} else {						\
+		writel(v, GICC_BASE + (gicc));			\
+	}							\
+} while (0)
 
 static int version;
 
@@ -105,8 +117,11 @@ void gic_init(void)
 		writel(~0U, GICD_BASE + GICD_ICENABLER + i / 8);
 		writel(~0U, GICD_BASE + GICD_ICACTIVER + i / 8);
 	}
-	for (i = 32; i < nr; i += 4)
+	for (i = 32; i < nr; i += 4) {
 		writel(0xa0a0a0a0, GICD_BASE + GICD_IPRIORITYR + i);
+		if (gic_version() == 2)         /* SPIs to CPU 0 (GICv3: GICD_IROUTER resets to affinity 0) */
+			writel(0x01010101, GICD_BASE + GICD_ITARGETSR + i);
+	}
 	/* GICv2: EnableGrp0; GICv3 (DS=1): EnableGrp0 | EnableGrp1, ARE is RAO */
 	writel(gic_version() == 3 ? 0x13 : 1, GICD_BASE + GICD_CTLR);
 	gic_cpu_init();
@@ -140,25 +155,9 @@ u32 gic_read_iar(void)
 	return iar;
 }
 
-void gic_write_eoir(u32 iar)
-{
-	if (gic_version() == 3) {
-		icc_write(iar, ICC_EOIR1_EL1);
-		isb();
-	} else {
-		writel(iar, GICC_BASE + GICC_EOIR);
-	}
-}
+void gic_write_eoir(u32 iar) { cpuif_write(iar, ICC_EOIR1_EL1, GICC_EOIR); }
 
-void gic_write_dir(u32 iar)
-{
-	if (gic_version() == 3) {
-		icc_write(iar, ICC_DIR_EL1);
-		isb();
-	} else {
-		writel(iar, GICC_BASE + GICC_DIR);
-	}
-}
+void gic_write_dir(u32 iar) { cpuif_write(iar, ICC_DIR_EL1, GICC_DIR); }
 
 void gic_set_eoimode(bool split)
 {
@@ -171,15 +170,7 @@ void gic_set_eoimode(bool split)
 	}
 }
 
-void gic_set_pmr(u8 pmr)
-{
-	if (gic_version() == 3) {
-		icc_write(pmr, ICC_PMR_EL1);
-		isb();
-	} else {
-		writel(pmr, GICC_BASE + GICC_PMR);
-	}
-}
+void gic_set_pmr(u8 pmr) { cpuif_write(pmr, ICC_PMR_EL1, GICC_PMR); }
 
 u32 gic_read_rpr(void)
 {
@@ -234,20 +225,16 @@ void gic_fiq_enable(void)
 
 u32 gic_read_iar_fiq(void)
 {
-	u32 iar = gic_version() == 3 ? (u32)icc_read(ICC_IAR0_EL1) : readl(GICC_BASE + GICC_IAR);
+	u32 iar;
+
+	if (gic_version() == 2)
+		return gic_read_iar();          /* one acknowledge register for both groups */
+	iar = (u32)icc_read(ICC_IAR0_EL1);
 	dsb(sy);
 	return iar;
 }
 
-void gic_write_eoir_fiq(u32 iar)
-{
-	if (gic_version() == 3) {
-		icc_write(iar, ICC_EOIR0_EL1);
-		isb();
-	} else {
-		writel(iar, GICC_BASE + GICC_EOIR);
-	}
-}
+void gic_write_eoir_fiq(u32 iar) { cpuif_write(iar, ICC_EOIR0_EL1, GICC_EOIR); }   /* GICv2: one EOIR */
 
 /* GICv3 only: a Group 0 SGI to this CPU through ICC_SGI0R_EL1 (the ICC_SGI1R_EL1 layout). */
 void gic_send_sgi0_self(unsigned int id)

@@ -4,8 +4,8 @@
  * redistributor per CPU from 0x080A_0000, the ICC_* system registers), told apart by ID_AA64PFR0_EL1.GIC
  * (1: the GICv3 system register interface), as smmu-harness and QEMU both report it.
  *
- * gic_init() (boot CPU) enables the distributor and this CPU's interface; gic_cpu_init() the interface of a
- * secondary. Interrupts are then Group 0 on a GICv2 (signalled as IRQ: GICC_CTLR.FIQEn = 0) and Group 1 on a
+ * gic_init() (boot CPU) enables the distributor and this CPU's interface, SPIs targeting CPU 0; gic_cpu_init()
+ * the interface of a secondary. Interrupts are then Group 0 on a GICv2 (signalled as IRQ: GICC_CTLR.FIQEn = 0) and Group 1 on a
  * GICv3, priority 0xa0, PMR 0xff (nothing masked), SGIs enabled (a GICv2's always are), as kvm-unit-tests'
  * gic_enable_defaults leaves them.
  * install_irq_handler(fn): the vectors (exceptions.c) call fn(regs) for IRQs from any EL and stack.
