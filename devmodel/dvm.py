@@ -18,10 +18,10 @@ in the harness; for an SMMU `smmuv3/device.py` `dvm_tlbi`: is BTM in use?) -> IO
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .tlbi_types import TlbiOp
-from .trace import NULL_TRACER, Tracer, define
+from .trace import NULL_TRACER, Payload, Tracer, define
 
 __all__ = ["Participant", "Interconnect", "DvmSync"]
 
@@ -54,14 +54,24 @@ class Interconnect:
         self.msgs = 0            # messages sent (TLBI deliveries + syncs), used as flow ids in traces
         self.tlbis = 0           # broadcast TLBI operations sent
         self.syncs = 0
+        # trace payloads (devmodel/trace.py): (id(op), id(source)) -> (op, source, [one per receiver]) and
+        # id(source) -> (source, dvm_sync payload); kept with the objects, so an id is never reused for another
+        self._tlbi_payloads: dict[tuple[int, int], tuple[Any, Any, list[Payload]]] = {}
+        self._sync_payloads: dict[int, tuple[Any, Payload]] = {}
 
     def attach(self, p: Participant) -> None:
         if any(q is p for q in self.participants):
             raise ValueError(f"{p.dvm_name} is already attached")
         self.participants.append(p)
+        self._forget_payloads()
 
     def detach(self, p: Participant) -> None:
         self.participants = [q for q in self.participants if q is not p]
+        self._forget_payloads()
+
+    def _forget_payloads(self) -> None:
+        self._tlbi_payloads.clear()
+        self._sync_payloads.clear()
 
     def tlbi(self, op: TlbiOp, source: Participant | None) -> int:
         """Broadcast `op` to every participant except `source`. Returns the number of receivers."""
@@ -69,20 +79,34 @@ class Interconnect:
             return 0
         self.tlbis += 1
         tr = self.tracer
-        trace = "dvm_tlbi" in tr.enabled
+        payloads = self._tlbi_trace(op, source) if "dvm_tlbi" in tr.enabled else None
         n = 0
-        src = source.dvm_name if source is not None else "host"
         for p in self.participants:
             if p is source:
                 continue
             self.msgs += 1
+            if payloads is not None:
+                tr.emit_payload(payloads[n], self.msgs)
             n += 1
-            if trace:
-                tr.emit("dvm_tlbi", src=src, dst=p.dvm_name, op=op.name, vmid=op.vmid, asid=op.asid,
-                        addr=op.addr, size=op.size, leaf=op.leaf, stage=op.stage.value,
-                        regime=op.regime.value, msg=self.msgs)
             p.dvm_tlbi(op, self.msgs)
         return n
+
+    def _tlbi_trace(self, op: TlbiOp, source: Participant | None) -> list[Payload]:
+        """The `dvm_tlbi` payloads of `op` from `source`, one per receiver in delivery order."""
+        key = (id(op), id(source))
+        hit = self._tlbi_payloads.get(key)
+        if hit is not None and hit[0] is op and hit[1] is source:
+            return hit[2]
+        src = source.dvm_name if source is not None else "host"
+        tr = self.tracer
+        out = [tr.payload("dvm_tlbi", ("msg",), src=src, dst=p.dvm_name, op=op.name, vmid=op.vmid, asid=op.asid,
+                          addr=op.addr, size=op.size, leaf=op.leaf, stage=op.stage.value, regime=op.regime.value,
+                          msg=None)
+               for p in self.participants if p is not source]
+        if len(self._tlbi_payloads) > 4096:
+            self._tlbi_payloads.clear()
+        self._tlbi_payloads[key] = (op, source, out)
+        return out
 
     def sync(self, source: Participant | None) -> int:
         """DVM Sync from `source`; returns the number of acknowledgements (every other participant)."""
@@ -96,6 +120,10 @@ class Interconnect:
             p.dvm_sync(s)
             acks += 1
         if "dvm_sync" in self.tracer.enabled:
-            acked = ",".join(p.dvm_name for p in self.participants if p is not source)
-            self.tracer.emit("dvm_sync", src=s.source, acks=acks, msg=s.msg, acked=acked)
+            hit = self._sync_payloads.get(id(source))
+            if hit is None or hit[0] is not source:
+                acked = ",".join(p.dvm_name for p in self.participants if p is not source)
+                hit = self._sync_payloads[id(source)] = (source, self.tracer.payload(
+                    "dvm_sync", ("msg",), src=s.source, acks=acks, msg=None, acked=acked))
+            self.tracer.emit_payload(hit[1], s.msg)
         return acks

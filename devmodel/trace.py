@@ -9,14 +9,22 @@ where an equivalent exists (`smmuv3_cmdq_opcode`, ...). Emitting an undeclared e
 is a programming error and raises `KeyError` at the emit site (caught by tests, not by users).
 
 Hot paths check `name in tracer.enabled` (a frozenset) before building any field dict.
+
+Recording fast path (QEMU's simple trace backend records compact events and formats them later; here the
+sinks format): an event that recurs with the same field values - the trap of one TLBI at one PC, the DVM
+Sync of one DSB - is declared once as a `Payload` (`tracer.payload(name, dynamic=..., **fields)`, checked
+then) and emitted with `tracer.emit_payload(payload, *values)`: the record carries the payload and the values
+of its `dynamic` fields (a message number) instead of a field dict, which `Record.fields` builds only when
+something reads it. File sinks (harness/trace/sinks.py) format a payload once into a template and fill in
+`seq`, `ts` and the dynamic values; the output is the same bytes as for the same record emitted field by field.
 """
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
-__all__ = ["EventDef", "Record", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
+__all__ = ["EventDef", "Record", "Payload", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
            "select"]
 
 
@@ -59,18 +67,72 @@ def select(patterns: str | Iterable[str] | None) -> frozenset[str]:
     return frozenset(chosen)
 
 
-@dataclass
+class Payload:
+    """The fields of a recurring event, declared (and checked) once: `fields` in emission order, of which the
+    `dynamic` ones change at every emission (their values in `fields` are placeholders; given in field order;
+    never `cpu` or `pc`, which decide a record's annotation). Immutable: sinks key what they derive from it by
+    the object."""
+
+    __slots__ = ("event", "fields", "dynamic")
+
+    def __init__(self, event: str, fields: dict[str, Any], dynamic: tuple[str, ...] = ()):
+        ev = REGISTRY[event]
+        for k in fields:
+            if k not in ev.fields:
+                raise KeyError(f"trace event {event} has no field {k!r} (declared: {ev.fields})")
+        for k in dynamic:
+            if k not in fields or k in ("cpu", "pc"):
+                raise KeyError(f"dynamic field {k!r} of {event}: not one of its fields {tuple(fields)} "
+                               f"other than cpu and pc")
+        self.event = event
+        self.fields = dict(fields)
+        self.dynamic = tuple(k for k in fields if k in dynamic)
+
+    def with_values(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        """The record's field dict for these dynamic `values`."""
+        f = dict(self.fields)
+        for k, v in zip(self.dynamic, values):
+            f[k] = v
+        return f
+
+    def __repr__(self) -> str:
+        return f"<Payload {self.event} {self.fields} dynamic={self.dynamic}>"
+
+
 class Record:
-    seq: int
-    event: str
-    ts: int                    # virtual time (instructions retired machine-wide, or seq when no clock)
-    fields: dict[str, Any] = field(default_factory=dict)
+    """One emitted event: `seq`, `event`, `ts` (virtual time: instructions retired machine-wide, or seq when the
+    tracer has no clock) and its `fields` - given, or built on first access from `payload` and `values`."""
+
+    __slots__ = ("seq", "event", "ts", "_fields", "payload", "values")
+
+    def __init__(self, seq: int, event: str, ts: int, fields: dict[str, Any] | None = None,
+                 payload: Payload | None = None, values: tuple[Any, ...] = ()):
+        self.seq, self.event, self.ts = seq, event, ts
+        self._fields = fields if fields is not None or payload is not None else {}
+        self.payload, self.values = payload, values
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        f = self._fields
+        if f is None:
+            f = self._fields = self.payload.with_values(self.values)
+        return f
 
     def __getitem__(self, k: str) -> Any:
         return self.fields[k]
 
     def get(self, k: str, default: Any = None) -> Any:
         return self.fields.get(k, default)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (self.seq, self.event, self.ts, self.fields) == (other.seq, other.event, other.ts, other.fields)
+
+    __hash__ = None                                    # type: ignore[assignment]   (mutable, like the dataclass was)
+
+    def __repr__(self) -> str:
+        return f"Record(seq={self.seq!r}, event={self.event!r}, ts={self.ts!r}, fields={self.fields!r})"
 
 
 class Sink(Protocol):
@@ -104,6 +166,9 @@ class Tracer:
         self.enabled: frozenset[str] = select(events) if events is not None else frozenset()
         self.seq = 0
         self.clock = clock
+        self._checked: set[tuple[str, tuple[str, ...]]] = set()    # (event, field names) already validated
+        self._writers: tuple[Callable[..., None], ...] = ()        # how payload records reach the sinks
+        self._wired = -1                                           # len(sinks) the writers were made for
 
     def enable(self, patterns: str | Iterable[str]) -> None:
         self.enabled = self.enabled | select(patterns)
@@ -113,18 +178,51 @@ class Tracer:
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
+        self._wired = -1
+
+    def _wire(self) -> tuple[Callable[..., None], ...]:
+        """Payload records go to a sink's `write_payload(payload, seq, ts, values)` when it has one (no Record
+        is built for it), to the others' `write` as one shared `Record`."""
+        direct = [s.write_payload for s in self.sinks if hasattr(s, "write_payload")]
+        others = tuple(s for s in self.sinks if not hasattr(s, "write_payload"))
+        if others:
+            def generic(p: Payload, seq: int, ts: int, values: tuple[Any, ...]) -> None:
+                rec = Record(seq, p.event, ts, None, p, values)
+                for sink in others:
+                    sink.write(rec)
+            direct.append(generic)
+        self._writers, self._wired = tuple(direct), len(self.sinks)
+        return self._writers
 
     def emit(self, name: str, /, **fields: Any) -> None:
         if name not in self.enabled:
             return
-        ev = REGISTRY[name]
-        for k in fields:
-            if k not in ev.fields:
-                raise KeyError(f"trace event {name} has no field {k!r} (declared: {ev.fields})")
+        key = (name, tuple(fields))
+        if key not in self._checked:
+            ev = REGISTRY[name]
+            for k in fields:
+                if k not in ev.fields:
+                    raise KeyError(f"trace event {name} has no field {k!r} (declared: {ev.fields})")
+            self._checked.add(key)
         self.seq += 1
         rec = Record(self.seq, name, self.clock() if self.clock else self.seq, fields)
         for s in self.sinks:
             s.write(rec)
+
+    def payload(self, name: str, /, dynamic: tuple[str, ...] = (), **fields: Any) -> Payload:
+        """Declare a recurring event (see the module docstring); `dynamic` fields are given at each emission."""
+        return Payload(name, fields, dynamic)
+
+    def emit_payload(self, payload: Payload, /, *values: Any) -> None:
+        """Emit `payload` with the values of its dynamic fields (in `payload.dynamic` order)."""
+        if payload.event not in self.enabled:
+            return
+        self.seq = seq = self.seq + 1
+        clock = self.clock
+        ts = clock() if clock else seq
+        writers = self._writers if len(self.sinks) == self._wired else self._wire()
+        for w in writers:
+            w(payload, seq, ts, values)
 
     def close(self) -> None:
         for s in self.sinks:

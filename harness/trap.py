@@ -14,7 +14,7 @@
    the hook forever if it returns 1 (unicorn 2.1.4, tests/harness/test_trap.py), the trap writes PC+4, flushes the TLB
    with `UC_CTL_TLB_FLUSH` and returns 1.
 
-DSB/DMB/ISB never reach a hook, so executable code is pre-scanned (capstone) and every DSB gets a
+DSB/DMB/ISB never reach a hook, so executable code is pre-scanned (the DSB encodings) and every DSB gets a
 per-address `UC_HOOK_CODE`. A full DSB (not `...LD`/`...ST`) of the Inner/Outer Shareable or full-system
 domain after broadcast TLBIs sends `interconnect.sync` (traced `dvm_sync`, plus `tlbi_dsb`); `DSB NSH`
 completes local TLBIs only. An operation the current EL may not execute (op1=4 below EL2, op1=6 below EL3, any
@@ -36,6 +36,9 @@ only under the machine; standalone, `on_undefined` or a stop.)
 from __future__ import annotations
 
 import ctypes
+import functools
+import struct
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -48,6 +51,7 @@ from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode
 from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedTlbi
 from devmodel.trace import NULL_TRACER, Tracer, define
 
+from . import native, observe
 from .exits import EXIT_UNDEF
 
 __all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "unicorn_native", "scan_barriers", "scan_erets", "Barrier",
@@ -135,6 +139,69 @@ class _FastUc:
             def flush_tlb() -> None:
                 uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         self.read_pstate, self.read_pc, self.flush_tlb = read_pstate, read_pc, flush_tlb
+
+
+# --- the native hook (harness/native/tlbi_trap.c) -----------------------------------------------------------
+
+NATIVE_RECORDS = 4096              # records a vCPU's native buffer holds before the hook hands them to Python
+_RECORDS = struct.Struct("<QQQ")   # tt_rec: pc, xt, info
+_TLBI_EMULATED = 1 << 32           # record info: the hook skipped the TLBI itself (PC + 4, TLB flush)
+_DOMAINS = ("OSH", "NSH", "ISH", "SY")
+_DSB_OF_INFO = {(d | (f << 2) | (native.TT_DSB_SYNCS if s else 0)) << 8 | native.TT_REC_DSB: (_DOMAINS[d], bool(f), s)
+                for d in range(4) for f in (0, 1) for s in (False, True)}
+
+
+def _native_lib(requested: bool | None):
+    """The native library for a trap: None when `requested` is False, when it is None (auto) and the library is
+    not there or `SMMU_HARNESS_NATIVE=0`; `requested=True` insists (RuntimeError naming why not)."""
+    if requested is False:
+        return None
+    lib = native.tlbi_trap()
+    if lib is None and requested:
+        raise RuntimeError(f"native TLBI trap unavailable: {native.status()}")
+    return lib
+
+
+def _encoding(op1: int, crn: int, crm: int, op2: int) -> int:
+    """The hook's index of a TLBI encoding (tlbi_trap.c): (CRn & 1) << 10 | op1 << 7 | CRm << 3 | op2."""
+    return ((crn & 1) << 10) | (op1 << 7) | (crm << 3) | op2
+
+
+def _key_of(enc: int) -> tuple[int, int, int, int]:
+    return (enc >> 7) & 7, 8 | (enc >> 10), (enc >> 3) & 15, enc & 7
+
+
+@functools.lru_cache(maxsize=16)
+def _classes(native_set: frozenset) -> bytes:
+    """The hook's table [EL][encoding] -> TT_NATIVE / TT_EMULATED / TT_UNDEFINED: the decoder's verdict
+    (whether an encoding is undefined depends only on it and the EL) and the CPU model's native set."""
+    table = bytearray([native.TT_UNDEFINED]) * (4 * native.TT_ENCODINGS)
+    for el in range(4):
+        ctx = DecodeContext(el=el)
+        for key in BY_ENCODING:
+            try:
+                decode(*key, 0, ctx)
+            except UndefinedTlbi:
+                continue
+            table[el * native.TT_ENCODINGS + _encoding(*key)] = (native.TT_NATIVE if key in native_set
+                                                                 else native.TT_EMULATED)
+    return bytes(table)
+
+
+def _dsb_info(b: Barrier) -> int:
+    return _DOMAINS.index(b.domain) | (int(b.full) << 2) | (native.TT_DSB_SYNCS if b.syncs else 0)
+
+
+def _trap_fields(index: int, pc: int, el: int, op: TlbiOp) -> dict[str, Any]:
+    """The fields of `tlbi_trap` for `op` at `pc` (range fields only for range ops, ipa_ns only for IPA ops)."""
+    f = dict(cpu=index, pc=pc, el=el, op=op.name, xt=op.xt, shareability=op.shareability.value,
+             broadcast=op.broadcast, regime=op.regime.value, stage=op.stage.value, scope=op.scope.value,
+             vmid=op.vmid, asid=op.asid, addr=op.addr, leaf=op.leaf, ttl=op.ttl, nxs=op.nxs)
+    if op.tg is not None:
+        f.update(tg=op.tg, scale=op.scale, num=op.num, range_bytes=op.size)
+    if op.ipa_ns is not None:
+        f["ipa_ns"] = op.ipa_ns
+    return f
 
 
 # --- barrier pre-scan ---------------------------------------------------------------------------------------
@@ -227,6 +294,10 @@ class VcpuParticipant:
     def flush(self) -> None:
         self._flush_tlb()
         self.dirty = False
+        self.count_flush()
+
+    def count_flush(self) -> None:
+        """Count a flush of this vCPU's TLB (done by `flush`, or by the native TLBI hook itself)."""
         self.flushes += 1
         if self.vcpu is not None:
             self.vcpu.tlb_flushes += 1
@@ -251,10 +322,10 @@ class VcpuParticipant:
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
-                 "native")
+                 "native", "tc", "tc_ptr", "replay", "keep", "vmid", "payloads")
 
-    def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE):
-        self.uc, self.index, self.part, self.vcpu = uc, index, part, vcpu
+    def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
+        self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
         self.native = native          # the TLBIs this CPU model's Unicorn executes itself
         self.pending = False          # broadcast TLBIs issued since the last syncing DSB
         self.hcr_fb = hcr_fb
@@ -262,6 +333,11 @@ class _Cpu:
         self.cache: dict[tuple, tuple[TlbiOp, bool, int, int]] = {}   # CpReg -> (op, Unicorn-native, EL, VMID)
         self.traps = 0
         self.el: int | None = None    # cached PSTATE.EL; None = read it at the next TLBI
+        self.tc: Any = None           # the native hook's state (harness/native TtCpu), None on the Python path
+        self.tc_ptr: Any = None       # ... and the pointer to it the C functions take
+        self.replay: dict[tuple[int, int], tuple[TlbiOp, int]] = {}   # (record info, Xt) -> (op, VMID)
+        self.keep: Any = None         # the native callback object (alive as long as the hook)
+        self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
 
     def configure(self, hcr_fb: bool | None = None, e2h: bool | None = None, tge: bool | None = None) -> None:
         """Change the HCR_EL2 bits the decoder sees (drops the decode cache)."""
@@ -272,6 +348,7 @@ class _Cpu:
         if tge is not None:
             self.tge = tge
         self.cache.clear()
+        self.replay.clear()
 
 
 class TlbiTrap:
@@ -284,7 +361,8 @@ class TlbiTrap:
 
     def __init__(self, interconnect: Interconnect | None = None, tracer: Tracer | None = None,
                  hcr_fb: bool = True, on_undefined: Callable[[int, int, str], None] | None = None,
-                 lazy: bool = False):
+                 lazy: bool = False, native_hook: bool | None = None):
+        self.native_lib = _native_lib(native_hook)
         self._adopt = interconnect is None          # take the machine's interconnect/tracer on first attach
         self.interconnect = interconnect if interconnect is not None else Interconnect(tracer or NULL_TRACER)
         self.tracer = tracer if tracer is not None else self.interconnect.tracer
@@ -304,6 +382,11 @@ class TlbiTrap:
     def traps(self) -> int:
         return sum(c.traps for c in self.cpus)
 
+    @property
+    def native_hook(self) -> bool:
+        """Do the vCPUs trap TLBIs in native code (records delivered in batches)?"""
+        return any(c.tc is not None for c in self.cpus) or (not self.cpus and self.native_lib is not None)
+
     # -- trace context for sinks (cpu, pc of the instruction being handled) --
     def where(self) -> tuple[int, int] | None:
         return self.where_now
@@ -315,11 +398,12 @@ class TlbiTrap:
         """Trap the TLBIs of `uc`; `native`: the encodings its model executes itself (default: the A72's)."""
         part = VcpuParticipant(uc, index, vmid, lazy=self.lazy if lazy is None else lazy, name=name, vcpu=vcpu)
         cpu = _Cpu(uc, index, part, vcpu, self.hcr_fb if hcr_fb is None else hcr_fb,
-                   UNICORN_NATIVE if native is None else native)
+                   UNICORN_NATIVE if native is None else native, vmid)
         self.cpus.append(cpu)
         self._by_uc[id(uc)] = cpu
         self.interconnect.attach(part)
-        uc.hook_add(UC_HOOK_INSN, self._make_sys_hook(cpu, vmid), None, 1, 0, UC_ARM64_INS_SYS)
+        if self.native_lib is None or not self._attach_native(cpu):
+            observe.raw_hook_add(uc, UC_HOOK_INSN, self._make_sys_hook(cpu, vmid), None, 1, 0, UC_ARM64_INS_SYS)
         return part
 
     def cpu(self, index: int) -> _Cpu:
@@ -331,18 +415,24 @@ class TlbiTrap:
     def install_barriers(self, regions: Iterable[tuple[int, bytes]], cpus: Iterable[int] | None = None
                          ) -> list[Barrier]:
         """Pre-scan executable `regions` [(address, bytes)] and hook, on the given vCPUs (default: all),
-        every DSB (DVM Sync) and every ERET (the EL the trap caches changes there)."""
+        every DSB (DVM Sync) and, on the Python path, every ERET (the EL the trap caches changes there)."""
         regions = [(a, bytes(d)) for a, d in regions]
         found = scan_barriers(regions)
         erets = scan_erets(regions)
         wanted = None if cpus is None else set(cpus)
         for c in self.cpus:
-            if wanted is None or c.index in wanted:
+            if wanted is not None and c.index not in wanted:
+                continue
+            if c.tc is not None:                  # native: DSBs recorded in C; the hook reads PSTATE itself
                 for b in found:
-                    c.uc.hook_add(UC_HOOK_CODE, self._make_dsb_hook(c, b), None, b.addr, b.addr)
-                for a in erets:
-                    c.uc.hook_add(UC_HOOK_CODE, self._make_el_hook(c), None, a, a)
-                c.el = None
+                    if self.native_lib.tt_add_dsb(c.tc_ptr, b.addr, _dsb_info(b)) != 0:
+                        raise MemoryError(f"native TLBI trap: no hook for the DSB at {b.addr:#x}")
+                continue
+            for b in found:
+                observe.raw_hook_add(c.uc, UC_HOOK_CODE, self._make_dsb_hook(c, b), None, b.addr, b.addr)
+            for a in erets:
+                observe.raw_hook_add(c.uc, UC_HOOK_CODE, self._make_el_hook(c), None, a, a)
+            c.el = None
         self.barriers.extend(found)
         return found
 
@@ -360,11 +450,13 @@ class TlbiTrap:
         self.add_cpu(vcpu.uc, vcpu.id, lambda v=vcpu: v.vmid, hcr_fb=vcpu.hcr_fb, vcpu=vcpu,
                      name=vcpu.dvm_name, lazy=True, native=unicorn_native(feat) if feat is not None else None)
         cpu = self.cpus[-1]
+        if cpu.tc is not None:
+            return                                # the native hook reads PSTATE.EL at every TLBI
 
         def on_intr(uc, intno, _user):            # the machine may emulate an exception entry: EL unknown
             cpu.el = None
 
-        vcpu.uc.hook_add(UC_HOOK_INTR, on_intr)
+        observe.raw_hook_add(vcpu.uc, UC_HOOK_INTR, on_intr)
 
     def before_run(self, machine: Any) -> None:
         """Pre-scan each VM's executable ranges (`vm.code_ranges`) and hook them on that VM's vCPUs."""
@@ -393,7 +485,19 @@ class TlbiTrap:
     def slice_end(self, vcpu: Any) -> None:
         c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
         if c is not None:
+            if c.tc is not None:
+                self._deliver(c)                  # done when emu_start returned (harness/observe.py); a no-op
             c.part.running = False
+
+    def after_run(self, machine: Any) -> None:
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Deliver every record the native hooks hold (they are delivered at every observation point by
+        themselves: this is for code that runs a vCPU's Unicorn without `harness.observe`)."""
+        for c in self.cpus:
+            if c.tc is not None:
+                self._deliver(c)
 
     def cpu_name(self, index: int) -> str:
         """DVM name of vCPU `index` (for trace sinks' track names)."""
@@ -447,46 +551,141 @@ class TlbiTrap:
             return 1
 
         def slow(op: TlbiOp, el: int) -> None:
-            """Tracing on: the same steps, with the trap event and the (cpu, pc) context for sinks."""
-            pc = read_pc()
-            if "tlbi_trap" in tracer.enabled:
-                self._trace(index, pc, el, op)
-            if op.broadcast:
-                self.where_now = (index, pc)
-                try:
-                    tlbi(op, part)
-                finally:
-                    self.where_now = None
-                cpu.pending = True
+            self._traced_tlbi(cpu, read_pc(), el, op)
 
         return on_sys
 
-    def _trace(self, index: int, pc: int, el: int, op: TlbiOp) -> None:
-        f = dict(cpu=index, pc=pc, el=el, op=op.name, xt=op.xt, shareability=op.shareability.value,
-                 broadcast=op.broadcast, regime=op.regime.value, stage=op.stage.value, scope=op.scope.value,
-                 vmid=op.vmid, asid=op.asid, addr=op.addr, leaf=op.leaf, ttl=op.ttl, nxs=op.nxs)
-        if op.tg is not None:
-            f.update(tg=op.tg, scale=op.scale, num=op.num, range_bytes=op.size)
-        if op.ipa_ns is not None:
-            f["ipa_ns"] = op.ipa_ns
-        self.tracer.emit("tlbi_trap", **f)
+    def _traced_tlbi(self, cpu: _Cpu, pc: int, el: int, op: TlbiOp) -> None:
+        """A TLBI with tracing on: the same steps, with the trap event and the (cpu, pc) context for sinks."""
+        if "tlbi_trap" in self.tracer.enabled:
+            key = (pc, el, id(op))
+            hit = cpu.payloads.get(key)
+            if hit is None or hit[0] is not op:   # the op kept with its payload: its id is not reused
+                if len(cpu.payloads) > 4096:
+                    cpu.payloads.clear()
+                hit = cpu.payloads[key] = (op, self.tracer.payload("tlbi_trap", **_trap_fields(cpu.index, pc, el,
+                                                                                                op)))
+            self.tracer.emit_payload(hit[1])
+        if op.broadcast:
+            self.where_now = (cpu.index, pc)
+            try:
+                self.interconnect.tlbi(op, cpu.part)
+            finally:
+                self.where_now = None
+            cpu.pending = True
+
+    def _traced_dsb(self, cpu: _Cpu, pc: int, domain: str, full: bool, syncs: bool) -> None:
+        """A DSB after broadcast TLBIs with tracing on (the DVM Sync when `syncs`)."""
+        if "tlbi_dsb" in self.tracer.enabled:
+            key = (pc, domain, full)
+            p = cpu.payloads.get(key)
+            if p is None:
+                p = cpu.payloads[key] = self.tracer.payload("tlbi_dsb", cpu=cpu.index, pc=pc, domain=domain,
+                                                            full=full)
+            self.tracer.emit_payload(p)
+        if syncs:
+            cpu.pending = False
+            self.where_now = (cpu.index, pc)
+            try:
+                self.interconnect.sync(cpu.part)
+            finally:
+                self.where_now = None
+
+    # -- the native path: records made in C, delivered here in order at observation points --
+    def _attach_native(self, cpu: _Cpu) -> bool:
+        """Install the C hook on `cpu` (False: the library refused; the Python hook is used instead)."""
+        lib = self.native_lib
+
+        def callback(_tc: Any, why: int) -> int:
+            try:
+                self._deliver(cpu)
+                if why == native.TT_WHY_UNDEFINED:
+                    return self._native_undefined(cpu)
+                return 0
+            except BaseException as e:            # nothing may propagate into Unicorn: emu_start raises it
+                observe.fail(cpu.uc, e)
+                return 1
+
+        keep = native.CALLBACK(callback)
+        ptr = lib.tt_new(cpu.uc._uch, NATIVE_RECORDS, keep)
+        if not ptr:
+            return False
+        cpu.tc, cpu.tc_ptr, cpu.keep = ptr.contents, ptr, keep
+        ctypes.memmove(cpu.tc.cls, _classes(cpu.native), 4 * native.TT_ENCODINGS)
+        weakref.finalize(cpu.uc, lib.tt_free, ctypes.cast(ptr, ctypes.c_void_p).value)   # memory only
+        tc = cpu.tc
+        obs = observe.install(cpu.uc, force=True)
+
+        def deliver_if_any() -> None:
+            if tc.n:
+                self._deliver(cpu)
+
+        obs.add(deliver_if_any)
+        return True
+
+    def _deliver(self, cpu: _Cpu) -> None:
+        """Decode and deliver `cpu`'s records in the order the guest executed them: what the Python hooks do
+        at each TLBI and DSB, with each record's own PC and EL."""
+        tc = cpu.tc
+        n = tc.n
+        if not n:
+            return
+        data = ctypes.string_at(tc.buf, n * native.RECORD_SIZE)
+        tc.n = 0
+        vm = cpu.vmid()
+        replay = cpu.replay
+        part = cpu.part
+        tlbi, sync = self.interconnect.tlbi, self.interconnect.sync
+        traced = bool(self.tracer.enabled)
+        for pc, xt, info in _RECORDS.iter_unpack(data):
+            if info & 0xFF == native.TT_REC_TLBI:
+                hit = replay.get((info, xt))
+                if hit is None or hit[1] != vm:
+                    hit = replay[(info, xt)] = (self._replay_decode(cpu, info, xt, vm), vm)
+                    if len(replay) > 4096:
+                        replay.clear()
+                op = hit[0]
+                cpu.traps += 1
+                if traced:
+                    self._traced_tlbi(cpu, pc, (info >> 8) & 3, op)
+                elif op.broadcast:
+                    tlbi(op, part)
+                    cpu.pending = True
+                if info & _TLBI_EMULATED:
+                    part.count_flush()            # the hook flushed the TLB itself
+            elif cpu.pending:                     # a DSB (recorded only after a TLBI)
+                domain, full, syncs = _DSB_OF_INFO[info]
+                if traced:
+                    self._traced_dsb(cpu, pc, domain, full, syncs)
+                elif syncs:
+                    cpu.pending = False
+                    sync(part)
+
+    def _replay_decode(self, cpu: _Cpu, info: int, xt: int, vm: int) -> TlbiOp:
+        el = (info >> 8) & 3
+        op1, crn, crm, op2 = _key_of((info >> 16) & 0xFFFF)
+        ctx = DecodeContext(el=el, vmid=vm, hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
+        return decode(op1, crn, crm, op2, xt, ctx)           # the hook hands undefined ones over at once
+
+    def _native_undefined(self, cpu: _Cpu) -> int:
+        """The hook met a TLBI undefined at the current EL (the records before it are delivered)."""
+        u = cpu.tc.undefined
+        el = (u.info >> 8) & 3
+        key = _key_of((u.info >> 16) & 0xFFFF)
+        try:
+            decode(*key, u.xt, DecodeContext(el=el, vmid=cpu.vmid(), hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge))
+        except UndefinedTlbi as e:
+            return self._undefined(cpu, u.pc, el, key, str(e))
+        raise AssertionError(f"native TLBI trap: {key} at EL{el} classified undefined but decodes")
 
     def _make_dsb_hook(self, cpu: _Cpu, b: Barrier):
         sync = self.interconnect.sync
         tracer = self.tracer
-        index = cpu.index
         part = cpu.part
+        domain, full, syncs = b.domain, b.full, b.syncs
 
         def slow(addr: int) -> None:
-            if "tlbi_dsb" in tracer.enabled:
-                tracer.emit("tlbi_dsb", cpu=index, pc=addr, domain=b.domain, full=b.full)
-            if b.syncs:
-                cpu.pending = False
-                self.where_now = (index, addr)
-                try:
-                    sync(part)
-                finally:
-                    self.where_now = None
+            self._traced_dsb(cpu, addr, domain, full, syncs)
 
         if b.syncs:
             def on_dsb(uc, addr, size, _user):

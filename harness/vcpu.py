@@ -13,7 +13,9 @@
 * Memory by VA (`translate`, `translate_at`, `read_virt`, `write_virt`, `insn_at`): the guest's stage-1 tables
   walked by harness/vmem.py (semihosting parameter blocks, death lines, abort causes); these are slow paths.
 * Unicorn hooks: exceptions (`UC_HOOK_INTR`) go to the machine's `Exceptions` (harness/exceptions.py), the last
-  unmapped access is kept for the abort that follows (`unmapped`), and `-d in_asm` logs each block once.
+  unmapped access is kept for the abort that follows (`unmapped`), and `-d in_asm` logs each block once. Every
+  Python callback of the vCPU's Unicorn, and the return of its `emu_start`, is an observation point
+  (harness/observe.py, installed before the first hook): work native hooks deferred is done there first.
 * Exception bookkeeping the machine keeps here: `exc_nest` (exception entries at the same EL since the last
   ERET, the loop detector of harness/exceptions.py), `last_exception` (what the last entry was, for the death
   line when the guest's runtime reports it unhandled); `debug` (harness/debug.py) is attached by the machine.
@@ -30,6 +32,7 @@ from unicorn.arm64_const import (UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_
 
 from devmodel.bus import BusError
 
+from . import observe
 from .cpu import features, new_uc, reset_controls
 from .sysregs import SysregHooks
 from .vmem import TranslationRegs, Walk, translate
@@ -123,6 +126,7 @@ class Vcpu:
         self._saved_gprs: list[int] | None = None
         self._seen_blocks: set[int] = set()
         uc = new_uc(self.cpu)
+        observe.install(uc)                      # every Python callback below is an observation point
         uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
         self.uc = uc
         uc.mem_map_ptr(vm.ram_ipa, vm.ram.size, UC_PROT_ALL, vm.ram_ptr)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks: `python3 tools/bench.py NAME [args]`, NAME in harness, trap, smmu, vmid, semihosting, console, gic, suites (or `all`).
+"""Benchmarks: `python3 tools/bench.py NAME [args]`, NAME in harness, trap, smmu, vmid, semihosting, console, gic, suites, qemu (or `all`).
 
 Each benchmark lives in `tools/benches/<name>.py` with `run(argv) -> dict` and prints its rates and the ratio
 against a baseline measured in the same run, so results do not depend on the machine's speed. Exit status 1
@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-NAMES = ("harness", "trap", "smmu", "vmid", "semihosting", "console", "gic", "suites")
+NAMES = ("harness", "trap", "smmu", "vmid", "semihosting", "console", "gic", "suites", "qemu")
 
 
 def _load(name: str):

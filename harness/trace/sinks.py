@@ -10,6 +10,14 @@ Files are complete and valid whatever way the run ends: each sink writes whole l
 idempotent and also runs at interpreter exit, and the Chrome sink uses the JSON Array Format (a trailing `]`
 written on close; readers such as Perfetto and chrome://tracing also accept the array without it).
 
+Fast path (devmodel/trace.py "Recording fast path"): the text and jsonl sinks turn a `Payload` into a template
+the first time they meet it (for one `where()` value, when its record takes cpu/pc from there): the line of
+that record formatted as above with markers in place of `seq`, `ts` and the dynamic fields, cut at the
+markers. Every later record of that payload is the template filled in with `%`, so its bytes are the ones the
+field-by-field formatting gives (tests/harness/test_trace_fast.py compares them). A sink that opened its own
+file collects lines and writes them in blocks; one given a stream (stderr) writes each line at once, so that
+it stays in order with whatever else goes there.
+
 Not done yet: binary Perfetto protobuf output, log rotation.
 """
 from __future__ import annotations
@@ -23,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from devmodel.trace import Record
+from devmodel.trace import Payload, Record
 
 from ..clock import HZ as CLOCK_HZ
 
@@ -83,6 +91,10 @@ def _close_all() -> None:
         s.close()
 
 
+_MARK = "\x00{}\x00"                 # template holes (no real field value holds NUL characters)
+_BLOCK = 512                         # lines a sink collects before writing them to its own file
+
+
 class _FileSink:
     """Common part: the target (path or text stream), annotation callables, idempotent close."""
 
@@ -98,6 +110,7 @@ class _FileSink:
         self.where = where
         self.closed = False
         self.count = 0
+        self._pending: list[str] = []
         _OPEN.add(self)
 
     def bind(self, where: Where | None = None, annotate: Annotate | None = None,
@@ -120,11 +133,27 @@ class _FileSink:
     def _write(self, obj: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _out(self, line: str) -> None:
+        """One line: collected for a file of our own, written at once to a shared stream."""
+        if self._owned:
+            pending = self._pending
+            pending.append(line)
+            if len(pending) >= _BLOCK:
+                self._drain()
+        else:
+            self._f.write(line)
+
+    def _drain(self) -> None:
+        if self._pending:
+            self._f.write("".join(self._pending))
+            self._pending.clear()
+
     def _finish(self) -> None:
         """Write the trailer (Chrome's closing bracket)."""
 
     def flush(self) -> None:
         if not self.closed:
+            self._drain()
             self._f.flush()
 
     def close(self) -> None:
@@ -133,6 +162,7 @@ class _FileSink:
         self.closed = True
         _OPEN.discard(self)
         try:
+            self._drain()
             self._finish()
             self._f.flush()
         finally:
@@ -158,11 +188,116 @@ def _fmt_text(k: str, v: Any) -> str:
     return str(v)
 
 
-class TextSink(_FileSink):
+def _renderer(pieces: list[str], holes: list[Any], conv: list[Callable[[Any], Any]]) -> Callable[..., str]:
+    """`render(seq, ts, values)`: `pieces` with the holes between them filled in (a hole is "seq", "ts" or the
+    index of a dynamic value, which `conv[index]` turns into its text). The usual shapes are f-strings."""
+    ts_text = _ts_text
+    if not holes:
+        line = pieces[0]
+        return lambda seq, ts, v: line
+    if holes == ["seq", "ts"]:
+        a, b, c = pieces
+        return lambda seq, ts, v: f"{a}{seq}{b}{ts if type(ts) is int else ts_text(ts)}{c}"
+    if holes == ["seq", "ts", 0]:
+        a, b, c, d = pieces
+        f0 = conv[0]
+        return lambda seq, ts, v: f"{a}{seq}{b}{ts if type(ts) is int else ts_text(ts)}{c}{f0(v[0])}{d}"
+    if holes == [0]:
+        a, b = pieces
+        f0 = conv[0]
+        return lambda seq, ts, v: f"{a}{f0(v[0])}{b}"
+
+    def render(seq: int, ts: Any, v: tuple[Any, ...]) -> str:
+        out = [pieces[0]]
+        for h, piece in zip(holes, pieces[1:]):
+            out.append(str(seq) if h == "seq" else ts_text(ts) if h == "ts" else conv[h](v[h]))
+            out.append(piece)
+        return "".join(out)
+
+    return render
+
+
+def _ts_text(ts: Any) -> str:
+    return str(ts) if type(ts) is int else _ENCODE(ts)
+
+
+class _LineSink(_FileSink):
+    """A sink that writes one line per record (`_format`), and payload records from templates: the line of the
+    payload's record formatted with markers for `seq`, `ts` and its dynamic fields, cut at the markers, then
+    filled in (`write_payload`, which `Tracer.emit_payload` calls directly)."""
+
+    STAMPED = False                   # the line shows seq and ts
+
+    def __init__(self, target: str | Path | IO[str], annotate: Annotate | None = None,
+                 where: Where | None = None):
+        super().__init__(target, annotate, where)
+        self._templates: dict[Any, Any] = {}      # Payload -> renderer, or {where(): renderer}
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._out(self._format(obj))
+
+    def write(self, rec: Record) -> None:
+        if rec.payload is not None:
+            self.write_payload(rec.payload, rec.seq, rec.ts, rec.values)
+        else:
+            super().write(rec)
+
+    def write_payload(self, p: Payload, seq: int, ts: Any, values: tuple[Any, ...]) -> None:
+        if self.closed:
+            return
+        self.count += 1
+        t = self._templates.get(p)
+        if t is None:
+            f = p.fields
+            anchored = self.where is None or f.get("cpu") is not None or f.get("pc") is not None
+            t = self._templates[p] = self._template(p) if anchored else {}
+        if t.__class__ is dict:                   # the record's cpu/pc come from where() (record_obj)
+            w = self.where()
+            tw = t.get(w)
+            if tw is None:
+                tw = t[w] = self._template(p)
+            t = tw
+        self._out(t(seq, ts, values))
+
+    def _template(self, p: Payload) -> Callable[..., str]:
+        marks = {k: _MARK.format(k) for k in ("seq", "ts", *p.dynamic)}
+        rec = Record(0, p.event, 0, p.with_values(tuple(marks[k] for k in p.dynamic)))
+        obj = record_obj(rec, self.annotate, self.where)
+        obj["seq"], obj["ts"] = marks["seq"], marks["ts"]
+        text = self._format(obj)
+        keys = (("seq", "ts") if self.STAMPED else ()) + p.dynamic
+        found = sorted((text.find(self._hole(k, marks[k])), k) for k in keys)
+        pieces: list[str] = []
+        holes: list[Any] = []
+        at = 0
+        for pos, k in found:
+            hole = self._hole(k, marks[k])
+            if pos < at or text.count(hole) != 1:
+                raise ValueError(f"trace sink: no template for {p!r} (field {k})")
+            pieces.append(text[at:pos])
+            holes.append(k if k in ("seq", "ts") else p.dynamic.index(k))
+            at = pos + len(hole)
+        pieces.append(text[at:])
+        return _renderer(pieces, holes, [self._value_text(k) for k in p.dynamic])
+
+    def _format(self, obj: dict[str, Any]) -> str:
+        """The line of one record."""
+        raise NotImplementedError
+
+    def _hole(self, key: str, marker: str) -> str:
+        """How the string `marker` shows as the value of `key` in `_format`'s line."""
+        raise NotImplementedError
+
+    def _value_text(self, key: str) -> Callable[[Any], Any]:
+        """value -> what `_format` shows for it as the value of `key`."""
+        raise NotImplementedError
+
+
+class TextSink(_LineSink):
     """QEMU log backend style: one line per event, `name k=v ...`, addresses in hex, the PC's symbol+offset
     and capstone disassembly next to it (`pc=0x40080010 sym=main+0x10 insn="tlbi vae1is, x0"`)."""
 
-    def _write(self, obj: dict[str, Any]) -> None:
+    def _format(self, obj: dict[str, Any]) -> str:
         parts = [obj["event"]]
         for k, v in obj.items():
             if k in ("event", "seq", "ts"):
@@ -170,14 +305,33 @@ class TextSink(_FileSink):
             if v is None and k in ("cpu", "pc", "sym", "insn"):
                 continue
             parts.append(f"{k}={_fmt_text(k, v)}")
-        self._f.write(" ".join(parts) + "\n")
+        return " ".join(parts) + "\n"
+
+    def _hole(self, key: str, marker: str) -> str:
+        return marker
+
+    def _value_text(self, key: str) -> Callable[[Any], Any]:
+        return lambda v: _fmt_text(key, v if type(v) in _SIMPLE else _plain(v))
 
 
-class JsonlSink(_FileSink):
+def _json_value(v: Any) -> Any:
+    """A dynamic value as JSON: an int as it is (its str() is its JSON), anything else encoded."""
+    return v if type(v) is int else _ENCODE(v if type(v) in _SIMPLE else _plain(v))
+
+
+class JsonlSink(_LineSink):
     """One JSON object per line (see `record_obj` for the keys)."""
 
-    def _write(self, obj: dict[str, Any]) -> None:
-        self._f.write(_ENCODE(obj) + "\n")
+    STAMPED = True
+
+    def _format(self, obj: dict[str, Any]) -> str:
+        return _ENCODE(obj) + "\n"
+
+    def _hole(self, key: str, marker: str) -> str:
+        return _ENCODE(marker)
+
+    def _value_text(self, key: str) -> Callable[[Any], Any]:
+        return _json_value
 
 
 _CPU_NAME = re.compile(r"(^|\.)cpu\d+$")

@@ -19,6 +19,10 @@ from devmodel.tlbi import BY_ENCODING, TABLE, Operand, encoding, sys_word
 from devmodel.trace import ListSink, Tracer
 from harness.cpu import CPU_MODELS, features, new_uc
 from harness.trap import EXIT_UNDEFINED, UNICORN_NATIVE, TlbiTrap, scan_barriers, unicorn_native
+from trap_paths import trap_path  # noqa: F401,E402 - the fixture
+
+# every test of a TlbiTrap runs on the native and the Python trap
+both_paths = pytest.mark.usefixtures("trap_path")
 
 RAM, RAMSZ = 0x4000_0000, 0x20_0000
 ADD_X1 = 0x91000421                        # add x1, x1, #1
@@ -99,6 +103,7 @@ def test_native_set_of_every_cpu_model_matches_unicorn(model):
                 assert _advances(d, el, model) == (d.key in native), (model, el, d.name)
 
 
+@both_paths
 def test_every_el1_form_traps_once_and_execution_continues():
     el1 = [d for d in TABLE if d.min_el == 1]
     assert len(el1) == 60                               # 30 forms + their nXS twins
@@ -122,6 +127,7 @@ def test_every_el1_form_traps_once_and_execution_continues():
     assert trap.cpus[0].part.flushes == len([d for d in el1 if d.key not in UNICORN_NATIVE]) == 48
 
 
+@both_paths
 def test_el2_forms_at_el2_and_undefined_at_el1():
     names = ["IPAS2E1IS", "VMALLS12E1IS", "ALLE1IS", "VAE2IS", "RIPAS2LE1OS", "ALLE2"]
     words = []
@@ -161,6 +167,7 @@ def _two_cpu_ic(words, hcr_fb=True):
     return trap, ucs, sink, RAM + len(code)
 
 
+@both_paths
 def test_dsb_ish_after_tlbis_sends_one_sync():
     words = [DSB["ish"], _tlbi("VAE1IS"), _tlbi("VALE1IS"), DSB["ishst"], DSB["nsh"], DSB["ish"], DSB["ish"]]
     trap, (uc0, uc1), sink, end = _two_cpu_ic(words)
@@ -175,6 +182,7 @@ def test_dsb_ish_after_tlbis_sends_one_sync():
     assert trap.cpus[1].part.flushes == 2
 
 
+@both_paths
 def test_fb_decides_whether_a_local_tlbi_is_broadcast():
     for fb, expect in ((True, 1), (False, 0)):
         trap, (uc0, uc1), sink, end = _two_cpu_ic([_tlbi("VAE1"), DSB["ish"]], hcr_fb=fb)
@@ -185,6 +193,7 @@ def test_fb_decides_whether_a_local_tlbi_is_broadcast():
         assert trap.cpus[1].part.flushes == expect
 
 
+@both_paths
 def test_other_vmid_is_not_flushed():
     sink = ListSink()
     tr = Tracer(events="dvm*", sinks=[sink])
@@ -266,6 +275,7 @@ stop3: b stop3
 
 @pytest.mark.parametrize("tlbi_op, hcr_fb, fresh", [("vae1is", False, True), ("vae1", True, True),
                                                      ("vae1", False, False)])
+@both_paths
 def test_two_vcpus_remap_and_see_new_page_only_with_broadcast(tlbi_op, hcr_fb, fresh):
     code, syms = _assemble(MMU_SRC.replace("TLBI_OP", f"tlbi {tlbi_op},"))
     buf = ctypes.create_string_buffer(RAMSZ)
@@ -319,6 +329,7 @@ after:
 """
 
 
+@both_paths
 def test_eret_to_el1_refreshes_the_cached_el():
     """The trap caches PSTATE.EL (a read costs ~2 us inside a hook); ERETs are pre-scanned and reset it."""
     code, syms = _assemble(ERET_SRC)

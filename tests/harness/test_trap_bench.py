@@ -5,6 +5,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+from trap_paths import trap_path  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("trap_path")   # every test on the native and the Python trap
+
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "benches" / "trap.py"
 
 

@@ -9,6 +9,11 @@ from harness.exits import Kind
 from harness.machine import Machine
 from harness.trap import TlbiTrap
 
+import pytest
+from trap_paths import trap_path  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("trap_path")   # every test on the native and the Python trap
+
 IPA = 0x4008_0000
 DSB_ISH = 0xD5033B9F
 HVC0, SMC0 = 0xD4000002, 0xD4000003

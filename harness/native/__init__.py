@@ -1,0 +1,186 @@
+"""Native helpers: C sources shipped in this package, compiled at first use, loaded with ctypes.
+
+`tlbi_trap.c` is the native half of the TLBI trap (harness/trap.py): a Unicorn SYS hook and DSB code hooks in
+C that record TLBIs and the DSBs after them into a per-vCPU buffer, which Python delivers in a batch at the
+next observation point (harness/observe.py). It is built with the system C compiler (`cc`, else `gcc` or
+`clang`) against the headers the unicorn wheel ships (`unicorn/include`), into `native/` of the harness's
+cache directory (`harness.build.cache_dir`: `$SMMU_HARNESS_CACHE`, a checkout's `.guest-cache/`, else
+`$XDG_CACHE_HOME/smmu-harness`), under a name that hashes the source, the headers, the compiler and the flags;
+the write goes to a temporary name and is renamed, so parallel processes (pytest-xdist) are safe. The library
+takes Unicorn's entry points from the library the Python binding loaded (`tt_init`), so it never links
+against a second copy of libunicorn.
+
+Without a compiler, without the headers, or when the build fails, `tlbi_trap()` answers None and `status()`
+says why: the pure-Python trap runs and gives the same traces. `SMMU_HARNESS_NATIVE=0` forces the Python path
+(`enabled()` is False); any other value, or none, lets the native one run where it can.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["ENV", "enabled", "tlbi_trap", "status", "TtCpu", "TtRecord", "CALLBACK", "TT_ABI", "TT_PASS",
+           "TT_NATIVE", "TT_EMULATED", "TT_UNDEFINED", "TT_REC_TLBI", "TT_REC_DSB", "TT_WHY_FULL",
+           "TT_WHY_UNDEFINED", "TT_DSB_SYNCS", "TT_ENCODINGS", "RECORD_SIZE"]
+
+ENV = "SMMU_HARNESS_NATIVE"
+SOURCE = Path(__file__).resolve().parent / "tlbi_trap.c"
+CFLAGS = ("-O2", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
+
+# the constants of tlbi_trap.c
+TT_ABI = 1
+TT_PASS, TT_NATIVE, TT_EMULATED, TT_UNDEFINED = 0, 1, 2, 3
+TT_REC_TLBI, TT_REC_DSB = 1, 2
+TT_WHY_FULL, TT_WHY_UNDEFINED = 1, 2
+TT_DSB_SYNCS = 0x100
+TT_ENCODINGS = 2048
+
+
+class TtRecord(ctypes.Structure):
+    _fields_ = (("pc", ctypes.c_uint64), ("xt", ctypes.c_uint64), ("info", ctypes.c_uint64))
+
+
+RECORD_SIZE = ctypes.sizeof(TtRecord)
+
+
+class TtCpu(ctypes.Structure):
+    """tlbi_trap.c's `tt_cpu` (checked against `tt_sizeof()` at load)."""
+    _fields_ = (("n", ctypes.c_uint32), ("cap", ctypes.c_uint32), ("pending", ctypes.c_uint32),
+                ("why", ctypes.c_uint32), ("undefined", TtRecord), ("buf", ctypes.c_void_p), ("uc", ctypes.c_void_p),
+                ("callback", ctypes.c_void_p), ("sys_hook", ctypes.c_size_t), ("sites", ctypes.c_void_p),
+                ("cls", (ctypes.c_uint8 * TT_ENCODINGS) * 4))
+
+
+#: the callback type of `tt_new`: (cpu, why) -> the SYS hook's return value for TT_WHY_UNDEFINED
+CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.POINTER(TtCpu), ctypes.c_uint32)
+
+_lib: ctypes.CDLL | None = None
+_status: str | None = None
+
+
+def enabled() -> bool:
+    """May the native path run (`SMMU_HARNESS_NATIVE` is not 0)?"""
+    return os.environ.get(ENV, "").strip() != "0"
+
+
+def status() -> str:
+    """What `tlbi_trap()` found: "loaded PATH", or why the Python path runs."""
+    if not enabled():
+        return f"disabled ({ENV}=0)"
+    tlbi_trap()
+    return _status or "not loaded"
+
+
+def _compiler() -> str | None:
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _unicorn_include() -> Path | None:
+    try:
+        import unicorn
+    except ImportError:                            # pragma: no cover - unicorn is a dependency
+        return None
+    inc = Path(unicorn.__file__).resolve().parent / "include"
+    return inc if (inc / "unicorn" / "unicorn.h").is_file() else None
+
+
+def _library_path(cc: str, inc: Path) -> Path:
+    from ..build import cache_dir
+
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
+                 sys.platform.encode()):
+        h.update(part + b"\0")
+    for f in sorted((inc / "unicorn").glob("*.h")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return cache_dir() / "native" / f"tlbi_trap-{h.hexdigest()[:16]}.so"
+
+
+def _build(cc: str, inc: Path, out: Path) -> str | None:
+    """Compile `tlbi_trap.c` to `out` (atomically); None, or why it failed."""
+    import subprocess
+    import tempfile
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".so")
+        os.close(fd)
+    except OSError as e:
+        return f"cache directory {out.parent}: {e.strerror or e}"
+    try:
+        r = subprocess.run([cc, *CFLAGS, "-I", str(inc), str(SOURCE), "-o", tmp], capture_output=True,
+                           text=True, timeout=120)
+        if r.returncode != 0:
+            first = (r.stderr or r.stdout).strip().splitlines()
+            return f"{cc} failed (exit {r.returncode}): {first[0] if first else ''}"
+        os.replace(tmp, out)
+        return None
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot run {cc}: {e}"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path) -> ctypes.CDLL | str:
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return f"cannot load {path}: {e}"
+    lib.tt_abi.restype = lib.tt_sizeof.restype = ctypes.c_int
+    if lib.tt_abi() != TT_ABI or lib.tt_sizeof() != ctypes.sizeof(TtCpu):
+        return f"{path}: ABI {lib.tt_abi()}/{lib.tt_sizeof()} bytes, expected {TT_ABI}/{ctypes.sizeof(TtCpu)}"
+    lib.tt_init.restype = ctypes.c_int
+    lib.tt_init.argtypes = (ctypes.c_void_p,) * 4
+    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
+            for f in ("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add")]
+    if lib.tt_init(*ptrs) != 0:
+        return f"{path}: tt_init refused Unicorn's entry points"
+    lib.tt_new.restype = ctypes.POINTER(TtCpu)
+    lib.tt_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK)
+    lib.tt_add_dsb.restype = ctypes.c_int
+    lib.tt_add_dsb.argtypes = (ctypes.POINTER(TtCpu), ctypes.c_uint64, ctypes.c_uint32)
+    lib.tt_free.restype = None
+    lib.tt_free.argtypes = (ctypes.c_void_p,)
+    return lib
+
+
+def tlbi_trap() -> ctypes.CDLL | None:
+    """The loaded `tlbi_trap.c` library (built on first use), or None (`status()` says why)."""
+    global _lib, _status
+    if not enabled():
+        return None
+    if _lib is not None:
+        return _lib
+    if _status is not None:                        # tried before in this process and failed
+        return None
+    cc, inc = _compiler(), _unicorn_include()
+    if cc is None:
+        _status = "no C compiler (cc, gcc, clang) on PATH"
+        return None
+    if inc is None:
+        _status = "the unicorn package has no C headers (unicorn/include)"
+        return None
+    path = _library_path(cc, inc)
+    if not path.is_file():
+        why = _build(cc, inc, path)
+        if why is not None:
+            _status = why
+            return None
+    got = _load(path)
+    if isinstance(got, str):
+        _status = got
+        return None
+    _lib, _status = got, f"loaded {path}"
+    return _lib
