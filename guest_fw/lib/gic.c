@@ -31,6 +31,7 @@
 #define ICC_EOIR0_EL1 "s3_0_c12_c8_1"
 #define ICC_IGRPEN0_EL1 "s3_0_c12_c12_6"
 #define ICC_SGI0R_EL1 "s3_0_c12_c11_7"
+#define ICC_ASGI1R_EL1 "s3_0_c12_c11_6"
 #define ICC_IAR1_EL1 "s3_0_c12_c12_0"
 #define ICC_EOIR1_EL1 "s3_0_c12_c12_1"
 #define ICC_HPPIR1_EL1 "s3_0_c12_c12_2"
@@ -236,12 +237,24 @@ u32 gic_read_iar_fiq(void)
 
 void gic_write_eoir_fiq(u32 iar) { cpuif_write(iar, ICC_EOIR0_EL1, GICC_EOIR); }   /* GICv2: one EOIR */
 
-/* GICv3 only: a Group 0 SGI to this CPU through ICC_SGI0R_EL1 (the ICC_SGI1R_EL1 layout). */
-void gic_send_sgi0_self(unsigned int id)
+/* GICv3 only: an SGI to this CPU through ICC_SGI0R_EL1 / ICC_ASGI1R_EL1 (the ICC_SGI1R_EL1 layout). */
+static u64 sgi_self_value(unsigned int id)
 {
 	int cpu = smp_processor_id();
 
+	return (u64)(id & 0xf) << 24 | (u64)(cpu / 16) << 16 | 1ULL << (cpu % 16);
+}
+
+void gic_send_sgi0_self(unsigned int id)
+{
 	dsb(sy);
-	icc_write((u64)(id & 0xf) << 24 | (u64)(cpu / 16) << 16 | 1ULL << (cpu % 16), ICC_SGI0R_EL1);
+	icc_write(sgi_self_value(id), ICC_SGI0R_EL1);
+	isb();
+}
+
+void gic_send_asgi1_self(unsigned int id)
+{
+	dsb(sy);
+	icc_write(sgi_self_value(id), ICC_ASGI1R_EL1);
 	isb();
 }

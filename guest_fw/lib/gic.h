@@ -50,6 +50,7 @@ void gic_fiq_enable(void);             /* Group 0 signalled as FIQ */
 u32 gic_read_iar_fiq(void);             /* GICv3: ICC_IAR0_EL1 */
 void gic_write_eoir_fiq(u32 iar);
 void gic_send_sgi0_self(unsigned int sgi);      /* GICv3: ICC_SGI0R_EL1 */
+void gic_send_asgi1_self(unsigned int sgi);     /* GICv3: ICC_ASGI1R_EL1 */
 void gic_send_sgi(int cpu, unsigned int sgi);
 void gic_send_sgi_self(unsigned int sgi);
 void gic_send_sgi_others(unsigned int sgi);

@@ -1,7 +1,8 @@
 /*
  * A Group 0 interrupt signalled as FIQ (GICv2 GICC_CTLR.FIQEn; GICv3 ICC_IGRPEN0_EL1, Group 0 always FIQ): an
  * SPI made pending with FIQs masked shows in ISR_EL1.F, not I; `msr daifclr, #1` takes it at the FIQ vector;
- * IRQs masked meanwhile do not matter; on a GICv3 a Group 0 SGI from ICC_SGI0R_EL1 is a FIQ too. Same output under QEMU 7.2 and smmu-harness.
+ * IRQs masked meanwhile do not matter; on a GICv3 a Group 0 SGI from ICC_SGI0R_EL1 is a FIQ too, and
+ * ICC_ASGI1R_EL1 reaches only a Group 0 SGI. Same output under QEMU 7.2 and smmu-harness.
  */
 #include "gic.h"
 
@@ -54,6 +55,17 @@ int main(void)
 		gic_send_sgi0_self(2);
 		local_fiq_disable();
 		report(fiqs == 2 && intid == 2, "ICC_SGI0R_EL1: SGI 2 taken as FIQ (INTID %u)", intid);
+		/* ICC_ASGI1R_EL1 (the other Security state's Group 1): with GICD_CTLR.DS = 1 there is no Secure
+		 * Group 1, and QEMU 7.2 delivers it only to an SGI configured Group 0 */
+		gic_set_group(3, 0);
+		local_fiq_enable();
+		local_irq_enable();
+		gic_send_asgi1_self(4);         /* SGI 4: Group 1 */
+		gic_send_asgi1_self(3);
+		local_irq_disable();
+		local_fiq_disable();
+		report(fiqs == 3 && intid == 3 && irqs == 0 && !gic_irq_pending(4),
+		       "ICC_ASGI1R_EL1: only the Group 0 SGI 3 is taken (INTID %u)", intid);
 	}
 	report_prefix_pop();
 	return report_summary();

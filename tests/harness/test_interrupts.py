@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from devmodel.trace import ListSink, Tracer
-from guestbin import guest_elf, run_cli
+from guestbin import guest_elf, run_cli, under_cpu_load
 from harness.elfload import load_elf
 from harness.exits import EXIT_BUDGET, Kind
 from harness.interrupts import isr_el1, pending, route, scan_unmask_sites, unmasked
@@ -19,7 +19,6 @@ from harness.exceptions import Vector
 from harness.machine import Machine
 
 QEMU = shutil.which("qemu-system-aarch64")
-VBAR_EL1 = (3, 0, 12, 0, 0)
 
 
 def traced(name: str, events: str = "cpu_irq_taken,vcpu_wfi,vcpu_wake", **vm_kw):
@@ -31,6 +30,21 @@ def traced(name: str, events: str = "cpu_irq_taken,vcpu_wfi,vcpu_wake", **vm_kw)
     vm.load(img)
     o = m.run(timeout=60)
     return m, vm, o, sink, img, out.decode()
+
+
+def irqs_taken(sink: ListSink) -> list[dict]:
+    return [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+
+
+def run_taking(name: str, **vm_kw):
+    """Run guest `name` to a 0 exit: its VM, image and the `cpu_irq_taken` records."""
+    m, vm, o, sink, img, out = traced(name, **vm_kw)
+    assert o.exit_code == 0, out
+    return vm, img, irqs_taken(sink)
+
+
+def vbar_of(vm, el: int) -> int:
+    return vm.vcpus[0].uc.cpr_read(3, 0 if el == 1 else 4, 12, 0, 0)       # VBAR_EL1 / VBAR_EL2
 
 
 # -- pure routing and masking ------------------------------------------------------------------------------------
@@ -83,8 +97,8 @@ def test_gic_version_can_change_before_the_run_and_the_frames_follow():
 def test_timer_ppi_is_taken_right_after_the_unmask(gic):
     m, vm, o, sink, img, out = traced("irq_timer", gic_version=gic)
     assert o.exit_code == 0, out
-    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
-    vbar = vm.vcpus[0].uc.cpr_read(*VBAR_EL1)
+    taken = irqs_taken(sink)
+    vbar = vbar_of(vm, 1)
     assert taken == [{"cpu": 0, "kind": "IRQ", "intid": 27, "pc": img.symbol("after_unmask"), "el": 1,
                       "vector": vbar + 0x280}]                      # current EL with SPx: + 0x200 + 0x80
     wfi = [r.event for r in sink.records if r.event.startswith("vcpu_")]
@@ -93,10 +107,8 @@ def test_timer_ppi_is_taken_right_after_the_unmask(gic):
 
 
 def test_timer_ppi_taken_at_el2_with_hcr_imo():
-    m, vm, o, sink, img, out = traced("irq_timer", start_el=2, gic_version=3)
-    assert o.exit_code == 0, out
-    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
-    vbar = vm.vcpus[0].uc.cpr_read(3, 4, 12, 0, 0)               # VBAR_EL2
+    vm, img, taken = run_taking("irq_timer", start_el=2, gic_version=3)
+    vbar = vbar_of(vm, 2)
     assert [(t["el"], t["intid"], t["pc"], t["vector"]) for t in taken] == [
         (2, 27, img.symbol("after_unmask"), vbar + 0x280)]
 
@@ -105,8 +117,8 @@ def test_timer_ppi_taken_at_el2_with_hcr_imo():
 def test_irq_from_masked_el1_is_taken_to_el2_with_imo(gic):
     m, vm, o, sink, img, out = traced("irq_el2", start_el=2, gic_version=gic)
     assert o.exit_code == 0 and "FAIL" not in out, out
-    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
-    vbar = vm.vcpus[0].uc.cpr_read(3, 4, 12, 0, 0)               # VBAR_EL2
+    taken = irqs_taken(sink)
+    vbar = vbar_of(vm, 2)
     assert [(t["el"], t["intid"], t["vector"]) for t in taken] == [(2, 27, vbar + 0x480)]   # from a lower EL
     assert img.symbol("el1_spin") <= taken[0]["pc"] <= img.symbol("el1_spin") + 4
 
@@ -115,23 +127,20 @@ def test_irq_from_masked_el1_is_taken_to_el2_with_imo(gic):
 def test_preemption_nesting_and_the_eret_that_unmasks(gic):
     """The higher priority B is taken inside A's handler right after its unmask (nested, current EL SPx); C, of
     A's priority, at the ERET out of A's handler: ELR = that ERET's target, the instruction A interrupted."""
-    m, vm, o, sink, img, out = traced("irq_prio", gic_version=gic)
-    assert o.exit_code == 0, out
-    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    vm, img, taken = run_taking("irq_prio", gic_version=gic)
     assert [t["intid"] for t in taken] == [40, 41, 42, 43]
     a, b, c, _ = taken
     assert c["pc"] == a["pc"] and b["pc"] != a["pc"]
-    vbar = vm.vcpus[0].uc.cpr_read(*VBAR_EL1)
+    vbar = vbar_of(vm, 1)
     assert {t["vector"] for t in taken} == {vbar + 0x280}
 
 
 @pytest.mark.parametrize("gic", [2, 3])
 def test_group_0_is_taken_at_the_fiq_vector(gic):
-    m, vm, o, sink, img, out = traced("irq_fiq", gic_version=gic)
-    assert o.exit_code == 0, out
-    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
-    vbar = vm.vcpus[0].uc.cpr_read(*VBAR_EL1)
-    want = [("FIQ", 44, vbar + 0x300)] + ([("FIQ", 2, vbar + 0x300)] if gic == 3 else [])   # + ICC_SGI0R_EL1
+    vm, img, taken = run_taking("irq_fiq", gic_version=gic)
+    vbar = vbar_of(vm, 1)
+    sgis = [("FIQ", 2, vbar + 0x300), ("FIQ", 3, vbar + 0x300)] if gic == 3 else []   # ICC_SGI0R/ASGI1R_EL1
+    want = [("FIQ", 44, vbar + 0x300)] + sgis
     assert [(t["kind"], t["intid"], t["vector"]) for t in taken] == want
 
 
@@ -139,7 +148,7 @@ def test_group_0_is_taken_at_the_fiq_vector(gic):
 def test_pl011_tx_interrupt_is_spi_1(gic):
     m, vm, o, sink, img, out = traced("irq_uart", events="cpu_irq_taken,pl011_irq_state", gic_version=gic)
     assert o.exit_code == 0, out
-    taken = [r.fields for r in sink.records if r.event == "cpu_irq_taken"]
+    taken = irqs_taken(sink)
     assert [t["intid"] for t in taken] == [33]
     levels = [r.fields["level"] for r in sink.records if r.event == "pl011_irq_state"]
     assert levels[:2] == [1, 0]                                   # unmasked in UARTIMSC, cleared by UARTICR
@@ -168,12 +177,7 @@ def test_delivery_is_deterministic_under_load():
         assert o.exit_code == 0
         return [(r.event, r.ts, r.fields) for r in sink.records]
     quiet = records()
-    burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        loaded = records()
-    finally:
-        burn.kill()
-        burn.wait()
+    loaded = under_cpu_load(records)
     assert quiet == loaded and sum(e == "cpu_irq_taken" for e, _, _ in quiet) == 4
 
 
