@@ -182,6 +182,19 @@ class Bus:
             return
         r.target.write(addr - r.base, value, size)
 
+    def write_from(self, requester: int | None, addr: int, value: int, size: int = 4) -> None:
+        """A bus master's write that carries its requester ID (the PCIe Requester ID / StreamID a device's
+        transactions are tagged with; QEMU `MemTxAttrs.requester_id`). A device with `write_from(offset,
+        value, size, requester)` receives the ID: an ITS translation frame takes it as the MSI's DeviceID
+        (IHI 0069 chapter 5). RAM and other devices see a plain `write`; `requester=None` is a plain write."""
+        r = self._region(addr, size)
+        if requester is not None and not r.is_ram:
+            take = getattr(r.target, "write_from", None)
+            if take is not None:
+                take(addr - r.base, value, size, requester)
+                return
+        self.write(addr, value, size)
+
     def read64(self, addr: int) -> int:
         """`read(addr, 8)`; RAM reads (every table walk step) take a short path, anything else the general one."""
         i = _bisect_right(self._bases, addr) - 1

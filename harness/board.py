@@ -50,7 +50,7 @@ def _describe(vm: "VM") -> tuple[SmmuSpec | None, list[tuple[int, int, int]]]:
             continue
         dev = region.target
         if _instance(dev, "devmodel.smmuv3.device", "SMMUv3"):
-            smmu = SmmuSpec(base=region.base)
+            smmu = SmmuSpec(base=region.base, msi_devid=getattr(dev, "msi_requester", None))
         elif _instance(dev, "devmodel.dmatest", "DmaTestDevice") or (
                 _instance(dev, "harness.vmm", "AssignedMmio")
                 and _instance(getattr(dev, "dev", None), "devmodel.dmatest", "DmaTestDevice")):

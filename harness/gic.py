@@ -12,8 +12,9 @@ wired to the VM's devices, and its outputs handed to the delivery into the vCPUs
   the VM's IPA bus a view of the vCPU that runs. GICv3 distributor 64 KiB at 0x0800_0000, one 128 KiB
   redistributor frame per vCPU from 0x080A_0000 (at most the 123 of the single region the tree describes),
   the CPU interface as the ICC_* system registers of `GicV3.sysreg_table()` through `vcpu.sysregs` (below).
-  The ITS frame (0x0808_0000, `VIRT_GIC_ITS`) is left for `attach_its`: the GICv3 model reads its LPI
-  tables through the VM's IPA bus (`dma`), which the ITS shares.
+  The ITS frame (0x0808_0000, `VIRT_GIC_ITS`): harness/its.py `add_its` creates the VM's ITS and maps it
+  with `attach_its` on every GICv3 (QEMU's default `its=on`); the GICv3 model reads its LPI tables through
+  the VM's IPA bus (`dma`), which the ITS shares.
 * ICC_* registers (IHI 0069 12.2): one MRS handler per readable and one MSR handler per writable encoding of
   the table, so the other direction of a read-only or write-only register stays UNDEFINED (Unicorn does not
   implement them); at EL0 every access is UNDEFINED (the handlers decline); ICC_SRE_EL2 exists only on vCPUs
@@ -44,6 +45,7 @@ from devmodel.gic import GICC_SIZE, GICD_SIZE, GICD_V3_SIZE, GICR_FRAME, GicV2, 
 from .devicetree import (GICV2_MAX_CPUS, GICV3_MAX_CPUS, MMIO_SPI, SMMU_SPI, UART_SPI, VIRT_GIC_CPU, VIRT_GIC_DIST,
                          VIRT_GIC_REDIST)
 from .exits import HarnessInputError
+from .its import add_its
 from .sysregs import Encoding
 
 if TYPE_CHECKING:
@@ -114,6 +116,7 @@ class VmGic:
         self._map()
         if version == 3:
             self._serve_sysregs()
+            add_its(self)                    # QEMU virt's ITS (harness/its.py), as `its=on` (the default)
 
     # -- frames -----------------------------------------------------------------------------------------------
     def _map(self) -> None:

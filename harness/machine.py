@@ -165,13 +165,12 @@ class VM:
             v = Vcpu(self, i)
             self.vcpus.append(v)
             machine.vcpus.append(v)
-        # the interrupt controller (harness/gic.py) at QEMU virt's addresses; the PL011's UARTINTR is SPI 1
         self.gic = VmGic(self, default_gic_version(ncpus) if gic_version is None else gic_version)
         self._wire_interrupts()
 
     def _wire_interrupts(self) -> None:
-        """The board's wired interrupts into this VM's GIC: the PL011's UARTINTR (SPI 1), the virtio-mmio
-        transports (SPI 16 + i), the SMMUs mapped in (harness/gic.py `device_added`)."""
+        """The board's wired interrupts into this VM's GIC (harness/gic.py, at QEMU virt's addresses): the PL011's
+        UARTINTR (SPI 1), the virtio-mmio transports (SPI 16 + i), the SMMUs mapped in (`device_added`)."""
         if self.pl011 is not None:
             self.pl011.irq = self.gic.line(UART_INTID)
         self.virtio.irq_handler = lambda spi, level: self.gic.set_spi(32 + spi, bool(level))

@@ -30,6 +30,7 @@ EVENT_MODULES = (
     "harness.host.iopf",
     "harness.host.smmu_driver",
     "harness.host.iommufd",
+    "harness.host.msi",
     "harness.vsmmu",
     "harness.viommu",
     "harness.scenarios.platform",

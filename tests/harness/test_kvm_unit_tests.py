@@ -33,8 +33,6 @@ QEMU_72 = {name: "PASS" for name in (
 QEMU_72.update({name: "FAIL" for name in "pmu-event-introspection gicv2-mmio gicv2-mmio-up gicv2-mmio-3p".split()})
 # every other test of the catalogue: SKIP (manual, migration, or what QEMU 7.2 TCG lacks)
 
-ITS = ("no GICv3 ITS on the board yet: the GICv3 set-up of kvm-unit-tests reads GITS_TYPER at 0x0808_0008, "
-       "the ITS frame the tree describes, and dies of the external abort")
 # Where this board gives another verdict than QEMU 7.2, and why (README's kvm-unit-tests table). QEMU 7.2's
 # GICv2 neither masks the ITARGETSR bits of CPUs that do not exist nor keeps byte writes; devmodel/gic does
 # both (IHI 0048B 4.3.12). With one CPU both are RAZ/WI (the same section), so gicv2-mmio-up fails on both.
@@ -43,7 +41,6 @@ PMU = "the PMU is Unicorn's (no PMU model): counters do not count as QEMU's do"
 NOT_YET = {
     "pci-test": "no PCI host bridge or pci-testdev on the board",
     "pmu-cycle-counter": PMU, "pmu-sw-incr": PMU,
-    **{n: ITS for n in "gicv3-ipi gicv3-active its-introspection its-trigger".split()},
     **{n: "MTE (-machine mte=on) is not modelled" for n in ("mte-sync", "mte-async", "mte-asymm")},
 }
 
