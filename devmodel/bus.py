@@ -112,6 +112,16 @@ class Bus:
         self._bases.insert(i, region.base)
         self._regions.insert(i, region)
 
+    def remove(self, base: int) -> Region:
+        """Take the region that starts at `base` off the map (a board change); KeyError if there is none."""
+        if self._frozen:
+            raise RuntimeError(f"bus is frozen; cannot remove the region at {base:#x}")
+        i = bisect.bisect_left(self._bases, base)
+        if i == len(self._bases) or self._bases[i] != base:
+            raise KeyError(f"no region starts at {base:#x}")
+        del self._bases[i]
+        return self._regions.pop(i)
+
     def freeze(self) -> None:
         self._frozen = True
 
@@ -171,6 +181,19 @@ class Bus:
             r.target.buf[off:off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
             return
         r.target.write(addr - r.base, value, size)
+
+    def write_from(self, requester: int | None, addr: int, value: int, size: int = 4) -> None:
+        """A bus master's write that carries its requester ID (the PCIe Requester ID / StreamID a device's
+        transactions are tagged with; QEMU `MemTxAttrs.requester_id`). A device with `write_from(offset,
+        value, size, requester)` receives the ID: an ITS translation frame takes it as the MSI's DeviceID
+        (IHI 0069 chapter 5). RAM and other devices see a plain `write`; `requester=None` is a plain write."""
+        r = self._region(addr, size)
+        if requester is not None and not r.is_ram:
+            take = getattr(r.target, "write_from", None)
+            if take is not None:
+                take(addr - r.base, value, size, requester)
+                return
+        self.write(addr, value, size)
 
     def read64(self, addr: int) -> int:
         """`read(addr, 8)`; RAM reads (every table walk step) take a short path, anything else the general one."""

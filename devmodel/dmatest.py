@@ -34,6 +34,12 @@ Register map (offsets from the device base, default 0x0910_0000; 32-bit register
     0x54 PRG_INDEX  RO  PRG index of the page request group the transfer waits on
     0x58 ATC_ENTRIES RO translations in the ATC
     0x5C ATC_INVS   RO  ATS Invalidate Requests received
+    0x60 MSI_ADDR   RW  64-bit: address of the completion MSI (bits [1:0] read as 0: a DWORD write)
+    0x68 MSI_DATA   RW  data of the completion MSI (the EventID at an ITS)
+    0x6C MSI_CTRL   RW  bit0 EN: each command that ends (completes or fails; not one that waits) sends the MSI
+    0x70 MSI_COUNT  RO  completion MSIs that reached the bus
+    0x74 MSI_STATUS RO  outcome of the last MSI: bit0 SENT, bit1 FAULT (the SMMU refused its translation),
+                        bit2 BUSERR (nothing at its address), bit3 STALLED (held in the SMMU)
 
 Accesses are split at 4 KiB boundaries and each piece is translated separately (a fault stops the command;
 pieces before it stay written).
@@ -51,11 +57,19 @@ pieces before it stay written).
   PRI_ERR; Response Failure: PRI_ERR and PRI_STATUS.RF, no page requests until PRI_RESET. ATS Invalidate
   Requests (`atc_invalidate`, CMD_ATC_INV) remove ATC entries; `atc_inv_fails=True` makes the device not
   complete them (a completion timeout: the SMMU's next CMD_SYNC fails).
+* Completion MSI (a PCI MSI capability reduced to its address and data): a 32-bit DMA write of MSI_DATA to
+  MSI_ADDR, translated by the SMMU like any other write of the device (StreamID, no SubstreamID: PCIe MSIs
+  carry no PASID; untranslated even with ATS_EN), then sent on the bus with the device's StreamID as requester
+  ID (`Bus.write_from`): at an ITS's GITS_TRANSLATER the StreamID is the DeviceID, the identity msi-map Linux
+  applies between RID, StreamID and DeviceID on QEMU virt. So the doorbell address must be mapped in the
+  device's translation, as on hardware (Linux's MSI cookie, `iommu_dma_prepare_msi`). A fault loses the MSI
+  (MSI_STATUS.FAULT; the SMMU records its event); a stalled MSI is sent when CMD_RESUME retries it.
 
 `iommu` is the SMMU side (an `SMMUv3`): by default the object `translate` is a bound method of, when it offers
 `wait_stall`; without it stalled results are faults and ATS is unavailable (ATS_ERR). The device registers
 itself as the ATS endpoint of its StreamID (`iommu.attach_endpoint`). Not modelled: interrupts, the PCIe
-configuration space itself (PCIE_CTRL stands for the ATS and PRI capabilities' control registers), ATS STU.
+configuration space itself (PCIE_CTRL stands for the ATS and PRI capabilities' control registers), ATS STU,
+  wired interrupts, MSI-X, MSI masking and multiple vectors.
 """
 from __future__ import annotations
 
@@ -72,7 +86,8 @@ from .trace import NULL_TRACER, Tracer, define
 __all__ = ["DmaTestDevice", "DMATEST_BASE", "DMATEST_SIZE", "CMD_READ64", "CMD_WRITE64", "CMD_COPY",
            "STATUS_DONE", "STATUS_FAULT", "STATUS_BUSERR", "STATUS_BADCMD", "STATUS_STALLED", "STATUS_PRI_WAIT",
            "STATUS_ATS_ERR", "STATUS_PRI_ERR", "PCIE_ATS_EN", "PCIE_PRI_EN", "PCIE_PRI_RESET", "PRI_RF",
-           "PRI_UPRGI", "PRI_STOPPED", "DMATEST_ID", "MAX_LEN", "REGS"]
+           "PRI_UPRGI", "PRI_STOPPED", "DMATEST_ID", "MAX_LEN", "REGS", "MSI_SENT", "MSI_FAULT", "MSI_BUSERR",
+           "MSI_STALLED"]
 
 DMATEST_BASE = 0x0910_0000
 DMATEST_SIZE = 0x1000
@@ -82,6 +97,7 @@ STATUS_DONE, STATUS_FAULT, STATUS_BUSERR, STATUS_BADCMD = 1, 2, 4, 8
 STATUS_STALLED, STATUS_PRI_WAIT, STATUS_ATS_ERR, STATUS_PRI_ERR = 16, 32, 64, 128
 PCIE_ATS_EN, PCIE_PRI_EN, PCIE_PRI_RESET = 1, 2, 4
 PRI_RF, PRI_UPRGI, PRI_STOPPED = 1, 2, 1 << 8            # PCIe PRI Status bits
+MSI_SENT, MSI_FAULT, MSI_BUSERR, MSI_STALLED = 1, 2, 4, 8  # MSI_STATUS
 MAX_LEN = 1 << 20
 PRI_ROUNDS = 4              # page request groups per piece before the device gives up (PRI_ERR)
 _PAGE = 4096
@@ -95,6 +111,8 @@ define("dmatest_ats", ("dev", "sid", "ssid", "iova", "status", "out", "size", "r
 define("dmatest_atc_inv", ("dev", "ssid", "lo", "hi", "global_", "removed", "completed"),
        "ATS Invalidate Request received")
 define("dmatest_prg", ("dev", "grpid", "pages", "first", "write"), "page request group sent")
+define("msi_write", ("dev", "requester", "iova", "pa", "data", "outcome"),
+       "a device's MSI write: its translation and where it went (outcome: sent | fault | buserr | stalled)")
 define("dmatest_prg_resp", ("dev", "grpid", "code", "known"), "PRG response received (known=0: UPRGI)")
 
 RO, RW, WO = Access.RO, Access.RW, Access.WO
@@ -121,6 +139,11 @@ REGS = (
     Reg("PRG_INDEX", 0x54, 4, 0, access=RO),
     Reg("ATC_ENTRIES", 0x58, 4, 0, access=RO),
     Reg("ATC_INVS", 0x5C, 4, 0, access=RO),
+    Reg("MSI_ADDR", 0x60, 8, 0, (RegField("ADDR", 2, 62, shift=2),)),
+    Reg("MSI_DATA", 0x68, 4, 0),
+    Reg("MSI_CTRL", 0x6C, 4, 0, (RegField("EN", 0, 1),)),
+    Reg("MSI_COUNT", 0x70, 4, 0, access=RO),
+    Reg("MSI_STATUS", 0x74, 4, 0, access=RO),
 )
 
 Translate = Callable[..., Any]
@@ -339,6 +362,41 @@ class DmaTestDevice:
         if "dmatest_cmd" in self.tracer.enabled:
             self.tracer.emit("dmatest_cmd", dev=self.name, cmd=t.cmd, sid=t.sid, ssid=t.ssid, iova=t.iova,
                              len=t.length, status=status, fault=ftype)
+        if r["MSI_CTRL"] & 1:
+            self.send_msi()
+
+    # -- the completion MSI ------------------------------------------------------------------------------------
+    def send_msi(self) -> int:
+        """Send the completion MSI now (what a completed command does with MSI_CTRL.EN); returns MSI_STATUS."""
+        r = self.regs
+        sid, iova, data = r["SID"], r["MSI_ADDR"], r["MSI_DATA"]
+        res = self.translate(sid, None, iova, write=True, exec_=False, priv=False)
+        return self._msi_write(sid, iova, data, res)
+
+    def _msi_write(self, sid: int, iova: int, data: int, res: Any) -> int:
+        pa = getattr(res, "pa", None)
+        if pa is not None:
+            try:
+                self.bus.write_from(sid, pa, data, 4)
+                outcome, status = "sent", MSI_SENT
+                self.regs["MSI_COUNT"] = (self.regs["MSI_COUNT"] + 1) & 0xFFFF_FFFF
+            except BusError:
+                outcome, status = "buserr", MSI_BUSERR
+        elif getattr(res, "stall", False) and self.iommu is not None and self.iommu.wait_stall(
+                res, lambda end: self._msi_resumed(sid, iova, data, end)):
+            outcome, status = "stalled", MSI_STALLED
+        else:
+            outcome, status = "fault", MSI_FAULT
+        self.regs["MSI_STATUS"] = status
+        if "msi_write" in self.tracer.enabled:
+            self.tracer.emit("msi_write", dev=self.name, requester=sid, iova=iova, pa=pa, data=data, outcome=outcome)
+        return status
+
+    def _msi_resumed(self, sid: int, iova: int, data: int, end: StallEnd) -> None:
+        if end.action is Resume.RETRY:
+            self._msi_write(sid, iova, data, end.result)
+        else:                                           # aborted, or completed as a dropped write (RAZ/WI)
+            self._msi_write(sid, iova, data, None)
 
     def _parked(self, t: _Transfer, addr: int) -> None:
         r = self.regs

@@ -19,15 +19,15 @@ Device classes are looked up in `sys.modules`: a class whose module was never im
 `smmu-harness run` does not pay for importing the SMMU model to find out. New device kinds (virtio-mmio
 transports, the GIC) add a line to `_describe`.
 
-GIC: version 2 for up to 8 vCPUs (QEMU virt's default), 3 above (a GICv2 has 8 CPU interfaces), unless the
-caller says otherwise. CPU compatible: `CPU_COMPATIBLE[cpu]` (`-cpu max` is described as QEMU 7.2 does).
+GIC: the VM's own (`vm.gic_version`, harness/gic.py: GICv2 for up to 8 vCPUs as QEMU virt's default, GICv3
+above or when asked), unless the caller says otherwise. CPU compatible: `CPU_COMPATIBLE[cpu]` (`-cpu max` is described as QEMU 7.2 does).
 """
 from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .devicetree import CPU_COMPATIBLE, GICV2_MAX_CPUS, BoardSpec, DmaDeviceSpec, SmmuSpec
+from .devicetree import CPU_COMPATIBLE, BoardSpec, DmaDeviceSpec, SmmuSpec
 
 if TYPE_CHECKING:
     from .machine import VM
@@ -50,7 +50,7 @@ def _describe(vm: "VM") -> tuple[SmmuSpec | None, list[tuple[int, int, int]]]:
             continue
         dev = region.target
         if _instance(dev, "devmodel.smmuv3.device", "SMMUv3"):
-            smmu = SmmuSpec(base=region.base)
+            smmu = SmmuSpec(base=region.base, msi_devid=getattr(dev, "msi_requester", None))
         elif _instance(dev, "devmodel.dmatest", "DmaTestDevice") or (
                 _instance(dev, "harness.vmm", "AssignedMmio")
                 and _instance(getattr(dev, "dev", None), "devmodel.dmatest", "DmaTestDevice")):
@@ -81,7 +81,7 @@ def board_spec(vm: "VM", *, bootargs: str = "", cpu: str = "max", gic_version: i
     ncpus = len(vm.vcpus)
     return BoardSpec(ram=((vm.ram_ipa, vm.ram.size),), cpus=ncpus, mpidrs=tuple(v.mpidr for v in vm.vcpus),
                      cpu_compatible=CPU_COMPATIBLE[cpu], start_el=vm.start_el,
-                     gic_version=gic_version or (2 if ncpus <= GICV2_MAX_CPUS else 3), smmu=smmu,
+                     gic_version=gic_version or vm.gic_version, smmu=smmu,
                      dma_devices=tuple(DmaDeviceSpec(base, size, _iommu_of(sid, smmu, viommu, endpoints), sid)
                                        for base, size, sid in dmas),
                      virtio_iommu=viommu, bootargs=bootargs, initrd=initrd)

@@ -142,6 +142,57 @@ def _smp(text: str) -> int:
     return _positive_int(t.removeprefix("cpus="))
 
 
+_ON_OFF = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+
+
+def _machine(text: str) -> dict[str, int]:
+    """QEMU's `-machine [type=]virt[,gic-version=2|3|max][,virtualization=on|off]` (hw/arm/virt.c's property
+    names and errors; other properties are not modelled) -> {"gic": N, "el": 1|2}."""
+    out: dict[str, int] = {}
+    for i, item in enumerate(x.strip() for x in text.split(",") if x.strip()):
+        key, eq, val = item.partition("=")
+        if not eq or key == "type":
+            if (val if eq else key) == "virt" and (i == 0 or eq):
+                continue
+            raise argparse.ArgumentTypeError(f"{item!r}: only the virt machine is modelled")
+        if key == "gic-version":
+            if val not in ("2", "3", "max"):
+                raise argparse.ArgumentTypeError(
+                    "gic-version=host requires KVM" if val == "host" else
+                    "gic-version=4: GICv4 is not modelled (2, 3 or max)" if val == "4" else
+                    f"Invalid gic-version value {val!r}; valid values are 3, 2, host, max")
+            out["gic"] = 3 if val == "max" else int(val)
+        elif key == "virtualization" and val in _ON_OFF:
+            out["el"] = 2 if _ON_OFF[val] else 1
+        else:
+            raise argparse.ArgumentTypeError(f"-machine {item}: not modelled (gic-version=, virtualization=)")
+    return out
+
+
+def board_options(args: argparse.Namespace, cmd: str = "run") -> tuple[int | None, int]:
+    """(GIC version or None for the board's default, start EL) from --gic/--el and -machine, which must agree."""
+    gic, el = args.gic, args.el
+    for opts in args.machine or ():
+        for key, mine, what in (("gic", gic, "--gic"), ("el", el, "--el")):
+            if key in opts and mine is not None and mine != opts[key]:
+                raise UsageError(f"{PROG} {cmd}: {what} {mine} contradicts -machine "
+                                 f"{'gic-version' if key == 'gic' else 'virtualization'}")
+        gic = opts.get("gic", gic)
+        el = opts.get("el", el)
+    return gic, 1 if el is None else el
+
+
+def add_board_arguments(p: argparse.ArgumentParser) -> None:
+    """The board options `run` and `dtb` share: start EL and interrupt controller."""
+    p.add_argument("--el", type=int, choices=(1, 2), default=None,
+                   help="exception level the vCPUs start at [1] (QEMU: -machine virtualization=on for 2)")
+    p.add_argument("--gic", type=int, choices=(2, 3), default=None,
+                   help="interrupt controller: GICv2 or GICv3 (harness/gic.py) [2 up to 8 vCPUs, as QEMU 7.2 "
+                        "virt under TCG; 3 above]")
+    p.add_argument("-machine", "-M", dest="machine", type=_machine, action="append", metavar="OPTS",
+                   help="QEMU's [virt,]gic-version=2|3|max,virtualization=on|off")
+
+
 # -- run ------------------------------------------------------------------------------------------------
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `smmu-harness run` (other features add theirs here)."""
@@ -163,7 +214,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-D", dest="log_file", default=None, metavar="FILE", help="write the -d log to FILE")
     p.add_argument("--ktap", action="store_true",
                    help="print the guest's report lines as KTAP v1 on stdout; everything else goes to stderr")
-    p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    add_board_arguments(p)
     p.add_argument("--cpu", choices=tuple(CPU_MODELS), default=DEFAULT_CPU, help="vCPU model (Unicorn's) [max]")
     p.add_argument("--hcr-fb", type=int, choices=(0, 1), default=1,
                    help="HCR_EL2.FB seen by TLBI decoding: 1 broadcasts EL1 TLBIs (KVM's setting) [1]")
@@ -472,7 +523,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
     """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
-    vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, cpu=args.cpu,
+    gic, el = board_options(args)
+    vm = machine.add_vm(ncpus=args.cpus, start_el=el, ram_size=args.ram_mib << 20, cpu=args.cpu, gic_version=gic,
                         chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
     for v in vm.vcpus:
         v.hcr_fb = bool(args.hcr_fb)
@@ -497,7 +549,7 @@ def add_dtb_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--cpus", "-smp", type=_smp, default=1, metavar="N", help="vCPUs [1]")
     p.add_argument("--ram-mib", type=_positive_int, default=128, metavar="N", help="guest RAM in MiB [128]")
     p.add_argument("-m", dest="ram_mib", type=_qemu_mib, metavar="SIZE", help="guest RAM: 256, 256M, 1G")
-    p.add_argument("--el", type=int, choices=(1, 2), default=1, help="exception level the vCPUs start at [1]")
+    add_board_arguments(p)
     p.add_argument("--append", "-append", default=None, metavar="ARGS", help="/chosen/bootargs")
     p.add_argument("--dtb", "-dtb", default=None, metavar="FILE", help="fix up this tree as QEMU does instead")
     p.add_argument("--virtio-iommu", action="store_true",
@@ -519,8 +571,9 @@ def cmd_dtb(args: argparse.Namespace) -> int:
     try:
         machine = Machine(console=lambda vm, data, stream: None, console_input=ConsoleInput.from_bytes(b""),
                           tcg_buffer_size=1 << 20)      # nothing runs: small translation buffers
-        vm = machine.add_vm(ncpus=args.cpus, start_el=args.el, ram_size=args.ram_mib << 20, console=True,
-                            chr_testdev=args.virtio_iommu)     # run's chr-testdev first: the same transports
+        gic, el = board_options(args, "dtb")
+        vm = machine.add_vm(ncpus=args.cpus, start_el=el, ram_size=args.ram_mib << 20, console=True,
+                            gic_version=gic, chr_testdev=args.virtio_iommu)  # as run: chr-testdev first
         if args.virtio_iommu:
             from .viommu import add_emulated_viommu
             add_emulated_viommu(vm)

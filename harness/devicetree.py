@@ -14,7 +14,9 @@ phandle numbers are QEMU's (QEMU prepends every new node and property, libfdt-st
 "backwards"; the comparison test in tests/harness/test_devicetree.py checks this against QEMU's own dump).
 
 Our additions, absent from QEMU: DMA test devices (`compatible = "smmu-harness,dmatest"`, `iommus =
-<&smmu SID>` or `<&viommu ENDPOINT>`) and the virtio-iommu marking of one transport (`#iommu-cells = <1>`,
+<&smmu SID>` or `<&viommu ENDPOINT>`, and on a GICv3 board with its ITS `msi-parent = <&its SID>`: the
+StreamID is the device's DeviceID), `msi-parent = <&its DEVID>` on an SMMU that signals MSIs with a DeviceID
+(the VMM's vSMMU: harness/its.py SMMU_MSI_DEVID) and the virtio-iommu marking of one transport (`#iommu-cells = <1>`,
 Linux Documentation/devicetree/bindings/virtio/mmio.yaml). QEMU virt nodes not modelled (flash, fw-cfg,
 pcie, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of /chosen
 are deliberately absent: docs/devicetree-and-loading.md lists them.
@@ -97,6 +99,7 @@ class SmmuSpec:
     """An SMMUv3 the guest sees: MMIO base and the first of its four consecutive wired SPIs."""
     base: int = VIRT_SMMU[0]
     spi: int = SMMU_SPI
+    msi_devid: int | None = None      # the DeviceID of its MSIs at the ITS (None: wired interrupts only)
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,11 @@ def build_tree(spec: BoardSpec) -> Fdt:
         root.add(_memory_node(base, size))
     for i in range(NUM_VIRTIO_TRANSPORTS):
         root.add(_virtio_node(i, ph if spec.virtio_iommu == i else None))
+    its = spec.gic_version == 3 and spec.its
     if spec.smmu is not None:
-        root.add(_smmu_node(spec.smmu, ph.smmu))
+        root.add(_smmu_node(spec.smmu, ph.smmu, ph.msi if its else None))
     for d in spec.dma_devices:
-        root.add(_dma_node(d, ph))
+        root.add(_dma_node(d, ph, its))
     root.add(Node(f"pl011@{VIRT_UART[0]:x}", {
         "clock-names": strings("uartclk", "apb_pclk"), "clocks": u32(ph.clock, ph.clock),
         "interrupts": u32(*_irq(GIC_SPI, UART_SPI, IRQ_LEVEL_HIGH)), "reg": _reg(VIRT_UART),
@@ -265,16 +269,21 @@ def _virtio_node(i: int, ph: _Phandles | None) -> Node:
     return n
 
 
-def _smmu_node(s: SmmuSpec, phandle: int) -> Node:
+def _smmu_node(s: SmmuSpec, phandle: int, its: int | None) -> Node:
     irqs = (c for k in range(4) for c in _irq(GIC_SPI, s.spi + k, IRQ_EDGE_RISING))
-    return Node(f"smmuv3@{s.base:x}", {"phandle": u32(phandle), "#iommu-cells": u32(1), "dma-coherent": EMPTY,
-                                       "interrupt-names": strings("eventq", "priq", "cmdq-sync", "gerror"),
-                                       "interrupts": u32(*irqs), "reg": _reg((s.base, VIRT_SMMU[1])),
-                                       "compatible": string("arm,smmu-v3")})
+    n = Node(f"smmuv3@{s.base:x}", {"phandle": u32(phandle), "#iommu-cells": u32(1), "dma-coherent": EMPTY,
+                                    "interrupt-names": strings("eventq", "priq", "cmdq-sync", "gerror"),
+                                    "interrupts": u32(*irqs), "reg": _reg((s.base, VIRT_SMMU[1])),
+                                    "compatible": string("arm,smmu-v3")})
+    if its is not None and s.msi_devid is not None:   # Linux arm,smmu-v3 binding: msi-parent (platform MSIs)
+        n.set("msi-parent", u32(its, s.msi_devid), first=True)
+    return n
 
 
-def _dma_node(d: DmaDeviceSpec, ph: _Phandles) -> Node:
+def _dma_node(d: DmaDeviceSpec, ph: _Phandles, its: bool) -> Node:
     n = Node(f"dmatest@{d.base:x}", {"reg": _reg((d.base, d.size)), "compatible": string(DMATEST_COMPATIBLE)})
+    if its:
+        n.set("msi-parent", u32(ph.msi, d.sid), first=True)
     if d.iommu is not None:
         n.set("iommus", u32(ph.smmu if d.iommu == "smmu" else ph.viommu, d.sid), first=True)
     return n

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import UC_HOOK_CODE, UcError
 from unicorn import unicorn_const as ucc
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from .machine import Machine
     from .vcpu import Vcpu
 
-__all__ = ["Exceptions", "Taken", "Vector", "route", "entry_pstate", "vector_offset", "illegal_return",
+__all__ = ["Exceptions", "Taken", "TakenInterrupt", "Vector", "route", "entry_pstate", "vector_offset", "illegal_return",
            "EXCEPTION_OPT_IN",
            "UNHANDLED_HOOK", "NEST_LIMIT", "EXCP_UDEF", "EXCP_SWI", "EXCP_PREFETCH_ABORT", "EXCP_DATA_ABORT",
            "EXCP_BKPT", "EXCP_HVC", "EXCP_HYP_TRAP", "EXCP_SMC", "EXCP_UNALIGNED"]
@@ -111,6 +111,7 @@ PSTATE_SSBS, PSTATE_IL, PSTATE_SS, PSTATE_PAN, PSTATE_UAO, PSTATE_DIT, PSTATE_TC
 SCTLR_SPAN, SCTLR_DSSBS = 1 << 23, 1 << 44
 SCTLR_NTWI, SCTLR_NTWE = 1 << 16, 1 << 18
 HCR_TWI, HCR_TWE, HCR_TGE, HCR_HCD, HCR_E2H, HCR_API = 1 << 13, 1 << 14, 1 << 27, 1 << 29, 1 << 34, 1 << 41
+HCR_RW = 1 << 31
 MDCR_TDE = 1 << 8
 CPACR_EL1, CPTR_EL2, HCR_EL2, MDCR_EL2 = (3, 0, 1, 0, 2), (3, 4, 1, 1, 2), (3, 4, 1, 1, 0), (3, 4, 1, 1, 1)
 SCTLR = {1: (3, 0, 1, 0, 0), 2: (3, 4, 1, 0, 0)}
@@ -167,6 +168,26 @@ class Taken:
         return Kind.ABORT if syn.is_abort_class(self.ec) else Kind.UNDEF
 
 
+@dataclass(frozen=True)
+class TakenInterrupt:
+    """An IRQ or FIQ entered at the guest's vector (`Exceptions.take_interrupt`): what the death line says when
+    the guest's runtime reports it unhandled. `esr` is ESR_ELx as the handler finds it (an interrupt does not
+    write it): the guest runtime picks its exit status from it, and so does the death line."""
+    kind: "Vector"
+    intid: int | None
+    target: int
+    elr: int
+    esr: int
+
+    @property
+    def what(self) -> str:
+        return f"{self.kind.name}{'' if self.intid is None else f' (INTID {self.intid})'} with no handler"
+
+    @property
+    def death_kind(self) -> Kind:
+        return Kind.ABORT if syn.is_abort_class(syn.ec_of(self.esr)) else Kind.UNDEF
+
+
 def vector_offset(kind: Vector, from_el: int, target: int, sp_sel: int) -> int:
     """The vector of an exception taken from `from_el` (with PSTATE.SP = `sp_sel`) to `target` (AArch64)."""
     return int(kind) + (0x400 if from_el < target else (0x200 if sp_sel else 0x000))
@@ -209,6 +230,8 @@ class Exceptions:
     def __init__(self, machine: "Machine"):
         self.machine = machine
         self._hooked: set[tuple[int, int]] = set()       # (vcpu.id, address) with an ERET / unhandled hook
+        #: `fn(vcpu, el, spsr)` before each ERET that returns normally (the interrupt delivery's)
+        self.eret_observers: list[Callable[["Vcpu", int, int], None]] = []
 
     # -- what Unicorn reports ------------------------------------------------------------------------
     def unicorn_exception(self, vcpu: "Vcpu", intno: int) -> None:
@@ -444,6 +467,27 @@ class Exceptions:
         vcpu.exc_nest = vcpu.exc_nest + 1 if from_el == target_el else 1
         return vector
 
+    def take_interrupt(self, vcpu: "Vcpu", kind: Vector, target: int, intid: int | None = None) -> int | None:
+        """Take a physical IRQ or FIQ (`kind`) to AArch64 `target` at the current instruction boundary: ELR = the
+        PC (the next instruction to run), ESR/FAR not written, PSTATE/SPSR/SP/PC as `enter`. Returns the vector
+        entered, or None when the guest has no vector table there (VBAR_ELx + offset does not translate to RAM):
+        the run then ends with the death line of the abort fetching it would be (139), where QEMU would loop."""
+        uc = vcpu.uc
+        pc = uc.reg_read(UC_ARM64_REG_PC)
+        old = uc.reg_read(UC_ARM64_REG_PSTATE)
+        r = _ENTRY_REGS[target]
+        vbar = uc.reg_read(r.vbar)
+        vector = (vbar + vector_offset(kind, (old >> 2) & 3, target, old & 1)) & _MASK64
+        w = vcpu.translate_at(vcpu.translation_regs(target), vector)
+        if not w.ok or not vcpu.vm.in_ram(w.ipa, 4):
+            what = f"{kind.name}{'' if intid is None else f' (INTID {intid})'} taken with no vector table"
+            self.die(vcpu, Kind.ABORT, what, pc, None, None,
+                     f"VBAR_EL{target} {vbar:#x} + {vector - vbar:#x} is not mapped to RAM")
+            return None
+        self.enter(vcpu, kind, target, None, None, pc)
+        vcpu.last_exception = TakenInterrupt(kind, intid, target, pc, uc.reg_read(r.esr))
+        return vector
+
     def _report(self, vcpu: "Vcpu", pc: int, target: int, ec: int, esr: int, elr: int, far: int | None,
                 vector: int, spsr: int) -> None:
         m = self.machine
@@ -554,6 +598,9 @@ class Exceptions:
             spsr = v.uc.cpr_read(*r.spsr)
             if illegal_return(v, el, spsr):
                 self._illegal_return(v, el, spsr, v.uc.reg_read(r.elr))
+                return
+            for fn in self.eret_observers:
+                fn(v, el, spsr)
 
     def _illegal_return(self, v: "Vcpu", el: int, spsr: int, elr: int) -> None:
         """The ERET at the PC is an illegal exception return (Arm ARM D1.11.3): NZCV and DAIF come from SPSR,
@@ -575,7 +622,11 @@ class Exceptions:
         vec, esr, elr, far = (uc.reg_read(r) for r in (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2,
                                                         UC_ARM64_REG_X3))
         t = v.last_exception
-        if t is None or t.esr != esr & 0xFFFF_FFFF or t.elr != elr:
+        if isinstance(t, TakenInterrupt) and t.elr == elr and t.esr == esr & 0xFFFF_FFFF:
+            self.die(v, t.death_kind, t.what, t.elr, None, None,
+                     f"the guest's runtime has no handler for vector {vec & 0xF:#x}")
+            return
+        if t is None or isinstance(t, TakenInterrupt) or t.esr != esr & 0xFFFF_FFFF or t.elr != elr:
             ec = syn.ec_of(esr)
             t = Taken(ec, esr & 0x1FF_FFFF, v.el, elr, elr, far if syn.is_abort_class(ec) else None,
                       f"unhandled exception (vector {vec & 0xF:#x})", il=bool(esr >> 25 & 1))
@@ -585,7 +636,9 @@ class Exceptions:
 def illegal_return(vcpu: "Vcpu", el: int, spsr: int) -> bool:
     """Is an ERET at `el` with this SPSR an illegal exception return (Arm ARM IllegalExceptionReturn, AArch64
     targets only)? A higher EL, an EL the guest does not have (EL3; EL2 for a guest started at EL1), EL0 with
-    SP_ELx, the reserved M[1], EL1 while HCR_EL2.TGE = 1."""
+    SP_ELx, the reserved M[1], EL1 while HCR_EL2.TGE = 1, and an AArch64 EL1 or EL0 below an EL2 whose
+    HCR_EL2.RW = 0 makes EL1 AArch32 (the pseudocode's ELUsingAArch32(target) != SPSR.M[4]; QEMU 7.2 reports
+    EC 0x0E for it too)."""
     if spsr >> 4 & 1:                                    # AArch32: left to Unicorn
         return False
     target = (spsr >> 2) & 3
@@ -593,7 +646,12 @@ def illegal_return(vcpu: "Vcpu", el: int, spsr: int) -> bool:
         return True
     if target == 2 and vcpu.start_el < 2:
         return True
-    return target == 1 and vcpu.start_el == 2 and bool(vcpu.uc.cpr_read(*HCR_EL2) & HCR_TGE)
+    if target == 2 or vcpu.start_el < 2:
+        return False
+    hcr = vcpu.uc.cpr_read(*HCR_EL2)
+    if not hcr & HCR_RW and not (hcr & HCR_TGE and hcr & HCR_E2H):       # EL1 (and EL0) are AArch32
+        return True
+    return target == 1 and bool(hcr & HCR_TGE)
 
 
 def _sysreg(word: int) -> tuple[int, int, int, int, int]:

@@ -49,7 +49,9 @@ from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
 from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
 from .exits import HarnessInputError, Kind, Outcome, exit_line_status
+from .gic import UART_INTID, VmGic, default_gic_version
 from .image import BootPlan, plan_boot
+from .interrupts import InterruptDelivery
 from .log import Log
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
@@ -113,7 +115,7 @@ class VM:
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
                  vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU,
-                 virtio_modern: bool = False, chr_testdev: bool = False):
+                 virtio_modern: bool = False, chr_testdev: bool = False, gic_version: int | None = None):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -150,16 +152,12 @@ class VM:
         self.entry: int | None = None
         self.exception_ecs_ipa: int | None = None    # IPA of the guest's EXCEPTION_OPT_IN bitmap, if it has one
         log = machine.log
-        self.pl011: PL011 | None = None
-        if console:
-            self.pl011 = PL011(lambda b: self._console(b, 1), name=f"{name}.pl011", log=log, tracer=machine.tracer)
-            self.ipa.add_device(PL011_IPA, PL011_SIZE, self.pl011, "pl011")
+        self.pl011 = self._pl011() if console else None
         self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
         self.bootargs = ""                           # --append: /chosen/bootargs and SYS_GET_CMDLINE
-        self.gic_version: int | None = None          # -machine gic-version=N for the tree (None: board.py's pick)
         self.initrd: tuple[int, int] | None = None   # [start, end) of the loaded initrd (-initrd), for the tree
         self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
         self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
@@ -168,6 +166,49 @@ class VM:
             v = Vcpu(self, i)
             self.vcpus.append(v)
             machine.vcpus.append(v)
+        self.gic = VmGic(self, default_gic_version(ncpus) if gic_version is None else gic_version)
+        self._wire_interrupts()
+
+    def _wire_interrupts(self) -> None:
+        """The board's wired interrupts into this VM's GIC (harness/gic.py, at QEMU virt's addresses): the PL011's
+        UARTINTR (SPI 1), the virtio-mmio transports (SPI 16 + i), the SMMUs mapped in (`device_added`)."""
+        if self.pl011 is not None:
+            self.pl011.irq = self.gic.line(UART_INTID)
+        self.virtio.irq_handler = lambda spi, level: self.gic.set_spi(32 + spi, bool(level))
+        for region in self.ipa.regions:
+            self.gic.device_added(region.target)
+
+    @property
+    def gic_version(self) -> int:
+        """2 or 3: the VM's GIC (QEMU's -machine gic-version=N). Settable until the VM has run (the controller is
+        rebuilt; the tree describes the new one)."""
+        return self.gic.version
+
+    @gic_version.setter
+    def gic_version(self, version: int | None) -> None:
+        version = default_gic_version(len(self.vcpus)) if version is None else version
+        if version == self.gic.version:
+            return
+        if any(v.slices for v in self.vcpus) or self.gic.armed:
+            raise HarnessInputError(f"{self.name}: the GIC version cannot change once the VM has run")
+        old = self.gic
+        old.unmap()
+        try:
+            self.gic = VmGic(self, version)
+        except HarnessInputError:
+            old.remap()
+            self.gic = old
+            raise
+        self._wire_interrupts()
+
+    def _pl011(self) -> PL011:
+        """The console UART at QEMU virt's 0x0900_0000; its receive side reads the machine's console input once
+        the guest listens (devmodel/pl011.py)."""
+        m = self.machine
+        uart = PL011(lambda b: self._console(b, 1), name=f"{self.name}.pl011", log=m.log, tracer=m.tracer)
+        uart.source = lambda n: m.console_input.read(n)
+        self.ipa.add_device(PL011_IPA, PL011_SIZE, uart, "pl011")
+        return uart
 
     def _virtio_transports(self, modern: bool, chr_testdev: bool) -> VirtioTransports:
         """QEMU virt's 32 virtio-mmio transports (harness/virtio.py); arm/run's chr-testdev on the highest."""
@@ -188,6 +229,7 @@ class VM:
         self.ipa.add_device(ipa, size, device, name)
         for v in self.vcpus:
             v.map_mmio(ipa, size, device)
+        self.gic.device_added(device)
 
     # -- loading ------------------------------------------------------------------------------------
     def load(self, image: ElfImage | str | os.PathLike, *, append: str | None = None,
@@ -341,6 +383,7 @@ class Machine:
         self._disasm = None
         self.timers = GenericTimers(self)
         self.scheduler.add_wake_source(self.timers.wakes, "generic timer")
+        self.interrupts = InterruptDelivery(self)      # the GICs' outputs into the vCPUs (harness/interrupts.py)
         # semihosting (harness/semihost.py, devmodel/semihosting.py): every VM's host files live under the root
         # (None: no host files); SYS_SYSTEM only when allowed; EL0 calls only with `semihosting_userspace`
         # (QEMU's -semihosting-config userspace=on); SYS_READC/SYS_READ of `:tt` read `console_input`
@@ -354,6 +397,7 @@ class Machine:
         self._ports: dict[int, SemihostingPort] = {}
         self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
         self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
+        self.add_plugin(self.interrupts)        # IRQ/FIQ taken at slice starts, unmask sites, ISR_EL1
 
     @property
     def quantum(self) -> int:
@@ -395,14 +439,15 @@ class Machine:
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
                start_el: int = 1, console: bool = True, cpu: str | None = None,
-               virtio_modern: bool = False, chr_testdev: bool = False) -> VM:
+               virtio_modern: bool = False, chr_testdev: bool = False, gic_version: int | None = None) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
                 vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
-                cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev)
+                cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev,
+                gic_version=gic_version)
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)

@@ -124,6 +124,9 @@ class Scheduler:
         self.alone_slice_insns = 0              # instructions a vCPU alone runs per slice (0: unbounded)
         self._rest: list["Vcpu"] = []           # the rest of the round a stop interrupted
         self._left: float | None = None         # seconds of the time budget left at the last stop
+        self.running: "Vcpu | None" = None      # the vCPU inside emu_start
+        self.stepping: "Vcpu | None" = None     # the vCPU running the one instruction of `request_step`
+        self._steps: set[int] = set()
 
     # -- the seams ---------------------------------------------------------------------------------------
     def runnable(self, v: "Vcpu") -> bool:
@@ -146,6 +149,13 @@ class Scheduler:
         every scheduling point for the vCPUs in WFI."""
         self.wake_sources.append((name, fn))
 
+    def request_step(self, v: "Vcpu") -> None:
+        """When the running `emu_start` of `v` ends, run exactly one more instruction of it within the same
+        slice (before `slice_end`): the instruction a stop left unfinished (`Vcpu.stop_after_access`, replaying
+        its MMIO accesses), or the one a code hook stopped before (an ERET that unmasks a pending interrupt:
+        harness/interrupts.py). `stepping` is `v` meanwhile."""
+        self._steps.add(v.id)
+
     def kick(self, v: "Vcpu") -> None:
         """A wake-up event for `v` from the host (KVM's kvm_vcpu_kick): wakes it if it sleeps in WFI, else its
         next WFI completes at once (the slice still ends there)."""
@@ -163,6 +173,14 @@ class Scheduler:
                                          esr_value(EC_WFX, _WFI_ISS), elr=pc, target_el=target)
             return
         uc.reg_write(UC_ARM64_REG_PC, pc + 4)
+        why = None if v.id in self._kicked else self._wake_event(v)
+        if why is not None:                     # a wake-up event is already there: the WFI completes at once
+            m = self.machine
+            if "vcpu_wfi" in m.tracer.enabled:
+                m.tracer.emit("vcpu_wfi", cpu=v.id, pc=pc, deadline=self.clock.next_deadline())
+            if "vcpu_wake" in m.tracer.enabled:
+                m.tracer.emit("vcpu_wake", cpu=v.id, why=why, count=self.clock.now())
+            return
         self.sleep(v, pc, "WFI")
 
     def sleep(self, v: "Vcpu", pc: int, what: str = "WFI") -> None:
@@ -278,6 +296,32 @@ class Scheduler:
             return
         v.slices += 1
         v.unmapped = None
+        plugins = m.plugins
+        for p in plugins:
+            f = getattr(p, "slice_start", None)
+            if f is not None:
+                f(v)
+        self._slice_wfi = False
+        ran = v.on and m.outcome is None          # a slice_start hook may have stopped it
+        self.clock.begin_slice(count if ran and charge else 0, v.stop_after_access)
+        try:
+            if ran:
+                self._emu(v, uc.reg_read(UC_ARM64_REG_PC), count, timeout_us)
+                while v.id in self._steps and v.on and m.outcome is None:
+                    self._step(v)
+        finally:
+            self._steps.discard(v.id)
+            self.running = self.stepping = None
+            v.end_replay()
+            self.clock.end_slice(wfi=self._slice_wfi)
+            for p in plugins:
+                f = getattr(p, "slice_end", None)
+                if f is not None:
+                    f(v)
+
+    def _emu(self, v: "Vcpu", pc: int, count: int, timeout_us: int) -> None:
+        """One `emu_start` of `v` in the right mode (counted when `count` > 0)."""
+        uc = v.uc
         counted = count > 0
         last = self._counted.get(v.id)
         if counted != last:
@@ -287,27 +331,30 @@ class Scheduler:
             else:
                 trap_wfi(v)
             self._counted[v.id] = counted
-        plugins = m.plugins
-        for p in plugins:
-            f = getattr(p, "slice_start", None)
-            if f is not None:
-                f(v)
-        self._slice_wfi = False
-        ran = v.on and m.outcome is None          # a slice_start hook may have stopped it
-        self.clock.begin_slice(count if ran and charge else 0, uc.emu_stop)
+        self.running = v
         try:
-            if ran:
-                uc.emu_start(pc, STOP_ADDRESS, timeout_us, count)
+            uc.emu_start(pc, STOP_ADDRESS, timeout_us, count)
         except UcError as e:
-            m.exceptions.emulation_error(v, e)
+            self.machine.exceptions.emulation_error(v, e)
         finally:
-            self.clock.end_slice(wfi=self._slice_wfi)
-            for p in plugins:
-                f = getattr(p, "slice_end", None)
-                if f is not None:
-                    f(v)
+            self.running = None
+
+    def _step(self, v: "Vcpu") -> None:
+        """The one instruction `request_step` asked for (replaying the MMIO accesses a stop interrupted)."""
+        self._steps.discard(v.id)
+        v.begin_replay()
+        self.stepping = v
+        try:
+            self._emu(v, v.uc.reg_read(UC_ARM64_REG_PC), 1, 0)
+        finally:
+            self.stepping = None
+            v.end_replay()
 
     # -- sleeping and waking -----------------------------------------------------------------------------
+    def _wake_event(self, v: "Vcpu") -> str | None:
+        """The name of the first wake source that has a wake-up event for `v`, or None."""
+        return next((name for name, fn in self.wake_sources if fn(v)), None)
+
     def _wake(self) -> None:
         """Wake the vCPUs in WFI that have a wake-up event."""
         if not self.waiting:
@@ -321,7 +368,7 @@ class Scheduler:
                 why = "kick"
                 self._kicked.discard(vid)
             else:
-                why = next((name for name, fn in self.wake_sources if fn(v)), None)
+                why = self._wake_event(v)
             if why is not None:
                 del self.waiting[vid]
                 if "vcpu_wake" in tracer.enabled and why != "off":

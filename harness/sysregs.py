@@ -137,11 +137,18 @@ class SysregHooks:
         self.installed.add(name)
 
     def _skip(self, uc: Uc, enc: Encoding, write: bool) -> int:
-        """Return value for a handled access: 1, with the PC moved past it when Unicorn would not move it."""
+        """Return value for a handled access: 1, with the PC moved past it when Unicorn would not move it.
+        An interrupt that became deliverable in the handler (`vcpu.irq_poll`, harness/interrupts.py) is then
+        taken: at once when the PC was written here (the next instruction is known), else at the end of this
+        instruction (the hook stops the slice)."""
         self.served += 1
         v = self.vcpu
-        if unicorn_undefines(enc, write, v.el, v.cpu, v.start_el):
+        moved = unicorn_undefines(enc, write, v.el, v.cpu, v.start_el)
+        if moved:
             uc.reg_write(UC_ARM64_REG_PC, uc.reg_read(UC_ARM64_REG_PC) + 4)
+        if v.irq_poll:
+            v.irq_poll = False
+            v.machine.interrupts.after_sysreg(v, moved)
         return 1
 
     def _on_mrs(self, uc: Uc, reg: int, cp, _ud: object) -> int:
@@ -149,7 +156,12 @@ class SysregHooks:
         fn = self.reads.get(enc)
         if fn is None:
             return 0
-        value = fn(self.vcpu)
+        v = self.vcpu
+        v.context = "sysreg"
+        try:
+            value = fn(v)
+        finally:
+            v.context = None
         if value is None:
             return 0
         uc.reg_write(reg, value & _MASK64)
@@ -158,6 +170,12 @@ class SysregHooks:
     def _on_msr(self, uc: Uc, _reg: int, cp, _ud: object) -> int:
         enc = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
         fn = self.writes.get(enc)
-        if fn is None or not fn(self.vcpu, cp.val & _MASK64):
+        if fn is None:
             return 0
-        return self._skip(uc, enc, True)
+        v = self.vcpu
+        v.context = "sysreg"
+        try:
+            done = fn(v, cp.val & _MASK64)
+        finally:
+            v.context = None
+        return self._skip(uc, enc, True) if done else 0

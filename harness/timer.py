@@ -27,8 +27,10 @@ Outputs: `on_output_change` callables `(vcpu, which, level)` hear every change o
 (ENABLE && ISTATUS && !IMASK; `which` in devmodel.timer.TIMERS, its PPI `devmodel.timer.PPI[which]`), at the
 tick it happens: from the guest's own register write, or from the deadline at a slice boundary. This is where
 an interrupt controller attaches its PPIs (virtual 27, EL1 physical 30, EL2 physical 26, EL2 virtual 28).
-Until one does, `direct_wake` makes an asserted output wake its vCPU from WFI (the scheduler's wake sources);
-an interrupt controller sets `direct_wake = False` and wakes vCPUs on pending interrupts instead. Traced
+`direct_wake` (a bool, or a predicate of the vCPU) makes an asserted output wake its vCPU from WFI (the
+scheduler's wake sources); the interrupt controller (harness/interrupts.py) keeps it only for VMs whose guest
+never touched its GIC (WFI may complete at any time, DDI 0487 D1.16.2, so this stays architectural) and wakes
+vCPUs on pending interrupts otherwise. Traced
 `timer_output`.
 """
 from __future__ import annotations
@@ -119,7 +121,8 @@ class GenericTimers:
 
     def wakes(self, vcpu: "Vcpu") -> bool:
         """Scheduler wake source: an asserted timer output wakes its vCPU from WFI (while `direct_wake`)."""
-        return self.direct_wake and any(self.models[vcpu.id].levels.values())
+        dw = self.direct_wake
+        return bool(dw if not callable(dw) else dw(vcpu)) and any(self.models[vcpu.id].levels.values())
 
     # -- register accesses ---------------------------------------------------------------------------------------
     def _controls(self, vcpu: "Vcpu", el: int) -> tuple[bool, bool, int, int]:

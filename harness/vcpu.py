@@ -22,11 +22,13 @@
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_PROT_ALL, Uc
 from unicorn import unicorn_const as ucc
-from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_X0
+from unicorn.arm64_const import (UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_REG_SP, UC_ARM64_REG_X0,
+                                 UC_ARM64_REG_X29, UC_ARM64_REG_X30)
 
 from devmodel.bus import BusError
 
@@ -42,6 +44,7 @@ __all__ = ["Vcpu", "mpidr_of", "PAGE", "MPIDR_EL1"]
 
 PAGE = 0x1000
 _MASK64 = (1 << 64) - 1
+_GPRS = [UC_ARM64_REG_X0 + i for i in range(29)] + [UC_ARM64_REG_X29, UC_ARM64_REG_X30, UC_ARM64_REG_SP]
 
 # System registers (op0, op1, CRn, CRm, op2), Arm ARM D17.
 VMPIDR_EL2 = (3, 4, 0, 0, 5)
@@ -60,12 +63,33 @@ def mpidr_of(index: int) -> int:
     return (1 << 31) | ((index // 16) << 8) | (index % 16)
 
 
-def _mmio_read(uc: Uc, offset: int, size: int, dev: Any) -> int:
-    return dev.read(offset, size)
+def _mmio_read(uc: Uc, offset: int, size: int, ud: tuple["Vcpu", Any]) -> int:
+    v, dev = ud
+    if v.replay is not None:
+        hit = v.replayed("r", dev, offset, size, 0)
+        if hit is not None:
+            return hit
+    v.context = "mmio"
+    try:
+        value = dev.read(offset, size)
+    finally:
+        v.context = None
+    if v.mmio_log is not None:
+        v.mmio_log.append(("r", dev, offset, size, value))
+    return value
 
 
-def _mmio_write(uc: Uc, offset: int, size: int, value: int, dev: Any) -> None:
-    dev.write(offset, value, size)
+def _mmio_write(uc: Uc, offset: int, size: int, value: int, ud: tuple["Vcpu", Any]) -> None:
+    v, dev = ud
+    if v.replay is not None and v.replayed("w", dev, offset, size, value) is not None:
+        return
+    v.context = "mmio"
+    try:
+        dev.write(offset, value, size)
+    finally:
+        v.context = None
+    if v.mmio_log is not None:
+        v.mmio_log.append(("w", dev, offset, size, value))
 
 
 class Vcpu:
@@ -94,6 +118,12 @@ class Vcpu:
         self.exc_nest = 0                        # exception entries at the same EL since the last ERET
         self.last_exception: Any = None          # harness.exceptions.Taken of the last entry
         self.debug: Any = None                   # harness.debug.VcpuDebug, attached by the machine
+        # what the vCPU is doing inside emu_start: "mmio" in an MMIO callback, "sysreg" in an MRS/MSR handler
+        self.context: str | None = None
+        self.irq_poll = False                    # an interrupt became deliverable during an MRS/MSR handler
+        self.mmio_log: list[tuple[str, Any, int, int, int]] | None = None   # see stop_after_access
+        self.replay: deque | None = None
+        self._saved_gprs: list[int] | None = None
         self._seen_blocks: set[int] = set()
         uc = new_uc(self.cpu)
         observe.install(uc)                      # every Python callback below is an observation point
@@ -207,7 +237,58 @@ class Vcpu:
     # -- MMIO glue ----------------------------------------------------------------------------------
     def map_mmio(self, base: int, size: int, dev: Any) -> None:
         """Map an MMIO device at IPA `base` into this vCPU: Unicorn calls `dev.read`/`dev.write` with offsets."""
-        self.uc.mmio_map(base, size, _mmio_read, dev, _mmio_write, dev)
+        ud = (self, dev)
+        self.uc.mmio_map(base, size, _mmio_read, ud, _mmio_write, ud)
+
+    def unmap_mmio(self, base: int, size: int) -> None:
+        """Remove the MMIO mapping at IPA `base` (a board change before the vCPU ran)."""
+        self.uc.mem_unmap(base, size)
+
+    # -- stopping after the current instruction ------------------------------------------------------
+    def stop_after_access(self) -> None:
+        """End the running slice once the current instruction has completed: its effects happen once. Safe in
+        every hook. Unicorn 2.1.4 ends `emu_start` at once from an MRS/MSR or code hook (after the MRS/MSR,
+        before the hooked instruction), but from an MMIO callback it stops right after that memory access, in
+        the middle of the instruction (a pair's second access and any writeback not done) with the PC left
+        on it, and the next `emu_start` executes it again - device
+        side effects included (tests/harness/test_interrupts.py checks these facts). So in an MMIO callback the
+        general-purpose registers are saved (every load/store writes its registers after its last access, so
+        they still hold the instruction's inputs), the accesses from this one on are recorded (`mmio_log`), and
+        the scheduler runs the instruction again at once (`Scheduler.request_step`) from those registers with
+        `replay` set: the recorded accesses are not repeated (a read returns the recorded value), the rest of
+        the instruction (its other accesses, register writes, writeback) happens as Unicorn executes it. An
+        access the instruction made before this one (a store pair whose second store requested the stop) is
+        repeated: no interrupt source of this board is written that way."""
+        if self.context == "mmio":
+            if self.mmio_log is None:
+                self.mmio_log = []
+                self._saved_gprs = self.uc.reg_read_batch(_GPRS)
+            self.machine.scheduler.request_step(self)
+        self.uc.emu_stop()
+
+    def begin_replay(self) -> None:
+        """The scheduler re-executes the instruction a stop interrupted in an MMIO callback (its recorded
+        accesses are not performed again, its input registers are put back)."""
+        log, self.mmio_log = self.mmio_log, None
+        self.replay = deque(log) if log else None
+        if self._saved_gprs is not None:
+            self.uc.reg_write_batch(list(zip(_GPRS, self._saved_gprs)))
+            self._saved_gprs = None
+
+    def end_replay(self) -> None:
+        self.replay = None
+
+    def replayed(self, kind: str, dev: Any, offset: int, size: int, value: int) -> int | None:
+        """During a replay: the recorded result of this access (0 for a write) when it is the next recorded
+        one, else None - and the replay ends (anything else the instruction does is performed)."""
+        rp = self.replay
+        if rp:
+            k, d, o, s, val = rp[0]
+            if k == kind and d is dev and o == offset and s == size and (kind == "r" or val == value):
+                rp.popleft()
+                return val if kind == "r" else 0
+        self.replay = None
+        return None
 
     # -- hooks (exception and fault paths only; nothing per instruction) ----------------------------
     def _on_intr(self, uc: Uc, intno: int, _ud: Any) -> None:

@@ -25,8 +25,18 @@ may stall (firmware's `dma-can-stall`). `ats=True` lets the vSMMU offer ATS (gue
 vSMMU (IOMMU_HWPT_FAULT_ID_VALID) and lets the vSMMU offer the host's stall model and, with ATS, PRI;
 `httu=True` passes the host's IDR0.HTTU on. The host's features come from `setup_host(features=...)`.
 
-Not modelled: several devices per VM (call `attach_device` on the vSMMU for more), PCI topology, MSI
-remapping for the device (the DMA test device raises no interrupts), VM teardown in reverse order.
+MSIs (a VM with an ITS, harness/its.py): before the device's MSI is enabled the VMM moves iommufd's SW_MSI
+window to the vITS translation frame (IOMMU_OPTION_SW_MSI_START/SIZE = 0x0809_0000, one page), so that
+`prepare_msi` (the host's `iommu_dma_prepare_msi` when VFIO enables the MSI) maps the physical doorbell (the
+host ITS's GITS_TRANSLATER page) at that GPA in the stage-2 parent: the guest's doorbell IOVA, mapped by its
+own stage 1 to the vITS GPA, then reaches the physical doorbell through the host's stage 2 (gIOVA -> gDB ->
+hDB). The VMM registers the MSI route of the device's physical StreamID to the VM's ITS as its vSID
+(`HostIts.route`: KVM_SET_GSI_ROUTING with KVM_MSI_VALID_DEVID + the vector's irqfd), and the vSMMU's own MSIs
+carry `SMMU_MSI_DEVID`. `NestedVm.msi_iova` is the doorbell's address in stage 2.
+
+Not modelled: several devices per VM (call `attach_device` on the vSMMU for more), PCI topology, VFIO's
+emulation of the MSI capability (the guest programs the device's MSI address and data itself: the DeviceID
+from the bus, stage 2 and the routes keep it to its own ITS), VM teardown in reverse order.
 """
 from __future__ import annotations
 
@@ -41,8 +51,10 @@ from devmodel.smmuv3.regs import SmmuFeatures
 from .host.iommufd import IOMMU_HWPT_ALLOC_NEST_PARENT, MAX_FAULT_GROUPS, Iommufd
 from .host.kvm import Kvm, KvmVm
 from .host.pcie import DmaTestFunction
-from .host.smmu_driver import DOORBELL_BASE, HostMemory, MsiDoorbell, SmmuDriver
+from .host.msi import HostIts
+from .host.smmu_driver import DOORBELL_BASE, GITS_TRANSLATER, HostMemory, SmmuDriver
 from .host.vmid_policy import make_policy
+from .its import SMMU_MSI_DEVID, VIRT_GITS_TRANSLATION_PAGE, vm_its
 from .vsmmu import VSMMU_IPA, VSmmu, vsmmu_features
 
 __all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "offers_btm", "assign_dma_device",
@@ -81,7 +93,7 @@ class NestedHost:
     machine: Any
     smmu: SMMUv3
     mem: HostMemory
-    doorbell: MsiDoorbell
+    doorbell: HostIts
     driver: SmmuDriver
     kvm: Kvm
     policy: Any
@@ -111,6 +123,8 @@ class NestedVm:
     vmid: int                     # the vIOMMU's VMID (what the physical SMMU tags this VM's entries with)
     fault_id: int = 0             # the iommufd fault object (iopf=True), 0 without one
     fault_queue: Any = None
+    its: Any = None               # the VM's ITS its device's MSIs are routed to (None: no MSI set-up)
+    msi_iova: int = 0             # the physical doorbell's address in the VM's stage 2 (the vITS GPA)
     extra: dict = field(default_factory=dict)
 
 
@@ -130,8 +144,8 @@ def setup_host(machine: Any, *, policy: str = "shared", btm: bool = False, vmid_
 
     smmu = SMMUv3(machine.bus, feats, tracer=machine.tracer, name="smmu0", irq=wired)
     machine.add_device(HOST_SMMU_PA, MMIO_SIZE, smmu, "smmu0")
-    doorbell = MsiDoorbell()
-    machine.add_device(DOORBELL_BASE, MsiDoorbell.SIZE, doorbell, "its")
+    doorbell = HostIts(machine.tracer)
+    machine.add_device(DOORBELL_BASE, HostIts.SIZE, doorbell, "its")
     mem = HostMemory(machine.bus)
     if btm:
         machine.interconnect.attach(smmu)
@@ -180,7 +194,7 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
                     kvm_before_bind: bool = True, batch: bool = False, mask_ste: bool = False,
                     vsmmu_ipa: int = VSMMU_IPA, dmatest_ipa: int = DMATEST_IPA, veventq_depth: int = 64,
                     advertise_btm: str = "pinned", ats: bool = False, iopf: bool = False, httu: bool = False,
-                    fault_depth: int = MAX_FAULT_GROUPS, **host_kw: Any) -> NestedVm:
+                    fault_depth: int = MAX_FAULT_GROUPS, its: Any = None, **host_kw: Any) -> NestedVm:
     """Give `vm` a vSMMU and an assigned DMA test device (see the module docstring). `host` is reused when
     given (its policy/btm win), else created with `setup_host(machine, policy=, btm=, **host_kw)`.
     `kvm_before_bind=False` does bind before KVM_DEV_VFIO_FILE_ADD: with a policy that needs the VM's pinned
@@ -189,7 +203,8 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     vIOMMU's VMID is the VM's pinned KVM VMID (the guest's broadcasts then really hit its entries); "host"
     whenever the host uses BTM, whatever the VMID (what a naive VMM does: the guest then relies on broadcasts
     that carry its KVM VMID while the SMMU tags its entries with the vIOMMU's); "never". `ats`, `iopf`,
-    `httu`, `fault_depth`: the module docstring."""
+    `httu`, `fault_depth`: the module docstring. `its`: the ITS the device's MSIs go to (default: the VM's
+    own, `harness.its.vm_its`; a VM without one, a GICv2 VM, gets no MSI set-up)."""
     if advertise_btm not in ("pinned", "host", "never"):
         raise ValueError(f"advertise_btm must be 'pinned', 'host' or 'never', not {advertise_btm!r}")
     if host is None:
@@ -223,5 +238,21 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
     vm.add_device(vsmmu_ipa, MMIO_SIZE, vs, "vsmmu")
     vs.attach_device(vsid, dev_id)
     machine.add_plugin(vs)
+    its = vm_its(vm) if its is None else its
+    msi_iova = _wire_msi(host, vm, its, vs, dev_id, psid, vsid) if its is not None else 0
     return NestedVm(host, vm, kvm_vm, vs, dma, mmio, dev, dev_id, ioas, s2, viommu, q_id, vsid, psid, vmid,
-                    fault_id, fq)
+                    fault_id, fq, its, msi_iova)
+
+
+def _wire_msi(host: NestedHost, vm: Any, its: Any, vs: VSmmu, dev_id: int, psid: int, vsid: int) -> int:
+    """The device's MSI as a VMM sets it up (module docstring): the SW_MSI window at the vITS translation frame,
+    the physical doorbell mapped there when the MSI is enabled, the route psid -> (VM's ITS, vsid); the vSMMU's
+    MSIs carry SMMU_MSI_DEVID. Returns the doorbell's IOVA in stage 2."""
+    ictx = host.ictx
+    window = (VIRT_GITS_TRANSLATION_PAGE, 0x1000)
+    if ictx.sw_msi != window:                   # one window per iommufd context: the first VM's VMM sets it
+        ictx.set_sw_msi(*window)
+    iova = ictx.prepare_msi(dev_id, DOORBELL_BASE + GITS_TRANSLATER)
+    host.doorbell.route(psid, its, vsid, vm.name)
+    vs.msi_requester = SMMU_MSI_DEVID
+    return iova

@@ -170,6 +170,15 @@ class Its:
             self.tracer.emit("gicv3_its_write", offset=offset, value=value, size=size)
         self.regs.write(offset, value, size)
 
+    def write_from(self, offset: int, value: int, size: int, requester: int) -> None:
+        """A bus master's write (`Bus.write_from`): at GITS_TRANSLATER it is an MSI whose DeviceID is the
+        requester's ID, as QEMU's `gicv3_its_translation_write` takes `attrs.requester_id`; elsewhere it is
+        an ordinary register write."""
+        if offset == GITS_TRANSLATER and size in (2, 4):
+            self.translation_write(requester, value, size)
+        else:
+            self.write(offset, value, size)
+
     def doorbell(self, device_id: int) -> ItsDoorbell:
         """The translation frame (64 KiB) as requester `device_id` sees it."""
         return ItsDoorbell(self, device_id)

@@ -13,7 +13,9 @@ a queue whose own MSI writes keep moving PROD cannot hang the caller.
 
 Interrupts: `irq(line)` is called with "eventq", "gerror" or "cmd_sync" for wired interrupts; when IDR0.MSI=1
 and the matching *_IRQ_CFG0.ADDR is non-zero, a 32-bit MSI write of *_IRQ_CFG1.DATA goes through the bus
-instead (an aborted MSI write sets the GERROR MSI_*_ABT_ERR bit).
+instead (an aborted MSI write sets the GERROR MSI_*_ABT_ERR bit). The SMMU's own MSIs go out untranslated
+(they are not client transactions of the SMMU), with `msi_requester` as their requester ID (`Bus.write_from`;
+an ITS takes it as the DeviceID: the board's choice, firmware's `msi-parent` specifier), or none when None.
 
 Translation: `translate()` handles SMMU-disabled (GBPA), abort and bypass itself and hands stage 1/2/nested
 configurations to `self.core`, the translation backend (`translate.TranslationCore` unless the constructor's
@@ -134,8 +136,9 @@ class SMMUv3(PcieMixin):
 
     def __init__(self, bus: Bus, features: SmmuFeatures = SmmuFeatures(), tracer: Tracer = NULL_TRACER,
                  name: str = "smmu0", irq: Callable[[str], Any] | None = None, *,
-                 core: BackendFactory | None = TranslationCore):
+                 core: BackendFactory | None = TranslationCore, msi_requester: int | None = None):
         self.bus = bus
+        self.msi_requester = msi_requester
         self.features = features
         self.tracer = tracer
         self.name = name
@@ -333,7 +336,7 @@ class SMMUv3(PcieMixin):
         if self.traced("smmuv3_trigger_irq"):
             self.tracer.emit("smmuv3_trigger_irq", dev=self.name, irq=line, msi=1, addr=addr, data=data)
         try:
-            self.bus.write(addr, data, 4)
+            self.bus.write_from(self.msi_requester, addr, data, 4)
         except BusError:
             if abt_bit == "MSI_GERROR_ABT_ERR":      # no interrupt for a failed GERROR MSI (no recursion)
                 mask = self.regs.regs["GERROR"].field(abt_bit).mask

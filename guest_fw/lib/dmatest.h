@@ -33,6 +33,13 @@
 #define DMATEST_PRG_INDEX 0x54
 #define DMATEST_ATC_ENTRIES 0x58
 #define DMATEST_ATC_INVS 0x5C
+#define DMATEST_MSI_ADDR 0x60          /* completion MSI: a DMA write of MSI_DATA to MSI_ADDR (through the SMMU) */
+#define DMATEST_MSI_DATA 0x68
+#define DMATEST_MSI_CTRL 0x6C          /* bit0 EN */
+#define DMATEST_MSI_COUNT 0x70
+#define DMATEST_MSI_STATUS 0x74        /* bit0 SENT, bit1 FAULT, bit2 BUSERR, bit3 STALLED */
+#define DMATEST_MSI_SENT (1u << 0)
+#define DMATEST_MSI_FAULT (1u << 1)
 
 #define DMATEST_CMD_READ64 1
 #define DMATEST_CMD_WRITE64 2
@@ -58,6 +65,13 @@
 #define DMATEST_ATTR_EXEC (1u << 1)    /* instruction fetch (reads only) */
 
 static inline u32 dmatest_id(uintptr_t base) { return readl(base + DMATEST_ID); }
+/* The completion MSI each ending command sends (addr = the doorbell's IOVA, data = the EventID); 0 disables. */
+static inline void dmatest_set_msi(uintptr_t base, u64 addr, u32 data, bool enable)
+{
+	writeq(addr, base + DMATEST_MSI_ADDR);
+	writel(data, base + DMATEST_MSI_DATA);
+	writel(enable ? 1 : 0, base + DMATEST_MSI_CTRL);
+}
 static inline u32 dmatest_sid(uintptr_t base) { return readl(base + DMATEST_SID); }
 static inline u32 dmatest_fault_type(uintptr_t base) { return readl(base + DMATEST_FAULT_TYPE); }
 

@@ -3,8 +3,10 @@
  * install_exception_handler(ec, fn) makes the vectors call fn(regs, esr) for exceptions whose ESR.EC is `ec`
  * taken from the current EL (SP0 or SPx vector). fn may change regs (x0-x30, elr, spsr): returning from it
  * ERETs to regs->elr (the preferred return address: the faulting instruction for undefined instructions, BRK
- * and aborts, so add 4 to skip it; the next instruction for SVC). Anything else (no handler, IRQ/FIQ/SError,
- * lower EL) prints the facts and exits 139 for aborts and alignment faults (EC 0x20-0x27), 132 otherwise.
+ * and aborts, so add 4 to skip it; the next instruction for SVC). IRQs and FIQs from any EL go to the handler
+ * install_irq_handler / install_fiq_handler set (gic.h). Anything else (no handler, SError, a synchronous
+ * exception from a lower EL) prints the facts and exits 139 for aborts and alignment faults (EC 0x20-0x27),
+ * 132 otherwise.
  *
  * smmu-harness takes every exception at these vectors, as hardware and QEMU do. Before printing, the
  * unhandled path calls __harness_unhandled_exception(vector, esr, elr, far), which does nothing on QEMU or
@@ -14,6 +16,21 @@
 #include "guest.h"
 
 static exception_fn handlers[64];
+static void (*irq_handler)(struct pt_regs *regs), (*fiq_handler)(struct pt_regs *regs);
+
+/* gic.h: the vectors call fn(regs) for IRQs (FIQs) taken from any EL and stack pointer (vectors 1, 5, 9 / 2, 6,
+ * 10); fn acknowledges and ends the interrupt itself. */
+void install_irq_handler(void (*fn)(struct pt_regs *regs))
+{
+	irq_handler = fn;
+	asm volatile("" : : : "memory");
+}
+
+void install_fiq_handler(void (*fn)(struct pt_regs *regs))
+{
+	fiq_handler = fn;
+	asm volatile("" : : : "memory");
+}
 
 void install_exception_handler(int ec, exception_fn fn)
 {
@@ -71,11 +88,17 @@ void do_exception(int vector, struct pt_regs *regs)
 		regs->far = read_sysreg(far_el1);
 	}
 	ec = ESR_EC(regs->esr);
-	if (vector == VECTOR_SYNC_SP0 || vector == VECTOR_SYNC_SPX)
-		fn = handlers[ec];
-	if (!fn)
-		unhandled_exception(vector);
-	fn(regs, (unsigned int)regs->esr);
+	if ((vector & 3) == 1 && vector < 12 && irq_handler)
+		irq_handler(regs);
+	else if ((vector & 3) == 2 && vector < 12 && fiq_handler)
+		fiq_handler(regs);
+	else {
+		if (vector == VECTOR_SYNC_SP0 || vector == VECTOR_SYNC_SPX)
+			fn = handlers[ec];
+		if (!fn)
+			unhandled_exception(vector);
+		fn(regs, (unsigned int)regs->esr);
+	}
 	if (el2) {
 		write_sysreg(regs->elr, elr_el2);
 		write_sysreg(regs->spsr, spsr_el2);

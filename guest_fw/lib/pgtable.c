@@ -53,7 +53,7 @@ int pgtable_init(struct pgtable *pt, int ias)
 
 static u64 leaf_bits(unsigned prot, int level)
 {
-	u64 d = D_VALID | D_AF | D_SH_INNER | D_ATTRIDX(PGT_ATTR_NORMAL);
+	u64 d = D_VALID | D_AF | D_SH_INNER | D_ATTRIDX((prot & PGT_MMIO) ? PGT_ATTR_DEVICE : PGT_ATTR_NORMAL);
 	if (level == 3)
 		d |= D_TABLE;
 	if (!(prot & PGT_WRITE))

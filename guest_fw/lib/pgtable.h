@@ -20,6 +20,7 @@
 #define PGT_EXEC (1u << 2)
 #define PGT_PRIV_ONLY (1u << 3)   /* AP[1] = 0: no unprivileged (EL0 / PnU=0) access */
 #define PGT_GLOBAL (1u << 4)      /* nG = 0 */
+#define PGT_MMIO (1u << 5)        /* AttrIndx = PGT_ATTR_DEVICE (Linux IOMMU_MMIO: an MSI doorbell) */
 
 /* MAIR encoding a CD should carry with these tables: attr0 Normal WB RW-allocate, attr1 Device-nGnRE. */
 #define PGT_MAIR 0x04ffULL

@@ -71,6 +71,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from devmodel.pagetable import PERM_W
 from devmodel.smmuv3 import commands as cmds
 from devmodel.smmuv3 import events as evmod
 from devmodel.smmuv3 import ste as stemod
@@ -189,6 +190,7 @@ class VfioDevice:
         self.bound_kvm: Any = None
         self.dev_id: int | None = None
         self.hwpt: Any = None
+        self.msi_pages: list[int] = []                       # doorbell pages its MSIs use (prepare_msi)
 
     @property
     def sid(self) -> int:
@@ -219,6 +221,7 @@ class _HwptPaging(_Obj):
         self.ioas, self.domain, self.auto = ioas, domain, auto
         self.devices: list[VfioDevice] = []
         self.viommus: list[_Viommu] = []
+        self.msi_installed: set[int] = set()                 # doorbell pages mapped in its SW_MSI window
 
     @property
     def nest_parent(self) -> bool:
@@ -527,6 +530,9 @@ class Iommufd:
         self.devices: dict[int, VfioDevice] = {}
         self._next_id = 1
         self.kvm_files: list[tuple[Any, VfioDevice]] = []
+        start, length, _ = next(r for r in driver.resv_regions() if r[2] == "sw_msi")
+        self.sw_msi = (start, length)                        # IOMMU_OPTION_SW_MSI_START / _SIZE
+        self.msi_iovas: dict[int, int] = {}                  # doorbell page PA -> its IOVA in the window
 
     def _on(self, name: str) -> bool:
         return name in self.tracer.enabled
@@ -646,6 +652,10 @@ class Iommufd:
             if start < iova + length and iova < start + ln:
                 raise self._fail(_errno.EEXIST, op, f"[{iova:#x}, +{length:#x}) overlaps the mapping at "
                                  f"{start:#x}")
+        lo, n = self.sw_msi
+        if lo < iova + length and iova < lo + n:
+            raise self._fail(_errno.EADDRINUSE, op, f"[{iova:#x}, +{length:#x}) overlaps the reserved SW_MSI "
+                             f"window [{lo:#x}, +{n:#x})")
         region = self.driver.bus.find(pa)
         if region is None or not region.is_ram or pa + length > region.end or \
                 self.driver.mem.owns(pa, length):
@@ -771,6 +781,7 @@ class Iommufd:
         dev.hwpt = pt
         pt.devices.append(dev)
         dev.master.vmaster = vmaster
+        self._install_msi(op, dev)
         self._ok(op, pt.id, f"{dev.name} -> {pt.kind}")
         return pt.id
 
@@ -796,6 +807,58 @@ class Iommufd:
         self._leave_hwpt(dev, None)
         dev.hwpt = None
         self._ok("device_detach", dev_id)
+
+    # -- MSIs (the software-managed MSI window) ---------------------------------------------------------------
+    def set_sw_msi(self, start: int, length: int) -> None:
+        """IOMMU_OPTION_SW_MSI_START / IOMMU_OPTION_SW_MSI_SIZE (N. Chen's iommufd series, 2025): move the
+        window where doorbells are mapped, e.g. to the guest's vITS doorbell GPA so that the guest's own MSI
+        mapping (its stage 1 to that GPA) lands on the physical doorbell through stage 2. Before any MSI is
+        prepared (EBUSY after), page-aligned (EINVAL), clear of every IOAS mapping (EADDRINUSE)."""
+        op = "set_sw_msi"
+        if self.msi_iovas:
+            raise self._fail(_errno.EBUSY, op, "MSI doorbells are already mapped in the current window")
+        if length <= 0 or start % _PAGE or length % _PAGE:
+            raise self._fail(_errno.EINVAL, op, f"[{start:#x}, +{length:#x}) is not a page-aligned window")
+        for o in self.objects.values():
+            for iova, (ln, _p, _f) in getattr(o, "maps", {}).items():
+                if iova < start + length and start < iova + ln:
+                    raise self._fail(_errno.EADDRINUSE, op, f"the window overlaps IOAS {o.id}'s mapping at "
+                                     f"{iova:#x}")
+        self.sw_msi = (start, length)
+        self._ok(op, 0, f"{start:#x}+{length:#x}")
+
+    def prepare_msi(self, dev_id: int, msi_addr: int) -> int:
+        """What the host's irq layer does when VFIO_DEVICE_SET_IRQS enables a bound device's MSI whose doorbell
+        is at host PA `msi_addr` (`iommu_dma_prepare_msi` -> `iommufd_sw_msi`): the doorbell's page gets an
+        IOVA in the SW_MSI window (the first page for the first doorbell) and is mapped write-only, Device
+        memory, in the paging domain the device is attached to (a nested HWPT's stage-2 parent). Returns the
+        doorbell's IOVA. ENOSPC when the window is full, EINVAL for a device attached to nothing."""
+        op = "prepare_msi"
+        dev = self._dev(op, dev_id)
+        if dev.hwpt is None:
+            raise self._fail(_errno.EINVAL, op, f"{dev.name} is attached to no HWPT")
+        page = msi_addr & ~(_PAGE - 1)
+        iova = self.msi_iovas.get(page)
+        if iova is None:
+            start, length = self.sw_msi
+            iova = start + len(self.msi_iovas) * _PAGE
+            if iova + _PAGE > start + length:
+                raise self._fail(_errno.ENOSPC, op, f"the SW_MSI window [{start:#x}, +{length:#x}) is full")
+            self.msi_iovas[page] = iova
+        if page not in dev.msi_pages:
+            dev.msi_pages.append(page)
+        self._install_msi(op, dev)
+        self._ok(op, dev_id, f"doorbell {msi_addr:#x} at iova {iova + (msi_addr & (_PAGE - 1)):#x}")
+        return iova + (msi_addr & (_PAGE - 1))
+
+    def _install_msi(self, op: str, dev: VfioDevice) -> None:
+        """Map the device's doorbell pages in its paging domain (again after an attach: `iommufd_group_setup_msi`)."""
+        h = dev.hwpt.viommu.parent if isinstance(dev.hwpt, _HwptNested) else dev.hwpt
+        for page in dev.msi_pages:
+            if page not in h.msi_installed:
+                self._drv(op, lambda p=page: self.driver.map(h.domain, self.msi_iovas[p], p, _PAGE, PERM_W,
+                                                             mmio=True))
+                h.msi_installed.add(page)
 
     # -- vIOMMU / vDEVICE ----------------------------------------------------------------------------------
     def viommu_alloc(self, dev_id: int, hwpt_id: int, type: int = IOMMU_VIOMMU_TYPE_ARM_SMMUV3) -> int:

@@ -85,7 +85,8 @@ from .vmid_policy import PolicyError, PrivatePolicy, SmmuVmidIda, VmidPolicy
 
 __all__ = ["SmmuDriver", "SmmuDriverError", "SmmuCaps", "HostMemory", "MsiDoorbell", "Master", "Domain",
            "IdentityDomain", "BlockedDomain", "S1Domain", "SvaDomain", "S2Domain", "NestedDomain", "CmdqError",
-           "HOST_MEM_BASE", "HOST_MEM_SIZE", "DOORBELL_BASE", "GITS_TRANSLATER", "ste_words", "atc_inv_cmd",
+           "HOST_MEM_BASE", "HOST_MEM_SIZE", "DOORBELL_BASE", "GITS_TRANSLATER", "MSI_IOVA_BASE", "MSI_IOVA_LENGTH",
+           "ste_words", "atc_inv_cmd",
            "CMDQ_RESUME_0_RESP_TERM", "CMDQ_RESUME_0_RESP_RETRY", "CMDQ_RESUME_0_RESP_ABORT", "PRI_RESP_DENY",
            "PRI_RESP_FAIL", "PRI_RESP_SUCC"]
 
@@ -93,6 +94,10 @@ HOST_MEM_BASE = 0x8000_0000           # default host RAM for SMMU tables/queues 
 HOST_MEM_SIZE = 32 << 20
 DOORBELL_BASE = 0x0808_0000           # QEMU virt GIC ITS frame; the doorbell is GITS_TRANSLATER
 GITS_TRANSLATER = 0x1_0040
+#: the driver's IOMMU_RESV_SW_MSI region (Linux arm-smmu-v3.h MSI_IOVA_BASE / MSI_IOVA_LENGTH, reported by
+#: `arm_smmu_get_resv_regions`): where a DMA domain maps MSI doorbells (iommu_dma_prepare_msi)
+MSI_IOVA_BASE, MSI_IOVA_LENGTH = 0x0800_0000, 0x10_0000
+S2_MEMATTR_DEVICE_NGNRE = 0b0001       # stage-2 MemAttr 0b0001 (DDI 0487): Device-nGnRE (io-pgtable IOMMU_MMIO)
 STRTAB_SPLIT = 8                      # Linux STRTAB_SPLIT
 CMDQ_BATCH_ENTRIES = 64               # Linux CMDQ_BATCH_ENTRIES (BITS_PER_LONG)
 INV_RANGE_MAX_PAGES = 1 << 10         # above this an unmap invalidates the whole ASID/VMID instead
@@ -1005,9 +1010,19 @@ class SmmuDriver:
         b.tables.clear()
 
     # -- mappings ---------------------------------------------------------------------------------------------------------
-    def map(self, d: S1Domain | S2Domain, iova: int, pa: int, size: int, perm: int = PERM_R | PERM_W) -> None:
-        """Map [iova, iova+size) -> pa. Invalid -> valid needs no TLB maintenance."""
-        d.builder.map(iova, pa, size, perm)
+    def map(self, d: S1Domain | S2Domain, iova: int, pa: int, size: int, perm: int = PERM_R | PERM_W, *,
+            mmio: bool = False) -> None:
+        """Map [iova, iova+size) -> pa. Invalid -> valid needs no TLB maintenance. `mmio` (IOMMU_MMIO, an MSI
+        doorbell): Device-nGnRE in a stage-2 domain (stage-1 attributes are not modelled)."""
+        if mmio and isinstance(d, S2Domain):
+            d.builder.map(iova, pa, size, perm, memattr=S2_MEMATTR_DEVICE_NGNRE)
+        else:
+            d.builder.map(iova, pa, size, perm)
+
+    def resv_regions(self) -> list[tuple[int, int, str]]:
+        """`arm_smmu_get_resv_regions`: (start, length, type) of the IOVA ranges a domain must keep for the
+        host: the software-managed MSI window."""
+        return [(MSI_IOVA_BASE, MSI_IOVA_LENGTH, "sw_msi")]
 
     def unmap(self, d: S1Domain | S2Domain, iova: int, size: int) -> None:
         """Unmap and invalidate: TLBI_NH_VA (ASID) for stage 1; TLBI_S2_IPA for every VMID tagging a stage-2

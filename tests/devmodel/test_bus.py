@@ -34,3 +34,20 @@ def test_read64_ram_devices_and_errors() -> None:
     for bad in (RAM + 0x1FFC, RAM + 0x2000, RAM - 8, 0, 1 << 64):
         with pytest.raises(BusError):
             bus.read64(bad)
+
+
+def test_remove_takes_a_region_off_the_map() -> None:
+    bus = Bus()
+    dev = _Dev()
+    bus.add_device(0x800_0000, 0x1000, dev, "gicd")
+    bus.add_device(0x801_0000, 0x2000, dev, "gicc")
+    assert bus.remove(0x801_0000).name == "gicc"
+    assert [r.name for r in bus.regions] == ["gicd"] and bus.find(0x801_0000) is None
+    with pytest.raises(KeyError):
+        bus.remove(0x801_0000)
+    with pytest.raises(KeyError):
+        bus.remove(0x800_0004)                      # not the start of a region
+    bus.add_device(0x801_0000, 0x1_0000, dev, "gicc64k")    # the space is free again
+    bus.freeze()
+    with pytest.raises(RuntimeError):
+        bus.remove(0x800_0000)

@@ -1,5 +1,5 @@
 """PL011 model (devmodel/pl011.py) against the PL011 TRM (DDI 0183) register map."""
-from devmodel.pl011 import PL011, PL011_REGS
+from devmodel.pl011 import FIFO_DEPTH, INT_RX, INT_TX, PL011, PL011_REGS
 from devmodel.trace import ListSink, Tracer
 
 
@@ -65,11 +65,52 @@ def test_bad_accesses_are_raz_wi_and_logged():
     assert bytes(out) == b""
 
 
-def test_interrupt_mask_is_reported_unimplemented():
-    dev, _, log = make()
+def make_irq():
+    lines = []
+    dev = PL011(lambda b: None, irq=lines.append)
+    return dev, lines
+
+
+def test_interrupt_mask_is_stored_and_gates_the_line():
+    dev, lines = make_irq()
     dev.write(0x038, 0x10, 4)
-    assert log == [("unimp", log[0][1])] and "UARTIMSC" in log[0][1]
     assert dev.read(0x038, 4) == 0x10
+    dev.write(0x038, 0xFFFFF, 4)
+    assert dev.read(0x038, 4) == 0x7FF and lines == []        # 11 mask bits; nothing raw pending yet
+
+
+def test_transmit_interrupt_as_qemu_7_2():
+    """RIS 0 at reset; every UARTDR write sets TXRIS; MIS = RIS & IMSC; UARTICR clears; UARTINTR follows MIS
+    (what guest_fw/tests/irq_uart.c reads on QEMU 7.2)."""
+    dev, lines = make_irq()
+    assert (dev.read(0x03C, 4), dev.read(0x040, 4)) == (0, 0)
+    dev.write(0x000, ord("a"), 1)
+    assert (dev.read(0x03C, 4), dev.read(0x040, 4), lines) == (INT_TX, 0, [])
+    dev.write(0x038, INT_TX, 4)                      # unmask: the line rises at once
+    assert dev.read(0x040, 4) == INT_TX and lines == [True]
+    dev.write(0x044, INT_TX, 4)                      # clear
+    assert (dev.read(0x03C, 4), lines) == (0, [True, False])
+    dev.write(0x000, ord("b"), 4)
+    assert lines == [True, False, True]
+    dev.write(0x038, 0, 4)                           # mask: the line falls, RIS stays
+    assert lines[-1] is False and dev.read(0x03C, 4) == INT_TX
+    dev.write(0x044, 0, 4)
+    assert dev.read(0x03C, 4) == INT_TX              # writing 0 clears nothing
+
+
+def test_receive_fifo_flags_and_rx_interrupt():
+    dev, lines = make_irq()
+    dev.write(0x038, INT_RX, 4)
+    assert dev.receive(b"xy") == 1                   # FIFO disabled (UARTLCR_H.FEN=0): one entry
+    fr = dev.read(0x018, 4)
+    assert not fr & (1 << 4) and fr & (1 << 6)       # RXFE clear, RXFF set
+    assert lines == [True] and dev.read(0x03C, 4) == INT_RX
+    assert dev.read(0x000, 4) == ord("x") and lines == [True, False]
+    assert dev.read(0x018, 4) & (1 << 4) and dev.read(0x000, 4) == 0     # empty again: RXFE, DR reads 0
+    dev.write(0x02C, 1 << 4, 4)                      # FEN: 16 entries
+    assert dev.receive(bytes(range(20))) == FIFO_DEPTH and lines == [True, False, True]
+    assert [dev.read(0x000, 1) for _ in range(FIFO_DEPTH)] == list(range(FIFO_DEPTH))
+    assert lines[-1] is False and dev.read(0x03C, 4) == 0
 
 
 def test_register_table_has_unique_word_offsets():
@@ -83,3 +124,24 @@ def test_trace_events():
     dev.write(0x000, 0x41, 4)
     assert [r.event for r in sink.records] == ["pl011_write", "pl011_putchar"]
     assert sink.records[0]["reg"] == "UARTDR" and sink.records[1]["ch"] == 0x41
+
+
+def test_the_source_is_pulled_only_once_the_guest_listens():
+    dev, lines = make_irq()
+    feed = bytearray(b"hi")
+    asked = []
+
+    def source(n):
+        asked.append(n)
+        out = bytes(feed[:n])
+        del feed[:n]
+        return out
+    dev.source = source
+    dev.read(0x018, 4)                                # a transmitting guest polls UARTFR: nothing is taken
+    dev.poll()
+    assert asked == [] and feed == b"hi"
+    dev.write(0x038, INT_RX, 4)                       # RXIM: listening; one byte fits (no FIFO)
+    assert asked == [1] and lines == [True] and dev.read(0x03C, 4) == INT_RX
+    assert dev.read(0x000, 4) == ord("h")             # the read empties the FIFO, then pulls the next byte
+    assert dev.read(0x018, 4) & (1 << 4) == 0 and dev.read(0x000, 4) == ord("i")
+    assert dev.read(0x000, 4) == 0 and feed == b""

@@ -43,3 +43,13 @@ def run_cli_closed_stdout(*args: str, timeout: float = 60) -> subprocess.Complet
 
 def assert_no_traceback(p: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+
+
+def under_cpu_load(fn):
+    """fn() while another process burns a CPU (determinism tests compare it with a quiet run): its result."""
+    burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        return fn()
+    finally:
+        burn.kill()
+        burn.wait()

@@ -71,7 +71,7 @@ def test_bad_input_exits_125_with_one_line(tmp_path, kind, make, message):
     ("jump_unmapped", [], 139, ["instruction fetch from unmapped address at pc 0xe000000", "EC 0x21",
                                 "FAR 0xe000000"]),
     ("mmio_hole", [], 139, ["data abort at pc 0x", "<poke_hole+", "str w", "EC 0x25", "ESR 0x96000050",
-                            "FAR 0x8000000"]),
+                            "FAR 0x8012000"]),
 ])
 def test_guest_failures_give_status_and_one_death_line(guest, args, status, needles):
     p = run_cli("run", guest_elf(guest), *args)

@@ -386,3 +386,19 @@ def test_take_goes_to_the_el_a_trap_names():
     assert out is None and v.pc == VBAR + 0x400 and v.el == 2
     (e,) = sink.of("guest_exception")
     assert (e["el"], e["ec"], e["esr"], e["elr"]) == (2, 0x01, 0x07E0_0000, CODE)
+
+
+def test_eret_to_aarch64_el1_with_hcr_el2_rw_clear_is_illegal():
+    """HCR_EL2.RW = 0 (its reset value, as QEMU's -kernel boot at EL2 leaves it) makes EL1 AArch32: an ERET to
+    AArch64 EL1h is an illegal exception return (IllegalExceptionReturn; QEMU 7.2: EC 0x0E), not a trip to EL1."""
+    from harness.exceptions import illegal_return
+    m = Machine(console=lambda vm, d, s: None)
+    v = m.add_vm(start_el=2).vcpus[0]
+    hcr = (3, 4, 1, 1, 0)
+    v.uc.cpr_write(*hcr, 0)
+    assert illegal_return(v, 2, 0x3C5) and illegal_return(v, 2, 0x3C0)
+    assert not illegal_return(v, 2, 0x3C9)                     # EL2h itself is fine
+    v.uc.cpr_write(*hcr, 1 << 31)                              # RW: EL1 is AArch64
+    assert not illegal_return(v, 2, 0x3C5) and not illegal_return(v, 2, 0x3C0)
+    v.uc.cpr_write(*hcr, 1 << 34 | 1 << 27)                    # E2H + TGE: EL0 is AArch64 whatever RW says
+    assert not illegal_return(v, 2, 0x3C0) and illegal_return(v, 2, 0x3C5)

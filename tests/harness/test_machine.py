@@ -131,7 +131,7 @@ def test_mmu_guest_runs_translated_code():
 
 @pytest.mark.parametrize("guest,kind,status,needles", [
     ("undef", Kind.UNDEF, EXIT_UNDEF, ["undefined instruction", "<do_undef+0x4>", "udf #0", "ESR 0x02000000"]),
-    ("mmio_hole", Kind.ABORT, EXIT_ABORT, ["data abort", "<poke_hole+", "str ", "EC 0x25", "FAR 0x8000000",
+    ("mmio_hole", Kind.ABORT, EXIT_ABORT, ["data abort", "<poke_hole+", "str ", "EC 0x25", "FAR 0x8012000",
                                            "write of 4 bytes"]),
     ("jump_unmapped", Kind.ABORT, EXIT_ABORT, ["instruction fetch from unmapped address", "pc 0xe000000",
                                                "EC 0x21", "LR 0x", "<main+"]),

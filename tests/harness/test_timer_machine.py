@@ -8,7 +8,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
 from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X19, UC_ARM64_REG_X20, UC_ARM64_REG_X21, \
@@ -16,7 +15,7 @@ from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X19, UC_ARM64_REG_
 
 from devmodel.timer import CTL_ENABLE, CTL_ISTATUS
 from devmodel.trace import ListSink, Tracer
-from guestbin import guest_elf, run_cli
+from guestbin import guest_elf, run_cli, under_cpu_load
 from harness.elfload import load_elf
 from harness.exits import EXIT_BUDGET, EXIT_UNDEF, Kind
 from harness.log import Log
@@ -262,12 +261,7 @@ def test_same_trace_twice_also_with_the_host_cpu_loaded():
         assert m.run(timeout=60).exit_code == 0
         return [(r.event, r.ts, r.fields) for r in sink.records], m.clock.now()
     quiet = records()
-    burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        loaded = records()
-    finally:
-        burn.kill()
-        burn.wait()
+    loaded = under_cpu_load(records)
     assert quiet == loaded
     events = {e for e, _, _ in quiet[0]}
     assert {"timer_output", "psci_call"} <= events and len({ts for _, ts, _ in quiet[0]}) > 10

@@ -82,7 +82,7 @@ int main(void)
 {
 	unsigned long va = (42UL << 48) | (0x40080000UL >> 12);
 	asm volatile("tlbi vae1is, %0\n\tdsb ish" :: "r"(va) : "memory");
-	writel(1, 0x08000000);            /* nothing there: data abort, the guest dies (139) */
+	writel(1, 0x08012000);            /* nothing there: data abort, the guest dies (139) */
 	return 0;
 }
 """

@@ -20,9 +20,9 @@ CTLR, TYPER, CBASER, CWRITER, CREADR, BASER = 0x0, 0x8, 0x80, 0x88, 0x90, 0x100
 class System:
     """A GICv3 + ITS over its own RAM, LPIs enabled on every PE, the ITS tables set up and the ITS on."""
 
-    def __init__(self, cpus=2, ram=RAM, device_baser=None, enable=True, **its_kw):
+    def __init__(self, cpus=2, ram=RAM, device_baser=None, enable=True, bus=None, **its_kw):
         self.ram = ram
-        self.bus = Bus()
+        self.bus = Bus() if bus is None else bus
         self.bus.add_ram(ram, 0x20_0000)
         self.sink = ListSink()
         self.gic = GicV3(cpus, dma=self.bus, tracer=Tracer("gicv3_its_*", [self.sink]))

@@ -247,3 +247,65 @@ def test_destroy_viommu_releases_pinned_vmid():
     assert [r["vmid"] for r in b.events("hostsmmu_cmd") if r["opcode"] == "TLBI_S12_VMALL"][-1] == vmid
     assert not b.kvm.vmids.is_pinned_vmid(vmid)
     assert b.dma_read(SID, RAM_IPA)[0] == STATUS_DONE           # stage 2 only again
+
+
+# -- the software-managed MSI window (IOMMU_OPTION_SW_MSI_START/SIZE, iommu_dma_prepare_msi) ------------------
+def test_sw_msi_window_defaults_to_the_drivers_reserved_region_and_refuses_ioas_maps():
+    from harness.host.smmu_driver import MSI_IOVA_BASE, MSI_IOVA_LENGTH
+    env = _msi_env()
+    ictx, ioas = env["ictx"], env["ioas"]
+    assert ictx.sw_msi == (MSI_IOVA_BASE, MSI_IOVA_LENGTH) == (0x0800_0000, 0x10_0000)
+    with pytest.raises(IommufdError) as e:
+        ictx.ioas_map(ioas, length=0x1000, pa=env["ram"], iova=MSI_IOVA_BASE + 0x8000)
+    assert e.value.errno == errno.EADDRINUSE
+    with pytest.raises(IommufdError) as e:
+        ictx.set_sw_msi(0x0800_0800, 0x1000)
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(IommufdError) as e:
+        ictx.set_sw_msi(env["iova"], 0x1000)                      # over an existing IOAS mapping
+    assert e.value.errno == errno.EADDRINUSE
+
+
+def test_prepare_msi_maps_the_doorbell_page_in_the_stage2_parent_at_the_window():
+    from harness.host.smmu_driver import DOORBELL_BASE, GITS_TRANSLATER
+    env = _msi_env()
+    ictx, dev_id, smmu = env["ictx"], env["dev_id"], env["smmu"]
+    with pytest.raises(IommufdError) as e:
+        ictx.prepare_msi(env["unattached"], DOORBELL_BASE + GITS_TRANSLATER)
+    assert e.value.errno == errno.EINVAL
+    ictx.set_sw_msi(0x0300_0000, 0x2000)
+    iova = ictx.prepare_msi(dev_id, DOORBELL_BASE + GITS_TRANSLATER)
+    assert iova == 0x0300_0040 and ictx.prepare_msi(dev_id, DOORBELL_BASE + GITS_TRANSLATER) == iova
+    assert ictx.prepare_msi(dev_id, 0x0A00_0040) == 0x0300_1040      # a second doorbell page: the next page
+    with pytest.raises(IommufdError) as e:
+        ictx.prepare_msi(dev_id, 0x0B00_0040)
+    assert e.value.errno == errno.ENOSPC
+    with pytest.raises(IommufdError) as e:
+        ictx.set_sw_msi(0x0400_0000, 0x1000)                      # doorbells already mapped
+    assert e.value.errno == errno.EBUSY
+    res = smmu.translate(env["sid"], None, iova, write=True)
+    assert res.pa == DOORBELL_BASE + GITS_TRANSLATER
+    assert smmu.translate(env["sid"], None, iova, write=False).type.name == "F_PERMISSION"   # write-only
+
+
+def _msi_env():
+    from devmodel.bus import Bus
+    from devmodel.smmuv3.device import SMMUv3
+    from harness.host.iommufd import Iommufd
+    from harness.host.smmu_driver import HostMemory, SmmuDriver
+    bus = Bus()
+    ram = 0x4000_0000
+    bus.add_ram(ram, 0x10_0000)
+    smmu = SMMUv3(bus)
+    bus.add_device(0x0905_0000, 0x2_0000, smmu)
+    drv = SmmuDriver(bus, 0x0905_0000, HostMemory(bus))
+    ictx = Iommufd(drv)
+    dev = ictx.open_device(0x20)
+    dev_id = ictx.bind(dev)
+    other = ictx.bind(ictx.open_device(0x21))
+    ioas = ictx.ioas_alloc()
+    iova = ictx.ioas_map(ioas, length=0x1000, pa=ram, iova=0x1000_0000)
+    s2 = ictx.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
+    ictx.device_attach(dev_id, s2)
+    return dict(smmu=smmu, ictx=ictx, dev_id=dev_id, unattached=other, ioas=ioas, iova=iova, ram=ram,
+                sid=0x20)
