@@ -1,7 +1,7 @@
 """`smmu-harness` command line (also `python3 -m harness`).
 
     smmu-harness run ELF [--cpus N] [--max-insns N] [--timeout SEC] [-d CATS] [-D FILE] [--ktap]
-                         [--el 1|2] [--hcr-fb 0|1] [--quantum N] [--ram-mib N]
+                         [--el 1|2] [--hcr-fb 0|1] [--quantum N] [--ram-mib N] [-s] [-S] [-gdb tcp::PORT]
     smmu-harness run -d help | --trace help | --trace-events help
     smmu-harness build [SRC ...] [-o OUT] [--no-runtime] [--cflags FLAGS] [-I DIR]
     smmu-harness trace-events [GLOBS]
@@ -10,8 +10,8 @@
     smmu-harness unittests [CFG] [-g GROUP] [-j N] [-t] [-l] [TEST ...]
 
 Exit statuses of `run` (harness/exits.py): the guest's status 0-123 (kvm-unit-tests guests: arm/run's status,
-0 pass, 77 skip, 3 fail); 124 budget exhausted; 125 usage error or bad input; 132 undefined instruction; 139
-unhandled abort. A death prints one line to stderr. Bad input never
+0 pass, 77 skip, 3 fail); 124 budget exhausted; 125 usage error or bad input; 132 undefined instruction; 137
+killed from the debugger; 139 unhandled abort. A death prints one line to stderr. Bad input never
 prints a Python traceback (set SMMU_HARNESS_DEBUG=1 to see one for internal errors); an unusable path is one
 line naming it (125); output into a closed pipe is dropped quietly and the status stands (`main`).
 """
@@ -205,8 +205,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-insns", type=_positive_int, default=None, metavar="N",
                    help="instruction budget, charged per scheduling slice; exhausted -> exit 124 "
                         "(makes Unicorn count instructions, several times slower)")
-    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SEC",
-                   help="wall-clock budget; exhausted -> exit 124 [300]")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SEC",
+                   help="wall-clock budget (time stopped in a debugger does not count); exhausted -> exit 124 "
+                        "[300; none with -s/-gdb]")
     p.add_argument("-d", dest="log_categories", default=None, metavar="CATS",
                    help="log categories, comma separated: in_asm,int,guest_errors,unimp (or all; "
                         "'-d help' lists them)")
@@ -234,6 +235,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--semihosting-userspace", action="store_true",
                    help="semihosting calls from EL0 too (QEMU -semihosting-config userspace=on)")
     _add_board_arguments(p)
+    _add_gdb_arguments(p)
     # tracing: harness/trace
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write the selected trace events to FILE ('-': stderr; "
@@ -270,6 +272,16 @@ def _add_board_arguments(p: argparse.ArgumentParser) -> None:
                         "[off]")
 
 
+def _add_gdb_arguments(p: argparse.ArgumentParser) -> None:
+    """QEMU's -gdb, -s, -S (harness/gdbstub.py)."""
+    p.add_argument("-gdb", dest="gdb", default=None, metavar="DEV",
+                   help="serve gdb's remote protocol: tcp::PORT (on 127.0.0.1 only; port 0 picks a free one and "
+                        "names it on stderr) or none")
+    p.add_argument("-s", dest="gdb_default", action="store_true", help="shorthand for -gdb tcp::1234")
+    p.add_argument("-S", dest="gdb_wait", action="store_true",
+                   help="wait for the debugger before the first instruction (needs -s or -gdb)")
+
+
 def wants_help(value: str | None) -> bool:
     """`-d help`, `--trace help`, `--trace-events help` (also as one item of a list, as QEMU accepts it)."""
     return value is not None and "help" in (v.strip() for v in value.split(","))
@@ -304,8 +316,31 @@ def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: st
                          f"(list them: {PROG} trace-events)")
 
 
+def gdb_port(args: argparse.Namespace) -> int | None:
+    """The gdb stub's port from -s / -gdb DEV (None: no stub); -S without one is a usage error."""
+    spec = getattr(args, "gdb", None)
+    if spec is None and not getattr(args, "gdb_default", False) and not getattr(args, "gdb_wait", False):
+        return None                     # a plain run does not import the stub
+    from .gdbstub import DEFAULT_PORT, parse_gdb_device
+
+    port = None
+    if spec is not None:
+        try:
+            port = parse_gdb_device(spec)
+        except ValueError as e:
+            raise UsageError(f"{PROG} run: {e}") from None
+    if getattr(args, "gdb_default", False):
+        if port is not None and port != DEFAULT_PORT:
+            raise UsageError(f"{PROG} run: -s (tcp::{DEFAULT_PORT}) and -gdb {spec} name two ports")
+        port = DEFAULT_PORT
+    if getattr(args, "gdb_wait", False) and port is None:
+        raise UsageError(f"{PROG} run: -S waits for a debugger: give -s or -gdb tcp::PORT too")
+    return port
+
+
 def configure_machine(args: argparse.Namespace, machine) -> None:
-    """Attach option-driven plugins (tracing, TLBI trapping ...) to the machine before the guest runs."""
+    """Attach option-driven plugins (tracing, TLBI trapping, the gdb stub ...) to the machine before the guest
+    runs."""
     from .trace import TraceSession, for_machine
     from .trace.sinks import format_for
     from .trap import TlbiTrap
@@ -330,6 +365,14 @@ def configure_machine(args: argparse.Namespace, machine) -> None:
     except OSError as e:
         session.close()
         raise UsageError(f"{PROG} run: --trace {args.trace}: {e.strerror or e}") from None
+    port = gdb_port(args)
+    if port is not None:
+        from .gdbstub import GdbStub, stderr_announce
+
+        stub = GdbStub(machine, port, wait=getattr(args, "gdb_wait", False), announce=stderr_announce)
+        stub.listen()                   # HarnessInputError (125) when the port is taken
+        args.gdb_stub = stub
+        machine.add_plugin(stub)
 
 
 def finish_tracing(args: argparse.Namespace, code: int | None) -> int | None:
@@ -432,6 +475,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     image = str(shipped_path(_image_argument(args)))
     check_trace_options("run", args.trace, args.trace_format, args.trace_events, args.expect_trace,
                         args.update_golden)
+    timeout = args.timeout if args.timeout is not None else None if gdb_port(args) is not None else 300.0
     if args.expect_trace is not None and not args.update_golden:
         args.expect_trace = str(shipped_path(args.expect_trace))
     try:
@@ -449,7 +493,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           semihosting_userspace=args.semihosting_userspace, isatty=_console_isatty(ktap))
         _boot_vm(args, machine, image)
         configure_machine(args, machine)
-        outcome = machine.run(max_insns=args.max_insns, timeout=args.timeout)
+        outcome = machine.run(max_insns=args.max_insns, timeout=timeout)
     except (ElfLoadError, HarnessInputError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -460,6 +504,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_out("")                    # flush the console (a closed pipe is silenced, not an error)
         log.close()
         finish_tracing(args, None)
+        stub = getattr(args, "gdb_stub", None)
+        if stub is not None:
+            stub.close()
         if machine is not None:
             machine.close()
     code = outcome.exit_code

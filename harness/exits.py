@@ -5,7 +5,8 @@ through; 124 the instruction or time budget ran out (timeout(1)); 125 the harnes
 (usage error, bad input); 132 the guest died on an exception it does not handle other than an abort: an
 undefined instruction (128 + SIGILL), SVC, BRK, a trap; 139 on an abort or alignment fault it does not handle
 (EC 0x20-0x27, 128 + SIGSEGV); 134 the guest made a semihosting call QEMU does not implement, on which QEMU
-abort()s (128 + SIGABRT). A guest status outside 0-123 is reported as 1 (and said so), so it can never be mistaken for one of the harness's own statuses.
+abort()s (128 + SIGABRT); 137 the debugger killed the run (gdb's `kill` through the gdb stub, 128 + SIGKILL,
+what a shell reports for a process gdb kills). A guest status outside 0-123 is reported as 1 (and said so), so it can never be mistaken for one of the harness's own statuses.
 
 kvm-unit-tests guests end through their own protocol, and `run` reports the status kvm-unit-tests' `arm/run`
 gives for them (scripts/arch-run.bash `run_test`/`run_test_status`, scripts/vmm.bash `qemu_fixup_return_code`):
@@ -29,7 +30,7 @@ from .syndrome import (EC_BRK64, EC_DABT_CUR, EC_DABT_LOW, EC_HVC64, EC_IABT_CUR
                        EC_SVC64, EC_UNKNOWN, FSC_SYNC_EXTERNAL)
 from .syndrome import esr as esr_value
 
-__all__ = ["EXIT_BUDGET", "EXIT_BAD_INPUT", "EXIT_UNDEF", "EXIT_FATAL", "EXIT_ABORT", "MAX_GUEST_STATUS", "Kind", "Outcome",
+__all__ = ["EXIT_BUDGET", "EXIT_BAD_INPUT", "EXIT_UNDEF", "EXIT_FATAL", "EXIT_KILLED", "EXIT_ABORT", "MAX_GUEST_STATUS", "Kind", "Outcome",
            "HarnessInputError", "esr_value", "kut_status", "exit_line_status", "EXIT_SKIP", "EC_UNKNOWN",
            "EC_SVC64", "EC_HVC64", "EC_SMC64",
            "EC_IABT_LOW", "EC_IABT_CUR", "EC_DABT_LOW", "EC_DABT_CUR", "EC_BRK64", "EC_NAMES"]
@@ -38,6 +39,7 @@ EXIT_BUDGET = 124
 EXIT_BAD_INPUT = 125
 EXIT_UNDEF = 132
 EXIT_FATAL = 134              # 128 + SIGABRT: QEMU's abort() on an unsupported semihosting operation
+EXIT_KILLED = 137             # 128 + SIGKILL: killed from the debugger (harness/gdbstub.py)
 EXIT_ABORT = 139
 MAX_GUEST_STATUS = 123
 EXIT_SKIP = 77                # kvm-unit-tests: every test skipped (run_tests.sh prints SKIP)
@@ -77,6 +79,7 @@ class Kind(str, Enum):
     UNDEF = "undef"          # unhandled undefined instruction / unhandled synchronous exception
     ABORT = "abort"          # unhandled data/instruction abort
     FATAL = "fatal"          # the emulator gives up as QEMU does (unsupported semihosting operation)
+    KILLED = "killed"        # the debugger ended the run (gdb `kill`)
 
 
 class HarnessInputError(Exception):
@@ -103,6 +106,8 @@ class Outcome:
             return EXIT_UNDEF
         if self.kind is Kind.FATAL:
             return EXIT_FATAL
+        if self.kind is Kind.KILLED:
+            return EXIT_KILLED
         return EXIT_ABORT
 
     @property

@@ -13,7 +13,8 @@ their own modules and are put together here.
   and system-register handlers (harness/sysregs.py).
 
 Plugins (`machine.add_plugin(p)`) may define `attach_vcpu(vcpu)`, `before_run(machine)`, `slice_start(vcpu)`,
-`slice_end(vcpu)`, `after_run(machine)`; see docs/DESIGN.md "Harness API".
+`slice_end(vcpu)`, `stopped(machine)` (the run stopped on a debugger's request: return to resume),
+`after_run(machine)`; see docs/DESIGN.md "Harness API".
 
 Time: `machine.clock` (harness/clock.py) is the one virtual clock - the generic timers (`machine.timers`,
 harness/timer.py), semihosting's SYS_CLOCK/SYS_ELAPSED/SYS_TIME and trace timestamps read it; the scheduler
@@ -392,7 +393,7 @@ class Machine:
         self.semihosting_userspace = semihosting_userspace
         self.console_input = console_input if console_input is not None else ConsoleInput(0)
         self.isatty = isatty
-        self.deadline: float | None = None          # time.monotonic() at which the current run times out
+        self.deadline: float | None = None          # time.monotonic() at which the run times out (scheduler)
         self._ports: dict[int, SemihostingPort] = {}
         self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
         self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
@@ -599,11 +600,14 @@ class Machine:
             if not vm.vcpus[0].on and vm.outcome is None and vm.vcpus[0].slices == 0:
                 vm.write_device_tree()
                 vm.vcpus[0].power_on(vm.entry)
-        self.deadline = time.monotonic() + timeout if timeout else None
         for p in self.plugins:
             _call(p, "before_run", self)
         try:
-            self.scheduler.run(max_insns, timeout)
+            # a debugger's stop ends `scheduler.run` without an outcome: the plugins' `stopped(machine)` (the
+            # gdb stub's session) returns when the machine may go on, and the run resumes where it stopped
+            while self.scheduler.run(max_insns, timeout):
+                for p in self.plugins:
+                    _call(p, "stopped", self)
         finally:
             for p in self.plugins:
                 _call(p, "after_run", self)

@@ -35,7 +35,16 @@ Seams (docs/DESIGN.md "Scheduler seams"): `runnable(vcpu)` decides who may run (
 WFI), `add_wake_source(fn, name)` is where an interrupt controller says a vCPU has an interrupt pending,
 `kick(vcpu)` is a wake-up event from the host, `slice_length(vcpu, ...)` bounds a slice (the clock's next
 deadline), `slice_start` is where interrupts are injected, and `run_slice(vcpu, count)` runs exactly `count`
-instructions of one vCPU (a debugger's single step).
+instructions of one vCPU. A debugger (harness/gdbstub.py) uses three more: `request_stop(vcpu)` ends the run at
+the next slice boundary (`run` returns True, without an outcome; calling it again resumes where it stopped, the
+rest of the interrupted round first, with what was left of the time budget), `step(vcpu)` runs one instruction
+of one vCPU while the others stay stopped, and `held` (vCPU ids) keeps vCPUs stopped while the others run
+(`runnable` says no for them; when only held vCPUs could run, `run` returns True with `stalled` set). With
+`alone_slice_insns` set, a vCPU running alone (uncounted: time stands still) stops after that many instructions,
+so the debugger can look at its connection between slices; the guest cannot tell (the clock is not charged, and
+Unicorn's instruction count stops it at an instruction boundary). Not a wall-clock bound: Unicorn's `emu_start`
+timeout stops the vCPU asynchronously and can re-execute a store that already reached a device (seen as a
+doubled PL011 character), so only the run's own deadline, which ends the run, uses it.
 """
 from __future__ import annotations
 
@@ -108,14 +117,21 @@ class Scheduler:
         self._kicked: set[int] = set()
         self._counted: dict[int, bool] = {}     # vcpu.id -> whether its last slice ran counted
         self._slice_wfi = False                 # the running slice ended on a WFI
+        # a debugger's seams (module docstring)
+        self.held: set[int] = set()             # vcpu.id of vCPUs a debugger keeps stopped
+        self.stop_requested = False
+        self.stalled = False                    # `run` returned: only held vCPUs could have run
+        self.alone_slice_insns = 0              # instructions a vCPU alone runs per slice (0: unbounded)
+        self._rest: list["Vcpu"] = []           # the rest of the round a stop interrupted
+        self._left: float | None = None         # seconds of the time budget left at the last stop
         self.running: "Vcpu | None" = None      # the vCPU inside emu_start
         self.stepping: "Vcpu | None" = None     # the vCPU running the one instruction of `request_step`
         self._steps: set[int] = set()
 
     # -- the seams ---------------------------------------------------------------------------------------
     def runnable(self, v: "Vcpu") -> bool:
-        """May `v` run now? Powered on and not sleeping in WFI."""
-        return v.on and v.id not in self.waiting
+        """May `v` run now? Powered on, not sleeping in WFI, not held stopped by a debugger."""
+        return v.on and v.id not in self.waiting and v.id not in self.held
 
     def slice_length(self, v: "Vcpu", max_insns: int | None) -> int:
         """Instructions the next round-robin slice of `v` may run: the quantum, within the budget left and up
@@ -180,39 +196,82 @@ class Scheduler:
                          f" (next deadline {'none' if nd is None else f'at tick {nd}'})")
         v.uc.emu_stop()
 
+    # -- a debugger's stops ----------------------------------------------------------------------------------
+    def request_stop(self, v: "Vcpu | None" = None) -> None:
+        """Stop the run at the next slice boundary (`run` returns True); with `v`, its running slice ends now
+        (`emu_stop`: safe in any hook; a breakpoint's instruction is then not executed)."""
+        self.stop_requested = True
+        if v is not None:
+            v.uc.emu_stop()
+
+    def step(self, v: "Vcpu") -> None:
+        """One instruction of `v` while the other vCPUs stay stopped (a debugger's single step): a slice of 1,
+        charged to the clock and the budget. A vCPU that cannot run (off, asleep in WFI) executes nothing."""
+        if v.on and v.id not in self.waiting:
+            self.clock.fire_due()
+            self.run_slice(v, 1)
+            self.retired += 1
+            v.retired += 1
+        self.stop_requested = False
+
     # -- running -------------------------------------------------------------------------------------------
-    def run(self, max_insns: int | None = None, timeout: float | None = None) -> None:
-        """Run until the machine has an outcome (set on `machine.outcome`)."""
+    def run(self, max_insns: int | None = None, timeout: float | None = None) -> bool:
+        """Run until the machine has an outcome (set on `machine.outcome`; returns False), or until a stop
+        was requested (returns True; call again to resume). `timeout` is the wall-clock budget of the whole
+        run: a resumed run gets what was left of it at the stop."""
         m = self.machine
         clock = self.clock
         if any(getattr(s, "needs_time", False) for s in m.tracer.sinks):
             clock.start("trace timestamps")
-        deadline = time.monotonic() + timeout if timeout else None
+        deadline = time.monotonic() + (timeout if self._left is None else self._left) if timeout else None
+        m.deadline, self._left, self.stalled = deadline, None, False
         while m.outcome is None:
-            clock.fire_due()
-            self._wake()
-            ready = [v for v in m.vcpus if self.runnable(v)]
-            if not ready:
-                if self._warp():
-                    continue
-                m.outcome = self._idle_outcome()
+            if self._rest:                           # resume the round a stop interrupted
+                rest, self._rest = self._rest, []
+                self._round(rest, max_insns)
+            elif not self._run_ready(max_insns, timeout, deadline):
                 break
-            if len(ready) == 1 and max_insns is None and not clock.started:
-                left = deadline - time.monotonic() if deadline else 0
-                if deadline and left <= 0:
-                    self._timeout(timeout)
-                    break
-                self.run_slice(ready[0], 0, int(left * 1e6) if deadline else 0)
-            else:
-                self._round(ready, max_insns)
             if m.outcome is None and max_insns is not None and self.retired >= max_insns:
                 m.outcome = Outcome(Kind.BUDGET, f"instruction budget of {max_insns} exhausted (--max-insns)")
             if m.outcome is None and deadline and time.monotonic() >= deadline:
                 self._timeout(timeout)
+            if m.outcome is None and (self.stop_requested or self.stalled):
+                self.stop_requested = False
+                self._left = max(0.0, deadline - time.monotonic()) if deadline else None
+                return True
+        return False
+
+    def _run_ready(self, max_insns: int | None, timeout: float | None, deadline: float | None) -> bool:
+        """One scheduling point: a slice alone or a round; False when the run ends here."""
+        m = self.machine
+        clock = self.clock
+        clock.fire_due()
+        self._wake()
+        ready = [v for v in m.vcpus if self.runnable(v)]
+        if not ready:
+            if self._warp():
+                return True
+            if any(v.id in self.held and v.on for v in m.vcpus):
+                self.stalled = True                  # only the debugger can make progress now
+                return True
+            m.outcome = self._idle_outcome()
+            return False
+        if len(ready) == 1 and max_insns is None and not clock.started:
+            left = deadline - time.monotonic() if deadline else 0
+            if deadline and left <= 0:
+                self._timeout(timeout)
+                return False
+            self.run_slice(ready[0], self.alone_slice_insns, int(left * 1e6) if deadline else 0, charge=False)
+        else:
+            self._round(ready, max_insns)
+        return True
 
     def _round(self, ready: list["Vcpu"], max_insns: int | None) -> None:
         m = self.machine
-        for v in ready:
+        for i, v in enumerate(ready):
+            if self.stop_requested:
+                self._rest = ready[i:]               # resumed first by the next `run`
+                return
             if not self.runnable(v) or m.outcome is not None:
                 continue
             self.clock.fire_due()                    # deadlines the previous slice reached
@@ -223,9 +282,10 @@ class Scheduler:
             if max_insns is not None and self.retired >= max_insns:
                 break
 
-    def run_slice(self, v: "Vcpu", count: int, timeout_us: int = 0) -> None:
+    def run_slice(self, v: "Vcpu", count: int, timeout_us: int = 0, charge: bool = True) -> None:
         """One `emu_start` of `v`: `count` instructions (0: uncounted, until an event or `timeout_us`), with
-        the plugins' `slice_start`/`slice_end` around it. Advances the clock; charges no budget (the caller
+        the plugins' `slice_start`/`slice_end` around it. Advances the clock by `count` unless not `charge`
+        (a vCPU alone, bounded only for a debugger: `alone_slice_insns`); charges no budget (the caller
         does)."""
         m = self.machine
         uc = v.uc
@@ -243,7 +303,7 @@ class Scheduler:
                 f(v)
         self._slice_wfi = False
         ran = v.on and m.outcome is None          # a slice_start hook may have stopped it
-        self.clock.begin_slice(count if ran else 0, v.stop_after_access)
+        self.clock.begin_slice(count if ran and charge else 0, v.stop_after_access)
         try:
             if ran:
                 self._emu(v, uc.reg_read(UC_ARM64_REG_PC), count, timeout_us)
