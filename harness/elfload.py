@@ -22,8 +22,9 @@ import os
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
+
+from .userfile import user_file
 
 __all__ = ["ElfLoadError", "Segment", "ElfImage", "Symbolizer", "load_elf", "EM_AARCH64"]
 
@@ -209,14 +210,8 @@ def _check_ident(path: str, head: bytes) -> None:
 def load_elf(path: str | os.PathLike) -> ElfImage:
     """Parse and validate an AArch64 executable. Raises ElfLoadError with a one-line message."""
     spath = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ElfLoadError(f"{spath}: no such file") from None
-    except IsADirectoryError:
-        raise ElfLoadError(f"{spath}: is a directory") from None
-    except OSError as e:
-        raise ElfLoadError(f"{spath}: cannot read: {e.strerror or e}") from None
+    with user_file(path, ElfLoadError) as f:
+        data = f.read()
     _check_ident(spath, data[:64])
     with _guard(spath):
         (_ident, _type, _machine, _version, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize,
