@@ -56,7 +56,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from devmodel.bus import BusError
 from devmodel.smmuv3 import commands as cmds
 from devmodel.smmuv3 import ste as stemod
 from devmodel.smmuv3.fault import EventType
@@ -71,6 +70,7 @@ from .host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMM
                            IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
 from .host.pcie import DmaTestFunction
 from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, assign_dma_device, offers_btm
+from .virtio import GuestRam
 from .vsmmu import vsmmu_features
 
 __all__ = ["ViommuBackend", "ViommuVm", "CdPage", "GuestRam", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
@@ -95,34 +95,6 @@ define("viommu_host_call", ("dev", "op", "errno", "host_cmds", "why"),
        "an iommufd call the virtio-iommu backend made for a guest request (errno 0: done)")
 define("viommu_fault", ("dev", "type", "endpoint", "reason", "address"),
        "a physical fault of an assigned endpoint reported on the virtio-iommu event queue")
-
-
-class GuestRam:
-    """The virtio-iommu's DMA view of the VM: guest RAM only. The VM's IPA bus would hand a 1/2/4/8-byte
-    access to an MMIO region to that device (`Bus.write_bytes`), so a guest could aim a reply at the
-    transport's own QueueNotify (re-entering the device) or at its assigned device's registers; here such an
-    address is a bus error (the ring's "out of RAM": the device's error state), as QEMU's re-entrancy guard
-    (`MemReentrancyGuard`, QEMU 8.1) refuses a device's DMA into MMIO it would re-enter."""
-
-    def __init__(self, vm: Any):
-        self.vm = vm
-        self.ipa = vm.ipa
-
-    def read_bytes(self, addr: int, size: int) -> bytes:
-        if not self.vm.in_ram(addr, size):
-            raise BusError(addr, size, "not guest RAM")
-        return self.ipa.read_bytes(addr, size)
-
-    def write_bytes(self, addr: int, data: bytes) -> None:
-        if not self.vm.in_ram(addr, len(data)):
-            raise BusError(addr, len(data), "not guest RAM")
-        self.ipa.write_bytes(addr, data)
-
-    def read(self, addr: int, size: int = 8) -> int:
-        return int.from_bytes(self.read_bytes(addr, size), "little")
-
-    def write(self, addr: int, value: int, size: int = 8) -> None:
-        self.write_bytes(addr, value.to_bytes(size, "little"))
 
 
 class CdPage:

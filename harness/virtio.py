@@ -13,7 +13,8 @@ interrupt lines, and the chr-testdev exit that ends a kvm-unit-tests run.
   64-bit access two 32-bit ones (unicorn 2.1.4, tests/harness/test_virtio_board.py); the transports judge
   those pieces (docs/virtio.md: RAZ/WI for control registers, byte access for the configuration space).
   An access that would still cross a transport boundary is split at the boundary here.
-* DMA: the devices read and write guest memory through `memory`, the VM's IPA bus by default; anything with
+* DMA: the devices read and write guest memory through `memory`, guest RAM only by default (`GuestRam`: a ring
+  or buffer aimed at MMIO is the device's "out of RAM" error, never an access to a device); anything with
   `read_bytes`/`write_bytes` raising `devmodel.bus.BusError` can be put in front (an IOMMU's view).
 * VM exits: `accesses[i]` counts the guest's accesses to transport i (each one traps to the VMM),
   `notifies[i]` its QueueNotify writes.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from devmodel.bus import BusError
 from devmodel.trace import define
 
 from .exits import Kind, Outcome, kut_status
@@ -63,13 +65,42 @@ def transport_spi(index: int) -> int:
     return FIRST_SPI + index
 
 
+class GuestRam:
+    """A virtio device's DMA view of the VM (every device on the board's transports, the virtio-iommu too):
+    guest RAM only. The VM's IPA bus would hand a 1/2/4/8-byte
+    access to an MMIO region to that device (`Bus.write_bytes`), so a guest could aim a reply at the
+    transport's own QueueNotify (re-entering the device) or at its assigned device's registers; here such an
+    address is a bus error (the ring's "out of RAM": the device's error state), as QEMU's re-entrancy guard
+    (`MemReentrancyGuard`, QEMU 8.1) refuses a device's DMA into MMIO it would re-enter."""
+
+    def __init__(self, vm: Any):
+        self.vm = vm
+        self.ipa = vm.ipa
+
+    def read_bytes(self, addr: int, size: int) -> bytes:
+        if not self.vm.in_ram(addr, size):
+            raise BusError(addr, size, "not guest RAM")
+        return self.ipa.read_bytes(addr, size)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        if not self.vm.in_ram(addr, len(data)):
+            raise BusError(addr, len(data), "not guest RAM")
+        self.ipa.write_bytes(addr, data)
+
+    def read(self, addr: int, size: int = 8) -> int:
+        return int.from_bytes(self.read_bytes(addr, size), "little")
+
+    def write(self, addr: int, value: int, size: int = 8) -> None:
+        self.write_bytes(addr, value.to_bytes(size, "little"))
+
+
 class VirtioTransports:
     """The 32 virtio-mmio transports of `vm` (see the module docstring); an MMIO device over WINDOW_SIZE."""
 
     def __init__(self, vm: "VM", *, modern: bool = False, memory: Any = None):
         self.vm = vm
         self.modern = modern
-        self.memory = memory if memory is not None else vm.ipa
+        self.memory = memory if memory is not None else GuestRam(vm)
         self._slots: list[VirtioMmio | None] = [None] * NUM_TRANSPORTS
         self.devices: list["VirtioDevice"] = []
         self.levels = [0] * NUM_TRANSPORTS

@@ -51,7 +51,8 @@ def test_every_vm_has_32_transports_empty_ones_read_device_id_0(modern):
         assert vm.ipa.read(_base(i) + 8, 4) == (3 if i == TESTDEV else 0)      # VIRTIO_ID_CONSOLE
         assert plain.ipa.read(_base(i) + 8, 4) == 0
     assert vm.virtio.testdev is not None and plain.virtio.testdev is None
-    assert vm.virtio.memory is vm.ipa                 # DMA through the VM's guest-physical space
+    # DMA through the VM's guest-physical space, its RAM only (test_board_devices_dma_only_into_guest_ram)
+    assert isinstance(vm.virtio.memory, board.GuestRam) and vm.virtio.memory.ipa is vm.ipa
 
 
 def test_plug_order_is_qemus_and_memory_is_pluggable():
@@ -213,3 +214,21 @@ def test_device_tree_lists_the_transports_and_the_asked_gic():
     assert b"arm,cortex-a15-gic" in tree and b"arm,gic-v3" not in tree       # QEMU virt's default: GICv2
     vm.gic_version = 3                                                   # -machine gic-version=3
     assert b"arm,gic-v3" in vm.device_tree()
+
+
+def test_board_devices_dma_only_into_guest_ram():
+    """A descriptor aimed at MMIO (a transport's own QueueNotify, the GIC) is the device's bus error, never an
+    access to that device (a re-entry, or a write the guest could not make itself through the device)."""
+    from devmodel.bus import BusError
+    m = Machine()
+    vm = m.add_vm(chr_testdev=True)
+    mem = vm.virtio.memory
+    assert isinstance(mem, board.GuestRam) and vm.virtio.devices[0].memory is mem
+    mem.write_bytes(vm.ram_ipa + 0x1000, b"ok")
+    assert mem.read_bytes(vm.ram_ipa + 0x1000, 2) == b"ok"
+    notify = _base(TESTDEV) + 0x50                     # QueueNotify of the chr-testdev's own transport
+    for addr in (notify, 0x0800_0000, vm.ram_ipa + vm.ram.size - 1):
+        with pytest.raises(BusError):
+            mem.write_bytes(addr, b"\0\0\0\0")
+        with pytest.raises(BusError):
+            mem.read_bytes(addr, 4)
