@@ -28,7 +28,7 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn.arm64_const import (UC_ARM64_REG_PSTATE, UC_CPU_ARM64_A53, UC_CPU_ARM64_A57, UC_CPU_ARM64_A72,
                                  UC_CPU_ARM64_MAX)
 
-__all__ = ["CPU_MODELS", "DEFAULT_CPU", "CpuFeatures", "features", "decode_features", "new_uc",
+__all__ = ["CPU_MODELS", "DEFAULT_CPU", "CpuFeatures", "features", "decode_features", "new_uc", "advertised_isar0",
            "reset_controls", "ID_REGS", "cpu_model", "probe_undefined"]
 
 #: --cpu NAME -> Unicorn model
@@ -54,6 +54,20 @@ ZCR_LEN_MAX = 0xF
 ID_REGS = {"midr": (3, 0, 0, 0, 0), "pfr0": (3, 0, 0, 4, 0), "pfr1": (3, 0, 0, 4, 1), "dfr0": (3, 0, 0, 5, 0),
            "isar0": (3, 0, 0, 6, 0), "isar1": (3, 0, 0, 6, 1), "mmfr0": (3, 0, 0, 7, 0),
            "mmfr1": (3, 0, 0, 7, 1), "mmfr2": (3, 0, 0, 7, 2)}
+
+
+#: ID_AA64ISAR0_EL1.TLB as `max` advertises it to the guest: 2 (FEAT_TLBIOS and FEAT_TLBIRANGE), as QEMU 7.2's
+#: `max` (aarch64_max_tcg_initfn) does and as the TLBI trap implements them; Unicorn's QEMU 5.0 `max` reads 0
+#: (`CpuFeatures.tlb` keeps Unicorn's value: it says what Unicorn executes natively)
+MAX_ADVERTISED_TLB = 2
+_ISAR0_TLB = 0xF << 56
+
+
+def advertised_isar0(model: str, isar0: int) -> int:
+    """ID_AA64ISAR0_EL1 as a guest of `model` reads it (guest_fw/tests/tlbi_features.c: as QEMU 7.2)."""
+    if model != "max":
+        return isar0
+    return (isar0 & ~_ISAR0_TLB) | (max(_field(isar0, 56), MAX_ADVERTISED_TLB) << 56)
 
 
 def _field(value: int, lsb: int, width: int = 4) -> int:

@@ -33,7 +33,7 @@ from unicorn.arm64_const import (UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_
 from devmodel.bus import BusError
 
 from . import observe
-from .cpu import features, new_uc, reset_controls
+from .cpu import ID_REGS, advertised_isar0, features, new_uc, reset_controls
 from .sysregs import SysregHooks
 from .vmem import TranslationRegs, Walk, translate
 
@@ -140,6 +140,8 @@ class Vcpu:
         self.sysregs = SysregHooks(self)
         if self.start_el == 2:
             self.sysregs.register(MPIDR_EL1, read=_mpidr_at_el2)
+        if self.cpu == "max":
+            self.sysregs.register(ID_REGS["isar0"], read=_isar0_advertised)
         self._reset()
 
     # -- architectural state ------------------------------------------------------------------------
@@ -314,6 +316,13 @@ class Vcpu:
 
     def __repr__(self) -> str:
         return f"<Vcpu {self.dvm_name} {'on' if self.on else 'off'}>"
+
+
+def _isar0_advertised(vcpu: Vcpu) -> int | None:
+    """ID_AA64ISAR0_EL1 with the TLB field `max` advertises (harness/cpu.py); EL0 reads stay Unicorn's."""
+    if vcpu.el == 0:
+        return None
+    return advertised_isar0(vcpu.cpu, dict(vcpu.features.ids)["isar0"])
 
 
 def _mpidr_at_el2(vcpu: Vcpu) -> int | None:
