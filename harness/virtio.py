@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from devmodel.bus import BusError
 from devmodel.trace import define
 
+from .devicetree import MMIO_SPI, NUM_VIRTIO_TRANSPORTS, VIRT_MMIO, VIRT_MMIO_SIZE
 from .exits import Kind, Outcome, kut_status
 
 if TYPE_CHECKING:
@@ -46,13 +47,13 @@ if TYPE_CHECKING:
 
 __all__ = ["VirtioTransports", "WINDOW_BASE", "WINDOW_SIZE", "NUM_TRANSPORTS", "transport_spi"]
 
-# QEMU virt's layout (hw/arm/virt.c base_memmap VIRT_MMIO, a15irqmap); the same numbers as
-# devmodel/virtio/mmio.py's VIRT_* (a test checks), kept here so that a VM does not import the virtio
-# package until a guest touches a transport.
-WINDOW_BASE = 0x0A00_0000
-TRANSPORT_SIZE = 0x200
-NUM_TRANSPORTS = 32
-FIRST_SPI = 16
+# QEMU virt's layout (hw/arm/virt.c base_memmap VIRT_MMIO, a15irqmap), as the board's device tree declares it;
+# the same numbers as devmodel/virtio/mmio.py's VIRT_* (a test checks), taken from the board rather than from
+# the virtio package so that a VM does not import that package until a guest touches a transport.
+WINDOW_BASE = VIRT_MMIO
+TRANSPORT_SIZE = VIRT_MMIO_SIZE
+NUM_TRANSPORTS = NUM_VIRTIO_TRANSPORTS
+FIRST_SPI = MMIO_SPI
 WINDOW_SIZE = TRANSPORT_SIZE * NUM_TRANSPORTS          # 0x4000: four pages
 QUEUE_NOTIFY = 0x050                                   # virtio v1.2 4.2.2 (both register interfaces)
 
