@@ -112,8 +112,9 @@ class ConfigSpace:
     def add_bar(self, bar: Bar) -> None:
         """Implement `bar`: its type bits in the register, its address bits writable."""
         width = 8 if bar.is64 else 4
+        taken = {i for b in self.bars.values() for i in range(b.index, b.index + (2 if b.is64 else 1))}
         if not 0 <= bar.index <= NUM_BARS - width // 4 or bar.size & (bar.size - 1) or bar.size < 4 \
-                or any(i in self.bars for i in range(bar.index, bar.index + width // 4)):
+                or taken & set(range(bar.index, bar.index + width // 4)):
             raise ValueError(f"BAR{bar.index}: size {bar.size:#x} does not fit")
         self._put(bar.offset, bar.flags, width)
         self._put(bar.offset, ~(bar.size - 1) & ((1 << 8 * width) - 1), width, self.wmask)
