@@ -9,7 +9,7 @@ the GIC (v2: distributor + CPU interface, + GICH/GICV and the maintenance PPI wi
 extensions; v3: distributor + one redistributor region, + ITS), the PL011 with its 24 MHz `apb-pclk` fixed
 clock, the generic timer (PPIs 13, 14, 11, 10: secure and non-secure physical, virtual, hypervisor
 physical), the 32 virtio-mmio transports, the SMMUv3 (`arm,smmu-v3`, SPIs 74..77 named eventq, priq,
-cmdq-sync, gerror, edge-triggered), `/chosen` (bootargs, stdout-path). Node order, property order, names and
+cmdq-sync, gerror, edge-triggered), the PCIe host bridge, `/chosen` (bootargs, stdout-path). Node order, property order, names and
 phandle numbers are QEMU's (QEMU prepends every new node and property, libfdt-style, so its trees read
 "backwards"; the comparison test in tests/harness/test_devicetree.py checks this against QEMU's own dump).
 
@@ -17,8 +17,8 @@ Our additions, absent from QEMU: DMA test devices (`compatible = "smmu-harness,d
 <&smmu SID>` or `<&viommu ENDPOINT>`, and on a GICv3 board with its ITS `msi-parent = <&its SID>`: the
 StreamID is the device's DeviceID), `msi-parent = <&its DEVID>` on an SMMU that signals MSIs with a DeviceID
 (the VMM's vSMMU: harness/its.py SMMU_MSI_DEVID) and the virtio-iommu marking of one transport (`#iommu-cells = <1>`,
-Linux Documentation/devicetree/bindings/virtio/mmio.yaml). QEMU virt nodes not modelled (flash, fw-cfg,
-pcie, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of /chosen
+Linux Documentation/devicetree/bindings/virtio/mmio.yaml). The PCIe host bridge (`/pcie@10000000`, `pci-host-ecam-generic`) is QEMU's less
+two properties (`_pcie_node`). QEMU virt nodes not modelled (flash, fw-cfg, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of /chosen
 are deliberately absent: docs/devicetree-and-loading.md lists them.
 
 `board_dtb(spec)` is the blob padded to QEMU's 1 MiB (`FDT_MAX_SIZE` in QEMU's device_tree.c: the size QEMU
