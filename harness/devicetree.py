@@ -17,9 +17,10 @@ Our additions, absent from QEMU: DMA test devices (`compatible = "smmu-harness,d
 <&smmu SID>` or `<&viommu ENDPOINT>`, and on a GICv3 board with its ITS `msi-parent = <&its SID>`: the
 StreamID is the device's DeviceID), `msi-parent = <&its DEVID>` on an SMMU that signals MSIs with a DeviceID
 (the VMM's vSMMU: harness/its.py SMMU_MSI_DEVID) and the virtio-iommu marking of one transport (`#iommu-cells = <1>`,
-Linux Documentation/devicetree/bindings/virtio/mmio.yaml). The PCIe host bridge (`/pcie@10000000`, `pci-host-ecam-generic`) is QEMU's less
-two properties (`_pcie_node`). QEMU virt nodes not modelled (flash, fw-cfg, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of /chosen
-are deliberately absent: docs/devicetree-and-loading.md lists them.
+Linux Documentation/devicetree/bindings/virtio/mmio.yaml). The PCIe host bridge (`/pcie@10000000`,
+`pci-host-ecam-generic`) is QEMU's less two properties (`_pcie_node`). QEMU virt nodes not modelled (flash,
+fw-cfg, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of
+/chosen are deliberately absent: docs/devicetree-and-loading.md lists them.
 
 `board_dtb(spec)` is the blob padded to QEMU's 1 MiB (`FDT_MAX_SIZE` in QEMU's device_tree.c: the size QEMU
 places and that a guest sees in the header's totalsize). `load_user_dtb(path, ...)` is `-dtb FILE`: QEMU's
