@@ -77,7 +77,7 @@ def bar_mapping(bar: Bar, value: int, command: int) -> int | None:
         return None
     base = value & ~(bar.size - 1) & ((1 << 64) - 1)
     last = base + bar.size - 1
-    if last >= 1 << 64 or (not bar.is64 and last >= _MASK32):
+    if last >= (1 << 64) - 1 or (not bar.is64 and last >= _MASK32):      # QEMU: PCI_BAR_UNMAPPED is ~0
         return None
     return base
 

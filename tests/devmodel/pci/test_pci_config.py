@@ -116,6 +116,7 @@ def test_bar_decode_follows_command_and_rejects_wrapping_windows():
     assert bar_mapping(mem, 0x1000_0123, 0x2) == 0x1000_0000
     assert bar_mapping(mem, 0xFFFF_F000, 0x2) is None             # reaches 0xffffffff: QEMU leaves it unmapped
     assert bar_mapping(Bar(0, 0x1000, is64=True), 0xFFFF_F000, 0x2) == 0xFFFF_F000
+    assert bar_mapping(Bar(0, 0x1000, is64=True), (1 << 64) - 0x1000, 0x2) is None   # its last byte is ~0
 
 
 def test_bars_route_only_while_decoded(host):
