@@ -43,8 +43,8 @@ class PciHost:
         if devfn is None:
             devfn = next((s << 3 for s in range(32) if not any((s << 3) + f in self.functions for f in range(8))),
                          None)
-            if devfn is None:
-                raise ValueError("PCI bus 0 is full (32 slots)")
+            if devfn is None:                        # QEMU's words for the same refusal
+                raise ValueError(f"PCI: no slot/function available for {function.name}, all in use or reserved")
         if not 0 <= devfn < MAX_DEVFN or devfn in self.functions:
             raise ValueError(f"devfn {devfn:#x} is taken or out of range")
         self.functions[devfn] = function

@@ -19,7 +19,8 @@ byte read 0.
 The eventfd tests register an ioeventfd on their offset (1 byte, on the data for datamatch). Under TCG,
 QEMU's memory core (memory_region_dispatch_write) signals a matching ioeventfd instead of calling the
 device, so those writes do not count: `signalled[t]` counts them here. kvm-unit-tests accepts a count of
-0 or 16 after its 16 writes; QEMU 7.2 TCG gives 16, 0, 0 per BAR, and so does this model.
+0 or 16 after its 16 writes; QEMU 7.2 TCG gives 16, 0, 0 per BAR, and so does this model
+(tests/harness/test_pci_board.py compares every access pci-test makes to the device with QEMU's trace).
 """
 from __future__ import annotations
 

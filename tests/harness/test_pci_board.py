@@ -93,6 +93,8 @@ def test_run_without_device_has_only_the_host_bridge(capsys):
 def test_run_refuses_devices_it_does_not_have(capsys):
     assert main(["run", PCI_TEST, "-device", "e1000"]) == 125    # usage error, naming what it has
     assert "invalid choice: 'e1000' (choose from 'pci-testdev')" in capsys.readouterr().err
+    assert main(["run", PCI_TEST] + ["-device", "pci-testdev"] * 32) == 125      # 31 slots after the host bridge
+    assert "PCI: no slot/function available for vm0.pci-testdev, all in use or reserved" in capsys.readouterr().err
 
 
 QEMU = shutil.which("qemu-system-aarch64")
