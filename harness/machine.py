@@ -53,6 +53,7 @@ from .gic import UART_INTID, VmGic, default_gic_version
 from .image import BootPlan, plan_boot
 from .interrupts import InterruptDelivery
 from .log import Log
+from .pci import PcieBoard
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
@@ -154,6 +155,8 @@ class VM:
         log = machine.log
         self.pl011 = self._pl011() if console else None
         self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
+        self.pcie = PcieBoard(self)                  # QEMU virt's ECAM host bridge (harness/pci.py)
+        self.pcie.map(self.ipa)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
