@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from devmodel.pmu import OK, PPI, Pmu, PmuConfig, PmuContext, PMUV3, PMUV3P5, access
+from devmodel.pmu import OK, PPI, Pmu, PmuContext, PMUV3P5, access
 
+from .cpu import PMU_CONFIGS as CONFIGS
 from .sysregs import Encoding
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ __all__ = ["Pmus", "ENCODINGS", "CONFIGS", "ID_AA64DFR0_EL1"]
 
 PMUSERENR_EL0, MDCR_EL2, ID_AA64DFR0_EL1 = (3, 3, 9, 14, 0), (3, 4, 1, 1, 1), (3, 0, 0, 5, 0)
 _PMUVER = 0xF << 8
-
-#: QEMU 7.2's PMU per CPU model (target/arm/cpu64.c reset_pmcr_el0; max: FEAT_PMUv3p5)
-CONFIGS = {"max": PmuConfig.qemu_max(), "a57": PmuConfig(PMUV3, 0x41, 0x01, 6),
-           "a72": PmuConfig(PMUV3, 0x41, 0x02, 6), "a53": PmuConfig(PMUV3, 0x41, 0x03, 6)}
 
 
 def _encodings(counters: int) -> dict[Encoding, tuple[str, str, str]]:

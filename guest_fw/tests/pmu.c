@@ -3,8 +3,10 @@
  * writable bits, the implemented counters and events (PMCEID0/1), 64-bit event counters (FEAT_PMUv3p5) with a
  * 32-bit or (PMCR.LP) 64-bit overflow, the EL1 filter of the cycle counter (PMCCFILTR_EL0.P), and the overflow
  * interrupt (PPI 7, INTID 23 on QEMU virt) from a software increment and from the cycle counter - the latter
- * while the CPU sleeps in WFI. Nothing printed depends on how fast time runs. Same output under QEMU 7.2
- * (-M virt[,gic-version=3] -cpu max -semihosting) and smmu-harness.
+ * while the CPU sleeps in WFI. Started at EL2 it routes IRQs there (HCR_EL2.IMO) and counts at EL2 with the
+ * filters' NSH bit (without it a counter does not count at EL2). Nothing printed depends on how fast time
+ * runs. Same output under QEMU 7.2 (-M virt[,gic-version=3][,virtualization=on] -cpu max -semihosting) and
+ * smmu-harness.
  */
 #include "gic.h"
 
@@ -14,6 +16,10 @@
 #define PMCR_C (1 << 2)
 #define PMCR_LP (1 << 7)
 #define CYCLE (1U << 31)
+#define FILTER_P (1UL << 31)                    /* PMEVTYPER/PMCCFILTR: do not count at EL1 */
+#define FILTER_NSH (1UL << 27)                  /* count at (Non-secure) EL2 */
+
+static u64 here, not_here;                      /* filters counting / not counting at the current EL */
 
 static volatile unsigned int taken, intid;
 static volatile u64 ovs_seen;
@@ -79,7 +85,7 @@ static void swinc_twice(u64 pmcr, u64 start)
 static void test_counter_width(void)
 {
 	pmu_reset();
-	write_sysreg(0, pmevtyper0_el0);                /* SW_INCR */
+	write_sysreg(here, pmevtyper0_el0);             /* SW_INCR */
 	write_sysreg(1, pmcntenset_el0);
 	swinc_twice(PMCR_E, 0xfffffffeUL);
 	report(read_sysreg(pmevcntr0_el0) == 1UL << 32 && read_sysreg(pmovsclr_el0) == 1,
@@ -98,18 +104,18 @@ static void test_filter(void)
 	u64 a, b;
 
 	pmu_reset();
-	write_sysreg(1UL << 31, pmccfiltr_el0);         /* P: do not count at EL1 */
+	write_sysreg(not_here, pmccfiltr_el0);
 	write_sysreg(CYCLE, pmcntenset_el0);
 	write_sysreg(PMCR_E, pmcr_el0);
 	isb();
 	a = read_sysreg(pmccntr_el0);
 	b = read_sysreg(pmccntr_el0);
-	report(a == 0 && b == 0, "PMCCFILTR_EL0.P: no cycles counted at EL1");
-	write_sysreg(0, pmccfiltr_el0);
+	report(a == 0 && b == 0, "PMCCFILTR_EL0 %#lx: no cycles counted at EL%d", not_here, current_el());
+	write_sysreg(here, pmccfiltr_el0);
 	isb();
 	a = read_sysreg(pmccntr_el0);
 	b = read_sysreg(pmccntr_el0);
-	report(b > a, "cycles counted at EL1 without the filter");
+	report(b > a, "PMCCFILTR_EL0 %#lx: cycles counted at EL%d", here, current_el());
 	write_sysreg(0, pmcr_el0);
 	isb();
 }
@@ -118,7 +124,7 @@ static void test_swinc_interrupt(void)
 {
 	pmu_reset();
 	taken = 0;
-	write_sysreg(0, pmevtyper1_el0);
+	write_sysreg(here, pmevtyper1_el0);
 	write_sysreg(0xffffffffUL, pmevcntr1_el0);
 	write_sysreg(2, pmcntenset_el0);
 	write_sysreg(2, pmintenset_el1);
@@ -141,6 +147,7 @@ static void test_cycle_interrupt(void)
 
 	pmu_reset();
 	taken = 0;
+	write_sysreg(here, pmccfiltr_el0);
 	write_sysreg(0xffffffffUL - 100000, pmccntr_el0);      /* 32-bit overflow (PMCR.LC = 0) soon */
 	write_sysreg(CYCLE, pmcntenset_el0);
 	write_sysreg(CYCLE, pmintenset_el1);
@@ -163,6 +170,12 @@ static void test_cycle_interrupt(void)
 int main(void)
 {
 	report_prefix_push("pmu");
+	here = current_el() == 2 ? FILTER_NSH : 0;
+	not_here = current_el() == 2 ? 0 : FILTER_P;
+	if (current_el() == 2) {                /* route physical IRQs here (HCR_EL2.IMO) */
+		write_sysreg(read_sysreg(hcr_el2) | (1UL << 4), hcr_el2);
+		isb();
+	}
 	gic_init();
 	install_irq_handler(handler);
 	gic_enable_irq(PPI_PMU);
