@@ -41,6 +41,7 @@ DEFAULT_CPU = "max"
 # System registers (op0, op1, CRn, CRm, op2), Arm ARM D17.2.
 SCR_EL3, CPTR_EL3, ZCR_EL3 = (3, 6, 1, 1, 0), (3, 6, 1, 1, 2), (3, 6, 1, 2, 0)
 HCR_EL2, CPTR_EL2, ZCR_EL2, MDCR_EL2 = (3, 4, 1, 1, 0), (3, 4, 1, 1, 2), (3, 4, 1, 2, 0), (3, 4, 1, 1, 1)
+PMUSERENR_EL0 = (3, 3, 9, 14, 0)
 SCTLR_EL1, CPACR_EL1, CNTKCTL_EL1, CNTHCTL_EL2 = (3, 0, 1, 0, 0), (3, 0, 1, 0, 2), (3, 0, 14, 1, 0), (3, 4, 14, 1, 0)
 # SCTLR_EL1 bits that let EL0 use DAIF (UMA 9), DC ZVA (DZE 14), CTR_EL0 (UCT 15), WFI/WFE (nTWI 16, nTWE 18)
 # and cache maintenance (UCI 26) untrapped; CPACR_EL1.{FPEN, ZEN} = 0b11; every CNTKCTL/CNTHCTL access enable.
@@ -165,7 +166,8 @@ def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
 def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
     """Does Unicorn take an exception for the instruction `word` at `el`, on a scratch CPU of `model` in the reset
     state of a vCPU started at `start_el`? With `permissive`, every control that lets EL0/EL1 use a feature
-    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK) is set
+    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK,
+    PMUSERENR_EL0.EN/SW/CR/ER) is set
     and nothing traps to EL2: an instruction that faults there is UNDEFINED, one that does not but faulted on a
     vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
     scratch address space counts as "not undefined". A few milliseconds the first time, cached."""
@@ -181,6 +183,7 @@ def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: b
         uc.cpr_write(*CNTKCTL_EL1, 0x303)              # EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN
         uc.cpr_write(*CNTHCTL_EL2, 0x3)                # EL1PCTEN, EL1PCEN
         uc.cpr_write(*HCR_EL2, HCR_RW | (HCR_API | HCR_APK if feat.pauth else 0))
+        uc.cpr_write(*PMUSERENR_EL0, 0xF)
     uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
     uc.cpr_write(*SCR_EL3, uc.cpr_read(*SCR_EL3))      # a PSTATE.EL write takes effect at the next sysreg write
     taken: list[int] = []

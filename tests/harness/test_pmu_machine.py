@@ -1,0 +1,96 @@
+"""harness/pmu.py: the PMU served on the machine's vCPUs - EL0 access rules left to Unicorn's own check
+(PMUSERENR_EL0), the ID register and the EL2 reset, determinism from the virtual clock, no cost for guests
+that do not touch it. The guest-visible behaviour is guest_fw/tests/pmu.c (catalogue pmu, pmu_gicv3, pmu_el2:
+the same output under QEMU 7.2) and kvm-unit-tests' pmu.flat (tests/harness/test_kvm_unit_tests.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X1
+
+from harness.exits import EXIT_UNDEF
+from harness.machine import DEFAULT_RAM_IPA, Machine
+from harness.sysregs import mrs_word, msr_word
+
+BASE = DEFAULT_RAM_IPA + 0x80000
+ELR_EL1, SPSR_EL1, PMUSERENR_EL0 = (3, 0, 4, 0, 1), (3, 0, 4, 0, 0), (3, 3, 9, 14, 0)
+PMCCNTR, PMEVCNTR5, PMINTENSET, PMSWINC = (3, 3, 9, 13, 0), (3, 3, 14, 8, 5), (3, 0, 9, 14, 1), (3, 3, 9, 12, 4)
+PMCR, PMCNTENSET, PMEVCNTR0 = (3, 3, 9, 12, 0), (3, 3, 9, 12, 1), (3, 3, 14, 8, 0)
+ID_AA64DFR0, MDCR_EL2 = (3, 0, 0, 5, 0), (3, 4, 1, 1, 1)
+ERET, UDF = 0xD69F03E0, 0x00000000
+PSCI_OFF_HVC = (0xD2800100, 0xF2B08000, 0xD4000002)             # movz x0, #8; movk x0, #0x8400, lsl 16; hvc #0
+KUT = Path(__file__).resolve().parents[1] / "fixtures" / "kvm-unit-tests-1da1819e" / "arm" / "pmu.flat"
+
+
+def words(*ws: int) -> bytes:
+    return b"".join(w.to_bytes(4, "little") for w in ws)
+
+
+def movz(rd: int, imm16: int) -> int:
+    return 0xD2800000 | (imm16 & 0xFFFF) << 5 | rd
+
+
+def at_el0(el1_prologue: list[int], el0_code: list[int]):
+    """Run `el1_prologue` at EL1, then ERET to `el0_code` at EL0 (no vector table: the first exception ends
+    the run with its death line)."""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm()
+    el0 = BASE + 0x100
+    code = [*el1_prologue, movz(2, el0 & 0xFFFF), 0xF2A00000 | ((el0 >> 16) & 0xFFFF) << 5 | 2,
+            msr_word(ELR_EL1, 2), movz(3, 0), msr_word(SPSR_EL1, 3), ERET]
+    vm.load_code(BASE, words(*code))
+    vm.load_code(el0, words(*el0_code, UDF), entry=BASE)
+    return m, vm, m.run(timeout=30), el0
+
+
+@pytest.mark.parametrize("pmuserenr, insn, ok, ec", [
+    (0, mrs_word(PMCCNTR), False, 0x18),           # EN = 0: trapped to EL1
+    (0b0100, mrs_word(PMCCNTR), True, 0),          # CR: EL0 may read the cycle counter
+    (0b0100, msr_word(PMCCNTR), False, 0x18),      # ... not write it
+    (0b0010, msr_word(PMSWINC), True, 0),          # SW: software increments
+    (0b1000, mrs_word(PMEVCNTR5), True, 0),        # ER: counter reads, also of a counter Unicorn lacks (N = 4)
+    (0b0001, mrs_word(PMINTENSET), False, 0),      # an EL1 register: UNDEFINED at EL0 whatever PMUSERENR
+])
+def test_el0_access_follows_pmuserenr(pmuserenr, insn, ok, ec):
+    _, _, o, el0 = at_el0([movz(1, pmuserenr), msr_word(PMUSERENR_EL0, 1)], [insn])
+    assert o.exit_code == EXIT_UNDEF, o.message
+    assert o.pc == el0 + (4 if ok else 0) and o.esr >> 26 == ec, o.message
+
+
+def test_el0_reads_a_running_cycle_counter_from_the_virtual_clock():
+    prologue = [movz(1, 0b0100), msr_word(PMUSERENR_EL0, 1), 0xD2B00001,    # movz x1, #0x8000, lsl 16
+                msr_word(PMCNTENSET, 1), movz(1, 1), msr_word(PMCR, 1)]     # the cycle counter; PMCR.E
+    m, vm, o, el0 = at_el0(prologue, [mrs_word(PMCCNTR, 0), mrs_word(PMCCNTR, 1)])
+    x0, x1 = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X0, UC_ARM64_REG_X1))
+    assert o.pc == el0 + 8 and 0 < x0 < x1 and x0 % 16 == 0 and m.clock.started     # 16 cycles per tick
+
+
+def test_id_register_and_el2_reset():
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(start_el=2)
+    vm.load_code(BASE, words(mrs_word(ID_AA64DFR0, 19), mrs_word(MDCR_EL2, 20), mrs_word(PMCR, 21),
+                             0xD2800100, 0xF2B08000, 0xD4000003))   # PSCI SYSTEM_OFF by SMC from EL2
+    o = m.run(timeout=30)
+    from unicorn.arm64_const import UC_ARM64_REG_X19, UC_ARM64_REG_X20, UC_ARM64_REG_X21
+    dfr0, mdcr, pmcr = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X19, UC_ARM64_REG_X20, UC_ARM64_REG_X21))
+    assert o.exit_code == 0, o.message
+    assert (dfr0 >> 8) & 0xF == 6 and mdcr & 0x1F == 6 and pmcr == 0x41013000
+
+
+def test_a_guest_without_pmu_accesses_pays_nothing():
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm()
+    vm.load_code(BASE, words(movz(1, 5), *PSCI_OFF_HVC))
+    o = m.run(timeout=30)
+    assert o.exit_code == 0 and not m.clock.started and m.pmus.model(vm.vcpus[0]).cycles == 0
+    assert vm.vcpus[0].sysregs.served == 0
+
+
+def test_kut_cycle_counter_output_is_deterministic(capfd):
+    from harness.cli import main
+    outs = []
+    for _ in range(2):
+        assert main(["run", str(KUT), "-append", "cycle-counter 0"]) == 0
+        outs.append(capfd.readouterr().out)
+    assert outs[0] == outs[1] and "PASS: pmu: cycle-counter: Cycle/instruction ratio" in outs[0]
