@@ -65,8 +65,11 @@ static void test_identification(void)
 	write_sysreg(31, pmselr_el0);
 	write_sysreg(0xffffffffUL, pmxevtyper_el0);     /* SEL = 31: PMCCFILTR_EL0 */
 	isb();
-	printf("PMCCFILTR %#lx\n", read_sysreg(pmccfiltr_el0));
+	write_sysreg(0xffffffffffffffffUL, pmevtyper5_el0);
+	isb();
+	printf("PMCCFILTR %#lx PMEVTYPER5 %#lx\n", read_sysreg(pmccfiltr_el0), read_sysreg(pmevtyper5_el0));
 	write_sysreg(0, pmccfiltr_el0);
+	write_sysreg(0, pmevtyper5_el0);
 }
 
 static void swinc_twice(u64 pmcr, u64 start)
