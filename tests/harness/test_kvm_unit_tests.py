@@ -125,7 +125,7 @@ def test_group_selects_nodefault_tests_and_timeouts_are_failures():
 
 
 CROSS_CHECK = ("selftest-setup", "psci", "pmu-event-introspection", "pmu-chained-counters", "gicv2-mmio-up",
-               "pci-test")
+               "pci-test", "pmu-cycle-counter", "pmu-sw-incr")
 
 
 @pytest.mark.qemu
