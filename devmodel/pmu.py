@@ -37,9 +37,8 @@ Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / Incremen
   counter's enable (PMCR.E, or HPME above HPMN) is 1, as QEMU's pmu_update_irq.
 * PMSWINC_EL0 adds 1 to each counter n < N whose bit is 1, that counts SW_INCR and that counts now.
 
-The EL a filter is evaluated with is the one of the last `at` (the owner calls it at every PMU register access):
-a counter whose filter excludes an EL keeps counting across an exception entry or return until the next PMU
-access. Not modelled: Secure state and EL3 filtering (M, SH), the export bus (PMCR.X), FEAT_PMUv3_TH, PMMIR.
+The EL a filter is evaluated with is the one of the last `at`: the owner calls it at every PMU register access
+and at every change of EL (harness/pmu.py: exception entries and returns). Not modelled: Secure state and EL3 filtering (M, SH), the export bus (PMCR.X), FEAT_PMUv3_TH, PMMIR.
 """
 from __future__ import annotations
 

@@ -17,7 +17,10 @@ clock, 16 cycles per tick of the 62.5 MHz system counter. An access samples the 
 (`VirtualClock.sample`, so back-to-back reads of a running cycle counter differ) when a counter counts cycles
 at that moment, otherwise reads it without moving it; a guest that never touches the PMU costs nothing.
 Counters are brought up to date at each PMU access (`Pmu.at`, which also takes the EL and MDCR_EL2 the
-filters and EL2 partition use until the next access). A counter that counts cycles with its PMINTENSET bit set
+filters and EL2 partition use until the next update) and, from the first PMU access on and while a counter is
+enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) at the clock's
+time without sampling it: a filter by EL applies from the instruction that changes the EL (ERETs in code
+written at run time are not seen, harness/exceptions.py). A counter that counts cycles with its PMINTENSET bit set
 arms a clock deadline (key ("pmu", vcpu.id)) at the tick of its overflow, so the overflow interrupt is raised
 at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC.
 """
@@ -72,6 +75,7 @@ class Pmus:
         self.clock = machine.clock
         self.models: dict[int, Pmu] = {}          # vcpu.id -> its PMU
         self.levels: dict[int, bool] = {}         # vcpu.id -> the interrupt request driven into the GIC
+        self._watching = False                    # EL changes observed (from the first PMU access on)
 
     def attach(self, vcpu: "Vcpu") -> Pmu:
         """Give `vcpu` its PMU and serve its registers (called for every vCPU the machine creates)."""
@@ -104,6 +108,10 @@ class Pmus:
         pmuserenr = vcpu.uc.cpr_read(*PMUSERENR_EL0) if el == 0 else 0
         if access(kind, write, el, pmuserenr, ctx.mdcr_el2, ctx.has_el2) != OK:
             return None
+        if not self._watching:
+            self._watching = True
+            self.machine.exceptions.entry_observers.append(self._el_change)
+            self.machine.exceptions.eret_observers.append(lambda v, _el, spsr: self._el_change(v, (spsr >> 2) & 3))
         model = self.models[vcpu.id]
         now = self.clock.sample("pmu") if model.cycles_running() else self.clock.now()
         model.at(self._cycles(now), ctx)
@@ -135,6 +143,16 @@ class Pmus:
             self._update(vcpu)
             return True
         return write
+
+    def _el_change(self, vcpu: "Vcpu", el: int) -> None:
+        """An exception entry or return to `el`: the counters that count cycles are brought up to date (at the
+        clock's time, not sampled) and the filters apply `el` from now on. Nothing to do while no counter is
+        enabled: the next access takes the EL then."""
+        model = self.models.get(vcpu.id)
+        if model is None or not model.cnten:
+            return
+        model.at(self._cycles(self.clock.now()), self._context(vcpu, el))
+        self._update(vcpu)
 
     # -- time and the interrupt ----------------------------------------------------------------------------------
     def _cycles(self, ticks: int) -> int:

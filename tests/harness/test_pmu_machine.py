@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X1
+from unicorn.arm64_const import (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2, UC_ARM64_REG_X3, UC_ARM64_REG_X5,
+                                 UC_ARM64_REG_X19, UC_ARM64_REG_X20, UC_ARM64_REG_X21)
 
 from harness.exits import EXIT_UNDEF
 from harness.machine import DEFAULT_RAM_IPA, Machine
@@ -16,8 +17,8 @@ from harness.sysregs import mrs_word, msr_word
 BASE = DEFAULT_RAM_IPA + 0x80000
 ELR_EL1, SPSR_EL1, PMUSERENR_EL0 = (3, 0, 4, 0, 1), (3, 0, 4, 0, 0), (3, 3, 9, 14, 0)
 PMCCNTR, PMEVCNTR5, PMINTENSET, PMSWINC = (3, 3, 9, 13, 0), (3, 3, 14, 8, 5), (3, 0, 9, 14, 1), (3, 3, 9, 12, 4)
-PMCR, PMCNTENSET, PMEVCNTR0 = (3, 3, 9, 12, 0), (3, 3, 9, 12, 1), (3, 3, 14, 8, 0)
-ID_AA64DFR0, MDCR_EL2 = (3, 0, 0, 5, 0), (3, 4, 1, 1, 1)
+PMCR, PMCNTENSET, PMCCFILTR = (3, 3, 9, 12, 0), (3, 3, 9, 12, 1), (3, 3, 14, 15, 7)
+ID_AA64DFR0, MDCR_EL2, VBAR_EL1 = (3, 0, 0, 5, 0), (3, 4, 1, 1, 1), (3, 0, 12, 0, 0)
 ERET, UDF = 0xD69F03E0, 0x00000000
 PSCI_OFF_HVC = (0xD2800100, 0xF2B08000, 0xD4000002)             # movz x0, #8; movk x0, #0x8400, lsl 16; hvc #0
 KUT = Path(__file__).resolve().parents[1] / "fixtures" / "kvm-unit-tests-1da1819e" / "arm" / "pmu.flat"
@@ -31,11 +32,11 @@ def movz(rd: int, imm16: int) -> int:
     return 0xD2800000 | (imm16 & 0xFFFF) << 5 | rd
 
 
-def at_el0(el1_prologue: list[int], el0_code: list[int]):
+def at_el0(el1_prologue: list[int], el0_code: list[int], machine=None):
     """Run `el1_prologue` at EL1, then ERET to `el0_code` at EL0 (no vector table: the first exception ends
-    the run with its death line)."""
-    m = Machine(console=lambda vm, d, s: None)
-    vm = m.add_vm()
+    the run with its death line). `machine`: (Machine, VM) to use."""
+    m, vm = machine if machine is not None else (Machine(console=lambda vm, d, s: None), None)
+    vm = vm if vm is not None else m.add_vm()
     el0 = BASE + 0x100
     code = [*el1_prologue, movz(2, el0 & 0xFFFF), 0xF2A00000 | ((el0 >> 16) & 0xFFFF) << 5 | 2,
             msr_word(ELR_EL1, 2), movz(3, 0), msr_word(SPSR_EL1, 3), ERET]
@@ -72,7 +73,6 @@ def test_id_register_and_el2_reset():
     vm.load_code(BASE, words(mrs_word(ID_AA64DFR0, 19), mrs_word(MDCR_EL2, 20), mrs_word(PMCR, 21),
                              0xD2800100, 0xF2B08000, 0xD4000003))   # PSCI SYSTEM_OFF by SMC from EL2
     o = m.run(timeout=30)
-    from unicorn.arm64_const import UC_ARM64_REG_X19, UC_ARM64_REG_X20, UC_ARM64_REG_X21
     dfr0, mdcr, pmcr = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X19, UC_ARM64_REG_X20, UC_ARM64_REG_X21))
     assert o.exit_code == 0, o.message
     assert (dfr0 >> 8) & 0xF == 6 and mdcr & 0x1F == 6 and pmcr == 0x41013000
@@ -94,3 +94,32 @@ def test_kut_cycle_counter_output_is_deterministic(capfd):
         assert main(["run", str(KUT), "-append", "cycle-counter 0"]) == 0
         outs.append(capfd.readouterr().out)
     assert outs[0] == outs[1] and "PASS: pmu: cycle-counter: Cycle/instruction ratio" in outs[0]
+
+
+@pytest.mark.parametrize("pmccfiltr, counts_at_el0", [(1 << 31, True), (1 << 30, False)])   # P / U
+def test_filters_follow_the_el_across_eret(pmccfiltr, counts_at_el0):
+    """The cycle counter excluding EL1 (P) starts counting at the ERET to EL0, not at the next PMU access;
+    excluding EL0 (U) it stops there."""
+    prologue = [movz(1, 0b0100), msr_word(PMUSERENR_EL0, 1), 0xD2B00001, msr_word(PMCNTENSET, 1),
+                0xD2A00001 | (pmccfiltr >> 16) << 5, msr_word(PMCCFILTR, 1), movz(1, 1), msr_word(PMCR, 1)]
+    m, vm, o, el0 = at_el0(prologue, [*[0xD503201F] * 8, mrs_word(PMCCNTR, 0), mrs_word(PMCCNTR, 1)])
+    x0, x1 = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X0, UC_ARM64_REG_X1))
+    assert o.pc == el0 + 40, o.message
+    # the EL1 part (PMCR.E to the ERET) took no time: nothing sampled the clock before the EL0 reads
+    assert (0 < x0 < x1) if counts_at_el0 else (x0 == x1 == 0)
+
+
+def test_filters_follow_the_el_across_exception_entry():
+    """Counting at EL0 only (P): the SVC's entry to EL1 stops the cycle counter there - the EL1 handler reads
+    what EL0 last read, with no time sampled in between - rather than at the handler's PMU access."""
+    vbar = BASE + 0x800
+    prologue = [movz(1, 0b0100), msr_word(PMUSERENR_EL0, 1), 0xD2B00001, msr_word(PMCNTENSET, 1),
+                0xD2B00001, msr_word(PMCCFILTR, 1), movz(1, 1), msr_word(PMCR, 1),
+                movz(4, vbar & 0xFFFF), 0xF2A00004 | ((vbar >> 16) & 0xFFFF) << 5, msr_word(VBAR_EL1, 4)]
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm()
+    vm.load_code(vbar + 0x400, words(mrs_word(PMCCNTR, 5), *PSCI_OFF_HVC))     # lower EL, AArch64, sync
+    _, vm, o, el0 = at_el0(prologue, [mrs_word(PMCCNTR, 2), mrs_word(PMCCNTR, 3), 0xD4000001], machine=(m, vm))
+    x5, x2, x3 = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X5, UC_ARM64_REG_X2, UC_ARM64_REG_X3))
+    assert o.exit_code == 0, o.message
+    assert 0 < x2 < x3 == x5
