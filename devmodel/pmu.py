@@ -38,7 +38,8 @@ Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / Incremen
 * PMSWINC_EL0 adds 1 to each counter n < N whose bit is 1, that counts SW_INCR and that counts now.
 
 The EL a filter is evaluated with is the one of the last `at`: the owner calls it at every PMU register access
-and at every change of EL (harness/pmu.py: exception entries and returns). Not modelled: Secure state and EL3 filtering (M, SH), the export bus (PMCR.X), FEAT_PMUv3_TH, PMMIR.
+and at every change of EL (harness/pmu.py: exception entries and returns). Not modelled: Secure state and EL3
+filtering (M, SH), the export bus (PMCR.X), FEAT_PMUv3_TH, PMMIR.
 """
 from __future__ import annotations
 

@@ -5,12 +5,13 @@ PMU (QEMU 5's: PMUVer 5 on `max`, PMCR.IMP 0, N = 4, counting host time).
 Served (Arm ARM D17.5; what QEMU 7.2 gives `-M virt`): PMCR_EL0, PMCNTENSET/CLR_EL0, PMOVSSET/CLR_EL0,
 PMINTENSET/CLR_EL1, PMSELR_EL0, PMSWINC_EL0 (write), PMCEID0/1_EL0 (read), PMCCNTR_EL0, PMCCFILTR_EL0,
 PMXEVTYPER/PMXEVCNTR_EL0 and PMEVTYPER<n>/PMEVCNTR<n>_EL0 for n < N. The configuration is QEMU 7.2's for the
-CPU model (`CONFIGS`): `max` is FEAT_PMUv3p5 with PMCR_EL0 = 0x41013000 (IMP 'A', IDCODE 1, N = 6), and
+CPU model (`harness.cpu.PMU_CONFIGS`): `max` is FEAT_PMUv3p5 with PMCR_EL0 = 0x41013000 (IMP 'A', IDCODE 1, N = 6), and
 reads ID_AA64DFR0_EL1.PMUVer = 6 at EL1 and up (Unicorn's reads 5); cortex-a53/a57/a72 are PMUv3 with their
 QEMU PMCR IDCODE. Unicorn keeps PMUSERENR_EL0, MDCR_EL2 and PMMIR_EL1, and this module reads the first two from
 it: an access `devmodel.pmu.access` disallows (EL0 without the PMUSERENR_EL0 enable, MDCR_EL2.TPM/TPMCR from
 EL1 of a guest that owns EL2, PMINTEN*_EL1 at EL0) is left to Unicorn, whose access check (QEMU's
-pmreg_access* rules on the same register values) raises the trap or the undefined instruction.
+pmreg_access* rules on the same register values) raises the trap (EC 0x18; EC 0 for PMEVCNTR/PMEVTYPER 4
+and 5, which Unicorn lacks) or the undefined instruction.
 
 Time: the cycle count is the virtual clock in nanoseconds - QEMU's ARM_CPU_FREQ of 1 GHz applied to its virtual
 clock, 16 cycles per tick of the 62.5 MHz system counter. An access samples the clock
@@ -20,9 +21,9 @@ Counters are brought up to date at each PMU access (`Pmu.at`, which also takes t
 filters and EL2 partition use until the next update) and, from the first PMU access on and while a counter is
 enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) at the clock's
 time without sampling it: a filter by EL applies from the instruction that changes the EL (ERETs in code
-written at run time are not seen, harness/exceptions.py). A counter that counts cycles with its PMINTENSET bit set
-arms a clock deadline (key ("pmu", vcpu.id)) at the tick of its overflow, so the overflow interrupt is raised
-at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC.
+written at run time are not seen, harness/exceptions.py). A counter that counts cycles with its PMINTENSET
+bit set arms a clock deadline (key ("pmu", vcpu.id)) at the tick of its overflow, so the overflow interrupt
+is raised at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC.
 """
 from __future__ import annotations
 
@@ -46,9 +47,9 @@ _PMUVER = 0xF << 8
 def _encodings(counters: int) -> dict[Encoding, tuple[str, str, str]]:
     """encoding -> (register, access kind, directions "r"/"w"/"rw") for a PMU of `counters` event counters."""
     enc: dict[Encoding, tuple[str, str, str]] = {}
-    names = ("PMCR", "pmcr", "rw"), ("PMCNTENSET", "ctl", "rw"), ("PMCNTENCLR", "ctl", "rw"), \
-        ("PMOVSCLR", "ctl", "rw"), ("PMSWINC", "swinc", "w"), ("PMSELR", "sel", "rw"), ("PMCEID0", "ctl", "r"), \
-        ("PMCEID1", "ctl", "r")
+    names = (("PMCR", "pmcr", "rw"), ("PMCNTENSET", "ctl", "rw"), ("PMCNTENCLR", "ctl", "rw"),
+             ("PMOVSCLR", "ctl", "rw"), ("PMSWINC", "swinc", "w"), ("PMSELR", "sel", "rw"),
+             ("PMCEID0", "ctl", "r"), ("PMCEID1", "ctl", "r"))                 # CRm 12, op2 0-7
     for op2, spec in enumerate(names):
         enc[(3, 3, 9, 12, op2)] = spec
     enc[(3, 3, 9, 13, 0)] = ("PMCCNTR", "ccnt", "rw")
