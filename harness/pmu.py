@@ -21,7 +21,7 @@ Counters are brought up to date at each PMU access (`Pmu.at`, which also takes t
 filters and EL2 partition use until the next update) and, from the first PMU access on and while a counter is
 enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) at the clock's
 time without sampling it: a filter by EL applies from the instruction that changes the EL (ERETs in code
-written at run time are not seen, harness/exceptions.py). A counter that counts cycles with its PMINTENSET
+written at run time are not seen, harness/exceptions.py); likewise at an MSR MDCR_EL2 (the EL2 partition). A counter that counts cycles with its PMINTENSET
 bit set arms a clock deadline (key ("pmu", vcpu.id)) at the tick of its overflow, so the overflow interrupt
 is raised at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC.
 """
@@ -89,6 +89,8 @@ class Pmus:
                                   write=self._writer(spec) if "w" in spec[2] else None)
         if config.version == PMUV3P5:
             vcpu.sysregs.register(ID_AA64DFR0_EL1, read=_dfr0_advertised)
+        if vcpu.start_el == 2:
+            vcpu.sysregs.register(MDCR_EL2, write=self._mdcr_el2_write)
         return model
 
     def model(self, vcpu: "Vcpu") -> Pmu:
@@ -154,6 +156,15 @@ class Pmus:
             return
         model.at(self._cycles(self.clock.now()), self._context(vcpu, el))
         self._update(vcpu)
+
+    def _mdcr_el2_write(self, vcpu: "Vcpu", value: int) -> bool:
+        """MSR MDCR_EL2 at EL2: the counters are brought up to date under the old HPMN/HPME/HPMD, the new value
+        applies from here; the write itself is declined (Unicorn keeps the register)."""
+        model = self.models[vcpu.id]
+        if vcpu.el == 2 and model.cnten:
+            model.at(self._cycles(self.clock.now()), PmuContext(2, True, value))
+            self._update(vcpu)
+        return False
 
     # -- time and the interrupt ----------------------------------------------------------------------------------
     def _cycles(self, ticks: int) -> int:

@@ -123,3 +123,21 @@ def test_filters_follow_the_el_across_exception_entry():
     x5, x2, x3 = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X5, UC_ARM64_REG_X2, UC_ARM64_REG_X3))
     assert o.exit_code == 0, o.message
     assert 0 < x2 < x3 == x5
+
+
+def test_mdcr_el2_write_moves_the_el2_partition_at_once():
+    """At EL2, MSR MDCR_EL2 with HPMN = 0 (HPME = 0) makes event counter 0, counting CPU_CYCLES, EL2's and
+    disabled at that write, not at the next PMU access; HPMN = 6 gives it back to PMCR.E."""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(start_el=2)
+    cntr0 = (3, 3, 14, 8, 0)
+    code = [movz(1, 0x11), 0xF2A00001 | (1 << 27 >> 16) << 5, msr_word((3, 3, 14, 12, 0), 1),  # CPU_CYCLES|NSH
+            movz(1, 1), msr_word(PMCNTENSET, 1), msr_word(PMCR, 1),
+            mrs_word(cntr0, 19), movz(2, 0), msr_word(MDCR_EL2, 2), mrs_word(cntr0, 20),
+            movz(2, 6), msr_word(MDCR_EL2, 2), mrs_word(cntr0, 21), 0xD2800100, 0xF2B08000, 0xD4000003]
+    vm.load_code(BASE, words(*code))
+    o = m.run(timeout=30)
+    before, stopped, again = (vm.vcpus[0].uc.reg_read(r) for r in (UC_ARM64_REG_X19, UC_ARM64_REG_X20,
+                                                                   UC_ARM64_REG_X21))
+    assert o.exit_code == 0, o.message
+    assert 0 < before == stopped < again
