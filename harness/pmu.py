@@ -23,13 +23,15 @@ enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_o
 time without sampling it: a filter by EL applies from the instruction that changes the EL (ERETs in code
 written at run time are not seen, harness/exceptions.py); likewise at an MSR MDCR_EL2 (the EL2 partition). A counter that counts cycles with its PMINTENSET
 bit set arms a clock deadline (key ("pmu", vcpu.id)) at the tick of its overflow, so the overflow interrupt
-is raised at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC.
+is raised at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC (traced
+`pmu_irq`).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
 from devmodel.pmu import OK, PPI, Pmu, PmuContext, PMUV3P5, access
+from devmodel.trace import define
 
 from .cpu import PMU_CONFIGS as CONFIGS
 from .sysregs import Encoding
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from .vcpu import Vcpu
 
 __all__ = ["Pmus", "ENCODINGS", "CONFIGS", "ID_AA64DFR0_EL1"]
+
+define("pmu_irq", ("cpu", "level", "ovs", "count"),
+     "a PMU's overflow interrupt request (PPI 23) changed: PMOVSSET_EL0 and the physical count at which it changed")
 
 PMUSERENR_EL0, MDCR_EL2, ID_AA64DFR0_EL1 = (3, 3, 9, 14, 0), (3, 4, 1, 1, 1), (3, 0, 0, 5, 0)
 _PMUVER = 0xF << 8
@@ -180,6 +185,9 @@ class Pmus:
         level = model.irq
         if level != self.levels[vcpu.id]:
             self.levels[vcpu.id] = level
+            tracer = self.machine.tracer
+            if "pmu_irq" in tracer.enabled:
+                tracer.emit("pmu_irq", cpu=vcpu.id, level=level, ovs=model.ovs, count=self.clock.now())
             vcpu.vm.gic.set_ppi(vcpu.index, PPI, level)
         when = model.next_overflow()
         fire = None if when is None else (lambda now, v=vcpu: self._due(v, now))

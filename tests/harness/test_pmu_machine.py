@@ -141,3 +141,22 @@ def test_mdcr_el2_write_moves_the_el2_partition_at_once():
                                                                    UC_ARM64_REG_X21))
     assert o.exit_code == 0, o.message
     assert 0 < before == stopped < again
+
+
+def test_overflow_interrupt_is_traced_at_the_overflow_tick():
+    """The cycle counter's overflow deadline: `pmu_irq` rises at the tick the 32-bit overflow happens (16
+    cycles per tick), while the guest spins without touching the PMU."""
+    from devmodel.trace import ListSink, Tracer
+    sink = ListSink()
+    m = Machine(tracer=Tracer(events="pmu_irq", sinks=[sink]), console=lambda vm, d, s: None)
+    vm = m.add_vm()
+    start = (1 << 32) - 16 * 5000                                    # 5000 ticks before the overflow
+    code = [movz(1, start & 0xFFFF), 0xF2A00001 | (start >> 16) << 5, msr_word(PMCCNTR, 1),
+            0xD2B00001, msr_word(PMCNTENSET, 1), msr_word(PMINTENSET, 1), movz(1, 1), msr_word(PMCR, 1),
+            movz(9, 20000), 0xF1000529, 0x54FFFFE1, *PSCI_OFF_HVC]       # spin 20000 times
+    vm.load_code(BASE, words(*code))
+    o = m.run(timeout=30)
+    recs = [r for r in sink.records if r.event == "pmu_irq"]
+    assert o.exit_code == 0, o.message
+    assert len(recs) == 1 and recs[0].fields["level"] is True and recs[0].fields["ovs"] == 1 << 31
+    assert recs[0].fields["count"] == 5000
