@@ -54,9 +54,9 @@ from .image import BootPlan, plan_boot
 from .interrupts import InterruptDelivery
 from .log import Log
 from .pci import PcieBoard
+from .pmu import Pmus
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
-from .pmu import Pmus
 from .timer import GenericTimers
 from .userfile import user_file
 from .vcpu import PAGE, Vcpu, mpidr_of

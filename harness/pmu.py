@@ -5,26 +5,26 @@ PMU (QEMU 5's: PMUVer 5 on `max`, PMCR.IMP 0, N = 4, counting host time).
 Served (Arm ARM D17.5; what QEMU 7.2 gives `-M virt`): PMCR_EL0, PMCNTENSET/CLR_EL0, PMOVSSET/CLR_EL0,
 PMINTENSET/CLR_EL1, PMSELR_EL0, PMSWINC_EL0 (write), PMCEID0/1_EL0 (read), PMCCNTR_EL0, PMCCFILTR_EL0,
 PMXEVTYPER/PMXEVCNTR_EL0 and PMEVTYPER<n>/PMEVCNTR<n>_EL0 for n < N. The configuration is QEMU 7.2's for the
-CPU model (`harness.cpu.PMU_CONFIGS`): `max` is FEAT_PMUv3p5 with PMCR_EL0 = 0x41013000 (IMP 'A', IDCODE 1, N = 6), and
-reads ID_AA64DFR0_EL1.PMUVer = 6 at EL1 and up (Unicorn's reads 5); cortex-a53/a57/a72 are PMUv3 with their
-QEMU PMCR IDCODE. Unicorn keeps PMUSERENR_EL0, MDCR_EL2 and PMMIR_EL1, and this module reads the first two from
-it: an access `devmodel.pmu.access` disallows (EL0 without the PMUSERENR_EL0 enable, MDCR_EL2.TPM/TPMCR from
-EL1 of a guest that owns EL2, PMINTEN*_EL1 at EL0) is left to Unicorn, whose access check (QEMU's
-pmreg_access* rules on the same register values) raises the trap (EC 0x18; EC 0 for PMEVCNTR/PMEVTYPER 4
-and 5, which Unicorn lacks) or the undefined instruction.
+CPU model (`harness.cpu.PMU_CONFIGS`): `max` is FEAT_PMUv3p5 with PMCR_EL0 = 0x41013000 (IMP 'A', IDCODE 1,
+N = 6), and reads ID_AA64DFR0_EL1.PMUVer = 6 at EL1 and up (Unicorn's reads 5); cortex-a53/a57/a72 are PMUv3
+with their QEMU PMCR IDCODE. Unicorn keeps PMUSERENR_EL0, MDCR_EL2 and PMMIR_EL1, and this module reads the
+first two from it: an access `devmodel.pmu.access` disallows (EL0 without the PMUSERENR_EL0 enable,
+MDCR_EL2.TPM/TPMCR from EL1 of a guest that owns EL2, PMINTEN*_EL1 at EL0) is left to Unicorn, whose access
+check (QEMU's pmreg_access* rules on the same register values) raises the trap (EC 0x18; EC 0 for
+PMEVCNTR/PMEVTYPER 4 and 5, which Unicorn lacks) or the undefined instruction.
 
-Time: the cycle count is the virtual clock in nanoseconds - QEMU's ARM_CPU_FREQ of 1 GHz applied to its virtual
-clock, 16 cycles per tick of the 62.5 MHz system counter. An access samples the clock
+Time: the cycle count is the virtual clock in nanoseconds - QEMU's ARM_CPU_FREQ of 1 GHz applied to its
+virtual clock, 16 cycles per tick of the 62.5 MHz system counter. An access samples the clock
 (`VirtualClock.sample`, so back-to-back reads of a running cycle counter differ) when a counter counts cycles
 at that moment, otherwise reads it without moving it; a guest that never touches the PMU costs nothing.
 Counters are brought up to date at each PMU access (`Pmu.at`, which also takes the EL and MDCR_EL2 the
 filters and EL2 partition use until the next update) and, from the first PMU access on and while a counter is
-enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) at the clock's
-time without sampling it: a filter by EL applies from the instruction that changes the EL (ERETs in code
-written at run time are not seen, harness/exceptions.py); likewise at an MSR MDCR_EL2 (the EL2 partition). A counter that counts cycles with its PMINTENSET
-bit set arms a clock deadline (key ("pmu", vcpu.id)) at the tick of its overflow, so the overflow interrupt
-is raised at that tick; the interrupt request is the level of PPI 7 (INTID 23) of the vCPU's GIC (traced
-`pmu_irq`).
+enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) and each MSR
+MDCR_EL2 at EL2, at the clock's time without sampling it: a filter by EL, or the EL2 partition, applies from
+the instruction that changes it (ERETs in code written at run time are not seen, harness/exceptions.py). A
+counter that counts cycles with its PMINTENSET bit set arms a clock deadline (key ("pmu", vcpu.id)) at the
+tick of its overflow, so the overflow interrupt is raised at that tick; the interrupt request is the level of
+PPI 7 (INTID 23) of the vCPU's GIC (traced `pmu_irq`).
 """
 from __future__ import annotations
 
