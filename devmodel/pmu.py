@@ -7,10 +7,10 @@ Time enters as `cycles`, a count of processor clock cycles the owner derives fro
 
     p = Pmu(PmuConfig.qemu_max())
     p.at(cycles, ctx)               # counters advanced to `cycles`; ctx = the PE's EL and MDCR_EL2 from now on
-    p.write("PMCR", PMCR_E, cycles)
+    p.write("PMCR", PMCR_E)         # MSR PMCR_EL0 (after `at`: the counters are up to date)
     p.read("PMCCNTR")
     p.swinc(0b11)                   # MSR PMSWINC_EL0
-    p.next_overflow(cycles)         # the cycle count at which an interrupting counter overflows next
+    p.next_overflow()               # the cycle count at which an interrupting counter overflows next
     p.irq                           # the overflow interrupt request (a level; QEMU virt: PPI 7, INTID 23)
 
 Register names are the architectural ones without `_EL0`/`_EL1`: PMCR, PMCNTENSET, PMCNTENCLR, PMOVSSET,
@@ -38,7 +38,7 @@ Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / Incremen
 * PMSWINC_EL0 adds 1 to each counter n < N whose bit is 1, that counts SW_INCR and that counts now.
 
 The EL a filter is evaluated with is the one of the last `at`: the owner calls it at every PMU register access
-and at every change of EL (harness/pmu.py: exception entries and returns). Not modelled: Secure state and EL3
+and at every change of EL or of MDCR_EL2 (harness/pmu.py: exception entries and returns). Not modelled: Secure state and EL3
 filtering (M, SH), the export bus (PMCR.X), FEAT_PMUv3_TH, PMMIR.
 """
 from __future__ import annotations
