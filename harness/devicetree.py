@@ -8,10 +8,11 @@ more than one), `/psci` (method "hvc" for a guest started at EL1, "smc" at EL2, 
 the GIC (v2: distributor + CPU interface, + GICH/GICV and the maintenance PPI with the virtualization
 extensions; v3: distributor + one redistributor region, + ITS), the PL011 with its 24 MHz `apb-pclk` fixed
 clock, the generic timer (PPIs 13, 14, 11, 10: secure and non-secure physical, virtual, hypervisor
-physical), the 32 virtio-mmio transports, the SMMUv3 (`arm,smmu-v3`, SPIs 74..77 named eventq, priq,
-cmdq-sync, gerror, edge-triggered), the PCIe host bridge, `/chosen` (bootargs, stdout-path). Node order, property order, names and
-phandle numbers are QEMU's (QEMU prepends every new node and property, libfdt-style, so its trees read
-"backwards"; the comparison test in tests/harness/test_devicetree.py checks this against QEMU's own dump).
+physical), the PMU (`arm,armv8-pmuv3`, PPI 7), the 32 virtio-mmio transports, the SMMUv3 (`arm,smmu-v3`,
+SPIs 74..77 named eventq, priq, cmdq-sync, gerror, edge-triggered), the PCIe host bridge, `/chosen`
+(bootargs, stdout-path). Node order, property order, names and phandle numbers are QEMU's (QEMU prepends every
+new node and property, libfdt-style, so its trees read "backwards"; the comparison test in
+tests/harness/test_devicetree.py checks this against QEMU's own dump).
 
 Our additions, absent from QEMU: DMA test devices (`compatible = "smmu-harness,dmatest"`, `iommus =
 <&smmu SID>` or `<&viommu ENDPOINT>`, and on a GICv3 board with its ITS `msi-parent = <&its SID>`: the
@@ -19,7 +20,7 @@ StreamID is the device's DeviceID), `msi-parent = <&its DEVID>` on an SMMU that 
 (the VMM's vSMMU: harness/its.py SMMU_MSI_DEVID) and the virtio-iommu marking of one transport (`#iommu-cells = <1>`,
 Linux Documentation/devicetree/bindings/virtio/mmio.yaml). The PCIe host bridge (`/pcie@10000000`,
 `pci-host-ecam-generic`) is QEMU's less two properties (`_pcie_node`). QEMU virt nodes not modelled (flash,
-fw-cfg, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of
+fw-cfg, pl031, pl061 + gpio-keys, platform-bus, GICv2m) and the random `rng-seed`/`kaslr-seed` of
 /chosen are deliberately absent: docs/devicetree-and-loading.md lists them.
 
 `board_dtb(spec)` is the blob padded to QEMU's 1 MiB (`FDT_MAX_SIZE` in QEMU's device_tree.c: the size QEMU
@@ -71,6 +72,7 @@ SMMU_SPI = 74                                    # eventq, priq, cmdq-sync, gerr
 PCIE_SPI = 3                                     # INTA..INTD = SPIs 3..6 (GPEX_NUM_IRQS = 4)
 TIMER_PPIS = (13, 14, 11, 10)                    # ARCH_TIMER_S_EL1, NS_EL1, VIRT, NS_EL2
 GIC_MAINT_PPI = 9                                # ARCH_GIC_MAINT_IRQ
+PMU_PPI = 7                                      # VIRTUAL_PMU_IRQ (INTID 23; harness/pmu.py)
 GICV2_MAX_CPUS = 8                               # GICv2 CPU interfaces (IHI 0048 GICD_ITARGETSR: 8 bits)
 GICV3_MAX_CPUS = VIRT_GIC_REDIST[1] // 0x2_0000  # 123 redistributors fit the single region we describe
 DMATEST_COMPATIBLE = "smmu-harness,dmatest"
@@ -233,6 +235,8 @@ def build_tree(spec: BoardSpec) -> Fdt:
         "clock-names": strings("uartclk", "apb_pclk"), "clocks": u32(ph.clock, ph.clock),
         "interrupts": u32(*_irq(GIC_SPI, UART_SPI, IRQ_LEVEL_HIGH)), "reg": _reg(VIRT_UART),
         "compatible": strings("arm,pl011", "arm,primecell")}))
+    root.add(Node("pmu", {"interrupts": u32(*_irq(GIC_PPI, PMU_PPI, _ppi_flags(spec))),   # fdt_add_pmu_nodes
+                          "compatible": string("arm,armv8-pmuv3")}))
     root.add(_gic_node(spec, ph))
     root.add(_cpus_node(spec, ph))
     root.add(Node("timer", {"interrupts": u32(*(c for p in TIMER_PPIS for c in _irq(GIC_PPI, p, _ppi_flags(spec)))),

@@ -54,6 +54,7 @@ from .image import BootPlan, plan_boot
 from .interrupts import InterruptDelivery
 from .log import Log
 from .pci import PcieBoard
+from .pmu import Pmus
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
@@ -386,6 +387,7 @@ class Machine:
         self._disasm = None
         self.timers = GenericTimers(self)
         self.scheduler.add_wake_source(self.timers.wakes, "generic timer")
+        self.pmus = Pmus(self)                           # each vCPU's PMUv3 (harness/pmu.py)
         self.interrupts = InterruptDelivery(self)      # the GICs' outputs into the vCPUs (harness/interrupts.py)
         # semihosting (harness/semihost.py, devmodel/semihosting.py): every VM's host files live under the root
         # (None: no host files); SYS_SYSTEM only when allowed; EL0 calls only with `semihosting_userspace`
@@ -454,6 +456,7 @@ class Machine:
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
+            self.pmus.attach(v)
             for p in self.plugins:
                 _call(p, "attach_vcpu", v)
         return vm

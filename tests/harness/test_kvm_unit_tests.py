@@ -37,9 +37,7 @@ QEMU_72.update({name: "FAIL" for name in "pmu-event-introspection gicv2-mmio gic
 # GICv2 neither masks the ITARGETSR bits of CPUs that do not exist nor keeps byte writes; devmodel/gic does
 # both (IHI 0048B 4.3.12). With one CPU both are RAZ/WI (the same section), so gicv2-mmio-up fails on both.
 OURS = {"gicv2-mmio": "PASS", "gicv2-mmio-3p": "PASS"}
-PMU = "the PMU is Unicorn's (no PMU model): counters do not count as QEMU's do"
 NOT_YET = {
-    "pmu-cycle-counter": PMU, "pmu-sw-incr": PMU,
     **{n: "MTE (-machine mte=on) is not modelled" for n in ("mte-sync", "mte-async", "mte-asymm")},
 }
 
@@ -127,7 +125,7 @@ def test_group_selects_nodefault_tests_and_timeouts_are_failures():
 
 
 CROSS_CHECK = ("selftest-setup", "psci", "pmu-event-introspection", "pmu-chained-counters", "gicv2-mmio-up",
-               "pci-test")
+               "pci-test", "pmu-cycle-counter", "pmu-sw-incr")
 
 
 @pytest.mark.qemu
