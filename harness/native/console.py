@@ -64,7 +64,7 @@ def _load(path: Path) -> ctypes.CDLL | str:
     lib.cn_init.restype = ctypes.c_int
     lib.cn_init.argtypes = (ctypes.c_void_p,) * 4
     ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
-            for f in ("uc_reg_read", "uc_reg_write", "uc_hook_add", "uc_mmio_map")]
+            for f in ("uc_reg_read", "uc_reg_write_batch", "uc_hook_add", "uc_mmio_map")]
     if lib.cn_init(*ptrs) != 0:
         return f"{path}: cn_init refused Unicorn's entry points"
     lib.cn_new.restype = ctypes.POINTER(CnCpu)
