@@ -1,5 +1,5 @@
-"""The native console path: semihosting SYS_WRITEC/SYS_WRITE0 and the PL011's transmit side without a Python
-callback per character (harness/native/console.c does the common case in C).
+"""The native console path: semihosting SYS_WRITEC/SYS_WRITE0/SYS_WRITE (of `:tt`) and the PL011's transmit side
+without a Python callback per character (harness/native/console.c does the common case in C).
 
 `attach(vcpu)` (from `Vcpu.__init__`, before any MMIO region is mapped) gives a vCPU a `NativeConsole` when
 the native helpers are on and the library loads (else None: the Python hooks run, with the same output and
@@ -78,7 +78,16 @@ class NativeConsole:
             else cn.CN_SEMIHOSTING
         if self.uart is not None:
             self.uart_bits, self.c.uart_fr = uart_flags(self.uart)
+        self.handles_changed()
         self._store()
+
+    def handles_changed(self) -> None:
+        """Which semihosting handles (< 64) are `:tt` for writing, per stream (after any Python call)."""
+        masks = [0, 0]
+        for h, stream in self.vcpu.vm.semihosting.console_handles().items():
+            if h < 64:
+                masks[stream - 1] |= 1 << h
+        self.c.tt_out[0], self.c.tt_out[1] = masks
 
     def _store(self) -> None:
         self.c.flags = self.semi_bits | self.uart_bits | (cn.CN_SUSPEND if self.suspended else 0)
@@ -139,7 +148,7 @@ class NativeConsole:
             uart.regs.values["UARTDR"] = (uart.regs.values["UARTDR"] & ~wmask) | (c.uart_last & wmask)
             uart.output(data)
         else:
-            self.vcpu.vm.semihosting.output(data, 1)
+            self.vcpu.vm.semihosting.output(data, 2 if c.src == cn.CN_SRC_SEMIHOSTING_ERR else 1)
 
     def _callback(self, _c: Any, why: int) -> int:
         from .vcpu import _mmio_read, _mmio_write
@@ -152,6 +161,7 @@ class NativeConsole:
             c, uc = self.c, self.vcpu.uc
             if why == cn.CN_WHY_INTR:
                 self.vcpu._on_intr(uc, c.arg[0], None)
+                self.handles_changed()                   # a SYS_OPEN or SYS_CLOSE
             elif why == cn.CN_WHY_MMIO_READ:
                 return _mmio_read(uc, c.arg[0], c.arg[1], self.uart_ud) & 0xFFFF_FFFF_FFFF_FFFF
             elif why == cn.CN_WHY_MMIO_WRITE:

@@ -9,7 +9,8 @@
  *   `HLT #0xF000` in guest RAM, the console calls SYS_WRITEC (X1 -> one byte in RAM) and SYS_WRITE0 (X1 -> a
  *   NUL-terminated string wholly in RAM, at most CN_STRING_MAX bytes) are done here: the bytes are appended to
  *   the vCPU's buffer, X0 = 0xDEADBEEF (QEMU leaves it corrupted: common_semi_dead_cb) and PC + 4, as
- *   devmodel/semihosting.py answers. Everything else (other exceptions, other operations, MMU on, anything
+ *   devmodel/semihosting.py answers; so is SYS_WRITE (block and buffer in RAM, at most the buffer's size) to a
+ *   handle Python has marked as `:tt` opened for writing (`tt_out`: stdout or stderr), X0 = 0 (all written). Everything else (other exceptions, other operations, MMU on, anything
  *   outside RAM, EL0) goes to Python (`cn_callback(CN_WHY_INTR)`), which first delivers the buffer.
  * - the PL011's MMIO region, mapped with C accessors: a UARTDR write (offset 0, 1/2/4 bytes) is buffered
  *   while Python has said the transmit side has no side effect but the byte (CN_UART_TX: UART and
@@ -34,16 +35,17 @@
 
 #include <unicorn/unicorn.h>
 
-#define CN_ABI 1
+#define CN_ABI 2
 
 enum { CN_WHY_INTR = 1, CN_WHY_FULL = 2, CN_WHY_MMIO_READ = 3, CN_WHY_MMIO_WRITE = 4 };
-enum { CN_SRC_NONE = 0, CN_SRC_SEMIHOSTING = 1, CN_SRC_UART = 2 };
+enum { CN_SRC_NONE = 0, CN_SRC_SEMIHOSTING = 1, CN_SRC_UART = 2, CN_SRC_SEMIHOSTING_ERR = 3 };
 enum { CN_SEMIHOSTING = 1, CN_UART_TX = 2, CN_UART_FR = 4, CN_SUSPEND = 8 };        /* cn_cpu.flags */
 
 #define CN_EXCP_UDEF 1u               /* QEMU target/arm/cpu.h EXCP_UDEF: what Unicorn reports for HLT */
 #define CN_HLT_SEMIHOSTING 0xD45E0000u /* HLT #0xF000 (Arm ARM C6.2 HLT: 0xD4400000 | imm16 << 5) */
 #define CN_SYS_WRITEC 0x03u
 #define CN_SYS_WRITE0 0x04u
+#define CN_SYS_WRITE 0x05u
 #define CN_DEAD 0xDEADBEEFull
 #define CN_STRING_MAX 4096u           /* longer SYS_WRITE0 strings go to Python */
 #define CN_UARTDR 0x000u
@@ -62,6 +64,7 @@ typedef struct cn_cpu {
     uint64_t arg[3];                  /* callback arguments: intno; or offset, size, value of an MMIO access */
     uint64_t uart_last;               /* the last value written to UARTDR here */
     uint64_t native_calls;            /* semihosting calls and UART accesses done here (statistics) */
+    uint64_t tt_out[2];               /* bit h: semihosting handle h (< 64) is `:tt` opened for stdout / stderr */
     uint8_t *buf;
     const uint8_t *ram;               /* the VM's RAM (host memory) at IPA ram_base */
     uint64_t ram_base;
@@ -122,6 +125,29 @@ static void cn_push(cn_cpu *c, uint32_t src, const uint8_t *data, uint32_t len)
     c->native_calls++;
 }
 
+/* SYS_WRITE {handle, buf, len} (block and buffer in RAM) to a `:tt` handle: the source and the bytes, or 0. */
+static int cn_tt_write(const cn_cpu *c, uint64_t param, uint32_t *src, int64_t *off, uint32_t *len)
+{
+    uint64_t block[3];
+    uint32_t h;
+    int64_t boff = cn_ram_offset(c, param, sizeof(block));
+    if (boff < 0)
+        return 0;
+    memcpy(block, c->ram + boff, sizeof(block));
+    h = (uint32_t)block[0];           /* QEMU keeps guest handles in an int */
+    if (h >= 64 || block[2] > c->cap)
+        return 0;
+    if (c->tt_out[0] >> h & 1)
+        *src = CN_SRC_SEMIHOSTING;
+    else if (c->tt_out[1] >> h & 1)
+        *src = CN_SRC_SEMIHOSTING_ERR;
+    else
+        return 0;
+    *off = cn_ram_offset(c, block[1], block[2]);
+    *len = (uint32_t)block[2];
+    return *off >= 0;
+}
+
 static uint64_t cn_read_sctlr(uc_engine *uc, uint32_t el)
 {
     uc_arm64_cp_reg r = {1, 0, 3, el == 2 ? 4 : 0, 0, 0};   /* SCTLR_ELx: op0 3, op1 0/4, CRn 1, CRm 0, op2 0 */
@@ -134,7 +160,7 @@ static uint64_t cn_read_sctlr(uc_engine *uc, uint32_t el)
 static int cn_semihosting(cn_cpu *c, uc_engine *uc)
 {
     uint64_t pc = 0, x0 = 0, x1 = 0, pstate = 0, ret = CN_DEAD;
-    uint32_t el, word, op, len;
+    uint32_t el, word, op, len, src = CN_SRC_SEMIHOSTING;
     int64_t off;
     const uint8_t *s, *nul;
 
@@ -153,10 +179,14 @@ static int cn_semihosting(cn_cpu *c, uc_engine *uc)
         return 0;
     p_reg_read(uc, UC_ARM64_REG_X0, &x0);
     op = (uint32_t)x0;                /* W0 */
-    if (op != CN_SYS_WRITEC && op != CN_SYS_WRITE0)
+    if (op != CN_SYS_WRITEC && op != CN_SYS_WRITE0 && op != CN_SYS_WRITE)
         return 0;
     p_reg_read(uc, UC_ARM64_REG_X1, &x1);
-    if (op == CN_SYS_WRITEC) {
+    if (op == CN_SYS_WRITE) {
+        if (!cn_tt_write(c, x1, &src, &off, &len))
+            return 0;
+        ret = 0;                      /* every byte written */
+    } else if (op == CN_SYS_WRITEC) {
         off = cn_ram_offset(c, x1, 1);
         if (off < 0)
             return 0;
@@ -176,7 +206,7 @@ static int cn_semihosting(cn_cpu *c, uc_engine *uc)
     if (len > c->cap)
         return 0;
     if (len)
-        cn_push(c, CN_SRC_SEMIHOSTING, s, len);
+        cn_push(c, src, s, len);
     else
         c->native_calls++;
     pc += 4;

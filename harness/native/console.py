@@ -14,15 +14,15 @@ from pathlib import Path
 from . import _build, _compiler, _library_path, _unicorn_include, enabled, ENV
 
 __all__ = ["CnCpu", "CALLBACK", "library", "status", "CN_WHY_INTR", "CN_WHY_FULL", "CN_WHY_MMIO_READ",
-           "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SEMIHOSTING", "CN_UART_TX", "CN_UART_FR",
+           "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING", "CN_UART_TX", "CN_UART_FR",
            "CN_SUSPEND"]
 
 SOURCE = Path(__file__).resolve().parent / "console.c"
 
 # the constants of console.c
-CN_ABI = 1
+CN_ABI = 2
 CN_WHY_INTR, CN_WHY_FULL, CN_WHY_MMIO_READ, CN_WHY_MMIO_WRITE = 1, 2, 3, 4
-CN_SRC_SEMIHOSTING, CN_SRC_UART = 1, 2
+CN_SRC_SEMIHOSTING, CN_SRC_UART, CN_SRC_SEMIHOSTING_ERR = 1, 2, 3
 CN_SEMIHOSTING, CN_UART_TX, CN_UART_FR, CN_SUSPEND = 1, 2, 4, 8
 
 
@@ -31,6 +31,7 @@ class CnCpu(ctypes.Structure):
     _fields_ = (("n", ctypes.c_uint32), ("cap", ctypes.c_uint32), ("src", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32), ("uart_fr", ctypes.c_uint32), ("why", ctypes.c_uint32),
                 ("arg", ctypes.c_uint64 * 3), ("uart_last", ctypes.c_uint64), ("native_calls", ctypes.c_uint64),
+                ("tt_out", ctypes.c_uint64 * 2),
                 ("buf", ctypes.c_void_p), ("ram", ctypes.c_void_p), ("ram_base", ctypes.c_uint64),
                 ("ram_size", ctypes.c_uint64), ("tlbi_n", ctypes.c_void_p), ("uc", ctypes.c_void_p),
                 ("callback", ctypes.c_void_p), ("intr_hook", ctypes.c_size_t))
