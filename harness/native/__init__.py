@@ -17,6 +17,7 @@ says why: the pure-Python trap runs and gives the same traces. `SMMU_HARNESS_NAT
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -100,9 +101,17 @@ def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
     for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
                  sys.platform.encode()):
         h.update(part + b"\0")
+    h.update(_headers_digest(inc))
+    return cache_dir() / "native" / f"{source.stem}-{h.hexdigest()[:16]}.so"
+
+
+@functools.lru_cache(maxsize=None)
+def _headers_digest(inc: Path) -> bytes:
+    """The unicorn headers' names and contents, hashed once per process (every native library's name uses it)."""
+    h = hashlib.sha256()
     for f in sorted((inc / "unicorn").glob("*.h")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return cache_dir() / "native" / f"{source.stem}-{h.hexdigest()[:16]}.so"
+    return h.digest()
 
 
 def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:
