@@ -66,9 +66,9 @@ def mix_elf(fault: bool = False):
                        cflags=("-DEND_FAULT",) if fault else ()).path
 
 
-@pytest.mark.parametrize("cpus", [1, 3])
-def test_interleaved_console_is_the_same_on_both_paths(cpus, monkeypatch, capsys):
-    r = both(monkeypatch, capsys, "run", "--cpus", cpus, mix_elf())
+@pytest.mark.parametrize("cpus,el", [(1, 1), (3, 1), (2, 2)])
+def test_interleaved_console_is_the_same_on_both_paths(cpus, el, monkeypatch, capsys):
+    r = both(monkeypatch, capsys, "run", "--cpus", cpus, "--el", el, mix_elf())
     assert r["native"] == r["python"]
     code, out, err = r["native"]
     assert code == 0 and err == "" and out.endswith("done\n")
@@ -211,6 +211,12 @@ def test_console_bytes_stay_before_later_tlbis_when_the_trap_buffer_fills(monkey
     assert runs["native"] == runs["python"]
     items = runs["native"]
     assert items[0] == ("out", ord("x")) and items[-1] == ("out", ord("x")) and len(items) == n + 2
+
+
+def test_int_log_is_the_same_on_both_paths(monkeypatch, capsys):
+    """`-d int` logs every semihosting call: C leaves them to Python, in order with the console."""
+    r = both(monkeypatch, capsys, "run", "-d", "int", "--cpus", 2, mix_elf())
+    assert r["native"] == r["python"] and r["native"][2].count("semihosting SYS_WRITEC") > 50
 
 
 def test_pl011_interrupt_guests_are_the_same_on_both_paths(monkeypatch, capsys):
