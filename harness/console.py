@@ -68,6 +68,7 @@ class NativeConsole:
         self.suspended = False
         self.uart_bits = 0
         self.tlbi_linked = False
+        self.python_trap = False
         self.refresh()
 
     # -- flags ---------------------------------------------------------------------------------------
@@ -90,7 +91,10 @@ class NativeConsole:
         self.c.tt_out[0], self.c.tt_out[1] = masks
 
     def _store(self) -> None:
-        self.c.flags = self.semi_bits | self.uart_bits | (cn.CN_SUSPEND if self.suspended else 0)
+        flags = self.semi_bits | self.uart_bits
+        if self.python_trap:            # its hooks run Python code unobserved: no output may wait in C meanwhile
+            flags &= cn.CN_UART_FR
+        self.c.flags = flags | (cn.CN_SUSPEND if self.suspended else 0)
 
     def uart_changed(self) -> None:
         self.uart_bits, self.c.uart_fr = uart_flags(self.uart)
@@ -110,12 +114,16 @@ class NativeConsole:
         self.refresh()
 
     def _link_tlbi(self) -> None:
-        """Point console.c at the native TLBI trap's record count of this vCPU (harness/trap.py), if any."""
+        """Point console.c at the native TLBI trap's record count of this vCPU (harness/trap.py), if any; a
+        trap on its Python hooks (which do not wait for an observation point) turns console output native off."""
         uc = self.vcpu.uc
         for p in self.vcpu.machine.plugins:
             for c in getattr(p, "cpus", ()):
-                if getattr(c, "uc", None) is uc and getattr(c, "tc", None) is not None:
-                    self.c.tlbi_n = ctypes.addressof(c.tc)          # tt_cpu.n is its first field
+                if getattr(c, "uc", None) is uc:
+                    if getattr(c, "tc", None) is not None:
+                        self.c.tlbi_n = ctypes.addressof(c.tc)      # tt_cpu.n is its first field
+                    else:
+                        self.python_trap = True
                     self.tlbi_linked = True
                     return
 

@@ -188,12 +188,12 @@ class _Merged:
         pass
 
 
-def _tlbi_run(path: str, monkeypatch, n: int) -> list:
+def _tlbi_run(path: str, monkeypatch, n: int, native_hook: bool | None = None) -> list:
     use_path(monkeypatch, path)
     merged = _Merged()
     m = Machine(tracer=Tracer(events="tlbi_trap", sinks=[merged]),
                 console=lambda vm, d, s: merged.items.extend(("out", b) for b in d))
-    trap = TlbiTrap(m.interconnect, m.tracer)
+    trap = TlbiTrap(m.interconnect, m.tracer, native_hook=native_hook)
     m.add_plugin(trap)
     vm = m.add_vm()
     writec = (*mov(1, BASE + 0x8000), *mov(0, 3), HLT)
@@ -217,6 +217,14 @@ def test_int_log_is_the_same_on_both_paths(monkeypatch, capsys):
     """`-d int` logs every semihosting call: C leaves them to Python, in order with the console."""
     r = both(monkeypatch, capsys, "run", "-d", "int", "--cpus", 2, mix_elf())
     assert r["native"] == r["python"] and r["native"][2].count("semihosting SYS_WRITEC") > 50
+
+
+def test_console_bytes_keep_their_order_with_the_python_tlbi_trap(monkeypatch):
+    """The native console with the TLBI trap on its Python hooks (which trace at once): output stays in C only
+    where nothing else can print, so the order is the Python path's."""
+    native = _tlbi_run("native", monkeypatch, 200, native_hook=False)
+    assert native == _tlbi_run("python", monkeypatch, 200)
+    assert native[0] == ("out", ord("x")) and len(native) == 202
 
 
 def test_pl011_interrupt_guests_are_the_same_on_both_paths(monkeypatch, capsys):
