@@ -10,6 +10,9 @@ the write goes to a temporary name and is renamed, so parallel processes (pytest
 takes Unicorn's entry points from the library the Python binding loaded (`tt_init`), so it never links
 against a second copy of libunicorn.
 
+`console.c` (the native console path, harness/console.py) is built and loaded the same way by
+`harness.native.console` (`library()`, `status()`).
+
 Without a compiler, without the headers, or when the build fails, `tlbi_trap()` answers None and `status()`
 says why: the pure-Python trap runs and gives the same traces. `SMMU_HARNESS_NATIVE=0` forces the Python path
 (`enabled()` is False); any other value, or none, lets the native one run where it can.
