@@ -75,8 +75,8 @@ class NativeConsole:
     def refresh(self) -> None:
         """Recompute every flag (the semihosting and UART conditions)."""
         m = self.vcpu.machine
-        self.semi_bits = 0 if (_SEMIHOSTING_EVENT in self.vcpu.vm.semihosting.tracer.enabled or "int" in m.log.enabled) \
-            else cn.CN_SEMIHOSTING
+        traced = _SEMIHOSTING_EVENT in self.vcpu.vm.semihosting.tracer.enabled or "int" in m.log.enabled
+        self.semi_bits = 0 if traced else cn.CN_SEMIHOSTING
         if self.uart is not None:
             self.uart_bits, self.c.uart_fr = uart_flags(self.uart)
         self.handles_changed()

@@ -1,9 +1,9 @@
 /*
  * Console ordering sample (harness/console.py): the PL011 (printf, putc) and semihosting SYS_WRITEC,
- * SYS_WRITE0 and SYS_WRITE of ":tt" interleaved character by character, from every CPU in turn (each waits for its turn, so the order
- * never depends on timing), with the MMU off and then on, a long SYS_WRITE0 string (more than a page), and one
- * that crosses a page boundary. Built with -DEND_FAULT it ends with a store to an unmapped address (a death
- * line right after its last output) instead of exit(0). Run with --cpus 1 or more.
+ * SYS_WRITE0 and SYS_WRITE of ":tt" interleaved character by character, from every CPU in turn (each waits
+ * for its turn, so the order never depends on timing), with the MMU off and then on, a long SYS_WRITE0 string
+ * (more than a page), and one that crosses a page boundary. Built with -DEND_FAULT it ends with a store to an
+ * unmapped address (a death line right after its last output) instead of exit(0). Run with --cpus 1 or more.
  */
 #include "guest.h"
 

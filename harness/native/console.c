@@ -10,8 +10,9 @@
  *   NUL-terminated string wholly in RAM, at most CN_STRING_MAX bytes) are done here: the bytes are appended to
  *   the vCPU's buffer, X0 = 0xDEADBEEF (QEMU leaves it corrupted: common_semi_dead_cb) and PC + 4, as
  *   devmodel/semihosting.py answers; so is SYS_WRITE (block and buffer in RAM, at most the buffer's size) to a
- *   handle Python has marked as `:tt` opened for writing (`tt_out`: stdout or stderr), X0 = 0 (all written). Everything else (other exceptions, other operations, MMU on, anything
- *   outside RAM, EL0) goes to Python (`cn_callback(CN_WHY_INTR)`), which first delivers the buffer.
+ *   handle Python has marked as `:tt` opened for writing (`tt_out`: stdout or stderr), X0 = 0 (all written).
+ *   Everything else (other exceptions, other operations, MMU on, anything outside RAM, EL0) goes to Python
+ *   (`cn_callback(CN_WHY_INTR)`), which first delivers the buffer.
  * - the PL011's MMIO region, mapped with C accessors: a UARTDR write (offset 0, 1/2/4 bytes) is buffered
  *   while Python has said the transmit side has no side effect but the byte (CN_UART_TX: UART and
  *   transmitter enabled, TXRIS already set, no PL011 trace event), and a UARTFR read (offset 0x18, 1/2/4

@@ -14,8 +14,8 @@ from pathlib import Path
 from . import _build, _compiler, _library_path, _unicorn_include, enabled, ENV
 
 __all__ = ["CnCpu", "CALLBACK", "library", "status", "CN_WHY_INTR", "CN_WHY_FULL", "CN_WHY_MMIO_READ",
-           "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING", "CN_UART_TX", "CN_UART_FR",
-           "CN_SUSPEND"]
+           "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING",
+           "CN_UART_TX", "CN_UART_FR", "CN_SUSPEND"]
 
 SOURCE = Path(__file__).resolve().parent / "console.c"
 
