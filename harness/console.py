@@ -13,7 +13,8 @@ Ordering. The buffered bytes are delivered (`drain`: to `vm.semihosting.output(d
 `output`, with `PL011.transmitted` and the stored UARTDR value brought up to date) at every observation point
 of the vCPU's Unicorn (harness/observe.py: this drain is the first deferred work, so it runs before the TLBI
 trap's records, which console.c never lets be older than a buffered byte), when the buffer is full or its
-source changes, and before any access or exception console.c hands to Python. So everything else the
+source changes, after bytes that end a line (as `write_console` flushes at newlines), and before any access
+or exception console.c hands to Python. So everything else the
 harness prints (other vCPUs and VMs, the PL011 or semihosting on the slow path, logs, report lines, the
 outcome of a fault, a budget or a timeout) comes after the bytes the guest printed before it, as on the
 Python path. The flags are recomputed at every slice start (`slice_start`: trace events or `-d int` turned

@@ -112,7 +112,8 @@ static inline int cn_tlbi_pending(const cn_cpu *c)
 }
 
 /* Append `len` (<= cap) bytes of source `src`; Python empties the buffer first when they do not fit or the
- * source changes. */
+ * source changes, and after bytes that end a line (harness/machine.py write_console flushes at newlines: a line
+ * is seen at once even if the guest then spins where nothing calls Python). */
 static void cn_push(cn_cpu *c, uint32_t src, const uint8_t *data, uint32_t len)
 {
     if (c->n && (c->src != src || c->n + len > c->cap)) {
@@ -124,6 +125,11 @@ static void cn_push(cn_cpu *c, uint32_t src, const uint8_t *data, uint32_t len)
     c->n += len;
     c->src = src;
     c->native_calls++;
+    if (memchr(data, '\n', len)) {   /* a complete line is printed now, as the Python path's writer does */
+        c->why = CN_WHY_FULL;
+        c->callback(c, CN_WHY_FULL);
+        c->n = 0;
+    }
 }
 
 /* SYS_WRITE {handle, buf, len} (block and buffer in RAM) to a `:tt` handle: the source and the bytes, or 0. */

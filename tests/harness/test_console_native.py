@@ -11,6 +11,7 @@ import struct
 import subprocess
 
 import pytest
+from unicorn.arm64_const import UC_ARM64_REG_X5
 
 from clirun import cli
 from devmodel.pl011 import INT_TX, PL011
@@ -123,6 +124,45 @@ def test_a_timeout_delivers_every_byte_printed(native_path):
     assert len(data) > 1000 and data == bytes(vm.output) == b"x" * len(data)
     nc = vm.vcpus[0].native_console
     assert nc.c.n == 0 and nc.c.native_calls == len(data)
+
+
+class _Seen(Exception):
+    pass
+
+
+def _first_line(path: str, monkeypatch, code: bytes) -> tuple[bytes, int]:
+    """What the console got up to the first newline, and X5 when it got it."""
+    use_path(monkeypatch, path)
+    seen = []
+
+    def console_cb(vm, data, stream):
+        seen.append(bytes(data))
+        if b"\n" in data:
+            seen.append(vm.vcpus[0].uc.reg_read(UC_ARM64_REG_X5))
+            raise _Seen()
+    m, vm = _machine(code + bytes(0x100 - len(code)) + b"hi\n\0", None)
+    m.console = console_cb
+    with pytest.raises(_Seen):
+        m.run(timeout=20)
+    return b"".join(seen[:-1]), seen[-1]
+
+
+@pytest.mark.parametrize("how", ["writec", "write0", "pl011"])
+def test_a_line_is_printed_when_it_ends_even_if_the_guest_then_spins(how, monkeypatch):
+    """A complete line reaches the console at the call or store that ends it (the Python path's writer flushes
+    at newlines), not when the slice ends: after it the guest sets X5 and spins forever (only the timeout
+    would end the slice), and the console sees X5 still 0."""
+    text = BASE + 0x100
+    if how == "writec":
+        code = [w for i in range(3) for w in (*mov(0, 3), *mov(1, text + i), HLT)]
+    elif how == "write0":
+        code = [*mov(0, 4), *mov(1, text), HLT]
+    else:                                        # UARTCR = UARTEN | TXE, then ldrb/str of each byte to UARTDR
+        code = [*mov(2, 0x0900_0000), *mov(3, 0x101), 0xB9003043, *mov(1, text)]
+        code += [w for i in range(3) for w in (0x39400023 | (i << 10), 0xB9000043)]
+    code += [0xD2800025, 0x14000000]             # mov x5, #1; b .
+    runs = {p: _first_line(p, monkeypatch, words(*code)) for p in PATHS}
+    assert runs["native"] == runs["python"] == (b"hi\n", 0)
 
 
 def _hostile(path: str, monkeypatch, code: bytes) -> tuple[bytes, str, list]:
