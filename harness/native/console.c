@@ -266,8 +266,8 @@ static void cn_uart_write(uc_engine *uc, uint64_t offset, unsigned size, uint64_
     (void)uc;
     if (offset == CN_UARTDR && cn_small(size) && (c->flags & (CN_UART_TX | CN_SUSPEND)) == CN_UART_TX
         && !cn_tlbi_pending(c)) {
+        c->uart_last = value;         /* before the push, which may deliver (and store UARTDR) at once */
         cn_push(c, CN_SRC_UART, &ch, 1);
-        c->uart_last = value;
         return;
     }
     c->arg[0] = offset;
