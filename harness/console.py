@@ -134,6 +134,7 @@ class NativeConsole:
         if self.lib.cn_map_uart(self.ptr, base, size) != 0:
             return False
         self.uart, self.uart_ud = uart, ud
+        self.dr_wmask = uart.regs.regs["UARTDR"].wmask & 0xFFFF_FFFF     # a 4-byte write's mask (PL011.write)
         watchers = getattr(uart, "native_consoles", None)
         if watchers is None:
             watchers = uart.native_consoles = []
@@ -151,10 +152,10 @@ class NativeConsole:
         data = ctypes.string_at(c.buf, n)
         c.n = 0
         if c.src == cn.CN_SRC_UART:
-            uart = self.uart
+            uart, wmask = self.uart, self.dr_wmask
             uart.transmitted += n
-            wmask = uart.regs.regs["UARTDR"].wmask & 0xFFFF_FFFF
-            uart.regs.values["UARTDR"] = (uart.regs.values["UARTDR"] & ~wmask) | (c.uart_last & wmask)
+            values = uart.regs.values                    # UARTDR as the last write left it (RegisterFile.write)
+            values["UARTDR"] = (values["UARTDR"] & ~wmask) | (c.uart_last & wmask)
             uart.output(data)
         else:
             self.vcpu.vm.semihosting.output(data, 2 if c.src == cn.CN_SRC_SEMIHOSTING_ERR else 1)
