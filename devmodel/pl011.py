@@ -114,14 +114,19 @@ class PL011:
         self.rx: deque[int] = deque()           # receive FIFO
         self.source: Callable[[int], bytes | None] | None = None
         self.listening = False                  # the guest read UARTDR or set RXIM: pull from `source`
+        self.changed: Callable[[], None] | None = None   # called after every access and every input received
         self.regs = RegisterFile(self, PL011_REGS, on_bad_access=self._bad_access,
                                  on_unimplemented=self._unimplemented)
 
     # -- MMIO ---------------------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
         if size in (1, 2) and not offset & 3:
-            return self.regs.read(offset, 4) & ((1 << (8 * size)) - 1)
-        return self.regs.read(offset, size)
+            value = self.regs.read(offset, 4) & ((1 << (8 * size)) - 1)
+        else:
+            value = self.regs.read(offset, size)
+        if self.changed is not None:
+            self.changed()
+        return value
 
     def write(self, offset: int, value: int, size: int) -> None:
         if size in (1, 2) and not offset & 3:
@@ -131,6 +136,8 @@ class PL011:
             self.tracer.emit("pl011_write", offset=offset, value=value,
                              reg=hit[0].name if hit else None)
         self.regs.write(offset, value, size)
+        if self.changed is not None:
+            self.changed()
 
     # -- receive path -------------------------------------------------------------------------------
     def rx_capacity(self) -> int:
@@ -146,6 +153,8 @@ class PL011:
             if len(self.rx) == 1:             # QEMU's read_trigger of 1
                 self.int_level |= INT_RX
         self._update()
+        if self.changed is not None:
+            self.changed()
         return n
 
     def poll(self) -> None:

@@ -409,6 +409,10 @@ class Semihosting:
         self.handles[n] = h
         return n
 
+    def console_handles(self) -> dict[int, int]:
+        """The handles of `:tt` opened for writing and their stream (1 stdout, 2 stderr)."""
+        return {h: f.stream for h, f in self.handles.items() if type(f) is _ConsoleOut}
+
     def read_input(self, n: int) -> bytes | None:
         """Up to `n` bytes of console input (b"" at its end, None when `stdin` has none yet)."""
         if self._pending:

@@ -43,6 +43,7 @@ from devmodel.trace import NULL_TRACER, Tracer, define
 
 from .board import board_spec
 from .clock import VirtualClock
+from .console import SLICE_PLUGIN
 from .cpu import DEFAULT_CPU, cpu_model
 from .debug import Debug
 from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
@@ -403,6 +404,7 @@ class Machine:
         self.add_plugin(self.exceptions)        # ERETs and the runtime's unhandled-exception call (before_run)
         self.add_plugin(self.debug)             # per-vCPU debug state; applies debug register writes per slice
         self.add_plugin(self.interrupts)        # IRQ/FIQ taken at slice starts, unmask sites, ISR_EL1
+        self.add_plugin(SLICE_PLUGIN)           # the native console's flags at slice starts (harness/console.py)
 
     @property
     def quantum(self) -> int:

@@ -598,7 +598,7 @@ class TlbiTrap:
 
         def callback(_tc: Any, why: int) -> int:
             try:
-                self._deliver(cpu)
+                obs.sync()                        # all deferred work in order: older console bytes, these records
                 if why == native.TT_WHY_UNDEFINED:
                     return self._native_undefined(cpu)
                 return 0

@@ -32,7 +32,7 @@ from unicorn.arm64_const import (UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE, UC_ARM64_
 
 from devmodel.bus import BusError
 
-from . import observe
+from . import console, observe
 from .cpu import ID_REGS, advertised_isar0, features, new_uc, reset_controls
 from .sysregs import SysregHooks
 from .vmem import TranslationRegs, Walk, translate
@@ -130,10 +130,12 @@ class Vcpu:
         uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
         self.uc = uc
         uc.mem_map_ptr(vm.ram_ipa, vm.ram.size, UC_PROT_ALL, vm.ram_ptr)
+        self.native_console = console.attach(self)    # console calls and the PL011 in C (harness/console.py)
         for region in vm.ipa.regions:
             if not region.is_ram:
                 self.map_mmio(region.base, region.size, region.target)
-        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        if self.native_console is None:               # else console.c's hook calls `_on_intr`
+            uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         if "in_asm" in self.machine.log.enabled:
             uc.hook_add(UC_HOOK_BLOCK, self._on_block)
@@ -240,6 +242,9 @@ class Vcpu:
     def map_mmio(self, base: int, size: int, dev: Any) -> None:
         """Map an MMIO device at IPA `base` into this vCPU: Unicorn calls `dev.read`/`dev.write` with offsets."""
         ud = (self, dev)
+        nc = self.native_console
+        if nc is not None and dev is self.vm.pl011 and nc.map_uart(base, size, dev, ud):
+            return
         self.uc.mmio_map(base, size, _mmio_read, ud, _mmio_write, ud)
 
     def unmap_mmio(self, base: int, size: int) -> None:
@@ -262,6 +267,8 @@ class Vcpu:
         access the instruction made before this one (a store pair whose second store requested the stop) is
         repeated: no interrupt source of this board is written that way."""
         if self.context == "mmio":
+            if self.native_console is not None:
+                self.native_console.suspend()   # the rest of the instruction and its replay: Python's path
             if self.mmio_log is None:
                 self.mmio_log = []
                 self._saved_gprs = self.uc.reg_read_batch(_GPRS)

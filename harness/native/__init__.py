@@ -10,6 +10,9 @@ the write goes to a temporary name and is renamed, so parallel processes (pytest
 takes Unicorn's entry points from the library the Python binding loaded (`tt_init`), so it never links
 against a second copy of libunicorn.
 
+`console.c` (the native console path, harness/console.py) is built and loaded the same way by
+`harness.native.console` (`library()`, `status()`).
+
 Without a compiler, without the headers, or when the build fails, `tlbi_trap()` answers None and `status()`
 says why: the pure-Python trap runs and gives the same traces. `SMMU_HARNESS_NATIVE=0` forces the Python path
 (`enabled()` is False); any other value, or none, lets the native one run where it can.
@@ -17,6 +20,7 @@ says why: the pure-Python trap runs and gives the same traces. `SMMU_HARNESS_NAT
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -93,20 +97,28 @@ def _unicorn_include() -> Path | None:
     return inc if (inc / "unicorn" / "unicorn.h").is_file() else None
 
 
-def _library_path(cc: str, inc: Path) -> Path:
+def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
     from ..build import cache_dir
 
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
+    for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
                  sys.platform.encode()):
         h.update(part + b"\0")
+    h.update(_headers_digest(inc))
+    return cache_dir() / "native" / f"{source.stem}-{h.hexdigest()[:16]}.so"
+
+
+@functools.lru_cache(maxsize=None)
+def _headers_digest(inc: Path) -> bytes:
+    """The unicorn headers' names and contents, hashed once per process (every native library's name uses it)."""
+    h = hashlib.sha256()
     for f in sorted((inc / "unicorn").glob("*.h")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return cache_dir() / "native" / f"tlbi_trap-{h.hexdigest()[:16]}.so"
+    return h.digest()
 
 
-def _build(cc: str, inc: Path, out: Path) -> str | None:
-    """Compile `tlbi_trap.c` to `out` (atomically); None, or why it failed."""
+def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:
+    """Compile `source` (`tlbi_trap.c`) to `out` (atomically); None, or why it failed."""
     import subprocess
     import tempfile
 
@@ -117,7 +129,7 @@ def _build(cc: str, inc: Path, out: Path) -> str | None:
     except OSError as e:
         return f"cache directory {out.parent}: {e.strerror or e}"
     try:
-        r = subprocess.run([cc, *CFLAGS, "-I", str(inc), str(SOURCE), "-o", tmp], capture_output=True,
+        r = subprocess.run([cc, *CFLAGS, "-I", str(inc), str(source), "-o", tmp], capture_output=True,
                            text=True, timeout=120)
         if r.returncode != 0:
             first = (r.stderr or r.stdout).strip().splitlines()

@@ -145,3 +145,14 @@ def test_the_source_is_pulled_only_once_the_guest_listens():
     assert dev.read(0x000, 4) == ord("h")             # the read empties the FIFO, then pulls the next byte
     assert dev.read(0x018, 4) & (1 << 4) == 0 and dev.read(0x000, 4) == ord("i")
     assert dev.read(0x000, 4) == 0 and feed == b""
+
+
+def test_changed_is_called_after_every_access_and_input():
+    """`changed` (the harness's native console mirrors the transmit and flag state from it) after reads, writes
+    and received input; the value read or written is the access's own."""
+    dev = PL011(lambda b: None)
+    seen = []
+    dev.changed = lambda: seen.append((dev.regs["UARTCR"], len(dev.rx)))
+    dev.write(0x030, 0x301, 4)
+    assert dev.read(0x030, 2) == 0x301 and dev.receive(b"x") == 1
+    assert seen == [(0x301, 0), (0x301, 0), (0x301, 1)]

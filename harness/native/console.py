@@ -1,0 +1,106 @@
+"""Loader of `console.c`, the native console path (harness/console.py uses it).
+
+Built, cached and loaded like `tlbi_trap.c` (harness/native/__init__.py: the same compiler, headers, flags and
+cache directory, a name hashing them and the source); Unicorn's entry points come from the library the Python
+binding loaded (`cn_init`). `library()` answers None when the native helpers are disabled
+(`SMMU_HARNESS_NATIVE=0`) or the library cannot be built or loaded, and `status()` says why: the Python path
+then runs, with the same output.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+from . import _build, _compiler, _library_path, _unicorn_include, enabled, ENV
+
+__all__ = ["CnCpu", "CALLBACK", "library", "status", "CN_WHY_INTR", "CN_WHY_FULL", "CN_WHY_MMIO_READ",
+           "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING",
+           "CN_UART_TX", "CN_UART_FR", "CN_SUSPEND"]
+
+SOURCE = Path(__file__).resolve().parent / "console.c"
+
+# the constants of console.c
+CN_ABI = 2
+CN_WHY_INTR, CN_WHY_FULL, CN_WHY_MMIO_READ, CN_WHY_MMIO_WRITE = 1, 2, 3, 4
+CN_SRC_SEMIHOSTING, CN_SRC_UART, CN_SRC_SEMIHOSTING_ERR = 1, 2, 3
+CN_SEMIHOSTING, CN_UART_TX, CN_UART_FR, CN_SUSPEND = 1, 2, 4, 8
+
+
+class CnCpu(ctypes.Structure):
+    """console.c's `cn_cpu` (checked against `cn_sizeof()` at load)."""
+    _fields_ = (("n", ctypes.c_uint32), ("cap", ctypes.c_uint32), ("src", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("uart_fr", ctypes.c_uint32), ("why", ctypes.c_uint32),
+                ("arg", ctypes.c_uint64 * 3), ("uart_last", ctypes.c_uint64), ("native_calls", ctypes.c_uint64),
+                ("tt_out", ctypes.c_uint64 * 2),
+                ("buf", ctypes.c_void_p), ("ram", ctypes.c_void_p), ("ram_base", ctypes.c_uint64),
+                ("ram_size", ctypes.c_uint64), ("tlbi_n", ctypes.c_void_p), ("uc", ctypes.c_void_p),
+                ("callback", ctypes.c_void_p), ("intr_hook", ctypes.c_size_t))
+
+
+#: the callback type of `cn_new`: (cpu, why) -> an MMIO read's value (else ignored)
+CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.POINTER(CnCpu), ctypes.c_uint32)
+
+_lib: ctypes.CDLL | None = None
+_status: str | None = None
+
+
+def status() -> str:
+    """What `library()` found: "loaded PATH", or why the Python console path runs."""
+    if not enabled():
+        return f"disabled ({ENV}=0)"
+    library()
+    return _status or "not loaded"
+
+
+def _load(path: Path) -> ctypes.CDLL | str:
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return f"cannot load {path}: {e}"
+    lib.cn_abi.restype = lib.cn_sizeof.restype = ctypes.c_int
+    if lib.cn_abi() != CN_ABI or lib.cn_sizeof() != ctypes.sizeof(CnCpu):
+        return f"{path}: ABI {lib.cn_abi()}/{lib.cn_sizeof()} bytes, expected {CN_ABI}/{ctypes.sizeof(CnCpu)}"
+    lib.cn_init.restype = ctypes.c_int
+    lib.cn_init.argtypes = (ctypes.c_void_p,) * 4
+    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
+            for f in ("uc_reg_read", "uc_reg_write_batch", "uc_hook_add", "uc_mmio_map")]
+    if lib.cn_init(*ptrs) != 0:
+        return f"{path}: cn_init refused Unicorn's entry points"
+    lib.cn_new.restype = ctypes.POINTER(CnCpu)
+    lib.cn_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK, ctypes.c_void_p, ctypes.c_uint64,
+                           ctypes.c_uint64)
+    lib.cn_map_uart.restype = ctypes.c_int
+    lib.cn_map_uart.argtypes = (ctypes.POINTER(CnCpu), ctypes.c_uint64, ctypes.c_uint64)
+    lib.cn_free.restype = None
+    lib.cn_free.argtypes = (ctypes.c_void_p,)
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded `console.c` library (built on first use), or None (`status()` says why)."""
+    global _lib, _status
+    if not enabled():
+        return None
+    if _lib is not None or _status is not None:
+        return _lib
+    cc, inc = _compiler(), _unicorn_include()
+    if cc is None:
+        _status = "no C compiler (cc, gcc, clang) on PATH"
+        return None
+    if inc is None:
+        _status = "the unicorn package has no C headers (unicorn/include)"
+        return None
+    path = _library_path(cc, inc, SOURCE)
+    if not path.is_file():
+        why = _build(cc, inc, path, SOURCE)
+        if why is not None:
+            _status = why
+            return None
+    got = _load(path)
+    if isinstance(got, str):
+        _status = got
+        return None
+    _lib, _status = got, f"loaded {path}"
+    return _lib
