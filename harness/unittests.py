@@ -63,6 +63,7 @@ class MachineConfig:
     ram_mib: int = DEFAULT_RAM_MIB
     gic_version: int = 2                  # QEMU 7.2 virt's default under TCG (the tree's GIC node)
     start_el: int = 1
+    mte: bool = False                     # -machine mte=on (harness/mte.py)
     unsupported: tuple[str, ...] = ()     # qemu_params this board has no equivalent for
 
 
@@ -118,6 +119,8 @@ def machine_config(entry: TestEntry) -> MachineConfig:
                     cfg = replace(cfg, gic_version=int(v))
                 elif key == "virtualization" and v in ("on", "off"):
                     cfg = replace(cfg, start_el=2 if v == "on" else 1)
+                elif key == "mte" and v in ("on", "off"):
+                    cfg = replace(cfg, mte=v == "on")
                 elif key != "virt":
                     bad.append(f"-machine {prop}")
         elif w == "-smp" and val is not None and val.isdigit():
@@ -178,7 +181,7 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
     if trap is not None:
         m.add_plugin(trap)
     vm = m.add_vm(ncpus=cfg.cpus, start_el=cfg.start_el, vmid=entry.vmid, ram_size=cfg.ram_mib << 20,
-                  chr_testdev=not entry.is_source)
+                  chr_testdev=not entry.is_source, mte=cfg.mte)
     for v in vm.vcpus:
         v.hcr_fb = entry.hcr_fb
     vm.gic_version = cfg.gic_version                # -machine gic-version=N: the tree describes that GIC
