@@ -67,7 +67,7 @@ SPSR = {1: (3, 0, 4, 0, 0), 2: (3, 4, 4, 0, 0)}
 DCZID_EL0 = (3, 3, 0, 0, 7)
 MTE_FIELD = 3                       # ID_AA64PFR1_EL1.MTE [11:8] = 0b0011: FEAT_MTE3 (QEMU 7.2 -cpu max, mte=on)
 FSC_TAG_CHECK = 0b010001            # DFSC: synchronous Tag Check Fault
-_MSR_TCO_IMM, _MSR_TCO_MASK = 0xD51B409F, 0xFFFFF0FF     # MSR TCO, #imm (op1 = 011, CRn = 0100, op2 = 100)
+_MSR_TCO_IMM, _MSR_TCO_MASK = 0xD503409F, 0xFFFFF0FF     # MSR TCO, #imm (op1 = 011, CRn = 0100, op2 = 100)
 _X = [getattr(c, f"UC_ARM64_REG_X{i}") for i in range(31)]
 _MASK64 = (1 << 64) - 1
 _PAGE = 0x1000
@@ -142,10 +142,9 @@ class VcpuMte:
     def _register(self) -> None:
         v, sr = self.vcpu, self.vcpu.sysregs
         sr.register(ID_AA64PFR1_EL1, read=_read_pfr1)
-        masks = {TFSR_EL1: 3, TFSRE0_EL1: 3, TFSR_EL2: 3, GCR_EL1: 0x1FFFF, RGSR_EL1: 0xFFFF0F}
-        for enc, mask in masks.items():
+        for enc in self.regs:              # all 64 bits kept, RES0 ones too, as QEMU 7.2 keeps them
             if enc != TFSR_EL2 or v.start_el == 2:
-                sr.register(enc, read=self._reader(enc), write=self._writer(enc, mask))
+                sr.register(enc, read=self._reader(enc), write=self._writer(enc))
         sr.register(GMID_EL1, read=lambda vc: rules.GMID_BS if vc.el >= 1 else None)
         sr.register(TCO, read=lambda vc: vc.pstate & rules.PSTATE_TCO, write=_write_tco)
         sr.register(SCTLR_EL1, write=self._sctlr_writer(1))
@@ -156,13 +155,13 @@ class VcpuMte:
         least = 2 if enc == TFSR_EL2 else 1
         return lambda vc: self.regs[enc] if vc.el >= least else None
 
-    def _writer(self, enc, mask: int) -> Callable[["Vcpu", int], bool]:
+    def _writer(self, enc) -> Callable[["Vcpu", int], bool]:
         least = 2 if enc == TFSR_EL2 else 1
 
         def write(vc: "Vcpu", value: int) -> bool:
             if vc.el < least:
                 return False
-            self.regs[enc] = value & mask
+            self.regs[enc] = value & _MASK64
             return True
         return write
 
@@ -432,7 +431,7 @@ class VcpuMte:
 
     def _op_block(self, d: TagInsn, pc: int) -> bool:
         """LDGM/STGM: 4 << GMID_EL1.BS bytes of tags to/from Xt, one nibble per granule at its position in the
-        block; STZGM: the DC ZVA block (DCZID_EL0.BS) zeroed, tagged with Xt's tag."""
+        block; STZGM: the DC ZVA block (DCZID_EL0.BS) zeroed, tagged with Xt[3:0]."""
         zva = d.op == "stzgm"
         size = (4 << (self.vcpu.uc.cpr_read(*DCZID_EL0) & 0xF)) if zva else 4 << rules.GMID_BS
         addr = self._x(d.rn, True) & ~(size - 1)
@@ -449,7 +448,8 @@ class VcpuMte:
             return True
         if zva:
             self._zero(pieces)
-        self._store_tags(pieces, (lambda a: allocation_tag(xt)) if zva else (lambda a: (xt >> ((a >> 4) & 15) * 4)))
+        # STZGM's tag is Xt[3:0] (not an address tag: QEMU 7.2 mte_helper.c stzgm_tags reads the same bits)
+        self._store_tags(pieces, (lambda a: xt & 0xF) if zva else (lambda a: (xt >> ((a >> 4) & 15) * 4)))
         return True
 
 

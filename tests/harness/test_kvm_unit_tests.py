@@ -41,7 +41,6 @@ PMU = "the PMU is Unicorn's (no PMU model): counters do not count as QEMU's do"
 NOT_YET = {
     "pci-test": "no PCI host bridge or pci-testdev on the board",
     "pmu-cycle-counter": PMU, "pmu-sw-incr": PMU,
-    **{n: "MTE (-machine mte=on) is not modelled" for n in ("mte-sync", "mte-async", "mte-asymm")},
 }
 
 
@@ -96,12 +95,12 @@ def test_runner_lines_and_ordering_with_two_workers(capsys):
     r1 = run_suite(CFG, Options(tests=names), jobs=1, out=one, maxsmp=MAX_SMP)
     r2 = run_suite(CFG, Options(tests=names), jobs=2, out=two, maxsmp=MAX_SMP)
     assert one.getvalue() == two.getvalue()
-    assert [r.verdict for r in r1] == [r.verdict for r in r2] == ["PASS", "FAIL", "SKIP", "SKIP", "SKIP", "SKIP"]
+    assert [r.verdict for r in r1] == [r.verdict for r in r2] == ["PASS", "FAIL", "SKIP", "SKIP", "SKIP", "PASS"]
     assert one.getvalue().splitlines() == [                      # catalogue order, not the order asked
         "PASS selftest-smp (1 tests)", "FAIL pmu-event-introspection (1 tests, 1 unexpected failures)",
         "SKIP pmu-chained-counters (1 tests, 1 skipped)",
         "SKIP its-migration (migration is not modelled (QEMU's migration harness))",
-        "SKIP micro-bench (test marked as manual run only)", "SKIP mte-sync (not modelled: -machine mte=on)"]
+        "SKIP micro-bench (test marked as manual run only)", "PASS mte-sync (2 tests)"]
 
 
 def test_tap13_output():
@@ -127,7 +126,8 @@ def test_group_selects_nodefault_tests_and_timeouts_are_failures():
     assert (r.verdict, r.status, r.reason) == ("FAIL", EXIT_BUDGET, "timeout; duration=90s")
 
 
-CROSS_CHECK = ("selftest-setup", "psci", "pmu-event-introspection", "pmu-chained-counters", "gicv2-mmio-up")
+CROSS_CHECK = ("selftest-setup", "psci", "pmu-event-introspection", "pmu-chained-counters", "gicv2-mmio-up", "mte-sync",
+               "mte-async", "mte-asymm")
 
 
 @pytest.mark.qemu
