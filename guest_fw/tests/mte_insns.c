@@ -100,9 +100,15 @@ static void arithmetic(void)
 	asm volatile(MTE "msr " GCR_EL1 ", xzr\n gmi %0, %1, %2" : "=r"(r) : "r"(a), "r"(0x8001ULL));
 	printf("GMI: %#lx\n", (unsigned long)r);
 	asm volatile(MTE "subp %0, %1, %2" : "=r"(r) : "r"(0x0f00000000000010ULL), "r"(0x0a00000000000030ULL));
-	asm volatile(MTE "subps %0, %1, %2\n mrs %3, nzcv" : "=r"(r2), "=r"(nzcv) : "r"(0x0100800000000000ULL),
-		     "r"(0x0200000000000001ULL) : "cc");
+	asm volatile(MTE "subps %0, %2, %3\n mrs %1, nzcv" : "=r"(r2), "=r"(nzcv) : "r"(0x0100800000000000ULL),
+		     "r"(0x0F80000000000001ULL) : "cc");
 	printf("SUBP: %#lx SUBPS: %#lx NZCV %#lx\n", (unsigned long)r, (unsigned long)r2, (unsigned long)nzcv);
+	asm volatile(MTE "cmpp %1, %2\n mrs %0, nzcv" : "=r"(nzcv) : "r"(0x0300000040001000ULL),
+		     "r"(0x0700000040001000ULL) : "cc");
+	printf("CMPP, same address other tag: NZCV %#lx\n", (unsigned long)nzcv);
+	asm volatile(MTE "cmpp %1, %2\n mrs %0, nzcv" : "=r"(nzcv) : "r"(0x0000000040001000ULL),
+		     "r"(0x0000000040002000ULL) : "cc");
+	printf("CMPP, lower address: NZCV %#lx\n", (unsigned long)nzcv);
 }
 
 /*
