@@ -18,8 +18,9 @@ DFSC/IFSC, D17.2.40 FAR_ELx):
   external abort where the IPA has no memory. FAR is the first byte of the failing access (for an access that
   crosses into a failing page, that page's first byte, as QEMU 7.2 reports it).
 
-Not modelled: stage 2 of the vCPUs (there is none), hardware update of the dirty state (HD), MTE tag checks,
-FEAT_PAN3 (EPAN), the exact element of SIMD structure loads (LD1..LD4 report their first address).
+Not modelled: stage 2 of the vCPUs (there is none), hardware update of the dirty state (HD), MTE tag checks
+(harness/mte.py's, with `-machine mte=on`), FEAT_PAN3 (EPAN), the exact element of SIMD structure loads (LD1..LD4
+report their first address).
 """
 from __future__ import annotations
 

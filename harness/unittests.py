@@ -8,12 +8,12 @@ For each test of the catalogue (harness/catalogue.py), in order:
    arm64; `machine` other than virt; `accel` other than tcg (this is an emulator: "kvm only, but
    ACCEL=tcg"); `disabled_if` evaluated with TARGET=qemu, ARCH=arm64, ACCEL=tcg, CONFIG_EFI empty; `check`
    files; a missing `file`. Then what this board cannot do yet is a SKIP naming it: the `migration` group
-   (QEMU's migration harness), `qemu_params` that have no equivalent here (`-icount`, `-machine mte=on`...).
+   (QEMU's migration harness), `qemu_params` that have no equivalent here (`-icount`...).
 2. **The run**, as `arm/run` builds QEMU's command line (`qemu_command` gives it): `-machine virt -cpu max
    -smp N -m M -append ARGS` plus the chr-testdev virtio console on the highest transport (harness/virtio.py);
-   `-machine gic-version=2|3` and `virtualization=on` (start at EL2) are honoured, `-m` sets the RAM. This
-   project's own tests (sources) are built and run with their keys (`el`, `hcr_fb`, `vmid`, `expect_trace`,
-   ...). The wall-clock `timeout` ends a run with 124, as arm/run's `timeout(1)` does.
+   `-machine gic-version=2|3`, `virtualization=on` (start at EL2) and `mte=on` are honoured, `-m` sets the
+   RAM. This project's own tests (sources) are built and run with their keys (`el`, `hcr_fb`, `vmid`,
+   `expect_trace`, ...). The wall-clock `timeout` ends a run with 124, as arm/run's `timeout(1)` does.
 3. **The verdict** from the status (harness/exits.py: chr-testdev's code as arm/run reads QEMU's status): images
    PASS on 0, SKIP on 77, FAIL otherwise (an image that ended without the testdev: QEMU's 0, which arm/run
    counts as a failure); sources PASS when the status is their `exit` and the golden trace matches. Lines as
