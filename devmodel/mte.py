@@ -1,7 +1,7 @@
 """The Memory Tagging Extension's rules (DDI 0487 D10 "The Memory Tagging Extension", the A64 tag instructions
 of C6.2 and the pseudocode they call), pure: the harness (harness/mte.py) applies them to its vCPUs.
 
-* `TagStore`: the allocation tags, one 4-bit tag per 16-byte granule of physical (here: IPA) memory, sparse
+* `TagStore`: the allocation tags, one 4-bit tag per 16-byte granule of physical (here: IPA) memory, per page
   (a granule never written holds tag 0, as QEMU's tag memory starts zeroed) and the pages that hold a tag.
 * The Tag Checked rule (`AArch64.AccessIsTagChecked` and `AArch64.CheckTag`): `tag_checked(...)` with the
   effective TBI and TCMA of the VA's half (`effective_tbi`, `effective_tcma`), allocation tag access enabled
@@ -38,26 +38,28 @@ _PAGE = 0x1000
 
 
 class TagStore:
-    """Allocation tags per 16-byte granule of one address space (sparse: absent = 0)."""
+    """Allocation tags per 16-byte granule of one address space: a 256-byte array per 4 KiB page that ever held
+    a tag (absent pages read 0), so a guest tagging all its RAM costs 1/16 of it, not a dict entry per granule."""
 
     def __init__(self) -> None:
-        self._tags: dict[int, int] = {}
-        self.pages: set[int] = set()                  # page numbers (addr >> 12) where a tag was ever stored
-        self.generation = 0                           # bumped whenever a page joins `pages`
+        self._pages: dict[int, bytearray] = {}
+        self.generation = 0                           # bumped whenever a page gets its array
+
+    @property
+    def pages(self):
+        """Page numbers (addr >> 12) where a tag was ever stored."""
+        return self._pages.keys()
 
     def get(self, addr: int) -> int:
-        return self._tags.get(addr >> 4, 0)
+        page = self._pages.get(addr >> 12)
+        return 0 if page is None else page[(addr >> 4) & 0xFF]
 
     def set(self, addr: int, tag: int) -> None:
-        g = addr >> 4
-        if tag & 0xF:
-            self._tags[g] = tag & 0xF
-        else:
-            self._tags.pop(g, None)
-        page = addr >> 12
-        if page not in self.pages:
-            self.pages.add(page)
+        page = self._pages.get(addr >> 12)
+        if page is None:
+            page = self._pages[addr >> 12] = bytearray(_PAGE // GRANULE)
             self.generation += 1
+        page[(addr >> 4) & 0xFF] = tag & 0xF
 
     def set_range(self, addr: int, size: int, tag: int) -> None:
         for a in range(addr & ~(GRANULE - 1), addr + size, GRANULE):

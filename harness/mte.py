@@ -45,6 +45,7 @@ from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_PROT, UC_HOOK_MEM_WRITE_P
 from unicorn import arm64_const as c
 
 from devmodel import mte as rules
+from devmodel.bus import BusError
 from devmodel.mte import GRANULE, TagInsn, TagStore, allocation_tag, with_tag
 
 from . import syndrome as syn
@@ -395,9 +396,19 @@ class VcpuMte:
         if self.tags.generation != before and self.armed:
             self.vcpu.uc.emu_stop()                 # a new tagged page: protect it from the next slice on
 
-    def _zero(self, pieces) -> None:
+    def _store_data(self, pc: int, va: int, pieces, data: bytes) -> bool:
+        """The data of STZG/STZ2G/STZGM (zeros) and STGP, in doublewords (a device takes those); a write the
+        bus refuses (a device region's end) is a synchronous external abort, taken here (False)."""
+        off = 0
         for ipa, n, _tagged in pieces:
-            self.vcpu.vm.ipa.write_bytes(ipa, bytes(n))
+            for i in range(0, n, 8):
+                try:
+                    self.vcpu.vm.ipa.write_bytes(ipa + i, data[off + i:off + i + 8])
+                except BusError as e:
+                    self._abort(pc, syn.FSC_SYNC_EXTERNAL, va + off + i, True, f"{e}")
+                    return False
+            off += n
+        return True
 
     def _op_stg(self, d: TagInsn, pc: int) -> bool:
         base, addr = self._address(d)
@@ -409,11 +420,10 @@ class VcpuMte:
         if pieces is None:
             return False
         tag = allocation_tag(addr if d.op == "stgp" else self._x(d.rd, True))    # STG <Xt|SP>; STGP: Xn's
-        if d.op in ("stzg", "stz2g"):
-            self._zero(pieces)
-        elif d.op == "stgp":
-            data = self._x(d.rd).to_bytes(8, "little") + self._x(d.rm).to_bytes(8, "little")
-            self.vcpu.vm.ipa.write_bytes(pieces[0][0], data)
+        data = bytes(size) if d.op in ("stzg", "stz2g") else \
+            self._x(d.rd).to_bytes(8, "little") + self._x(d.rm).to_bytes(8, "little") if d.op == "stgp" else None
+        if data is not None and not self._store_data(pc, addr, pieces, data):
+            return False
         self._store_tags(pieces, lambda a: tag)
         self._writeback(d, base)
         return True
@@ -446,8 +456,8 @@ class VcpuMte:
                     value |= (self.tags.get(a) if tagged and ata else 0) << (((a >> 4) & 15) * 4)
             self._set_x(d.rd, value)
             return True
-        if zva:
-            self._zero(pieces)
+        if zva and not self._store_data(pc, addr, pieces, bytes(size)):
+            return False
         # STZGM's tag is Xt[3:0] (not an address tag: QEMU 7.2 mte_helper.c stzgm_tags reads the same bits)
         self._store_tags(pieces, (lambda a: xt & 0xF) if zva else (lambda a: (xt >> ((a >> 4) & 15) * 4)))
         return True

@@ -111,15 +111,18 @@ def test_addg_subg_gmi_subp_as_qemu():
 
 
 # -- the check -------------------------------------------------------------------------------------------------
-def test_tag_store_is_per_granule_and_sparse():
+def test_tag_store_is_per_granule_and_per_page():
     s = TagStore()
     s.set_range(0x4000_0010, 0x20, 3)
     assert [s.get(0x4000_0000 + 16 * i) for i in range(4)] == [0, 3, 3, 0]
     assert s.pages == {0x40000} and s.generation == 1
     assert s.first_mismatch(0x4000_0018, 16, 3) is None                # granules 1 and 2
     assert s.first_mismatch(0x4000_0018, 32, 3) == 2                    # granule 3 holds 0
-    s.set(0x4000_0010, 0)
-    assert s.get(0x4000_0010) == 0 and s.generation == 1
+    s.set(0x4000_0010, 0x13)                                          # 4 bits kept
+    assert s.get(0x4000_0010) == 3 and s.generation == 1
+    s.set(0x4000_1FF0, 5)
+    assert s.get(0x4000_1FF0) == 5 and s.get(0x4000_0FF0) == 0 and set(s.pages) == {0x40000, 0x40001}
+    assert s.generation == 2
 
 
 CHECKED = dict(tbi=True, tcma=False, ata=True, tco=False, tagged=True)

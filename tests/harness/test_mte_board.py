@@ -87,3 +87,16 @@ def test_checks_armed_only_while_they_can_fault():
     assert m.run(timeout=60).exit_code == 0
     mte = vm.vcpus[0].mte
     assert len(vm.tags.pages) == 8 and mte.faults == 4 and not mte.armed and mte._pages == {}
+
+
+STZG_X1_X2, STGP_X1_X3_X2 = 0xD9600841, 0x69000C41                     # stzg x1, [x2]; stgp x1, x3, [x2]
+
+
+@pytest.mark.parametrize("word", [STZG_X1_X2, STGP_X1_X3_X2])
+def test_tag_stores_with_data_to_a_device(word):
+    """MMU off, the PL011 at 0x0900_0000: the data goes to the device in doublewords, no traceback; at the last
+    granule of its window (4 KiB) too."""
+    _m, v = _raw([word], x2=0x0900_0000)
+    assert v.pc == CODE + 4
+    _m, v = _raw([word], x2=0x0900_0FF0)
+    assert v.pc == CODE + 4
