@@ -6,7 +6,8 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
   Unicorn's. GCR_EL1, RGSR_EL1, TFSR_EL1, TFSRE0_EL1, TFSR_EL2 (guests started at EL2), GMID_EL1 (BS = 6, read
   only) and TCO are served through `vcpu.sysregs` (EL0 accesses to the EL1 registers stay UNDEFINED). PSTATE.TCO
   is bit 25 of Unicorn's PSTATE (Unicorn keeps it): set on exception entry (harness/exceptions.py, the vCPU's
-  `features.mte`), saved in SPSR_ELx, written by MSR TCO.
+  `features.mte`), saved in SPSR_ELx, written by MSR TCO; Unicorn's ERET drops it, so an ERET with SPSR.TCO = 1
+  runs alone and TCO is set after it.
 * Tag instructions, emulated from the undefined-instruction path (`Exceptions.undef_emulators`): IRG, GMI, ADDG,
   SUBG, SUBP, SUBPS, STG, STZG, ST2G, STZ2G (post-index, signed offset, pre-index), STGP (the three forms),
   LDG, and at EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the architecture says), and MSR TCO, #imm. An
@@ -31,8 +32,7 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
 
 Not modelled: DC GVA/GZVA; tag checks on a Tagged page no tag instruction ever wrote (all its tags are 0: an
 access with a non-zero logical tag there is not checked), on accesses the harness cannot decode, and on device
-(MMIO) accesses; SPSR_ELx.TCO restored by ERET (an ERET with SPSR.TCO = 1 leaves TCO = 0: Unicorn's ERET
-computes PSTATE itself); the traps of the MTE registers to EL2 (HCR_EL2.ATA = 0); a page both watched by a
+(MMIO) accesses; the traps of the MTE registers to EL2 (HCR_EL2.ATA = 0); a page both watched by a
 debug watchpoint and tag-checked (the two share Unicorn's page protection).
 """
 from __future__ import annotations
@@ -106,6 +106,12 @@ class Mte:
         if m is not None and (m.dirty or m.generation != m.tags.generation):
             m.apply()
 
+    def slice_end(self, vcpu: "Vcpu") -> None:
+        m = getattr(vcpu, "mte", None)
+        if m is not None and m.tco_after_eret:
+            m.tco_after_eret = False
+            _write_tco(vcpu, rules.PSTATE_TCO)
+
 
 def _emulate(vcpu: "Vcpu", pc: int) -> bool:
     m = getattr(vcpu, "mte", None)
@@ -118,9 +124,17 @@ def _take_fault(vcpu: "Vcpu") -> bool:
 
 
 def _on_eret(vcpu: "Vcpu", el: int, spsr: int) -> None:
-    """Unicorn's QEMU 5.0 has no PSTATE.TCO: keep SPSR.TCO from making its ERET an illegal return."""
-    if getattr(vcpu, "mte", None) is not None and spsr & rules.PSTATE_TCO:
-        vcpu.uc.cpr_write(*SPSR[el], spsr & ~rules.PSTATE_TCO)
+    """An ERET with SPSR.TCO = 1: Unicorn's ERET (QEMU 5.0, no MTE) drops PSTATE.TCO, so stop before it, run it
+    alone (`Scheduler.request_step`) and set TCO after it, at the slice's end (`Mte.slice_end`)."""
+    m = getattr(vcpu, "mte", None)
+    if m is None or not spsr & rules.PSTATE_TCO:
+        return
+    s = vcpu.machine.scheduler
+    if s.stepping is vcpu:
+        m.tco_after_eret = True
+    elif s.running is vcpu:
+        s.request_step(vcpu)
+        vcpu.uc.emu_stop()
 
 
 class VcpuMte:
@@ -136,6 +150,7 @@ class VcpuMte:
         self.faults = 0                                   # synchronous tag check faults taken
         self._pages: dict[int, tuple[int, ...]] = {}      # protected IPA page -> its hooks
         self._pass = False                                # the stepped instruction's accesses go through
+        self.tco_after_eret = False                       # the stepped ERET restores SPSR.TCO = 1
         vcpu.features = replace(vcpu.features, mte=True)  # PSTATE.TCO = 1 on exception entry
         self._register()
 

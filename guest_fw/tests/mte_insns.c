@@ -38,6 +38,11 @@ static void on_abort(struct pt_regs *regs, unsigned int esr)
 	regs->elr += 4;
 }
 
+static void on_svc(struct pt_regs *regs, unsigned int esr)
+{
+	asm volatile(MTE "mrs %0, " TCO : "=r"(handler_tco));
+}
+
 static u64 ldg(u64 p)
 {
 	u64 t = p;
@@ -76,6 +81,10 @@ static void registers(void)
 	printf("TFSRE0_EL1 <- ~0: %#lx\n", (unsigned long)v);
 	asm volatile(MTE "msr tco, #1\n mrs %0, " TCO "\n msr tco, #0" : "=r"(v));
 	printf("TCO after MSR TCO, #1: %#lx\n", (unsigned long)v);
+	install_exception_handler(ESR_EC_SVC64, on_svc);
+	asm volatile(MTE "msr tco, #1\n svc #0\n mrs %0, " TCO "\n msr tco, #0" : "=r"(v) :: "memory");
+	printf("SVC with TCO = 1: TCO %#lx in the handler, %#lx after its ERET\n", (unsigned long)handler_tco,
+	       (unsigned long)v);
 }
 
 static void arithmetic(void)
