@@ -33,7 +33,9 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
 Not modelled: DC GVA/GZVA; tag checks on a Tagged page no tag instruction ever wrote (all its tags are 0: an
 access with a non-zero logical tag there is not checked), on accesses the harness cannot decode, and on device
 (MMIO) accesses; the traps of the MTE registers to EL2 (HCR_EL2.ATA = 0); a page both watched by a
-debug watchpoint and tag-checked (the two share Unicorn's page protection).
+debug watchpoint and tag-checked (the two share Unicorn's page protection); the VHE EL2&0 regime (HCR_EL2.E2H =
+1): `Vcpu.translation_regs` walks EL2 without VHE, so there a tag instruction's address does not translate as
+Unicorn's does (kvm-unit-tests' mte with virtualization=on takes a data abort at its first STG).
 """
 from __future__ import annotations
 
