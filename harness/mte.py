@@ -210,9 +210,8 @@ class VcpuMte:
         """Protect the tagged pages while checks are wanted, unprotect them otherwise (between slices)."""
         v, uc = self.vcpu, self.vcpu.uc
         self.dirty, self.generation = False, self.tags.generation
-        s2 = uc.cpr_read(*SCTLR_EL2) if v.start_el == 2 else 0
         want = {p << 12 for p in self.tags.pages if v.vm.in_ram(p << 12, _PAGE)} \
-            if self._checks_wanted(uc.cpr_read(*SCTLR_EL1), s2) else set()
+            if self._checks_wanted(*_sctlrs(v)) else set()
         changed = False
         for page in [p for p in self._pages if p not in want]:
             for hook in self._pages.pop(page):
@@ -410,7 +409,7 @@ class VcpuMte:
             if tagged:
                 for a in range(ipa, ipa + n, GRANULE):
                     self.tags.set(a, tag_of(a))
-        if self.tags.generation != before and self.armed:
+        if self.tags.generation != before and (self.armed or self._checks_wanted(*_sctlrs(self.vcpu))):
             self.vcpu.uc.emu_stop()                 # a new tagged page: protect it from the next slice on
 
     def _store_data(self, pc: int, va: int, pieces, data: bytes) -> bool:
@@ -510,6 +509,12 @@ class _Context:
     def tagged(self, desc: int | None) -> bool:
         """The leaf's MAIR attribute is Tagged Normal (the MMU off: Device, untagged)."""
         return desc is not None and (self.mair >> (8 * ((desc >> 2) & 7))) & 0xFF == rules.TAGGED_ATTR
+
+
+def _sctlrs(v: "Vcpu") -> tuple[int, int]:
+    """SCTLR_EL1, and SCTLR_EL2 for a guest started at EL2 (else 0)."""
+    uc = v.uc
+    return uc.cpr_read(*SCTLR_EL1), uc.cpr_read(*SCTLR_EL2) if v.start_el == 2 else 0
 
 
 def _read_pfr1(v: "Vcpu") -> int | None:

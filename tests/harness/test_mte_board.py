@@ -100,3 +100,52 @@ def test_tag_stores_with_data_to_a_device(word):
     assert v.pc == CODE + 4
     _m, v = _raw([word], x2=0x0900_0FF0)
     assert v.pc == CODE + 4
+
+
+# -- EL0 with the MMU on: TCF0, TFSRE0_EL1, the block forms UNDEFINED ------------------------------------------
+EL0_CODE, DATA, TABLES = 0x4009_0000, 0x4060_0000, 0x4040_0000
+STG_X1_X1, ERET = 0xD9200821, 0xD69F03E0
+LDR_X3_X2, IRG_X4_X2, LDGM_X5_X2 = 0xF9400043, 0x9ADF1044, 0xD9E00045
+SCTLR_M, SCTLR_ATA, SCTLR_ATA0 = 1, 1 << 43, 1 << 42
+TCR = 16 | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | 0b101 << 32 | 1 << 37     # 48-bit VA, 4 KiB, TBI0
+
+
+def test_el0_async_check_sets_tfsre0_and_block_forms_are_undefined():
+    from unicorn.arm64_const import UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_SP, UC_ARM64_REG_X3, UC_ARM64_REG_X4
+    from devmodel.pagetable import PageAllocator, PageTableBuilder
+    from devmodel.vmsa import PERM_R, PERM_W, PERM_X
+    from harness.mte import TFSR_EL1, TFSRE0_EL1
+
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ram_size=32 << 20, mte=True)
+    vm.load_code(CODE, b"".join(w.to_bytes(4, "little") for w in (STG_X1_X1, ERET)))
+    vm.load_code(EL0_CODE, b"".join(w.to_bytes(4, "little") for w in (LDR_X3_X2, IRG_X4_X2, LDGM_X5_X2, B_SELF)))
+    vm.load_code(VEC, (NOP.to_bytes(4, "little") + B_SELF.to_bytes(4, "little")).ljust(0x80, b"\0") * 16,
+                 entry=CODE)
+    vm.ipa.write(DATA, 0x1122334455667788, 8)
+    pt = PageTableBuilder(vm.ipa, PageAllocator(vm.ipa, TABLES, 0x10_0000), ias=48)
+    pt.map(CODE, CODE, 0x1000, PERM_R | PERM_X, user=False)
+    pt.map(VEC, VEC, 0x1000, PERM_R | PERM_X, user=False)
+    pt.map(EL0_CODE, EL0_CODE, 0x1000, PERM_R | PERM_X, user=True, pxn=True)
+    pt.map(DATA, DATA, 0x1000, PERM_R | PERM_W, user=True, attrindx=1)          # MAIR attr1: Tagged
+    v = vm.vcpus[0]
+    v.power_on(CODE)
+    uc = v.uc
+    uc.cpr_write(3, 0, 10, 2, 0, 0xF0FF)                                  # MAIR_EL1: attr0 Normal, attr1 Tagged
+    uc.cpr_write(3, 0, 2, 0, 2, TCR)
+    uc.cpr_write(3, 0, 2, 0, 0, pt.ttb)
+    sctlr = uc.cpr_read(3, 0, 1, 0, 0) | SCTLR_M | SCTLR_ATA | SCTLR_ATA0 | 2 << 38      # TCF0 = async
+    uc.cpr_write(3, 0, 1, 0, 0, sctlr)
+    uc.reg_write(UC_ARM64_REG_VBAR_EL1, VEC)
+    uc.cpr_write(3, 0, 4, 0, 0, 0)                                        # SPSR_EL1: ERET to EL0t
+    uc.reg_write(UC_ARM64_REG_ELR_EL1, EL0_CODE)
+    uc.reg_write(UC_ARM64_REG_SP, 0)
+    uc.reg_write(UC_ARM64_REG_X1, 3 << 56 | DATA)                         # EL1 tags granule 0 with 3
+    uc.reg_write(UC_ARM64_REG_X2, 5 << 56 | DATA)                         # EL0 reads it with tag 5
+    m.run(max_insns=100_000)          # (a slice a stop ends early is charged whole: an upper bound)
+    assert vm.tags.get(DATA) == 3
+    assert uc.reg_read(UC_ARM64_REG_X3) == 0x1122334455667788             # async: the load is performed
+    assert v.mte.regs[TFSRE0_EL1] == 1 and v.mte.regs[TFSR_EL1] == 0      # TF0, at EL0
+    assert uc.reg_read(UC_ARM64_REG_X4) == DATA          # IRG at EL0: RGSR_EL1 = 0 (seed 0) gives tag 0
+    assert v.pc == VEC + 0x400 + 4 and uc.reg_read(UC_ARM64_REG_ESR_EL1) == 0x0200_0000   # LDGM: UNDEFINED
+    assert uc.reg_read(UC_ARM64_REG_ELR_EL1) == EL0_CODE + 8
