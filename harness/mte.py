@@ -66,7 +66,6 @@ TFSR_EL1, TFSRE0_EL1, TFSR_EL2 = (3, 0, 5, 6, 0), (3, 0, 5, 6, 1), (3, 4, 5, 6, 
 RGSR_EL1, GCR_EL1, GMID_EL1, TCO = (3, 0, 1, 0, 5), (3, 0, 1, 0, 6), (3, 1, 0, 0, 4), (3, 3, 4, 2, 7)
 SCTLR_EL1, SCTLR_EL2, HCR_EL2 = (3, 0, 1, 0, 0), (3, 4, 1, 0, 0), (3, 4, 1, 1, 0)
 TCR_EL1, TCR_EL2, MAIR_EL1, MAIR_EL2 = (3, 0, 2, 0, 2), (3, 4, 2, 0, 2), (3, 0, 10, 2, 0), (3, 4, 10, 2, 0)
-SPSR = {1: (3, 0, 4, 0, 0), 2: (3, 4, 4, 0, 0)}
 DCZID_EL0 = (3, 3, 0, 0, 7)
 MTE_FIELD = 3                       # ID_AA64PFR1_EL1.MTE [11:8] = 0b0011: FEAT_MTE3 (QEMU 7.2 -cpu max, mte=on)
 FSC_TAG_CHECK = 0b010001            # DFSC: synchronous Tag Check Fault
@@ -260,9 +259,11 @@ class VcpuMte:
         for a in d.accesses:
             hit = self._mismatch(ctx, a.va, a.size)
             if hit is not None:
-                action = rules.fault_action(ctx.tcf, a.write)
+                # an atomic read-modify-write fails on its read first: WnR = 0, synchronous in asymmetric mode
+                write = a.write and not d.atomic
+                action = rules.fault_action(ctx.tcf, write)
                 if action is not None:
-                    return action, hit[0], a.write, hit[1]
+                    return action, hit[0], write, hit[1]
         return None
 
     def _mismatch(self, ctx: "_Context", va: int, size: int) -> tuple[int, str] | None:

@@ -222,6 +222,20 @@ static void checks(void)
 	printf("asymm read: faults %d TFSR %#lx\n", faults, (unsigned long)tfsr());
 	*bad = 0x8888;
 	printf("asymm write: faults %d TFSR %#lx data %#x\n", faults, (unsigned long)tfsr(), *good);
+	set_tcf(1);
+	{       /* atomics and exclusives on the tagged page, with the right tag: checked, performed once */
+		u64 *w = (u64 *)TAG(TAGVA + 16, 2), old, tmp, fail;
+
+		*w = 40;
+		asm volatile(MTE "ldadd %2, %0, [%3]" : "=&r"(old), "+m"(*w) : "r"(1ULL), "r"(w) : "memory");
+		asm volatile(MTE "1: ldxr %0, [%3]\n add %0, %0, #1\n stxr %w1, %0, [%3]\n cbnz %w1, 1b"
+			     : "=&r"(tmp), "=&r"(fail), "+m"(*w) : "r"(w) : "memory");
+		printf("LDADD old %lu, LDXR/STXR: %lu, faults %d\n", (unsigned long)old, (unsigned long)*w, faults);
+		asm volatile(MTE "ldadd %2, %0, [%3]" : "=&r"(old), "+m"(*w) : "r"(1ULL),
+			     "r"(TAG(w, 3)) : "memory");
+		printf("LDADD with a wrong tag: faults %d ESR %#lx value %lu\n", faults, (unsigned long)last_esr,
+		       (unsigned long)*w);
+	}
 	set_tcf(0);
 	(void)v;
 }
