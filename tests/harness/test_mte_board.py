@@ -80,13 +80,13 @@ def test_untagged_memory_takes_no_tags():
 
 
 def test_checks_armed_only_while_they_can_fault():
-    """guest mte_insns ends with SCTLR_EL1.TCF = 0: its tagged pages are unprotected again; 4 sync faults."""
+    """guest mte_insns ends with SCTLR_EL1.TCF = 0: its tagged pages are unprotected again; 5 sync faults."""
     m = Machine(console=lambda vm, d, s: None)
     vm = m.add_vm(mte=True)
     vm.load(str(guest_elf("mte_insns")))
     assert m.run(timeout=60).exit_code == 0
     mte = vm.vcpus[0].mte
-    assert len(vm.tags.pages) == 8 and mte.faults == 4 and not mte.armed and mte._pages == {}
+    assert len(vm.tags.pages) == 8 and mte.faults == 5 and not mte.armed and mte._pages == {}
 
 
 STZG_X1_X2, STGP_X1_X3_X2 = 0xD9600841, 0x69000C41                     # stzg x1, [x2]; stgp x1, x3, [x2]
