@@ -12,7 +12,7 @@ of C6.2 and the pseudocode they call), pure: the harness (harness/mte.py) applie
   (`tfsr_bit`: TF0 for VA[55] = 0, TF1 for VA[55] = 1).
 * The tag instructions' encodings (`decode`, C4.1.66 "Load/store memory tags", C4.1.4 "Add/subtract
   (immediate, with tags)", C4.1.95 "Data-processing (2 source)": IRG, GMI, SUBP(S); "Load/store register pair"
-  with opc = 01 and L = 0: STGP) and the register-only ones' results (`irg`, `addg`, `gmi`, `subp`), with the
+  with opc = 01 and L = 0: STGP; DC GVA/GZVA, the SYS #3, C7, C4, #3/#4 cache operations) and the register-only ones' results (`irg`, `addg`, `gmi`, `subp`), with the
   pseudo-random tag generator of IRG (`random_tag`: the RGSR_EL1.SEED LFSR, `choose_non_excluded_tag`).
 """
 from __future__ import annotations
@@ -231,7 +231,7 @@ def subp(xn: int, xm: int) -> int:
 @dataclass(frozen=True)
 class TagInsn:
     """A decoded tag instruction. `op`: irg, gmi, subp, subps, addg, subg, stg, stzg, st2g, stz2g, stgp, ldg,
-    stgm, stzgm, ldgm. `rd`/`rn`/`rm`: register numbers (31 = SP or XZR as the form says); `imm`: the byte offset
+    stgm, stzgm, ldgm, dcgva, dcgzva (DC GVA/GZVA: `rd` = `rn` = Xt). `rd`/`rn`/`rm`: register numbers (31 = SP or XZR as the form says); `imm`: the byte offset
     (signed, scaled) or ADDG's uimm6*16; `tag_offset`: ADDG's uimm4; `index`: None (offset), "pre" or "post"."""
     op: str
     rd: int
@@ -246,6 +246,7 @@ _DP2 = {0b000100: "irg", 0b000101: "gmi", 0b000000: "subp"}
 _LDST_OPS = {0: ("stzgm", "stg"), 1: ("ldg", "stzg"), 2: ("stgm", "st2g"), 3: ("ldgm", "stz2g")}
 _INDEX = {1: "post", 2: None, 3: "pre"}
 _STGP = {0x68800000: "post", 0x69000000: None, 0x69800000: "pre"}
+_DC = {0xD50B7460: "dcgva", 0xD50B7480: "dcgzva"}
 
 
 def _sext(v: int, bits: int) -> int:
@@ -266,6 +267,9 @@ def _decode_ldst_tags(word: int) -> TagInsn | None:
 def decode(word: int) -> TagInsn | None:
     """The tag instruction `word` encodes (A64, FEAT_MTE/FEAT_MTE2), None for any other word."""
     rd, rn, rm = word & 31, (word >> 5) & 31, (word >> 16) & 31
+    dc = _DC.get(word & ~31)                            # SYS #3, C7, C4, #3/#4, Xt
+    if dc is not None:
+        return TagInsn(dc, rd, rd)
     if word & 0xFF200000 == 0xD9200000:                # 11011001 opc 1 imm9 op2 Rn Rt
         return _decode_ldst_tags(word)
     if word & 0xDFE00000 == 0x9AC00000:                # sf=1 0 S 11010110 Rm opcode Rn Rd

@@ -10,7 +10,8 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
   runs alone and TCO is set after it.
 * Tag instructions, emulated from the undefined-instruction path (`Exceptions.undef_emulators`): IRG, GMI, ADDG,
   SUBG, SUBP, SUBPS, STG, STZG, ST2G, STZ2G (post-index, signed offset, pre-index), STGP (the three forms),
-  LDG, and at EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the architecture says), and MSR TCO, #imm. An
+  LDG, DC GVA and DC GZVA (at EL0 with SCTLR_EL1.DZE), at EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the
+  architecture says), and MSR TCO, #imm. An
   instruction that accesses memory translates its address (harness/aborts.py `access_cause`: translation,
   permission, external abort) and takes that data abort, or an alignment fault for an unaligned STG/STZG/ST2G/
   STZ2G/STGP, before it changes anything; tags are written only through a Tagged mapping (MAIR attribute 0xF0)
@@ -30,7 +31,7 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
   redone at slice starts after a write to SCTLR_EL1/SCTLR_EL2 that changes whether checks can fault (the write
   ends the slice) or after a tag store to a new page (which ends the slice when checks are on).
 
-Not modelled: DC GVA/GZVA; tag checks on a Tagged page no tag instruction ever wrote (all its tags are 0: an
+Not modelled: tag checks on a Tagged page no tag instruction ever wrote (all its tags are 0: an
 access with a non-zero logical tag there is not checked), on accesses the harness cannot decode, and on device
 (MMIO) accesses; the traps of the MTE registers to EL2 (HCR_EL2.ATA = 0); a page both watched by a
 debug watchpoint and tag-checked (the two share Unicorn's page protection); the VHE EL2&0 regime (HCR_EL2.E2H =
@@ -74,6 +75,7 @@ _X = [getattr(c, f"UC_ARM64_REG_X{i}") for i in range(31)]
 _MASK64 = (1 << 64) - 1
 _PAGE = 0x1000
 _BLOCK_OPS = ("ldgm", "stgm", "stzgm")
+SCTLR_DZE = 1 << 14                 # DC ZVA (and DC GVA/GZVA) at EL0
 
 
 def enable(vm: "VM") -> None:
@@ -324,6 +326,8 @@ class VcpuMte:
         d = rules.decode(word)
         if d is None or (d.op in _BLOCK_OPS and v.el == 0):
             return False
+        if d.op.startswith("dc") and v.el == 0 and not v.uc.cpr_read(*SCTLR_EL1) & SCTLR_DZE:
+            return False            # (the Arm ARM traps it to EL1 as EC 0x18; left UNDEFINED here)
         if _OPS[d.op](self, d, pc):
             v.uc.reg_write(c.UC_ARM64_REG_PC, pc + 4)
         return True
@@ -458,14 +462,17 @@ class VcpuMte:
 
     def _op_block(self, d: TagInsn, pc: int) -> bool:
         """LDGM/STGM: 4 << GMID_EL1.BS bytes of tags to/from Xt, one nibble per granule at its position in the
-        block; STZGM: the DC ZVA block (DCZID_EL0.BS) zeroed, tagged with Xt[3:0]."""
-        zva = d.op == "stzgm"
+        block; STZGM: the DC ZVA block (DCZID_EL0.BS) zeroed, tagged with Xt[3:0]; DC GVA/GZVA: that block
+        tagged with Xt's address tag (GZVA: zeroed too)."""
+        zva = d.op in ("stzgm", "dcgva", "dcgzva")
         size = (4 << (self.vcpu.uc.cpr_read(*DCZID_EL0) & 0xF)) if zva else 4 << rules.GMID_BS
-        addr = self._x(d.rn, True) & ~(size - 1)
+        addr = self._x(d.rn, not d.op.startswith("dc")) & ~(size - 1)      # DC <op>, Xt: 31 is XZR
         pieces = self._access(d, pc, addr, size, d.op != "ldgm")
         if pieces is None:
             return False
         xt = self._x(d.rd)
+        if d.op.startswith("dc"):
+            xt = allocation_tag(xt)
         if d.op == "ldgm":
             ata, value = self._ata(), 0
             for ipa, n, tagged in pieces:
@@ -473,7 +480,7 @@ class VcpuMte:
                     value |= (self.tags.get(a) if tagged and ata else 0) << (((a >> 4) & 15) * 4)
             self._set_x(d.rd, value)
             return True
-        if zva and not self._store_data(pc, addr, pieces, bytes(size)):
+        if d.op in ("stzgm", "dcgzva") and not self._store_data(pc, addr, pieces, bytes(size)):
             return False
         # STZGM's tag is Xt[3:0] (not an address tag: QEMU 7.2 mte_helper.c stzgm_tags reads the same bits)
         self._store_tags(pieces, (lambda a: xt & 0xF) if zva else (lambda a: (xt >> ((a >> 4) & 15) * 4)))
@@ -483,7 +490,7 @@ class VcpuMte:
 _OPS = {"irg": VcpuMte._op_irg, "gmi": VcpuMte._op_gmi, "addg": VcpuMte._op_addg, "subg": VcpuMte._op_addg,
         "subp": VcpuMte._op_subp, "subps": VcpuMte._op_subp, "ldg": VcpuMte._op_ldg,
         **{op: VcpuMte._op_stg for op in ("stg", "stzg", "st2g", "stz2g", "stgp")},
-        **{op: VcpuMte._op_block for op in _BLOCK_OPS}}
+        **{op: VcpuMte._op_block for op in (*_BLOCK_OPS, "dcgva", "dcgzva")}}
 
 
 class _Context:

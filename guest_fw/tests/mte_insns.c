@@ -164,6 +164,16 @@ static void tag_stores(void)
 	printf("DCZID_EL0: %#lx\n", (unsigned long)v);
 	asm volatile(MTE "stzgm %0, [%1]" :: "r"(TAG(0, 8) | 9), "r"(p + 7 * PAGE + 8) : "memory");   /* Xt[3:0] */
 	printf("STZGM: %d %d\n", (int)ldg(p + 7 * PAGE), (int)ldg(p + 7 * PAGE + 16));
+	((volatile u64 *)tagbuf)[(7 * PAGE + 0x28) / 8] = 0x3333;
+	((volatile u64 *)tagbuf)[(6 * PAGE + 0x20) / 8] = 0x4444;           /* DC GVA keeps the data */
+	asm volatile(MTE "dc gva, %0" :: "r"(TAG(p + 6 * PAGE + 0x18, 0xa)) : "memory");
+	asm volatile(MTE "ldgm %0, [%1]" : "=r"(v) : "r"(p + 6 * PAGE));
+	printf("DC GVA: %#lx data %#lx\n", (unsigned long)v,
+	       (unsigned long)((volatile u64 *)tagbuf)[(6 * PAGE + 0x20) / 8]);
+	asm volatile(MTE "dc gzva, %0" :: "r"(TAG(p + 7 * PAGE + 0x28, 0xb)) : "memory");
+	asm volatile(MTE "ldgm %0, [%1]" : "=r"(v) : "r"(p + 7 * PAGE));
+	printf("DC GZVA: %#lx data %#lx\n", (unsigned long)v,
+	       (unsigned long)((volatile u64 *)tagbuf)[(7 * PAGE + 0x28) / 8]);
 	printf("LDG through the untagged alias: %d\n", (int)ldg((u64)tagbuf));
 }
 

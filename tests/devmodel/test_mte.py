@@ -41,6 +41,8 @@ WORDS = [
     (0xD9E00041, "ldgm x1, [x2]", TagInsn("ldgm", 1, 2)),
     (0xD9A00041, "stgm x1, [x2]", TagInsn("stgm", 1, 2)),
     (0xD9200041, "stzgm x1, [x2]", TagInsn("stzgm", 1, 2)),
+    (0xD50B7463, "dc gva, x3", TagInsn("dcgva", 3, 3)),
+    (0xD50B7484, "dc gzva, x4", TagInsn("dcgzva", 4, 4)),
 ]
 
 
@@ -49,9 +51,10 @@ def test_decode_assembled_words(word, asm, want):
     assert decode(word) == want
 
 
-@pytest.mark.parametrize("word", [0x8B030041, 0xD503201F, 0xF9400041, 0x9AC30841, 0xD9201041, 0xD9A01041])
+@pytest.mark.parametrize("word", [0x8B030041, 0xD503201F, 0xF9400041, 0x9AC30841, 0xD9201041, 0xD9A01041,
+                                  0xD50B7423])
 def test_other_words_are_not_tag_instructions(word):
-    # add, nop, ldr, udiv, STZGM and STGM with imm9 != 0 (unallocated)
+    # add, nop, ldr, udiv, STZGM and STGM with imm9 != 0 (unallocated), DC ZVA
     assert decode(word) is None
 
 
