@@ -12,8 +12,8 @@ of C6.2 and the pseudocode they call), pure: the harness (harness/mte.py) applie
   (`tfsr_bit`: TF0 for VA[55] = 0, TF1 for VA[55] = 1).
 * The tag instructions' encodings (`decode`, C4.1.66 "Load/store memory tags", C4.1.4 "Add/subtract
   (immediate, with tags)", C4.1.95 "Data-processing (2 source)": IRG, GMI, SUBP(S); "Load/store register pair"
-  with opc = 01 and L = 0: STGP; DC GVA/GZVA, the SYS #3, C7, C4, #3/#4 cache operations) and the register-only ones' results (`irg`, `addg`, `gmi`, `subp`), with the
-  pseudo-random tag generator of IRG (`random_tag`: the RGSR_EL1.SEED LFSR, `choose_non_excluded_tag`).
+  with opc = 01 and L = 0: STGP; DC GVA/GZVA, the SYS #3, C7, C4, #3/#4 cache operations) and the register-only
+  ones' results (`irg`, `addg`, `gmi`, `subp`), with the pseudo-random tag generator of IRG (`random_tag`: the RGSR_EL1.SEED LFSR, `choose_non_excluded_tag`).
 """
 from __future__ import annotations
 
@@ -231,8 +231,9 @@ def subp(xn: int, xm: int) -> int:
 @dataclass(frozen=True)
 class TagInsn:
     """A decoded tag instruction. `op`: irg, gmi, subp, subps, addg, subg, stg, stzg, st2g, stz2g, stgp, ldg,
-    stgm, stzgm, ldgm, dcgva, dcgzva (DC GVA/GZVA: `rd` = `rn` = Xt). `rd`/`rn`/`rm`: register numbers (31 = SP or XZR as the form says); `imm`: the byte offset
-    (signed, scaled) or ADDG's uimm6*16; `tag_offset`: ADDG's uimm4; `index`: None (offset), "pre" or "post"."""
+    stgm, stzgm, ldgm, dcgva, dcgzva (DC GVA/GZVA: `rd` = `rn` = Xt). `rd`/`rn`/`rm`: register numbers (31 =
+    SP or XZR as the form says); `imm`: the byte offset (signed, scaled) or ADDG's uimm6*16; `tag_offset`:
+    ADDG's uimm4; `index`: None (offset), "pre" or "post"."""
     op: str
     rd: int
     rn: int

@@ -124,8 +124,9 @@ static void arithmetic(void)
  * One page per step, and within a page only granules 0 and 1 (and blocks at offset 0) are looked at: QEMU 7.2
  * loses the in-page offset of a tag's address (target/arm/mte_helper.c allocation_tag_mem after its
  * conversion to probe_access_full; fixed for QEMU 8.0 by commit 28fb921f02ef, "target/arm: Fix physical
- * address resolution for MTE"), so there every even granule of a page shares one tag and every odd granule another. The harness keeps one
- * tag per granule, as the architecture does; looking only where both agree keeps the outputs comparable.
+ * address resolution for MTE"), so there every even granule of a page shares one tag and every odd granule
+ * another. The harness keeps one tag per granule, as the architecture does; looking only where both agree
+ * keeps the outputs comparable.
  */
 static void tag_stores(void)
 {
