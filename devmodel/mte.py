@@ -13,7 +13,8 @@ of C6.2 and the pseudocode they call), pure: the harness (harness/mte.py) applie
 * The tag instructions' encodings (`decode`, C4.1.66 "Load/store memory tags", C4.1.4 "Add/subtract
   (immediate, with tags)", C4.1.95 "Data-processing (2 source)": IRG, GMI, SUBP(S); "Load/store register pair"
   with opc = 01 and L = 0: STGP; DC GVA/GZVA, the SYS #3, C7, C4, #3/#4 cache operations) and the register-only
-  ones' results (`irg`, `addg`, `gmi`, `subp`), with the pseudo-random tag generator of IRG (`random_tag`: the RGSR_EL1.SEED LFSR, `choose_non_excluded_tag`).
+  ones' results (`irg`, `addg`, `gmi`, `subp`), with the pseudo-random tag generator of IRG (`random_tag`: the
+  RGSR_EL1.SEED LFSR, `choose_non_excluded_tag`).
 """
 from __future__ import annotations
 
