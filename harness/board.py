@@ -12,6 +12,7 @@ the MMIO devices mapped in its IPA space:
 * a virtio-iommu plugged into one of the VM's virtio-mmio transports (`harness.viommu`) marks that
   transport's node as the IOMMU (`#iommu-cells = <1>`); a DMA test device whose SID is one of its endpoint
   IDs gets `iommus = <&viommu ID>` instead of the SMMU's;
+* the PCIe host bridge (harness/pci.py) is described when the VM has one (every VM does, as QEMU virt);
 * the PL011 is always described (QEMU virt has one at 0x0900_0000; a VM built without a console still
   gets the node, as a QEMU guest with `-serial none` does).
 
@@ -84,4 +85,5 @@ def board_spec(vm: "VM", *, bootargs: str = "", cpu: str = "max", gic_version: i
                      gic_version=gic_version or vm.gic_version, smmu=smmu,
                      dma_devices=tuple(DmaDeviceSpec(base, size, _iommu_of(sid, smmu, viommu, endpoints), sid)
                                        for base, size, sid in dmas),
-                     virtio_iommu=viommu, bootargs=bootargs, initrd=initrd)
+                     virtio_iommu=viommu, bootargs=bootargs, initrd=initrd,
+                     pcie=getattr(vm, "pcie", None) is not None)

@@ -263,6 +263,9 @@ def _add_board_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-chr-testdev", dest="chr_testdev", action="store_false",
                    help="no virtio console with chr-testdev on the last virtio-mmio transport (kvm-unit-tests' "
                         "arm/run adds one; without it their 'EXIT: STATUS=' line gives the status)")
+    p.add_argument("-device", dest="devices", action="append", choices=("pci-testdev",), default=[],
+                   metavar="DEV", help="plug QEMU's pci-testdev into the PCIe host bridge's bus 0 (next free slot, "
+                                       "00:01.0 first; kvm-unit-tests' arm/run adds one); repeatable")
     p.add_argument("--virtio-mmio-modern", action="store_true",
                    help="virtio-mmio Version 2 transports (QEMU: -global virtio-mmio.force-legacy=false) "
                         "[legacy, Version 1, as QEMU]")
@@ -531,6 +534,8 @@ def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
                         chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern, mte=mte)
     for v in vm.vcpus:
         v.hcr_fb = bool(args.hcr_fb)
+    for _ in args.devices:                  # -device pci-testdev
+        vm.pcie.add_testdev()
     if args.viommu_pgtable and not args.virtio_iommu:
         raise HarnessInputError("--viommu-pgtable needs --virtio-iommu")
     if args.virtio_iommu:

@@ -15,7 +15,8 @@
   pointer authentication and its key registers untrapped; CPTR_EL3 = EZ (with SVE; TFP clear); ZCR_EL3.LEN =
   0xF. For a guest started at EL1, EL2 is absent too: HCR_EL2 = RW (+ API | APK), CPTR_EL2 = 0, ZCR_EL2.LEN =
   0xF, MDCR_EL2 = 0 (nothing traps to it, EL1 sees its own vector length). A guest started at EL2 owns EL2 and
-  gets QEMU's reset values there: HCR_EL2 = 0, CPTR_EL2 = 0, ZCR_EL2 = 0, MDCR_EL2.HPMN = PMCR_EL0.N.
+  gets QEMU's reset values there: HCR_EL2 = 0, CPTR_EL2 = 0, ZCR_EL2 = 0, MDCR_EL2.HPMN = PMCR_EL0.N (of the PMU
+  harness/pmu.py serves: 6).
   CPACR_EL1 stays 0, as under QEMU: FP/SIMD and SVE are the guest's to enable (Unicorn 2.1 never raises the
   FP/SIMD trap, its `fp_exception_el` is a stub: see harness/exceptions.py).
 """
@@ -28,8 +29,10 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn.arm64_const import (UC_ARM64_REG_PSTATE, UC_CPU_ARM64_A53, UC_CPU_ARM64_A57, UC_CPU_ARM64_A72,
                                  UC_CPU_ARM64_MAX)
 
+from devmodel.pmu import PMUV3, PmuConfig
+
 __all__ = ["CPU_MODELS", "DEFAULT_CPU", "CpuFeatures", "features", "decode_features", "new_uc", "advertised_isar0",
-           "reset_controls", "ID_REGS", "cpu_model", "probe_undefined"]
+           "reset_controls", "ID_REGS", "cpu_model", "probe_undefined", "PMU_CONFIGS"]
 
 #: --cpu NAME -> Unicorn model
 CPU_MODELS = {"a53": UC_CPU_ARM64_A53, "a57": UC_CPU_ARM64_A57, "a72": UC_CPU_ARM64_A72, "max": UC_CPU_ARM64_MAX}
@@ -38,7 +41,7 @@ DEFAULT_CPU = "max"
 # System registers (op0, op1, CRn, CRm, op2), Arm ARM D17.2.
 SCR_EL3, CPTR_EL3, ZCR_EL3 = (3, 6, 1, 1, 0), (3, 6, 1, 1, 2), (3, 6, 1, 2, 0)
 HCR_EL2, CPTR_EL2, ZCR_EL2, MDCR_EL2 = (3, 4, 1, 1, 0), (3, 4, 1, 1, 2), (3, 4, 1, 2, 0), (3, 4, 1, 1, 1)
-PMCR_EL0 = (3, 3, 9, 12, 0)
+PMUSERENR_EL0 = (3, 3, 9, 14, 0)
 SCTLR_EL1, CPACR_EL1, CNTKCTL_EL1, CNTHCTL_EL2 = (3, 0, 1, 0, 0), (3, 0, 1, 0, 2), (3, 0, 14, 1, 0), (3, 4, 14, 1, 0)
 # SCTLR_EL1 bits that let EL0 use DAIF (UMA 9), DC ZVA (DZE 14), CTR_EL0 (UCT 15), WFI/WFE (nTWI 16, nTWE 18)
 # and cache maintenance (UCI 26) untrapped; CPACR_EL1.{FPEN, ZEN} = 0b11; every CNTKCTL/CNTHCTL access enable.
@@ -55,6 +58,11 @@ ID_REGS = {"midr": (3, 0, 0, 0, 0), "pfr0": (3, 0, 0, 4, 0), "pfr1": (3, 0, 0, 4
            "isar0": (3, 0, 0, 6, 0), "isar1": (3, 0, 0, 6, 1), "mmfr0": (3, 0, 0, 7, 0),
            "mmfr1": (3, 0, 0, 7, 1), "mmfr2": (3, 0, 0, 7, 2)}
 
+
+#: The PMU of each model as QEMU 7.2 gives it (target/arm/cpu64.c reset_pmcr_el0 0x410n3000: IMP 'A', IDCODE,
+#: N = 6; `max`: the A57's with FEAT_PMUv3p5, aarch64_max_tcg_initfn), served by harness/pmu.py
+PMU_CONFIGS = {"max": PmuConfig.qemu_max(), "a57": PmuConfig(PMUV3, 0x41, 0x01, 6),
+               "a72": PmuConfig(PMUV3, 0x41, 0x02, 6), "a53": PmuConfig(PMUV3, 0x41, 0x03, 6)}
 
 #: ID_AA64ISAR0_EL1.TLB as `max` advertises it to the guest: 2 (FEAT_TLBIOS and FEAT_TLBIRANGE), as QEMU 7.2's
 #: `max` (aarch64_max_tcg_initfn) does and as the TLBI trap implements them; Unicorn's QEMU 5.0 `max` reads 0
@@ -142,7 +150,7 @@ def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
     if start_el == 2:
         uc.cpr_write(*HCR_EL2, 0)
         uc.cpr_write(*CPTR_EL2, 0)
-        uc.cpr_write(*MDCR_EL2, _field(uc.cpr_read(*PMCR_EL0), 11, 5))     # HPMN = PMCR_EL0.N
+        uc.cpr_write(*MDCR_EL2, PMU_CONFIGS[feat.model].counters)     # HPMN = PMCR_EL0.N (harness/pmu.py's)
         if feat.sve:
             uc.cpr_write(*ZCR_EL2, 0)
         return
@@ -158,7 +166,8 @@ def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
 def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
     """Does Unicorn take an exception for the instruction `word` at `el`, on a scratch CPU of `model` in the reset
     state of a vCPU started at `start_el`? With `permissive`, every control that lets EL0/EL1 use a feature
-    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK) is set
+    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK,
+    PMUSERENR_EL0.EN/SW/CR/ER) is set
     and nothing traps to EL2: an instruction that faults there is UNDEFINED, one that does not but faulted on a
     vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
     scratch address space counts as "not undefined". A few milliseconds the first time, cached."""
@@ -174,6 +183,7 @@ def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: b
         uc.cpr_write(*CNTKCTL_EL1, 0x303)              # EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN
         uc.cpr_write(*CNTHCTL_EL2, 0x3)                # EL1PCTEN, EL1PCEN
         uc.cpr_write(*HCR_EL2, HCR_RW | (HCR_API | HCR_APK if feat.pauth else 0))
+        uc.cpr_write(*PMUSERENR_EL0, 0xF)
     uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
     uc.cpr_write(*SCR_EL3, uc.cpr_read(*SCR_EL3))      # a PSTATE.EL write takes effect at the next sysreg write
     taken: list[int] = []

@@ -8,18 +8,20 @@ more than one), `/psci` (method "hvc" for a guest started at EL1, "smc" at EL2, 
 the GIC (v2: distributor + CPU interface, + GICH/GICV and the maintenance PPI with the virtualization
 extensions; v3: distributor + one redistributor region, + ITS), the PL011 with its 24 MHz `apb-pclk` fixed
 clock, the generic timer (PPIs 13, 14, 11, 10: secure and non-secure physical, virtual, hypervisor
-physical), the 32 virtio-mmio transports, the SMMUv3 (`arm,smmu-v3`, SPIs 74..77 named eventq, priq,
-cmdq-sync, gerror, edge-triggered), `/chosen` (bootargs, stdout-path). Node order, property order, names and
-phandle numbers are QEMU's (QEMU prepends every new node and property, libfdt-style, so its trees read
-"backwards"; the comparison test in tests/harness/test_devicetree.py checks this against QEMU's own dump).
+physical), the PMU (`arm,armv8-pmuv3`, PPI 7), the 32 virtio-mmio transports, the SMMUv3 (`arm,smmu-v3`,
+SPIs 74..77 named eventq, priq, cmdq-sync, gerror, edge-triggered), the PCIe host bridge, `/chosen`
+(bootargs, stdout-path). Node order, property order, names and phandle numbers are QEMU's (QEMU prepends every
+new node and property, libfdt-style, so its trees read "backwards"; the comparison test in
+tests/harness/test_devicetree.py checks this against QEMU's own dump).
 
 Our additions, absent from QEMU: DMA test devices (`compatible = "smmu-harness,dmatest"`, `iommus =
 <&smmu SID>` or `<&viommu ENDPOINT>`, and on a GICv3 board with its ITS `msi-parent = <&its SID>`: the
 StreamID is the device's DeviceID), `msi-parent = <&its DEVID>` on an SMMU that signals MSIs with a DeviceID
 (the VMM's vSMMU: harness/its.py SMMU_MSI_DEVID) and the virtio-iommu marking of one transport (`#iommu-cells = <1>`,
-Linux Documentation/devicetree/bindings/virtio/mmio.yaml). QEMU virt nodes not modelled (flash, fw-cfg,
-pcie, pl031, pl061 + gpio-keys, platform-bus, pmu, GICv2m) and the random `rng-seed`/`kaslr-seed` of /chosen
-are deliberately absent: docs/devicetree-and-loading.md lists them.
+Linux Documentation/devicetree/bindings/virtio/mmio.yaml). The PCIe host bridge (`/pcie@10000000`,
+`pci-host-ecam-generic`) is QEMU's less two properties (`_pcie_node`). QEMU virt nodes not modelled (flash,
+fw-cfg, pl031, pl061 + gpio-keys, platform-bus, GICv2m) and the random `rng-seed`/`kaslr-seed` of
+/chosen are deliberately absent: docs/devicetree-and-loading.md lists them.
 
 `board_dtb(spec)` is the blob padded to QEMU's 1 MiB (`FDT_MAX_SIZE` in QEMU's device_tree.c: the size QEMU
 places and that a guest sees in the header's totalsize). `load_user_dtb(path, ...)` is `-dtb FILE`: QEMU's
@@ -43,7 +45,8 @@ __all__ = ["BoardSpec", "SmmuSpec", "DmaDeviceSpec", "BoardSpecError", "build_tr
            "QEMU_FDT_SIZE", "MAX_USER_DTB", "VIRT_MEM", "VIRT_GIC_DIST", "VIRT_GIC_CPU", "VIRT_GIC_HYP",
            "VIRT_GIC_VCPU", "VIRT_GIC_ITS", "VIRT_GIC_REDIST", "VIRT_UART", "VIRT_SMMU", "VIRT_MMIO",
            "VIRT_MMIO_SIZE", "NUM_VIRTIO_TRANSPORTS", "UART_SPI", "MMIO_SPI", "SMMU_SPI", "TIMER_PPIS",
-           "GIC_MAINT_PPI", "GICV2_MAX_CPUS", "GICV3_MAX_CPUS", "DMATEST_COMPATIBLE", "STDOUT_PATH"]
+           "GIC_MAINT_PPI", "GICV2_MAX_CPUS", "GICV3_MAX_CPUS", "DMATEST_COMPATIBLE", "STDOUT_PATH",
+           "VIRT_PCIE_ECAM", "VIRT_PCIE_PIO", "VIRT_PCIE_MMIO", "VIRT_HIGH_PCIE_MMIO", "PCIE_SPI"]
 
 # QEMU hw/arm/virt.c base_memmap (address, size)
 VIRT_GIC_DIST = (0x0800_0000, 0x1_0000)
@@ -58,12 +61,18 @@ VIRT_MMIO = 0x0A00_0000                          # first virtio-mmio transport
 VIRT_MMIO_SIZE = 0x200
 NUM_VIRTIO_TRANSPORTS = 32
 VIRT_MEM = 0x4000_0000
+VIRT_PCIE_MMIO = (0x1000_0000, 0x2EFF_0000)      # 32-bit PCI memory window (bus address = CPU address)
+VIRT_PCIE_PIO = (0x3EFF_0000, 0x1_0000)          # PCI I/O space, ports 0..0xffff
+VIRT_PCIE_ECAM = (0x40_1000_0000, 0x1000_0000)   # VIRT_HIGH_PCIE_ECAM: highmem ECAM, 256 buses
+VIRT_HIGH_PCIE_MMIO = (0x80_0000_0000, 0x80_0000_0000)
 # QEMU hw/arm/virt.c a15irqmap (SPI numbers: INTID - 32) and include/hw/arm/virt.h (PPI numbers: INTID - 16)
 UART_SPI = 1
 MMIO_SPI = 16                                    # transport i uses SPI 16 + i
 SMMU_SPI = 74                                    # eventq, priq, cmdq-sync, gerror = 74..77
+PCIE_SPI = 3                                     # INTA..INTD = SPIs 3..6 (GPEX_NUM_IRQS = 4)
 TIMER_PPIS = (13, 14, 11, 10)                    # ARCH_TIMER_S_EL1, NS_EL1, VIRT, NS_EL2
 GIC_MAINT_PPI = 9                                # ARCH_GIC_MAINT_IRQ
+PMU_PPI = 7                                      # VIRTUAL_PMU_IRQ (INTID 23; harness/pmu.py)
 GICV2_MAX_CPUS = 8                               # GICv2 CPU interfaces (IHI 0048 GICD_ITARGETSR: 8 bits)
 GICV3_MAX_CPUS = VIRT_GIC_REDIST[1] // 0x2_0000  # 123 redistributors fit the single region we describe
 DMATEST_COMPATIBLE = "smmu-harness,dmatest"
@@ -131,6 +140,7 @@ class BoardSpec:
     virtio_iommu: int | None = None
     bootargs: str = ""
     initrd: tuple[int, int] | None = None        # [start, end): /chosen linux,initrd-start / -end
+    pcie: bool = True                            # the generic ECAM host bridge (QEMU virt always has it)
 
     def cpu_mpidrs(self) -> tuple[int, ...]:
         if self.mpidrs is None:
@@ -219,10 +229,14 @@ def build_tree(spec: BoardSpec) -> Fdt:
         root.add(_smmu_node(spec.smmu, ph.smmu, ph.msi if its else None))
     for d in spec.dma_devices:
         root.add(_dma_node(d, ph, its))
+    if spec.pcie:
+        root.add(_pcie_node(ph, its))
     root.add(Node(f"pl011@{VIRT_UART[0]:x}", {
         "clock-names": strings("uartclk", "apb_pclk"), "clocks": u32(ph.clock, ph.clock),
         "interrupts": u32(*_irq(GIC_SPI, UART_SPI, IRQ_LEVEL_HIGH)), "reg": _reg(VIRT_UART),
         "compatible": strings("arm,pl011", "arm,primecell")}))
+    root.add(Node("pmu", {"interrupts": u32(*_irq(GIC_PPI, PMU_PPI, _ppi_flags(spec))),   # fdt_add_pmu_nodes
+                          "compatible": string("arm,armv8-pmuv3")}))
     root.add(_gic_node(spec, ph))
     root.add(_cpus_node(spec, ph))
     root.add(Node("timer", {"interrupts": u32(*(c for p in TIMER_PPIS for c in _irq(GIC_PPI, p, _ppi_flags(spec)))),
@@ -286,6 +300,33 @@ def _dma_node(d: DmaDeviceSpec, ph: _Phandles, its: bool) -> Node:
         n.set("msi-parent", u32(ph.msi, d.sid), first=True)
     if d.iommu is not None:
         n.set("iommus", u32(ph.smmu if d.iommu == "smmu" else ph.viommu, d.sid), first=True)
+    return n
+
+
+def _pcie_irq_map(gic: int) -> bytes:
+    """QEMU virt `create_pcie_irq_map`: INTA..D (pin 1..4) of slot s go to SPI PCIE_SPI + (pin - 1 + s) % 4;
+    each entry: child unit address (3 cells) + pin, the GIC, its unit address (2 cells), its specifier."""
+    return b"".join(u32(slot << 11, 0, 0, pin + 1, gic, 0, 0, GIC_SPI, PCIE_SPI + (pin + slot) % 4, IRQ_LEVEL_HIGH)
+                    for slot in range(4) for pin in range(4))
+
+
+def _pcie_node(ph: _Phandles, its: bool) -> Node:
+    """QEMU virt `create_pcie` (Linux pci-host-ecam-generic binding). Not described: `iommu-map` to the SMMU
+    (ours translates the platform DMA test devices; docs/DESIGN.md "PCIe host") and, on a GICv2 board, the
+    `msi-map` to the GICv2m we do not model."""
+    pio, mmio, high = VIRT_PCIE_PIO, VIRT_PCIE_MMIO, VIRT_HIGH_PCIE_MMIO
+    ranges = (u32(0x0100_0000, 0, 0) + cells((pio[0], 2), (pio[1], 2))              # I/O from port 0
+              + u32(0x0200_0000) + cells((mmio[0], 2), (mmio[0], 2), (mmio[1], 2))   # 32-bit memory
+              + u32(0x0300_0000) + cells((high[0], 2), (high[0], 2), (high[1], 2)))  # 64-bit memory
+    n = Node(f"pcie@{VIRT_PCIE_MMIO[0]:x}", {
+        "interrupt-map-mask": u32(0x1800, 0, 0, 7), "interrupt-map": _pcie_irq_map(ph.gic), "#interrupt-cells": u32(1),
+        "ranges": ranges, "reg": _reg(VIRT_PCIE_ECAM)})
+    if its:
+        n.set("msi-map", u32(0, ph.msi, 0, 0x1_0000))
+    for k, v in (("dma-coherent", EMPTY), ("bus-range", u32(0, VIRT_PCIE_ECAM[1] // (1 << 20) - 1)),
+                 ("linux,pci-domain", u32(0)), ("#size-cells", u32(2)), ("#address-cells", u32(3)),
+                 ("device_type", string("pci")), ("compatible", string("pci-host-ecam-generic"))):
+        n.set(k, v)
     return n
 
 

@@ -232,6 +232,8 @@ class Exceptions:
         self._hooked: set[tuple[int, int]] = set()       # (vcpu.id, address) with an ERET / unhandled hook
         #: `fn(vcpu, el, spsr)` before each ERET that returns normally (the interrupt delivery's)
         self.eret_observers: list[Callable[["Vcpu", int, int], None]] = []
+        #: `fn(vcpu, target_el)` after each exception entry (`enter`; the PMU's, harness/pmu.py)
+        self.entry_observers: list[Callable[["Vcpu", int], None]] = []
         #: `fn(vcpu, pc) -> bool` on an undefined instruction: True when it executed it (harness/mte.py)
         self.undef_emulators: list[Callable[["Vcpu", int], bool]] = []
         #: `fn(vcpu) -> bool` after emu_start stopped on a protected page: True when it took the exception
@@ -473,6 +475,8 @@ class Exceptions:
             uc.reg_write(r.far, far & _MASK64)
         uc.reg_write(UC_ARM64_REG_PC, vector)
         vcpu.exc_nest = vcpu.exc_nest + 1 if from_el == target_el else 1
+        for fn in self.entry_observers:
+            fn(vcpu, target_el)
         return vector
 
     def take_interrupt(self, vcpu: "Vcpu", kind: Vector, target: int, intid: int | None = None) -> int | None:

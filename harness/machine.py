@@ -53,6 +53,8 @@ from .gic import UART_INTID, VmGic, default_gic_version
 from .image import BootPlan, plan_boot
 from .interrupts import InterruptDelivery
 from .log import Log
+from .pci import PcieBoard
+from .pmu import Pmus
 from .scheduler import DEFAULT_QUANTUM, Scheduler
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
@@ -154,6 +156,8 @@ class VM:
         log = machine.log
         self.pl011 = self._pl011() if console else None
         self.virtio = self._virtio_transports(virtio_modern, chr_testdev)
+        self.pcie = PcieBoard(self)                  # QEMU virt's ECAM host bridge (harness/pci.py)
+        self.pcie.map(self.ipa)
         self.psci = Psci([mpidr_of(i) for i in range(ncpus)], entry_ok=self.in_ram, tracer=machine.tracer, log=log)
         self.semihosting = machine.new_semihosting(self)
         self.boot: BootPlan | None = None             # how the image was placed (harness/image.py)
@@ -383,6 +387,7 @@ class Machine:
         self._disasm = None
         self.timers = GenericTimers(self)
         self.scheduler.add_wake_source(self.timers.wakes, "generic timer")
+        self.pmus = Pmus(self)                           # each vCPU's PMUv3 (harness/pmu.py)
         self.interrupts = InterruptDelivery(self)      # the GICs' outputs into the vCPUs (harness/interrupts.py)
         # semihosting (harness/semihost.py, devmodel/semihosting.py): every VM's host files live under the root
         # (None: no host files); SYS_SYSTEM only when allowed; EL0 calls only with `semihosting_userspace`
@@ -452,6 +457,7 @@ class Machine:
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
+            self.pmus.attach(v)
             for p in self.plugins:
                 _call(p, "attach_vcpu", v)
         if mte:                                   # -machine mte=on (harness/mte.py)

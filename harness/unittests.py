@@ -10,10 +10,11 @@ For each test of the catalogue (harness/catalogue.py), in order:
    files; a missing `file`. Then what this board cannot do yet is a SKIP naming it: the `migration` group
    (QEMU's migration harness), `qemu_params` that have no equivalent here (`-icount`...).
 2. **The run**, as `arm/run` builds QEMU's command line (`qemu_command` gives it): `-machine virt -cpu max
-   -smp N -m M -append ARGS` plus the chr-testdev virtio console on the highest transport (harness/virtio.py);
-   `-machine gic-version=2|3`, `virtualization=on` (start at EL2) and `mte=on` are honoured, `-m` sets the
-   RAM. This project's own tests (sources) are built and run with their keys (`el`, `hcr_fb`, `vmid`,
-   `expect_trace`, ...). The wall-clock `timeout` ends a run with 124, as arm/run's `timeout(1)` does.
+   -smp N -m M -append ARGS` plus the chr-testdev virtio console on the highest transport (harness/virtio.py)
+   and, for images, `-device pci-testdev` at 00:01.0 (harness/pci.py); `-machine gic-version=2|3`,
+   `virtualization=on` (start at EL2) and `mte=on` are honoured, `-m` sets the RAM. This project's own tests
+   (sources) are built and run with their keys (`el`, `hcr_fb`, `vmid`, `expect_trace`, ...). The wall-clock
+   `timeout` ends a run with 124, as arm/run's `timeout(1)` does.
 3. **The verdict** from the status (harness/exits.py: chr-testdev's code as arm/run reads QEMU's status): images
    PASS on 0, SKIP on 77, FAIL otherwise (an image that ended without the testdev: QEMU's 0, which arm/run
    counts as a failure); sources PASS when the status is their `exit` and the golden trace matches. Lines as
@@ -184,6 +185,8 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
                   chr_testdev=not entry.is_source, mte=cfg.mte)
     for v in vm.vcpus:
         v.hcr_fb = entry.hcr_fb
+    if not entry.is_source:
+        vm.pcie.add_testdev()                       # arm/run: -device pci-testdev (QEMU has it)
     vm.gic_version = cfg.gic_version                # -machine gic-version=N: the tree describes that GIC
     # as QEMU's -kernel (harness/image.py) with -append and, for images, arm/run's environment as -initrd
     vm.load(image, append=entry.test_args, initrd=None if entry.is_source else environment())

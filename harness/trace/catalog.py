@@ -23,6 +23,7 @@ EVENT_MODULES = (
     "harness.interrupts",
     "harness.machine",
     "harness.scheduler",
+    "harness.pmu",
     "harness.timer",
     "harness.trap",
     "harness.virtio",

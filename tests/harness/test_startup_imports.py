@@ -33,6 +33,7 @@ def test_a_plain_run_imports_no_scenario_unittests_capstone_or_pyelftools():
     assert code == 0 and "harness.machine" in mods
     for package in ("harness.scenarios", "harness.unittests", "capstone", "elftools"):
         assert not _loaded(mods, package), package
+    assert not _loaded(mods, "devmodel.pci")      # the PCIe windows are mapped; the model loads on first access
 
 
 def test_a_run_whose_trace_shows_instructions_loads_capstone(tmp_path):
