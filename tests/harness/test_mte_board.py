@@ -63,7 +63,7 @@ def test_id_field_and_instructions_only_with_mte():
 
 
 @pytest.mark.parametrize("x2,esr,far", [
-    (0x3000_0000, 0x9600_0050, 0x3000_0000),          # no memory at the IPA: synchronous external abort, WnR
+    (0x5000_0000, 0x9600_0050, 0x5000_0000),          # no memory at the IPA (above RAM): external abort, WnR
     (0x4020_0008, 0x9600_0061, 0x4020_0008),          # not 16-byte aligned: alignment fault
     (1 << 50, 0x9600_0040, 1 << 50),                  # above PARange with the MMU off: address size fault
 ])
