@@ -18,8 +18,9 @@ DFSC/IFSC, D17.2.40 FAR_ELx):
   external abort where the IPA has no memory. FAR is the first byte of the failing access (for an access that
   crosses into a failing page, that page's first byte, as QEMU 7.2 reports it).
 
-Not modelled: stage 2 of the vCPUs (there is none), hardware update of the dirty state (HD), MTE tag checks,
-FEAT_PAN3 (EPAN), the exact element of SIMD structure loads (LD1..LD4 report their first address).
+Not modelled: stage 2 of the vCPUs (there is none), hardware update of the dirty state (HD), MTE tag checks
+(harness/mte.py's, with `-machine mte=on`), FEAT_PAN3 (EPAN), the exact element of SIMD structure loads (LD1..LD4
+report their first address).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from .syndrome import FSC_ALIGNMENT, FSC_PERMISSION, FSC_SYNC_EXTERNAL
 if TYPE_CHECKING:
     from .vcpu import Vcpu
 
-__all__ = ["Access", "Decoded", "Cause", "decode_access", "data_abort_cause", "instruction_abort_cause"]
+__all__ = ["Access", "Decoded", "Cause", "decode_access", "data_abort_cause", "instruction_abort_cause",
+           "access_cause", "reader"]
 
 _MASK64 = (1 << 64) - 1
 _PAGE = 0x1000
@@ -215,6 +217,19 @@ def data_abort_cause(vcpu: "Vcpu", pc: int, *, unaligned: bool = False, ipa: int
         return Cause(FSC_ALIGNMENT, a.va, a.write, d.cm, f"alignment fault ({a.size}-byte {d.mnemonic})")
     return Cause(FSC_SYNC_EXTERNAL, a.va, a.write if write is None else write, d.cm,
                  "synchronous external abort" + ("" if ipa is None else f" (IPA {ipa:#x} has no memory)"))
+
+
+def access_cause(vcpu: "Vcpu", va: int, size: int, write: bool, mnemonic: str) -> Cause | None:
+    """The abort (translation, permission, external; not alignment) an access the harness performs for an
+    instruction it emulates would take (harness/mte.py's tag stores), None if it takes none."""
+    pstate = vcpu.pstate
+    return _check_access(vcpu, vcpu.translation_regs(), Access(va, size, write), Decoded((), mnemonic),
+                         (pstate >> 2) & 3, bool(pstate & PSTATE_PAN))
+
+
+def reader(vcpu: "Vcpu") -> Callable[[str], int]:
+    """`reg(name)` for `decode_access`: the vCPU's registers by capstone name."""
+    return _reader(vcpu)
 
 
 def instruction_abort_cause(vcpu: "Vcpu", pc: int) -> Cause:

@@ -146,8 +146,8 @@ _ON_OFF = {"on": True, "yes": True, "true": True, "off": False, "no": False, "fa
 
 
 def _machine(text: str) -> dict[str, int]:
-    """QEMU's `-machine [type=]virt[,gic-version=2|3|max][,virtualization=on|off]` (hw/arm/virt.c's property
-    names and errors; other properties are not modelled) -> {"gic": N, "el": 1|2}."""
+    """QEMU's `-machine [type=]virt[,gic-version=2|3|max][,virtualization=on|off][,mte=on|off]` (hw/arm/virt.c's
+    property names and errors; other properties are not modelled) -> {"gic": N, "el": 1|2, "mte": 0|1}."""
     out: dict[str, int] = {}
     for i, item in enumerate(x.strip() for x in text.split(",") if x.strip()):
         key, eq, val = item.partition("=")
@@ -164,8 +164,10 @@ def _machine(text: str) -> dict[str, int]:
             out["gic"] = 3 if val == "max" else int(val)
         elif key == "virtualization" and val in _ON_OFF:
             out["el"] = 2 if _ON_OFF[val] else 1
+        elif key == "mte" and val in _ON_OFF:
+            out["mte"] = int(_ON_OFF[val])
         else:
-            raise argparse.ArgumentTypeError(f"-machine {item}: not modelled (gic-version=, virtualization=)")
+            raise argparse.ArgumentTypeError(f"-machine {item}: not modelled (gic-version=, virtualization=, mte=)")
     return out
 
 
@@ -190,7 +192,7 @@ def add_board_arguments(p: argparse.ArgumentParser) -> None:
                    help="interrupt controller: GICv2 or GICv3 (harness/gic.py) [2 up to 8 vCPUs, as QEMU 7.2 "
                         "virt under TCG; 3 above]")
     p.add_argument("-machine", "-M", dest="machine", type=_machine, action="append", metavar="OPTS",
-                   help="QEMU's [virt,]gic-version=2|3|max,virtualization=on|off")
+                   help="QEMU's [virt,]gic-version=2|3|max,virtualization=on|off,mte=on|off")
 
 
 # -- run ------------------------------------------------------------------------------------------------
@@ -527,8 +529,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _boot_vm(args: argparse.Namespace, machine, image: str) -> None:
     """The run's one VM: vCPUs as the options say, the image loaded (HarnessInputError for what cannot run)."""
     gic, el = board_options(args)
+    mte = bool([o["mte"] for o in args.machine or () if "mte" in o][-1:] == [1])      # the last mte= wins
     vm = machine.add_vm(ncpus=args.cpus, start_el=el, ram_size=args.ram_mib << 20, cpu=args.cpu, gic_version=gic,
-                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern)
+                        chr_testdev=args.chr_testdev, virtio_modern=args.virtio_mmio_modern, mte=mte)
     for v in vm.vcpus:
         v.hcr_fb = bool(args.hcr_fb)
     for _ in args.devices:                  # -device pci-testdev

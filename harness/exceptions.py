@@ -234,6 +234,10 @@ class Exceptions:
         self.eret_observers: list[Callable[["Vcpu", int, int], None]] = []
         #: `fn(vcpu, target_el)` after each exception entry (`enter`; the PMU's, harness/pmu.py)
         self.entry_observers: list[Callable[["Vcpu", int], None]] = []
+        #: `fn(vcpu, pc) -> bool` on an undefined instruction: True when it executed it (harness/mte.py)
+        self.undef_emulators: list[Callable[["Vcpu", int], bool]] = []
+        #: `fn(vcpu) -> bool` after emu_start stopped on a protected page: True when it took the exception
+        self.prot_stops: list[Callable[["Vcpu"], bool]] = []
 
     # -- what Unicorn reports ------------------------------------------------------------------------
     def unicorn_exception(self, vcpu: "Vcpu", intno: int) -> None:
@@ -249,6 +253,8 @@ class Exceptions:
             self._smc(vcpu, pc)
             return
         if intno == EXCP_UDEF:
+            if any(fn(vcpu, pc) for fn in self.undef_emulators):
+                return
             if pc + 4 == STOP_ADDRESS:          # the guest jumped to the scheduler's emu_start end, where Unicorn
                 # stops by imitating a WFI, trapped by SCR_EL3.TWI (harness/scheduler.py trap_wfi)
                 self.die(vcpu, Kind.ABORT, "instruction fetch from the harness stop address", STOP_ADDRESS,
@@ -384,6 +390,8 @@ class Exceptions:
         pc = v.pc
         f = v.unmapped
         if e.errno in _PROT and v.debug is not None and v.debug.take_watchpoint_hit():
+            return
+        if e.errno in _PROT and any(fn(v) for fn in self.prot_stops):
             return
         if e.errno == ucc.UC_ERR_FETCH_UNMAPPED:         # the PC is the address fetched (a VA: FAR)
             self.take_synchronous(v, self._abort(v, syn.EC_IABT_CUR, syn.FSC_SYNC_EXTERNAL, pc, pc,

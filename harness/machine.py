@@ -446,7 +446,8 @@ class Machine:
     def add_vm(self, name: str | None = None, *, ncpus: int = 1, ram_size: int = DEFAULT_RAM_SIZE,
                ram_pa: int | None = None, ram_ipa: int = DEFAULT_RAM_IPA, vmid: int | None = None,
                start_el: int = 1, console: bool = True, cpu: str | None = None,
-               virtio_modern: bool = False, chr_testdev: bool = False, gic_version: int | None = None) -> VM:
+               virtio_modern: bool = False, chr_testdev: bool = False, gic_version: int | None = None,
+               mte: bool = False) -> VM:
         name = name or f"vm{len(self.vms)}"
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
@@ -461,6 +462,9 @@ class Machine:
             self.pmus.attach(v)
             for p in self.plugins:
                 _call(p, "attach_vcpu", v)
+        if mte:                                   # -machine mte=on (harness/mte.py)
+            from .mte import enable
+            enable(vm)
         return vm
 
     def add_device(self, pa: int, size: int, device: Any, name: str | None = None) -> None:

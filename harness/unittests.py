@@ -8,13 +8,13 @@ For each test of the catalogue (harness/catalogue.py), in order:
    arm64; `machine` other than virt; `accel` other than tcg (this is an emulator: "kvm only, but
    ACCEL=tcg"); `disabled_if` evaluated with TARGET=qemu, ARCH=arm64, ACCEL=tcg, CONFIG_EFI empty; `check`
    files; a missing `file`. Then what this board cannot do yet is a SKIP naming it: the `migration` group
-   (QEMU's migration harness), `qemu_params` that have no equivalent here (`-icount`, `-machine mte=on`...).
+   (QEMU's migration harness), `qemu_params` that have no equivalent here (`-icount`...).
 2. **The run**, as `arm/run` builds QEMU's command line (`qemu_command` gives it): `-machine virt -cpu max
    -smp N -m M -append ARGS` plus the chr-testdev virtio console on the highest transport (harness/virtio.py)
-   and, for images, `-device pci-testdev` at 00:01.0 (harness/pci.py);
-   `-machine gic-version=2|3` and `virtualization=on` (start at EL2) are honoured, `-m` sets the RAM. This
-   project's own tests (sources) are built and run with their keys (`el`, `hcr_fb`, `vmid`, `expect_trace`,
-   ...). The wall-clock `timeout` ends a run with 124, as arm/run's `timeout(1)` does.
+   and, for images, `-device pci-testdev` at 00:01.0 (harness/pci.py); `-machine gic-version=2|3`,
+   `virtualization=on` (start at EL2) and `mte=on` are honoured, `-m` sets the RAM. This project's own tests
+   (sources) are built and run with their keys (`el`, `hcr_fb`, `vmid`, `expect_trace`, ...). The wall-clock
+   `timeout` ends a run with 124, as arm/run's `timeout(1)` does.
 3. **The verdict** from the status (harness/exits.py: chr-testdev's code as arm/run reads QEMU's status): images
    PASS on 0, SKIP on 77, FAIL otherwise (an image that ended without the testdev: QEMU's 0, which arm/run
    counts as a failure); sources PASS when the status is their `exit` and the golden trace matches. Lines as
@@ -64,6 +64,7 @@ class MachineConfig:
     ram_mib: int = DEFAULT_RAM_MIB
     gic_version: int = 2                  # QEMU 7.2 virt's default under TCG (the tree's GIC node)
     start_el: int = 1
+    mte: bool = False                     # -machine mte=on (harness/mte.py)
     unsupported: tuple[str, ...] = ()     # qemu_params this board has no equivalent for
 
 
@@ -119,6 +120,8 @@ def machine_config(entry: TestEntry) -> MachineConfig:
                     cfg = replace(cfg, gic_version=int(v))
                 elif key == "virtualization" and v in ("on", "off"):
                     cfg = replace(cfg, start_el=2 if v == "on" else 1)
+                elif key == "mte" and v in ("on", "off"):
+                    cfg = replace(cfg, mte=v == "on")
                 elif key != "virt":
                     bad.append(f"-machine {prop}")
         elif w == "-smp" and val is not None and val.isdigit():
@@ -179,7 +182,7 @@ def run_entry(entry: TestEntry, update_golden: bool = False, trace_file: str | o
     if trap is not None:
         m.add_plugin(trap)
     vm = m.add_vm(ncpus=cfg.cpus, start_el=cfg.start_el, vmid=entry.vmid, ram_size=cfg.ram_mib << 20,
-                  chr_testdev=not entry.is_source)
+                  chr_testdev=not entry.is_source, mte=cfg.mte)
     for v in vm.vcpus:
         v.hcr_fb = entry.hcr_fb
     if not entry.is_source:

@@ -116,7 +116,8 @@ def qemu_entry(entry, expect_status):
     the timeout (HANG_SECONDS when 124 is expected, else the entry's) is status 124, as timeout(1) gives."""
     cfg = machine_config(entry)
     elf = build_guest([entry.source], name=entry.source.stem).path
-    machine = f"virt,gic-version={cfg.gic_version}" + (",virtualization=on" if cfg.start_el == 2 else "")
+    machine = f"virt,gic-version={cfg.gic_version}" + (",virtualization=on" if cfg.start_el == 2 else "") + \
+        (",mte=on" if cfg.mte else "")
     cmd = [QEMU, "-M", machine, "-cpu", "max", "-smp", str(cfg.cpus), "-m", f"{cfg.ram_mib}M", "-display", "none",
            "-no-reboot", "-monitor", "none", "-chardev", "stdio,id=con,mux=on", "-serial", "chardev:con",
            "-semihosting-config", "enable=on,target=native,chardev=con", "-kernel", str(elf)]
