@@ -26,8 +26,9 @@ MEM_ACCESS ...) does not count; that includes CHAIN, so there is no chaining of 
 Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / IncrementEventCounter pseudocode):
 * A counter counts when it is enabled - PMCNTENSET bit and PMCR.E, or MDCR_EL2.HPME for the counters n >=
   MDCR_EL2.HPMN when EL2 is implemented - and its filter does not exclude the current EL (Non-secure state, no
-  EL3: EL0 is filtered when PMEVTYPER.U != NSU, EL1 when P != NSK, EL2 unless NSH) and counting is not
-  prohibited (EL2 with MDCR_EL2.HPMD for the counters < HPMN; the cycle counter only with PMCR.DP).
+  EL3, so NSK and NSU do not filter - they need EL3 (QEMU pmu_counter_enabled: nsk = EL3 && NSK): EL0 is
+  filtered when PMEVTYPER.U, EL1 when P, EL2 unless NSH) and counting is not prohibited (EL2 with
+  MDCR_EL2.HPMD for the counters < HPMN, the cycle counter only with PMCR.DP).
 * Event counters are 64 bits from PMUv3p5 (32 before); they overflow (PMOVSSET bit) on a carry out of bit 31,
   or of bit 63 when PMCR.LP (MDCR_EL2.HLP for counters >= HPMN) is 1. The cycle counter is 64 bits and
   overflows out of bit 31, or bit 63 with PMCR.LC; with PMCR.D (and LC = 0) it counts every 64th cycle.
@@ -188,15 +189,17 @@ class Pmu:
 
     def _filtered(self, typer: int) -> bool:
         """The filter excludes the current EL (Non-secure state)."""
-        el, bit = self.ctx.el, (lambda b: bool(typer & b))
+        el = self.ctx.el
         if el == 0:
-            return bit(TYPER_U) != bit(TYPER_NSU)
+            return bool(typer & TYPER_U)            # U != NSU, with NSU reading as 0 without EL3
         if el == 1:
-            return bit(TYPER_P) != bit(TYPER_NSK)
-        return not bit(TYPER_NSH)
+            return bool(typer & TYPER_P)            # P != NSK, likewise
+        return not typer & TYPER_NSH
 
     def _prohibited(self, n: int) -> bool:
-        if self.ctx.el != 2 or self._el2_counter(n) or not self.ctx.mdcr_el2 & _MDCR_HPMD:
+        if self.ctx.el != 2:
+            return False
+        if self._el2_counter(n) or not self.ctx.mdcr_el2 & _MDCR_HPMD:
             return False
         return n != CYCLE or bool(self.pmcr & PMCR_DP)
 
