@@ -28,7 +28,8 @@ Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / Incremen
   MDCR_EL2.HPMN when EL2 is implemented - and its filter does not exclude the current EL (Non-secure state, no
   EL3, so NSK and NSU do not filter - they need EL3 (QEMU pmu_counter_enabled: nsk = EL3 && NSK): EL0 is
   filtered when PMEVTYPER.U, EL1 when P, EL2 unless NSH) and counting is not prohibited (EL2 with
-  MDCR_EL2.HPMD for the counters < HPMN, the cycle counter only with PMCR.DP).
+  MDCR_EL2.HPMD for the counters < HPMN, the cycle counter only with PMCR.DP; the cycle counter at EL2 with
+  MDCR_EL2.HCCD, FEAT_PMUv3p5).
 * Event counters are 64 bits from PMUv3p5 (32 before); they overflow (PMOVSSET bit) on a carry out of bit 31,
   or of bit 63 when PMCR.LP (MDCR_EL2.HLP for counters >= HPMN) is 1. The cycle counter is 64 bits and
   overflows out of bit 31, or bit 63 with PMCR.LC; with PMCR.D (and LC = 0) it counts every 64th cycle.
@@ -63,6 +64,7 @@ PMCR_E, PMCR_P, PMCR_C, PMCR_D, PMCR_X, PMCR_DP, PMCR_LC, PMCR_LP = (1 << i for 
 TYPER_P, TYPER_U, TYPER_NSK, TYPER_NSU, TYPER_NSH, TYPER_M = (1 << i for i in (31, 30, 29, 28, 27, 26))
 _TYPER_MT = 1 << 25
 _MDCR_HPMN, _MDCR_TPMCR, _MDCR_TPM, _MDCR_HPME, _MDCR_HPMD, _MDCR_HLP = 0x1F, 1 << 5, 1 << 6, 1 << 7, 1 << 17, 1 << 26
+_MDCR_HCCD = 1 << 23
 SW_INCR, CPU_CYCLES, STALL_FRONTEND, STALL_BACKEND, STALL = 0x00, 0x11, 0x23, 0x24, 0x3C
 #: events counted, with the PMUVer from which QEMU 7.2 implements them (INST_RETIRED 0x08 only under -icount)
 IMPLEMENTED = {SW_INCR: PMUV3, CPU_CYCLES: PMUV3, STALL_FRONTEND: PMUV3P1, STALL_BACKEND: PMUV3P1,
@@ -199,6 +201,8 @@ class Pmu:
     def _prohibited(self, n: int) -> bool:
         if self.ctx.el != 2:
             return False
+        if n == CYCLE and self.config.wide and self.ctx.mdcr_el2 & _MDCR_HCCD:
+            return True                             # FEAT_PMUv3p5 MDCR_EL2.HCCD (QEMU 7.2 pmu_counter_enabled)
         if self._el2_counter(n) or not self.ctx.mdcr_el2 & _MDCR_HPMD:
             return False
         return n != CYCLE or bool(self.pmcr & PMCR_DP)

@@ -195,6 +195,27 @@ def test_filters(el, typer, counts):
     assert p.read("PMCCNTR") == (100 if counts else 0)
 
 
+def test_hccd_stops_the_cycle_counter_at_el2_only():
+    """MDCR_EL2.HCCD (FEAT_PMUv3p5): no cycle counting at EL2; CPU_CYCLES in an event counter and EL1 count."""
+    p = Pmu()
+    p.at(0, PmuContext(2, True, 6 | HCCD))
+    p.write("PMCCFILTR", NSH)
+    counting(p, 0, CPU_CYCLES, NSH)
+    p.write("PMCNTENSET", 1 << CYCLE)
+    p.at(100)
+    assert (p.read("PMCCNTR"), p.read("PMEVCNTR0")) == (0, 100)
+    p.at(100, PmuContext(1, True, 6 | HCCD))
+    p.at(150)
+    assert (p.read("PMCCNTR"), p.read("PMEVCNTR0")) == (50, 150)
+    v3 = Pmu(PmuConfig(version=PMUV3))                         # before PMUv3p5 the bit is RES0
+    v3.at(0, PmuContext(2, True, 6 | HCCD))
+    v3.write("PMCCFILTR", NSH)
+    v3.write("PMCNTENSET", 1 << CYCLE)
+    v3.write("PMCR", PMCR_E)
+    v3.at(10)
+    assert v3.read("PMCCNTR") == 10
+
+
 def test_el2_partition_hpmn_hpme_hpmd():
     p = Pmu()
     ctx = PmuContext(1, True, 4)                              # HPMN = 4: counters 4, 5 belong to EL2
