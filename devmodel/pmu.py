@@ -112,18 +112,25 @@ class PmuContext:
 OK, TRAP_EL1, TRAP_EL2 = "ok", "trap-el1", "trap-el2"
 
 
-def access(kind: str, write: bool, el: int, pmuserenr: int, mdcr_el2: int = 0, has_el2: bool = False) -> str:
+def access(kind: str, write: bool, el: int, pmuserenr: int, mdcr_el2: int = 0, has_el2: bool = False, *,
+           qemu_7_2: bool = False) -> str:
     """Whether an access is allowed: OK, TRAP_EL1 (EL0, PMUSERENR_EL0) or TRAP_EL2 (MDCR_EL2.TPM/TPMCR).
     `kind`: "ctl" (PMCR, PMCNTEN*, PMOVS*, PMCEID*, PMXEVTYPER, PMEVTYPER<n>, PMCCFILTR), "cnt" (PMXEVCNTR,
     PMEVCNTR<n>: PMUSERENR.ER allows reads), "sel" (PMSELR: ER allows reads and writes), "ccnt" (PMCCNTR: CR allows
     reads), "swinc" (PMSWINC: SW allows writes), "pmcr" (a "ctl" that MDCR_EL2.TPMCR also traps), "el1"
-    (PMINTEN*: EL1 and up only; at EL0 the caller leaves it UNDEFINED). As QEMU's pmreg_access* functions."""
-    if el == 0 and kind != "el1" and not pmuserenr & 1:
+    (PMINTEN*: EL1 and up only; at EL0 the caller leaves it UNDEFINED). The Arm ARM's rules; `qemu_7_2`: QEMU
+    7.2's pmreg_access* (and Unicorn's, QEMU 5's) instead, which differ in two ways - an EL0 access that ER, CR
+    or SW allows is allowed before MDCR_EL2.TPM is looked at, and MDCR_EL2.TPMCR is not implemented."""
+    if el == 0 and kind != "el1":
         en, want_read = {"cnt": (8, True), "sel": (8, None), "ccnt": (4, True), "swinc": (2, False)}.get(kind,
                                                                                                  (0, None))
-        if not (en and pmuserenr & en and (want_read is None or want_read != write)):
+        allowed = bool(en and pmuserenr & en and (want_read is None or want_read != write))
+        if allowed and qemu_7_2:
+            return OK
+        if not allowed and not pmuserenr & 1:
             return TRAP_EL1
-    if el < 2 and has_el2 and (mdcr_el2 & _MDCR_TPM or (kind == "pmcr" and mdcr_el2 & _MDCR_TPMCR)):
+    tpmcr = kind == "pmcr" and mdcr_el2 & _MDCR_TPMCR and not qemu_7_2
+    if el < 2 and has_el2 and (mdcr_el2 & _MDCR_TPM or tpmcr):
         return TRAP_EL2
     return OK
 

@@ -255,3 +255,17 @@ def test_el2_traps():
     assert access("pmcr", True, 1, 0, tpmcr, True) == TRAP_EL2 and access("ctl", True, 1, 0, tpmcr, True) == OK
     assert access("ctl", False, 2, 0, tpm | tpmcr, True) == OK
     assert access("ctl", False, 0, 0, tpm, True) == TRAP_EL1  # PMUSERENR first
+
+
+def test_qemu_7_2_access_rules():
+    """QEMU 7.2's pmreg_access*: no TPMCR, and PMUSERENR.ER/CR/SW allow an EL0 access before TPM is looked at."""
+    tpm, tpmcr = 1 << 6, 1 << 5
+    assert access("pmcr", False, 1, 0, tpmcr, True, qemu_7_2=True) == OK
+    assert access("pmcr", False, 1, 0, tpm, True, qemu_7_2=True) == TRAP_EL2
+    for kind, write, en in (("cnt", False, 0b1000), ("ccnt", False, 0b0100), ("swinc", True, 0b0010),
+                            ("sel", True, 0b1000)):
+        assert access(kind, write, 0, en, tpm, True) == TRAP_EL2                 # the Arm ARM
+        assert access(kind, write, 0, en | 1, tpm, True, qemu_7_2=True) == OK    # QEMU 7.2, with EN or not
+        assert access(kind, write, 0, en, tpm, True, qemu_7_2=True) == OK
+    assert access("ccnt", True, 0, 0b0101, tpm, True, qemu_7_2=True) == TRAP_EL2     # CR: reads only
+    assert access("ccnt", True, 0, 0b0100, tpm, True, qemu_7_2=True) == TRAP_EL1
