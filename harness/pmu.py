@@ -22,8 +22,9 @@ at that moment, otherwise reads it without moving it; a guest that never touches
 Counters are brought up to date at each PMU access (`Pmu.at`, which also takes the EL and MDCR_EL2 the
 filters and EL2 partition use until the next update) and, from the first PMU access on and while a counter is
 enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) and each MSR
-MDCR_EL2 at EL2, at the clock's time without sampling it: a filter by EL, or the EL2 partition, applies from
-the instruction that changes it (ERETs in code written at run time are not seen, harness/exceptions.py). A
+MDCR_EL2 at EL2 (also while an overflow may interrupt: HPME gates the request of the EL2 counters), at the
+clock's time without sampling it: a filter by EL, or the EL2 partition, applies from the instruction that
+changes it (ERETs in code written at run time are not seen, harness/exceptions.py). A
 counter that counts cycles with its PMINTENSET bit set arms a clock deadline (key ("pmu", vcpu.id)) at the
 tick of its overflow, so the overflow interrupt is raised at that tick; the interrupt request is the level of
 PPI 7 (INTID 23) of the vCPU's GIC (traced `pmu_irq`).
@@ -171,7 +172,7 @@ class Pmus:
         """MSR MDCR_EL2 at EL2: the counters are brought up to date under the old HPMN/HPME/HPMD, the new value
         applies from here; the write itself is declined (Unicorn keeps the register)."""
         model = self.models[vcpu.id]
-        if vcpu.el == 2 and model.cnten:
+        if vcpu.el == 2 and (model.cnten or model.ovs & model.inten):    # HPME also gates the interrupt
             model.at(self._cycles(self.clock.now()), PmuContext(2, True, value))
             self._update(vcpu)
         return False

@@ -203,3 +203,19 @@ def test_traps_qemu_7_2_lacks_are_served_as_qemu_serves_them(mdcr, insn, el, pmu
 def test_tpm_still_traps_what_qemu_traps(insn, el, pmuserenr):
     vcpu, o, low = below_el2(6 | 1 << 6, [insn], el, pmuserenr)
     assert o.pc == low and o.esr >> 26 == 0x18, o.message            # EC 0x18 (to EL2: Unicorn's own check)
+
+
+def test_mdcr_el2_write_moves_the_interrupt_of_an_el2_counter_at_once():
+    """Counter 5 overflowed with its PMINTENSET bit set, PMCR.E = 0, no counter enabled: the request is low.
+    MSR MDCR_EL2 with HPMN = 4 and HPME gives counter 5 to EL2, enabled by HPME: the request rises at that
+    write (Arm ARM: the interrupt is gated by the counter's enable), not at a later PMU access."""
+    from devmodel.trace import ListSink, Tracer
+    sink = ListSink()
+    m = Machine(tracer=Tracer(events="pmu_irq", sinks=[sink]), console=lambda vm, d, s: None)
+    vm = m.add_vm(start_el=2)
+    pmovsset = (3, 3, 9, 14, 3)
+    vm.load_code(BASE, words(movz(1, 1 << 5), msr_word(pmovsset, 1), msr_word(PMINTENSET, 1),
+                             movz(2, 4 | 1 << 7), msr_word(MDCR_EL2, 2), 0xD2800100, 0xF2B08000, 0xD4000003))
+    o = m.run(timeout=30)
+    assert o.exit_code == 0, o.message
+    assert [(r.fields["level"], r.fields["ovs"]) for r in sink.records if r.event == "pmu_irq"] == [(True, 1 << 5)]
