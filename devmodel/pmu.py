@@ -26,8 +26,10 @@ MEM_ACCESS ...) does not count; that includes CHAIN, so there is no chaining of 
 Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / IncrementEventCounter pseudocode):
 * A counter counts when it is enabled - PMCNTENSET bit and PMCR.E, or MDCR_EL2.HPME for the counters n >=
   MDCR_EL2.HPMN when EL2 is implemented - and its filter does not exclude the current EL (Non-secure state, no
-  EL3: EL0 is filtered when PMEVTYPER.U != NSU, EL1 when P != NSK, EL2 unless NSH) and counting is not
-  prohibited (EL2 with MDCR_EL2.HPMD for the counters < HPMN; the cycle counter only with PMCR.DP).
+  EL3, so NSK and NSU do not filter - they need EL3 (QEMU pmu_counter_enabled: nsk = EL3 && NSK): EL0 is
+  filtered when PMEVTYPER.U, EL1 when P, EL2 unless NSH) and counting is not prohibited (EL2 with
+  MDCR_EL2.HPMD for the counters < HPMN, the cycle counter only with PMCR.DP; the cycle counter at EL2 with
+  MDCR_EL2.HCCD, FEAT_PMUv3p5).
 * Event counters are 64 bits from PMUv3p5 (32 before); they overflow (PMOVSSET bit) on a carry out of bit 31,
   or of bit 63 when PMCR.LP (MDCR_EL2.HLP for counters >= HPMN) is 1. The cycle counter is 64 bits and
   overflows out of bit 31, or bit 63 with PMCR.LC; with PMCR.D (and LC = 0) it counts every 64th cycle.
@@ -62,6 +64,7 @@ PMCR_E, PMCR_P, PMCR_C, PMCR_D, PMCR_X, PMCR_DP, PMCR_LC, PMCR_LP = (1 << i for 
 TYPER_P, TYPER_U, TYPER_NSK, TYPER_NSU, TYPER_NSH, TYPER_M = (1 << i for i in (31, 30, 29, 28, 27, 26))
 _TYPER_MT = 1 << 25
 _MDCR_HPMN, _MDCR_TPMCR, _MDCR_TPM, _MDCR_HPME, _MDCR_HPMD, _MDCR_HLP = 0x1F, 1 << 5, 1 << 6, 1 << 7, 1 << 17, 1 << 26
+_MDCR_HCCD = 1 << 23
 SW_INCR, CPU_CYCLES, STALL_FRONTEND, STALL_BACKEND, STALL = 0x00, 0x11, 0x23, 0x24, 0x3C
 #: events counted, with the PMUVer from which QEMU 7.2 implements them (INST_RETIRED 0x08 only under -icount)
 IMPLEMENTED = {SW_INCR: PMUV3, CPU_CYCLES: PMUV3, STALL_FRONTEND: PMUV3P1, STALL_BACKEND: PMUV3P1,
@@ -109,18 +112,25 @@ class PmuContext:
 OK, TRAP_EL1, TRAP_EL2 = "ok", "trap-el1", "trap-el2"
 
 
-def access(kind: str, write: bool, el: int, pmuserenr: int, mdcr_el2: int = 0, has_el2: bool = False) -> str:
+def access(kind: str, write: bool, el: int, pmuserenr: int, mdcr_el2: int = 0, has_el2: bool = False, *,
+           qemu_7_2: bool = False) -> str:
     """Whether an access is allowed: OK, TRAP_EL1 (EL0, PMUSERENR_EL0) or TRAP_EL2 (MDCR_EL2.TPM/TPMCR).
     `kind`: "ctl" (PMCR, PMCNTEN*, PMOVS*, PMCEID*, PMXEVTYPER, PMEVTYPER<n>, PMCCFILTR), "cnt" (PMXEVCNTR,
     PMEVCNTR<n>: PMUSERENR.ER allows reads), "sel" (PMSELR: ER allows reads and writes), "ccnt" (PMCCNTR: CR allows
     reads), "swinc" (PMSWINC: SW allows writes), "pmcr" (a "ctl" that MDCR_EL2.TPMCR also traps), "el1"
-    (PMINTEN*: EL1 and up only; at EL0 the caller leaves it UNDEFINED). As QEMU's pmreg_access* functions."""
-    if el == 0 and kind != "el1" and not pmuserenr & 1:
+    (PMINTEN*: EL1 and up only; at EL0 the caller leaves it UNDEFINED). The Arm ARM's rules; `qemu_7_2`: QEMU
+    7.2's pmreg_access* (and Unicorn's, QEMU 5's) instead, which differ in two ways - an EL0 access that ER, CR
+    or SW allows is allowed before MDCR_EL2.TPM is looked at, and MDCR_EL2.TPMCR is not implemented."""
+    if el == 0 and kind != "el1":
         en, want_read = {"cnt": (8, True), "sel": (8, None), "ccnt": (4, True), "swinc": (2, False)}.get(kind,
                                                                                                  (0, None))
-        if not (en and pmuserenr & en and (want_read is None or want_read != write)):
+        allowed = bool(en and pmuserenr & en and (want_read is None or want_read != write))
+        if allowed and qemu_7_2:
+            return OK
+        if not allowed and not pmuserenr & 1:
             return TRAP_EL1
-    if el < 2 and has_el2 and (mdcr_el2 & _MDCR_TPM or (kind == "pmcr" and mdcr_el2 & _MDCR_TPMCR)):
+    tpmcr = kind == "pmcr" and mdcr_el2 & _MDCR_TPMCR and not qemu_7_2
+    if el < 2 and has_el2 and (mdcr_el2 & _MDCR_TPM or tpmcr):
         return TRAP_EL2
     return OK
 
@@ -188,15 +198,19 @@ class Pmu:
 
     def _filtered(self, typer: int) -> bool:
         """The filter excludes the current EL (Non-secure state)."""
-        el, bit = self.ctx.el, (lambda b: bool(typer & b))
+        el = self.ctx.el
         if el == 0:
-            return bit(TYPER_U) != bit(TYPER_NSU)
+            return bool(typer & TYPER_U)            # U != NSU, with NSU reading as 0 without EL3
         if el == 1:
-            return bit(TYPER_P) != bit(TYPER_NSK)
-        return not bit(TYPER_NSH)
+            return bool(typer & TYPER_P)            # P != NSK, likewise
+        return not typer & TYPER_NSH
 
     def _prohibited(self, n: int) -> bool:
-        if self.ctx.el != 2 or self._el2_counter(n) or not self.ctx.mdcr_el2 & _MDCR_HPMD:
+        if self.ctx.el != 2:
+            return False
+        if n == CYCLE and self.config.wide and self.ctx.mdcr_el2 & _MDCR_HCCD:
+            return True                             # FEAT_PMUv3p5 MDCR_EL2.HCCD (QEMU 7.2 pmu_counter_enabled)
+        if self._el2_counter(n) or not self.ctx.mdcr_el2 & _MDCR_HPMD:
             return False
         return n != CYCLE or bool(self.pmcr & PMCR_DP)
 

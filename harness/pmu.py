@@ -8,10 +8,12 @@ PMXEVTYPER/PMXEVCNTR_EL0 and PMEVTYPER<n>/PMEVCNTR<n>_EL0 for n < N. The configu
 CPU model (`harness.cpu.PMU_CONFIGS`): `max` is FEAT_PMUv3p5 with PMCR_EL0 = 0x41013000 (IMP 'A', IDCODE 1,
 N = 6), and reads ID_AA64DFR0_EL1.PMUVer = 6 at EL1 and up (Unicorn's reads 5); cortex-a53/a57/a72 are PMUv3
 with their QEMU PMCR IDCODE. Unicorn keeps PMUSERENR_EL0, MDCR_EL2 and PMMIR_EL1, and this module reads the
-first two from it: an access `devmodel.pmu.access` disallows (EL0 without the PMUSERENR_EL0 enable,
-MDCR_EL2.TPM/TPMCR from EL1 of a guest that owns EL2, PMINTEN*_EL1 at EL0) is left to Unicorn, whose access
+first two from it: an access `devmodel.pmu.access(..., qemu_7_2=True)` disallows (EL0 without the PMUSERENR_EL0
+enable, MDCR_EL2.TPM from EL0/EL1 of a guest that owns EL2, PMINTEN*_EL1 at EL0) is left to Unicorn, whose access
 check (QEMU's pmreg_access* rules on the same register values) raises the trap (EC 0x18; EC 0 for
-PMEVCNTR/PMEVTYPER 4 and 5, which Unicorn lacks) or the undefined instruction.
+PMEVCNTR/PMEVTYPER 4 and 5, which Unicorn lacks) or the undefined instruction. The two traps the Arm ARM has
+and QEMU 7.2 lacks (MDCR_EL2.TPMCR; MDCR_EL2.TPM of an EL0 access PMUSERENR_EL0.ER/CR/SW allows) are not
+taken: the access is served, as QEMU 7.2 serves it (declining would let Unicorn's own PMU answer).
 
 Time: the cycle count is the virtual clock in nanoseconds - QEMU's ARM_CPU_FREQ of 1 GHz applied to its
 virtual clock, 16 cycles per tick of the 62.5 MHz system counter. An access samples the clock
@@ -20,8 +22,9 @@ at that moment, otherwise reads it without moving it; a guest that never touches
 Counters are brought up to date at each PMU access (`Pmu.at`, which also takes the EL and MDCR_EL2 the
 filters and EL2 partition use until the next update) and, from the first PMU access on and while a counter is
 enabled, at each exception entry and ERET (`Exceptions.entry_observers`, `eret_observers`) and each MSR
-MDCR_EL2 at EL2, at the clock's time without sampling it: a filter by EL, or the EL2 partition, applies from
-the instruction that changes it (ERETs in code written at run time are not seen, harness/exceptions.py). A
+MDCR_EL2 at EL2 (also while an overflow may interrupt: HPME gates the request of the EL2 counters), at the
+clock's time without sampling it: a filter by EL, or the EL2 partition, applies from the instruction that
+changes it (ERETs in code written at run time are not seen, harness/exceptions.py). A
 counter that counts cycles with its PMINTENSET bit set arms a clock deadline (key ("pmu", vcpu.id)) at the
 tick of its overflow, so the overflow interrupt is raised at that tick; the interrupt request is the level of
 PPI 7 (INTID 23) of the vCPU's GIC (traced `pmu_irq`).
@@ -114,7 +117,10 @@ class Pmus:
             return None
         ctx = self._context(vcpu, el)
         pmuserenr = vcpu.uc.cpr_read(*PMUSERENR_EL0) if el == 0 else 0
-        if access(kind, write, el, pmuserenr, ctx.mdcr_el2, ctx.has_el2) != OK:
+        # QEMU 7.2's rules, which Unicorn's own check shares: what this declines, Unicorn traps - an access the
+        # Arm ARM traps but QEMU does not (MDCR_EL2.TPMCR; TPM after PMUSERENR.ER/CR/SW at EL0) is served here
+        # as on QEMU 7.2, where declining it would run Unicorn's own PMU (docs/DESIGN.md "PMUv3")
+        if access(kind, write, el, pmuserenr, ctx.mdcr_el2, ctx.has_el2, qemu_7_2=True) != OK:
             return None
         if not self._watching:
             self._watching = True
@@ -166,7 +172,7 @@ class Pmus:
         """MSR MDCR_EL2 at EL2: the counters are brought up to date under the old HPMN/HPME/HPMD, the new value
         applies from here; the write itself is declined (Unicorn keeps the register)."""
         model = self.models[vcpu.id]
-        if vcpu.el == 2 and model.cnten:
+        if vcpu.el == 2 and (model.cnten or model.ovs & model.inten):    # HPME also gates the interrupt
             model.at(self._cycles(self.clock.now()), PmuContext(2, True, value))
             self._update(vcpu)
         return False

@@ -6,10 +6,13 @@ window offset `bus << 20 | device << 15 | function << 12 | register` is that reg
 (`ecam_decode`). A function that does not exist reads all-ones (vendor 0xFFFF: "no function here") and
 ignores writes, as do buses other than 0 (no bridges are modelled).
 
-Memory and I/O space: `mem_read(addr)` / `io_read(port)` take PCI bus addresses; the first function (in
-devfn order) with a BAR that decodes the address gets the access at its offset in the BAR; nothing
-claiming it reads all-ones and drops a write (a master abort: what QEMU 7.2 virt gives the guest in its
-PCI windows).
+Memory and I/O space: `mem_read(addr)` / `io_read(port)` take PCI bus addresses; the BAR that decodes the
+address gets the access at its offset in the BAR; nothing claiming it reads all-ones and drops a write (a
+master abort: what QEMU 7.2 virt gives the guest in its PCI windows). Overlapping BARs (undefined for PCI):
+the one mapped last wins, as in QEMU - hw/pci/pci.c pci_update_mappings re-adds a BAR whose decoded address
+changed (in BAR order) at the same priority, and the memory core puts a new subregion before its equals
+(softmmu/memory.c memory_region_add_subregion_common), so it shadows them. `_remap` records that order at
+each configuration write.
 
 Functions are placed as QEMU places `-device` without `addr=`: the first free slot of bus 0, function 0
 (the host bridge takes 00:00.0). Nothing a guest writes raises.
@@ -36,6 +39,9 @@ class PciHost:
 
     def __init__(self, root: PciFunction | None = None):
         self.functions: dict[int, PciFunction] = {}
+        self._mapped: dict[tuple[int, int], int | None] = {}     # (devfn, BAR) -> address last decoded
+        self._order: dict[tuple[int, int], int] = {}             # (devfn, BAR) -> when it was mapped
+        self._seq = 0
         self.add(root if root is not None else GpexRoot(), devfn=0)
 
     def add(self, function: PciFunction, devfn: int | None = None) -> int:
@@ -66,18 +72,35 @@ class PciHost:
         fn, reg = self._function_at(offset)
         if fn is not None and reg + size <= 1 << ECAM_DEVFN_SHIFT:
             fn.config.write(reg, value, size)
+            _, dev, func, _ = ecam_decode(offset)
+            self._remap(dev << 3 | func, fn)
+
+    def _remap(self, devfn: int, fn: PciFunction) -> None:
+        """After a configuration write: each BAR of `fn` whose decoded address changed to a mapped one becomes
+        the newest mapping (module docstring)."""
+        for index in sorted(fn.config.bars):
+            key, addr = (devfn, index), fn.config.bar_address(index)
+            if self._mapped.get(key) != addr:
+                self._mapped[key] = addr
+                if addr is not None:
+                    self._seq += 1
+                    self._order[key] = self._seq
 
     # -- memory and I/O space -----------------------------------------------------------------------------
     def claim(self, addr: int, io: bool) -> tuple[PciFunction, int, int] | None:
-        """(function, BAR index, offset in the BAR) of the BAR that decodes bus address `addr`, or None."""
-        for fn in self.functions.values():
+        """(function, BAR index, offset in the BAR) of the BAR that decodes bus address `addr` (of several, the
+        one mapped last), or None."""
+        best, when = None, -1
+        for devfn, fn in self.functions.items():
             for index, bar in fn.config.bars.items():
                 if bar.io != io:
                     continue
                 base = fn.config.bar_address(index)
                 if base is not None and base <= addr < base + bar.size:
-                    return fn, index, addr - base
-        return None
+                    order = self._order.get((devfn, index), 0)
+                    if order > when:
+                        best, when = (fn, index, addr - base), order
+        return best
 
     def _read(self, addr: int, size: int, io: bool) -> int:
         hit = self.claim(addr, io)

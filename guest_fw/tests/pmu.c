@@ -18,6 +18,8 @@
 #define CYCLE (1U << 31)
 #define FILTER_P (1UL << 31)                    /* PMEVTYPER/PMCCFILTR: do not count at EL1 */
 #define FILTER_NSH (1UL << 27)                  /* count at (Non-secure) EL2 */
+#define FILTER_NSK (1UL << 29)                  /* without EL3 (virt, secure=off): no effect */
+#define MDCR_HCCD (1UL << 23)                   /* FEAT_PMUv3p5: no cycle counting at EL2 */
 
 static u64 here, not_here;                      /* filters counting / not counting at the current EL */
 
@@ -123,6 +125,37 @@ static void test_filter(void)
 	isb();
 }
 
+/*
+ * At EL1: P | NSK excludes EL1 - without EL3, NSK (and NSU) do not filter (Arm ARM PMEVTYPER<n>_EL0: the
+ * NS* bits need EL3). At EL2: MDCR_EL2.HCCD stops the cycle counter there, not CPU_CYCLES in a counter.
+ */
+static void test_nsk_and_hccd(void)
+{
+	u64 a, b, e;
+	int el2 = current_el() == 2;
+	u64 mdcr = el2 ? read_sysreg(mdcr_el2) : 0;
+
+	pmu_reset();
+	write_sysreg(el2 ? here : FILTER_P | FILTER_NSK, pmccfiltr_el0);
+	write_sysreg(here | 0x11, pmevtyper2_el0);      /* CPU_CYCLES */
+	if (el2)
+		write_sysreg(mdcr | MDCR_HCCD, mdcr_el2);
+	write_sysreg(CYCLE | 4, pmcntenset_el0);
+	write_sysreg(PMCR_E, pmcr_el0);
+	isb();
+	a = read_sysreg(pmccntr_el0);
+	b = read_sysreg(pmccntr_el0);
+	e = read_sysreg(pmevcntr2_el0);
+	e = read_sysreg(pmevcntr2_el0) - e;
+	report(a == 0 && b == 0 && e > 0, "%s: no cycles counted by PMCCNTR_EL0, CPU_CYCLES counted",
+	       el2 ? "MDCR_EL2.HCCD at EL2" : "PMCCFILTR_EL0 P|NSK at EL1");
+	write_sysreg(0, pmcr_el0);
+	if (el2)
+		write_sysreg(mdcr, mdcr_el2);
+	write_sysreg(0, pmevtyper2_el0);
+	isb();
+}
+
 static void test_swinc_interrupt(void)
 {
 	pmu_reset();
@@ -185,6 +218,7 @@ int main(void)
 	test_identification();
 	test_counter_width();
 	test_filter();
+	test_nsk_and_hccd();
 	test_swinc_interrupt();
 	test_cycle_interrupt();
 	report_prefix_pop();

@@ -13,7 +13,7 @@ from devmodel.pmu import (CPU_CYCLES, CYCLE, OK, PMCR_C, PMCR_D, PMCR_E, PMCR_LC
 M32, M64 = (1 << 32) - 1, (1 << 64) - 1
 CHAIN, INST_RETIRED, STALL_FRONTEND = 0x1E, 0x08, 0x23
 U, P, NSH = 1 << 30, 1 << 31, 1 << 27
-HPME, HPMD = 1 << 7, 1 << 17
+HPME, HPMD, HCCD = 1 << 7, 1 << 17, 1 << 23
 
 
 def counting(pmu: Pmu, n: int, event: int, typer: int = 0) -> Pmu:
@@ -181,8 +181,9 @@ def test_interrupt_request_needs_inten_and_enable():
 
 
 @pytest.mark.parametrize("el, typer, counts", [
-    (1, 0, True), (1, P, False), (1, P | (1 << 29), True),          # EL1: P != NSK filters
-    (0, 0, True), (0, U, False), (0, U | (1 << 28), True),          # EL0: U != NSU filters
+    # no EL3 (virt, secure=off): NSK and NSU do not filter, P and U do (QEMU 7.2's output: guest_fw pmu.c)
+    (1, 0, True), (1, P, False), (1, P | (1 << 29), False), (1, 1 << 29, True),
+    (0, 0, True), (0, U, False), (0, U | (1 << 28), False), (0, 1 << 28, True),
     (2, 0, False), (2, NSH, True)])                                 # EL2 counts only with NSH
 def test_filters(el, typer, counts):
     p = Pmu()
@@ -192,6 +193,27 @@ def test_filters(el, typer, counts):
     p.write("PMCR", PMCR_E)
     p.at(100)
     assert p.read("PMCCNTR") == (100 if counts else 0)
+
+
+def test_hccd_stops_the_cycle_counter_at_el2_only():
+    """MDCR_EL2.HCCD (FEAT_PMUv3p5): no cycle counting at EL2; CPU_CYCLES in an event counter and EL1 count."""
+    p = Pmu()
+    p.at(0, PmuContext(2, True, 6 | HCCD))
+    p.write("PMCCFILTR", NSH)
+    counting(p, 0, CPU_CYCLES, NSH)
+    p.write("PMCNTENSET", 1 << CYCLE)
+    p.at(100)
+    assert (p.read("PMCCNTR"), p.read("PMEVCNTR0")) == (0, 100)
+    p.at(100, PmuContext(1, True, 6 | HCCD))
+    p.at(150)
+    assert (p.read("PMCCNTR"), p.read("PMEVCNTR0")) == (50, 150)
+    v3 = Pmu(PmuConfig(version=PMUV3))                         # before PMUv3p5 the bit is RES0
+    v3.at(0, PmuContext(2, True, 6 | HCCD))
+    v3.write("PMCCFILTR", NSH)
+    v3.write("PMCNTENSET", 1 << CYCLE)
+    v3.write("PMCR", PMCR_E)
+    v3.at(10)
+    assert v3.read("PMCCNTR") == 10
 
 
 def test_el2_partition_hpmn_hpme_hpmd():
@@ -233,3 +255,17 @@ def test_el2_traps():
     assert access("pmcr", True, 1, 0, tpmcr, True) == TRAP_EL2 and access("ctl", True, 1, 0, tpmcr, True) == OK
     assert access("ctl", False, 2, 0, tpm | tpmcr, True) == OK
     assert access("ctl", False, 0, 0, tpm, True) == TRAP_EL1  # PMUSERENR first
+
+
+def test_qemu_7_2_access_rules():
+    """QEMU 7.2's pmreg_access*: no TPMCR, and PMUSERENR.ER/CR/SW allow an EL0 access before TPM is looked at."""
+    tpm, tpmcr = 1 << 6, 1 << 5
+    assert access("pmcr", False, 1, 0, tpmcr, True, qemu_7_2=True) == OK
+    assert access("pmcr", False, 1, 0, tpm, True, qemu_7_2=True) == TRAP_EL2
+    for kind, write, en in (("cnt", False, 0b1000), ("ccnt", False, 0b0100), ("swinc", True, 0b0010),
+                            ("sel", True, 0b1000)):
+        assert access(kind, write, 0, en, tpm, True) == TRAP_EL2                 # the Arm ARM
+        assert access(kind, write, 0, en | 1, tpm, True, qemu_7_2=True) == OK    # QEMU 7.2, with EN or not
+        assert access(kind, write, 0, en, tpm, True, qemu_7_2=True) == OK
+    assert access("ccnt", True, 0, 0b0101, tpm, True, qemu_7_2=True) == TRAP_EL2     # CR: reads only
+    assert access("ccnt", True, 0, 0b0100, tpm, True, qemu_7_2=True) == TRAP_EL1

@@ -146,3 +146,19 @@ def test_testdev_sees_the_same_accesses_as_qemus():
     theirs = [(op, int(a, 16), int(v, 16) & 0xFF) for op, a, v in _OPS.findall(p.stderr)]
     assert len(theirs) > 200 and "PASS: pci: PCI test device passed 6/6 tests" in p.stdout
     assert _testdev_traffic_here() == theirs
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 not installed (Debian: apt-get install qemu-system-arm)")
+def test_overlapping_bars_answer_as_on_qemu():
+    """guest_fw pci_overlap.c: two pci-testdevs' memory BARs moved over each other (the one mapped last answers)
+    and one over guest RAM (RAM answers): the same console output and status under QEMU 7.2."""
+    from guestbin import guest_elf, run_cli
+    elf = guest_elf("pci_overlap")
+    devices = ["-device", "pci-testdev"] * 2
+    q = subprocess.run([QEMU, "-nodefaults", "-M", "virt", "-cpu", "max", "-m", "128M", "-semihosting",
+                        "-display", "none", "-no-reboot", "-serial", "stdio", *devices, "-kernel", str(elf)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    h = run_cli("run", elf, *devices)
+    assert q.returncode == h.returncode == 0, (q.stdout, h.stdout, h.stderr)
+    assert q.stdout.replace("\r\n", "\n") == h.stdout and "offset 2050" in h.stdout

@@ -160,3 +160,62 @@ def test_overflow_interrupt_is_traced_at_the_overflow_tick():
     assert o.exit_code == 0, o.message
     assert len(recs) == 1 and recs[0].fields["level"] is True and recs[0].fields["ovs"] == 1 << 31
     assert recs[0].fields["count"] == 5000
+
+
+HCR_EL2, ELR_EL2, SPSR_EL2 = (3, 4, 1, 1, 0), (3, 4, 4, 0, 1), (3, 4, 4, 0, 0)
+
+
+def below_el2(mdcr: int, code: list[int], el: int, pmuserenr: int = 0b1111):
+    """Start at EL2: PMCCNTR = 0x1234, PMEVCNTR5 = 0x5678 (not counting), MDCR_EL2 = `mdcr`, PMUSERENR_EL0 =
+    `pmuserenr`; ERET to `code` at `el` (0 or 1, AArch64). Returns (vcpu, outcome, code address) once `code` ran
+    into its UDF (no vector tables)."""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(start_el=2)
+    low = BASE + 0x100
+    vm.load_code(BASE, words(movz(1, 0x1234), msr_word(PMCCNTR, 1), movz(1, 0x5678), msr_word(PMEVCNTR5, 1),
+                             0xD2B00001, msr_word(HCR_EL2, 1), movz(1, mdcr), msr_word(MDCR_EL2, 1),  # HCR.RW
+                             movz(1, pmuserenr), msr_word(PMUSERENR_EL0, 1), movz(2, low & 0xFFFF),
+                             0xF2A00000 | ((low >> 16) & 0xFFFF) << 5 | 2, msr_word(ELR_EL2, 2),
+                             movz(3, 5 if el else 0), msr_word(SPSR_EL2, 3), ERET))
+    vm.load_code(low, words(*code, UDF), entry=BASE)
+    return vm.vcpus[0], m.run(timeout=30), low
+
+
+@pytest.mark.parametrize("mdcr, insn, el, pmuserenr, want", [
+    (6 | 1 << 5, mrs_word(PMCR, 19), 1, 0, 0x41013000),    # TPMCR (QEMU 7.2 lacks it): N = HPMN, not Unicorn's
+    (2 | 1 << 5, mrs_word(PMCR, 19), 1, 0, 0x41011000),    # ... PMCR (0x2040); N = HPMN = 2
+    (6 | 1 << 6, mrs_word(PMCCNTR, 19), 0, 0b0100, 0x1234),   # TPM after PMUSERENR.CR at EL0: the model's counter
+    (6 | 1 << 6, mrs_word(PMCCNTR, 19), 0, 0b1111, 0x1234),   # ... also with EN
+    (6 | 1 << 6, mrs_word(PMEVCNTR5, 19), 0, 0b1000, 0x5678),  # TPM after ER: PMEVCNTR5, which Unicorn lacks
+])
+def test_traps_qemu_7_2_lacks_are_served_as_qemu_serves_them(mdcr, insn, el, pmuserenr, want):
+    """MDCR_EL2.TPMCR, and MDCR_EL2.TPM for an EL0 access PMUSERENR_EL0 allows: the Arm ARM traps them to EL2,
+    QEMU 7.2 (target/arm/helper.c pmreg_access*) does not. The model serves them as QEMU does; declining them
+    let Unicorn's own PMU answer (PMCR 0x2040: IMP 0, N = 4) or make PMEVCNTR5 UNDEFINED."""
+    vcpu, o, low = below_el2(mdcr, [insn], el, pmuserenr)
+    assert o.pc == low + 4 and o.esr >> 26 == 0, o.message          # ran, then the UDF
+    assert vcpu.uc.reg_read(UC_ARM64_REG_X19) == want
+
+
+@pytest.mark.parametrize("insn, el, pmuserenr", [
+    (mrs_word(PMCR, 19), 1, 0), (mrs_word(PMCR, 19), 0, 0b0001),           # TPM from EL1, from EL0 with EN
+    (msr_word(PMCCNTR, 19), 0, 0b0101)])                                     # CR allows reads only
+def test_tpm_still_traps_what_qemu_traps(insn, el, pmuserenr):
+    vcpu, o, low = below_el2(6 | 1 << 6, [insn], el, pmuserenr)
+    assert o.pc == low and o.esr >> 26 == 0x18, o.message            # EC 0x18 (to EL2: Unicorn's own check)
+
+
+def test_mdcr_el2_write_moves_the_interrupt_of_an_el2_counter_at_once():
+    """Counter 5 overflowed with its PMINTENSET bit set, PMCR.E = 0, no counter enabled: the request is low.
+    MSR MDCR_EL2 with HPMN = 4 and HPME gives counter 5 to EL2, enabled by HPME: the request rises at that
+    write (Arm ARM: the interrupt is gated by the counter's enable), not at a later PMU access."""
+    from devmodel.trace import ListSink, Tracer
+    sink = ListSink()
+    m = Machine(tracer=Tracer(events="pmu_irq", sinks=[sink]), console=lambda vm, d, s: None)
+    vm = m.add_vm(start_el=2)
+    pmovsset = (3, 3, 9, 14, 3)
+    vm.load_code(BASE, words(movz(1, 1 << 5), msr_word(pmovsset, 1), msr_word(PMINTENSET, 1),
+                             movz(2, 4 | 1 << 7), msr_word(MDCR_EL2, 2), 0xD2800100, 0xF2B08000, 0xD4000003))
+    o = m.run(timeout=30)
+    assert o.exit_code == 0, o.message
+    assert [(r.fields["level"], r.fields["ovs"]) for r in sink.records if r.event == "pmu_irq"] == [(True, 1 << 5)]

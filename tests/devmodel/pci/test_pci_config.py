@@ -158,3 +158,24 @@ def test_functions_take_the_next_free_slot():
         h.add(PciTestdev())
     with pytest.raises(ValueError):
         h.add(PciTestdev())
+
+
+def test_overlapping_bars_the_one_mapped_last_answers():
+    """QEMU 7.2 (pci_update_mappings, memory_region_add_subregion_common): a BAR whose decoded address changes
+    is put in front of its equals; an unchanged rewrite does not move it (guest_fw pci_overlap.c: same under
+    QEMU, tests/harness/test_pci_board.py)."""
+    h = PciHost()
+    a, b = PciTestdev(), PciTestdev()
+    da, db = h.add(a), h.add(b)
+    for dev, base in ((da, 0x1000_0000), (db, 0x1000_0000)):
+        h.config_write(dev << 12 | 0x10, base, 4)
+        h.config_write(dev << 12 | 0x04, 0x2, 2)
+    assert h.claim(0x1000_0004, False)[0] is b                  # mapped last
+    h.config_write(da << 12 | 0x10, 0x1000_0000, 4)            # the same address again: not re-mapped
+    assert h.claim(0x1000_0004, False)[0] is b
+    h.config_write(da << 12 | 0x04, 0x0, 2)
+    h.config_write(da << 12 | 0x04, 0x2, 2)                     # decode off and on: mapped anew
+    assert h.claim(0x1000_0004, False)[0] is a
+    h.config_write(db << 12 | 0x10, 0x1000_2000, 4)
+    h.config_write(db << 12 | 0x10, 0x1000_0000, 4)
+    assert h.claim(0x1000_0004, False)[0] is b
