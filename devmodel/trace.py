@@ -17,14 +17,22 @@ then) and emitted with `tracer.emit_payload(payload, *values)`: the record carri
 of its `dynamic` fields (a message number) instead of a field dict, which `Record.fields` builds only when
 something reads it. File sinks (harness/trace/sinks.py) format a payload once into a template and fill in
 `seq`, `ts` and the dynamic values; the output is the same bytes as for the same record emitted field by field.
+
+Compact records: when a tracer's only sink offers a `CompactLog` (`sink.compact`, a jsonl or text file of its
+own with the native formatter available), `emit_payload` does not call the sink: it appends `tid, seq, ts,
+values...` as integers to the log (`tid`: the sink's template of the payload, for the current `where()` when
+the record takes its cpu/pc from there) and the sink formats the log in bulk when it fills, before any other
+record, and on flush and close. A record the log cannot hold (a value that is not an `int`, a payload the sink
+has no template for) empties the log and takes the ordinary path, so the order of records never changes.
 """
 from __future__ import annotations
 
 import fnmatch
+from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
-__all__ = ["EventDef", "Record", "Payload", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
+__all__ = ["EventDef", "Record", "Payload", "CompactLog", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
            "select"]
 
 
@@ -135,6 +143,43 @@ class Record:
         return f"Record(seq={self.seq!r}, event={self.event!r}, ts={self.ts!r}, fields={self.fields!r})"
 
 
+class CompactLog:
+    """A sink's buffer of compact payload records (see the module docstring). `tids[payload]` is the template
+    number of an anchored payload, False when the sink has none for it, or a dict `where() -> number`;
+    `learn(payload)` makes the number for the current `where()` (or False); `drain()` formats and writes `data` and empties it, at the latest when it holds more
+    than `limit` integers."""
+
+    __slots__ = ("data", "tids", "where", "learn", "drain", "limit")
+
+    def __init__(self, learn: Callable[[Payload], Any], drain: Callable[[], None],
+                 where: Callable[[], Any] | None = None, limit: int = 1 << 16):
+        self.data = array("q")
+        self.tids: dict[Payload, Any] = {}
+        self.where, self.learn, self.drain, self.limit = where, learn, drain, limit
+
+    def add(self, payload: Payload, seq: int, ts: Any, values: tuple[Any, ...]) -> bool:
+        """Keep the record (True), or empty the log and leave the record to the ordinary path (False)."""
+        t = self.tids.get(payload)
+        if t.__class__ is dict:
+            t = t.get(self.where())
+        if t is None:
+            t = self.learn(payload)
+        if t is False or ts.__class__ is not int or any(v.__class__ is not int for v in values):
+            self.drain()
+            return False
+        data = self.data
+        n = len(data)
+        try:
+            data.extend((t, seq, ts, *values))
+        except OverflowError:                  # an int beyond 64 bits: the ordinary path formats it
+            del data[n:]
+            self.drain()
+            return False
+        if n > self.limit:
+            self.drain()
+        return True
+
+
 class Sink(Protocol):
     def write(self, rec: Record) -> None: ...
 
@@ -169,6 +214,7 @@ class Tracer:
         self._checked: set[tuple[str, tuple[str, ...]]] = set()    # (event, field names) already validated
         self._writers: tuple[Callable[..., None], ...] = ()        # how payload records reach the sinks
         self._wired = -1                                           # len(sinks) the writers were made for
+        self.compact: CompactLog | None = None                     # the only sink's compact log, if it has one
 
     def enable(self, patterns: str | Iterable[str]) -> None:
         self.enabled = self.enabled | select(patterns)
@@ -192,6 +238,7 @@ class Tracer:
                     sink.write(rec)
             direct.append(generic)
         self._writers, self._wired = tuple(direct), len(self.sinks)
+        self.compact = getattr(self.sinks[0], "compact", None) if len(self.sinks) == 1 else None
         return self._writers
 
     def emit(self, name: str, /, **fields: Any) -> None:
@@ -221,6 +268,28 @@ class Tracer:
         clock = self.clock
         ts = clock() if clock else seq
         writers = self._writers if len(self.sinks) == self._wired else self._wire()
+        log = self.compact
+        if log is not None:                       # CompactLog.add, inlined for the usual case
+            t = log.tids.get(payload)
+            if t.__class__ is dict:
+                t = t.get(log.where())
+            if t.__class__ is int and ts.__class__ is int:
+                for v in values:
+                    if v.__class__ is not int:
+                        break
+                else:
+                    data = log.data
+                    n = len(data)
+                    try:
+                        data.extend((t, seq, ts, *values))
+                    except OverflowError:         # beyond 64 bits: the ordinary path formats it
+                        del data[n:]
+                    else:
+                        if n > log.limit:
+                            log.drain()
+                        return
+            if log.add(payload, seq, ts, values):
+                return
         for w in writers:
             w(payload, seq, ts, values)
 

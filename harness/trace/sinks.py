@@ -31,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from devmodel.trace import Payload, Record
+from devmodel.trace import CompactLog, Payload, Record
 
 from ..clock import HZ as CLOCK_HZ
 
@@ -232,25 +232,47 @@ class _LineSink(_FileSink):
                  where: Where | None = None):
         super().__init__(target, annotate, where)
         self._templates: dict[Any, Any] = {}      # Payload -> renderer, or {where(): renderer}
+        self.compact: CompactLog | None = None    # compact records (devmodel/trace.py), for a file of our own
+        self._writer: Any = None
+        if self._owned:
+            from .. import native
+            lib = native.tlbi_trap()
+            if lib is not None:
+                from .compact import CompactWriter
+                self._writer = CompactWriter(lib)
+                self.compact = CompactLog(self._learn, self._drain_compact, where)
+
+    def bind(self, where: Where | None = None, annotate: Annotate | None = None,
+             cpu_name: Callable[[int], str] | None = None) -> None:
+        super().bind(where, annotate, cpu_name)
+        if self.compact is not None:
+            self.compact.where = self.where
 
     def _write(self, obj: dict[str, Any]) -> None:
         self._out(self._format(obj))
 
     def write(self, rec: Record) -> None:
+        if self.compact is not None and self.compact.data:
+            self._drain_compact()
         if rec.payload is not None:
             self.write_payload(rec.payload, rec.seq, rec.ts, rec.values)
         else:
             super().write(rec)
 
+    def _anchored(self, p: Payload) -> bool:
+        """Does `p`'s line not depend on `where()` (its record has its own cpu or pc, or there is no where)?"""
+        f = p.fields
+        return self.where is None or f.get("cpu") is not None or f.get("pc") is not None
+
     def write_payload(self, p: Payload, seq: int, ts: Any, values: tuple[Any, ...]) -> None:
         if self.closed:
             return
+        if self.compact is not None and self.compact.data:
+            self._drain_compact()
         self.count += 1
         t = self._templates.get(p)
         if t is None:
-            f = p.fields
-            anchored = self.where is None or f.get("cpu") is not None or f.get("pc") is not None
-            t = self._templates[p] = self._template(p) if anchored else {}
+            t = self._templates[p] = self._template(p) if self._anchored(p) else {}
         if t.__class__ is dict:                   # the record's cpu/pc come from where() (record_obj)
             w = self.where()
             tw = t.get(w)
@@ -259,7 +281,61 @@ class _LineSink(_FileSink):
             t = tw
         self._out(t(seq, ts, values))
 
+    def _learn(self, p: Payload) -> int | bool:
+        """The compact template number of `p` at the current `where()` (False: `p` has no template)."""
+        tids = self.compact.tids
+        try:
+            pieces, holes = self._template_parts(p)
+        except ValueError:
+            tid: int | bool = False
+        else:
+            tid = self._writer.add(pieces, holes, [self._int_hex(k) for k in p.dynamic])
+        if self._anchored(p):
+            tids[p] = tid
+        else:
+            d = tids.get(p)
+            if d.__class__ is not dict:
+                d = tids[p] = {}
+            d[self.where()] = tid
+        return tid
+
+    def _drain_compact(self) -> None:
+        """Write the compact records (after the lines collected before them)."""
+        data = self.compact.data
+        if not data:
+            return
+        if not self.closed:
+            self._drain()
+            self._f.flush()
+            self.count += self._writer.render(data, self._f.buffer.write)
+        del data[:]
+
+    def flush(self) -> None:
+        if not self.closed and self.compact is not None:
+            self._drain_compact()
+        super().flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.compact is not None:
+                self._drain_compact()
+        finally:
+            if self.compact is not None:
+                self.compact.limit = -1          # records emitted after close are dropped at once
+            super().close()
+
+    def _int_hex(self, key: str) -> bool:
+        """Does the line show an int value of `key` in hex (else in decimal)?"""
+        return False
+
     def _template(self, p: Payload) -> Callable[..., str]:
+        pieces, holes = self._template_parts(p)
+        return _renderer(pieces, holes, [self._value_text(k) for k in p.dynamic])
+
+    def _template_parts(self, p: Payload) -> tuple[list[str], list[Any]]:
+        """The pieces of `p`'s line and the holes between them: "seq", "ts" or the index of a dynamic value."""
         marks = {k: _MARK.format(k) for k in ("seq", "ts", *p.dynamic)}
         rec = Record(0, p.event, 0, p.with_values(tuple(marks[k] for k in p.dynamic)))
         obj = record_obj(rec, self.annotate, self.where)
@@ -278,7 +354,7 @@ class _LineSink(_FileSink):
             holes.append(k if k in ("seq", "ts") else p.dynamic.index(k))
             at = pos + len(hole)
         pieces.append(text[at:])
-        return _renderer(pieces, holes, [self._value_text(k) for k in p.dynamic])
+        return pieces, holes
 
     def _format(self, obj: dict[str, Any]) -> str:
         """The line of one record."""
@@ -309,6 +385,9 @@ class TextSink(_LineSink):
 
     def _hole(self, key: str, marker: str) -> str:
         return marker
+
+    def _int_hex(self, key: str) -> bool:
+        return key in HEX_FIELDS or key.endswith("addr")          # as _fmt_text
 
     def _value_text(self, key: str) -> Callable[[Any], Any]:
         return lambda v: _fmt_text(key, v if type(v) in _SIMPLE else _plain(v))

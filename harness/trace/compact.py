@@ -1,0 +1,74 @@
+"""Bulk formatting of compact trace records (`devmodel.trace.CompactLog`) by the native `tt_render`
+(harness/native/tlbi_trap.c), for the jsonl and text sinks (harness/trace/sinks.py).
+
+A sink registers the template of each payload it meets (the pieces of its line and the holes between them,
+what its own Python template fills in: `_LineSink._template_parts`) and gets a template number; the log holds
+`number, seq, ts, values...` per record, and `render` turns a whole log into bytes in C, a megabyte at a time,
+which go straight to the file's binary buffer. Only integers are kept (the log refuses anything else), and an
+integer's text is what Python's `str()` or `%#x` gives, so the bytes are the Python template's
+(tests/harness/test_trace_compact.py compares them).
+"""
+from __future__ import annotations
+
+import ctypes
+from array import array
+from typing import Any, Callable
+
+__all__ = ["CompactWriter", "HOLE_SEQ", "HOLE_TS", "HOLE_VALUE", "HOLE_HEX"]
+
+HOLE_SEQ, HOLE_TS, HOLE_VALUE, HOLE_HEX = 0, 1, 2, 0x100     # tlbi_trap.c's hole kinds
+_INT_TEXT = 24                                              # ... and TT_INT_TEXT
+
+
+class CompactWriter:
+    """The template table and output buffer of one sink; `lib` is the loaded native library."""
+
+    def __init__(self, lib: Any, cap: int = 1 << 20):
+        self.lib = lib
+        self.index = array("q")            # template number -> its offset in prog
+        self.prog = array("q")
+        self._blob = bytearray()
+        self._blob_bytes = b""
+        self._res = (ctypes.c_long * 2)()
+        self._grow(cap)
+
+    def _grow(self, cap: int) -> None:
+        self.cap = cap
+        self._out = bytearray(cap)
+        self._out_addr = ctypes.addressof((ctypes.c_char * cap).from_buffer(self._out))
+
+    def add(self, pieces: list[str], holes: list[Any], hexes: list[bool]) -> int:
+        """Register a template (holes: "seq", "ts" or a dynamic value's index; `hexes[i]`: value i in hex)."""
+        enc = [piece.encode("utf-8") for piece in pieces]
+        total = sum(len(e) for e in enc)
+        tid = len(self.index)
+        self.index.append(len(self.prog))
+        self.prog.extend((len(hexes), len(holes), total))
+        for e in enc:
+            self.prog.extend((len(self._blob), len(e)))
+            self._blob += e
+        for h in holes:
+            self.prog.append(HOLE_SEQ if h == "seq" else HOLE_TS if h == "ts" else
+                             (HOLE_VALUE + h) | (HOLE_HEX if hexes[h] else 0))
+        self._blob_bytes = bytes(self._blob)
+        need = 2 * (total + _INT_TEXT * len(holes))
+        if need > self.cap:
+            self._grow(need)
+        return tid
+
+    def render(self, data: array, write: Callable[[memoryview], Any]) -> int:
+        """Format every record of `data` and `write` the bytes; returns the number of records."""
+        addr, n = data.buffer_info()
+        index_addr, ntpl = self.index.buffer_info()
+        prog_addr = self.prog.buffer_info()[0]
+        out = memoryview(self._out)
+        off = records = 0
+        while off < n:
+            used = self.lib.tt_render(addr + off * data.itemsize, n - off, index_addr, ntpl, prog_addr,
+                                      self._blob_bytes, self._out_addr, self.cap, self._res)
+            if used <= 0:
+                raise ValueError(f"trace: compact record {data[off]} has no template")
+            write(out[:self._res[0]])
+            off += used
+            records += self._res[1]
+        return records
