@@ -6,7 +6,8 @@ what its own Python template fills in: `_LineSink._template_parts`) and gets a t
 `number, seq, ts, values...` per record, and `render` turns a whole log into bytes in C, a megabyte at a time,
 which go straight to the file's binary buffer. Only integers are kept (the log refuses anything else), and an
 integer's text is what Python's `str()` or `%#x` gives, so the bytes are the Python template's
-(tests/harness/test_trace_compact.py compares them).
+(tests/harness/test_trace_compact.py compares them); a record with an int beyond 64 bits is formatted by the
+Python template.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class CompactWriter:
         self.prog = array("q")
         self._blob = bytearray()
         self._blob_bytes = b""
+        self._python: list[tuple[Callable[..., str], int]] = []   # number -> (Python renderer, values)
         self._res = (ctypes.c_long * 2)()
         self._grow(cap)
 
@@ -37,8 +39,9 @@ class CompactWriter:
         self._out = bytearray(cap)
         self._out_addr = ctypes.addressof((ctypes.c_char * cap).from_buffer(self._out))
 
-    def add(self, pieces: list[str], holes: list[Any], hexes: list[bool]) -> int:
-        """Register a template (holes: "seq", "ts" or a dynamic value's index; `hexes[i]`: value i in hex)."""
+    def add(self, pieces: list[str], holes: list[Any], hexes: list[bool], python: Callable[..., str]) -> int:
+        """Register a template (holes: "seq", "ts" or a dynamic value's index; `hexes[i]`: value i in hex);
+        `python(seq, ts, values)` is the same line in Python (for a value beyond 64 bits)."""
         enc = [piece.encode("utf-8") for piece in pieces]
         total = sum(len(e) for e in enc)
         tid = len(self.index)
@@ -51,13 +54,22 @@ class CompactWriter:
             self.prog.append(HOLE_SEQ if h == "seq" else HOLE_TS if h == "ts" else
                              (HOLE_VALUE + h) | (HOLE_HEX if hexes[h] else 0))
         self._blob_bytes = bytes(self._blob)
+        self._python.append((python, len(hexes)))
         need = 2 * (total + _INT_TEXT * len(holes))
         if need > self.cap:
             self._grow(need)
         return tid
 
-    def render(self, data: array, write: Callable[[memoryview], Any]) -> int:
-        """Format every record of `data` and `write` the bytes; returns the number of records."""
+    def render(self, data: list[int], write: Callable[[Any], Any]) -> int:
+        """Format every record of `data` (a flat list: number, seq, ts, values...) and `write` the bytes;
+        returns the number of records."""
+        try:
+            packed = array("q", data)
+        except OverflowError:
+            return self._render_mixed(data, write)
+        return self._render(packed, write)
+
+    def _render(self, data: array, write: Callable[[Any], Any]) -> int:
         addr, n = data.buffer_info()
         index_addr, ntpl = self.index.buffer_info()
         prog_addr = self.prog.buffer_info()[0]
@@ -71,4 +83,24 @@ class CompactWriter:
             write(out[:self._res[0]])
             off += used
             records += self._res[1]
+        return records
+
+    def _render_mixed(self, data: list[int], write: Callable[[Any], Any]) -> int:
+        """Some value does not fit 64 bits: those records by their Python renderer, the others in C."""
+        chunk: list[int] = []
+        i = records = 0
+        while i < len(data):
+            render, nval = self._python[data[i]]
+            rec = data[i:i + 3 + nval]
+            i += 3 + nval
+            if all(-(1 << 63) <= v < (1 << 63) for v in rec):
+                chunk.extend(rec)
+                continue
+            if chunk:
+                records += self._render(array("q", chunk), write)
+                chunk.clear()
+            write(render(rec[1], rec[2], tuple(rec[3:])).encode("utf-8"))
+            records += 1
+        if chunk:
+            records += self._render(array("q", chunk), write)
         return records

@@ -31,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from devmodel.trace import CompactLog, Payload, Record
+from devmodel.trace import CompactLog, Payload, PayloadGroup, Record
 
 from ..clock import HZ as CLOCK_HZ
 
@@ -281,16 +281,19 @@ class _LineSink(_FileSink):
             t = tw
         self._out(t(seq, ts, values))
 
-    def _learn(self, p: Payload) -> int | bool:
+    def _learn(self, p: Payload | PayloadGroup) -> int | bool:
         """The compact template number of `p` at the current `where()` (False: `p` has no template)."""
         tids = self.compact.tids
         try:
-            pieces, holes = self._template_parts(p)
+            pieces, holes, keys = self._group_parts(p) if isinstance(p, PayloadGroup) else (
+                *self._template_parts(p), p.dynamic)
         except ValueError:
             tid: int | bool = False
         else:
-            tid = self._writer.add(pieces, holes, [self._int_hex(k) for k in p.dynamic])
-        if self._anchored(p):
+            tid = self._writer.add(pieces, holes, [self._int_hex(k) for k in keys],
+                                   _renderer(pieces, holes, [self._value_text(k) for k in keys]))
+        members = p.members if isinstance(p, PayloadGroup) else (p,)
+        if all(self._anchored(m) for m in members):
             tids[p] = tid
         else:
             d = tids.get(p)
@@ -298,6 +301,21 @@ class _LineSink(_FileSink):
                 d = tids[p] = {}
             d[self.where()] = tid
         return tid
+
+    def _group_parts(self, g: PayloadGroup) -> tuple[list[str], list[Any], tuple[str, ...]]:
+        """The members' lines one after the other: the first one's seq is the record's, the others' are its
+        first values, then come the members' own values (`keys`: the field each value is shown as)."""
+        keys: list[str] = ["seq"] * (len(g.members) - 1)
+        pieces, holes = [""], []
+        for k, m in enumerate(g.members):
+            mp, mh = self._template_parts(m)
+            base = len(keys)
+            pieces[-1] += mp[0]
+            for h, piece in zip(mh, mp[1:]):
+                holes.append(h if h == "ts" or (h == "seq" and k == 0) else k - 1 if h == "seq" else base + h)
+                pieces.append(piece)
+            keys.extend(m.dynamic)
+        return pieces, holes, tuple(keys)
 
     def _drain_compact(self) -> None:
         """Write the compact records (after the lines collected before them)."""
