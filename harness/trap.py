@@ -718,49 +718,57 @@ class TlbiTrap:
     def _deliver_compact(self, cpu: _Cpu, data: bytes, vm: int) -> None:
         """`_deliver` while the trace goes to a compact log (devmodel/trace.py): a TLBI and its DVM messages,
         a DSB and its Sync, are one compact record each (a `PayloadGroup`, when no receiver traces anything:
-        `Interconnect.quiet`), appended here; anything else takes the traced steps of the Python hooks."""
+        `Interconnect.quiet`), appended here; anything else takes the traced steps of the Python hooks.
+        Plans are keyed by the raw record. The clock is read again only after those steps (a quiet receiver
+        does not move it)."""
         tr, ic, part = self.tracer, self.interconnect, cpu.part
         log = tr.compact
         now = (log, tr.enabled, ic.generation)
         if cpu.plans_for is None or any(a is not b for a, b in zip(cpu.plans_for, now)):
             cpu.plans.clear()
             cpu.plans_for = now
-        plans, out, clock = cpu.plans, log.data, tr.clock
-        for pc, xt, info in _RECORDS.iter_unpack(data):
-            tlbi = info & 0xFF == native.TT_REC_TLBI
-            if not tlbi and not cpu.pending:
-                continue                          # a DSB with no TLBI before it: completes nothing
-            key = (pc, info, xt)
-            plan = plans.get(key)
+        plans, out, clock, size = cpu.plans, log.data, tr.clock, native.RECORD_SIZE
+        ts = clock()
+        for at in range(0, len(data), size):
+            raw = data[at:at + size]
+            plan = plans.get(raw)
             if plan is None or plan[1] != vm:
                 if len(plans) > 4096:
                     plans.clear()
-                plan = plans[key] = self._compact_plan(cpu, pc, info, xt, vm)
-            ts = clock()
+                plan = plans[raw] = self._compact_plan(cpu, raw, vm)
+            tlbi = plan[5]
+            if tlbi:
+                cpu.traps += 1
+            elif not cpu.pending:
+                continue                          # a DSB with no TLBI before it: completes nothing
             if plan[2] is None or ts.__class__ is not int:
-                self._traced_record(cpu, pc, info, plan[0])
+                self._traced_record(cpu, raw, plan[0])
+                ts = clock()
             else:
-                seq, n = tr.seq, plan[3]
-                tr.seq = seq + n
-                m = ic.msgs + 1
-                out.extend((plan[2], seq + 1, ts, *range(seq + 2, seq + n + 1), *range(m, m + plan[4])))
+                seq = tr.seq
+                if plan[3] == 2 and plan[4] == 1:  # the usual shape: one member more, one message
+                    tr.seq = seq + 2
+                    out.extend((plan[2], seq + 1, ts, seq + 2, ic.msgs + 1))
+                else:
+                    n, m = plan[3], ic.msgs + 1
+                    tr.seq = seq + n
+                    out.extend((plan[2], seq + 1, ts, *range(seq + 2, seq + n + 1), *range(m, m + plan[4])))
                 if tlbi:
                     ic.tlbi(plan[0], part, trace=False)
                 else:
                     ic.sync(part, trace=False)
                 cpu.pending = tlbi
-            if tlbi:
-                cpu.traps += 1
-                if info & _TLBI_EMULATED:
-                    part.count_flush()            # the hook flushed the TLB itself
+            if plan[6]:
+                part.count_flush()                # the hook flushed the TLB itself (a TLBI Unicorn lacks)
             if len(out) > log.limit:
                 log.drain()
 
-    def _compact_plan(self, cpu: _Cpu, pc: int, info: int, xt: int, vm: int) -> tuple:
+    def _compact_plan(self, cpu: _Cpu, raw: bytes, vm: int) -> tuple:
         """(op or the DSB's (domain, full, syncs), VMID, the compact template number of its group or None,
-        the group's records, how many message numbers it takes)."""
-        tr = self.tracer
-        if info & 0xFF == native.TT_REC_TLBI:
+        the group's records, how many message numbers it takes, is it a TLBI, did the hook flush the TLB)."""
+        pc, xt, info = _RECORDS.unpack(raw)
+        tlbi = info & 0xFF == native.TT_REC_TLBI
+        if tlbi:
             op = self._replay_decode(cpu, info, xt, vm)
             hit = self._tlbi_plan(cpu, pc, (info >> 8) & 3, op)
             what, group, msgs = op, hit[4], hit[5]
@@ -768,17 +776,18 @@ class TlbiTrap:
             what = _DSB_OF_INFO[info]
             hit = self._dsb_plan(cpu, pc, *what)
             group, msgs = hit[3], int(hit[4])
-        if group is None:
-            return what, vm, None, 0, 0
-        self.where_now = (cpu.index, pc)
-        try:
-            gid = tr.compact_id(group)
-        finally:
-            self.where_now = None
-        return what, vm, gid, len(group.members), msgs
+        gid = None
+        if group is not None:
+            self.where_now = (cpu.index, pc)
+            try:
+                gid = self.tracer.compact_id(group)
+            finally:
+                self.where_now = None
+        return what, vm, gid, len(group.members) if group else 0, msgs, tlbi, bool(info & _TLBI_EMULATED)
 
-    def _traced_record(self, cpu: _Cpu, pc: int, info: int, what: Any) -> None:
+    def _traced_record(self, cpu: _Cpu, raw: bytes, what: Any) -> None:
         """One native record through the traced steps of the Python hooks."""
+        pc, _xt, info = _RECORDS.unpack(raw)
         if info & 0xFF == native.TT_REC_TLBI:
             self._traced_tlbi(cpu, pc, (info >> 8) & 3, what)
         else:

@@ -15,10 +15,19 @@ import ctypes
 from array import array
 from typing import Any, Callable
 
-__all__ = ["CompactWriter", "HOLE_SEQ", "HOLE_TS", "HOLE_VALUE", "HOLE_HEX"]
+__all__ = ["CompactWriter", "writer", "HOLE_SEQ", "HOLE_TS", "HOLE_VALUE", "HOLE_HEX"]
 
 HOLE_SEQ, HOLE_TS, HOLE_VALUE, HOLE_HEX = 0, 1, 2, 0x100     # tlbi_trap.c's hole kinds
 _INT_TEXT = 24                                              # ... and TT_INT_TEXT
+
+
+def writer() -> "CompactWriter | None":
+    """A writer on the native library, or None when it is not available (`SMMU_HARNESS_NATIVE=0`, no compiler):
+    then the sinks format every record in Python."""
+    from .. import native
+
+    lib = native.tlbi_trap()
+    return CompactWriter(lib) if lib is not None else None
 
 
 class CompactWriter:

@@ -235,11 +235,9 @@ class _LineSink(_FileSink):
         self.compact: CompactLog | None = None    # compact records (devmodel/trace.py), for a file of our own
         self._writer: Any = None
         if self._owned:
-            from .. import native
-            lib = native.tlbi_trap()
-            if lib is not None:
-                from .compact import CompactWriter
-                self._writer = CompactWriter(lib)
+            from . import compact
+            self._writer = compact.writer()
+            if self._writer is not None:
                 self.compact = CompactLog(self._learn, self._drain_compact, where)
 
     def bind(self, where: Where | None = None, annotate: Annotate | None = None,
