@@ -111,11 +111,12 @@ class PayloadGroup:
     `ts`, nothing between them - the trap of a broadcast TLBI and its `dvm_tlbi` messages when no receiver
     traces anything itself. The values of an emission are the members' dynamic values, in member order."""
 
-    __slots__ = ("members", "counts", "enabled")
+    __slots__ = ("members", "counts", "total", "enabled")
 
     def __init__(self, members: Iterable[Payload]):
         self.members = tuple(members)
         self.counts = tuple(len(m.dynamic) for m in self.members)
+        self.total = sum(self.counts)
         self.enabled: frozenset[str] | None = None      # a `Tracer.enabled` found to enable every member
 
     def __repr__(self) -> str:
@@ -179,7 +180,8 @@ class CompactLog:
             t = t.get(self.where())
         if t is None:
             t = self.learn(payload)
-        if t is False or ts.__class__ is not int or any(v.__class__ is not int for v in values):
+        if (t is False or ts.__class__ is not int or len(values) != len(payload.dynamic)
+                or any(v.__class__ is not int for v in values)):
             self.drain()
             return False
         self.data.extend((t, seq, ts, *values))
@@ -266,7 +268,7 @@ class Tracer:
             t = tids.get(payload)
             if t.__class__ is dict:
                 t = t.get(log.where())
-            if t.__class__ is not int or clock is None:
+            if t.__class__ is not int or clock is None or len(values) != len(payload.dynamic):
                 return method(self, payload, *values)
             for v in values:
                 if v.__class__ is not int:
@@ -312,7 +314,7 @@ class Tracer:
             t = log.tids.get(payload)
             if t.__class__ is dict:
                 t = t.get(log.where())
-            if t.__class__ is int and ts.__class__ is int:
+            if t.__class__ is int and ts.__class__ is int and len(values) == len(payload.dynamic):
                 for v in values:
                     if v.__class__ is not int:
                         break
@@ -330,6 +332,8 @@ class Tracer:
     def emit_group(self, group: PayloadGroup, /, *values: Any) -> None:
         """Emit the members of `group` one after the other (`values`: their dynamic values, in member order):
         the same records as `emit_payload` of each; a compact log keeps them as one record."""
+        if len(values) != group.total:
+            raise ValueError(f"{group!r}: {len(values)} values given, its members take {group.total}")
         log = self.compact
         if log is not None and self._group_ok(group):
             clock = self.clock

@@ -210,7 +210,7 @@ def _renderer(pieces: list[str], holes: list[Any], conv: list[Callable[[Any], An
     def render(seq: int, ts: Any, v: tuple[Any, ...]) -> str:
         out = [pieces[0]]
         for h, piece in zip(holes, pieces[1:]):
-            out.append(str(seq) if h == "seq" else ts_text(ts) if h == "ts" else conv[h](v[h]))
+            out.append(str(seq) if h == "seq" else ts_text(ts) if h == "ts" else str(conv[h](v[h])))
             out.append(piece)
         return "".join(out)
 
