@@ -728,40 +728,45 @@ class TlbiTrap:
             cpu.plans.clear()
             cpu.plans_for = now
         plans, out, clock, size = cpu.plans, log.data, tr.clock, native.RECORD_SIZE
+        get, ext, tlbi_to, sync_to = plans.get, out.extend, ic.tlbi, ic.sync
         ts = clock()
-        for at in range(0, len(data), size):
-            raw = data[at:at + size]
-            plan = plans.get(raw)
-            if plan is None or plan[1] != vm:
-                if len(plans) > 4096:
-                    plans.clear()
-                plan = plans[raw] = self._compact_plan(cpu, raw, vm)
-            tlbi = plan[5]
-            if tlbi:
-                cpu.traps += 1
-            elif not cpu.pending:
-                continue                          # a DSB with no TLBI before it: completes nothing
-            if plan[2] is None or ts.__class__ is not int:
-                self._traced_record(cpu, raw, plan[0])
-                ts = clock()
-            else:
-                seq = tr.seq
-                if plan[3] == 2 and plan[4] == 1:  # the usual shape: one member more, one message
-                    tr.seq = seq + 2
-                    out.extend((plan[2], seq + 1, ts, seq + 2, ic.msgs + 1))
-                else:
-                    n, m = plan[3], ic.msgs + 1
-                    tr.seq = seq + n
-                    out.extend((plan[2], seq + 1, ts, *range(seq + 2, seq + n + 1), *range(m, m + plan[4])))
+        seq, pending, traps = tr.seq, cpu.pending, 0      # kept here, written back before any other code reads them
+        try:
+            for at in range(0, len(data), size):
+                raw = data[at:at + size]
+                plan = get(raw)
+                if plan is None or plan[1] != vm:
+                    if len(plans) > 4096:
+                        plans.clear()
+                    plan = plans[raw] = self._compact_plan(cpu, raw, vm)
+                what, _vm, gid, n, msgs, tlbi, emulated = plan
                 if tlbi:
-                    ic.tlbi(plan[0], part, trace=False)
+                    traps += 1
+                elif not pending:
+                    continue                      # a DSB with no TLBI before it: completes nothing
+                if gid is None or ts.__class__ is not int:
+                    tr.seq, cpu.pending = seq, pending
+                    self._traced_record(cpu, raw, what)
+                    seq, pending, ts = tr.seq, cpu.pending, clock()
                 else:
-                    ic.sync(part, trace=False)
-                cpu.pending = tlbi
-            if plan[6]:
-                part.count_flush()                # the hook flushed the TLB itself (a TLBI Unicorn lacks)
-            if len(out) > log.limit:
-                log.drain()
+                    m = ic.msgs + 1
+                    if n == 2 and msgs == 1:      # the usual shape: one member more, one message
+                        ext((gid, seq + 1, ts, seq + 2, m))
+                    else:
+                        ext((gid, seq + 1, ts, *range(seq + 2, seq + n + 1), *range(m, m + msgs)))
+                    seq += n
+                    if tlbi:
+                        tlbi_to(what, part, False)
+                    else:
+                        sync_to(part, False)
+                    pending = tlbi
+                if emulated:
+                    part.count_flush()            # the hook flushed the TLB itself (a TLBI Unicorn lacks)
+                if len(out) > log.limit:
+                    log.drain()
+        finally:
+            tr.seq, cpu.pending = seq, pending
+            cpu.traps += traps
 
     def _compact_plan(self, cpu: _Cpu, raw: bytes, vm: int) -> tuple:
         """(op or the DSB's (domain, full, syncs), VMID, the compact template number of its group or None,
