@@ -16,7 +16,9 @@ that record formatted as above with markers in place of `seq`, `ts` and the dyna
 markers. Every later record of that payload is the template filled in with `%`, so its bytes are the ones the
 field-by-field formatting gives (tests/harness/test_trace_fast.py compares them). A sink that opened its own
 file collects lines and writes them in blocks; one given a stream (stderr) writes each line at once, so that
-it stays in order with whatever else goes there.
+it stays in order with whatever else goes there. A text or jsonl sink with a file of its own also offers a
+compact log (`compact`, devmodel/trace.py "Compact records"): payload records kept as integers and formatted
+in bulk by the native `tt_render` (harness/trace/compact.py), with the bytes of the templates above.
 
 Not done yet: binary Perfetto protobuf output, log rotation.
 """
