@@ -58,6 +58,8 @@ class Interconnect:
         # id(source) -> (source, dvm_sync payload); kept with the objects, so an id is never reused for another
         self._tlbi_payloads: dict[tuple[int, int], tuple[Any, Any, list[Payload]]] = {}
         self._sync_payloads: dict[int, tuple[Any, Payload]] = {}
+        self.generation = 0      # bumped when the participants change (what callers cache from here is stale)
+        self._quiet: dict[int, tuple[Any, bool]] = {}
 
     def attach(self, p: Participant) -> None:
         if any(q is p for q in self.participants):
@@ -72,14 +74,27 @@ class Interconnect:
     def _forget_payloads(self) -> None:
         self._tlbi_payloads.clear()
         self._sync_payloads.clear()
+        self._quiet.clear()
+        self.generation += 1
 
-    def tlbi(self, op: TlbiOp, source: Participant | None) -> int:
-        """Broadcast `op` to every participant except `source`. Returns the number of receivers."""
+    def quiet(self, source: Participant | None) -> bool:
+        """Does no receiver of `source`'s messages trace anything or read the clock in `dvm_tlbi`/`dvm_sync`
+        (each says so with a true `dvm_quiet`)? Then the traces of a TLBI or Sync from `source` are contiguous
+        and a caller may emit them itself (`tlbi(..., trace=False)`, `tlbi_payloads`, `sync_payload`)."""
+        hit = self._quiet.get(id(source))
+        if hit is None or hit[0] is not source:
+            hit = self._quiet[id(source)] = (source, all(getattr(p, "dvm_quiet", False) for p in self.participants
+                                                         if p is not source))
+        return hit[1]
+
+    def tlbi(self, op: TlbiOp, source: Participant | None, trace: bool = True) -> int:
+        """Broadcast `op` to every participant except `source`. Returns the number of receivers. With
+        `trace=False` the caller has emitted the `dvm_tlbi` records (`tlbi_payloads`, messages `msgs + 1`...)."""
         if not op.broadcast:
             return 0
         self.tlbis += 1
         tr = self.tracer
-        payloads = self._tlbi_trace(op, source) if "dvm_tlbi" in tr.enabled else None
+        payloads = self.tlbi_payloads(op, source) if trace and "dvm_tlbi" in tr.enabled else None
         n = 0
         for p in self.participants:
             if p is source:
@@ -91,7 +106,7 @@ class Interconnect:
             p.dvm_tlbi(op, self.msgs)
         return n
 
-    def _tlbi_trace(self, op: TlbiOp, source: Participant | None) -> list[Payload]:
+    def tlbi_payloads(self, op: TlbiOp, source: Participant | None) -> list[Payload]:
         """The `dvm_tlbi` payloads of `op` from `source`, one per receiver in delivery order."""
         key = (id(op), id(source))
         hit = self._tlbi_payloads.get(key)
@@ -108,8 +123,9 @@ class Interconnect:
         self._tlbi_payloads[key] = (op, source, out)
         return out
 
-    def sync(self, source: Participant | None) -> int:
-        """DVM Sync from `source`; returns the number of acknowledgements (every other participant)."""
+    def sync(self, source: Participant | None, trace: bool = True) -> int:
+        """DVM Sync from `source`; returns the number of acknowledgements (every other participant). With
+        `trace=False` the caller emits the `dvm_sync` record (`sync_payload`, message `msgs + 1`)."""
         self.syncs += 1
         self.msgs += 1
         s = DvmSync(source.dvm_name if source is not None else "host", self.msgs)
@@ -119,11 +135,16 @@ class Interconnect:
                 continue
             p.dvm_sync(s)
             acks += 1
-        if "dvm_sync" in self.tracer.enabled:
-            hit = self._sync_payloads.get(id(source))
-            if hit is None or hit[0] is not source:
-                acked = ",".join(p.dvm_name for p in self.participants if p is not source)
-                hit = self._sync_payloads[id(source)] = (source, self.tracer.payload(
-                    "dvm_sync", ("msg",), src=s.source, acks=acks, msg=None, acked=acked))
-            self.tracer.emit_payload(hit[1], s.msg)
+        if trace and "dvm_sync" in self.tracer.enabled:
+            self.tracer.emit_payload(self.sync_payload(source), s.msg)
         return acks
+
+    def sync_payload(self, source: Participant | None) -> Payload:
+        """The `dvm_sync` payload of a Sync from `source` (dynamic: `msg`)."""
+        hit = self._sync_payloads.get(id(source))
+        if hit is None or hit[0] is not source:
+            others = [p.dvm_name for p in self.participants if p is not source]
+            hit = self._sync_payloads[id(source)] = (source, self.tracer.payload(
+                "dvm_sync", ("msg",), src=source.dvm_name if source is not None else "host", acks=len(others),
+                msg=None, acked=",".join(others)))
+        return hit[1]

@@ -17,6 +17,13 @@ then) and emitted with `tracer.emit_payload(payload, *values)`: the record carri
 of its `dynamic` fields (a message number) instead of a field dict, which `Record.fields` builds only when
 something reads it. File sinks (harness/trace/sinks.py) format a payload once into a template and fill in
 `seq`, `ts` and the dynamic values; the output is the same bytes as for the same record emitted field by field.
+
+Compact records: when a tracer's only sink offers a `CompactLog` (`sink.compact`, a jsonl or text file of its
+own with the native formatter available), `emit_payload` does not call the sink: it appends `tid, seq, ts,
+values...` as integers to the log (`tid`: the sink's template of the payload, for the current `where()` when
+the record takes its cpu/pc from there) and the sink formats the log in bulk when it fills, before any other
+record, and on flush and close. A record the log cannot hold (a value that is not an `int`, a payload the sink
+has no template for) empties the log and takes the ordinary path, so the order of records never changes.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
-__all__ = ["EventDef", "Record", "Payload", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
+__all__ = ["EventDef", "Record", "Payload", "PayloadGroup", "CompactLog", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
            "select"]
 
 
@@ -99,6 +106,23 @@ class Payload:
         return f"<Payload {self.event} {self.fields} dynamic={self.dynamic}>"
 
 
+class PayloadGroup:
+    """Payload records that are always emitted together (`Tracer.emit_group`): consecutive `seq` numbers, one
+    `ts`, nothing between them - the trap of a broadcast TLBI and its `dvm_tlbi` messages when no receiver
+    traces anything itself. The values of an emission are the members' dynamic values, in member order."""
+
+    __slots__ = ("members", "counts", "total", "enabled")
+
+    def __init__(self, members: Iterable[Payload]):
+        self.members = tuple(members)
+        self.counts = tuple(len(m.dynamic) for m in self.members)
+        self.total = sum(self.counts)
+        self.enabled: frozenset[str] | None = None      # a `Tracer.enabled` found to enable every member
+
+    def __repr__(self) -> str:
+        return f"<PayloadGroup {[m.event for m in self.members]}>"
+
+
 class Record:
     """One emitted event: `seq`, `event`, `ts` (virtual time: instructions retired machine-wide, or seq when the
     tracer has no clock) and its `fields` - given, or built on first access from `payload` and `values`."""
@@ -135,6 +159,37 @@ class Record:
         return f"Record(seq={self.seq!r}, event={self.event!r}, ts={self.ts!r}, fields={self.fields!r})"
 
 
+class CompactLog:
+    """A sink's buffer of compact payload records (see the module docstring): `data` is a flat list of ints.
+    `tids[payload]` is the template number of an anchored payload, False when the sink has none for it, or a
+    dict `where() -> number`; `learn(payload)` makes the number for the current `where()` (or False);
+    `drain()` formats and writes `data` and empties it, at the latest when it holds more than `limit` ints."""
+
+    __slots__ = ("data", "tids", "where", "learn", "drain", "limit")
+
+    def __init__(self, learn: Callable[[Payload], Any], drain: Callable[[], None],
+                 where: Callable[[], Any] | None = None, limit: int = 1 << 16):
+        self.data: list[int] = []
+        self.tids: dict[Payload, Any] = {}
+        self.where, self.learn, self.drain, self.limit = where, learn, drain, limit
+
+    def add(self, payload: Payload, seq: int, ts: Any, values: tuple[Any, ...]) -> bool:
+        """Keep the record (True), or empty the log and leave the record to the ordinary path (False)."""
+        t = self.tids.get(payload)
+        if t.__class__ is dict:
+            t = t.get(self.where())
+        if t is None:
+            t = self.learn(payload)
+        if (t is False or ts.__class__ is not int or len(values) != len(payload.dynamic)
+                or any(v.__class__ is not int for v in values)):
+            self.drain()
+            return False
+        self.data.extend((t, seq, ts, *values))
+        if len(self.data) > self.limit:
+            self.drain()
+        return True
+
+
 class Sink(Protocol):
     def write(self, rec: Record) -> None: ...
 
@@ -169,6 +224,7 @@ class Tracer:
         self._checked: set[tuple[str, tuple[str, ...]]] = set()    # (event, field names) already validated
         self._writers: tuple[Callable[..., None], ...] = ()        # how payload records reach the sinks
         self._wired = -1                                           # len(sinks) the writers were made for
+        self.compact: CompactLog | None = None                     # the only sink's compact log, if it has one
 
     def enable(self, patterns: str | Iterable[str]) -> None:
         self.enabled = self.enabled | select(patterns)
@@ -179,6 +235,8 @@ class Tracer:
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
         self._wired = -1
+        self.compact = None
+        self.__dict__.pop("emit_payload", None)         # the compact emitter, if any: rewired at next emit
 
     def _wire(self) -> tuple[Callable[..., None], ...]:
         """Payload records go to a sink's `write_payload(payload, seq, ts, values)` when it has one (no Record
@@ -192,7 +250,38 @@ class Tracer:
                     sink.write(rec)
             direct.append(generic)
         self._writers, self._wired = tuple(direct), len(self.sinks)
+        self.compact = getattr(self.sinks[0], "compact", None) if len(self.sinks) == 1 else None
+        if self.compact is not None:
+            self.emit_payload = self._compact_emitter(self.compact)     # type: ignore[method-assign]
         return self._writers
+
+    def _compact_emitter(self, log: CompactLog) -> Callable[..., None]:
+        """`emit_payload` while every record goes to `log`: the method's compact case with its lookups done
+        once (an instance attribute, dropped by `add_sink`); anything unusual goes to the method."""
+        tids, data = log.tids, log.data
+        method = Tracer.emit_payload
+
+        def emit_payload(payload: Payload, /, *values: Any) -> None:
+            if payload.event not in self.enabled:
+                return
+            clock = self.clock
+            t = tids.get(payload)
+            if t.__class__ is dict:
+                t = t.get(log.where())
+            if t.__class__ is not int or clock is None or len(values) != len(payload.dynamic):
+                return method(self, payload, *values)
+            for v in values:
+                if v.__class__ is not int:
+                    return method(self, payload, *values)
+            ts = clock()
+            if ts.__class__ is not int:
+                return method(self, payload, *values)
+            self.seq = seq = self.seq + 1
+            data.extend((t, seq, ts, *values))
+            if len(data) > log.limit:
+                log.drain()
+
+        return emit_payload
 
     def emit(self, name: str, /, **fields: Any) -> None:
         if name not in self.enabled:
@@ -220,9 +309,83 @@ class Tracer:
         self.seq = seq = self.seq + 1
         clock = self.clock
         ts = clock() if clock else seq
-        writers = self._writers if len(self.sinks) == self._wired else self._wire()
-        for w in writers:
+        log = self.compact                        # set by _wire, dropped by add_sink
+        if log is not None:                       # CompactLog.add, inlined for the usual case
+            t = log.tids.get(payload)
+            if t.__class__ is dict:
+                t = t.get(log.where())
+            if t.__class__ is int and ts.__class__ is int and len(values) == len(payload.dynamic):
+                for v in values:
+                    if v.__class__ is not int:
+                        break
+                else:
+                    data = log.data
+                    data.extend((t, seq, ts, *values))
+                    if len(data) > log.limit:
+                        log.drain()
+                    return
+            if log.add(payload, seq, ts, values):
+                return
+        for w in (self._writers if len(self.sinks) == self._wired else self._wire()):
             w(payload, seq, ts, values)
+
+    def emit_group(self, group: PayloadGroup, /, *values: Any) -> None:
+        """Emit the members of `group` one after the other (`values`: their dynamic values, in member order):
+        the same records as `emit_payload` of each; a compact log keeps them as one record."""
+        if len(values) != group.total:
+            raise ValueError(f"{group!r}: {len(values)} values given, its members take {group.total}")
+        log = self.compact
+        if log is not None and self._group_ok(group):
+            clock = self.clock
+            ts = clock() if clock else None
+            t = log.tids.get(group)
+            if t.__class__ is dict:
+                t = t.get(log.where())
+            if t is None:
+                t = log.learn(group)
+            if t.__class__ is int and ts.__class__ is int:
+                for v in values:
+                    if v.__class__ is not int:
+                        break
+                else:
+                    seq = self.seq
+                    n = len(group.members)
+                    self.seq = seq + n
+                    data = log.data
+                    data.extend((t, seq + 1, ts))
+                    if n > 1:
+                        data.extend(range(seq + 2, seq + n + 1))
+                    data.extend(values)
+                    if len(data) > log.limit:
+                        log.drain()
+                    return
+        at = 0
+        for m, n in zip(group.members, group.counts):
+            Tracer.emit_payload(self, m, *values[at:at + n])
+            at += n
+
+    def compact_id(self, group: PayloadGroup) -> int | None:
+        """The compact log's template number for `group` at the sink's current `where()`, for a caller that
+        appends the group's records to `compact.data` itself (`tid, seq, ts, the other members' seqs,
+        values`), or None when the log cannot hold them."""
+        log = self.compact
+        if log is None or not self._group_ok(group):
+            return None
+        t = log.tids.get(group)
+        if t.__class__ is dict:
+            t = t.get(log.where())
+        if t is None:
+            t = log.learn(group)
+        return t if t.__class__ is int else None
+
+    def _group_ok(self, group: PayloadGroup) -> bool:
+        """Are all of `group`'s events enabled (and every record goes to the compact log)?"""
+        if group.enabled is self.enabled:
+            return len(self.sinks) == self._wired
+        if all(m.event in self.enabled for m in group.members):
+            group.enabled = self.enabled
+            return len(self.sinks) == self._wired
+        return False
 
     def close(self) -> None:
         for s in self.sinks:

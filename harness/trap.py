@@ -49,7 +49,7 @@ from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from devmodel.dvm import DvmSync, Interconnect
 from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode
 from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedTlbi
-from devmodel.trace import NULL_TRACER, Tracer, define
+from devmodel.trace import NULL_TRACER, PayloadGroup, Tracer, define
 
 from . import native, observe
 from .exits import EXIT_UNDEF
@@ -319,10 +319,12 @@ class VcpuParticipant:
     def dvm_sync(self, sync: DvmSync) -> None:
         pass                                          # synchronous model: invalidations are already done
 
+    dvm_quiet = True                  # dvm_tlbi / dvm_sync trace nothing and read no clock (Interconnect.quiet)
+
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
-                 "native", "tc", "tc_ptr", "replay", "keep", "vmid", "payloads")
+                 "native", "tc", "tc_ptr", "replay", "keep", "vmid", "payloads", "plans", "plans_for")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -338,6 +340,8 @@ class _Cpu:
         self.replay: dict[tuple[int, int], tuple[TlbiOp, int]] = {}   # (record info, Xt) -> (op, VMID)
         self.keep: Any = None         # the native callback object (alive as long as the hook)
         self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
+        self.plans: dict[tuple, Any] = {}      # native records -> their compact trace records (_deliver_compact)
+        self.plans_for: Any = None             # (log, enabled, interconnect generation) the plans hold for
 
     def configure(self, hcr_fb: bool | None = None, e2h: bool | None = None, tge: bool | None = None) -> None:
         """Change the HCR_EL2 bits the decoder sees (drops the decode cache)."""
@@ -557,39 +561,87 @@ class TlbiTrap:
 
     def _traced_tlbi(self, cpu: _Cpu, pc: int, el: int, op: TlbiOp) -> None:
         """A TLBI with tracing on: the same steps, with the trap event and the (cpu, pc) context for sinks."""
-        if "tlbi_trap" in self.tracer.enabled:
-            key = (pc, el, id(op))
-            hit = cpu.payloads.get(key)
-            if hit is None or hit[0] is not op:   # the op kept with its payload: its id is not reused
-                if len(cpu.payloads) > 4096:
-                    cpu.payloads.clear()
-                hit = cpu.payloads[key] = (op, self.tracer.payload("tlbi_trap", **_trap_fields(cpu.index, pc, el,
-                                                                                                op)))
-            self.tracer.emit_payload(hit[1])
+        tr, ic = self.tracer, self.interconnect
+        key = (pc, el, id(op))
+        hit = cpu.payloads.get(key)
+        if hit is None or hit[0] is not op or hit[1] is not tr.enabled or hit[2] != ic.generation:
+            if len(cpu.payloads) > 4096:
+                cpu.payloads.clear()
+            hit = cpu.payloads[key] = self._tlbi_plan(cpu, pc, el, op)
+        group = hit[4]
+        if group is not None:                     # the trap and its messages in one go (no receiver traces)
+            self.where_now = (cpu.index, pc)
+            try:
+                m = ic.msgs + 1
+                tr.emit_group(group, *range(m, m + hit[5]))
+                ic.tlbi(op, cpu.part, trace=False)
+            finally:
+                self.where_now = None
+            cpu.pending = True
+            return
+        if hit[3] is not None:
+            tr.emit_payload(hit[3])
         if op.broadcast:
             self.where_now = (cpu.index, pc)
             try:
-                self.interconnect.tlbi(op, cpu.part)
+                ic.tlbi(op, cpu.part)
             finally:
                 self.where_now = None
             cpu.pending = True
 
+    def _tlbi_plan(self, cpu: _Cpu, pc: int, el: int, op: TlbiOp) -> tuple:
+        """How a TLBI is traced: (op, tracer.enabled, interconnect generation it holds for, the tlbi_trap
+        payload or None, a group of it and the dvm_tlbi payloads or None, the number of those)."""
+        tr, ic = self.tracer, self.interconnect
+        trap = tr.payload("tlbi_trap", **_trap_fields(cpu.index, pc, el, op)) if "tlbi_trap" in tr.enabled else None
+        group, n = None, 0
+        if op.broadcast and ic.quiet(cpu.part):
+            dvm = ic.tlbi_payloads(op, cpu.part) if "dvm_tlbi" in tr.enabled else []
+            members = ([trap] if trap is not None else []) + dvm
+            group, n = (PayloadGroup(members) if members else None), len(dvm)
+        return op, tr.enabled, ic.generation, trap, group, n
+
     def _traced_dsb(self, cpu: _Cpu, pc: int, domain: str, full: bool, syncs: bool) -> None:
         """A DSB after broadcast TLBIs with tracing on (the DVM Sync when `syncs`)."""
-        if "tlbi_dsb" in self.tracer.enabled:
-            key = (pc, domain, full)
-            p = cpu.payloads.get(key)
-            if p is None:
-                p = cpu.payloads[key] = self.tracer.payload("tlbi_dsb", cpu=cpu.index, pc=pc, domain=domain,
-                                                            full=full)
-            self.tracer.emit_payload(p)
+        tr, ic = self.tracer, self.interconnect
+        key = (pc, domain, full)
+        hit = cpu.payloads.get(key)
+        if hit is None or hit[0] is not tr.enabled or hit[1] != ic.generation:
+            if len(cpu.payloads) > 4096:
+                cpu.payloads.clear()
+            hit = cpu.payloads[key] = self._dsb_plan(cpu, pc, domain, full, syncs)
         if syncs:
             cpu.pending = False
+        group = hit[3]
+        if group is not None and syncs:           # the DSB and its Sync in one go (no receiver traces)
             self.where_now = (cpu.index, pc)
             try:
-                self.interconnect.sync(cpu.part)
+                tr.emit_group(group, *((ic.msgs + 1,) if hit[4] else ()))
+                ic.sync(cpu.part, trace=False)
             finally:
                 self.where_now = None
+            return
+        if hit[2] is not None:
+            tr.emit_payload(hit[2])
+        if syncs:
+            self.where_now = (cpu.index, pc)
+            try:
+                ic.sync(cpu.part)
+            finally:
+                self.where_now = None
+
+    def _dsb_plan(self, cpu: _Cpu, pc: int, domain: str, full: bool, syncs: bool) -> tuple:
+        """(tracer.enabled, interconnect generation, the tlbi_dsb payload or None, a group of it and the
+        dvm_sync payload or None, whether the group has the dvm_sync)."""
+        tr, ic = self.tracer, self.interconnect
+        dsb = (tr.payload("tlbi_dsb", cpu=cpu.index, pc=pc, domain=domain, full=full)
+               if "tlbi_dsb" in tr.enabled else None)
+        group, sync = None, False
+        if syncs and ic.quiet(cpu.part):
+            sync = "dvm_sync" in tr.enabled
+            members = ([dsb] if dsb is not None else []) + ([ic.sync_payload(cpu.part)] if sync else [])
+            group = PayloadGroup(members) if members else None
+        return tr.enabled, ic.generation, dsb, group, sync
 
     # -- the native path: records made in C, delivered here in order at observation points --
     def _attach_native(self, cpu: _Cpu) -> bool:
@@ -633,10 +685,12 @@ class TlbiTrap:
         data = ctypes.string_at(tc.buf, n * native.RECORD_SIZE)
         tc.n = 0
         vm = cpu.vmid()
+        traced = bool(self.tracer.enabled)
+        if traced and self.tracer.compact is not None and self.tracer.clock is not None:
+            return self._deliver_compact(cpu, data, vm)
         replay = cpu.replay
         part = cpu.part
         tlbi, sync = self.interconnect.tlbi, self.interconnect.sync
-        traced = bool(self.tracer.enabled)
         for pc, xt, info in _RECORDS.iter_unpack(data):
             if info & 0xFF == native.TT_REC_TLBI:
                 hit = replay.get((info, xt))
@@ -660,6 +714,89 @@ class TlbiTrap:
                 elif syncs:
                     cpu.pending = False
                     sync(part)
+
+    def _deliver_compact(self, cpu: _Cpu, data: bytes, vm: int) -> None:
+        """`_deliver` while the trace goes to a compact log (devmodel/trace.py): a TLBI and its DVM messages,
+        a DSB and its Sync, are one compact record each (a `PayloadGroup`, when no receiver traces anything:
+        `Interconnect.quiet`), appended here; anything else takes the traced steps of the Python hooks.
+        Plans are keyed by the raw record. The clock is read again only after those steps (a quiet receiver
+        does not move it)."""
+        tr, ic, part = self.tracer, self.interconnect, cpu.part
+        log = tr.compact
+        now = (log, tr.enabled, ic.generation)
+        if cpu.plans_for is None or any(a is not b for a, b in zip(cpu.plans_for, now)):
+            cpu.plans.clear()
+            cpu.plans_for = now
+        plans, out, clock, size = cpu.plans, log.data, tr.clock, native.RECORD_SIZE
+        get, ext, tlbi_to, sync_to = plans.get, out.extend, ic.tlbi, ic.sync
+        ts = clock()
+        seq, pending, traps = tr.seq, cpu.pending, 0      # kept here, written back before any other code reads them
+        try:
+            for at in range(0, len(data), size):
+                raw = data[at:at + size]
+                plan = get(raw)
+                if plan is None or plan[1] != vm:
+                    if len(plans) > 4096:
+                        plans.clear()
+                    plan = plans[raw] = self._compact_plan(cpu, raw, vm)
+                what, _vm, gid, n, msgs, tlbi, emulated = plan
+                if tlbi:
+                    traps += 1
+                elif not pending:
+                    continue                      # a DSB with no TLBI before it: completes nothing
+                if gid is None or ts.__class__ is not int:
+                    tr.seq, cpu.pending = seq, pending
+                    self._traced_record(cpu, raw, what)
+                    seq, pending, ts = tr.seq, cpu.pending, clock()
+                else:
+                    m = ic.msgs + 1
+                    if n == 2 and msgs == 1:      # the usual shape: one member more, one message
+                        ext((gid, seq + 1, ts, seq + 2, m))
+                    else:
+                        ext((gid, seq + 1, ts, *range(seq + 2, seq + n + 1), *range(m, m + msgs)))
+                    seq += n
+                    if tlbi:
+                        tlbi_to(what, part, False)
+                    else:
+                        sync_to(part, False)
+                    pending = tlbi
+                if emulated:
+                    part.count_flush()            # the hook flushed the TLB itself (a TLBI Unicorn lacks)
+                if len(out) > log.limit:
+                    log.drain()
+        finally:
+            tr.seq, cpu.pending = seq, pending
+            cpu.traps += traps
+
+    def _compact_plan(self, cpu: _Cpu, raw: bytes, vm: int) -> tuple:
+        """(op or the DSB's (domain, full, syncs), VMID, the compact template number of its group or None,
+        the group's records, how many message numbers it takes, is it a TLBI, did the hook flush the TLB)."""
+        pc, xt, info = _RECORDS.unpack(raw)
+        tlbi = info & 0xFF == native.TT_REC_TLBI
+        if tlbi:
+            op = self._replay_decode(cpu, info, xt, vm)
+            hit = self._tlbi_plan(cpu, pc, (info >> 8) & 3, op)
+            what, group, msgs = op, hit[4], hit[5]
+        else:
+            what = _DSB_OF_INFO[info]
+            hit = self._dsb_plan(cpu, pc, *what)
+            group, msgs = hit[3], int(hit[4])
+        gid = None
+        if group is not None:
+            self.where_now = (cpu.index, pc)
+            try:
+                gid = self.tracer.compact_id(group)
+            finally:
+                self.where_now = None
+        return what, vm, gid, len(group.members) if group else 0, msgs, tlbi, bool(info & _TLBI_EMULATED)
+
+    def _traced_record(self, cpu: _Cpu, raw: bytes, what: Any) -> None:
+        """One native record through the traced steps of the Python hooks."""
+        pc, _xt, info = _RECORDS.unpack(raw)
+        if info & 0xFF == native.TT_REC_TLBI:
+            self._traced_tlbi(cpu, pc, (info >> 8) & 3, what)
+        else:
+            self._traced_dsb(cpu, pc, *what)
 
     def _replay_decode(self, cpu: _Cpu, info: int, xt: int, vm: int) -> TlbiOp:
         el = (info >> 8) & 3

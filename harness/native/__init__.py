@@ -165,6 +165,9 @@ def _load(path: Path) -> ctypes.CDLL | str:
     lib.tt_add_dsb.argtypes = (ctypes.POINTER(TtCpu), ctypes.c_uint64, ctypes.c_uint32)
     lib.tt_free.restype = None
     lib.tt_free.argtypes = (ctypes.c_void_p,)
+    lib.tt_render.restype = ctypes.c_long                 # trace lines from compact records (trace/sinks.py)
+    lib.tt_render.argtypes = (ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                              ctypes.c_char_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
     return lib
 
 

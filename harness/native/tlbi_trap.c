@@ -201,3 +201,77 @@ void tt_free(tt_cpu *c)
     free(c->buf);
     free(c);
 }
+
+/*
+ * Trace lines from compact records (harness/trace/sinks.py `CompactLog`, the design of QEMU's simple trace
+ * backend: binary records at the event, formatted later in bulk). Independent of the trap above.
+ *
+ * A record in `log` is `tid, seq, ts, value...` (int64). Template `tid` starts at prog[index[tid]]: nvalues,
+ * nholes, the pieces' total length, the nholes + 1 pieces as (offset in blob, length), then the nholes hole
+ * kinds: 0 seq, 1 ts, 2 + i the decimal text of value i, TT_HOLE_HEX | (2 + i) its text as Python's `%#x`
+ * writes it ("0x0", "-0x5"). Writes whole records' lines to out (at most cap bytes); returns the int64s
+ * consumed, with the bytes written in res[0] and the records in res[1].
+ */
+#define TT_HOLE_HEX 0x100
+#define TT_INT_TEXT 24                /* the longest text of an int64 hole, "-0x8000000000000000" or decimal */
+
+static char *tt_int_text(char *p, int64_t v, int hex)
+{
+    char tmp[TT_INT_TEXT];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = hex ? "0123456789abcdef"[u & 15] : (char)('0' + u % 10);
+        u = hex ? u >> 4 : u / 10;
+    } while (u);
+    if (v < 0)
+        *p++ = '-';
+    if (hex) {
+        *p++ = '0';
+        *p++ = 'x';
+    }
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+long tt_render(const int64_t *log, long n, const int64_t *index, long ntpl, const int64_t *prog,
+               const char *blob, char *out, long cap, long *res)
+{
+    long i = 0, used = 0, recs = 0;
+    while (i < n) {
+        int64_t tid = log[i], nval, nholes, k;
+        const int64_t *t, *pieces, *kinds;
+        char *p;
+        if (tid < 0 || tid >= ntpl)
+            break;                    /* not a record this table knows: the caller's bug, stop here */
+        t = prog + index[tid];
+        nval = t[0];
+        nholes = t[1];
+        pieces = t + 3;
+        kinds = pieces + 2 * (nholes + 1);
+        if (i + 3 + nval > n)
+            break;
+        if (used + t[2] + nholes * TT_INT_TEXT > cap)
+            break;                    /* out is full: the caller writes it and calls again */
+        p = out + used;
+        for (k = 0;; k++) {
+            int64_t kind, v;
+            memcpy(p, blob + pieces[2 * k], (size_t)pieces[2 * k + 1]);
+            p += pieces[2 * k + 1];
+            if (k == nholes)
+                break;
+            kind = kinds[k];
+            if ((kind & 0xFF) >= 2 + nval)
+                kind = 0;             /* no such value (a malformed table): show the seq, never read past */
+            v = log[i + 1 + (kind & 0xFF)];
+            p = tt_int_text(p, v, (kind & TT_HOLE_HEX) != 0);
+        }
+        used = p - out;
+        i += 3 + nval;
+        recs++;
+    }
+    res[0] = used;
+    res[1] = recs;
+    return i;
+}

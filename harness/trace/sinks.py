@@ -16,7 +16,9 @@ that record formatted as above with markers in place of `seq`, `ts` and the dyna
 markers. Every later record of that payload is the template filled in with `%`, so its bytes are the ones the
 field-by-field formatting gives (tests/harness/test_trace_fast.py compares them). A sink that opened its own
 file collects lines and writes them in blocks; one given a stream (stderr) writes each line at once, so that
-it stays in order with whatever else goes there.
+it stays in order with whatever else goes there. A text or jsonl sink with a file of its own also offers a
+compact log (`compact`, devmodel/trace.py "Compact records"): payload records kept as integers and formatted
+in bulk by the native `tt_render` (harness/trace/compact.py), with the bytes of the templates above.
 
 Not done yet: binary Perfetto protobuf output, log rotation.
 """
@@ -31,7 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from devmodel.trace import Payload, Record
+from devmodel.trace import CompactLog, Payload, PayloadGroup, Record
 
 from ..clock import HZ as CLOCK_HZ
 
@@ -210,7 +212,7 @@ def _renderer(pieces: list[str], holes: list[Any], conv: list[Callable[[Any], An
     def render(seq: int, ts: Any, v: tuple[Any, ...]) -> str:
         out = [pieces[0]]
         for h, piece in zip(holes, pieces[1:]):
-            out.append(str(seq) if h == "seq" else ts_text(ts) if h == "ts" else conv[h](v[h]))
+            out.append(str(seq) if h == "seq" else ts_text(ts) if h == "ts" else str(conv[h](v[h])))
             out.append(piece)
         return "".join(out)
 
@@ -232,25 +234,45 @@ class _LineSink(_FileSink):
                  where: Where | None = None):
         super().__init__(target, annotate, where)
         self._templates: dict[Any, Any] = {}      # Payload -> renderer, or {where(): renderer}
+        self.compact: CompactLog | None = None    # compact records (devmodel/trace.py), for a file of our own
+        self._writer: Any = None
+        if self._owned:
+            from . import compact
+            self._writer = compact.writer()
+            if self._writer is not None:
+                self.compact = CompactLog(self._learn, self._drain_compact, where)
+
+    def bind(self, where: Where | None = None, annotate: Annotate | None = None,
+             cpu_name: Callable[[int], str] | None = None) -> None:
+        super().bind(where, annotate, cpu_name)
+        if self.compact is not None:
+            self.compact.where = self.where
 
     def _write(self, obj: dict[str, Any]) -> None:
         self._out(self._format(obj))
 
     def write(self, rec: Record) -> None:
+        if self.compact is not None and self.compact.data:
+            self._drain_compact()
         if rec.payload is not None:
             self.write_payload(rec.payload, rec.seq, rec.ts, rec.values)
         else:
             super().write(rec)
 
+    def _anchored(self, p: Payload) -> bool:
+        """Does `p`'s line not depend on `where()` (its record has its own cpu or pc, or there is no where)?"""
+        f = p.fields
+        return self.where is None or f.get("cpu") is not None or f.get("pc") is not None
+
     def write_payload(self, p: Payload, seq: int, ts: Any, values: tuple[Any, ...]) -> None:
         if self.closed:
             return
+        if self.compact is not None and self.compact.data:
+            self._drain_compact()
         self.count += 1
         t = self._templates.get(p)
         if t is None:
-            f = p.fields
-            anchored = self.where is None or f.get("cpu") is not None or f.get("pc") is not None
-            t = self._templates[p] = self._template(p) if anchored else {}
+            t = self._templates[p] = self._template(p) if self._anchored(p) else {}
         if t.__class__ is dict:                   # the record's cpu/pc come from where() (record_obj)
             w = self.where()
             tw = t.get(w)
@@ -259,7 +281,79 @@ class _LineSink(_FileSink):
             t = tw
         self._out(t(seq, ts, values))
 
+    def _learn(self, p: Payload | PayloadGroup) -> int | bool:
+        """The compact template number of `p` at the current `where()` (False: `p` has no template)."""
+        tids = self.compact.tids
+        try:
+            pieces, holes, keys = self._group_parts(p) if isinstance(p, PayloadGroup) else (
+                *self._template_parts(p), p.dynamic)
+        except ValueError:
+            tid: int | bool = False
+        else:
+            tid = self._writer.add(pieces, holes, [self._int_hex(k) for k in keys],
+                                   _renderer(pieces, holes, [self._value_text(k) for k in keys]))
+        members = p.members if isinstance(p, PayloadGroup) else (p,)
+        if all(self._anchored(m) for m in members):
+            tids[p] = tid
+        else:
+            d = tids.get(p)
+            if d.__class__ is not dict:
+                d = tids[p] = {}
+            d[self.where()] = tid
+        return tid
+
+    def _group_parts(self, g: PayloadGroup) -> tuple[list[str], list[Any], tuple[str, ...]]:
+        """The members' lines one after the other: the first one's seq is the record's, the others' are its
+        first values, then come the members' own values (`keys`: the field each value is shown as)."""
+        keys: list[str] = ["seq"] * (len(g.members) - 1)
+        pieces, holes = [""], []
+        for k, m in enumerate(g.members):
+            mp, mh = self._template_parts(m)
+            base = len(keys)
+            pieces[-1] += mp[0]
+            for h, piece in zip(mh, mp[1:]):
+                holes.append(h if h == "ts" or (h == "seq" and k == 0) else k - 1 if h == "seq" else base + h)
+                pieces.append(piece)
+            keys.extend(m.dynamic)
+        return pieces, holes, tuple(keys)
+
+    def _drain_compact(self) -> None:
+        """Write the compact records (after the lines collected before them)."""
+        data = self.compact.data
+        if not data:
+            return
+        if not self.closed:
+            self._drain()
+            self._f.flush()
+            self.count += self._writer.render(data, self._f.buffer.write)
+        del data[:]
+
+    def flush(self) -> None:
+        if not self.closed and self.compact is not None:
+            self._drain_compact()
+        super().flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.compact is not None:
+                self._drain_compact()
+        finally:
+            if self.compact is not None:
+                self.compact.limit = -1          # records emitted after close are dropped at once
+            super().close()
+
+    def _int_hex(self, key: str) -> bool:
+        """Does the line show an int value of `key` in hex (else in decimal)?"""
+        return False
+
     def _template(self, p: Payload) -> Callable[..., str]:
+        pieces, holes = self._template_parts(p)
+        return _renderer(pieces, holes, [self._value_text(k) for k in p.dynamic])
+
+    def _template_parts(self, p: Payload) -> tuple[list[str], list[Any]]:
+        """The pieces of `p`'s line and the holes between them: "seq", "ts" or the index of a dynamic value."""
         marks = {k: _MARK.format(k) for k in ("seq", "ts", *p.dynamic)}
         rec = Record(0, p.event, 0, p.with_values(tuple(marks[k] for k in p.dynamic)))
         obj = record_obj(rec, self.annotate, self.where)
@@ -278,7 +372,7 @@ class _LineSink(_FileSink):
             holes.append(k if k in ("seq", "ts") else p.dynamic.index(k))
             at = pos + len(hole)
         pieces.append(text[at:])
-        return _renderer(pieces, holes, [self._value_text(k) for k in p.dynamic])
+        return pieces, holes
 
     def _format(self, obj: dict[str, Any]) -> str:
         """The line of one record."""
@@ -309,6 +403,9 @@ class TextSink(_LineSink):
 
     def _hole(self, key: str, marker: str) -> str:
         return marker
+
+    def _int_hex(self, key: str) -> bool:
+        return key in HEX_FIELDS or key.endswith("addr")          # as _fmt_text
 
     def _value_text(self, key: str) -> Callable[[Any], Any]:
         return lambda v: _fmt_text(key, v if type(v) in _SIMPLE else _plain(v))

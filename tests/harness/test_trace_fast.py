@@ -10,6 +10,7 @@ import pytest
 from devmodel.trace import Payload, Record, Tracer
 from harness.build import build_test_guest
 from harness.cli import main
+from harness.trace import compact
 from harness.trace.sinks import JsonlSink, TextSink
 
 FORMATS = ("jsonl", "text", "chrome")
@@ -23,6 +24,7 @@ def _both(monkeypatch, run) -> tuple[bytes, bytes]:
     fast = run("fast")
     with monkeypatch.context() as m:
         m.setattr(Tracer, "emit_payload", _field_by_field)
+        m.setattr(compact, "writer", lambda: None)          # no compact records (harness/trace/compact.py)
         slow = run("slow")
     return fast, slow
 
