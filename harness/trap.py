@@ -47,7 +47,7 @@ from unicorn.arm64_const import UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG_
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 
 from devmodel.dvm import DvmSync, Interconnect
-from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode
+from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode, decoder
 from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedTlbi
 from devmodel.trace import NULL_TRACER, Tracer, define
 
@@ -322,7 +322,7 @@ class VcpuParticipant:
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
-                 "native", "tc", "tc_ptr", "replay", "keep", "vmid", "payloads")
+                 "native", "tc", "tc_ptr", "replay", "decoders", "keep", "vmid", "payloads")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -336,6 +336,7 @@ class _Cpu:
         self.tc: Any = None           # the native hook's state (harness/native TtCpu), None on the Python path
         self.tc_ptr: Any = None       # ... and the pointer to it the C functions take
         self.replay: dict[tuple[int, int], tuple[TlbiOp, int]] = {}   # (record info, Xt) -> (op, VMID)
+        self.decoders: dict[tuple[int, int], Any] = {}   # (record info, VMID) -> devmodel.tlbi.decoder(...)
         self.keep: Any = None         # the native callback object (alive as long as the hook)
         self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
 
@@ -349,6 +350,7 @@ class _Cpu:
             self.tge = tge
         self.cache.clear()
         self.replay.clear()
+        self.decoders.clear()
 
 
 class TlbiTrap:
@@ -662,10 +664,18 @@ class TlbiTrap:
                     sync(part)
 
     def _replay_decode(self, cpu: _Cpu, info: int, xt: int, vm: int) -> TlbiOp:
-        el = (info >> 8) & 3
-        op1, crn, crm, op2 = _key_of((info >> 16) & 0xFFFF)
-        ctx = DecodeContext(el=el, vmid=vm, hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
-        return decode(op1, crn, crm, op2, xt, ctx)           # the hook hands undefined ones over at once
+        """The record's op: `decode`, through one `decoder` per (encoding, EL, VMID) - a guest's TLBIs come
+        with ever new addresses (kvm-unit-tests' MMU set-up: one per page), so the (info, Xt) cache misses."""
+        of = cpu.decoders.get((info, vm))
+        if of is None:
+            el = (info >> 8) & 3
+            op1, crn, crm, op2 = _key_of((info >> 16) & 0xFFFF)
+            ctx = DecodeContext(el=el, vmid=vm, hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
+            of = decoder(op1, crn, crm, op2, ctx)             # the hook hands undefined ones over at once
+            if len(cpu.decoders) > 256:
+                cpu.decoders.clear()
+            cpu.decoders[(info, vm)] = of
+        return of(xt)
 
     def _native_undefined(self, cpu: _Cpu) -> int:
         """The hook met a TLBI undefined at the current EL (the records before it are delivered)."""
