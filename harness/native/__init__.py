@@ -93,20 +93,20 @@ def _unicorn_include() -> Path | None:
     return inc if (inc / "unicorn" / "unicorn.h").is_file() else None
 
 
-def _library_path(cc: str, inc: Path) -> Path:
+def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
     from ..build import cache_dir
 
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
+    for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
                  sys.platform.encode()):
         h.update(part + b"\0")
     for f in sorted((inc / "unicorn").glob("*.h")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return cache_dir() / "native" / f"tlbi_trap-{h.hexdigest()[:16]}.so"
+    return cache_dir() / "native" / f"{source.stem}-{h.hexdigest()[:16]}.so"
 
 
-def _build(cc: str, inc: Path, out: Path) -> str | None:
-    """Compile `tlbi_trap.c` to `out` (atomically); None, or why it failed."""
+def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:
+    """Compile `source` (default `tlbi_trap.c`) to `out` (atomically); None, or why it failed."""
     import subprocess
     import tempfile
 
@@ -117,7 +117,7 @@ def _build(cc: str, inc: Path, out: Path) -> str | None:
     except OSError as e:
         return f"cache directory {out.parent}: {e.strerror or e}"
     try:
-        r = subprocess.run([cc, *CFLAGS, "-I", str(inc), str(SOURCE), "-o", tmp], capture_output=True,
+        r = subprocess.run([cc, *CFLAGS, "-I", str(inc), str(source), "-o", tmp], capture_output=True,
                            text=True, timeout=120)
         if r.returncode != 0:
             first = (r.stderr or r.stdout).strip().splitlines()
