@@ -600,7 +600,7 @@ class TlbiTrap:
 
         def callback(_tc: Any, why: int) -> int:
             try:
-                self._deliver(cpu)
+                obs.sync()                        # an observation point: the lent clock back, then the records
                 if why == native.TT_WHY_UNDEFINED:
                     return self._native_undefined(cpu)
                 return 0
