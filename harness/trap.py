@@ -275,7 +275,13 @@ class VcpuParticipant:
     With `lazy=True` (used under the machine, whose round-robin scheduler runs one vCPU at a time and calls
     the plugin's `slice_start` before each slice) the flush is recorded and done when this vCPU next runs:
     nothing can observe the difference, and a loop of broadcasts costs one flush per slice.
+
+    `addressless`: `dvm_tlbi` reads only the op's `vmid` and `regime` (never its address, ASID or range), so the
+    native trap may hand it one op per (encoding, EL, VMID) instead of decoding every Xt (`TlbiTrap._deliver`).
+    A receiver that looks at more must not say so.
     """
+
+    addressless = True
 
     def __init__(self, uc: Any, index: int, vmid: Callable[[], int], lazy: bool = False,
                  name: str | None = None, vcpu: Any = None):
@@ -322,7 +328,7 @@ class VcpuParticipant:
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
-                 "native", "tc", "tc_ptr", "replay", "decoders", "keep", "vmid", "payloads")
+                 "native", "tc", "tc_ptr", "replay", "decoders", "templates", "keep", "vmid", "payloads")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -337,6 +343,7 @@ class _Cpu:
         self.tc_ptr: Any = None       # ... and the pointer to it the C functions take
         self.replay: dict[tuple[int, int], tuple[TlbiOp, int]] = {}   # (record info, Xt) -> (op, VMID)
         self.decoders: dict[tuple[int, int], Any] = {}   # (record info, VMID) -> devmodel.tlbi.decoder(...)
+        self.templates: dict[tuple[int, int], TlbiOp] = {}   # (record info, VMID) -> the op for Xt = 0
         self.keep: Any = None         # the native callback object (alive as long as the hook)
         self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
 
@@ -351,6 +358,7 @@ class _Cpu:
         self.cache.clear()
         self.replay.clear()
         self.decoders.clear()
+        self.templates.clear()
 
 
 class TlbiTrap:
@@ -639,14 +647,25 @@ class TlbiTrap:
         part = cpu.part
         tlbi, sync = self.interconnect.tlbi, self.interconnect.sync
         traced = bool(self.tracer.enabled)
+        # untraced, with receivers that read only VMID and regime: one op per (encoding, EL, VMID) will do
+        addressless = not traced and all(getattr(p, "addressless", False) for p in self.interconnect.participants
+                                         if p is not part)
+        templates = cpu.templates
         for pc, xt, info in _RECORDS.iter_unpack(data):
             if info & 0xFF == native.TT_REC_TLBI:
-                hit = replay.get((info, xt))
-                if hit is None or hit[1] != vm:
-                    hit = replay[(info, xt)] = (self._replay_decode(cpu, info, xt, vm), vm)
-                    if len(replay) > 4096:
-                        replay.clear()
-                op = hit[0]
+                if addressless:
+                    op = templates.get((info, vm))
+                    if op is None:
+                        if len(templates) > 256:
+                            templates.clear()
+                        op = templates[(info, vm)] = self._replay_decode(cpu, info, 0, vm)
+                else:
+                    hit = replay.get((info, xt))
+                    if hit is None or hit[1] != vm:
+                        hit = replay[(info, xt)] = (self._replay_decode(cpu, info, xt, vm), vm)
+                        if len(replay) > 4096:
+                            replay.clear()
+                    op = hit[0]
                 cpu.traps += 1
                 if traced:
                     self._traced_tlbi(cpu, pc, (info >> 8) & 3, op)
