@@ -390,10 +390,15 @@ def run_suite(catalogue: str | os.PathLike, opts: Options = Options(), jobs: int
         from .parallel import run_jobs
         run_jobs(_run_job, jobs_list, jobs, finished,
                  lambda i, e: TestResult(entries[i].name, "FAIL", reason=f"worker died: {type(e).__name__}: {e}"),
-                 preload=["harness.unittests", "harness.machine"])
+                 preload=_PRELOAD)
     if tap:
         _write(out, f"1..{printed[1]}\n")
     return [results[i] for i in range(len(entries))]
+
+
+#: what a run imports (run_entry's imports and theirs): once before the workers start, not once per worker
+_PRELOAD = ["harness.unittests", "harness.machine", "harness.build", "harness.trace", "harness.trap", "devmodel.tlbi",
+            "devmodel.virtio", "harness.native.sysreg", "json"]
 
 
 def _write(out: TextIO, text: str) -> None:
