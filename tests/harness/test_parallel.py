@@ -25,3 +25,23 @@ def test_parallel_tap_output_is_the_serial_output():
     two = run_cli("unittests", KUT, "-t", "-j", "2", *names, timeout=120)
     assert one.returncode == two.returncode == 0, one.stderr
     assert one.stdout == two.stdout and one.stdout.count("TAP version 13") == 1 and "1..6" in one.stdout
+
+
+def test_unittests_submits_multi_vcpu_tests_first_and_prints_in_catalogue_order(monkeypatch):
+    import io
+
+    from harness import unittests
+
+    submitted = []
+
+    def fake_run_jobs(fn, items, jobs, finished, failed, preload=()):
+        submitted.extend(e.name for e, _ in items)
+        for k in reversed(range(len(items))):                  # finish in any order
+            finished(k, unittests.TestResult(items[k][0].name, "PASS", detail="(1 tests)"))
+    monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
+    out = io.StringIO()
+    names = ("selftest-vectors-kernel", "selftest-smp", "timer", "gicv2-ipi")
+    res = unittests.run_suite(KUT, unittests.Options(tests=names), jobs=2, out=out, maxsmp=2)
+    assert submitted == ["selftest-smp", "gicv2-ipi", "selftest-vectors-kernel", "timer"]
+    assert [r.name for r in res] == [line.split()[1] for line in out.getvalue().splitlines()] == \
+        ["selftest-vectors-kernel", "selftest-smp", "gicv2-ipi", "timer"]
