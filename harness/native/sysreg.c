@@ -8,8 +8,9 @@
  *   where the access is always allowed and Unicorn itself moves the PC) while the machine's virtual clock is
  *   lent here (`sr_clock.lent`) is a clock sample computed here with harness/clock.py's rule: the slice's
  *   time plus 16 << k ticks (k: samples so far in the slice, capped at 40), served only when that stays below
- *   the slice's cap (its planned end or the earliest deadline); the sample reaching the cap, and every other
- *   case, goes to Python;
+ *   the slice's cap (its planned end or the earliest deadline); the sample that reaches the cap reads the cap
+ *   and ends the slice there (`stopped`, uc_emu_stop: what the clock's `stop` does from an MRS hook); every
+ *   other case goes to Python;
  * - anything else calls `callback`, which runs the Python handlers (and first takes the clock back).
  * Python lends the clock just before each counted emu_start and takes it back (now, k, samples) at the next
  * observation point (harness/observe.py): before any Python callback of that Unicorn runs and when
@@ -24,7 +25,7 @@
 
 #include <unicorn/unicorn.h>
 
-#define SR_ABI 1
+#define SR_ABI 2
 #define SR_ENCODINGS 32768               /* (op0 & 1) << 14 | op1 << 11 | CRn << 7 | CRm << 3 | op2 */
 #define SR_SAMPLE_STEP 16u               /* harness/clock.py SAMPLE_STEP, _MAX_SHIFT */
 #define SR_MAX_SHIFT 40u
@@ -42,6 +43,8 @@ typedef struct sr_clock {
     uint64_t samples;                    /* samples taken here since Python took the clock back */
     uint32_t k;                          /* samples in the current slice */
     uint32_t lent;                       /* 1: this struct holds the clock */
+    uint32_t stopped;                    /* 1: a sample here reached the cap and stopped the slice */
+    uint32_t pad;
 } sr_clock;
 
 struct sr_cpu;
@@ -62,15 +65,17 @@ typedef struct sr_cpu {
 static uc_err (*p_reg_read)(uc_engine *, int, void *);
 static uc_err (*p_reg_write)(uc_engine *, int, const void *);
 static uc_err (*p_hook_add)(uc_engine *, uc_hook *, int, void *, void *, uint64_t, uint64_t, ...);
+static uc_err (*p_emu_stop)(uc_engine *);
 
 int sr_abi(void) { return SR_ABI; }
 int sr_sizeof_clock(void) { return (int)sizeof(sr_clock); }
 int sr_sizeof_cpu(void) { return (int)sizeof(sr_cpu); }
 
-int sr_init(void *reg_read, void *reg_write, void *hook_add)
+int sr_init(void *reg_read, void *reg_write, void *hook_add, void *emu_stop)
 {
-    if (!reg_read || !reg_write || !hook_add)
+    if (!reg_read || !reg_write || !hook_add || !emu_stop)
         return -1;
+    p_emu_stop = (uc_err (*)(uc_engine *))emu_stop;
     p_reg_read = (uc_err (*)(uc_engine *, int, void *))reg_read;
     p_reg_write = (uc_err (*)(uc_engine *, int, const void *))reg_write;
     p_hook_add = (uc_err (*)(uc_engine *, uc_hook *, int, void *, void *, uint64_t, uint64_t, ...))hook_add;
@@ -81,27 +86,28 @@ int sr_init(void *reg_read, void *reg_write, void *hook_add)
 static int sr_counter(sr_cpu *c, uc_engine *uc, int reg, uint32_t idx)
 {
     sr_clock *k = c->clock;
-    uint64_t pstate = 0, step, value;
+    uint64_t pstate = 0, step, t, value;
     uint32_t bit = idx == SR_CNTPCT ? SR_FAST_PCT : SR_FAST_VCT;
+    int at_cap;
 
-    if (!k->lent || !(c->fast & bit) || k->now >= k->cap)
+    if (!k->lent || k->stopped || !(c->fast & bit) || k->now >= k->cap)
         return 0;
     if (p_reg_read(uc, UC_ARM64_REG_PSTATE, &pstate) != UC_ERR_OK || ((pstate >> 2) & 3) != 1)
         return 0;
     step = (uint64_t)SR_SAMPLE_STEP << (k->k < SR_MAX_SHIFT ? k->k : SR_MAX_SHIFT);
-    if (step >= k->cap - k->now)
-        return 0;                        /* this sample reaches the cap: Python ends the slice there */
-    k->now += step;
+    at_cap = step >= k->cap - k->now;
+    t = at_cap ? k->cap : k->now + step;
+    value = bit == SR_FAST_PCT ? t : t - c->cntvoff;
+    if (p_reg_write(uc, reg, &value) != UC_ERR_OK)
+        return 0;                        /* not served: Python answers */
+    k->now = t;
     k->k++;
     k->samples++;
-    value = bit == SR_FAST_PCT ? k->now : k->now - c->cntvoff;
-    if (p_reg_write(uc, reg, &value) != UC_ERR_OK) {
-        k->now -= step;                  /* not served after all: undo, Python answers */
-        k->k--;
-        k->samples--;
-        return 0;
-    }
     c->served++;
+    if (at_cap) {                        /* the slice ends at its cap, after this instruction */
+        k->stopped = 1;
+        p_emu_stop(uc);
+    }
     return 1;
 }
 

@@ -16,7 +16,7 @@ from . import _build, _compiler, _library_path, _unicorn_include, enabled
 __all__ = ["SrClock", "SrCpu", "SrCpReg", "CALLBACK", "FAST_PCT", "FAST_VCT", "index", "library", "status"]
 
 SOURCE = Path(__file__).resolve().parent / "sysreg.c"
-SR_ABI = 1
+SR_ABI = 2
 FAST_PCT, FAST_VCT = 1, 2              # SrCpu.fast: CNTPCT_EL0 / CNTVCT_EL0 at EL1 served in C
 ENCODINGS = 32768
 
@@ -24,7 +24,8 @@ ENCODINGS = 32768
 class SrClock(ctypes.Structure):
     """sysreg.c's `sr_clock`: the machine's virtual clock while lent to the C hook (harness/clock.py)."""
     _fields_ = (("now", ctypes.c_uint64), ("cap", ctypes.c_uint64), ("samples", ctypes.c_uint64),
-                ("k", ctypes.c_uint32), ("lent", ctypes.c_uint32))
+                ("k", ctypes.c_uint32), ("lent", ctypes.c_uint32), ("stopped", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32))
 
 
 class SrCpu(ctypes.Structure):
@@ -74,8 +75,9 @@ def _load(path: Path) -> ctypes.CDLL | str:
     want = (SR_ABI, ctypes.sizeof(SrClock), ctypes.sizeof(SrCpu))
     if sizes != want:
         return f"{path}: ABI/sizes {sizes}, expected {want}"
-    lib.sr_init.argtypes = (ctypes.c_void_p,) * 3
-    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value for f in ("uc_reg_read", "uc_reg_write", "uc_hook_add")]
+    lib.sr_init.argtypes = (ctypes.c_void_p,) * 4
+    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
+            for f in ("uc_reg_read", "uc_reg_write", "uc_hook_add", "uc_emu_stop")]
     if lib.sr_init(*ptrs) != 0:
         return f"{path}: sr_init refused Unicorn's entry points"
     lib.sr_new.restype = ctypes.POINTER(SrCpu)
