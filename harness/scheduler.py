@@ -343,10 +343,12 @@ class Scheduler:
         counted = count > 0
         last = self._counted.get(v.id)
         if counted != last:
-            # blocks translated in the other mode would never stop (or keep paying for counting): drop them
-            if last is not None:
+            # plugins may hook differently per mode (the TLBI trap's DSB sites); blocks translated in the
+            # other mode would never stop (or keep paying for counting): drop them
+            changed = [f(v, counted) for p in self.machine.plugins if (f := getattr(p, "counted_mode", None))]
+            if last is not None or any(changed):
                 uc.ctl_flush_tb()
-            else:
+            if last is None:
                 trap_wfi(v)
             self._counted[v.id] = counted
         self.running = v

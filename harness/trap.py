@@ -434,9 +434,7 @@ class TlbiTrap:
             if wanted is not None and c.index not in wanted:
                 continue
             if c.tc is not None:                  # native: DSBs recorded in C; the hook reads PSTATE itself
-                for b in found:
-                    if self.native_lib.tt_add_dsb(c.tc_ptr, b.addr, _dsb_info(b)) != 0:
-                        raise MemoryError(f"native TLBI trap: no hook for the DSB at {b.addr:#x}")
+                self._native_barriers(c, found)
                 continue
             for b in found:
                 observe.raw_hook_add(c.uc, UC_HOOK_CODE, self._make_dsb_hook(c, b), None, b.addr, b.addr)
@@ -445,6 +443,22 @@ class TlbiTrap:
             c.el = None
         self.barriers.extend(found)
         return found
+
+    def _native_barriers(self, c: _Cpu, found: list[Barrier]) -> None:
+        for b in found:
+            if self.native_lib.tt_add_dsb(c.tc_ptr, b.addr, _dsb_info(b)) != 0:
+                raise MemoryError(f"native TLBI trap: no hook for the DSB at {b.addr:#x}")
+
+    def counted_mode(self, vcpu: Any, counted: bool) -> bool:
+        """The scheduler switches `vcpu` between counted and uncounted runs (and flushes its translations
+        after this): in counted runs the native DSB sites share one hook (harness/native/tlbi_trap.c
+        `tt_ranged`: Unicorn's count hook makes every instruction walk the code-hook list). True: changed."""
+        c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
+        if c is None or c.tc is None or bool(c.tc.ranged) == counted:
+            return False
+        if self.native_lib.tt_ranged(c.tc_ptr, 1 if counted else 0) != 0:
+            raise MemoryError("native TLBI trap: no hook for the DSB sites")
+        return True
 
     # -- machine plugin protocol --
     def attach_vcpu(self, vcpu: Any) -> None:

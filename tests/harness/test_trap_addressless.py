@@ -1,6 +1,7 @@
 """Untraced native delivery to receivers that read only VMID and regime (`VcpuParticipant.addressless`,
 harness/trap.py `_deliver`): one op per (encoding, EL, VMID) gives the pure-Python trap's DVM counts, receiver
-state and flushes; a receiver that is not addressless still gets every TLBI's own address."""
+state and flushes; a receiver that is not addressless still gets every TLBI's own address. And the DSB sites
+of counted vCPUs behind one range hook (native/tlbi_trap.c `tt_ranged`) record what one hook per site does."""
 from __future__ import annotations
 
 import pytest
@@ -68,6 +69,8 @@ def test_untraced_delivery_same_counts_on_both_paths(monkeypatch, recorder):
     for path in PATHS:
         trap, state, rec = _run(path, monkeypatch, recorder)
         assert trap.native_hook is (path == "native")
+        if path == "native":                    # counted (two vCPUs): the DSB sites share one hook
+            assert trap.cpu(0).tc.ranged == 1 and trap.cpu(1).tc.ranged == 0      # cpu1 never ran
         got[path] = (state, rec.addrs if rec else None)
     assert got["native"] == got["python"]
     state, addrs = got["native"]
@@ -78,3 +81,27 @@ def test_untraced_delivery_same_counts_on_both_paths(monkeypatch, recorder):
 
 def test_only_vcpus_are_addressless():
     assert VcpuParticipant.addressless is True and not getattr(Recorder(), "addressless", False)
+
+
+@pytest.mark.parametrize("ranged", [0, 1])
+def test_range_hook_and_site_hooks_record_the_same(monkeypatch, ranged):
+    """One vCPU, counted by an instruction budget: the DSB sites per address or behind the range hook (forced
+    here by the plugin's counted_mode), the same DVM counts as the Python trap."""
+    got = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        m = Machine(console=lambda vm, d, s: None)
+        trap = TlbiTrap(m.interconnect, m.tracer)
+        m.add_plugin(trap)
+        if path == "native":
+            monkeypatch.setattr(trap, "counted_mode", lambda v, counted, f=trap.counted_mode: f(v, bool(ranged)))
+        rec = Recorder()
+        m.interconnect.attach(rec)
+        vm = m.add_vm(ncpus=1, vmid=5)
+        vm.load_code(IPA, _guest(300))
+        out = m.run(max_insns=100_000)
+        assert out.exit_code == 0, out.message
+        if path == "native":
+            assert trap.cpu(0).tc.ranged == ranged
+        got[path] = (m.interconnect.tlbis, m.interconnect.syncs, rec.addrs)
+    assert got["native"] == got["python"] and got["native"][1] == 301
