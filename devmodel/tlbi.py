@@ -1,4 +1,5 @@
-"""Every AArch64 TLBI operation as data, and the pure decoder `decode(op1, crn, crm, op2, xt, ctx) -> TlbiOp`.
+"""Every AArch64 TLBI operation as data, and the pure decoder `decode(op1, crn, crm, op2, xt, ctx) -> TlbiOp`
+(`decoder(op1, crn, crm, op2, ctx)(xt)` in two steps).
 On the TLBI path (see `dvm.py`) this is step 2: what the trapped instruction means for the issuing PE (regime,
 VMID, ASID, address/range, broadcast or not), as one message every receiver gets unchanged.
 
@@ -39,11 +40,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 from .fields import bits, sext
 from .tlbi_types import DecodeContext, Regime, Scope, Share, Stage, TlbiOp, UndefinedTlbi
 
-__all__ = ["Operand", "Family", "TlbiDef", "TABLE", "BY_ENCODING", "BY_NAME", "decode", "encoding", "sys_word",
+__all__ = ["Operand", "Family", "TlbiDef", "TABLE", "BY_ENCODING", "BY_NAME", "decode", "decoder", "encoding", "sys_word",
            "range_bytes", "GRANULE_SHIFT"]
 
 MASK64 = (1 << 64) - 1
@@ -210,6 +212,13 @@ def decode(op1: int, crn: int, crm: int, op2: int, xt: int | None, ctx: DecodeCo
     Raises `UndefinedTlbi` for an encoding that is not a TLBI (DC/IC/AT/unallocated) or is not allowed at
     `ctx.el` (an undefined instruction for the guest, as on hardware).
     """
+    return decoder(op1, crn, crm, op2, ctx)(xt)
+
+
+def decoder(op1: int, crn: int, crm: int, op2: int, ctx: DecodeContext) -> Callable[[int | None], TlbiOp]:
+    """`decode` in two steps: what depends on the encoding and the PE (checked, and `UndefinedTlbi` raised,
+    here) once, then `of(xt)` -> the op for one Xt. `decoder(...)(xt) == decode(..., xt, ctx)`; the TLBI
+    trap keeps one per (encoding, PE state) for the stream of TLBIs a guest issues with ever new addresses."""
     d = BY_ENCODING.get((op1, crn, crm, op2))
     if d is None:
         raise UndefinedTlbi(f"SYS #{op1}, C{crn}, C{crm}, #{op2} is not a TLBI operation")
@@ -220,35 +229,52 @@ def decode(op1: int, crn: int, crm: int, op2: int, xt: int | None, ctx: DecodeCo
     # VMID: EL1&0 operations of one VM carry the issuing vCPU's VMID; ALLE1 covers every VMID.
     vmid = ctx.vmid if (regime is Regime.EL10 and d.scope is not Scope.ALL) else None
     has_asid = d.scope in (Scope.VA, Scope.ASID) and regime in (Regime.EL10, Regime.EL20)
-    operand = d.operand
-    x = (xt or 0) & MASK64
-    asid = addr = size = tg = scale = num = ipa_ns = None
-    ttl = 0
+    head = (d.name, op1, crn, crm, op2)
+    mid = (d.share, broadcast, regime, ctx.security, d.stage, d.scope, vmid)
+    operand, leaf, nxs = d.operand, d.leaf, d.nxs
     if operand is Operand.NONE:
-        xt_out = None
-    else:
-        xt_out = x
-        if has_asid:
-            asid = bits(x, 63, 48)
-        if operand is Operand.VA:
-            ttl = bits(x, 47, 44)
-            addr = sext(bits(x, 43, 0) << 12, 56) & MASK64
-        elif operand is Operand.IPA:
-            ttl = bits(x, 47, 44)
-            addr = bits(x, 43, 0) << 12
-            ipa_ns = bool(x >> 63)
-        elif operand is Operand.RVA or operand is Operand.RIPA:
-            tg, scale, num = bits(x, 47, 46), bits(x, 45, 44), bits(x, 43, 39)
-            ttl = bits(x, 38, 37)
-            base = bits(x, 36, 0)
-            if operand is Operand.RIPA:
-                ipa_ns = bool(x >> 63)
-            elif regime is Regime.EL10 or regime is Regime.EL20:     # two VA ranges: TTBR1 half
-                base = sext(base, 37)
-            addr = (base << GRANULE_SHIFT.get(tg, 12)) & MASK64
-            size = range_bytes(tg, scale, num)
-        elif operand is Operand.RPA:
-            addr = bits(x, 39, 0) << 12
-            size = RPA_SIZE.get(bits(x, 47, 44), 0)
-    return TlbiOp(d.name, op1, crn, crm, op2, xt_out, d.share, broadcast, regime, ctx.security, d.stage,
-                  d.scope, vmid, asid, addr, size, d.leaf, ttl, tg, scale, num, d.nxs, ipa_ns)
+        none = TlbiOp(*head, None, *mid, None, None, None, leaf, 0, None, None, None, nxs, None)
+        return lambda xt: none
+    fields = _OPERANDS[operand]
+    two_ranges = regime is Regime.EL10 or regime is Regime.EL20
+
+    def of(xt: int | None) -> TlbiOp:
+        x = (xt or 0) & MASK64
+        addr, size, ttl, tg, scale, num, ipa_ns = fields(x, two_ranges)
+        return TlbiOp(*head, x, *mid, bits(x, 63, 48) if has_asid else None, addr, size, leaf, ttl, tg, scale, num,
+                      nxs, ipa_ns)
+    return of
+
+
+# Operand layouts: Xt -> (addr, size, ttl, tg, scale, num, ipa_ns); `two_ranges`: the regime has a TTBR1 half
+def _va(x: int, two_ranges: bool) -> tuple:
+    return sext(bits(x, 43, 0) << 12, 56) & MASK64, None, bits(x, 47, 44), None, None, None, None
+
+
+def _ipa(x: int, two_ranges: bool) -> tuple:
+    return bits(x, 43, 0) << 12, None, bits(x, 47, 44), None, None, None, bool(x >> 63)
+
+
+def _range(x: int, two_ranges: bool, ipa: bool = False) -> tuple:
+    tg, scale, num = bits(x, 47, 46), bits(x, 45, 44), bits(x, 43, 39)
+    base = bits(x, 36, 0)
+    if not ipa and two_ranges:                     # two VA ranges: TTBR1 half
+        base = sext(base, 37)
+    addr = (base << GRANULE_SHIFT.get(tg, 12)) & MASK64
+    return addr, range_bytes(tg, scale, num), bits(x, 38, 37), tg, scale, num, bool(x >> 63) if ipa else None
+
+
+def _ripa(x: int, two_ranges: bool) -> tuple:
+    return _range(x, two_ranges, ipa=True)
+
+
+def _rpa(x: int, two_ranges: bool) -> tuple:
+    return bits(x, 39, 0) << 12, RPA_SIZE.get(bits(x, 47, 44), 0), 0, None, None, None, None
+
+
+def _no_address(x: int, two_ranges: bool) -> tuple:
+    return None, None, 0, None, None, None, None
+
+
+_OPERANDS = {Operand.VA: _va, Operand.ASID: _no_address, Operand.IPA: _ipa, Operand.RVA: _range,
+             Operand.RIPA: _ripa, Operand.RPA: _rpa}

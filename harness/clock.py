@@ -64,6 +64,7 @@ class VirtualClock:
         self._in_slice = False
         self._stop: Callable[[], None] | None = None
         self._stopped_at_cap = False
+        self.native: Any = None              # the SrClock the native MRS hooks share (harness/sysregs.py)
 
     # -- reading ------------------------------------------------------------------------------------------------
     def now(self) -> int:
@@ -166,6 +167,27 @@ class VirtualClock:
                     end = max(self._now, min(end, nd))
             self._now = end
         return self._now - self._start
+
+    # -- native samples (harness/native/sysreg.c) ------------------------------------------------------------
+    def lend(self, m: Any) -> bool:
+        """Just before a counted emu_start: let native code take this slice's counter samples (`m`: a
+        harness/native/sysreg.py `SrClock`) by the rule of `sample`, up to the one that reaches the cap and
+        stops the slice. Not lent (False) while the clock stands still or once the slice stopped at its cap:
+        Python samples those."""
+        cap = self.cap() if self.started and self._in_slice and self._end is not None else None
+        if cap is None or self._stopped_at_cap:
+            m.lent = 0
+            return False
+        m.now, m.cap, m.k, m.samples, m.stopped, m.lent = self._now, cap, self._k, 0, 0, 1
+        return True
+
+    def take_back(self, m: Any) -> None:
+        """At an observation point (harness/observe.py): the samples native code took since `lend`."""
+        if m.lent:
+            self._now, self._k, m.lent = m.now, m.k, 0
+            self.samples += m.samples
+            if m.stopped:                    # a native sample reached the cap and stopped the slice there
+                self._stopped_at_cap = True
 
     def warp(self, when: int) -> None:
         """Idle machine: jump to `when` (never backwards)."""

@@ -5,7 +5,8 @@ only in the Unicorn callbacks (`hook_add` hooks of every kind, `mmio_map` access
 returns. Work that a native hook defers (the TLBI trap records TLBIs and DSBs in C and delivers them in a
 batch, harness/trap.py) is therefore invisible to everything else as long as it is done at those points: before
 each Python callback of that Unicorn runs, and when `emu_start` returns (before the scheduler looks at the
-outcome, before the clock ends the slice), in the order the guest executed it.
+outcome, before the clock ends the slice), in the order the guest executed it. State lent to native code for
+one run (the virtual clock, harness/sysregs.py) is handed over by `Observer.before`, just before `emu_start`.
 
 `install(uc)` wraps, once per Unicorn instance, its `hook_add`, `mmio_map` and `emu_start` so that this happens
 for every callback registered from then on: `Vcpu` installs it before adding any hook of its own. An installed
@@ -31,11 +32,16 @@ class Observer:
 
     def __init__(self) -> None:
         self.work: list[Callable[[], None]] = []
+        self.before: list[Callable[[], None]] = []     # run just before each emu_start
         self.error: BaseException | None = None
 
-    def add(self, fn: Callable[[], None]) -> None:
-        """`fn()` does deferred work (and returns at once when there is none)."""
-        self.work.append(fn)
+    def add(self, fn: Callable[[], None], first: bool = False) -> None:
+        """`fn()` does deferred work (and returns at once when there is none); `first`: before the others
+        (the clock a native hook advanced, harness/sysregs.py, is taken back before TLBIs are delivered)."""
+        if first:
+            self.work.insert(0, fn)
+        else:
+            self.work.append(fn)
 
     def sync(self) -> None:
         for fn in self.work:
@@ -83,6 +89,8 @@ def install(uc: Any, force: bool = False) -> Observer | None:
 
     def observed_emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
         obs.error = None
+        for fn in obs.before:
+            fn()
         try:
             emu_start(begin, until, timeout, count)
         finally:

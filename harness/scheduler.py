@@ -48,6 +48,7 @@ doubled PL011 character), so only the run's own deadline, which ends the run, us
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -261,10 +262,27 @@ class Scheduler:
             if deadline and left <= 0:
                 self._timeout(timeout)
                 return False
-            self.run_slice(ready[0], self.alone_slice_insns, int(left * 1e6) if deadline else 0, charge=False)
+            self._run_alone(ready[0], left if deadline else None)
         else:
             self._round(ready, max_insns)
         return True
+
+    def _run_alone(self, v: "Vcpu", left: float | None) -> None:
+        """A lone vCPU's uncounted run, stopped after `left` seconds of wall time (None: no budget) by a timer
+        thread calling `emu_stop` - not by emu_start's timeout, whose thread in Unicorn 2.1 wakes every 2 us
+        for the whole run (uc.c `_timeout_fn`: usleep(2) polling), a CPU's worth of wake-ups next to the
+        guest's. `run` then sees the wall deadline passed and ends the run with 124, as before."""
+        timer = None
+        if left is not None:
+            timer = threading.Timer(left, v.uc.emu_stop)
+            timer.daemon = True
+            timer.start()
+        try:
+            self.run_slice(v, self.alone_slice_insns, 0, charge=False)
+        finally:
+            if timer is not None:
+                timer.cancel()
+                timer.join()                         # no timer thread outlives its run
 
     def _round(self, ready: list["Vcpu"], max_insns: int | None) -> None:
         m = self.machine
@@ -325,10 +343,12 @@ class Scheduler:
         counted = count > 0
         last = self._counted.get(v.id)
         if counted != last:
-            # blocks translated in the other mode would never stop (or keep paying for counting): drop them
-            if last is not None:
+            # plugins may hook differently per mode (the TLBI trap's DSB sites); blocks translated in the
+            # other mode would never stop (or keep paying for counting): drop them
+            changed = [f(v, counted) for p in self.machine.plugins if (f := getattr(p, "counted_mode", None))]
+            if last is not None or any(changed):
                 uc.ctl_flush_tb()
-            else:
+            if last is None:
                 trap_wfi(v)
             self._counted[v.id] = counted
         self.running = v

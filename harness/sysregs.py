@@ -37,12 +37,17 @@ to EL2 (HCR_EL2.TID*...), AArch32 MRC/MCR.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import ctypes
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import UC_HOOK_INSN, Uc
 from unicorn.arm64_const import UC_ARM64_INS_MRS, UC_ARM64_INS_MSR, UC_ARM64_REG_PC
+from unicorn.unicorn_py3.arch.arm64 import CpReg
 
+from . import observe
 from .cpu import probe_undefined
+from .native.sysreg import index as _native_index
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
@@ -89,6 +94,9 @@ class SysregHooks:
         self.writes: dict[Encoding, WriteHandler] = {}
         self.installed: set[str] = set()           # "mrs", "msr": hooks added to the vCPU's Unicorn
         self.served = 0                            # accesses a handler answered
+        self.native: Any = None                    # the native MRS hook's state (native/sysreg.py SrCpu), or None
+        self._keep: Any = None                     # its callback object (alive as long as the hook)
+        self._cntvoff: Callable[[], int] = lambda: 0
 
     def register(self, enc: Encoding, *, read: ReadHandler | None = None, write: WriteHandler | None = None) -> None:
         """Handle MRS (`read`) and/or MSR (`write`) of `enc` on this vCPU; one handler per encoding and
@@ -102,6 +110,9 @@ class SysregHooks:
         if read is not None:
             self.reads[enc] = read
             self._install("mrs", UC_ARM64_INS_MRS, self._on_mrs)
+            if self.native is not None:
+                i = _native_index(enc)
+                self.native.python[i >> 3] |= 1 << (i & 7)
         if write is not None:
             self.writes[enc] = write
             self._install("msr", UC_ARM64_INS_MSR, self._on_msr)
@@ -132,9 +143,66 @@ class SysregHooks:
         if name in self.installed:
             return
         uc = self.vcpu.uc
-        uc.hook_add(UC_HOOK_INSN, cb, None, 1, 0, insn)
+        if name != "mrs" or not self._install_native_mrs():
+            uc.hook_add(UC_HOOK_INSN, cb, None, 1, 0, insn)
         uc.ctl_flush_tb()                          # code translated before now would not call the hook
         self.installed.add(name)
+
+    # -- the native MRS hook (harness/native/sysreg.c) ------------------------------------------------------------
+    def _install_native_mrs(self) -> bool:
+        """The MRS hook in C: it declines the encodings nobody serves and answers counter samples itself while
+        the clock is lent (`counters_in_c`); the rest comes to `_on_mrs`. False: not available (Python hook)."""
+        from .native import sysreg
+        lib = sysreg.library()
+        if lib is None:
+            return False
+        uc, clock = self.vcpu.uc, self.vcpu.machine.clock
+        if clock.native is None:
+            clock.native = sysreg.SrClock()
+        obs = observe.install(uc, force=True)
+
+        def callback(_cpu: Any, reg: int, cp: Any) -> int:
+            try:
+                obs.sync()                         # the clock back first, then the other deferred work
+                p = cp.contents
+                return self._on_mrs(uc, reg, CpReg(p.crn, p.crm, p.op0, p.op1, p.op2, p.val), None)
+            except BaseException as e:             # nothing may propagate into Unicorn: emu_start raises it
+                observe.fail(uc, e)
+                return 0
+
+        keep = sysreg.CALLBACK(callback)
+        ptr = lib.sr_new(uc._uch, clock.native, keep)
+        if not ptr:
+            return False
+        self.native, self._keep = ptr.contents, keep
+        weakref.finalize(uc, lib.sr_free, ctypes.cast(ptr, ctypes.c_void_p).value)
+        for enc in self.reads:
+            i = _native_index(enc)
+            self.native.python[i >> 3] |= 1 << (i & 7)
+        obs.add(self._take_back, first=True)
+        obs.before.append(self._lend)
+        return True
+
+    def counters_in_c(self, fast: int, cntvoff: Callable[[], int]) -> None:
+        """Let the native hook answer the counter reads `fast` names (native/sysreg.py FAST_PCT, FAST_VCT: at
+        EL1, where the caller - harness/timer.py - found them always allowed and executed by Unicorn), CNTVCT
+        less `cntvoff()`. Nothing without the native hook."""
+        if self.native is not None:
+            self.native.fast = fast
+            self._cntvoff = cntvoff
+
+    def _lend(self) -> None:
+        n = self.native
+        if n.fast and self.vcpu.machine.clock.lend(self.vcpu.machine.clock.native):
+            n.cntvoff = self._cntvoff() & _MASK64
+
+    def _take_back(self) -> None:
+        clock = self.vcpu.machine.clock
+        clock.take_back(clock.native)
+        n = self.native
+        if n.served:
+            self.served += n.served
+            n.served = 0
 
     def _skip(self, uc: Uc, enc: Encoding, write: bool) -> int:
         """Return value for a handled access: 1, with the PC moved past it when Unicorn would not move it.

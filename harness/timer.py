@@ -110,7 +110,26 @@ class GenericTimers:
             vcpu.sysregs.register(enc, read=self._reader(spec), write=write)
         for enc in (CNTKCTL_EL1, CNTKCTL_EL12, CNTHCTL_EL2):
             vcpu.sysregs.register(enc, write=self._watch_event_stream)
+        self._counters_in_c(vcpu, model)
         return model
+
+    @staticmethod
+    def _counters_in_c(vcpu: "Vcpu", model: GenericTimer) -> None:
+        """The counter reads the native MRS hook may answer (harness/native/sysreg.c): at EL1 of a vCPU without
+        EL2 no control register gates CNTPCT_EL0/CNTVCT_EL0 and CNTVCT subtracts CNTVOFF (`counter_access`,
+        `virtual_offset_applies`), and Unicorn executes both (it moves the PC); EL0, EL2 and EL2 guests stay
+        in Python (`_resolve`)."""
+        from .native.sysreg import FAST_PCT, FAST_VCT
+        from .sysregs import unicorn_undefines
+
+        if vcpu.start_el >= 2 or not virtual_offset_applies(1, False, False):
+            return
+        fast = 0
+        for bit, which, enc in ((FAST_PCT, "phys", (3, 3, 14, 0, 1)), (FAST_VCT, "virt", (3, 3, 14, 0, 2))):
+            if (counter_access(which, 1, 0, 0, False, False, False) == OK
+                    and not unicorn_undefines(enc, False, 1, vcpu.cpu, vcpu.start_el)):
+                fast |= bit
+        vcpu.sysregs.counters_in_c(fast, lambda: model.cntvoff)
 
     def model(self, vcpu: "Vcpu") -> GenericTimer:
         return self.models[vcpu.id]

@@ -47,7 +47,7 @@ from unicorn.arm64_const import UC_ARM64_INS_SYS, UC_ARM64_REG_PC, UC_ARM64_REG_
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 
 from devmodel.dvm import DvmSync, Interconnect
-from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode
+from devmodel.tlbi import BY_ENCODING, Family, Operand, TlbiDef, decode, decoder
 from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedTlbi
 from devmodel.trace import NULL_TRACER, PayloadGroup, Tracer, define
 
@@ -275,7 +275,13 @@ class VcpuParticipant:
     With `lazy=True` (used under the machine, whose round-robin scheduler runs one vCPU at a time and calls
     the plugin's `slice_start` before each slice) the flush is recorded and done when this vCPU next runs:
     nothing can observe the difference, and a loop of broadcasts costs one flush per slice.
+
+    `addressless`: `dvm_tlbi` reads only the op's `vmid` and `regime` (never its address, ASID or range), so the
+    native trap may hand it one op per (encoding, EL, VMID) instead of decoding every Xt (`TlbiTrap._deliver`).
+    A receiver that looks at more must not say so.
     """
+
+    addressless = True
 
     def __init__(self, uc: Any, index: int, vmid: Callable[[], int], lazy: bool = False,
                  name: str | None = None, vcpu: Any = None):
@@ -324,7 +330,8 @@ class VcpuParticipant:
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
-                 "native", "tc", "tc_ptr", "replay", "keep", "vmid", "payloads", "plans", "plans_for")
+                 "native", "tc", "tc_ptr", "replay", "decoders", "templates", "keep", "vmid", "payloads", "plans",
+                 "plans_for")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -338,6 +345,8 @@ class _Cpu:
         self.tc: Any = None           # the native hook's state (harness/native TtCpu), None on the Python path
         self.tc_ptr: Any = None       # ... and the pointer to it the C functions take
         self.replay: dict[tuple[int, int], tuple[TlbiOp, int]] = {}   # (record info, Xt) -> (op, VMID)
+        self.decoders: dict[tuple[int, int], Any] = {}   # (record info, VMID) -> devmodel.tlbi.decoder(...)
+        self.templates: dict[tuple[int, int], TlbiOp] = {}   # (record info, VMID) -> the op for Xt = 0
         self.keep: Any = None         # the native callback object (alive as long as the hook)
         self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
         self.plans: dict[tuple, Any] = {}      # native records -> their compact trace records (_deliver_compact)
@@ -353,6 +362,8 @@ class _Cpu:
             self.tge = tge
         self.cache.clear()
         self.replay.clear()
+        self.decoders.clear()
+        self.templates.clear()
 
 
 class TlbiTrap:
@@ -428,9 +439,7 @@ class TlbiTrap:
             if wanted is not None and c.index not in wanted:
                 continue
             if c.tc is not None:                  # native: DSBs recorded in C; the hook reads PSTATE itself
-                for b in found:
-                    if self.native_lib.tt_add_dsb(c.tc_ptr, b.addr, _dsb_info(b)) != 0:
-                        raise MemoryError(f"native TLBI trap: no hook for the DSB at {b.addr:#x}")
+                self._native_barriers(c, found)
                 continue
             for b in found:
                 observe.raw_hook_add(c.uc, UC_HOOK_CODE, self._make_dsb_hook(c, b), None, b.addr, b.addr)
@@ -439,6 +448,22 @@ class TlbiTrap:
             c.el = None
         self.barriers.extend(found)
         return found
+
+    def _native_barriers(self, c: _Cpu, found: list[Barrier]) -> None:
+        for b in found:
+            if self.native_lib.tt_add_dsb(c.tc_ptr, b.addr, _dsb_info(b)) != 0:
+                raise MemoryError(f"native TLBI trap: no hook for the DSB at {b.addr:#x}")
+
+    def counted_mode(self, vcpu: Any, counted: bool) -> bool:
+        """The scheduler switches `vcpu` between counted and uncounted runs (and flushes its translations
+        after this): in counted runs the native DSB sites share one hook (harness/native/tlbi_trap.c
+        `tt_ranged`: Unicorn's count hook makes every instruction walk the code-hook list). True: changed."""
+        c = self._by_uc.get(id(getattr(vcpu, "uc", vcpu)))
+        if c is None or c.tc is None or bool(c.tc.ranged) == counted:
+            return False
+        if self.native_lib.tt_ranged(c.tc_ptr, 1 if counted else 0) != 0:
+            raise MemoryError("native TLBI trap: no hook for the DSB sites")
+        return True
 
     # -- machine plugin protocol --
     def attach_vcpu(self, vcpu: Any) -> None:
@@ -650,7 +675,7 @@ class TlbiTrap:
 
         def callback(_tc: Any, why: int) -> int:
             try:
-                obs.sync()                        # all deferred work in order: older console bytes, these records
+                obs.sync()                        # observation point: clock back, older console bytes, records
                 if why == native.TT_WHY_UNDEFINED:
                     return self._native_undefined(cpu)
                 return 0
@@ -691,14 +716,25 @@ class TlbiTrap:
         replay = cpu.replay
         part = cpu.part
         tlbi, sync = self.interconnect.tlbi, self.interconnect.sync
+        # untraced, with receivers that read only VMID and regime: one op per (encoding, EL, VMID) will do
+        addressless = not traced and all(getattr(p, "addressless", False) for p in self.interconnect.participants
+                                         if p is not part)
+        templates = cpu.templates
         for pc, xt, info in _RECORDS.iter_unpack(data):
             if info & 0xFF == native.TT_REC_TLBI:
-                hit = replay.get((info, xt))
-                if hit is None or hit[1] != vm:
-                    hit = replay[(info, xt)] = (self._replay_decode(cpu, info, xt, vm), vm)
-                    if len(replay) > 4096:
-                        replay.clear()
-                op = hit[0]
+                if addressless:
+                    op = templates.get((info, vm))
+                    if op is None:
+                        if len(templates) > 256:
+                            templates.clear()
+                        op = templates[(info, vm)] = self._replay_decode(cpu, info, 0, vm)
+                else:
+                    hit = replay.get((info, xt))
+                    if hit is None or hit[1] != vm:
+                        hit = replay[(info, xt)] = (self._replay_decode(cpu, info, xt, vm), vm)
+                        if len(replay) > 4096:
+                            replay.clear()
+                    op = hit[0]
                 cpu.traps += 1
                 if traced:
                     self._traced_tlbi(cpu, pc, (info >> 8) & 3, op)
@@ -799,10 +835,18 @@ class TlbiTrap:
             self._traced_dsb(cpu, pc, *what)
 
     def _replay_decode(self, cpu: _Cpu, info: int, xt: int, vm: int) -> TlbiOp:
-        el = (info >> 8) & 3
-        op1, crn, crm, op2 = _key_of((info >> 16) & 0xFFFF)
-        ctx = DecodeContext(el=el, vmid=vm, hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
-        return decode(op1, crn, crm, op2, xt, ctx)           # the hook hands undefined ones over at once
+        """The record's op: `decode`, through one `decoder` per (encoding, EL, VMID) - a guest's TLBIs come
+        with ever new addresses (kvm-unit-tests' MMU set-up: one per page), so the (info, Xt) cache misses."""
+        of = cpu.decoders.get((info, vm))
+        if of is None:
+            el = (info >> 8) & 3
+            op1, crn, crm, op2 = _key_of((info >> 16) & 0xFFFF)
+            ctx = DecodeContext(el=el, vmid=vm, hcr_fb=cpu.hcr_fb, e2h=cpu.e2h, tge=cpu.tge)
+            of = decoder(op1, crn, crm, op2, ctx)             # the hook hands undefined ones over at once
+            if len(cpu.decoders) > 256:
+                cpu.decoders.clear()
+            cpu.decoders[(info, vm)] = of
+        return of(xt)
 
     def _native_undefined(self, cpu: _Cpu) -> int:
         """The hook met a TLBI undefined at the current EL (the records before it are delivered)."""

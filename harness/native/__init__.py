@@ -37,7 +37,7 @@ SOURCE = Path(__file__).resolve().parent / "tlbi_trap.c"
 CFLAGS = ("-O2", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
 
 # the constants of tlbi_trap.c
-TT_ABI = 1
+TT_ABI = 2
 TT_PASS, TT_NATIVE, TT_EMULATED, TT_UNDEFINED = 0, 1, 2, 3
 TT_REC_TLBI, TT_REC_DSB = 1, 2
 TT_WHY_FULL, TT_WHY_UNDEFINED = 1, 2
@@ -57,7 +57,9 @@ class TtCpu(ctypes.Structure):
     _fields_ = (("n", ctypes.c_uint32), ("cap", ctypes.c_uint32), ("pending", ctypes.c_uint32),
                 ("why", ctypes.c_uint32), ("undefined", TtRecord), ("buf", ctypes.c_void_p), ("uc", ctypes.c_void_p),
                 ("callback", ctypes.c_void_p), ("sys_hook", ctypes.c_size_t), ("sites", ctypes.c_void_p),
-                ("cls", (ctypes.c_uint8 * TT_ENCODINGS) * 4))
+                ("cls", (ctypes.c_uint8 * TT_ENCODINGS) * 4), ("range_addr", ctypes.c_void_p),
+                ("range_info", ctypes.c_void_p), ("range_n", ctypes.c_uint32), ("range_cap", ctypes.c_uint32),
+                ("range_hook", ctypes.c_size_t), ("ranged", ctypes.c_uint32), ("pad", ctypes.c_uint32))
 
 
 #: the callback type of `tt_new`: (cpu, why) -> the SYS hook's return value for TT_WHY_UNDEFINED
@@ -118,7 +120,7 @@ def _headers_digest(inc: Path) -> bytes:
 
 
 def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:
-    """Compile `source` (`tlbi_trap.c`) to `out` (atomically); None, or why it failed."""
+    """Compile `source` (default `tlbi_trap.c`) to `out` (atomically); None, or why it failed."""
     import subprocess
     import tempfile
 
@@ -154,15 +156,17 @@ def _load(path: Path) -> ctypes.CDLL | str:
     if lib.tt_abi() != TT_ABI or lib.tt_sizeof() != ctypes.sizeof(TtCpu):
         return f"{path}: ABI {lib.tt_abi()}/{lib.tt_sizeof()} bytes, expected {TT_ABI}/{ctypes.sizeof(TtCpu)}"
     lib.tt_init.restype = ctypes.c_int
-    lib.tt_init.argtypes = (ctypes.c_void_p,) * 4
+    lib.tt_init.argtypes = (ctypes.c_void_p,) * 5
     ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
-            for f in ("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add")]
+            for f in ("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add", "uc_hook_del")]
     if lib.tt_init(*ptrs) != 0:
         return f"{path}: tt_init refused Unicorn's entry points"
     lib.tt_new.restype = ctypes.POINTER(TtCpu)
     lib.tt_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK)
     lib.tt_add_dsb.restype = ctypes.c_int
     lib.tt_add_dsb.argtypes = (ctypes.POINTER(TtCpu), ctypes.c_uint64, ctypes.c_uint32)
+    lib.tt_ranged.restype = ctypes.c_int
+    lib.tt_ranged.argtypes = (ctypes.POINTER(TtCpu), ctypes.c_int)
     lib.tt_free.restype = None
     lib.tt_free.argtypes = (ctypes.c_void_p,)
     lib.tt_render.restype = ctypes.c_long                 # trace lines from compact records (trace/sinks.py)

@@ -19,6 +19,13 @@
  * EL (TT_UNDEFINED: the table is built by Python from devmodel/tlbi.py's decoder) goes to Python at once,
  * after the records before it, so that the guest takes its undefined-instruction exception at that PC.
  *
+ * DSB hooks, two ways: one UC_HOOK_CODE per DSB address (`tt_add_dsb`), or - for vCPUs whose runs are counted,
+ * where Unicorn's own instruction-count hook already calls the code-hook helper at every instruction and that
+ * helper walks the whole code-hook list each time (helper_uc_tracecode) - one hook over [lowest, highest]
+ * site that finds the address in a sorted table (`tt_ranged(c, 1)`): the same records in the same order, and a
+ * list walk of one entry instead of one per DSB. Uncounted runs keep the per-address hooks (the range hook
+ * would add a call at every instruction in the range there).
+ *
  * The layout of tt_cpu is mirrored by harness/native/__init__.py (`TtCpu`); `tt_abi()` and `tt_sizeof()` let
  * the loader refuse a library built from another version of this file.
  */
@@ -28,7 +35,7 @@
 
 #include <unicorn/unicorn.h>
 
-#define TT_ABI 1
+#define TT_ABI 2
 
 enum { TT_PASS = 0, TT_NATIVE = 1, TT_EMULATED = 2, TT_UNDEFINED = 3 };   /* tt_cpu.cls values */
 enum { TT_REC_TLBI = 1, TT_REC_DSB = 2 };                                  /* record kinds */
@@ -51,7 +58,8 @@ typedef uint32_t (*tt_callback)(struct tt_cpu *cpu, uint32_t why);
 typedef struct tt_site {
     struct tt_cpu *cpu;
     uint32_t info;                    /* what tt_add_dsb was given: the DSB's domain/full bits | TT_DSB_SYNCS */
-    uc_hook hook;
+    uint64_t addr;
+    uc_hook hook;                     /* 0 while the sites share the range hook */
     struct tt_site *next;
 } tt_site;
 
@@ -67,6 +75,12 @@ typedef struct tt_cpu {
     uc_hook sys_hook;
     tt_site *sites;
     uint8_t cls[4][TT_ENCODINGS];     /* [PSTATE.EL][encoding] -> TT_* class */
+    uint64_t *range_addr;             /* every DSB site, sorted by address (stable) */
+    uint32_t *range_info;
+    uint32_t range_n, range_cap;
+    uc_hook range_hook;               /* 0: none */
+    uint32_t ranged;                  /* 1: the range hook stands for the sites (tt_ranged) */
+    uint32_t pad;
 } tt_cpu;
 
 /* The Unicorn entry points, from the library the Python binding loaded (passed by tt_init): no link-time
@@ -75,14 +89,16 @@ static uc_err (*p_reg_read)(uc_engine *, int, void *);
 static uc_err (*p_reg_write)(uc_engine *, int, const void *);
 static uc_err (*p_ctl)(uc_engine *, uc_control_type, ...);
 static uc_err (*p_hook_add)(uc_engine *, uc_hook *, int, void *, void *, uint64_t, uint64_t, ...);
+static uc_err (*p_hook_del)(uc_engine *, uc_hook);
 
 int tt_abi(void) { return TT_ABI; }
 int tt_sizeof(void) { return (int)sizeof(tt_cpu); }
 
-int tt_init(void *reg_read, void *reg_write, void *ctl, void *hook_add)
+int tt_init(void *reg_read, void *reg_write, void *ctl, void *hook_add, void *hook_del)
 {
-    if (!reg_read || !reg_write || !ctl || !hook_add)
+    if (!reg_read || !reg_write || !ctl || !hook_add || !hook_del)
         return -1;
+    p_hook_del = (uc_err (*)(uc_engine *, uc_hook))hook_del;
     p_reg_read = (uc_err (*)(uc_engine *, int, void *))reg_read;
     p_reg_write = (uc_err (*)(uc_engine *, int, const void *))reg_write;
     p_ctl = (uc_err (*)(uc_engine *, uc_control_type, ...))ctl;
@@ -135,17 +151,39 @@ static uint32_t tt_on_sys(uc_engine *uc, int reg, const uc_arm64_cp_reg *cp, voi
     return 1;
 }
 
+static inline void tt_dsb(tt_cpu *c, uint64_t address, uint32_t info)
+{
+    if (!c->pending)
+        return;                       /* no TLBI since the last syncing DSB: nothing to complete */
+    if (info & TT_DSB_SYNCS)
+        c->pending = 0;
+    tt_push(c, address, 0, TT_REC_DSB | ((uint64_t)info << 8));
+}
+
 static void tt_on_dsb(uc_engine *uc, uint64_t address, uint32_t size, void *user)
 {
     tt_site *s = (tt_site *)user;
-    tt_cpu *c = s->cpu;
     (void)uc;
     (void)size;
-    if (!c->pending)
-        return;                       /* no TLBI since the last syncing DSB: nothing to complete */
-    if (s->info & TT_DSB_SYNCS)
-        c->pending = 0;
-    tt_push(c, address, 0, TT_REC_DSB | ((uint64_t)s->info << 8));
+    tt_dsb(s->cpu, address, s->info);
+}
+
+/* The one hook over the ranged sites: every instruction in [lowest, highest] comes here. */
+static void tt_on_range(uc_engine *uc, uint64_t address, uint32_t size, void *user)
+{
+    tt_cpu *c = (tt_cpu *)user;
+    uint32_t lo = 0, hi = c->range_n;
+    (void)uc;
+    (void)size;
+    while (lo < hi) {                 /* first entry >= address */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->range_addr[mid] < address)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < c->range_n && c->range_addr[lo] == address; lo++)
+        tt_dsb(c, address, c->range_info[lo]);    /* a site added twice: twice, in order, as two hooks */
 }
 
 tt_cpu *tt_new(uc_engine *uc, uint32_t cap, void *callback)
@@ -172,19 +210,105 @@ tt_cpu *tt_new(uc_engine *uc, uint32_t cap, void *callback)
     return c;
 }
 
+static int tt_add_range_hook(tt_cpu *c);
+static int tt_record_site(tt_cpu *c, uint64_t address, uint32_t info);
+static int tt_add_site_hook(tt_cpu *c, tt_site *s);
+
 int tt_add_dsb(tt_cpu *c, uint64_t address, uint32_t info)
 {
     tt_site *s = (tt_site *)calloc(1, sizeof(*s));
-    if (!s)
-        return -1;
-    s->cpu = c;
-    s->info = info;
-    if (p_hook_add(c->uc, &s->hook, UC_HOOK_CODE, (void *)tt_on_dsb, s, address, address) != UC_ERR_OK) {
+    if (!s || tt_record_site(c, address, info) != 0) {
         free(s);
         return -1;
     }
+    s->cpu = c;
+    s->info = info;
+    s->addr = address;
+    if (c->ranged ? tt_add_range_hook(c) != 0 : tt_add_site_hook(c, s) != 0) {
+        free(s);
+        return -1;                    /* (the table keeps the site: a failed add fails the whole run) */
+    }
     s->next = c->sites;
     c->sites = s;
+    return 0;
+}
+
+static int tt_record_site(tt_cpu *c, uint64_t address, uint32_t info)
+{
+    uint32_t i;
+    if (c->range_n == c->range_cap) {
+        uint32_t cap = c->range_cap ? 2 * c->range_cap : 64;
+        uint64_t *a = (uint64_t *)realloc(c->range_addr, cap * sizeof(*a));
+        uint32_t *f;
+        if (!a)
+            return -1;
+        c->range_addr = a;
+        f = (uint32_t *)realloc(c->range_info, cap * sizeof(*f));
+        if (!f)
+            return -1;
+        c->range_info = f;
+        c->range_cap = cap;
+    }
+    for (i = c->range_n; i > 0 && c->range_addr[i - 1] > address; i--) {     /* stable insertion */
+        c->range_addr[i] = c->range_addr[i - 1];
+        c->range_info[i] = c->range_info[i - 1];
+    }
+    c->range_addr[i] = address;
+    c->range_info[i] = info;
+    c->range_n++;
+    return 0;
+}
+
+static int tt_add_range_hook(tt_cpu *c)
+{
+    if (c->range_hook) {
+        p_hook_del(c->uc, c->range_hook);
+        c->range_hook = 0;
+    }
+    if (p_hook_add(c->uc, &c->range_hook, UC_HOOK_CODE, (void *)tt_on_range, c, c->range_addr[0],
+                   c->range_addr[c->range_n - 1]) != UC_ERR_OK) {
+        c->range_hook = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static int tt_add_site_hook(tt_cpu *c, tt_site *s)
+{
+    return p_hook_add(c->uc, &s->hook, UC_HOOK_CODE, (void *)tt_on_dsb, s, s->addr, s->addr) == UC_ERR_OK ? 0 : -1;
+}
+
+/* One hook over every DSB site (on != 0: for counted runs, see the top of this file) or one per site. The
+ * caller flushes the translation cache before the vCPU runs again (code translated with the other hooks). */
+int tt_ranged(tt_cpu *c, int on)
+{
+    tt_site *s, **order;
+    uint32_t n = 0, i;
+    if (on ? c->ranged : !c->ranged)
+        return 0;
+    for (s = c->sites; s; s = s->next)
+        n++;
+    order = (tt_site **)calloc(n ? n : 1, sizeof(*order));
+    if (!order)
+        return -1;
+    for (s = c->sites, i = n; s; s = s->next)
+        order[--i] = s;                   /* the order they were added in */
+    c->ranged = on ? 1 : 0;
+    for (i = 0; i < n; i++) {
+        if (on && order[i]->hook) {
+            p_hook_del(c->uc, order[i]->hook);
+            order[i]->hook = 0;
+        } else if (!on && tt_add_site_hook(c, order[i]) != 0) {
+            free(order);
+            return -1;
+        }
+    }
+    free(order);
+    if (on)
+        return n ? tt_add_range_hook(c) : 0;
+    if (c->range_hook)
+        p_hook_del(c->uc, c->range_hook);
+    c->range_hook = 0;
     return 0;
 }
 
@@ -198,6 +322,8 @@ void tt_free(tt_cpu *c)
         next = s->next;
         free(s);
     }
+    free(c->range_addr);
+    free(c->range_info);
     free(c->buf);
     free(c);
 }

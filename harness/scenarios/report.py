@@ -214,8 +214,8 @@ def run_report(out_dir: str | Path, matrix: Matrix, runner: Callable[..., Scenar
 
 def _run_parallel(jobs: int, runner: Callable[..., ScenarioResult], todo: list[Job],
                   finished: Callable[[int, ScenarioResult], None]) -> None:
-    """The jobs in worker processes (harness/parallel.py: forkserver pool, ^C/SIGTERM cancel the queued
-    jobs, workers exit with their parent); a worker that died gives a failed result for its job."""
+    """The jobs in worker processes (harness/parallel.py: a fork or forkserver pool, ^C/SIGTERM cancel the
+    queued jobs, workers exit with their parent); a worker that died gives a failed result for its job."""
     run_jobs(functools.partial(run_job, runner), todo, jobs, finished, lambda i, e: failed_result(todo[i], e),
              preload=["harness.scenarios"])
 

@@ -246,3 +246,24 @@ def test_encoding_lookup():
     assert BY_NAME["RVALE1OS"].key == (0, 8, 5, 5)
     with pytest.raises(KeyError, match="FOO"):
         encoding("FOO")
+
+
+# --- decoder(): decode in two steps, reused for many Xt (the TLBI trap's native replay) ---------------------
+
+@given(st.sampled_from(TABLE), st.integers(0, 3), st.booleans(), st.booleans(), st.booleans(),
+       st.lists(st.integers(0, (1 << 64) - 1), min_size=1, max_size=6))
+def test_one_decoder_serves_every_xt(d, el, e2h, tge, fb, xts):
+    from devmodel.tlbi import decoder
+    ctx = DecodeContext(el=el, vmid=9, hcr_fb=fb, e2h=e2h, tge=tge)
+    try:
+        of = decoder(*d.key, ctx)
+    except UndefinedTlbi:                        # raised once, before any Xt: as decode raises for every Xt
+        for xt in xts:
+            with pytest.raises(UndefinedTlbi):
+                decode(*d.key, xt, ctx)
+        return
+    ops = [of(xt) for xt in xts]                 # one closure, many operands: no state carried between them
+    assert ops == [decoder(*d.key, ctx)(xt) for xt in xts]
+    for op, xt in zip(ops, xts):
+        assert op.xt == (None if d.operand is Operand.NONE else xt)
+        assert (op.name, op.broadcast, op.regime, op.vmid) == (d.name, ops[0].broadcast, ops[0].regime, ops[0].vmid)
