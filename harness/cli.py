@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import sys
-import traceback
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -779,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, OSError) and e.filename is not None:
             print(f"{PROG}: {e.filename}: {e.strerror or e}", file=sys.stderr)
         elif os.environ.get("SMMU_HARNESS_DEBUG"):
+            import traceback                 # here, not at import: start-up of every command
             traceback.print_exc()
         else:
             print(f"{PROG}: internal error: {type(e).__name__}: {e} (SMMU_HARNESS_DEBUG=1 for a traceback)",

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -81,6 +78,8 @@ def status() -> str:
 
 
 def _compiler() -> str | None:
+    import shutil                                  # here, not at import: start-up of `run` (hashlib too)
+
     for name in ("cc", "gcc", "clang"):
         path = shutil.which(name)
         if path:
@@ -98,10 +97,12 @@ def _unicorn_include() -> Path | None:
 
 
 def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
+    import hashlib
+
     from ..build import cache_dir
 
     h = hashlib.sha256()
-    for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
+    for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), _machine().encode(),
                  sys.platform.encode()):
         h.update(part + b"\0")
     h.update(_headers_digest(inc))
@@ -111,10 +112,21 @@ def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
 @functools.lru_cache(maxsize=None)
 def _headers_digest(inc: Path) -> bytes:
     """The unicorn headers' names and contents, hashed once per process (every native library's name uses it)."""
+    import hashlib
+
     h = hashlib.sha256()
     for f in sorted((inc / "unicorn").glob("*.h")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.digest()
+
+
+def _machine() -> str:
+    """`platform.machine()` without importing `platform` (1 ms of start-up): on POSIX it is `os.uname().machine`
+    (the `platform` module's own source of it)."""
+    if hasattr(os, "uname"):
+        return os.uname().machine
+    import platform                                # pragma: no cover - no os.uname (Windows)
+    return platform.machine()
 
 
 def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:
