@@ -97,11 +97,9 @@ def _unicorn_include() -> Path | None:
 
 
 def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
-    import hashlib
-
     from ..build import cache_dir
 
-    h = hashlib.sha256()
+    h = _sha256()
     for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), _machine().encode(),
                  sys.platform.encode()):
         h.update(part + b"\0")
@@ -112,12 +110,20 @@ def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
 @functools.lru_cache(maxsize=None)
 def _headers_digest(inc: Path) -> bytes:
     """The unicorn headers' names and contents, hashed once per process (every native library's name uses it)."""
-    import hashlib
-
-    h = hashlib.sha256()
+    h = _sha256()
     for f in sorted((inc / "unicorn").glob("*.h")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.digest()
+
+
+def _sha256():
+    """A SHA-256 hash object without importing `hashlib`, whose OpenSSL backend costs 2 ms of every run's
+    start-up: CPython's built-in `_sha256` (the same digest) where there is one (3.11), else hashlib's."""
+    try:
+        from _sha256 import sha256
+    except ImportError:                            # pragma: no cover - Python 3.12 names it _sha2
+        from hashlib import sha256
+    return sha256()
 
 
 def _machine() -> str:
