@@ -2,20 +2,39 @@
 
 The scenario and unittests packages, capstone (disassembly only for traces with `insn`, abort decoding and
 `-d in_asm`) and pyelftools (the ELF reader is a struct parser; pyelftools is its test oracle) stay out of a
-plain run; a run that asks for disassembly loads capstone."""
+plain run; a run that asks for disassembly loads capstone. `run hello.elf` (tools/bench.py qemu "start-up")
+also leaves out what its guest never uses (`NOT_FOR_HELLO`), and the board still has all of it when a guest
+does use it."""
 import json
 import subprocess
 import sys
 
-from guestbin import guest_elf
+from harness.build import build_guest
+
+from guestbin import ROOT, guest_elf
 
 _PROBE = """
 import contextlib, io, json, sys
+before = set(sys.modules)
 from harness.cli import main
 with contextlib.redirect_stdout(io.StringIO()):
     code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "modules": sorted(set(sys.modules) - before)}))
 """
+
+#: what `run hello.elf` must not import (modules the interpreter had loaded before the harness do not count)
+NOT_FOR_HELLO = {
+    "devmodel.virtio": "arm/run's chr-testdev is built at the guest's first virtio-mmio access",
+    "devmodel.gic.gicv3": "the default board has QEMU 7.2's GICv2",
+    "devmodel.gic.its": "an ITS is on GICv3 boards only",
+    "harness.its": "an ITS is on GICv3 boards only",
+    "devmodel.vmsa": "the stage-1 walker: memory read by VA with the MMU on",
+    "harness.aborts": "abort decoding: a guest that faults",
+    "hashlib": "OpenSSL: the native trap's library name hashes with the built-in _sha256",
+    "subprocess": "compilers (build, the native trap's first build) and semihosting SYS_SYSTEM",
+    "platform": "the native trap's cache key reads os.uname()",
+    "traceback": "SMMU_HARNESS_DEBUG=1 after an internal error",
+}
 
 
 def _modules_after(*argv: str) -> tuple[int, set[str]]:
@@ -34,6 +53,21 @@ def test_a_plain_run_imports_no_scenario_unittests_capstone_or_pyelftools():
     for package in ("harness.scenarios", "harness.unittests", "capstone", "elftools"):
         assert not _loaded(mods, package), package
     assert not _loaded(mods, "devmodel.pci")      # the PCIe windows are mapped; the model loads on first access
+
+
+def test_a_run_of_hello_imports_nothing_its_guest_does_not_use():
+    code, mods = _modules_after("run", str(guest_elf("hello")))
+    assert code == 0 and "harness.trap" in mods and "devmodel.gic.gicv2" in mods
+    assert {m: why for m, why in NOT_FOR_HELLO.items() if _loaded(mods, m)} == {}
+
+
+def test_a_gicv3_run_has_its_its_and_a_virtio_guest_its_chr_testdev():
+    code, mods = _modules_after("run", "--gic", "3", str(guest_elf("hello")))
+    assert code == 0 and {"devmodel.gic.gicv3", "devmodel.gic.its", "harness.its"} <= mods
+    oracle = build_guest([ROOT / "tests" / "devmodel" / "virtio" / "guests" / "virtio_oracle.c"],
+                         name="virtio_oracle").path                  # ends with "3q" to chr-testdev: status 7
+    code, mods = _modules_after("run", str(oracle))
+    assert code == 7 and _loaded(mods, "devmodel.virtio")
 
 
 def test_a_run_whose_trace_shows_instructions_loads_capstone(tmp_path):
