@@ -34,6 +34,7 @@ NOT_FOR_HELLO = {
     "subprocess": "compilers (build, the native trap's first build) and semihosting SYS_SYSTEM",
     "platform": "the native trap's cache key reads os.uname()",
     "traceback": "SMMU_HARNESS_DEBUG=1 after an internal error",
+    "json": "a trace file or a golden comparison",
 }
 
 
