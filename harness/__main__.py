@@ -5,7 +5,7 @@ and the standard streams are flushed, then `os._exit` with the status. Freeing e
 reference cycles and the Unicorn instances one by one is ~10 ms of a 0.1 s run (start-up, tools/bench.py
 qemu), and the OS reclaims all of it at once; every file a run writes (console, -D log, traces, semihosting
 files) is closed before `main` returns. The interpreter's own exit is kept when another thread still runs (it
-would be joined) or when a stream cannot be flushed (it reports that as it always does)."""
+would be joined), under `python3 -i`, or when a stream cannot be flushed (it reports that as it always does)."""
 import os
 import sys
 
@@ -17,7 +17,7 @@ def _exit(code: int) -> None:
 
     threading = sys.modules.get("threading")
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
-    if (threading is not None and threading.active_count() > 1) or run_exitfuncs is None:
+    if (threading is not None and threading.active_count() > 1) or run_exitfuncs is None or sys.flags.inspect:
         sys.exit(code)
     run_exitfuncs()
     try:

@@ -79,3 +79,27 @@ def test_a_run_whose_trace_shows_instructions_loads_capstone(tmp_path):
 def test_the_scenario_command_still_builds_its_parser():
     code, mods = _modules_after("scenario", "list")
     assert code == 0 and _loaded(mods, "harness.scenarios")
+
+
+_MAIN = """
+import atexit, runpy, sys, threading, time
+sys.argv = ["harness", *sys.argv[1:]]
+atexit.register(lambda: print("atexit ran", file=sys.stderr))
+if sys.argv[-1] == "thread":          # a non-daemon thread still running: the interpreter joins it
+    sys.argv.pop()
+    threading.Thread(target=lambda: (time.sleep(1.0), print("thread done", flush=True))).start()
+sys.stdout.write("unflushed, no newline")
+runpy.run_module("harness", run_name="__main__")
+"""
+
+
+def test_python_m_harness_run_exits_fast_with_atexit_handlers_and_output_flushed():
+    """`python3 -m harness run` ends with os._exit (no interpreter teardown): the status, the atexit handlers,
+    buffered output and a thread that still runs are as with the interpreter's own exit."""
+    hello = str(guest_elf("hello"))
+    p = subprocess.run([sys.executable, "-c", _MAIN, "run", hello], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("unflushed, no newline") and "SUMMARY: 5 tests" in p.stdout
+    assert p.stderr == "atexit ran\n"
+    p = subprocess.run([sys.executable, "-c", _MAIN, "run", "--max-insns", "100", hello, "thread"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 124 and p.stdout.endswith("thread done\n") and p.stderr.endswith("atexit ran\n")
