@@ -52,6 +52,7 @@ from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedT
 from devmodel.trace import NULL_TRACER, Tracer, define
 
 from . import native, observe
+from .codescan import BRANCH_REGISTER, SYSTEM, words_with_top_byte
 from .exits import EXIT_UNDEF
 
 __all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "unicorn_native", "scan_barriers", "scan_erets", "Barrier",
@@ -230,11 +231,7 @@ def scan_barriers(regions: Iterable[tuple[int, bytes]]) -> list[Barrier]:
     """DSBs in executable `regions` [(address, bytes)], decoded from their encodings (no disassembler)."""
     out: list[Barrier] = []
     for base, data in regions:
-        data = bytes(data)
-        n = len(data) // 4
-        words = memoryview(data[: n * 4]).cast("I")
-        for i in range(n):
-            w = words[i]
+        for i, w in words_with_top_byte(bytes(data), SYSTEM):     # DSBs are system instructions
             if (w & _DSB_MASK) == _DSB_BITS:
                 crm = (w >> 8) & 0xF
                 if crm & 3 == 0:                     # SSBB / PSSBB / reserved: not a DSB
@@ -256,10 +253,7 @@ def scan_erets(regions: Iterable[tuple[int, bytes]]) -> list[int]:
     """Addresses of ERET instructions (they change the EL, which the trap caches)."""
     out = []
     for base, data in regions:
-        data = bytes(data)
-        n = len(data) // 4
-        words = memoryview(data[: n * 4]).cast("I")
-        out.extend(base + 4 * i for i in range(n) if words[i] in _ERETS)
+        out.extend(base + 4 * i for i, w in words_with_top_byte(bytes(data), BRANCH_REGISTER) if w in _ERETS)
     return out
 
 
