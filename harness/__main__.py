@@ -5,11 +5,23 @@ and the standard streams are flushed, then `os._exit` with the status. Freeing e
 reference cycles and the Unicorn instances one by one is ~10 ms of a 0.1 s run (start-up, tools/bench.py
 qemu), and the OS reclaims all of it at once; every file a run writes (console, -D log, traces, semihosting
 files) is closed before `main` returns. The interpreter's own exit is kept when another thread still runs (it
-would be joined), under `python3 -i`, or when a stream cannot be flushed (it reports that as it always does)."""
+would be joined), under `python3 -i`, or when a stream cannot be flushed (it reports that as it always does).
+
+`run` also starts with the cyclic garbage collector off: the imports and the board's construction leave no
+garbage cycles, and collecting during them cost ~4 ms; `harness.cli.cmd_run` turns it back on just before the
+guest runs (`gc_for_the_guest`). Other commands run with it on from their start."""
+import gc
 import os
 import sys
 
-from .cli import command_of, main
+gc.disable()          # start-up of `run` without cyclic collections: back on before the guest runs (harness.cli)
+from . import cli     # noqa: E402
+from .cli import command_of, main  # noqa: E402
+
+if command_of(sys.argv[1:]) == "run":
+    cli.GC_OFF_FOR_START_UP = True
+else:
+    gc.enable()
 
 
 def _exit(code: int) -> None:

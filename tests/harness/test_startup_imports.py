@@ -82,9 +82,10 @@ def test_the_scenario_command_still_builds_its_parser():
 
 
 _MAIN = """
-import atexit, runpy, sys, threading, time
+import atexit, gc, runpy, sys, threading, time
 sys.argv = ["harness", *sys.argv[1:]]
 atexit.register(lambda: print("atexit ran", file=sys.stderr))
+atexit.register(lambda: print(f"gc enabled: {gc.isenabled()}", file=sys.stderr))
 if sys.argv[-1] == "thread":          # a non-daemon thread still running: the interpreter joins it
     sys.argv.pop()
     threading.Thread(target=lambda: (time.sleep(1.0), print("thread done", flush=True))).start()
@@ -99,7 +100,37 @@ def test_python_m_harness_run_exits_fast_with_atexit_handlers_and_output_flushed
     hello = str(guest_elf("hello"))
     p = subprocess.run([sys.executable, "-c", _MAIN, "run", hello], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.startswith("unflushed, no newline") and "SUMMARY: 5 tests" in p.stdout
-    assert p.stderr == "atexit ran\n"
+    assert p.stderr == "gc enabled: True\natexit ran\n"
     p = subprocess.run([sys.executable, "-c", _MAIN, "run", "--max-insns", "100", hello, "thread"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 124 and p.stdout.endswith("thread done\n") and p.stderr.endswith("atexit ran\n")
+
+
+def test_run_starts_with_the_gc_off_and_runs_the_guest_with_it_on():
+    """`python3 -m harness run`: no cyclic collection during the imports and the board's construction, the
+    collector on again for the guest (a `main()` of another caller, as here, never touches it)."""
+    import gc
+
+    from harness import cli
+    probe = """
+import gc, runpy, sys
+from harness import cli, machine
+seen = []
+init, run = machine.Machine.__init__, machine.Machine.run
+machine.Machine.__init__ = lambda self, **kw: (seen.append(gc.isenabled()), init(self, **kw))[1]
+machine.Machine.run = lambda self, **kw: (seen.append((gc.isenabled(), cli.GC_OFF_FOR_START_UP)), run(self, **kw))[1]
+sys.argv = ["harness", *sys.argv[1:]]
+import atexit
+atexit.register(lambda: print("before import", START, "at the guest", seen, file=sys.stderr))
+START = gc.isenabled()
+runpy.run_module("harness", run_name="__main__")
+"""
+    p = subprocess.run([sys.executable, "-c", probe, "run", str(guest_elf("hello"))], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == "before import True at the guest [False, (True, False)]\n"
+    p = subprocess.run([sys.executable, "-c", "import gc, runpy, sys; sys.argv = ['harness', 'trace-events', 'x'];"
+                        "import atexit; atexit.register(lambda: print(gc.isenabled(), file=sys.stderr));"
+                        "runpy.run_module('harness', run_name='__main__')"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.stderr.endswith("True\n")
+    assert gc.isenabled() and cli.GC_OFF_FOR_START_UP is False
