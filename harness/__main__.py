@@ -8,8 +8,9 @@ files) is closed before `main` returns. The interpreter's own exit is kept when 
 would be joined), under `python3 -i`, or when a stream cannot be flushed (it reports that as it always does).
 
 `run` also starts with the cyclic garbage collector off: the imports and the board's construction leave no
-garbage cycles, and collecting during them cost ~4 ms; `harness.cli.cmd_run` turns it back on just before the
-guest runs (`gc_for_the_guest`). Other commands run with it on from their start."""
+garbage cycles, and collecting during them cost ~3 ms; just before the guest runs `harness.cli.cmd_run`
+freezes what they made (`gc.freeze`: it lives as long as the run, so no collection walks it) and turns the
+collector back on (`gc_for_the_guest`). Other commands run with it on from their start."""
 import gc
 import os
 import sys

@@ -467,8 +467,9 @@ def _console_isatty(ktap: KtapReport | None):
 
 
 #: True while `python3 -m harness run` starts with the cyclic garbage collector off (harness/__main__.py: the
-#: imports and the board make no garbage cycles, and collecting during them was ~4 ms of a hello run);
-#: `gc_for_the_guest` turns it back on before the guest runs. False for a `main()` of any other caller.
+#: imports and the board make no garbage cycles, and collecting during them was ~3 ms of a hello run);
+#: `gc_for_the_guest` freezes what they made and turns it back on before the guest runs. False for a `main()`
+#: of any other caller.
 GC_OFF_FOR_START_UP = False
 
 
@@ -476,6 +477,7 @@ def gc_for_the_guest() -> None:
     global GC_OFF_FOR_START_UP
     if GC_OFF_FOR_START_UP:
         GC_OFF_FOR_START_UP = False
+        gc.freeze()       # what start-up made lives as long as the run: no collection walks it (Python's gc docs)
         gc.enable()
 
 

@@ -107,8 +107,9 @@ def test_python_m_harness_run_exits_fast_with_atexit_handlers_and_output_flushed
 
 
 def test_run_starts_with_the_gc_off_and_runs_the_guest_with_it_on():
-    """`python3 -m harness run`: no cyclic collection during the imports and the board's construction, the
-    collector on again for the guest (a `main()` of another caller, as here, never touches it)."""
+    """`python3 -m harness run`: no cyclic collection during the imports and the board's construction, what they
+    made frozen (gc.freeze) and the collector on again for the guest (a `main()` of another caller, as here,
+    never touches it)."""
     import gc
 
     from harness import cli
@@ -118,7 +119,8 @@ from harness import cli, machine
 seen = []
 init, run = machine.Machine.__init__, machine.Machine.run
 machine.Machine.__init__ = lambda self, **kw: (seen.append(gc.isenabled()), init(self, **kw))[1]
-machine.Machine.run = lambda self, **kw: (seen.append((gc.isenabled(), cli.GC_OFF_FOR_START_UP)), run(self, **kw))[1]
+machine.Machine.run = lambda self, **kw: (seen.append((gc.isenabled(), cli.GC_OFF_FOR_START_UP,
+                                                       gc.get_freeze_count() > 10000)), run(self, **kw))[1]
 sys.argv = ["harness", *sys.argv[1:]]
 import atexit
 atexit.register(lambda: print("before import", START, "at the guest", seen, file=sys.stderr))
@@ -127,7 +129,7 @@ runpy.run_module("harness", run_name="__main__")
 """
     p = subprocess.run([sys.executable, "-c", probe, "run", str(guest_elf("hello"))], capture_output=True,
                        text=True, timeout=120)
-    assert p.returncode == 0 and p.stderr == "before import True at the guest [False, (True, False)]\n"
+    assert p.returncode == 0 and p.stderr == "before import True at the guest [False, (True, False, True)]\n"
     p = subprocess.run([sys.executable, "-c", "import gc, runpy, sys; sys.argv = ['harness', 'trace-events', 'x'];"
                         "import atexit; atexit.register(lambda: print(gc.isenabled(), file=sys.stderr));"
                         "runpy.run_module('harness', run_name='__main__')"], capture_output=True, text=True,
