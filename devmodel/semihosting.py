@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno as E
 import os
 import struct
-import subprocess
 from enum import IntEnum
 from typing import Callable, Iterable, NamedTuple, Protocol
 
@@ -602,6 +601,7 @@ class Semihosting:
             raise _Fail(E.EACCES)
         ptr, length = _u64x2.unpack(mem.read_bytes(param, 16))
         cmd = self._name(mem, ptr, length)
+        import subprocess                   # here, not at import: start-up of every run (few guests call it)
         p = subprocess.run([b"/bin/sh", b"-c", cmd], cwd=self.fs.path, stdin=subprocess.DEVNULL,
                            capture_output=True, check=False)
         if p.stdout:

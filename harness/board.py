@@ -62,7 +62,7 @@ def _describe(vm: "VM") -> tuple[SmmuSpec | None, list[tuple[int, int, int]]]:
 def _viommu(vm: "VM") -> tuple[int | None, frozenset[int]]:
     """(transport index, endpoint IDs) of the virtio-iommu plugged into the VM's transports, (None, {}) if none."""
     board = getattr(vm, "virtio", None)
-    for index, dev in board.plugged() if board is not None else ():
+    for index, dev in board.plugged(build=False) if board is not None else ():
         if _instance(dev, "devmodel.virtio.iommu.device", "VirtioIommu"):
             return index, frozenset(dev.endpoints)
     return None, frozenset()

@@ -25,14 +25,10 @@ A guest source may carry build options in a comment in its first lines: `smmu-ha
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -80,6 +76,8 @@ class Toolchain:
     def identity(self) -> str:
         """Command lines plus the compiler's and linker's `--version` (computed once)."""
         if not self._ident:
+            import subprocess                # here, not at import: `run` needs only shipped_path (start-up)
+
             parts = [" ".join(self.cc), " ".join(self.ld), " ".join(self.arch_flags)]
             for cmd in (self.cc, self.ld):
                 try:
@@ -146,6 +144,8 @@ class BuildResult:
 
 
 def _sha(*parts: bytes | str) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() if isinstance(p, str) else p)
@@ -154,6 +154,8 @@ def _sha(*parts: bytes | str) -> str:
 
 
 def _headers_digest(dirs: Iterable[Path]) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     for d in sorted({p.resolve() for p in dirs}):
         for f in sorted(d.glob("*.h")):
@@ -162,6 +164,8 @@ def _headers_digest(dirs: Iterable[Path]) -> str:
 
 
 def _run(cmd: Sequence[str], what: str) -> None:
+    import subprocess
+
     try:
         r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as e:
@@ -172,6 +176,8 @@ def _run(cmd: Sequence[str], what: str) -> None:
 
 
 def _atomic_target(final: Path) -> Path:
+    import tempfile
+
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=final.suffix)
     os.close(fd)
@@ -300,6 +306,7 @@ def _compile_and_link(tc: Toolchain, srcs: list[Path], runtime: bool, incs: list
         try:
             if not out.exists() or out.read_bytes() != path.read_bytes():
                 out.parent.mkdir(parents=True, exist_ok=True)
+                import shutil
                 shutil.copyfile(path, out)
         except OSError as e:
             raise BuildInputError(f"{out}: {e.strerror or e}") from None

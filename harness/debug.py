@@ -62,6 +62,7 @@ from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_PROT, UC_H
                      UC_MEM_WRITE_PROT, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE)
 
 from . import syndrome as syn
+from .codescan import SYSTEM, words_with_top_byte
 from .exceptions import Taken, route
 
 if TYPE_CHECKING:
@@ -560,6 +561,4 @@ class Debug:
 
 def uses_debug_registers(code: bytes) -> bool:
     """Does `code` hold an MRS/MSR of a debug register (op0 = 0b10, DDI 0487 C5.3)?"""
-    n = len(code) // 4
-    words = memoryview(bytes(code[:n * 4])).cast("I")
-    return any((w & 0xFFD8_0000) == 0xD510_0000 for w in words)
+    return any((w & 0xFFD8_0000) == 0xD510_0000 for _, w in words_with_top_byte(bytes(code), SYSTEM))

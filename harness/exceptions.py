@@ -75,7 +75,6 @@ from unicorn.arm64_const import (UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_ELR_EL2, UC_
                                  UC_ARM64_REG_X3)
 
 from . import syndrome as syn
-from .aborts import data_abort_cause, instruction_abort_cause
 from .cpu import probe_undefined
 from .exits import Kind, Outcome
 from .scheduler import STOP_ADDRESS, WFI
@@ -283,6 +282,7 @@ class Exceptions:
             return Taken(syn.EC_BRK64, syn.imm16(vcpu.insn_at(pc)), route(vcpu, el, debug=True), pc, pc,
                          what="breakpoint (BRK) with no debugger")
         if intno == EXCP_PREFETCH_ABORT:
+            from .aborts import instruction_abort_cause    # here: a run that never faults does not import it
             c = instruction_abort_cause(vcpu, pc)
             return self._abort(vcpu, syn.EC_IABT_CUR, c.fsc, pc, c.far, "instruction abort", c.detail)
         if intno in (EXCP_DATA_ABORT, EXCP_UNALIGNED):
@@ -298,6 +298,7 @@ class Exceptions:
 
     def _data_abort(self, vcpu: "Vcpu", pc: int, *, unaligned: bool = False, ipa: int | None = None,
                     write: bool | None = None) -> Taken:
+        from .aborts import data_abort_cause
         c = data_abort_cause(vcpu, pc, unaligned=unaligned, ipa=ipa, write=write)
         el = vcpu.el
         target = route(vcpu, el)

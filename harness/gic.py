@@ -40,12 +40,11 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from devmodel.gic import GICC_SIZE, GICD_SIZE, GICD_V3_SIZE, GICR_FRAME, GicV2, GicV3
+from devmodel.gic import GICC_SIZE, GICD_SIZE, GicV2   # GICv3 and its ITS: imported for a GICv3 VM only
 
 from .devicetree import (GICV2_MAX_CPUS, GICV3_MAX_CPUS, MMIO_SPI, SMMU_SPI, UART_SPI, VIRT_GIC_CPU, VIRT_GIC_DIST,
                          VIRT_GIC_REDIST)
 from .exits import HarnessInputError
-from .its import add_its
 from .sysregs import Encoding
 
 if TYPE_CHECKING:
@@ -111,10 +110,12 @@ class VmGic:
             self.model: Any = GicV2(n, tracer=m.tracer, log=m.log, on_change=self._changed,
                                     current_cpu=self._running_cpu, name=f"{vm.name}.gicv2")
         else:
+            from devmodel.gic import GicV3
             self.model = GicV3(n, dma=vm.ipa, affinities=[_affinity(v.mpidr) for v in vm.vcpus], tracer=m.tracer,
                                log=m.log, on_change=self._changed, name=f"{vm.name}.gicv3")
         self._map()
         if version == 3:
+            from .its import add_its
             self._serve_sysregs()
             add_its(self)                    # QEMU virt's ITS (harness/its.py), as `its=on` (the default)
 
@@ -130,6 +131,7 @@ class VmGic:
                     v.map_mmio(base, size, _GuestView(per_cpu(v.index), self))
                 self.mapped.append((base, size))
             return
+        from devmodel.gic import GICD_V3_SIZE, GICR_FRAME
         nframes = min(len(vm.vcpus), GICV3_MAX_CPUS)
         for base, size, dev, name in ((VIRT_GIC_DIST[0], GICD_V3_SIZE, model.distributor, "gicd"),
                                       (VIRT_GIC_REDIST[0], nframes * GICR_FRAME, model.redistributors, "gicr")):

@@ -220,7 +220,7 @@ class VM:
         t = VirtioTransports(self, modern=modern)
         self.ipa.add_device(VIRTIO_MMIO_IPA, VIRTIO_MMIO_WINDOW, t, "virtio-mmio")
         if chr_testdev:
-            t.add_chr_testdev()
+            t.defer_chr_testdev()                     # built at the guest's first access (start-up)
         return t
 
     # -- address space ------------------------------------------------------------------------------
@@ -548,7 +548,7 @@ class Machine:
             self.scheduler.sleep(vcpu, pc - 4, "PSCI CPU_SUSPEND")     # QEMU's CPU_SUSPEND is a WFI
         elif isinstance(act, SystemOff):
             # kvm-unit-tests without chr-testdev: its "EXIT: STATUS=" line is the status (harness/exits.py)
-            line = exit_line_status(bytes(vm.output)) if vm.virtio.testdev is None and b"EXIT: " in vm.output \
+            line = exit_line_status(bytes(vm.output)) if not vm.virtio.chr_testdev and b"EXIT: " in vm.output \
                 else None
             self.stop(vcpu, Outcome(Kind.EXIT, f"{vm.name}: PSCI SYSTEM_OFF" + (
                 "" if line is None else f" after the guest's 'EXIT: STATUS=' line (arm/run: status {line})"),

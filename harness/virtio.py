@@ -28,7 +28,9 @@ interrupt lines, and the chr-testdev exit that ends a kvm-unit-tests run.
   the guest's QueueNotify store: `Machine.stop` then calls `emu_stop`, which in an MMIO write leaves the PC
   on the store (unicorn 2.1.4 re-executes it on the next `emu_start`); the VM's vCPUs are powered off by the
   stop and never resume, so the store is not executed twice. The callback never raises (Unicorn's MMIO
-  callbacks must not).
+  callbacks must not). A VM built with `chr_testdev=True` defers the device (`defer_chr_testdev`) until the
+  guest first touches the window or something asks for `testdev`/`devices`, so a run whose guest never uses
+  virtio never imports the virtio package (start-up); `chr_testdev` says whether the board has it.
 """
 from __future__ import annotations
 
@@ -103,17 +105,33 @@ class VirtioTransports:
         self.modern = modern
         self.memory = memory if memory is not None else GuestRam(vm)
         self._slots: list[VirtioMmio | None] = [None] * NUM_TRANSPORTS
-        self.devices: list["VirtioDevice"] = []
+        self._devices: list["VirtioDevice"] = []
+        self._deferred: list[Any] = []             # chr-testdevs not built yet: the `memory` each was added with
+        self.chr_testdev = False                   # arm/run's chr-testdev is on the board (built or deferred)
         self.levels = [0] * NUM_TRANSPORTS
         self.raised = [0] * NUM_TRANSPORTS
         self.accesses = [0] * NUM_TRANSPORTS       # guest accesses per transport: each one a trap to the VMM
         self.notifies = [0] * NUM_TRANSPORTS       # QueueNotify writes (virtio v1.2 4.2.2) among them
         self.irq_handler: Callable[[int, int], None] | None = None
-        self.testdev: "ChrTestdev | None" = None
+        self._testdev: "ChrTestdev | None" = None
+
+    @property
+    def devices(self) -> list["VirtioDevice"]:
+        """The plugged devices, in plug order."""
+        self._build_deferred()
+        return self._devices
+
+    @property
+    def testdev(self) -> "ChrTestdev | None":
+        """The chr-testdev backend (None without `add_chr_testdev`)."""
+        self._build_deferred()
+        return self._testdev
 
     # -- transports --------------------------------------------------------------------------------------
     def transport(self, index: int) -> VirtioMmio:
         """Transport `index` (0..31), created empty on first use."""
+        if self._deferred:
+            self._build_deferred()
         t = self._slots[index]
         if t is None:
             t = self._slots[index] = self._make(index, None)
@@ -131,24 +149,47 @@ class VirtioTransports:
         """Plug `device` into the next transport QEMU would give it (31, then 30, ...); returns its index.
         `modern` overrides the VM's choice for this transport (a device that requires VIRTIO_F_VERSION_1, as
         virtio-iommu, needs the Version 2 interface: QEMU's `-global virtio-mmio.force-legacy=false`)."""
+        self._build_deferred()
+        return self._plug(device, modern)
+
+    def _plug(self, device: "VirtioDevice", modern: bool | None = None) -> int:
         from devmodel.virtio.mmio import virt_transport_for
-        index = virt_transport_for(len(self.devices))
+        index = virt_transport_for(len(self._devices))
         self._slots[index] = self._make(index, device, modern)
-        self.devices.append(device)
+        self._devices.append(device)
         return index
 
-    def plugged(self) -> list[tuple[int, "VirtioDevice"]]:
-        """(transport index, device) of every plugged device."""
+    def plugged(self, build: bool = True) -> list[tuple[int, "VirtioDevice"]]:
+        """(transport index, device) of every plugged device; `build=False`: of those built so far (a deferred
+        chr-testdev is a virtio console: the device tree, which looks for a virtio-iommu, needs no more)."""
+        if build:
+            self._build_deferred()
         return [(i, t.device) for i, t in enumerate(self._slots) if t is not None and t.device is not None]
 
     def add_chr_testdev(self) -> int:
         """arm/run's virtio console with chr-testdev behind port 0; returns its transport index."""
+        self._build_deferred()
+        return self._add_chr_testdev(self.memory)
+
+    def defer_chr_testdev(self) -> None:
+        """`add_chr_testdev`, built when first needed: the guest's first access to the window, `testdev`,
+        `devices`, `plugged()`, the next `plug`; with the `memory` of now. A VM whose guest never touches virtio
+        then never imports the virtio package (start-up of `run`, which adds arm/run's chr-testdev)."""
+        self._deferred.append(self.memory)
+        self.chr_testdev = True
+
+    def _build_deferred(self) -> None:
+        while self._deferred:
+            self._add_chr_testdev(self._deferred.pop(0))
+
+    def _add_chr_testdev(self, memory: Any) -> int:
         from devmodel.virtio import ChrTestdev, VirtioConsole
         m = self.vm.machine
-        self.testdev = ChrTestdev(on_exit=self._testdev_exit, tracer=m.tracer)
-        console = VirtioConsole(self.memory, self.testdev.write, name=f"{self.vm.name}.virtio-console",
+        self.chr_testdev = True
+        self._testdev = ChrTestdev(on_exit=self._testdev_exit, tracer=m.tracer)
+        console = VirtioConsole(memory, self._testdev.write, name=f"{self.vm.name}.virtio-console",
                                 tracer=m.tracer, log=m.log)
-        return self.plug(console)
+        return self._plug(console)
 
     # -- MMIO device ----------------------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:

@@ -29,9 +29,12 @@ their IPA space is the Unicorn address space), contiguous-bit hints (they do not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from devmodel.vmsa import MIN_TSZ, PERM_R, PERM_W, PERM_X, FaultKind, Leaf, S1Regime, max_tsz, walk_s1
+if TYPE_CHECKING:
+    from devmodel.vmsa import FaultKind, S1Regime
+# devmodel.vmsa (the walker) is imported where a walk needs it, not here: a run whose guest keeps the MMU off
+# never imports it (start-up, tests/harness/test_startup_imports.py).
 
 __all__ = ["Walk", "TranslationRegs", "regime_of", "translate"]
 
@@ -39,8 +42,9 @@ _BADDR = ((1 << 48) - 1) & ~1
 _PARANGE = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
 _TG0 = {0: 4096, 1: 65536, 2: 16384}           # TCR_ELx.TG0; 0b11 reserved (4K)
 _TG1 = {1: 16384, 2: 4096, 3: 65536}           # TCR_EL1.TG1; 0b00 reserved (4K)
-_FAULT_NAMES = {FaultKind.TRANSLATION: "translation", FaultKind.ADDRESS_SIZE: "address size",
-                FaultKind.ACCESS_FLAG: "access flag", FaultKind.EXTERNAL_ABORT: "external abort on walk"}
+_FAULT_NAMES = {"TRANSLATION": "translation", "ADDRESS_SIZE": "address size",      # by FaultKind name
+                "ACCESS_FLAG": "access flag", "EXTERNAL_ABORT": "external abort on walk"}
+_PERM_ALL = 7      # devmodel.vmsa PERM_R | PERM_W | PERM_X (a test checks): the MMU off permits everything
 
 
 @dataclass(frozen=True)
@@ -71,30 +75,34 @@ class Walk:
     level: int = 0          # level of the descriptor that ended the walk
     fault: str = ""         # "", "translation", "address size", "access flag", "external abort on walk"
     kind: FaultKind | None = None
-    perm_priv: int = PERM_R | PERM_W | PERM_X   # devmodel.vmsa PERM_* of the leaf (MMU off: everything)
-    perm_user: int = PERM_R | PERM_W | PERM_X
+    perm_priv: int = _PERM_ALL  # devmodel.vmsa PERM_* of the leaf (MMU off: everything)
+    perm_user: int = _PERM_ALL
     desc: int | None = None  # the leaf descriptor (None with the MMU off)
 
     @property
     def fsc(self) -> int:
         """DFSC/IFSC of a failed walk (ESR_ELx.ISS[5:0]): 0b0000nn address size, 0b0001nn translation,
         0b0010nn access flag, 0b0101nn synchronous external abort on a walk, nn = level."""
+        from devmodel.vmsa import FaultKind
         return (int(self.kind) if self.kind is not None else int(FaultKind.TRANSLATION)) | (self.level & 3)
 
     @property
     def detail(self) -> str:
         """'translation fault level 1', 'synchronous external abort on the walk, level 2' (for death lines)."""
+        from devmodel.vmsa import FaultKind
         if self.kind is FaultKind.EXTERNAL_ABORT:
             return f"synchronous external abort on the walk, level {self.level}"
         return f"{self.fault} fault level {self.level}"
 
 
 def _clamp(tsz: int, granule: int, ttst: bool) -> int:
+    from devmodel.vmsa import MIN_TSZ, max_tsz
     return min(max(tsz, MIN_TSZ), max_tsz(granule, ttst))
 
 
 def regime_of(regs: TranslationRegs) -> tuple[S1Regime, bool]:
     """The stage-1 regime the registers describe, and whether it has two VA ranges (EL1&0) or one (EL2)."""
+    from devmodel.vmsa import S1Regime
     tcr = regs.tcr
     ttst = bool(regs.mmfr2 >> 28 & 0xF)
     hafdbs = bool(regs.mmfr1 & 0xF)
@@ -120,10 +128,12 @@ def translate(regs: TranslationRegs, va: int, read64: Callable[[int], int]) -> W
     va &= (1 << 64) - 1
     if not regs.mmu_on:
         if va >> regs.pa_bits:
-            return Walk(False, level=0, fault=_FAULT_NAMES[FaultKind.ADDRESS_SIZE], kind=FaultKind.ADDRESS_SIZE)
+            from devmodel.vmsa import FaultKind
+            return Walk(False, level=0, fault=_FAULT_NAMES["ADDRESS_SIZE"], kind=FaultKind.ADDRESS_SIZE)
         return Walk(True, va)
+    from devmodel.vmsa import Leaf, walk_s1
     regime, two_ranges = regime_of(regs)
     r = walk_s1(regime, va, read64, two_ranges=two_ranges)
     if type(r) is Leaf:
         return Walk(True, r.oa, r.level, perm_priv=r.perm_priv, perm_user=r.perm_user, desc=r.desc)
-    return Walk(False, level=r.level, fault=_FAULT_NAMES[r.kind], kind=r.kind)
+    return Walk(False, level=r.level, fault=_FAULT_NAMES[r.kind.name], kind=r.kind)

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -83,6 +80,8 @@ def status() -> str:
 
 
 def _compiler() -> str | None:
+    import shutil                                  # here, not at import: start-up of `run` (hashlib too)
+
     for name in ("cc", "gcc", "clang"):
         path = shutil.which(name)
         if path:
@@ -102,8 +101,8 @@ def _unicorn_include() -> Path | None:
 def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
     from ..build import cache_dir
 
-    h = hashlib.sha256()
-    for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), platform.machine().encode(),
+    h = _sha256()
+    for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), _machine().encode(),
                  sys.platform.encode()):
         h.update(part + b"\0")
     h.update(_headers_digest(inc))
@@ -113,10 +112,29 @@ def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
 @functools.lru_cache(maxsize=None)
 def _headers_digest(inc: Path) -> bytes:
     """The unicorn headers' names and contents, hashed once per process (every native library's name uses it)."""
-    h = hashlib.sha256()
+    h = _sha256()
     for f in sorted((inc / "unicorn").glob("*.h")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.digest()
+
+
+def _sha256():
+    """A SHA-256 hash object without importing `hashlib`, whose OpenSSL backend costs 2 ms of every run's
+    start-up: CPython's built-in `_sha256` (the same digest) where there is one (3.11), else hashlib's."""
+    try:
+        from _sha256 import sha256
+    except ImportError:                            # pragma: no cover - Python 3.12 names it _sha2
+        from hashlib import sha256
+    return sha256()
+
+
+def _machine() -> str:
+    """`platform.machine()` without importing `platform` (1 ms of start-up): on POSIX it is `os.uname().machine`
+    (the `platform` module's own source of it)."""
+    if hasattr(os, "uname"):
+        return os.uname().machine
+    import platform                                # pragma: no cover - no os.uname (Windows)
+    return platform.machine()
 
 
 def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:

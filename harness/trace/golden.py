@@ -9,7 +9,6 @@ the architecture defines (operation, operands, VMID, broadcast...). The trace fi
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +32,8 @@ class GoldenDiff:
     context_actual: list[dict[str, Any]] = field(default_factory=list)
 
     def __str__(self) -> str:
+        import json                       # in each function, not at import: a run that compares nothing (start-up)
+
         out = [f"trace differs from golden at event #{self.index}: {self.reason}", "  golden:"]
         for e in self.context_expected:
             out.append(f"  {'>' if e is self.expected else ' '} {json.dumps(e, separators=(',', ':'))}")
@@ -43,6 +44,8 @@ class GoldenDiff:
 
 
 def load_golden(path: str | Path) -> list[dict[str, Any]]:
+    import json
+
     out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -66,6 +69,7 @@ def golden_events(golden: Iterable[dict[str, Any]]) -> list[str]:
 
 def compare(golden: list[dict[str, Any]], actual: list[dict[str, Any]], context: int = 2) -> GoldenDiff | None:
     """None when `actual` matches `golden`, else the first difference."""
+    import json
 
     def ctx(seq: list[dict[str, Any]], i: int) -> list[dict[str, Any]]:
         return seq[max(0, i - context): i + context + 1]
@@ -92,6 +96,8 @@ def compare(golden: list[dict[str, Any]], actual: list[dict[str, Any]], context:
 
 
 def write_golden(path: str | Path, actual: Iterable[dict[str, Any]], drop: Iterable[str] = DROP_ON_UPDATE) -> int:
+    import json
+
     drop = tuple(drop)
     n = 0
     with open(path, "w", encoding="utf-8") as f:

@@ -25,7 +25,6 @@ Not done yet: binary Perfetto protobuf output, log rotation.
 from __future__ import annotations
 
 import atexit
-import json
 import re
 import sys
 import weakref
@@ -49,8 +48,17 @@ HEX_FIELDS = frozenset({"pc", "addr", "xt", "size", "range_bytes", "ipa", "iova"
 FORMATS = ("text", "jsonl", "chrome")
 STDERR = "-"                 # the trace "file" name for stderr
 _SIMPLE = frozenset({int, str, bool, float, type(None)})
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode     # one encoder: json.dumps(..., separators=)
-                                                             # would build a new one per call
+
+
+def _first_encode(obj: Any) -> str:
+    """`_ENCODE` until its first call: json is imported by a run that writes a trace, not by every run."""
+    global _ENCODE
+    import json
+    _ENCODE = json.JSONEncoder(separators=(",", ":")).encode   # one encoder: json.dumps(..., separators=)
+    return _ENCODE(obj)                                        # would build a new one per call
+
+
+_ENCODE = _first_encode
 
 
 def _plain(v: Any) -> Any:
@@ -186,7 +194,7 @@ def _fmt_text(k: str, v: Any) -> str:
     if isinstance(v, int) and (k in HEX_FIELDS or k.endswith("addr")):
         return f"{v:#x}"
     if isinstance(v, str) and (" " in v or not v):
-        return json.dumps(v)
+        return _ENCODE(v)
     return str(v)
 
 

@@ -40,3 +40,20 @@ def test_without_qemu_the_harness_half_runs(capsys, monkeypatch):
 def test_unknown_case_is_refused():
     with pytest.raises(SystemExit, match="unknown --only"):
         _bench().run(["--only", "nope"])
+
+
+def test_timed_waits_without_polling_and_kills_at_the_timeout(tmp_path, monkeypatch):
+    """`timed` must see the exit when it happens: Popen.wait(timeout) (what subprocess.run(timeout=) does)
+    polls with sleeps of up to 50 ms, which rounded a run up to 31/63/113/163 ms and skewed every ratio."""
+    import subprocess
+    import sys
+    mod = _bench()
+    waits = []
+    real_wait = subprocess.Popen.wait
+    monkeypatch.setattr(subprocess.Popen, "wait", lambda self, timeout=None: (waits.append(timeout),
+                                                                             real_wait(self, timeout))[1])
+    assert mod.timed([sys.executable, "-c", "pass"], tmp_path / "out") > 0 and waits == [None]
+    with pytest.raises(RuntimeError, match="killed after 0.3 s"):
+        mod.timed([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "out", timeout=0.3)
+    with pytest.raises(RuntimeError, match="exit status 3: oops"):
+        mod.timed([sys.executable, "-c", "import sys; print('oops'); sys.exit(3)"], tmp_path / "out")

@@ -236,3 +236,22 @@ def test_scenario_results_agree(name, monkeypatch):
         del r["seconds"]
         got[path] = r
     assert got["native"]["ok"] and got["native"] == got["python"]
+
+
+def test_native_class_table_is_the_decoders_verdict():
+    """The hook's [EL][encoding] table (built from `min_el` at start-up) against `decode` on every encoding."""
+    from devmodel.tlbi import decode
+    from devmodel.tlbi_types import DecodeContext, UndefinedTlbi
+    from harness import trap
+
+    for native_set in (trap.UNICORN_NATIVE, frozenset()):
+        table = trap._classes(native_set)
+        for el in range(4):
+            for enc in range(native.TT_ENCODINGS):
+                key = trap._key_of(enc)
+                try:
+                    decode(*key, 0, DecodeContext(el=el))
+                    want = native.TT_NATIVE if key in native_set else native.TT_EMULATED
+                except UndefinedTlbi:
+                    want = native.TT_UNDEFINED
+                assert table[el * native.TT_ENCODINGS + enc] == want, (el, key)

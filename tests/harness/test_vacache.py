@@ -82,3 +82,15 @@ def test_bounded_size(world):
     for page in range(MAX_ENTRIES + 10):
         assert c.ipa(page << 12) == RAM + (page << 12)
     assert len(c.pages) <= MAX_ENTRIES
+
+
+def test_mmu_off_walks_permit_everything_and_faults_name_their_kind():
+    """harness/vmem.py reads devmodel.vmsa only where it walks: its MMU-off permissions are vmsa's R|W|X and its
+    fault names follow vmsa's FaultKind (address size with the MMU off, translation on a missing table)."""
+    from devmodel.vmsa import PERM_R, PERM_W, PERM_X, FaultKind
+    w = translate(TranslationRegs(1, 0, 0, 0), 0x1234, lambda a: 0)
+    assert w.ok and w.ipa == 0x1234 and w.perm_priv == w.perm_user == PERM_R | PERM_W | PERM_X
+    far = translate(TranslationRegs(1, 0, 0, 0), 1 << 50, lambda a: 0)
+    assert (far.kind, far.fault, far.fsc) == (FaultKind.ADDRESS_SIZE, "address size", 0)
+    miss = translate(TranslationRegs(1, SCTLR_M, TCR_4K_39, RAM), 0x1000, lambda a: 0)
+    assert (miss.kind, miss.fault, miss.detail) == (FaultKind.TRANSLATION, "translation", "translation fault level 1")

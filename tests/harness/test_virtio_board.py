@@ -74,6 +74,21 @@ def test_plug_order_is_qemus_and_memory_is_pluggable():
     assert vm.virtio.devices[0].memory is vm.virtio.memory
 
 
+def test_deferred_chr_testdev_is_built_as_it_was_added():
+    """A VM's chr-testdev is built at first use (start-up), with the DMA view it had when added, before any
+    later device (QEMU's order), and `chr_testdev` says it is there without building it."""
+    from devmodel.virtio import VirtioConsole
+    m = Machine()
+    vm, plain = m.add_vm(chr_testdev=True), m.add_vm()
+    assert vm.virtio.chr_testdev and not plain.virtio.chr_testdev
+    assert vm.virtio.plugged(build=False) == []
+    ram = vm.virtio.memory
+    vm.virtio.memory = object()                      # replaced after the VM was built: not the testdev's view
+    assert vm.virtio.plug(VirtioConsole(vm.ipa)) == 30
+    assert [i for i, _ in vm.virtio.plugged()] == [30, 31] and vm.virtio.devices[0].memory is ram
+    assert vm.virtio.testdev is not None and vm.virtio.chr_testdev
+
+
 def _run_oracle(modern: bool, tracer: Tracer | None = None):
     out = bytearray()
     m = Machine(console=lambda vm, data, stream: out.extend(data), tracer=tracer)
