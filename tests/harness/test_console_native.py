@@ -351,3 +351,38 @@ def test_the_last_byte_of_ram_is_native_and_the_next_is_python(monkeypatch, nati
     python = _ram_end_run("python", monkeypatch)
     assert native[:3] == python[:3] == (b"Z", native[1], [0xDEADBEEF] * 2)
     assert native[1].count("SYS_WRITEC") == 1 and native[3] == 1          # only the in-RAM byte went through C
+
+
+def _tt_write_run(path: str, monkeypatch) -> tuple[bytes, str, list, int]:
+    """SYS_OPEN(":tt", "w"), then SYS_WRITE of 3 bytes (all in RAM), of a buffer that crosses RAM's end, and
+    of a parameter block that does; X0 of each at 0x4000_0200."""
+    end, data = 0x4000_0000 + (128 << 20), BASE + 0x400
+    code = [*mov(0, 1), *mov(1, data + 0x10), HLT]                                  # x0 = handle
+    for block in (data + 0x28, data + 0x40, end - 16):
+        code += [*mov(2, block), 0xF9000040]                                       # str x0, [x2]: its handle
+    code += [*mov(2, end - 8), *mov(3, data), 0xF9000043]                          # end - 16: {h, data, <past>}
+    for i, block in enumerate((data + 0x28, data + 0x40, end - 16)):
+        code += [*mov(0, 5), *mov(1, block), HLT, *mov(2, 0x4000_0200 + 8 * i), 0xF9000040]
+    blob = words(*code, *OFF).ljust(0x400, b"\0") + b":tt\0".ljust(16, b"\0")
+    blob += struct.pack("<3Q", data, 4, 3) + struct.pack("<3Q", 0, data, 3) + struct.pack("<3Q", 0, end - 2, 4)
+    out, logs, x0 = _hostile(path, monkeypatch, blob)
+    nc = getattr(_LAST.get("vcpu"), "native_console", None)
+    return out, logs, x0[:3], 0 if nc is None else nc.c.native_calls
+
+
+def test_tt_writes_at_the_end_of_ram_answer_as_the_python_path(monkeypatch, native_path):
+    """console.c's SYS_WRITE (cn_tt_write): a block and a buffer in RAM are done in C (X0 = 0); a buffer or a
+    parameter block running past RAM's end is left to Python, which answers it (bytes not written, a guest-error
+    line): both paths give the same output, X0 and log."""
+    real = Machine.add_vm
+
+    def add_vm(self, *a, **k):
+        vm = real(self, *a, **k)
+        _LAST["vcpu"] = vm.vcpus[0]
+        return vm
+
+    monkeypatch.setattr(Machine, "add_vm", add_vm)
+    native = _tt_write_run("native", monkeypatch)
+    python = _tt_write_run("python", monkeypatch)
+    assert native[:3] == python[:3] and native[0] == b":tt" and native[2][:2] == [0, 4], (native, python)
+    assert native[3] == 1, native                                             # only the first one in C
