@@ -53,7 +53,10 @@ def stoppable(machine: "Machine") -> Iterator[None]:
     finally:
         signal.set_wakeup_fd(old)
         state["done"] = True
-        os.write(w, b"\0")
+        try:
+            os.write(w, b"\0")
+        except BlockingIOError:           # the pipe is full of signal bytes: the watcher has data to read
+            pass
         t.join()
         os.close(r)
         os.close(w)
