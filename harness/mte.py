@@ -10,8 +10,8 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
   runs alone and TCO is set after it.
 * Tag instructions, emulated from the undefined-instruction path (`Exceptions.undef_emulators`): IRG, GMI, ADDG,
   SUBG, SUBP, SUBPS, STG, STZG, ST2G, STZ2G (post-index, signed offset, pre-index), STGP (the three forms),
-  LDG, DC GVA and DC GZVA (trapped as EC 0x18 by SCTLR_ELx.DZE = 0 at EL0 and HCR_EL2.TDZ, as DC ZVA), at EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the
-  architecture says), and MSR TCO, #imm. An
+  LDG, DC GVA and DC GZVA (trapped as EC 0x18 by SCTLR_ELx.DZE = 0 at EL0 and HCR_EL2.TDZ, as DC ZVA), at
+  EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the architecture says), and MSR TCO, #imm. An
   instruction that accesses memory translates its address (harness/aborts.py `access_cause`: translation,
   permission, external abort) and takes that data abort, or an alignment fault for an unaligned STG/STZG/ST2G/
   STZ2G/STGP, before it changes anything; tags are written only through a Tagged mapping (MAIR attribute 0xF0)
