@@ -24,13 +24,14 @@ __all__ = ["GRANULE", "TAGGED_ATTR", "TagStore", "TagInsn", "decode", "allocatio
            "effective_tbi", "effective_tcma", "tag_access_enabled", "tcf_of", "tag_checked", "fault_action",
            "tfsr_bit", "choose_non_excluded_tag", "random_tag", "irg", "addg", "gmi", "subp", "sp_unchecked",
            "SCTLR_ATA", "SCTLR_ATA0", "SCTLR_TCF_SHIFT", "SCTLR_TCF0_SHIFT", "HCR_ATA", "HCR_E2H", "HCR_TGE",
-           "PSTATE_TCO", "GMID_BS", "TFSR_TF0", "TFSR_TF1"]
+           "PSTATE_TCO", "GMID_BS", "TFSR_TF0", "TFSR_TF1", "dc_tag_trap", "SCTLR_DZE", "HCR_TDZ"]
 
 GRANULE = 16                    # LOG2_TAG_GRANULE = 4
 TAGGED_ATTR = 0xF0              # MAIR_ELx Attr<n> = 0b11110000: Tagged Normal, Inner/Outer Write-Back RAWA
 SCTLR_ATA, SCTLR_ATA0 = 1 << 43, 1 << 42
 SCTLR_TCF_SHIFT, SCTLR_TCF0_SHIFT = 40, 38
-HCR_ATA, HCR_E2H, HCR_TGE = 1 << 56, 1 << 34, 1 << 27
+HCR_ATA, HCR_E2H, HCR_TGE, HCR_TDZ = 1 << 56, 1 << 34, 1 << 27, 1 << 28
+SCTLR_DZE = 1 << 14             # DC ZVA, DC GVA, DC GZVA at EL0
 PSTATE_TCO = 1 << 25
 TFSR_TF0, TFSR_TF1 = 1 << 0, 1 << 1
 GMID_BS = 6                     # GMID_EL1.BS: LDGM/STGM move 4 << 6 = 256 bytes of tags (QEMU 7.2's value)
@@ -128,6 +129,19 @@ def tcf_of(el: int, sctlr_el1: int, sctlr_el2: int, hcr: int = 0, el2: bool = Fa
         sctlr = sctlr_el2 if el2 and _el2_regime(0, hcr) else sctlr_el1
         return (sctlr >> SCTLR_TCF0_SHIFT) & 3
     return ((sctlr_el2 if el == 2 else sctlr_el1) >> SCTLR_TCF_SHIFT) & 3
+
+
+def dc_tag_trap(el: int, sctlr_el1: int, sctlr_el2: int, hcr: int, el2: bool) -> int | None:
+    """The EL that DC GVA/DC GZVA trap to (EC 0x18), None when allowed. They share DC ZVA's controls (Arm ARM
+    C5.3 DC GVA pseudocode; QEMU 7.2 target/arm/helper.c aa64_zva_access): at EL0 SCTLR_EL1.DZE = 0 traps to
+    EL1 (SCTLR_EL2.DZE = 0 to EL2 in the EL2&0 regime); HCR_EL2.TDZ = 1 traps EL0 and EL1 to EL2 outside it."""
+    if el >= 2:
+        return None
+    if el == 0 and el2 and _el2_regime(0, hcr):
+        return None if sctlr_el2 & SCTLR_DZE else 2
+    if el == 0 and not sctlr_el1 & SCTLR_DZE:
+        return 1
+    return 2 if el2 and hcr & HCR_TDZ else None
 
 
 def tag_checked(va: int, *, tbi: bool, tcma: bool, ata: bool, tco: bool, tagged: bool,

@@ -57,6 +57,7 @@ from .log import Log
 from .pci import PcieBoard
 from .pmu import Pmus
 from .scheduler import DEFAULT_QUANTUM, Scheduler
+from .interrupt import stoppable
 from .semihost import ConsoleInput, SemihostingPort
 from .timer import GenericTimers
 from .userfile import user_file
@@ -617,9 +618,10 @@ class Machine:
         try:
             # a debugger's stop ends `scheduler.run` without an outcome: the plugins' `stopped(machine)` (the
             # gdb stub's session) returns when the machine may go on, and the run resumes where it stopped
-            while self.scheduler.run(max_insns, timeout):
-                for p in self.plugins:
-                    _call(p, "stopped", self)
+            with stoppable(self):                        # ^C stops a vCPU inside emu_start (harness/interrupt.py)
+                while self.scheduler.run(max_insns, timeout):
+                    for p in self.plugins:
+                        _call(p, "stopped", self)
         finally:
             for p in self.plugins:
                 _call(p, "after_run", self)

@@ -10,8 +10,8 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
   runs alone and TCO is set after it.
 * Tag instructions, emulated from the undefined-instruction path (`Exceptions.undef_emulators`): IRG, GMI, ADDG,
   SUBG, SUBP, SUBPS, STG, STZG, ST2G, STZ2G (post-index, signed offset, pre-index), STGP (the three forms),
-  LDG, DC GVA and DC GZVA (at EL0 with SCTLR_EL1.DZE), at EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the
-  architecture says), and MSR TCO, #imm. An
+  LDG, DC GVA and DC GZVA (trapped as EC 0x18 by SCTLR_ELx.DZE = 0 at EL0 and HCR_EL2.TDZ, as DC ZVA), at
+  EL1/EL2 LDGM, STGM, STZGM (UNDEFINED at EL0, as the architecture says), and MSR TCO, #imm. An
   instruction that accesses memory translates its address (harness/aborts.py `access_cause`: translation,
   permission, external abort) and takes that data abort, or an alignment fault for an unaligned STG/STZG/ST2G/
   STZ2G/STGP, before it changes anything; tags are written only through a Tagged mapping (MAIR attribute 0xF0)
@@ -54,6 +54,7 @@ from devmodel.mte import GRANULE, TagInsn, TagStore, allocation_tag, with_tag
 from . import syndrome as syn
 from .aborts import access_cause, decode_access, reader
 from .exceptions import Taken, route
+from .exits import Kind
 
 if TYPE_CHECKING:
     from .machine import VM, Machine
@@ -75,7 +76,6 @@ _X = [getattr(c, f"UC_ARM64_REG_X{i}") for i in range(31)]
 _MASK64 = (1 << 64) - 1
 _PAGE = 0x1000
 _BLOCK_OPS = ("ldgm", "stgm", "stzgm")
-SCTLR_DZE = 1 << 14                 # DC ZVA (and DC GVA/GZVA) at EL0
 
 
 def enable(vm: "VM") -> None:
@@ -326,10 +326,21 @@ class VcpuMte:
         d = rules.decode(word)
         if d is None or (d.op in _BLOCK_OPS and v.el == 0):
             return False
-        if d.op.startswith("dc") and v.el == 0 and not v.uc.cpr_read(*SCTLR_EL1) & SCTLR_DZE:
-            return False            # (the Arm ARM traps it to EL1 as EC 0x18; left UNDEFINED here)
+        if d.op.startswith("dc") and self._dc_trapped(word, pc):
+            return True
         if _OPS[d.op](self, d, pc):
             v.uc.reg_write(c.UC_ARM64_REG_PC, pc + 4)
+        return True
+
+    def _dc_trapped(self, word: int, pc: int) -> bool:
+        """DC GVA/GZVA trapped by DZE/TDZ (`rules.dc_tag_trap`): the EC 0x18 exception taken (True)."""
+        v = self.vcpu
+        hcr = v.uc.cpr_read(*HCR_EL2) if v.start_el == 2 else 0
+        target = rules.dc_tag_trap(v.el, *_sctlrs(v), hcr, v.start_el == 2)
+        if target is None:
+            return False
+        v.machine.exceptions.take(v, Kind.UNDEF, "DC GVA/GZVA trapped (SCTLR_ELx.DZE=0 or HCR_EL2.TDZ=1)", pc,
+                                  syn.esr(syn.EC_SYSREG, syn.iss_sysreg(word)), elr=pc, target_el=target)
         return True
 
     def _x(self, n: int, sp: bool = False) -> int:

@@ -194,3 +194,14 @@ def test_sp_and_literal_forms_are_unchecked(word, unchecked):
 
 def test_with_tag():
     assert with_tag(0xFFFF_0000_0000_1000, 3) == 0xF3FF_0000_0000_1000
+
+
+def test_dc_tag_trap_by_el_and_controls():
+    from devmodel.mte import HCR_TDZ, SCTLR_DZE, dc_tag_trap
+    host = HCR_E2H | HCR_TGE
+    assert dc_tag_trap(0, 0, 0, 0, False) == 1 and dc_tag_trap(0, SCTLR_DZE, 0, 0, False) is None
+    assert dc_tag_trap(1, 0, 0, 0, False) is None and dc_tag_trap(2, 0, 0, HCR_TDZ, True) is None
+    assert dc_tag_trap(1, 0, 0, HCR_TDZ, True) == 2 and dc_tag_trap(0, SCTLR_DZE, 0, HCR_TDZ, True) == 2
+    assert dc_tag_trap(0, 0, 0, HCR_TDZ, True) == 1                           # DZE before TDZ
+    assert dc_tag_trap(0, SCTLR_DZE, 0, host, True) == 2                     # EL2&0: SCTLR_EL2.DZE
+    assert dc_tag_trap(0, 0, SCTLR_DZE, host | HCR_TDZ, True) is None

@@ -25,7 +25,8 @@ from harness.log import Log
 from harness.machine import Machine
 from harness.native import console as cn
 from harness.trap import NATIVE_RECORDS, TlbiTrap
-from trap_paths import PATHS, native_expected, use_path
+from trap_paths import PATHS, native_expected
+from trap_paths import use_path as _use_trap_path
 
 BASE = 0x4008_0000
 HLT = 0xD45E0000
@@ -44,13 +45,19 @@ def mov(rd: int, v: int) -> tuple[int, ...]:        # movz/movk xd, 4 x 16 bits
 OFF = mov(0, 0x8400_0008) + (0xD4000002,)           # PSCI SYSTEM_OFF by HVC #0
 
 
-@pytest.fixture
-def native_path(monkeypatch):
-    use_path(monkeypatch, "native")
-    if cn.library() is None:
+def use_path(monkeypatch, path: str) -> None:
+    """trap_paths.use_path, and on the native path console.c too: a console.c that does not build fails the
+    comparisons instead of comparing the Python path with itself."""
+    _use_trap_path(monkeypatch, path)
+    if path == "native" and cn.library() is None:
         if native_expected():
             pytest.fail(f"native console not built here: {cn.status()}")
         pytest.skip(f"native console unavailable: {cn.status()}")
+
+
+@pytest.fixture
+def native_path(monkeypatch):
+    use_path(monkeypatch, "native")
 
 
 def both(monkeypatch, capsys, *args) -> dict[str, tuple[int, str, str]]:
@@ -314,3 +321,68 @@ def test_uart_flags_follow_the_model():
 def uart_state(uart: PL011) -> tuple[int, int]:
     flags, fr = console.uart_flags(uart)
     return flags & cn.CN_UART_TX, fr if flags & cn.CN_UART_FR else 0
+
+
+def _ram_end_run(path: str, monkeypatch) -> tuple[bytes, str, list, int]:
+    end = 0x4000_0000 + (128 << 20)
+    code = [*mov(1, end - 8), *mov(3, 0x5A00_0000_0000_0000), 0xF9000023]    # str x3, [x1]: 'Z' ends RAM
+    for i, x1 in enumerate((end - 1, end)):                                      # SYS_WRITEC of the last byte, past it
+        code += [*mov(0, 3), *mov(1, x1), HLT, *mov(2, 0x4000_0200 + 8 * i), 0xF9000040]
+    out, logs, x0 = _hostile(path, monkeypatch, words(*code, *OFF))
+    nc = getattr(_LAST.get("vcpu"), "native_console", None)
+    return out, logs, x0[:2], 0 if nc is None else nc.c.native_calls
+
+
+_LAST: dict = {}
+
+
+def test_the_last_byte_of_ram_is_native_and_the_next_is_python(monkeypatch, native_path):
+    """console.c's bounds (cn_ram_offset): SYS_WRITEC of RAM's last byte is done in C, the byte after it (one
+    past the host buffer) is left to Python, which reports it unmapped; both paths print and log the same."""
+    real = Machine.add_vm
+
+    def add_vm(self, *a, **k):
+        vm = real(self, *a, **k)
+        _LAST["vcpu"] = vm.vcpus[0]
+        return vm
+
+    monkeypatch.setattr(Machine, "add_vm", add_vm)
+    native = _ram_end_run("native", monkeypatch)
+    python = _ram_end_run("python", monkeypatch)
+    assert native[:3] == python[:3] == (b"Z", native[1], [0xDEADBEEF] * 2)
+    assert native[1].count("SYS_WRITEC") == 1 and native[3] == 1          # only the in-RAM byte went through C
+
+
+def _tt_write_run(path: str, monkeypatch) -> tuple[bytes, str, list, int]:
+    """SYS_OPEN(":tt", "w"), then SYS_WRITE of 3 bytes (all in RAM), of a buffer that crosses RAM's end, and
+    of a parameter block that does; X0 of each at 0x4000_0200."""
+    end, data = 0x4000_0000 + (128 << 20), BASE + 0x400
+    code = [*mov(0, 1), *mov(1, data + 0x10), HLT]                                  # x0 = handle
+    for block in (data + 0x28, data + 0x40, end - 16):
+        code += [*mov(2, block), 0xF9000040]                                       # str x0, [x2]: its handle
+    code += [*mov(2, end - 8), *mov(3, data), 0xF9000043]                          # end - 16: {h, data, <past>}
+    for i, block in enumerate((data + 0x28, data + 0x40, end - 16)):
+        code += [*mov(0, 5), *mov(1, block), HLT, *mov(2, 0x4000_0200 + 8 * i), 0xF9000040]
+    blob = words(*code, *OFF).ljust(0x400, b"\0") + b":tt\0".ljust(16, b"\0")
+    blob += struct.pack("<3Q", data, 4, 3) + struct.pack("<3Q", 0, data, 3) + struct.pack("<3Q", 0, end - 2, 4)
+    out, logs, x0 = _hostile(path, monkeypatch, blob)
+    nc = getattr(_LAST.get("vcpu"), "native_console", None)
+    return out, logs, x0[:3], 0 if nc is None else nc.c.native_calls
+
+
+def test_tt_writes_at_the_end_of_ram_answer_as_the_python_path(monkeypatch, native_path):
+    """console.c's SYS_WRITE (cn_tt_write): a block and a buffer in RAM are done in C (X0 = 0); a buffer or a
+    parameter block running past RAM's end is left to Python, which answers it (bytes not written, a guest-error
+    line): both paths give the same output, X0 and log."""
+    real = Machine.add_vm
+
+    def add_vm(self, *a, **k):
+        vm = real(self, *a, **k)
+        _LAST["vcpu"] = vm.vcpus[0]
+        return vm
+
+    monkeypatch.setattr(Machine, "add_vm", add_vm)
+    native = _tt_write_run("native", monkeypatch)
+    python = _tt_write_run("python", monkeypatch)
+    assert native[:3] == python[:3] and native[0] == b":tt" and native[2][:2] == [0, 4], (native, python)
+    assert native[3] == 1, native                                             # only the first one in C

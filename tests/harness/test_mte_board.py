@@ -149,3 +149,40 @@ def test_el0_async_check_sets_tfsre0_and_block_forms_are_undefined():
     assert uc.reg_read(UC_ARM64_REG_X4) == DATA          # IRG at EL0: RGSR_EL1 = 0 (seed 0) gives tag 0
     assert v.pc == VEC + 0x400 + 4 and uc.reg_read(UC_ARM64_REG_ESR_EL1) == 0x0200_0000   # LDGM: UNDEFINED
     assert uc.reg_read(UC_ARM64_REG_ELR_EL1) == EL0_CODE + 8
+
+
+DC_GVA_X2, DC_ZVA_X2, SCTLR_DZE = 0xD50B7462, 0xD50B7422, 1 << 14
+
+
+def _el0(word, dze):
+    """EL1 ERETs to EL0 (MMU off) which runs `word` then `b .`."""
+    from unicorn.arm64_const import UC_ARM64_REG_ELR_EL1
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ram_size=16 << 20, mte=True)
+    vm.load_code(CODE, (0xD69F03E0).to_bytes(4, "little"))                                 # eret
+    vm.load_code(EL0_CODE, word.to_bytes(4, "little") + B_SELF.to_bytes(4, "little"))
+    vm.load_code(VEC, (NOP.to_bytes(4, "little") + B_SELF.to_bytes(4, "little")).ljust(0x80, b"\0") * 16,
+                 entry=CODE)
+    v = vm.vcpus[0]
+    v.power_on(CODE)
+    uc = v.uc
+    sctlr = uc.cpr_read(3, 0, 1, 0, 0) & ~SCTLR_DZE | (SCTLR_DZE if dze else 0) | SCTLR_ATA0
+    uc.cpr_write(3, 0, 1, 0, 0, sctlr)
+    uc.reg_write(UC_ARM64_REG_VBAR_EL1, VEC)
+    uc.cpr_write(3, 0, 4, 0, 0, 0)                                        # SPSR_EL1: EL0t
+    uc.reg_write(UC_ARM64_REG_ELR_EL1, EL0_CODE)
+    uc.reg_write(UC_ARM64_REG_X2, 0x4020_0000)
+    m.run(max_insns=200)
+    return v, uc.reg_read(UC_ARM64_REG_ESR_EL1), uc.reg_read(UC_ARM64_REG_ELR_EL1)
+
+
+def test_dc_gva_at_el0_traps_as_dc_zva_does():
+    """SCTLR_EL1.DZE = 0: DC GVA at EL0 is trapped to EL1 with EC 0x18 (QEMU 7.2 aa64_zva_access; the Arm ARM's
+    DC GVA pseudocode), the syndrome Unicorn gives DC ZVA there but for op2; DZE = 1: it executes."""
+    v, esr_zva, _ = _el0(DC_ZVA_X2, dze=False)
+    assert v.pc == VEC + 0x400 + 4 and esr_zva >> 26 == 0x18                 # Unicorn's own DC ZVA trap
+    v, esr, elr = _el0(DC_GVA_X2, dze=False)
+    assert v.pc == VEC + 0x400 + 4 and elr == EL0_CODE
+    assert esr == (esr_zva & ~(7 << 17)) | 3 << 17                           # op2: ZVA 1, GVA 3
+    v, _esr, _elr = _el0(DC_GVA_X2, dze=True)
+    assert v.pc == EL0_CODE + 4
