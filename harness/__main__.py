@@ -4,8 +4,9 @@
 and the standard streams are flushed, then `os._exit` with the status. Freeing every module, the machine's
 reference cycles and the Unicorn instances one by one is ~10 ms of a 0.1 s run (start-up, tools/bench.py
 qemu), and the OS reclaims all of it at once; every file a run writes (console, -D log, traces, semihosting
-files) is closed before `main` returns. The interpreter's own exit is kept when another thread still runs (it
-would be joined), under `python3 -i`, or when a stream cannot be flushed (it reports that as it always does).
+files) is closed before `main` returns. The interpreter's own exit is kept when a non-daemon thread still
+runs (it would be joined; a daemon thread, such as harness/interrupt.py's SIGINT watcher, dies either way),
+under `python3 -i`, or when a stream cannot be flushed (it reports that as it always does).
 
 `run` also starts with the cyclic garbage collector off: the imports and the board's construction leave no
 garbage cycles, and collecting during them cost ~3 ms; just before the guest runs `harness.cli.cmd_run`
@@ -30,7 +31,9 @@ def _exit(code: int) -> None:
 
     threading = sys.modules.get("threading")
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
-    if (threading is not None and threading.active_count() > 1) or run_exitfuncs is None or sys.flags.inspect:
+    joined = threading is not None and any(not t.daemon for t in threading.enumerate()
+                                           if t is not threading.main_thread())   # daemons die either way
+    if joined or run_exitfuncs is None or sys.flags.inspect:
         sys.exit(code)
     run_exitfuncs()
     try:

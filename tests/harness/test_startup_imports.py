@@ -89,18 +89,22 @@ atexit.register(lambda: print(f"gc enabled: {gc.isenabled()}", file=sys.stderr))
 if sys.argv[-1] == "thread":          # a non-daemon thread still running: the interpreter joins it
     sys.argv.pop()
     threading.Thread(target=lambda: (time.sleep(1.0), print("thread done", flush=True))).start()
+import os
+real_exit = os._exit                  # says which exit ends the process
+os._exit = lambda code: (sys.stderr.write("os._exit\\n"), sys.stderr.flush(), real_exit(code))
 sys.stdout.write("unflushed, no newline")
 runpy.run_module("harness", run_name="__main__")
 """
 
 
 def test_python_m_harness_run_exits_fast_with_atexit_handlers_and_output_flushed():
-    """`python3 -m harness run` ends with os._exit (no interpreter teardown): the status, the atexit handlers,
-    buffered output and a thread that still runs are as with the interpreter's own exit."""
+    """`python3 -m harness run` ends with os._exit (no interpreter teardown), also with the daemon SIGINT
+    watcher running (harness/interrupt.py): the status, the atexit handlers, buffered output and a non-daemon
+    thread that still runs are as with the interpreter's own exit (which is then kept)."""
     hello = str(guest_elf("hello"))
     p = subprocess.run([sys.executable, "-c", _MAIN, "run", hello], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.startswith("unflushed, no newline") and "SUMMARY: 5 tests" in p.stdout
-    assert p.stderr == "gc enabled: True\natexit ran\n"
+    assert p.stderr == "gc enabled: True\natexit ran\nos._exit\n"
     p = subprocess.run([sys.executable, "-c", _MAIN, "run", "--max-insns", "100", hello, "thread"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 124 and p.stdout.endswith("thread done\n") and p.stderr.endswith("atexit ran\n")
