@@ -482,10 +482,10 @@ def gc_for_the_guest() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .build import shipped_path
     from .elfload import ElfLoadError
     from .log import Log
     from .log import listing as log_listing
+    from .locations import shipped_path      # not .build: its toolchain records are start-up of `run`
     from .machine import DEFAULT_QUANTUM, Machine
     from .trace.catalog import listing as event_listing
 
