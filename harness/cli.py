@@ -21,7 +21,6 @@ import argparse
 import gc
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -643,6 +642,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Exit 0 built, 1 a compile or link step failed (the tool's output follows), 125 a bad path or usage."""
     from .build import (BuildError, BuildInputError, build_guest, build_test_guest, check_output_path,
                         shipped_path, test_guest_sources)
+    import shlex                         # here, not at import: start-up of `run`
 
     try:
         cflags = [f for text in args.cflags for f in shlex.split(text)]

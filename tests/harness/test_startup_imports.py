@@ -37,6 +37,7 @@ NOT_FOR_HELLO = {
     "json": "a trace file or a golden comparison",
     "harness.build": "the builder (toolchain records): run needs only harness.locations (paths, cache dir)",
     "harness.trace.golden": "--expect-trace / --update-golden",
+    "shlex": "build --cflags",
 }
 
 
