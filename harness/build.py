@@ -38,7 +38,9 @@ __all__ = ["Toolchain", "BuildError", "BuildInputError", "BuildResult", "toolcha
            "GUEST_FW", "RUNTIME_DIR", "LINKER_SCRIPT", "RUNTIME_SOURCES", "TESTS_DIR", "CFLAGS", "DEFAULT_CPUS",
            "MAX_CPUS"]
 
-GUEST_FW = Path(__file__).resolve().parent.parent / "guest_fw"
+from . import locations as _locations  # noqa: E402
+from .locations import GUEST_FW, shipped_path  # noqa: E402,F401  (defined there: start-up of `run`)
+
 RUNTIME_DIR = GUEST_FW / "lib"
 TESTS_DIR = GUEST_FW / "tests"
 LINKER_SCRIPT = GUEST_FW / "link.ld"
@@ -118,16 +120,9 @@ def toolchain_from_env(env: Mapping[str, str] | None = None) -> Toolchain:
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$SMMU_HARNESS_CACHE`; else `.guest-cache/` in a writable source checkout; else the user's cache
-    directory (`$XDG_CACHE_HOME/smmu-harness`, default `~/.cache/smmu-harness`): an installed package never
-    writes into site-packages."""
-    env = os.environ if env is None else env
-    if env.get("SMMU_HARNESS_CACHE"):
-        return Path(env["SMMU_HARNESS_CACHE"])
-    root = GUEST_FW.parent
-    if (root / "pyproject.toml").is_file() and (root / "harness").is_dir() and os.access(root, os.W_OK):
-        return root / ".guest-cache"
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "smmu-harness"
+    directory (`$XDG_CACHE_HOME/smmu-harness`, default `~/.cache/smmu-harness`): harness/locations.py's, for
+    this module's GUEST_FW."""
+    return _locations.cache_dir(env, GUEST_FW)
 
 
 @dataclass(frozen=True)
@@ -333,17 +328,6 @@ def check_output_path(out: Path, create_parents: bool = True) -> None:
         raise BuildInputError(f"-o {out}: is a directory (give the ELF's file name, e.g. {out / 'guest.elf'})")
     if not create_parents and not out.parent.is_dir():
         raise BuildInputError(f"-o {out}: no such directory {out.parent}")
-
-
-def shipped_path(path: str | os.PathLike) -> Path:
-    """A relative `guest_fw/...` path as the README spells it: the path itself when it exists (run from a
-    source checkout), else the installed package's copy (a wheel install, run from any directory)."""
-    p = Path(path)
-    if not p.exists() and not p.is_absolute() and p.parts[:1] == (GUEST_FW.name,):
-        alt = GUEST_FW.parent / p
-        if alt.exists():
-            return alt
-    return p
 
 
 def flat_binary(elf: str | os.PathLike) -> Path:

@@ -21,7 +21,6 @@ import argparse
 import gc
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -482,10 +481,10 @@ def gc_for_the_guest() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .build import shipped_path
     from .elfload import ElfLoadError
     from .log import Log
     from .log import listing as log_listing
+    from .locations import shipped_path      # not .build: its toolchain records are start-up of `run`
     from .machine import DEFAULT_QUANTUM, Machine
     from .trace.catalog import listing as event_listing
 
@@ -643,6 +642,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Exit 0 built, 1 a compile or link step failed (the tool's output follows), 125 a bad path or usage."""
     from .build import (BuildError, BuildInputError, build_guest, build_test_guest, check_output_path,
                         shipped_path, test_guest_sources)
+    import shlex                         # here, not at import: start-up of `run`
 
     try:
         cflags = [f for text in args.cflags for f in shlex.split(text)]

@@ -161,21 +161,18 @@ def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
         uc.cpr_write(*ZCR_EL2, ZCR_LEN_MAX)
 
 
-# long function: the probe sets up a scratch CPU in one place for both callers (sysregs, exceptions)
-@functools.lru_cache(maxsize=4096)
-def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
-    """Does Unicorn take an exception for the instruction `word` at `el`, on a scratch CPU of `model` in the reset
-    state of a vCPU started at `start_el`? With `permissive`, every control that lets EL0/EL1 use a feature
-    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK,
-    PMUSERENR_EL0.EN/SW/CR/ER) is set
-    and nothing traps to EL2: an instruction that faults there is UNDEFINED, one that does not but faulted on a
-    vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
-    scratch address space counts as "not undefined". A few milliseconds the first time, cached."""
+#: scratch CPUs a probe left in their reset state, for the next probe of the same state (see `probe_undefined`)
+_SPARE: dict[tuple[str, int, int, bool], tuple[Uc, list[int]]] = {}
+_MRS_MASK, _MRS = 0xFFF00000, 0xD5300000          # MRS Xt, <op0 2/3 register> (C6.2.245: L = 1, op0<1> = 1)
+
+
+def _scratch(model: str, start_el: int, el: int, permissive: bool) -> tuple[Uc, list[int]]:
+    """A scratch CPU of `model` in the reset state of a vCPU started at `start_el` (with `permissive`'s controls),
+    at `el`, and the list its exception hook appends to."""
     feat = features(model)
     uc = new_uc(model)
     uc.ctl_set_tcg_buffer_size(1 << 20)
     uc.mem_map(_PROBE_BASE, 0x1000)
-    uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little"))
     reset_controls(uc, feat, start_el)
     if permissive:
         uc.cpr_write(*SCTLR_EL1, uc.cpr_read(*SCTLR_EL1) | _SCTLR_EL0_UNTRAPPED)
@@ -192,8 +189,30 @@ def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: b
         taken.append(intno)
         u.emu_stop()
     uc.hook_add(UC_HOOK_INTR, on_intr)
+    return uc, taken
+
+
+@functools.lru_cache(maxsize=4096)
+def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
+    """Does Unicorn take an exception for the instruction `word` at `el`, on a scratch CPU of `model` in the reset
+    state of a vCPU started at `start_el`? With `permissive`, every control that lets EL0/EL1 use a feature
+    (SCTLR_EL1.UMA/DZE/UCT/nTWI/nTWE/UCI, CPACR_EL1.FPEN/ZEN, CNTKCTL_EL1, CNTHCTL_EL2, HCR_EL2.API/APK,
+    PMUSERENR_EL0.EN/SW/CR/ER) is set
+    and nothing traps to EL2: an instruction that faults there is UNDEFINED, one that does not but faulted on a
+    vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
+    scratch address space counts as "not undefined". About 1 ms the first time, cached. An MRS that took no
+    exception changed only its Xt (and the PC, which each probe sets): its CPU is still in the reset state and
+    the next probe of that state reuses it (the timer's two counter probes at every start-up: one CPU, not two)."""
+    key = (model, start_el, el, permissive)
+    spare = _SPARE.pop(key, None)
+    uc, taken = spare or _scratch(*key)
+    uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little"))
+    if spare is not None:
+        uc.ctl_remove_cache(_PROBE_BASE, _PROBE_BASE + 4)   # the previous probe's translation of this address
     try:
         uc.emu_start(_PROBE_BASE, _PROBE_BASE + 4, count=1)
     except UcError:
         return False                                   # it accessed memory: an instruction that exists
+    if not taken and word & _MRS_MASK == _MRS:
+        _SPARE[key] = (uc, taken)
     return bool(taken)

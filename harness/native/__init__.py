@@ -99,7 +99,7 @@ def _unicorn_include() -> Path | None:
 
 
 def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
-    from ..build import cache_dir
+    from ..locations import cache_dir               # not ..build (start-up of `run`)
 
     h = _sha256()
     for part in (source.read_bytes(), cc.encode(), " ".join(CFLAGS).encode(), _machine().encode(),

@@ -12,13 +12,15 @@ golden file (also when rewriting it), or `tlbi*,dvm*`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from devmodel.trace import Record, Tracer, select
 
 from .catalog import load_all
-from .golden import GoldenDiff, compare, golden_events, load_golden, write_golden
 from .sinks import Annotate, Where, open_sink, record_obj
+
+if TYPE_CHECKING:
+    from .golden import GoldenDiff
 
 __all__ = ["TraceSession", "DEFAULT_EVENTS", "CollectSink", "for_machine"]
 
@@ -49,6 +51,8 @@ class TraceSession:
         if update_golden and self.expect_trace is None:
             raise ValueError("--update-golden needs --expect-trace GOLDEN.jsonl")
         self.golden: list[dict[str, Any]] | None = None
+        if self.expect_trace is not None:
+            from .golden import golden_events, load_golden     # here: a plain run compares nothing (start-up)
         if self.expect_trace is not None and not update_golden:
             self.golden = load_golden(self.expect_trace)
         if events is None:
@@ -97,6 +101,7 @@ class TraceSession:
                 s.close()
         finally:
             if self.collect is not None:
+                from .golden import compare, write_golden
                 if self.update_golden:
                     self.updated = write_golden(self.expect_trace, self.collect.objs)
                 elif self.golden is not None:

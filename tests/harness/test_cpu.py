@@ -120,3 +120,21 @@ def test_cli_cpu_option():
     assert p.returncode == 132 and "msr apiakeylo_el1" in p.stderr and p.stderr.count("\n") == 1, p.stderr
     p = run_cli("run", guest_elf("hello"), "--cpu", "a76")
     assert p.returncode == 125 and "a53" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_probes_of_one_state_share_a_scratch_cpu_after_an_mrs_and_answer_as_fresh_ones(monkeypatch):
+    """An MRS that took no exception leaves its scratch CPU in the reset state: the next probe of that state
+    reuses it (the timer's two counter probes at start-up), with the new word executed, not the cached one."""
+    import harness.cpu as cpu
+    made = []
+    real = cpu._scratch
+    monkeypatch.setattr(cpu, "_scratch", lambda *key: (made.append(key), real(*key))[1])
+    monkeypatch.setattr(cpu, "_SPARE", {})
+    probe = cpu.probe_undefined.__wrapped__                         # past the lru_cache
+    cntpct, cntvct, hcr = mrs_word((3, 3, 14, 0, 1)), mrs_word((3, 3, 14, 0, 2)), mrs_word((3, 4, 1, 1, 0))
+    assert [probe("max", 1, w, 1) for w in (cntpct, cntvct, hcr, cntpct, hcr)] == [False, False, True, False,
+                                                                                    True]
+    assert len(made) == 2                    # a new CPU only after the exception (MRS HCR_EL2 at EL1)
+    assert probe("max", 1, cntpct, 1) is False and len(made) == 3                      # none spare after HCR
+    assert probe("max", 1, msr_word((3, 0, 13, 0, 4)), 1) is False and len(made) == 3   # MSR TPIDR_EL1: reused
+    assert probe("max", 1, cntpct, 1) is False and len(made) == 4                      # ... but not kept after

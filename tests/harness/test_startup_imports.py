@@ -35,6 +35,9 @@ NOT_FOR_HELLO = {
     "platform": "the native trap's cache key reads os.uname()",
     "traceback": "SMMU_HARNESS_DEBUG=1 after an internal error",
     "json": "a trace file or a golden comparison",
+    "harness.build": "the builder (toolchain records): run needs only harness.locations (paths, cache dir)",
+    "harness.trace.golden": "--expect-trace / --update-golden",
+    "shlex": "build --cflags",
 }
 
 

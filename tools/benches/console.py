@@ -11,9 +11,9 @@ loading, exit) and so its cost per call, and the harness's run inside one proces
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +28,26 @@ SOURCE = Path(__file__).resolve().parent / "console_writec.S"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _wait_timed():
+    """tools/benches/proc.py's `wait_timed` (loaded by path: tools/benches is not a package)."""
+    spec = importlib.util.spec_from_file_location("smmu_bench_proc", SOURCE.parent / "proc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.wait_timed
+
+
+wait_timed = _wait_timed()
+
+
 def _timed(cmd: list[str], out: Path, chars: int = CHARS, cwd: Path | None = None) -> float:
-    """Wall time of `cmd` with stdout and stderr to `out`; checks it printed `chars` characters."""
+    """Wall time of `cmd` with stdout and stderr to `out`; checks it printed `chars` characters. Waited for
+    without polling (tools/benches/proc.py: subprocess.run(timeout=) rounds times up to its poll intervals)."""
     with open(out, "wb") as f:
-        t = time.perf_counter()
-        p = subprocess.run(cmd, stdout=f, stderr=f, stdin=subprocess.DEVNULL, cwd=cwd, timeout=600)
-        dt = time.perf_counter() - t
-    if p.returncode != 0 or out.stat().st_size != chars:
-        raise RuntimeError(f"{cmd[0]}: status {p.returncode}, {out.stat().st_size} bytes printed "
+        status, dt, killed = wait_timed(cmd, 600, stdout=f, stderr=f, cwd=cwd)
+    if killed:
+        raise RuntimeError(f"{cmd[0]}: killed after 600 s")
+    if status != 0 or out.stat().st_size != chars:
+        raise RuntimeError(f"{cmd[0]}: status {status}, {out.stat().st_size} bytes printed "
                            f"(expected 0 and {chars})")
     return dt
 

@@ -36,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -47,6 +46,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from harness.build import GUEST_FW, RUNTIME_DIR, build_guest  # noqa: E402
+
+
+
+def _sibling(name: str):
+    """tools/benches/<name>.py, loaded by path as tools/bench.py loads the benchmarks (not a package)."""
+    spec = importlib.util.spec_from_file_location(f"smmu_bench_{name}", HERE / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+wait_timed = _sibling("proc").wait_timed
 
 TRACE_EVENTS = "tlbi*,dvm*"
 DMA_ITERATIONS = 100_000
@@ -87,23 +98,10 @@ def harness_cmd(elf: Path, cpus: int, *extra: str) -> list[str]:
 
 def timed(cmd: list[str], out: Path, timeout: float = 900) -> float:
     """Wall time of `cmd` with stdout and stderr to `out` (QEMU writes a semihosting console without a chardev
-    to stderr), which must exit 0 within `timeout` seconds.
-
-    The exit is waited for with a blocking waitpid, the timeout enforced by a timer that kills the process:
-    `subprocess.run(timeout=)` polls instead, sleeping 1, 2, 4 ... 50 ms between polls, which rounds every time
-    up to the next of about 31, 63, 113, 163 ... ms (a 32 ms QEMU start-up read 32 or 64 ms, an 87 ms harness
-    run 114 ms: ratios off by up to 2x)."""
+    to stderr), which must exit 0 within `timeout` seconds; waited for without polling (tools/benches/proc.py)."""
     with open(out, "wb") as f:
-        t = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=f, stderr=f, stdin=subprocess.DEVNULL, cwd=ROOT)
-        killer = threading.Timer(timeout, p.kill)
-        killer.start()
-        try:
-            status = p.wait()
-        finally:
-            killer.cancel()
-        dt = time.perf_counter() - t
-    if dt >= timeout:
+        status, dt, killed = wait_timed(cmd, timeout, stdout=f, stderr=f, cwd=ROOT)
+    if killed:
         raise RuntimeError(f"{' '.join(cmd[:4])}...: killed after {timeout:g} s")
     if status != 0:
         last = out.read_bytes().decode(errors="replace").strip().splitlines()
@@ -185,10 +183,7 @@ def _verdict(ratio: float, goal: float, at_most: bool = True) -> str:
 
 
 def _suites(argv: list[str]) -> dict:
-    spec = importlib.util.spec_from_file_location("smmu_bench_suites", HERE / "suites.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.run(argv)
+    return _sibling("suites").run(argv)
 
 
 def _selected(only: str | None) -> set[str]:
