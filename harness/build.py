@@ -88,12 +88,19 @@ class Toolchain:
         import subprocess                    # here, not at import: `run` needs only shipped_path (start-up)
 
         parts = [" ".join(self.cc), " ".join(self.ld), " ".join(self.arch_flags)]
-        for cmd in (self.cc, self.ld):
-            try:
-                r = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
-                parts.append(r.stdout.splitlines()[0] if r.stdout else r.stderr[:200])
-            except (OSError, subprocess.SubprocessError) as e:
-                raise BuildError(f"toolchain {self.name}: cannot run {cmd[0]}: {e}") from None
+        procs = []
+        try:                                 # both at once: each is an interpreter's and a zig's start-up
+            for cmd in (self.cc, self.ld):
+                procs.append((cmd, subprocess.Popen([*cmd, "--version"], stdin=subprocess.DEVNULL,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            for cmd, p in procs:
+                out, err = p.communicate(timeout=60)
+                parts.append(out.splitlines()[0] if out else err[:200])
+        except (OSError, subprocess.SubprocessError) as e:
+            for _, p in procs:
+                p.kill()
+                p.wait()
+            raise BuildError(f"toolchain {self.name}: cannot run {cmd[0]}: {e}") from None
         return "\n".join(parts)
 
 
