@@ -76,19 +76,38 @@ class Toolchain:
     _ident: list = field(default_factory=list, compare=False, repr=False)
 
     def identity(self) -> str:
-        """Command lines plus the compiler's and linker's `--version` (computed once)."""
+        """Command lines plus the compiler's and linker's `--version`: computed once per process for the same
+        commands and PATH (`toolchain_from_env` makes a new Toolchain per build; asking `python3 -m ziglang`
+        twice for its version costs ~0.1 s, more than running a catalogue guest)."""
         if not self._ident:
-            import subprocess                # here, not at import: `run` needs only shipped_path (start-up)
-
-            parts = [" ".join(self.cc), " ".join(self.ld), " ".join(self.arch_flags)]
-            for cmd in (self.cc, self.ld):
-                try:
-                    r = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
-                    parts.append(r.stdout.splitlines()[0] if r.stdout else r.stderr[:200])
-                except (OSError, subprocess.SubprocessError) as e:
-                    raise BuildError(f"toolchain {self.name}: cannot run {cmd[0]}: {e}") from None
-            self._ident.append("\n".join(parts))
+            key = (self.cc, self.ld, self.arch_flags, os.environ.get("PATH", ""))
+            if key not in _IDENTITIES:
+                _IDENTITIES[key] = self._ask_versions()
+            self._ident.append(_IDENTITIES[key])
         return self._ident[0]
+
+    def _ask_versions(self) -> str:
+        import subprocess                    # here, not at import: `run` needs only shipped_path (start-up)
+
+        parts = [" ".join(self.cc), " ".join(self.ld), " ".join(self.arch_flags)]
+        procs = []
+        try:                                 # both at once: each is an interpreter's and a zig's start-up
+            for cmd in (self.cc, self.ld):
+                procs.append((cmd, subprocess.Popen([*cmd, "--version"], stdin=subprocess.DEVNULL,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            for cmd, p in procs:
+                out, err = p.communicate(timeout=60)
+                parts.append(out.splitlines()[0] if out else err[:200])
+        except (OSError, subprocess.SubprocessError) as e:
+            for _, p in procs:
+                p.kill()
+                p.wait()
+            raise BuildError(f"toolchain {self.name}: cannot run {cmd[0]}: {e}") from None
+        return "\n".join(parts)
+
+
+#: `Toolchain.identity` per (cc, ld, arch flags, PATH), for this process (and the workers it forks)
+_IDENTITIES: dict[tuple, str] = {}
 
 
 def toolchain_from_env(env: Mapping[str, str] | None = None) -> Toolchain:

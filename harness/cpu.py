@@ -26,6 +26,7 @@ import functools
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn.arm64_const import (UC_ARM64_REG_PSTATE, UC_CPU_ARM64_A53, UC_CPU_ARM64_A57, UC_CPU_ARM64_A72,
                                  UC_CPU_ARM64_MAX)
 
@@ -161,37 +162,6 @@ def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
         uc.cpr_write(*ZCR_EL2, ZCR_LEN_MAX)
 
 
-#: scratch CPUs a probe left in their reset state, for the next probe of the same state (see `probe_undefined`)
-_SPARE: dict[tuple[str, int, int, bool], tuple[Uc, list[int]]] = {}
-_MRS_MASK, _MRS = 0xFFF00000, 0xD5300000          # MRS Xt, <op0 2/3 register> (C6.2.245: L = 1, op0<1> = 1)
-
-
-def _scratch(model: str, start_el: int, el: int, permissive: bool) -> tuple[Uc, list[int]]:
-    """A scratch CPU of `model` in the reset state of a vCPU started at `start_el` (with `permissive`'s controls),
-    at `el`, and the list its exception hook appends to."""
-    feat = features(model)
-    uc = new_uc(model)
-    uc.ctl_set_tcg_buffer_size(1 << 20)
-    uc.mem_map(_PROBE_BASE, 0x1000)
-    reset_controls(uc, feat, start_el)
-    if permissive:
-        uc.cpr_write(*SCTLR_EL1, uc.cpr_read(*SCTLR_EL1) | _SCTLR_EL0_UNTRAPPED)
-        uc.cpr_write(*CPACR_EL1, _CPACR_FULL)
-        uc.cpr_write(*CNTKCTL_EL1, 0x303)              # EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN
-        uc.cpr_write(*CNTHCTL_EL2, 0x3)                # EL1PCTEN, EL1PCEN
-        uc.cpr_write(*HCR_EL2, HCR_RW | (HCR_API | HCR_APK if feat.pauth else 0))
-        uc.cpr_write(*PMUSERENR_EL0, 0xF)
-    uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
-    uc.cpr_write(*SCR_EL3, uc.cpr_read(*SCR_EL3))      # a PSTATE.EL write takes effect at the next sysreg write
-    taken: list[int] = []
-
-    def on_intr(u: Uc, intno: int, _ud: object) -> None:
-        taken.append(intno)
-        u.emu_stop()
-    uc.hook_add(UC_HOOK_INTR, on_intr)
-    return uc, taken
-
-
 @functools.lru_cache(maxsize=4096)
 def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
     """Does Unicorn take an exception for the instruction `word` at `el`, on a scratch CPU of `model` in the reset
@@ -200,19 +170,59 @@ def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: b
     PMUSERENR_EL0.EN/SW/CR/ER) is set
     and nothing traps to EL2: an instruction that faults there is UNDEFINED, one that does not but faulted on a
     vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
-    scratch address space counts as "not undefined". About 1 ms the first time, cached. An MRS that took no
-    exception changed only its Xt (and the PC, which each probe sets): its CPU is still in the reset state and
-    the next probe of that state reuses it (the timer's two counter probes at every start-up: one CPU, not two)."""
-    key = (model, start_el, el, permissive)
-    spare = _SPARE.pop(key, None)
-    uc, taken = spare or _scratch(*key)
-    uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little"))
-    if spare is not None:
-        uc.ctl_remove_cache(_PROBE_BASE, _PROBE_BASE + 4)   # the previous probe's translation of this address
-    try:
-        uc.emu_start(_PROBE_BASE, _PROBE_BASE + 4, count=1)
-    except UcError:
-        return False                                   # it accessed memory: an instruction that exists
-    if not taken and word & _MRS_MASK == _MRS:
-        _SPARE[key] = (uc, taken)
-    return bool(taken)
+    scratch address space counts as "not undefined". Cached; the scratch CPU is made once per (model, start
+    EL, permissive) and put back in its saved state before each probe (`_Scratch`): a new Unicorn per probe
+    cost ~1.5 ms, more than many catalogue guests' whole run."""
+    return _scratch(model, start_el, permissive).probe(word, el)
+
+
+@functools.lru_cache(maxsize=None)
+def _scratch(model: str, start_el: int, permissive: bool) -> "_Scratch":
+    return _Scratch(model, start_el, permissive)
+
+
+class _Scratch:
+    """One scratch CPU for `probe_undefined`: reset controls written once, the CPU context saved then
+    (`uc.context_save`), and restored before each probe, with the translation cache and TLB flushed, so a
+    probe starts from the same state as on a new Unicorn (tests/harness/test_cpu.py compares the two)."""
+
+    def __init__(self, model: str, start_el: int, permissive: bool = False):
+        feat = features(model)
+        self.uc = uc = new_uc(model)
+        uc.ctl_set_tcg_buffer_size(1 << 20)
+        uc.mem_map(_PROBE_BASE, 0x1000)
+        reset_controls(uc, feat, start_el)
+        if permissive:
+            uc.cpr_write(*SCTLR_EL1, uc.cpr_read(*SCTLR_EL1) | _SCTLR_EL0_UNTRAPPED)
+            uc.cpr_write(*CPACR_EL1, _CPACR_FULL)
+            uc.cpr_write(*CNTKCTL_EL1, 0x303)              # EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN
+            uc.cpr_write(*CNTHCTL_EL2, 0x3)                # EL1PCTEN, EL1PCEN
+            uc.cpr_write(*HCR_EL2, HCR_RW | (HCR_API | HCR_APK if feat.pauth else 0))
+            uc.cpr_write(*PMUSERENR_EL0, 0xF)
+        self.saved = uc.context_save()
+        self.taken: list[int] = []
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+
+    def _on_intr(self, u: Uc, intno: int, _ud: object) -> None:
+        self.taken.append(intno)
+        u.emu_stop()
+
+    def probe(self, word: int, el: int) -> bool:
+        uc = self.uc
+        uc.context_restore(self.saved)
+        uc.ctl_flush_tb()                                  # the previous probe's word is translated
+        uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        uc.mem_write(_PROBE_BASE, word.to_bytes(4, "little") + bytes(0x1000 - 4))
+        uc.reg_write(UC_ARM64_REG_PSTATE, (0xF << 6) | (el << 2) | (1 if el else 0))
+        uc.cpr_write(*SCR_EL3, uc.cpr_read(*SCR_EL3))      # a PSTATE.EL write takes effect at the next sysreg write
+        self.taken.clear()
+        try:
+            uc.emu_start(_PROBE_BASE, _PROBE_BASE + 4, count=1)
+        except UcError:
+            return False                                   # it accessed memory: an instruction that exists
+        return bool(self.taken)
+
+
+def fresh_probe(model: str, start_el: int, word: int, el: int, permissive: bool = False) -> bool:
+    """`probe_undefined` on a new scratch CPU (what the reused one must match; tests)."""
+    return _Scratch(model, start_el, permissive).probe(word, el)

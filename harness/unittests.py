@@ -394,6 +394,8 @@ def run_suite(catalogue: str | os.PathLike, opts: Options = Options(), jobs: int
             finished(i, _run_job(job))
     else:
         from .parallel import run_jobs
+        if any(e.is_source for e in entries):
+            _toolchain_identity()                     # once here: forked workers inherit it
         # multi-vCPU tests first (the long ones: broadcast TLBIs, IPIs), so no long test starts last;
         # the lines still come out in catalogue order
         order = sorted(range(len(entries)), key=lambda i: -entries[i].cpus)
@@ -409,6 +411,16 @@ def run_suite(catalogue: str | os.PathLike, opts: Options = Options(), jobs: int
 #: what a run imports (run_entry's imports and theirs): once before the workers start, not once per worker
 _PRELOAD = ["harness.unittests", "harness.machine", "harness.build", "harness.trace", "harness.trap", "devmodel.tlbi",
             "devmodel.virtio", "harness.native.sysreg", "json"]
+
+
+def _toolchain_identity() -> None:
+    """Ask the build toolchain for its identity (harness/build.py) in the parent; a toolchain that cannot run
+    is each source test's FAIL, as without this."""
+    from .build import BuildError, toolchain_from_env
+    try:
+        toolchain_from_env().identity()
+    except BuildError:
+        pass
 
 
 def _write(out: TextIO, text: str) -> None:

@@ -152,3 +152,25 @@ def test_cache_dir_outside_a_checkout(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "GUEST_FW", fake)
     assert build.cache_dir({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "smmu-harness"
     assert build.cache_dir({}) == Path.home() / ".cache" / "smmu-harness"
+
+
+def test_toolchain_identity_is_asked_once_per_process(tmp_path, monkeypatch):
+    """A new Toolchain per build (toolchain_from_env) must not start `--version` again: two interpreter and
+    zig start-ups per guest were most of a cached catalogue guest's time. Another PATH asks again."""
+    import subprocess
+    from harness import build
+    monkeypatch.setattr(build, "_IDENTITIES", {})
+    calls = []
+    real = subprocess.Popen
+
+    def counting(cmd, *a, **kw):
+        calls.append(cmd)
+        return real(cmd, *a, **kw)
+    monkeypatch.setattr(subprocess, "Popen", counting)
+    first = build_guest([HELLO], cache=tmp_path)
+    assert [c[-1] for c in calls].count("--version") == 2
+    again = build_guest([HELLO], cache=tmp_path)
+    assert [c[-1] for c in calls].count("--version") == 2 and again.path == first.path and again.compiled == 0
+    monkeypatch.setenv("PATH", str(tmp_path) + ":" + __import__("os").environ["PATH"])
+    assert toolchain_from_env().identity() == toolchain_from_env().identity()
+    assert [c[-1] for c in calls].count("--version") == 4

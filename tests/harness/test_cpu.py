@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 
-from harness.cpu import (CPU_MODELS, DEFAULT_CPU, CpuFeatures, cpu_model, decode_features, features, new_uc,
-                         probe_undefined, reset_controls)
+from harness.cpu import (CPU_MODELS, DEFAULT_CPU, CpuFeatures, _Scratch, cpu_model, decode_features, features,
+                         fresh_probe, new_uc, probe_undefined, reset_controls)
 from harness.machine import Machine
 from harness.sysregs import mrs_word, msr_word
 
@@ -18,6 +18,8 @@ APGAKEYHI_EL1, ZCR_EL1, CTR_EL0 = (3, 0, 2, 3, 1), (3, 0, 1, 2, 0), (3, 3, 0, 0,
 PACGA = 0x9AC43062                               # pacga x2, x3, x4
 CNTW = 0x04A0E3E1                                # cntw x1
 WFI = 0xD503207F
+SCTLR_EL1, CNTKCTL_EL1, CNTHCTL_EL2, PMUSERENR_EL0 = (3, 0, 1, 0, 0), (3, 0, 14, 1, 0), (3, 4, 14, 1, 0), (3, 3, 9, 14, 0)
+CNTPCT_EL0, PMCCNTR_EL0 = (3, 3, 14, 0, 1), (3, 3, 9, 13, 0)
 
 
 def test_default_is_max_and_every_model_is_selectable():
@@ -122,19 +124,28 @@ def test_cli_cpu_option():
     assert p.returncode == 125 and "a53" in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
-def test_probes_of_one_state_share_a_scratch_cpu_after_an_mrs_and_answer_as_fresh_ones(monkeypatch):
-    """An MRS that took no exception leaves its scratch CPU in the reset state: the next probe of that state
-    reuses it (the timer's two counter probes at start-up), with the new word executed, not the cached one."""
-    import harness.cpu as cpu
-    made = []
-    real = cpu._scratch
-    monkeypatch.setattr(cpu, "_scratch", lambda *key: (made.append(key), real(*key))[1])
-    monkeypatch.setattr(cpu, "_SPARE", {})
-    probe = cpu.probe_undefined.__wrapped__                         # past the lru_cache
-    cntpct, cntvct, hcr = mrs_word((3, 3, 14, 0, 1)), mrs_word((3, 3, 14, 0, 2)), mrs_word((3, 4, 1, 1, 0))
-    assert [probe("max", 1, w, 1) for w in (cntpct, cntvct, hcr, cntpct, hcr)] == [False, False, True, False,
-                                                                                    True]
-    assert len(made) == 2                    # a new CPU only after the exception (MRS HCR_EL2 at EL1)
-    assert probe("max", 1, cntpct, 1) is False and len(made) == 3                      # none spare after HCR
-    assert probe("max", 1, msr_word((3, 0, 13, 0, 4)), 1) is False and len(made) == 3   # MSR TPIDR_EL1: reused
-    assert probe("max", 1, cntpct, 1) is False and len(made) == 4                      # ... but not kept after
+# MSRs that change what later probes see if state leaked between probes (X0 = 0 is written), each followed by
+# accesses those controls gate; then a seeded sample of the system-register space
+_LEAKY = [msr_word(e) for e in (SCTLR_EL1, CPACR_EL1, HCR_EL2, CPTR_EL2, MDCR_EL2, PMUSERENR_EL0, CNTKCTL_EL1,
+                                CNTHCTL_EL2, SCR_EL3, CPTR_EL3)]
+_GATED = [PACGA, CNTW, WFI, mrs_word(CTR_EL0), mrs_word(ZCR_EL1), mrs_word(APGAKEYHI_EL1), mrs_word(CNTPCT_EL0),
+          mrs_word(PMCCNTR_EL0), 0xD50B7420]                               # dc zva, x0
+
+
+def _sample(seed: int, n: int) -> list[int]:
+    import random
+    rnd = random.Random(seed)
+    return [(msr_word if rnd.random() < 0.5 else mrs_word)((3, rnd.choice((0, 3, 4, 6)), rnd.randrange(16),
+                                                               rnd.randrange(16), rnd.randrange(8)))
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("start_el,permissive", [(1, False), (1, True), (2, False), (2, True)])
+def test_the_reused_scratch_cpu_answers_as_a_new_one(start_el, permissive):
+    """probe_undefined reuses one scratch CPU (context restored per probe): every answer, in a sequence of
+    state-changing MSRs and the accesses they gate, is the answer of a new Unicorn."""
+    scratch = _Scratch("max", start_el, permissive)
+    words = [w for pair in zip(_LEAKY, _GATED * 2) for w in pair] + _GATED + _sample(start_el * 2 + permissive, 12)
+    for el in (0, 1, 2):
+        for w in words:
+            assert scratch.probe(w, el) is fresh_probe("max", start_el, w, el, permissive), (hex(w), el)
