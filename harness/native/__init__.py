@@ -24,6 +24,7 @@ import functools
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 
 __all__ = ["ENV", "enabled", "tlbi_trap", "status", "TtCpu", "TtRecord", "CALLBACK", "TT_ABI", "TT_PASS",
            "TT_NATIVE", "TT_EMULATED", "TT_UNDEFINED", "TT_REC_TLBI", "TT_REC_DSB", "TT_WHY_FULL",
@@ -163,21 +164,43 @@ def _build(cc: str, inc: Path, out: Path, source: Path = SOURCE) -> str | None:
             os.unlink(tmp)
 
 
-def _load(path: Path) -> ctypes.CDLL | str:
-    from unicorn.unicorn_py3.unicorn import uclib
-
+def open_library(source: Path, load: Callable[[ctypes.CDLL, Path], ctypes.CDLL | str]
+                 ) -> tuple[ctypes.CDLL | None, str]:
+    """Build `source` into the cache if it is not there, open it and let `load` check its ABI and declare its
+    functions: (the library, "loaded PATH"), or (None, why the Python path runs). Every native helper's loader."""
+    cc, inc = _compiler(), _unicorn_include()
+    if cc is None:
+        return None, "no C compiler (cc, gcc, clang) on PATH"
+    if inc is None:
+        return None, "the unicorn package has no C headers (unicorn/include)"
+    path = _library_path(cc, inc, source)
+    if not path.is_file():
+        why = _build(cc, inc, path, source)
+        if why is not None:
+            return None, why
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
-        return f"cannot load {path}: {e}"
+        return None, f"cannot load {path}: {e}"
+    got = load(lib, path)
+    return (None, got) if isinstance(got, str) else (got, f"loaded {path}")
+
+
+def unicorn_entry_points(*names: str) -> list[int | None]:
+    """The addresses of these functions in the libunicorn the Python binding loaded (a helper's `*_init`)."""
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    return [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value for f in names]
+
+
+def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     lib.tt_abi.restype = lib.tt_sizeof.restype = ctypes.c_int
     if lib.tt_abi() != TT_ABI or lib.tt_sizeof() != ctypes.sizeof(TtCpu):
         return f"{path}: ABI {lib.tt_abi()}/{lib.tt_sizeof()} bytes, expected {TT_ABI}/{ctypes.sizeof(TtCpu)}"
     lib.tt_init.restype = ctypes.c_int
     lib.tt_init.argtypes = (ctypes.c_void_p,) * 5
-    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
-            for f in ("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add", "uc_hook_del")]
-    if lib.tt_init(*ptrs) != 0:
+    entry = unicorn_entry_points("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add", "uc_hook_del")
+    if lib.tt_init(*entry) != 0:
         return f"{path}: tt_init refused Unicorn's entry points"
     lib.tt_new.restype = ctypes.POINTER(TtCpu)
     lib.tt_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK)
@@ -202,22 +225,5 @@ def tlbi_trap() -> ctypes.CDLL | None:
         return _lib
     if _status is not None:                        # tried before in this process and failed
         return None
-    cc, inc = _compiler(), _unicorn_include()
-    if cc is None:
-        _status = "no C compiler (cc, gcc, clang) on PATH"
-        return None
-    if inc is None:
-        _status = "the unicorn package has no C headers (unicorn/include)"
-        return None
-    path = _library_path(cc, inc)
-    if not path.is_file():
-        why = _build(cc, inc, path)
-        if why is not None:
-            _status = why
-            return None
-    got = _load(path)
-    if isinstance(got, str):
-        _status = got
-        return None
-    _lib, _status = got, f"loaded {path}"
+    _lib, _status = open_library(SOURCE, _load)
     return _lib

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-from . import _build, _compiler, _library_path, _unicorn_include, enabled, ENV
+from . import enabled, open_library, unicorn_entry_points, ENV
 
 __all__ = ["CnCpu", "CALLBACK", "library", "status", "CN_WHY_INTR", "CN_WHY_FULL", "CN_WHY_MMIO_READ",
            "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING",
@@ -52,21 +52,13 @@ def status() -> str:
     return _status or "not loaded"
 
 
-def _load(path: Path) -> ctypes.CDLL | str:
-    from unicorn.unicorn_py3.unicorn import uclib
-
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as e:
-        return f"cannot load {path}: {e}"
+def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     lib.cn_abi.restype = lib.cn_sizeof.restype = ctypes.c_int
     if lib.cn_abi() != CN_ABI or lib.cn_sizeof() != ctypes.sizeof(CnCpu):
         return f"{path}: ABI {lib.cn_abi()}/{lib.cn_sizeof()} bytes, expected {CN_ABI}/{ctypes.sizeof(CnCpu)}"
     lib.cn_init.restype = ctypes.c_int
     lib.cn_init.argtypes = (ctypes.c_void_p,) * 4
-    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
-            for f in ("uc_reg_read", "uc_reg_write_batch", "uc_hook_add", "uc_mmio_map")]
-    if lib.cn_init(*ptrs) != 0:
+    if lib.cn_init(*unicorn_entry_points("uc_reg_read", "uc_reg_write_batch", "uc_hook_add", "uc_mmio_map")) != 0:
         return f"{path}: cn_init refused Unicorn's entry points"
     lib.cn_new.restype = ctypes.POINTER(CnCpu)
     lib.cn_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK, ctypes.c_void_p, ctypes.c_uint64,
@@ -85,22 +77,5 @@ def library() -> ctypes.CDLL | None:
         return None
     if _lib is not None or _status is not None:
         return _lib
-    cc, inc = _compiler(), _unicorn_include()
-    if cc is None:
-        _status = "no C compiler (cc, gcc, clang) on PATH"
-        return None
-    if inc is None:
-        _status = "the unicorn package has no C headers (unicorn/include)"
-        return None
-    path = _library_path(cc, inc, SOURCE)
-    if not path.is_file():
-        why = _build(cc, inc, path, SOURCE)
-        if why is not None:
-            _status = why
-            return None
-    got = _load(path)
-    if isinstance(got, str):
-        _status = got
-        return None
-    _lib, _status = got, f"loaded {path}"
+    _lib, _status = open_library(SOURCE, _load)
     return _lib

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-from . import _build, _compiler, _library_path, _unicorn_include, enabled
+from . import enabled, open_library, unicorn_entry_points
 
 __all__ = ["SrClock", "SrCpu", "SrCpReg", "CALLBACK", "FAST_PCT", "FAST_VCT", "index", "library", "status"]
 
@@ -62,13 +62,7 @@ def status() -> str:
     return _status or "not loaded"
 
 
-def _load(path: Path) -> ctypes.CDLL | str:
-    from unicorn.unicorn_py3.unicorn import uclib
-
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as e:
-        return f"cannot load {path}: {e}"
+def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     for f in ("sr_abi", "sr_sizeof_clock", "sr_sizeof_cpu", "sr_init"):
         getattr(lib, f).restype = ctypes.c_int
     sizes = (lib.sr_abi(), lib.sr_sizeof_clock(), lib.sr_sizeof_cpu())
@@ -76,9 +70,7 @@ def _load(path: Path) -> ctypes.CDLL | str:
     if sizes != want:
         return f"{path}: ABI/sizes {sizes}, expected {want}"
     lib.sr_init.argtypes = (ctypes.c_void_p,) * 4
-    ptrs = [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value
-            for f in ("uc_reg_read", "uc_reg_write", "uc_hook_add", "uc_emu_stop")]
-    if lib.sr_init(*ptrs) != 0:
+    if lib.sr_init(*unicorn_entry_points("uc_reg_read", "uc_reg_write", "uc_hook_add", "uc_emu_stop")) != 0:
         return f"{path}: sr_init refused Unicorn's entry points"
     lib.sr_new.restype = ctypes.POINTER(SrCpu)
     lib.sr_new.argtypes = (ctypes.c_void_p, ctypes.POINTER(SrClock), CALLBACK)
@@ -94,15 +86,5 @@ def library() -> ctypes.CDLL | None:
         return None
     if _lib is not None or _status is not None:
         return _lib
-    cc, inc = _compiler(), _unicorn_include()
-    if cc is None or inc is None:
-        _status = "no C compiler (cc, gcc, clang) on PATH" if cc is None else "the unicorn package has no C headers"
-        return None
-    path = _library_path(cc, inc, SOURCE)
-    why = _build(cc, inc, path, SOURCE) if not path.is_file() else None
-    got = _load(path) if why is None else why
-    if isinstance(got, str):
-        _status = got
-        return None
-    _lib, _status = got, f"loaded {path}"
+    _lib, _status = open_library(SOURCE, _load)
     return _lib
