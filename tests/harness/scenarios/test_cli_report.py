@@ -375,8 +375,8 @@ def test_parallel_report_workers_exit_when_the_parent_is_killed(tmp_path):
     import time
     p = _start_parallel_report(tmp_path / "rep")
     kids = _children(p.pid)
-    tree = kids + [g for k in kids for g in _children(k)]         # forkserver, workers, resource tracker
-    assert len(tree) >= 3
+    tree = kids + [g for k in kids for g in _children(k)]   # the workers (forked: harness/parallel.py run_jobs)
+    assert len(tree) >= 2
     p.kill()
     p.wait()
     deadline = time.time() + 15
