@@ -26,6 +26,7 @@ def test_start_up_case_against_qemu(capsys):
     assert t["harness"] > 0 and t["qemu"] > 0 and r["ratios"]["start-up"] == t["harness"] / t["qemu"]
     line = next(x for x in capsys.readouterr().out.splitlines() if "start-up" in x)
     assert "goal <= 2" in line and (line.endswith("ok") or line.endswith("MISSED"))
+    assert 0 < r["times"]["interpreter"] < t["harness"]          # the floor under it, printed for information
 
 
 def test_without_qemu_the_harness_half_runs(capsys, monkeypatch):

@@ -8,7 +8,8 @@ Each ELF is built from tools/benches/ (or guest_fw/tests/) and run under `qemu-s
 R runs each kept. Both consoles go to a file, checked against what the guest must print (and the harness's
 against QEMU's). Printed: each ratio harness/QEMU with its goal and "ok"/"MISSED":
 
-* start-up: guest_fw/tests/hello.c (a few hundred characters, PSCI calls): goal <= 2;
+* start-up: guest_fw/tests/hello.c (a few hundred characters, PSCI calls): goal <= 2; with, for information,
+  the interpreter's own floor (`python3 -c pass`: its start-up and the environment's site packages);
 * plain: tools/benches/harness_loop.S, 10^8 plain instructions: goal <= 1.5;
 * console: 50,000 characters by semihosting SYS_WRITEC (console_writec.S) and by the PL011 (console_pl011.S),
   each: goal <= 3;
@@ -211,7 +212,18 @@ def _run_cases(chosen: set[str], qemu: str | None, reps: int, tmp: Path, result:
             result["ratios"][case.name] = ratio
         print(line, flush=True)
         result["times"][case.name] = {"harness": h, "qemu": q}
+        if case.name == "start-up":
+            floor = interpreter_floor(reps, tmp)
+            result["times"]["interpreter"] = floor
+            print(f"qemu: {'':20} (of which the interpreter alone, `{Path(sys.executable).name} -c pass` with this "
+                  f"machine's site packages: {floor:.3f} s; for information)", flush=True)
     return ok
+
+
+def interpreter_floor(reps: int, tmp: Path) -> float:
+    """Best wall time of this interpreter doing nothing (its start-up and site packages: the .pth files of the
+    environment, an editable install's finder), which every harness process pays before its first import."""
+    return min(timed([sys.executable, "-c", "pass"], tmp / "floor.out") for _ in range(max(reps, 3)))
 
 
 def run(argv: list[str]) -> dict:
