@@ -165,6 +165,8 @@ def _machine(text: str) -> dict[str, int]:
             out["el"] = 2 if _ON_OFF[val] else 1
         elif key == "mte" and val in _ON_OFF:
             out["mte"] = int(_ON_OFF[val])
+        elif key in ("virtualization", "mte"):                 # QEMU's words for a bad boolean property
+            raise argparse.ArgumentTypeError(f"Parameter '{key}' expects 'on' or 'off'")
         else:
             raise argparse.ArgumentTypeError(f"-machine {item}: not modelled (gic-version=, virtualization=, mte=)")
     return out
