@@ -273,13 +273,12 @@ class Scheduler:
         `threading.Timer` per slice) - not by emu_start's timeout, whose thread in Unicorn 2.1 wakes every 2 us
         for the whole run (uc.c `_timeout_fn`: usleep(2) polling), a CPU's worth of wake-ups next to the
         guest's. `run` then sees the wall deadline passed and ends the run with 124, as before."""
-        if left is not None:
-            WATCHDOG.arm(left, v.uc.emu_stop)
+        token = WATCHDOG.arm(left, v.uc.emu_stop) if left is not None else None
         try:
             self.run_slice(v, self.alone_slice_insns, 0, charge=False)
         finally:
-            if left is not None:
-                WATCHDOG.disarm()                    # no stop outlives its run
+            if token is not None:
+                WATCHDOG.disarm(token)               # no stop outlives its run
 
     def _round(self, ready: list["Vcpu"], max_insns: int | None) -> None:
         m = self.machine

@@ -61,21 +61,22 @@ def test_one_long_lived_watchdog_thread_serves_every_run():
 def test_a_disarmed_watchdog_never_calls_and_an_armed_one_calls_once():
     w = Watchdog()
     calls = []
-    w.arm(0.05, lambda: calls.append("early"))
-    w.disarm()
-    w.arm(0.01, lambda: calls.append("late"))
-    time.sleep(0.3)
-    assert calls == ["late"] and not w.armed
+    w.disarm(w.arm(0.05, lambda: calls.append("early")))
+    w.arm(0.2, lambda: calls.append("second"))          # several armed at once: each fires at its own deadline
+    w.arm(0.01, lambda: calls.append("first"))
+    time.sleep(0.5)
+    assert calls == ["first", "second"] and not w.armed
+    calls.clear()
     w.arm(0.0, lambda: 1 / 0)                # a failing stop does not kill the thread
     time.sleep(0.05)
     w.arm(0.0, lambda: calls.append("again"))
     time.sleep(0.2)
-    assert calls == ["late", "again"]
+    assert calls == ["again"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
 def test_a_forked_child_starts_with_its_own_unarmed_watchdog():
-    WATCHDOG.arm(60, lambda: None)
+    token = WATCHDOG.arm(60, lambda: None)
     try:
         pid = os.fork()
         if pid == 0:                          # the child: no thread yet, unarmed, and it arms and fires
@@ -86,4 +87,4 @@ def test_a_forked_child_starts_with_its_own_unarmed_watchdog():
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        WATCHDOG.disarm()
+        WATCHDOG.disarm(token)
