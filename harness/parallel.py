@@ -22,8 +22,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
-from .watchdog import is_watchdog
-
 __all__ = ["run_jobs"]
 
 
@@ -51,10 +49,8 @@ def _terminate_as_interrupt(signum, frame):  # SIGTERM during a parallel run: as
 
 
 def _context(preload: Sequence[str]) -> Any:
-    """fork from a parent with no other thread (module docstring; the harness's watchdog thread is not
-    counted: harness/watchdog.py resets it in the child), else forkserver."""
-    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not is_watchdog(t)]
-    if not others and "fork" in multiprocessing.get_all_start_methods():   # the watchdog: reset in the child
+    """fork from a parent with no other thread (module docstring), else forkserver."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         for name in preload:
             importlib.import_module(name)
         return multiprocessing.get_context("fork")

@@ -7,7 +7,9 @@ with its own token.
 
 The thread starts at the first `arm` and is a daemon (harness/__main__.py's fast exit waits only for
 non-daemon threads). A forked child (harness/parallel.py's workers) starts with a fresh, unarmed watchdog and
-no thread: the parent's lock may have been held by its thread when it forked (`os.register_at_fork`).
+no thread: the parent's lock may have been held by its thread when it forked (`os.register_at_fork`). A
+process whose watchdog thread runs is not thread-less for harness/parallel.py (it uses forkserver then): the
+CLI's parent process does not run guests before it forks its workers.
 """
 from __future__ import annotations
 
@@ -74,7 +76,3 @@ WATCHDOG = Watchdog()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=WATCHDOG._reset)
 
-
-def is_watchdog(thread: threading.Thread) -> bool:
-    """The watchdog's thread (harness/parallel.py does not count it as a reason not to fork)."""
-    return thread is WATCHDOG._thread
