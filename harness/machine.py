@@ -119,7 +119,8 @@ class VM:
 
     def __init__(self, machine: "Machine", name: str, *, ram_size: int, ram_pa: int, ram_ipa: int, ncpus: int,
                  vmid: int, start_el: int, console: bool, cpu: str = DEFAULT_CPU,
-                 virtio_modern: bool = False, chr_testdev: bool = False, gic_version: int | None = None):
+                 virtio_modern: bool = False, chr_testdev: bool = False, gic_version: int | None = None,
+                 ram_chunk: int = 0):
         if ram_size <= 0 or ram_size % PAGE or ram_ipa % PAGE or ram_pa % PAGE:
             raise ValueError(f"{name}: RAM size/addresses must be 4 KiB aligned "
                              f"(size {ram_size:#x}, ipa {ram_ipa:#x}, pa {ram_pa:#x})")
@@ -145,6 +146,7 @@ class VM:
                 from None
         self._ram_c = (ctypes.c_char * ram_size).from_buffer(self.ram.buf)   # keeps the buffer pinned
         self.ram_ptr = ctypes.addressof(self._ram_c)
+        self.ram_chunk = ram_chunk                   # vCPUs map RAM in pieces of this size (0: one region)
         self.ipa = Bus()
         self.ipa.add_ram(ram_ipa, ram_size, "ram", self.ram)
         self.output = bytearray()                    # everything the guest printed (console + semihosting)
@@ -453,18 +455,19 @@ class Machine:
         if any(vm.name == name for vm in self.vms):
             raise ValueError(f"a VM named {name} exists")
         pa = self.alloc_pa(ram_size) if ram_pa is None else ram_pa
+        if mte:                                   # -machine mte=on (harness/mte.py)
+            from .mte import enable, ram_chunk
         vm = VM(self, name, ram_size=ram_size, ram_pa=pa, ram_ipa=ram_ipa, ncpus=ncpus,
                 vmid=len(self.vms) + 1 if vmid is None else vmid, start_el=start_el, console=console,
                 cpu=self.cpu if cpu is None else cpu, virtio_modern=virtio_modern, chr_testdev=chr_testdev,
-                gic_version=gic_version)
+                gic_version=gic_version, ram_chunk=ram_chunk(ram_size) if mte else 0)
         self.vms.append(vm)
         for v in vm.vcpus:
             self.timers.attach(v)
             self.pmus.attach(v)
             for p in self.plugins:
                 _call(p, "attach_vcpu", v)
-        if mte:                                   # -machine mte=on (harness/mte.py)
-            from .mte import enable
+        if mte:
             enable(vm)
         return vm
 

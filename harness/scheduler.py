@@ -48,7 +48,6 @@ doubled PL011 character), so only the run's own deadline, which ends the run, us
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -59,6 +58,7 @@ from devmodel.trace import define
 
 from .clock import VirtualClock
 from .exits import EC_IABT_CUR, FSC_SYNC_EXTERNAL, Kind, Outcome, esr_value
+from .watchdog import WATCHDOG
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -268,21 +268,17 @@ class Scheduler:
         return True
 
     def _run_alone(self, v: "Vcpu", left: float | None) -> None:
-        """A lone vCPU's uncounted run, stopped after `left` seconds of wall time (None: no budget) by a timer
-        thread calling `emu_stop` - not by emu_start's timeout, whose thread in Unicorn 2.1 wakes every 2 us
+        """A lone vCPU's uncounted run, stopped after `left` seconds of wall time (None: no budget) by the
+        process's watchdog thread calling `emu_stop` (harness/watchdog.py: one long-lived thread, not a
+        `threading.Timer` per slice) - not by emu_start's timeout, whose thread in Unicorn 2.1 wakes every 2 us
         for the whole run (uc.c `_timeout_fn`: usleep(2) polling), a CPU's worth of wake-ups next to the
         guest's. `run` then sees the wall deadline passed and ends the run with 124, as before."""
-        timer = None
-        if left is not None:
-            timer = threading.Timer(left, v.uc.emu_stop)
-            timer.daemon = True
-            timer.start()
+        token = WATCHDOG.arm(left, v.uc.emu_stop) if left is not None else None
         try:
             self.run_slice(v, self.alone_slice_insns, 0, charge=False)
         finally:
-            if timer is not None:
-                timer.cancel()
-                timer.join()                         # no timer thread outlives its run
+            if token is not None:
+                WATCHDOG.disarm(token)               # no stop outlives its run
 
     def _round(self, ready: list["Vcpu"], max_insns: int | None) -> None:
         m = self.machine

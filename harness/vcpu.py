@@ -129,7 +129,9 @@ class Vcpu:
         observe.install(uc)                      # every Python callback below is an observation point
         uc.ctl_set_tcg_buffer_size(self.machine.tcg_buffer_size)
         self.uc = uc
-        uc.mem_map_ptr(vm.ram_ipa, vm.ram.size, UC_PROT_ALL, vm.ram_ptr)
+        chunk = vm.ram_chunk or vm.ram.size
+        for off in range(0, vm.ram.size, chunk):  # pieces: a later mem_protect splits only its piece (mte.py)
+            uc.mem_map_ptr(vm.ram_ipa + off, min(chunk, vm.ram.size - off), UC_PROT_ALL, vm.ram_ptr + off)
         self.native_console = console.attach(self)    # console calls and the PL011 in C (harness/console.py)
         for region in vm.ipa.regions:
             if not region.is_ram:

@@ -12,6 +12,7 @@ from unicorn.arm64_const import UC_ARM64_REG_ESR_EL1, UC_ARM64_REG_FAR_EL1, UC_A
 from guestbin import guest_elf
 from harness.cli import main
 from harness.machine import Machine
+from harness.mte import ram_chunk
 
 MTE_FLAT = Path(__file__).resolve().parents[1] / "fixtures" / "kvm-unit-tests-1da1819e" / "arm" / "mte.flat"
 CODE, VEC = 0x4008_0000, 0x4010_0000
@@ -92,6 +93,24 @@ def test_checks_armed_only_while_they_can_fault():
     mte = vm.vcpus[0].mte
     assert len(vm.tags.pages) == 8 and mte.faults == 5 and not mte.armed and mte._pages == {}
 
+
+
+def _ram_regions(vm):
+    return sorted((b, e) for b, e, _p in vm.vcpus[0].uc.mem_regions() if vm.in_ram(b))
+
+
+def test_an_mte_vm_maps_its_ram_in_pieces_so_a_page_protect_splits_one_piece():
+    """mte.ram_chunk: a page's mem_protect splits only its 2 MiB piece (not the 128 MiB region: ~7 ms)."""
+    m = Machine(console=lambda vm, d, s: None)
+    plain, tagged = m.add_vm(), m.add_vm(mte=True)
+    assert _ram_regions(plain) == [(plain.ram_ipa, plain.ram_ipa + plain.ram.size - 1)]
+    pieces = _ram_regions(tagged)
+    assert len(pieces) == 64 and all(e - b + 1 == 2 << 20 for b, e in pieces)
+    assert pieces[0][0] == tagged.ram_ipa and pieces[-1][1] == tagged.ram_ipa + tagged.ram.size - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert (ram_chunk(128 << 20), ram_chunk(1 << 30), ram_chunk(3 << 20)) == (2 << 20, 16 << 20, 2 << 20)
+    small = m.add_vm(ram_size=3 << 20, mte=True)     # a last piece smaller than the others
+    assert [e - b + 1 for b, e in _ram_regions(small)] == [2 << 20, 1 << 20]
 
 STZG_X1_X2, STGP_X1_X3_X2 = 0xD9600841, 0x69000C41                     # stzg x1, [x2]; stgp x1, x3, [x2]
 
