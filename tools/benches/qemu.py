@@ -134,12 +134,16 @@ def measure(case: Case, qemu: str | None, reps: int, tmp: Path) -> tuple[float, 
 
 
 def measure_tracing(reps: int, tmp: Path) -> tuple[float, float]:
-    """Best wall times of the TLBI case untraced and with jsonl tracing (the trace file is checked)."""
+    """Best wall times of the TLBI case untraced and with jsonl tracing (the trace file is checked). Each run
+    starts after `os.sync()`: without it the kernel's writeback of the previous run's 840 MB trace file competed
+    with whichever run came next, and the ratio moved between 0.4 and 0.6 from one run of the bench to the next."""
     case = next(c for c in CASES if c.name == "TLBI+DSB")
     elf, out, trace = elf_of(case), tmp / "console.out", tmp / "trace.jsonl"
     plain = traced = float("inf")
     for _ in range(reps):
+        os.sync()       # each run starts with no dirty pages: the last 840 MB trace's writeback is not timed here
         plain = min(plain, timed(harness_cmd(elf, case.cpus), out))
+        os.sync()
         traced = min(traced, timed(harness_cmd(elf, case.cpus, "--trace", str(trace), "--trace-events",
                                                TRACE_EVENTS), out))
         lines = _count_lines(trace)
