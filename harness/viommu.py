@@ -18,7 +18,7 @@ virtio-iommu memory region (`hw/virtio/virtio-iommu.c` `virtio_iommu_notify_map`
                                  HWPT_ALLOC on the vIOMMU, vSTE S1ContextPtr = its IPA, S1CDMax 0 -> attach
     ATTACH_TABLE (PSTF_ARM)   -> nested HWPT_ALLOC on the vIOMMU with the guest's vSTE (its CD table) -> attach
     INVALIDATE                -> IOMMU_HWPT_INVALIDATE on the vIOMMU: TLBI_NH_VA (VA scope: per page, leaf;
-                                 TLBI_NH_ASID beyond 512 pages as Linux's CMDQ_MAX_TLBI_OPS), TLBI_NH_ASID
+                                 TLBI_NH_ASID from 512 pages on, as Linux's CMDQ_MAX_TLBI_OPS), TLBI_NH_ASID
                                  (PASID scope), TLBI_NH_ALL (domain scope), CFGI_CD / CFGI_CD_ALL (config)
 
 The kernel rewrites the VMID of every command (the vIOMMU's) and the endpoint ID into the physical StreamID,
@@ -79,7 +79,7 @@ __all__ = ["ViommuBackend", "ViommuVm", "CdPage", "GuestRam", "setup_viommu_vm",
 
 DEFAULT_ENDPOINT = DEFAULT_VSID    # the `iommus = <&viommu ID>` cell of the DMA test device
 GICV2M_FRAME = (0x0802_0000, 0x1000)   # QEMU virt's MSI doorbell, its virtio-iommu's RESV_MEM MSI region
-CMDQ_MAX_TLBI_OPS = 512            # Linux arm-smmu-v3: beyond this many pages invalidate the whole ASID
+CMDQ_MAX_TLBI_OPS = 512            # Linux arm-smmu-v3: this many pages or more -> invalidate the whole ASID
 _PAGE = 4096
 _CD_SIZE = 64
 
@@ -316,8 +316,9 @@ class ViommuBackend(IommuBackend):
 def invalidation_commands(inv: Invalidation, table: PageTable | PasidTable, endpoints: list[int]) -> list[bytes]:
     """The guest's INVALIDATE as the SMMU commands IOMMU_HWPT_INVALIDATE carries (VMID 0: the kernel puts the
     vIOMMU's; endpoint IDs are the vSIDs the kernel maps to StreamIDs). Page-table domains: the ASID is the
-    domain's. VA scope: one TLBI_NH_VA per page of the granule (Leaf from LEAF), the whole ASID
-    beyond CMDQ_MAX_TLBI_OPS pages (Linux `arm_smmu_tlb_inv_range_asid`); config: CFGI_CD(_ALL) per endpoint."""
+    domain's. VA scope: one TLBI_NH_VA per page of the granule (Leaf from LEAF), the whole ASID from
+    CMDQ_MAX_TLBI_OPS pages on (Linux `arm_smmu_mm_arch_invalidate_secondary_tlbs`: `size >= CMDQ_MAX_TLBI_OPS *
+    PAGE_SIZE` -> `arm_smmu_tlb_inv_asid`); config: CFGI_CD(_ALL) per endpoint."""
     asid = table.asid if isinstance(table, PageTable) else inv.asid
     out: list[bytes] = []
     if inv.config:
@@ -328,7 +329,7 @@ def invalidation_commands(inv: Invalidation, table: PageTable | PasidTable, endp
     if inv.scope == INVAL_S_DOMAIN:
         return [cmds.encode("TLBI_NH_ALL", vmid=0) if not isinstance(table, PageTable) else
                 cmds.encode("TLBI_NH_ASID", vmid=0, asid=asid)]
-    if inv.scope == INVAL_S_PASID or inv.nr_pages > CMDQ_MAX_TLBI_OPS:
+    if inv.scope == INVAL_S_PASID or inv.nr_pages >= CMDQ_MAX_TLBI_OPS:
         return [cmds.encode("TLBI_NH_ASID", vmid=0, asid=asid)]
     step = 1 << inv.granule                          # TG = 0: no range or TTL hint, one command per leaf
     return [cmds.encode("TLBI_NH_VA", vmid=0, asid=asid, addr=inv.virt_start + i * step, leaf=int(inv.leaf))

@@ -216,6 +216,20 @@ def test_invalidation_commands_per_scope():
     assert [(c.name, c.sid, c.ssid) for c in cfg] == [("CFGI_CD", EP, 3)]
 
 
+
+def test_invalidation_whole_asid_from_max_tlbi_ops_pages():
+    """Linux `arm_smmu_mm_arch_invalidate_secondary_tlbs`: `size >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE` invalidates
+    the whole ASID, so exactly 512 pages is one TLBI_NH_ASID and 511 pages are 511 TLBI_NH_VA."""
+    from devmodel.virtio.iommu.pgtable import PageTable
+    pt = PageTable(7, TCR, 0x1000, 0, 0, cdmod.Cd(), frozenset({12, 21, 30}))
+
+    def names(n):
+        inv = Invalidation(INVAL_S_VA, True, False, 0, 7, 0x10_0000, n, 12)
+        return [c.name for c in map(cmds.decode, invalidation_commands(inv, pt, [EP]))]
+
+    assert names(CMDQ_MAX_TLBI_OPS) == ["TLBI_NH_ASID"]
+    assert names(CMDQ_MAX_TLBI_OPS - 1) == ["TLBI_NH_VA"] * (CMDQ_MAX_TLBI_OPS - 1)
+
 def _pstf_flags(env) -> int:
     u = env.request(probe(EP), PROBE_SIZE + 4)
     props = dict(parse_properties(u.data[:-4]))
