@@ -69,16 +69,18 @@ from devmodel.virtio.mmio import VirtioMmio
 from .host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_IOAS_MAP_FIXED_IOVA,
                            IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
 from .host.pcie import DmaTestFunction
+from .its import VIRT_GITS, vm_its
 from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, assign_dma_device, offers_btm
 from .virtio import GuestRam
 from .vsmmu import vsmmu_features
 
 __all__ = ["ViommuBackend", "ViommuVm", "CdPage", "GuestRam", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
            "invalidation_commands", "STATUS_OF_ERRNO",
-           "GICV2M_FRAME", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
+           "GICV2M_FRAME", "ITS_MSI_FRAME", "msi_resv", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
 
 DEFAULT_ENDPOINT = DEFAULT_VSID    # the `iommus = <&viommu ID>` cell of the DMA test device
-GICV2M_FRAME = (0x0802_0000, 0x1000)   # QEMU virt's MSI doorbell, its virtio-iommu's RESV_MEM MSI region
+GICV2M_FRAME = (0x0802_0000, 0x1000)   # QEMU virt's GICv2m MSI doorbell (MSI_SETSPI_NS page)
+ITS_MSI_FRAME = (VIRT_GITS + 0x1_0000, 0x1_0000)   # the ITS translation frame (GITS_TRANSLATER's 64 KiB)
 CMDQ_MAX_TLBI_OPS = 512            # Linux arm-smmu-v3: this many pages or more -> invalidate the whole ASID
 _PAGE = 4096
 _CD_SIZE = 64
@@ -402,6 +404,14 @@ class ViommuVm:
             self.poll_faults()
 
 
+def msi_resv(vm: Any) -> ResvMem:
+    """The RESV_MEM MSI region QEMU virt gives every virtio-iommu endpoint (hw/arm/virt.c
+    `virt_machine_device_pre_plug_cb`): the MSI controller's doorbell frame, the ITS translation frame on a
+    GICv3 board (with its ITS), else the GICv2m frame."""
+    base, size = ITS_MSI_FRAME if vm_its(vm) is not None else GICV2M_FRAME
+    return ResvMem(RESV_MEM_T_MSI, base, base + size - 1)
+
+
 def _gpa_to_pa(vm: Any) -> Callable[[int, int], int | None]:
     def to_pa(gpa: int, size: int) -> int | None:
         return vm.ram_pa + (gpa - vm.ram_ipa) if vm.in_ram(gpa, size) else None
@@ -453,7 +463,7 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
     name = f"{vm.name}.virtio-iommu"
     backend = ViommuBackend(ictx, endpoints={endpoint: dev_id}, s2_hwpt=s2, viommu=viommu, gpa_to_pa=_gpa_to_pa(vm),
                             cd_page=cd_page, tracer=machine.tracer, name=name)
-    msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
+    msi = msi_resv(vm)
     device = VirtioIommu(GuestRam(vm), [Endpoint(endpoint, (msi,), fmt)], backend=backend,
                          phys_ranges=[(vm.ram_ipa, vm.ram.size)], page_tables=page_tables, table_format=fmt,
                          tracer=machine.tracer, name=name, **(device_kw or {}))
@@ -494,7 +504,7 @@ def add_emulated_viommu(vm: Any, *, page_tables: bool = False, endpoint: int = D
     the virtio-iommu itself translates; `page_tables` offers the extension (`--viommu-pgtable`)."""
     from devmodel.dmatest import DMATEST_SIZE, DmaTestDevice
     m = vm.machine
-    msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
+    msi = msi_resv(vm)
     dev = VirtioIommu(GuestRam(vm), [Endpoint(endpoint, (msi,))], phys_ranges=[(vm.ram_ipa, vm.ram.size)],
                       page_tables=page_tables, table_format=table_format, tracer=m.tracer,
                       name=f"{vm.name}.virtio-iommu")

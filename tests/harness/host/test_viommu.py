@@ -514,3 +514,14 @@ def test_dma_through_the_host_iommu_is_what_the_device_says(ops):
             assert status == ST_DONE and value == int.from_bytes(e.vm.ipa.read_bytes(out[0], 8), "little"), (iova, out)
         else:
             assert status & ST_FAULT, (iova, out)
+
+
+@pytest.mark.parametrize("gic, region", [(2, (0x0802_0000, 0x0802_0FFF)), (3, (0x0809_0000, 0x0809_FFFF))])
+def test_the_msi_region_is_the_boards_msi_doorbell(gic, region):
+    """QEMU virt (`virt_machine_device_pre_plug_cb`) gives virtio-iommu endpoints the doorbell of the board's MSI
+    controller as their RESV_MEM MSI region: the GICv2m frame on GICv2, the ITS translation frame on GICv3."""
+    from devmodel.virtio.iommu.spec import RESV_MEM_T_MSI
+    from harness.viommu import add_emulated_viommu
+    vm = Machine().add_vm("vm0", ram_size=RAM_SIZE, gic_version=gic)
+    dev = add_emulated_viommu(vm)
+    assert [(r.subtype, r.start, r.end) for r in dev.endpoints[EP].resv] == [(RESV_MEM_T_MSI, *region)]
