@@ -18,7 +18,7 @@ virtio-iommu memory region (`hw/virtio/virtio-iommu.c` `virtio_iommu_notify_map`
                                  HWPT_ALLOC on the vIOMMU, vSTE S1ContextPtr = its IPA, S1CDMax 0 -> attach
     ATTACH_TABLE (PSTF_ARM)   -> nested HWPT_ALLOC on the vIOMMU with the guest's vSTE (its CD table) -> attach
     INVALIDATE                -> IOMMU_HWPT_INVALIDATE on the vIOMMU: TLBI_NH_VA (VA scope: per page, leaf;
-                                 TLBI_NH_ASID beyond 512 pages as Linux's CMDQ_MAX_TLBI_OPS), TLBI_NH_ASID
+                                 TLBI_NH_ASID from 512 pages on, as Linux's CMDQ_MAX_TLBI_OPS), TLBI_NH_ASID
                                  (PASID scope), TLBI_NH_ALL (domain scope), CFGI_CD / CFGI_CD_ALL (config)
 
 The kernel rewrites the VMID of every command (the vIOMMU's) and the endpoint ID into the physical StreamID,
@@ -69,17 +69,19 @@ from devmodel.virtio.mmio import VirtioMmio
 from .host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_IOAS_MAP_FIXED_IOVA,
                            IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
 from .host.pcie import DmaTestFunction
+from .its import VIRT_GITS, vm_its
 from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, assign_dma_device, offers_btm
 from .virtio import GuestRam
 from .vsmmu import vsmmu_features
 
 __all__ = ["ViommuBackend", "ViommuVm", "CdPage", "GuestRam", "setup_viommu_vm", "add_emulated_viommu", "EmulatedDma",
            "invalidation_commands", "STATUS_OF_ERRNO",
-           "GICV2M_FRAME", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
+           "GICV2M_FRAME", "ITS_MSI_FRAME", "msi_resv", "CMDQ_MAX_TLBI_OPS", "DEFAULT_ENDPOINT"]
 
 DEFAULT_ENDPOINT = DEFAULT_VSID    # the `iommus = <&viommu ID>` cell of the DMA test device
-GICV2M_FRAME = (0x0802_0000, 0x1000)   # QEMU virt's MSI doorbell, its virtio-iommu's RESV_MEM MSI region
-CMDQ_MAX_TLBI_OPS = 512            # Linux arm-smmu-v3: beyond this many pages invalidate the whole ASID
+GICV2M_FRAME = (0x0802_0000, 0x1000)   # QEMU virt's GICv2m MSI doorbell (MSI_SETSPI_NS page)
+ITS_MSI_FRAME = (VIRT_GITS + 0x1_0000, 0x1_0000)   # the ITS translation frame (GITS_TRANSLATER's 64 KiB)
+CMDQ_MAX_TLBI_OPS = 512            # Linux arm-smmu-v3: this many pages or more -> invalidate the whole ASID
 _PAGE = 4096
 _CD_SIZE = 64
 
@@ -316,8 +318,9 @@ class ViommuBackend(IommuBackend):
 def invalidation_commands(inv: Invalidation, table: PageTable | PasidTable, endpoints: list[int]) -> list[bytes]:
     """The guest's INVALIDATE as the SMMU commands IOMMU_HWPT_INVALIDATE carries (VMID 0: the kernel puts the
     vIOMMU's; endpoint IDs are the vSIDs the kernel maps to StreamIDs). Page-table domains: the ASID is the
-    domain's. VA scope: one TLBI_NH_VA per page of the granule (Leaf from LEAF), the whole ASID
-    beyond CMDQ_MAX_TLBI_OPS pages (Linux `arm_smmu_tlb_inv_range_asid`); config: CFGI_CD(_ALL) per endpoint."""
+    domain's. VA scope: one TLBI_NH_VA per page of the granule (Leaf from LEAF), the whole ASID from
+    CMDQ_MAX_TLBI_OPS pages on (Linux `arm_smmu_mm_arch_invalidate_secondary_tlbs`: `size >= CMDQ_MAX_TLBI_OPS *
+    PAGE_SIZE` -> `arm_smmu_tlb_inv_asid`); config: CFGI_CD(_ALL) per endpoint."""
     asid = table.asid if isinstance(table, PageTable) else inv.asid
     out: list[bytes] = []
     if inv.config:
@@ -328,7 +331,7 @@ def invalidation_commands(inv: Invalidation, table: PageTable | PasidTable, endp
     if inv.scope == INVAL_S_DOMAIN:
         return [cmds.encode("TLBI_NH_ALL", vmid=0) if not isinstance(table, PageTable) else
                 cmds.encode("TLBI_NH_ASID", vmid=0, asid=asid)]
-    if inv.scope == INVAL_S_PASID or inv.nr_pages > CMDQ_MAX_TLBI_OPS:
+    if inv.scope == INVAL_S_PASID or inv.nr_pages >= CMDQ_MAX_TLBI_OPS:
         return [cmds.encode("TLBI_NH_ASID", vmid=0, asid=asid)]
     step = 1 << inv.granule                          # TG = 0: no range or TTL hint, one command per leaf
     return [cmds.encode("TLBI_NH_VA", vmid=0, asid=asid, addr=inv.virt_start + i * step, leaf=int(inv.leaf))
@@ -401,6 +404,14 @@ class ViommuVm:
             self.poll_faults()
 
 
+def msi_resv(vm: Any) -> ResvMem:
+    """The RESV_MEM MSI region QEMU virt gives every virtio-iommu endpoint (hw/arm/virt.c
+    `virt_machine_device_pre_plug_cb`): the MSI controller's doorbell frame, the ITS translation frame on a
+    GICv3 board (with its ITS), else the GICv2m frame."""
+    base, size = ITS_MSI_FRAME if vm_its(vm) is not None else GICV2M_FRAME
+    return ResvMem(RESV_MEM_T_MSI, base, base + size - 1)
+
+
 def _gpa_to_pa(vm: Any) -> Callable[[int, int], int | None]:
     def to_pa(gpa: int, size: int) -> int | None:
         return vm.ram_pa + (gpa - vm.ram_ipa) if vm.in_ram(gpa, size) else None
@@ -452,7 +463,7 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
     name = f"{vm.name}.virtio-iommu"
     backend = ViommuBackend(ictx, endpoints={endpoint: dev_id}, s2_hwpt=s2, viommu=viommu, gpa_to_pa=_gpa_to_pa(vm),
                             cd_page=cd_page, tracer=machine.tracer, name=name)
-    msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
+    msi = msi_resv(vm)
     device = VirtioIommu(GuestRam(vm), [Endpoint(endpoint, (msi,), fmt)], backend=backend,
                          phys_ranges=[(vm.ram_ipa, vm.ram.size)], page_tables=page_tables, table_format=fmt,
                          tracer=machine.tracer, name=name, **(device_kw or {}))
@@ -493,7 +504,7 @@ def add_emulated_viommu(vm: Any, *, page_tables: bool = False, endpoint: int = D
     the virtio-iommu itself translates; `page_tables` offers the extension (`--viommu-pgtable`)."""
     from devmodel.dmatest import DMATEST_SIZE, DmaTestDevice
     m = vm.machine
-    msi = ResvMem(RESV_MEM_T_MSI, GICV2M_FRAME[0], GICV2M_FRAME[0] + GICV2M_FRAME[1] - 1)
+    msi = msi_resv(vm)
     dev = VirtioIommu(GuestRam(vm), [Endpoint(endpoint, (msi,))], phys_ranges=[(vm.ram_ipa, vm.ram.size)],
                       page_tables=page_tables, table_format=table_format, tracer=m.tracer,
                       name=f"{vm.name}.virtio-iommu")

@@ -13,7 +13,7 @@
 #define BASER_TYPE_COLLECTION 4
 #define CREADR_STALLED 1ULL
 
-/* IHI 0069 6.1.2: the configuration table has one byte per LPI; the pending table one bit per INTID (its first
+/* IHI 0069 5.1.1, 5.1.2: the configuration table has one byte per LPI; the pending table one bit per INTID (its first
  * 1 KiB covers INTIDs below 8192 and is IMPLEMENTATION DEFINED), 64 KiB aligned. */
 static u8 prop_table[LPI_NR - LPI_BASE] __aligned(4096);
 static u8 pend_table[LPI_NR / 8] __aligned(SZ_64K);

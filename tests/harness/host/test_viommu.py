@@ -216,6 +216,20 @@ def test_invalidation_commands_per_scope():
     assert [(c.name, c.sid, c.ssid) for c in cfg] == [("CFGI_CD", EP, 3)]
 
 
+
+def test_invalidation_whole_asid_from_max_tlbi_ops_pages():
+    """Linux `arm_smmu_mm_arch_invalidate_secondary_tlbs`: `size >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE` invalidates
+    the whole ASID, so exactly 512 pages is one TLBI_NH_ASID and 511 pages are 511 TLBI_NH_VA."""
+    from devmodel.virtio.iommu.pgtable import PageTable
+    pt = PageTable(7, TCR, 0x1000, 0, 0, cdmod.Cd(), frozenset({12, 21, 30}))
+
+    def names(n):
+        inv = Invalidation(INVAL_S_VA, True, False, 0, 7, 0x10_0000, n, 12)
+        return [c.name for c in map(cmds.decode, invalidation_commands(inv, pt, [EP]))]
+
+    assert names(CMDQ_MAX_TLBI_OPS) == ["TLBI_NH_ASID"]
+    assert names(CMDQ_MAX_TLBI_OPS - 1) == ["TLBI_NH_VA"] * (CMDQ_MAX_TLBI_OPS - 1)
+
 def _pstf_flags(env) -> int:
     u = env.request(probe(EP), PROBE_SIZE + 4)
     props = dict(parse_properties(u.data[:-4]))
@@ -500,3 +514,14 @@ def test_dma_through_the_host_iommu_is_what_the_device_says(ops):
             assert status == ST_DONE and value == int.from_bytes(e.vm.ipa.read_bytes(out[0], 8), "little"), (iova, out)
         else:
             assert status & ST_FAULT, (iova, out)
+
+
+@pytest.mark.parametrize("gic, region", [(2, (0x0802_0000, 0x0802_0FFF)), (3, (0x0809_0000, 0x0809_FFFF))])
+def test_the_msi_region_is_the_boards_msi_doorbell(gic, region):
+    """QEMU virt (`virt_machine_device_pre_plug_cb`) gives virtio-iommu endpoints the doorbell of the board's MSI
+    controller as their RESV_MEM MSI region: the GICv2m frame on GICv2, the ITS translation frame on GICv3."""
+    from devmodel.virtio.iommu.spec import RESV_MEM_T_MSI
+    from harness.viommu import add_emulated_viommu
+    vm = Machine().add_vm("vm0", ram_size=RAM_SIZE, gic_version=gic)
+    dev = add_emulated_viommu(vm)
+    assert [(r.subtype, r.start, r.end) for r in dev.endpoints[EP].resv] == [(RESV_MEM_T_MSI, *region)]
