@@ -257,10 +257,16 @@ class ViommuBackend(IommuBackend):
     def _unattached(self, endpoint: int) -> None:
         """5.13.6.4.2: an unattached endpoint bypasses (the VM's stage 2) or is blocked, as config.bypass says."""
         dev_id = self.endpoints[endpoint]
-        if self.unattached_bypass:
-            self._call("device_attach", self.ictx.device_attach, dev_id, self.s2_hwpt)
-        else:
+        try:
+            if self.unattached_bypass:
+                self._call("device_attach", self.ictx.device_attach, dev_id, self.s2_hwpt)
+                return
+        except IommufdError as e:
+            self._refuse("bypass", e)             # the host refused the stage-2 attach: blocked, the safe side
+        try:
             self._call("device_detach", self.ictx.device_detach, dev_id)
+        except IommufdError as e:
+            self._refuse("block", e)              # the device stays as the host left it (its HWPT is gone)
 
     def free_domain(self, domain: int) -> None:
         d = self.domains.pop(domain, None)

@@ -432,6 +432,25 @@ def test_a_refused_host_call_changes_nothing(env, monkeypatch):
     assert env.backend.refusals == [("map", errno.ENOMEM, "pinned-page limit")]
 
 
+def test_a_refused_bypass_attach_leaves_the_endpoint_blocked_not_a_traceback(env, monkeypatch):
+    """DETACH with config.bypass = 1 re-attaches the endpoint to the VM's stage 2; if the host refuses, the
+    request still completes (the device has detached) and the endpoint is blocked, the refusal recorded."""
+    import errno
+
+    from harness.host.iommufd import IommufdError
+    pa = env.page(0xB10C)
+    assert env.status(attach(1, EP)) == S_OK
+
+    def refuse(*a, **kw):
+        raise IommufdError(errno.EBUSY, "in use")
+    monkeypatch.setattr(env.host.ictx, "device_attach", refuse)
+    assert env.status(detach(1, EP)) == S_OK
+    assert env.dma_read(pa)[0] & ST_FAULT                              # blocked, not the old domain's tables
+    assert env.backend.refusals == [("bypass", errno.EBUSY, "in use")]
+    env.drv.set_config(36, 1, 1)                                       # bypass on again: refused again, no raise
+    assert env.backend.refusals[-1] == ("bypass", errno.EBUSY, "in use")
+
+
 def test_hostile_dma_never_reaches_another_vm_or_the_host():
     a = Env(name="vmA")
     b = Env(machine=a.m, host=a.host, name="vmB")
