@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .fields import sext
+
 __all__ = ["GRANULE", "TAGGED_ATTR", "TagStore", "TagInsn", "decode", "allocation_tag", "with_tag",
            "effective_tbi", "effective_tcma", "tag_access_enabled", "tcf_of", "tag_checked", "fault_action",
            "tfsr_bit", "choose_non_excluded_tag", "random_tag", "irg", "addg", "gmi", "subp", "sp_unchecked",
@@ -236,10 +238,7 @@ def gmi(xn: int, xm: int) -> int:
 
 def subp(xn: int, xm: int) -> int:
     """SUBP(S): the 56-bit addresses, sign-extended from bit 55, subtracted (64-bit result)."""
-    def sext56(v: int) -> int:
-        v &= (1 << 56) - 1
-        return v - (1 << 56) if v >> 55 else v
-    return (sext56(xn) - sext56(xm)) & _MASK64
+    return (sext(xn, 56) - sext(xm, 56)) & _MASK64
 
 
 # -- decoding ------------------------------------------------------------------------------------------------
@@ -265,19 +264,15 @@ _STGP = {0x68800000: "post", 0x69000000: None, 0x69800000: "pre"}
 _DC = {0xD50B7460: "dcgva", 0xD50B7480: "dcgzva"}
 
 
-def _sext(v: int, bits: int) -> int:
-    return v - (1 << bits) if v >> (bits - 1) & 1 else v
-
-
 def _decode_ldst_tags(word: int) -> TagInsn | None:
     opc, imm9, op2 = (word >> 22) & 3, (word >> 12) & 0x1FF, (word >> 10) & 3
     rn, rt = (word >> 5) & 31, word & 31
     block, single = _LDST_OPS[opc]
     if op2 == 0:
         if opc == 1:                                   # LDG: signed offset, no writeback
-            return TagInsn("ldg", rt, rn, imm=_sext(imm9, 9) << 4)
+            return TagInsn("ldg", rt, rn, imm=sext(imm9, 9) << 4)
         return TagInsn(block, rt, rn) if imm9 == 0 else None
-    return TagInsn(single, rt, rn, imm=_sext(imm9, 9) << 4, index=_INDEX[op2])
+    return TagInsn(single, rt, rn, imm=sext(imm9, 9) << 4, index=_INDEX[op2])
 
 
 def decode(word: int) -> TagInsn | None:
@@ -297,6 +292,6 @@ def decode(word: int) -> TagInsn | None:
         return TagInsn("subg" if word >> 30 & 1 else "addg", rd, rn, imm=((word >> 16) & 0x3F) << 4,
                        tag_offset=(word >> 10) & 0xF)
     if word & 0xFFC00000 in _STGP:                     # STGP: 01 101 0 0 idx 0 simm7 Rt2 Rn Rt
-        return TagInsn("stgp", word & 31, rn, rm=(word >> 10) & 31, imm=_sext((word >> 15) & 0x7F, 7) << 4,
+        return TagInsn("stgp", word & 31, rn, rm=(word >> 10) & 31, imm=sext((word >> 15) & 0x7F, 7) << 4,
                        index=_STGP[word & 0xFFC00000])
     return None

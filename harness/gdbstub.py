@@ -83,8 +83,6 @@ POLL_INTERVAL = 0.01                 # s of wall-clock time between looks at the
 ALONE_SLICE_INSNS = 1_000_000        # a vCPU alone stops this often while a stub listens (~10 ms)
 MAX_WATCH = 1 << 20                  # bytes one watchpoint may cover (each watched page costs hooks)
 SEND_TIMEOUT = 30.0                  # s a reply may take to leave (a debugger that never reads)
-_MASK64 = (1 << 64) - 1
-_PAGE = 0x1000
 _DEATH_SIGNALS = {Kind.UNDEF: SIGILL, Kind.ABORT: SIGSEGV, Kind.FATAL: SIGABRT}
 _RESUME = object()                   # a handler's answer: the machine goes on
 
@@ -587,16 +585,13 @@ class GdbStub:
     def _write_mem(self, addr: int, data: bytes) -> bytes:
         """Write `data` at VA `addr` of the g thread; nothing is written unless every page translates."""
         v = self.g_cpu
-        regs = v.translation_regs()
-        pieces: list[tuple[int, bytes]] = []
-        off = 0
-        while off < len(data):
-            va = (addr + off) & _MASK64
-            w = v.translate_at(regs, va)
-            if not w.ok:
-                return b"E14"
-            n = min(len(data) - off, _PAGE - (va & (_PAGE - 1)))
-            pieces.append((w.ipa, data[off:off + n]))
+        try:
+            pages = list(v.pages(addr, len(data)))       # every page translated before one is written
+        except BusError:
+            return b"E14"
+        pieces, off = [], 0
+        for ipa, n in pages:
+            pieces.append((ipa, data[off:off + n]))
             off += n
         vm = v.vm
         try:

@@ -208,8 +208,9 @@ class Vcpu:
         """`va` translated with the registers `regs` (`translation_regs(el)`), reading this VM's tables."""
         return translate(regs, va, self._read_desc)
 
-    def _pages(self, va: int, size: int):
-        """(ipa, n) pieces of [va, va + size), one per 4 KiB page; BusError where the VA does not translate."""
+    def pages(self, va: int, size: int):
+        """(ipa, n) pieces of [va, va + size), one per 4 KiB page; BusError where the VA does not translate
+        (a generator: `list()` of it translates every page before any is used, as gdb's `M` needs)."""
         regs = self.translation_regs()
         while size > 0:
             w = translate(regs, va, self._read_desc)
@@ -221,12 +222,12 @@ class Vcpu:
 
     def read_virt(self, va: int, size: int) -> bytes:
         """Read guest memory by VA through the guest's stage-1 tables; BusError if unmapped."""
-        return b"".join(self.vm.ipa.read_bytes(ipa, n) for ipa, n in self._pages(va, size))
+        return b"".join(self.vm.ipa.read_bytes(ipa, n) for ipa, n in self.pages(va, size))
 
     def write_virt(self, va: int, data: bytes) -> None:
         """Write guest memory by VA; BusError if a page is unmapped (the pages before it are written)."""
         off = 0
-        for ipa, n in self._pages(va, len(data)):
+        for ipa, n in self.pages(va, len(data)):
             self.vm.ipa.write_bytes(ipa, data[off:off + n])
             off += n
 

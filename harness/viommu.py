@@ -66,11 +66,10 @@ from devmodel.virtio.iommu.spec import MAP_F_MMIO, MAP_F_READ, MAP_F_WRITE, RESV
 from devmodel.virtio.iommu.backend import IommuBackend
 from devmodel.virtio.mmio import VirtioMmio
 
-from .host.iommufd import (IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_IOAS_MAP_FIXED_IOVA,
-                           IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
-from .host.pcie import DmaTestFunction
+from .host.iommufd import (IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE,
+                           IOMMU_IOAS_MAP_WRITEABLE, IommufdError)
 from .its import VIRT_GITS, vm_its
-from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, assign_dma_device, offers_btm
+from .vmm import DEFAULT_VSID, DMATEST_IPA, NestedHost, assign_dma_device, attach_nest_parent, offers_btm
 from .virtio import GuestRam
 from .vsmmu import vsmmu_features
 
@@ -444,19 +443,8 @@ def setup_viommu_vm(machine: Any, vm: Any, host: NestedHost, *, page_tables: boo
     (the VM cannot be set up)."""
     ictx = host.ictx
     psid, dma, mmio = assign_dma_device(machine, vm, host, None, endpoint, dmatest_ipa)
-    if vm.vcpus:
-        host.kvm.attach_vcpu(vm.vcpus[0])
-    kvm_vm = host.kvm.vm_of(vm) or host.kvm.create_vm(vm.name, nvcpus=0, key=vm)
-    dev = ictx.open_device(psid, f"{vm.name}.dmatest", pcie=DmaTestFunction(dma), can_stall=True)
-    if kvm_before_bind:
-        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
-    dev_id = ictx.bind(dev)
-    if not kvm_before_bind:
-        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
-    ioas = ictx.ioas_alloc()
-    ictx.ioas_map(ioas, length=vm.ram.size, pa=vm.ram_pa, iova=vm.ram_ipa)
-    s2 = ictx.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
-    ictx.device_attach(dev_id, s2)                   # boot bypass (config.bypass = 1): the VM's stage 2
+    # boot bypass (config.bypass = 1): the device attached to the VM's stage 2
+    kvm_vm, dev, dev_id, ioas, s2 = attach_nest_parent(host, vm, psid, dma, kvm_before_bind)
     viommu, vmid, veventq, cd_page, btm = 0, None, None, None, False
     if page_tables:
         viommu = ictx.viommu_alloc(dev_id, s2)

@@ -57,7 +57,7 @@ from .host.vmid_policy import make_policy
 from .its import SMMU_MSI_DEVID, VIRT_GITS_TRANSLATION_PAGE, vm_its
 from .vsmmu import VSMMU_IPA, VSmmu, vsmmu_features
 
-__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "offers_btm", "assign_dma_device",
+__all__ = ["NestedHost", "NestedVm", "AssignedMmio", "setup_host", "setup_nested_vm", "offers_btm", "assign_dma_device", "attach_nest_parent",
            "HOST_SMMU_PA", "DMATEST_IPA", "DEFAULT_VSID", "FIRST_PSID"]
 
 HOST_SMMU_PA = 0x0905_0000         # the physical SMMU on the host bus (host PA)
@@ -189,6 +189,31 @@ def assign_dma_device(machine: Any, vm: Any, host: NestedHost, psid: int | None,
     return psid, dma, mmio
 
 
+def attach_nest_parent(host: NestedHost, vm: Any, psid: int, dma: DmaTestDevice, kvm_before_bind: bool
+                       ) -> tuple[KvmVm, Any, int, int, int]:
+    """The VMM's half of assigning the device at `psid` to `vm` whatever the vIOMMU: the VM's KVM VM (its
+    first vCPU attached), the device's cdev opened and bound (KVM_DEV_VFIO_FILE_ADD before the bind, or after
+    it with `kvm_before_bind=False`), an IOAS mapping guest RAM at its IPA and the nest-parent HWPT on it (the
+    VM's stage 2), the device attached to it (boot bypass). (kvm_vm, dev, dev_id, ioas, s2 HWPT)."""
+    ictx = host.ictx
+    if vm.vcpus:
+        host.kvm.attach_vcpu(vm.vcpus[0])
+    kvm_vm = host.kvm.vm_of(vm)
+    if kvm_vm is None:
+        kvm_vm = host.kvm.create_vm(vm.name, nvcpus=0, key=vm)
+    dev = ictx.open_device(psid, f"{vm.name}.dmatest", pcie=DmaTestFunction(dma), can_stall=True)
+    if kvm_before_bind:
+        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
+    dev_id = ictx.bind(dev)
+    if not kvm_before_bind:
+        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
+    ioas = ictx.ioas_alloc()
+    ictx.ioas_map(ioas, length=vm.ram.size, pa=vm.ram_pa, iova=vm.ram_ipa)
+    s2 = ictx.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
+    ictx.device_attach(dev_id, s2)
+    return kvm_vm, dev, dev_id, ioas, s2
+
+
 def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, policy: str = "shared",
                     btm: bool = False, vsid: int = DEFAULT_VSID, psid: int | None = None,
                     kvm_before_bind: bool = True, batch: bool = False, mask_ste: bool = False,
@@ -211,22 +236,7 @@ def setup_nested_vm(machine: Any, vm: Any, host: NestedHost | None = None, *, po
         host = setup_host(machine, policy=policy, btm=btm, **host_kw)
     ictx = host.ictx
     psid, dma, mmio = assign_dma_device(machine, vm, host, psid, vsid, dmatest_ipa)
-    if vm.vcpus:
-        host.kvm.attach_vcpu(vm.vcpus[0])
-    kvm_vm = host.kvm.vm_of(vm)
-    if kvm_vm is None:
-        kvm_vm = host.kvm.create_vm(vm.name, nvcpus=0, key=vm)
-    dev = ictx.open_device(psid, f"{vm.name}.dmatest", pcie=DmaTestFunction(dma), can_stall=True)
-    if kvm_before_bind:
-        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
-        dev_id = ictx.bind(dev)
-    else:
-        dev_id = ictx.bind(dev)
-        ictx.kvm_dev_vfio_file_add(kvm_vm, dev)
-    ioas = ictx.ioas_alloc()
-    ictx.ioas_map(ioas, length=vm.ram.size, pa=vm.ram_pa, iova=vm.ram_ipa)
-    s2 = ictx.hwpt_alloc(dev_id, ioas, flags=IOMMU_HWPT_ALLOC_NEST_PARENT)
-    ictx.device_attach(dev_id, s2)
+    kvm_vm, dev, dev_id, ioas, s2 = attach_nest_parent(host, vm, psid, dma, kvm_before_bind)
     viommu = ictx.viommu_alloc(dev_id, s2)
     vmid = ictx.viommu_vmid(viommu)
     q_id, q = ictx.veventq_alloc(viommu, depth=veventq_depth)

@@ -498,6 +498,15 @@ class SmmuDriver:
         self._w("GBPA", val | upd)
         self._poll("GBPA.Update handshake", lambda: not self._r("GBPA") & upd)
 
+    def _init_queue(self, q: str, entry_size: int, log2: int) -> int:
+        """`arm_smmu_init_one_queue` + the reset's queue writes: 2^log2 entries allocated (aligned to their size,
+        at least 32 bytes: Q_BASE.ADDR is bits [51:5]), Q_BASE, Q_PROD = Q_CONS = 0; the queue's address."""
+        base = self.mem.alloc(entry_size << log2, max(entry_size << log2, 32))
+        self._w(f"{q}_BASE", _REGS[f"{q}_BASE"].field("ADDR").put(0, base) | log2)
+        self._w(f"{q}_PROD", 0)
+        self._w(f"{q}_CONS", 0)
+        return base
+
     def reset(self) -> None:
         """`arm_smmu_device_reset`: from any state to enabled with every STE abort (or bypass)."""
         c = self.caps
@@ -514,10 +523,7 @@ class SmmuDriver:
         self._w("CR2", cr2)
         self._init_strtab()
         # command queue
-        self._cmdq_base = self.mem.alloc(cmds.CMD_SIZE << self.cmdq_log2, max(cmds.CMD_SIZE << self.cmdq_log2, 32))
-        self._w("CMDQ_BASE", _REGS["CMDQ_BASE"].field("ADDR").put(0, self._cmdq_base) | self.cmdq_log2)
-        self._w("CMDQ_PROD", 0)
-        self._w("CMDQ_CONS", 0)
+        self._cmdq_base = self._init_queue("CMDQ", cmds.CMD_SIZE, self.cmdq_log2)
         self._cmdq_prod = 0
         cr0 = _fmask("CR0", "CMDQEN")
         self._write_cr0(cr0)
@@ -526,20 +532,12 @@ class SmmuDriver:
             inv.append(cmds.encode("TLBI_EL2_ALL"))
         self.submit(inv)
         # event queue
-        self._evtq_base = self.mem.alloc(evmod.EVENT_SIZE << self.evtq_log2,
-                                         max(evmod.EVENT_SIZE << self.evtq_log2, 32))
-        self._w("EVTQ_BASE", _REGS["EVTQ_BASE"].field("ADDR").put(0, self._evtq_base) | self.evtq_log2)
-        self._w("EVTQ_PROD", 0)
-        self._w("EVTQ_CONS", 0)
+        self._evtq_base = self._init_queue("EVTQ", evmod.EVENT_SIZE, self.evtq_log2)
         self._evtq_cons = 0
         cr0 |= _fmask("CR0", "EVTQEN")
         self._write_cr0(cr0)
         if c.pri:                                           # page request queue
-            self._priq_base = self.mem.alloc(PRIQ_ENTRY_SIZE << self.priq_log2,
-                                             max(PRIQ_ENTRY_SIZE << self.priq_log2, 32))
-            self._w("PRIQ_BASE", _REGS["PRIQ_BASE"].field("ADDR").put(0, self._priq_base) | self.priq_log2)
-            self._w("PRIQ_PROD", 0)
-            self._w("PRIQ_CONS", 0)
+            self._priq_base = self._init_queue("PRIQ", PRIQ_ENTRY_SIZE, self.priq_log2)
             self._priq_cons = 0
             cr0 |= _fmask("CR0", "PRIQEN")
             self._write_cr0(cr0)

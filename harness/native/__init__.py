@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 from collections.abc import Callable
+from types import ModuleType
 
 __all__ = ["ENV", "enabled", "tlbi_trap", "status", "TtCpu", "TtRecord", "CALLBACK", "TT_ABI", "TT_PASS",
            "TT_NATIVE", "TT_EMULATED", "TT_UNDEFINED", "TT_REC_TLBI", "TT_REC_DSB", "TT_WHY_FULL",
@@ -74,10 +75,7 @@ def enabled() -> bool:
 
 def status() -> str:
     """What `tlbi_trap()` found: "loaded PATH", or why the Python path runs."""
-    if not enabled():
-        return f"disabled ({ENV}=0)"
-    tlbi_trap()
-    return _status or "not loaded"
+    return status_of(sys.modules[__name__], SOURCE, _load)
 
 
 def _compiler() -> str | None:
@@ -216,14 +214,26 @@ def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     return lib
 
 
-def tlbi_trap() -> ctypes.CDLL | None:
-    """The loaded `tlbi_trap.c` library (built on first use), or None (`status()` says why)."""
-    global _lib, _status
+def load_once(module: ModuleType, source: Path, load: Callable[[ctypes.CDLL, Path], ctypes.CDLL | str]
+              ) -> ctypes.CDLL | None:
+    """The library of the helper `module` (this package, `console`, `sysreg`): `open_library(source, load)` on
+    first use, its answer kept in the module's `_lib` and `_status` (a failure is not retried in the process);
+    None when disabled. Every helper's `library()`."""
     if not enabled():
         return None
-    if _lib is not None:
-        return _lib
-    if _status is not None:                        # tried before in this process and failed
-        return None
-    _lib, _status = open_library(SOURCE, _load)
-    return _lib
+    if module._lib is None and module._status is None:
+        module._lib, module._status = open_library(source, load)
+    return module._lib
+
+
+def status_of(module: ModuleType, source: Path, load: Callable[[ctypes.CDLL, Path], ctypes.CDLL | str]) -> str:
+    """What `load_once` found for `module`: "loaded PATH", or why the Python path runs. Every helper's `status()`."""
+    if not enabled():
+        return f"disabled ({ENV}=0)"
+    load_once(module, source, load)
+    return module._status or "not loaded"
+
+
+def tlbi_trap() -> ctypes.CDLL | None:
+    """The loaded `tlbi_trap.c` library (built on first use), or None (`status()` says why)."""
+    return load_once(sys.modules[__name__], SOURCE, _load)

@@ -9,9 +9,10 @@ then runs, with the same output.
 from __future__ import annotations
 
 import ctypes
+import sys
 from pathlib import Path
 
-from . import enabled, open_library, unicorn_entry_points, ENV
+from . import load_once, status_of, unicorn_entry_points
 
 __all__ = ["CnCpu", "CALLBACK", "library", "status", "CN_WHY_INTR", "CN_WHY_FULL", "CN_WHY_MMIO_READ",
            "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING",
@@ -46,10 +47,7 @@ _status: str | None = None
 
 def status() -> str:
     """What `library()` found: "loaded PATH", or why the Python console path runs."""
-    if not enabled():
-        return f"disabled ({ENV}=0)"
-    library()
-    return _status or "not loaded"
+    return status_of(sys.modules[__name__], SOURCE, _load)
 
 
 def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
@@ -72,10 +70,4 @@ def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
 
 def library() -> ctypes.CDLL | None:
     """The loaded `console.c` library (built on first use), or None (`status()` says why)."""
-    global _lib, _status
-    if not enabled():
-        return None
-    if _lib is not None or _status is not None:
-        return _lib
-    _lib, _status = open_library(SOURCE, _load)
-    return _lib
+    return load_once(sys.modules[__name__], SOURCE, _load)

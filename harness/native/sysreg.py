@@ -9,9 +9,10 @@ bit of an encoding in `SrCpu.python`.
 from __future__ import annotations
 
 import ctypes
+import sys
 from pathlib import Path
 
-from . import enabled, open_library, unicorn_entry_points
+from . import load_once, status_of, unicorn_entry_points
 
 __all__ = ["SrClock", "SrCpu", "SrCpReg", "CALLBACK", "FAST_PCT", "FAST_VCT", "index", "library", "status"]
 
@@ -56,10 +57,7 @@ def index(enc: tuple[int, int, int, int, int]) -> int:
 
 def status() -> str:
     """"loaded PATH", or why the Python MRS hook runs."""
-    if not enabled():
-        return "disabled (SMMU_HARNESS_NATIVE=0)"
-    library()
-    return _status or "not loaded"
+    return status_of(sys.modules[__name__], SOURCE, _load)
 
 
 def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
@@ -81,10 +79,4 @@ def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
 
 def library() -> ctypes.CDLL | None:
     """The loaded `sysreg.c` library (built on first use), or None (`status()` says why)."""
-    global _lib, _status
-    if not enabled():
-        return None
-    if _lib is not None or _status is not None:
-        return _lib
-    _lib, _status = open_library(SOURCE, _load)
-    return _lib
+    return load_once(sys.modules[__name__], SOURCE, _load)

@@ -1,0 +1,34 @@
+"""Every native helper (tlbi_trap.c, console.c, sysreg.c) is loaded through harness.native's one cache
+(`load_once`/`status_of`): opened once per process, a failure kept and not retried, the same answer when
+disabled. No library is built here (`open_library` is replaced)."""
+from __future__ import annotations
+
+import pytest
+
+from harness import native
+from harness.native import console, sysreg
+
+HELPERS = [(native, native.tlbi_trap), (console, console.library), (sysreg, sysreg.library)]
+
+
+@pytest.mark.parametrize("module, library", HELPERS, ids=["tlbi_trap", "console", "sysreg"])
+def test_a_helper_is_opened_once_and_its_failure_kept(module, library, monkeypatch):
+    opened = []
+
+    def refuse(source, load):
+        opened.append(source)
+        return None, f"test: {source.name} not built"
+    monkeypatch.delenv(native.ENV, raising=False)
+    monkeypatch.setattr(native, "open_library", refuse)
+    monkeypatch.setattr(module, "_lib", None)
+    monkeypatch.setattr(module, "_status", None)
+    assert library() is None and library() is None
+    assert module.status() == f"test: {module.SOURCE.name} not built"
+    assert opened == [module.SOURCE]
+
+
+@pytest.mark.parametrize("module, library", HELPERS, ids=["tlbi_trap", "console", "sysreg"])
+def test_disabled_helpers_say_so_alike(module, library, monkeypatch):
+    monkeypatch.setenv(native.ENV, "0")
+    monkeypatch.setattr(native, "open_library", lambda *a: pytest.fail("opened while disabled"))
+    assert library() is None and module.status() == "disabled (SMMU_HARNESS_NATIVE=0)"
