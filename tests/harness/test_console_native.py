@@ -409,3 +409,17 @@ def test_exceptions_handed_to_python_do_no_import_per_call(monkeypatch, native_p
     monkeypatch.setattr(builtins, "__import__", real)
     assert out.exit_code == 0 and vm.vcpus[0].native_console is not None
     assert imports.count("vcpu") == 0
+
+
+def test_handles_are_looked_at_again_only_after_a_semihosting_call(monkeypatch, native_path):
+    """The `:tt` handle masks change only in a semihosting call (HLT #0xF000, EXCP_UDEF): the 200 HVCs
+    console.c hands to Python do not recompute them (~0.5 us each), slice starts do."""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=1)
+    vm.load_code(BASE, words(*mov(1, 200), *mov(0, 0x8400_0000), 0xD4000002, 0xF1000421, 0x54FFFF21, *OFF))
+    sh, calls = vm.semihosting, []
+    real = sh.console_handles
+    monkeypatch.setattr(sh, "console_handles", lambda: calls.append(1) or real())
+    out = m.run(max_insns=100_000)
+    assert out.exit_code == 0 and vm.vcpus[0].native_console is not None
+    assert 0 < len(calls) <= vm.vcpus[0].slices + 1
