@@ -59,7 +59,7 @@ class Interconnect:
         self._tlbi_payloads: dict[tuple[int, int], tuple[Any, Any, list[Payload]]] = {}
         self._sync_payloads: dict[int, tuple[Any, Payload]] = {}
         self.generation = 0      # bumped when the participants change (what callers cache from here is stale)
-        self._quiet: dict[int, tuple[Any, bool]] = {}
+        self._say: dict[tuple[str, int], tuple[Any, bool]] = {}   # receivers_say: (attr, id(source)) -> answer
 
     def attach(self, p: Participant) -> None:
         if any(q is p for q in self.participants):
@@ -74,17 +74,23 @@ class Interconnect:
     def _forget_payloads(self) -> None:
         self._tlbi_payloads.clear()
         self._sync_payloads.clear()
-        self._quiet.clear()
+        self._say.clear()
         self.generation += 1
 
     def quiet(self, source: Participant | None) -> bool:
         """Does no receiver of `source`'s messages trace anything or read the clock in `dvm_tlbi`/`dvm_sync`
         (each says so with a true `dvm_quiet`)? Then the traces of a TLBI or Sync from `source` are contiguous
         and a caller may emit them itself (`tlbi(..., trace=False)`, `tlbi_payloads`, `sync_payload`)."""
-        hit = self._quiet.get(id(source))
+        return self.receivers_say(source, "dvm_quiet")
+
+    def receivers_say(self, source: Participant | None, attr: str) -> bool:
+        """Does every receiver of `source`'s messages have a true `attr` (a fixed property of its class, such
+        as `dvm_quiet`)? Kept until the participants change (`generation`), so hot paths may ask per batch."""
+        key = (attr, id(source))
+        hit = self._say.get(key)
         if hit is None or hit[0] is not source:
-            hit = self._quiet[id(source)] = (source, all(getattr(p, "dvm_quiet", False) for p in self.participants
-                                                         if p is not source))
+            hit = self._say[key] = (source, all(getattr(p, attr, False) for p in self.participants
+                                                if p is not source))
         return hit[1]
 
     def tlbi(self, op: TlbiOp, source: Participant | None, trace: bool = True) -> int:

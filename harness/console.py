@@ -70,6 +70,9 @@ class NativeConsole:
         self.uart_bits = 0
         self.tlbi_linked = False
         self.python_trap = False
+        from .exceptions import EXCP_UDEF
+        from .vcpu import _mmio_read, _mmio_write    # here, once: harness/vcpu.py imports this module
+        self._mmio_read, self._mmio_write, self._udef = _mmio_read, _mmio_write, EXCP_UDEF
         self.refresh()
 
     # -- flags ---------------------------------------------------------------------------------------
@@ -161,8 +164,6 @@ class NativeConsole:
             self.vcpu.vm.semihosting.output(data, 2 if c.src == cn.CN_SRC_SEMIHOSTING_ERR else 1)
 
     def _callback(self, _c: Any, why: int) -> int:
-        from .vcpu import _mmio_read, _mmio_write
-
         try:
             if why == cn.CN_WHY_FULL:
                 self.drain()
@@ -171,11 +172,12 @@ class NativeConsole:
             c, uc = self.c, self.vcpu.uc
             if why == cn.CN_WHY_INTR:
                 self.vcpu._on_intr(uc, c.arg[0], None)
-                self.handles_changed()                   # a SYS_OPEN or SYS_CLOSE
+                if c.arg[0] == self._udef:               # semihosting (HLT #0xF000): a SYS_OPEN or SYS_CLOSE
+                    self.handles_changed()
             elif why == cn.CN_WHY_MMIO_READ:
-                return _mmio_read(uc, c.arg[0], c.arg[1], self.uart_ud) & 0xFFFF_FFFF_FFFF_FFFF
+                return self._mmio_read(uc, c.arg[0], c.arg[1], self.uart_ud) & 0xFFFF_FFFF_FFFF_FFFF
             elif why == cn.CN_WHY_MMIO_WRITE:
-                _mmio_write(uc, c.arg[0], c.arg[1], c.arg[2], self.uart_ud)
+                self._mmio_write(uc, c.arg[0], c.arg[1], c.arg[2], self.uart_ud)
         except BaseException as e:                       # nothing may propagate into Unicorn: emu_start raises it
             observe.fail(self.vcpu.uc, e)
         return 0

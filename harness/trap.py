@@ -710,8 +710,7 @@ class TlbiTrap:
         part = cpu.part
         tlbi, sync = self.interconnect.tlbi, self.interconnect.sync
         # untraced, with receivers that read only VMID and regime: one op per (encoding, EL, VMID) will do
-        addressless = not traced and all(getattr(p, "addressless", False) for p in self.interconnect.participants
-                                         if p is not part)
+        addressless = not traced and self.interconnect.receivers_say(part, "addressless")
         templates = cpu.templates
         for pc, xt, info in _RECORDS.iter_unpack(data):
             if info & 0xFF == native.TT_REC_TLBI:

@@ -216,6 +216,7 @@ class VSmmu(SMMUv3):
         self.hooks.cmdq_pass_end.append(self._pass_end)
         self.hooks.evtq_prod_read.append(self.poll_events)
         self.hooks.evtq_prod_read.append(self.poll_faults)
+        self.hooks.priq_prod_read.append(self.poll_faults)    # the fd is read before the guest sees PROD
 
     @property
     def stats_vmm(self) -> dict[str, int]:
@@ -229,10 +230,6 @@ class VSmmu(SMMUv3):
             return super().read(offset, size)
         self._in_mmio = True
         try:
-            if self.forwarder is not None:
-                reg = self.reg_at(offset, size)
-                if reg is not None and reg.name == "PRIQ_PROD":
-                    self.poll_faults()          # the fd is read before the guest sees PROD
             return super().read(offset, size)
         except Exception as e:                  # noqa: BLE001 - the boundary: record, report, continue
             self._internal("read", e)

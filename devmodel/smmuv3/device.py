@@ -292,11 +292,18 @@ class SMMUv3(PcieMixin):
                     self._end_stall(st, Resume.ABORT, "evtq_abort")
 
     def _on_evtq_prod_read(self, value: int) -> int:
-        if not self.hooks.evtq_prod_read:
+        return self._prod_read(self.hooks.evtq_prod_read, "EVTQ_PROD", value)
+
+    def _on_priq_prod_read(self, value: int) -> int:
+        return self._prod_read(self.hooks.priq_prod_read, "PRIQ_PROD", value)
+
+    def _prod_read(self, observers: list, reg: str, value: int) -> int:
+        """Software reads a PROD the SMMU owns: its observers may add entries first (`SmmuHooks`)."""
+        if not observers:
             return value
-        for fn in self.hooks.evtq_prod_read:
+        for fn in observers:
             fn()
-        return self.regs["EVTQ_PROD"]
+        return self.regs[reg]
 
     # -- GERROR and interrupts -------------------------------------------------------------------------------
     def gerror_active(self) -> int:

@@ -79,6 +79,7 @@ class SmmuHooks:
       CERROR, disabled, or out of budget): where a device that batches work completes it.
     * `evtq_prod_read()`: software is reading EVTQ_PROD; a device may write event records first
       (`SMMUv3.write_event`), the read returns the register afterwards.
+    * `priq_prod_read()`: the same for PRIQ_PROD (IDR0.PRI=1): page requests may go in first (`page_request`).
     """
     smmuen: list[Callable[[bool], None]] = field(default_factory=list)
     gbpa: list[Callable[[int, int], None]] = field(default_factory=list)
@@ -86,3 +87,4 @@ class SmmuHooks:
     cd_invalidated: list[Callable[[int, int | None], None]] = field(default_factory=list)
     cmdq_pass_end: list[Callable[[], None]] = field(default_factory=list)
     evtq_prod_read: list[Callable[[], None]] = field(default_factory=list)
+    priq_prod_read: list[Callable[[], None]] = field(default_factory=list)

@@ -386,3 +386,40 @@ def test_tt_writes_at_the_end_of_ram_answer_as_the_python_path(monkeypatch, nati
     python = _tt_write_run("python", monkeypatch)
     assert native[:3] == python[:3] and native[0] == b":tt" and native[2][:2] == [0, 4], (native, python)
     assert native[3] == 1, native                                             # only the first one in C
+
+
+def test_exceptions_handed_to_python_do_no_import_per_call(monkeypatch, native_path):
+    """console.c hands every exception it does not answer (here 200 PSCI_VERSION HVCs) to `_callback`: that
+    path resolves nothing per call (an import costs ~0.5 us, the whole hand-over a few)."""
+    import builtins
+
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=1)
+    vm.load_code(BASE, words(*mov(0, 0x8400_0000), *mov(1, 200),
+                             *mov(0, 0x8400_0000), 0xD4000002, 0xF1000421, 0x54FFFF21,   # hvc; subs x1; b.ne
+                             *OFF))
+    real, imports = builtins.__import__, []
+
+    def counting(name, *args, **kw):
+        imports.append(name)
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", counting)
+    out = m.run(max_insns=100_000)
+    monkeypatch.setattr(builtins, "__import__", real)
+    assert out.exit_code == 0 and vm.vcpus[0].native_console is not None
+    assert imports.count("vcpu") == 0
+
+
+def test_handles_are_looked_at_again_only_after_a_semihosting_call(monkeypatch, native_path):
+    """The `:tt` handle masks change only in a semihosting call (HLT #0xF000, EXCP_UDEF): the 200 HVCs
+    console.c hands to Python do not recompute them (~0.5 us each), slice starts do."""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=1)
+    vm.load_code(BASE, words(*mov(1, 200), *mov(0, 0x8400_0000), 0xD4000002, 0xF1000421, 0x54FFFF21, *OFF))
+    sh, calls = vm.semihosting, []
+    real = sh.console_handles
+    monkeypatch.setattr(sh, "console_handles", lambda: calls.append(1) or real())
+    out = m.run(max_insns=100_000)
+    assert out.exit_code == 0 and vm.vcpus[0].native_console is not None
+    assert 0 < len(calls) <= vm.vcpus[0].slices + 1

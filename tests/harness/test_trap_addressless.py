@@ -105,3 +105,39 @@ def test_range_hook_and_site_hooks_record_the_same(monkeypatch, ranged):
             assert trap.cpu(0).tc.ranged == ranged
         got[path] = (m.interconnect.tlbis, m.interconnect.syncs, rec.addrs)
     assert got["native"] == got["python"] and got["native"][1] == 301
+
+
+class CountedAddressless(Recorder):
+    """An addressless receiver that counts how often it is asked whether it is."""
+    dvm_name = "counted"
+    asked = 0
+
+    @property
+    def addressless(self):
+        CountedAddressless.asked += 1
+        return True
+
+
+def test_addressless_asked_once_per_participant_set(monkeypatch):
+    """Whether every receiver is addressless is a property of the participant set (`Interconnect.receivers_say`,
+    kept until `generation` changes), not recomputed on each native batch; attaching a receiver that reads
+    addresses is seen at once."""
+    use_path(monkeypatch, "native")
+    m = Machine(console=lambda vm, d, s: None, quantum=64)     # many slices: many native batches
+    trap = TlbiTrap(m.interconnect, m.tracer)
+    m.add_plugin(trap)
+    rec = CountedAddressless()
+    m.interconnect.attach(rec)
+    CountedAddressless.asked = 0
+    vm = m.add_vm(ncpus=2, vmid=5)
+    vm.load_code(IPA, _guest(600))
+    assert m.run(max_insns=100_000).exit_code == 0
+    if not trap.native_hook:
+        pytest.skip("native TLBI hook not available")
+    assert len(rec.addrs) > 600 and CountedAddressless.asked <= 2     # once per source vCPU
+    ic = m.interconnect
+    assert ic.receivers_say(trap.cpu(0).part, "addressless")
+    ic.attach(Recorder())
+    assert not ic.receivers_say(trap.cpu(0).part, "addressless")
+    ic.detach(ic.participants[-1])
+    assert ic.receivers_say(trap.cpu(0).part, "addressless")

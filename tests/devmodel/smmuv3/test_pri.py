@@ -190,3 +190,20 @@ def test_pri_requests_carry_pasid_and_permissions() -> None:
     b.map(VA, DATA)
     b.cmd("PRI_RESP", sid=5, ssv=1, ssid=3, grpid=r.prg_index, resp=PRI_RESP_SUCC)
     assert d.read(0x04, 4) == STATUS_DONE
+
+
+def test_priq_prod_read_hook_may_write_page_requests_first() -> None:
+    """`SmmuHooks.priq_prod_read`, as `evtq_prod_read`: observers run before a PRIQ_PROD read (page 1 and its
+    page-0 alias) returns, and what they queue is in the value read; other reads do not call them."""
+    b, _d = pri_bench()
+    calls: list[int] = []
+
+    def request() -> None:
+        calls.append(1)
+        b.smmu.page_request(A.PageRequest(sid=5, prg_index=len(calls), last=1, read=1, addr=VA))
+
+    b.smmu.hooks.priq_prod_read.append(request)
+    assert b.r32(PRIQ_PROD) & 0xFF == 1 and len(calls) == 1
+    assert b.smmu.read(0xC8, 4) & 0xFF == 2 and len(calls) == 2
+    b.r32(PRIQ_CONS)
+    assert len(calls) == 2 and [r.prg_index for r in b.smmu.page_requests] == [1, 2]
