@@ -15,8 +15,9 @@ PATHS = ("native", "python")
 
 
 def native_expected() -> bool:
-    """Can this machine run the native trap (what tests/harness/test_trap_paths.py checks it does)?"""
-    return any(shutil.which(c) for c in ("cc", "gcc", "clang"))
+    """Can this machine run the native trap (what tests/harness/test_trap_paths.py checks it does), and has the
+    user not turned it off (`SMMU_HARNESS_NATIVE=0`: the tests that need it then skip)?"""
+    return native.enabled() and any(shutil.which(c) for c in ("cc", "gcc", "clang"))
 
 
 def use_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
