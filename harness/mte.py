@@ -15,8 +15,8 @@ to a VM's vCPUs (`enable(vm)`; without it nothing here runs and nothing changes)
   instruction that accesses memory translates its address (harness/aborts.py `access_cause`: translation,
   permission, external abort) and takes that data abort, or an alignment fault for an unaligned STG/STZG/ST2G/
   STZ2G/STGP, before it changes anything; tags are written only through a Tagged mapping (MAIR attribute 0xF0)
-  with allocation tag access enabled, and read as 0 otherwise. As QEMU 7.2 does, the address is probed even
-  with tag access disabled.
+  of RAM with allocation tag access enabled, and read as 0 otherwise (MMIO has no tag storage, as in QEMU).
+  As QEMU 7.2 does, the address is probed even with tag access disabled.
 * Tag checks of ordinary loads and stores run while they can fault: on the vCPUs of the VM whose SCTLR_ELx.TCF
   (TCF0) is not 0 at some EL, over the IPA pages where a tag was ever stored (`TagStore.pages`). Those pages are
   made non-readable and non-writable in the vCPU's Unicorn (`mem_protect`, with a `UC_HOOK_MEM_*_PROT` and a
@@ -400,7 +400,9 @@ class VcpuMte:
             self._set_x(d.rn, base + d.imm, True)
 
     def _access(self, d: TagInsn, pc: int, va: int, size: int, write: bool) -> list[tuple[int, int, bool]] | None:
-        """(IPA, bytes, Tagged) per page of the access, or None after taking its data abort."""
+        """(IPA, bytes, Tagged) per page of the access, or None after taking its data abort. Only RAM has tag
+        storage: a Tagged mapping of anything else (MMIO) is untagged, its tag stores ignored and its tags read
+        0 (QEMU 7.2 target/arm/mte_helper.c allocation_tag_mem: no tag storage, "not backed by host ram")."""
         v = self.vcpu
         out = []
         regs = None
@@ -412,7 +414,7 @@ class VcpuMte:
                 return None
             regs = regs or v.translation_regs()
             w = v.translate_at(regs, va)
-            out.append((w.ipa, n, _Context(v, regs).tagged(w.desc)))
+            out.append((w.ipa, n, _Context(v, regs).tagged(w.desc) and v.vm.in_ram(w.ipa, n)))
             va, size = (va + n) & _MASK64, size - n
         return out
 
