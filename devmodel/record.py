@@ -2,9 +2,10 @@
 
 Why: a dataclass is compiled when its class is created (dataclasses `exec`s __init__, __repr__, __eq__, __hash__,
 __setattr__ and __delattr__, and calls inspect.signature for a class without a docstring): ~340 us a frozen
-class against ~6 us for a plain one, and importing `dataclasses` pulls in inspect, ast and dis (~5 ms). The 37
-records `smmu-harness run hello.elf` created were ~13 ms of its start-up, so the records on the run path are
-`Frozen` subclasses instead (docs/DESIGN.md "Records"); dataclasses stay everywhere else.
+class against ~6 us for a plain one. The 37 dataclasses `smmu-harness run hello.elf` created took ~13 ms of
+class creation; without them (and without importing `dataclasses`) the run starts ~20 ms sooner (tools/bench.py
+qemu "start-up"). So the records on the run path are `Frozen` subclasses (docs/DESIGN.md "Records");
+dataclasses stay everywhere else.
 
 A record lists its fields in `__slots__` (a tuple, in field order; the fields of a `Frozen` base come first,
 as a dataclass subclass's do), keeps their annotations (type checkers, and tests/test_records.py checks both
