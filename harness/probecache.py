@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -45,15 +44,16 @@ def file_identity(path: str) -> tuple[str, int, int]:
 def unicorn_identity() -> tuple | None:
     """The libunicorn the Python binding loaded and the binding itself, as `file_identity`s, with
     `unicorn.__version__`; None when the library cannot be named (a bare soname the dynamic loader resolved)."""
+    import unicorn
+    import unicorn.unicorn_py3.unicorn as binding
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    name = uclib._name                             # public, the ctypes documentation says (CDLL._name)
+    if not isinstance(name, str) or not os.path.isabs(name):
+        return None
     try:
-        import unicorn
-        binding = sys.modules[unicorn.Uc.__module__]
-        lib = getattr(binding, "uclib", None) or getattr(binding, "_uc")
-        name = lib._name
-        if not isinstance(name, str) or not os.path.isabs(name):
-            return None
         return file_identity(name), str(unicorn.__version__), file_identity(binding.__file__)
-    except (AttributeError, KeyError, OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError):
         return None
 
 
