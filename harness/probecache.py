@@ -9,30 +9,37 @@ loaded (its path, size and st_mtime_ns: not a hash of its 24 MB), `unicorn.__ver
 path, size and st_mtime_ns (these name the file: one per Unicorn build), a SHA-256 of the probe code's source and
 what else its answers read (harness/cpu.py passes its own source and the PMU counter counts its reset state
 writes; a file of other code is overwritten at the next new answer). Inside, `ids` maps a model to its ID
-register values and `answers` maps (model, start EL, word, EL, permissive) to probe_undefined's answer.
+register values and `answers` maps (model, start EL, permissive) to probe_undefined's answers there, packed
+as sorted native uint64s `word << 3 | EL << 1 | undefined` (`pack`): a lookup bisects a memoryview of them, so
+reading a file of thousands of answers (random-instruction guests probe many words) costs no decoding.
 
-The file is read once per process, and a new answer is written at once (a forked worker never runs atexit
-handlers): merged with the file as it is then, written to a new temporary file in the same directory and renamed
-over it (`os.replace`), so concurrent runs lose at most each other's newest answers, never the file. marshal,
-not json or pickle: a run of hello imports neither (tests/harness/test_startup_imports.py). A file that is
-unreadable, truncated, corrupt, of another key or holding a value of the wrong type, and a cache directory that
-cannot be written, mean probing as without the cache: never an error, and never an answer that is not
-Unicorn's (every value is type-checked where it is used).
+The file is read once per process. A process's new answers are written when their count reaches 1, 2, 4, 8, ...
+(a forked worker, which runs no atexit handler, keeps at least half of them; a cold hello writes at once) and
+the rest at exit: merged with the file as it is then, written to a new temporary file in the same directory and
+renamed over it (`os.replace`), so concurrent runs lose at most each other's newest answers, never the file;
+past MAX_ANSWERS the file's older answers are dropped. marshal, not json or pickle: a run of hello imports
+neither (tests/harness/test_startup_imports.py). A file that is unreadable, truncated, corrupt, of another key or
+holding a value of the wrong type, and a cache directory that cannot be written, mean probing as without the
+cache: never an error, and never an answer for another question (every value is type-checked where it is used,
+a packed answer must carry the word and EL asked).
 """
 from __future__ import annotations
 
 import marshal
 import os
+import struct
+import sys
+from bisect import bisect_left
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["FORMAT", "MAX_ANSWERS", "ProbeCache", "cache_key", "file_identity", "unicorn_identity"]
+__all__ = ["FORMAT", "MAX_ANSWERS", "ProbeCache", "cache_key", "file_identity", "pack", "unicorn_identity"]
 
-#: the file's first item; a new layout changes it (an old file is then another key's)
-FORMAT = "smmu-harness unicorn probes 1"
+#: the key's first item; a new layout changes it (an old file is then another key's)
+FORMAT = "smmu-harness unicorn probes 2"
 #: answers kept at most: past it a write keeps only this process's (random-instruction guests probe new words)
-MAX_ANSWERS = 8192
-_U64 = 1 << 64
+MAX_ANSWERS = 16384
+_U64, _U32 = 1 << 64, 1 << 32
 
 
 def file_identity(path: str) -> tuple[str, int, int]:
@@ -67,8 +74,8 @@ def _sha256():
 
 
 def cache_key(sources: Iterable[str], extra: tuple) -> tuple | None:
-    """(FORMAT, `unicorn_identity()`, SHA-256 of the `sources` files, `extra`); None without a Unicorn
-    identity or a readable source (no disk cache then)."""
+    """(FORMAT, byte order of the packed answers, `unicorn_identity()`, SHA-256 of the `sources` files,
+    `extra`); None without a Unicorn identity or a readable source (no disk cache then)."""
     lib = unicorn_identity()
     if lib is None:
         return None
@@ -78,12 +85,29 @@ def cache_key(sources: Iterable[str], extra: tuple) -> tuple | None:
             h.update(Path(s).read_bytes() + b"\0")
     except OSError:
         return None
-    return FORMAT, lib, h.hexdigest(), extra
+    return FORMAT, sys.byteorder, lib, h.hexdigest(), extra
 
 
 def _valid_ids(value: object, names: frozenset[str]) -> bool:
     return (type(value) is dict and value.keys() == names
             and all(type(v) is int and 0 <= v < _U64 for v in value.values()))
+
+
+def pack(answers: dict[tuple[int, int], bool]) -> bytes:
+    """{(word, EL): undefined} as the file keeps it: sorted native uint64s `word << 3 | EL << 1 | undefined`."""
+    return struct.pack(f"{len(answers)}Q", *sorted(w << 3 | el << 1 | bool(u) for (w, el), u in answers.items()))
+
+
+def _unpack(blob: object) -> dict[tuple[int, int], bool]:
+    packed = _entries(blob)
+    return {} if packed is None else {(e >> 3, (e >> 1) & 3): bool(e & 1) for e in packed.tolist()}
+
+
+def _entries(blob: object) -> memoryview | None:
+    """The packed answers of a bucket, None if `blob` is not a whole number of uint64s."""
+    if type(blob) is not bytes or len(blob) % 8:
+        return None
+    return memoryview(blob).cast("Q")
 
 
 class ProbeCache:
@@ -93,40 +117,75 @@ class ProbeCache:
         self.key = key
         self.id_names = frozenset(id_names)
         self.path = None if directory is None or key is None else directory / "probes" / _file_name(key)
-        self.ids: dict[str, dict[str, int]] = {}
-        self.answers: dict[tuple, bool] = {}
-        self.learned: tuple[dict, dict] = ({}, {})     # this process's new (ids, answers)
-        self.loaded = False
+        self.ids: dict = {}                            # model -> ID registers, as read (checked when used)
+        self.buckets: dict = {}                        # (model, start EL, permissive) -> packed answers, as read
+        self.views: dict[tuple, memoryview | None] = {}
+        self.learned: tuple[dict, dict] = ({}, {})     # this process's (ids, {bucket: {(word, EL): undefined}})
+        self.count = self.saved = 0                    # answers and ID sets learned; how many at the last write
+        self.loaded = self.at_exit = False
         self.writable = self.path is not None
 
     def model_ids(self, model: str) -> dict[str, int] | None:
         """The ID registers of `model` as stored (checked: every name of `id_names`, 64-bit values), else None."""
         self._load()
-        ids = self.ids.get(model)
+        ids = self.learned[0].get(model) or self.ids.get(model)
         return dict(ids) if _valid_ids(ids, self.id_names) else None
 
     def answer(self, key: tuple) -> bool | None:
+        """The stored answer to (model, start EL, word, EL, permissive), None if there is none."""
         self._load()
-        value = self.answers.get(key)
-        return value if type(value) is bool else None
+        bucket, word, el = (key[0], key[1], key[4]), key[2], key[3]
+        mine = self.learned[1].get(bucket)
+        if mine and (word, el) in mine:
+            return mine[word, el]
+        view = self._view(bucket)
+        if view is None or not (0 <= word < _U32 and 0 <= el < 4):
+            return None
+        target = word << 3 | el << 1
+        i = bisect_left(view, target)
+        return bool(view[i] & 1) if i < len(view) and view[i] >> 1 == target >> 1 else None
+
+    def _view(self, bucket: tuple) -> memoryview | None:
+        if bucket not in self.views:
+            self.views[bucket] = _entries(self.buckets.get(bucket))
+        return self.views[bucket]
 
     def add_ids(self, model: str, ids: dict[str, int]) -> None:
         self._load()
         self.learned[0][model] = dict(ids)
-        self._store()
+        self._learned_one()
 
     def add_answer(self, key: tuple, value: bool) -> None:
+        """Keep an answer (module docstring: written at the 1st, 2nd, 4th, ... new one, the rest at exit)."""
+        word, el = key[2], key[3]
+        if type(word) is not int or type(el) is not int or not (0 <= word < _U32 and 0 <= el < 4):
+            return
         self._load()
-        self.learned[1][key] = bool(value)
-        self._store()
+        self.learned[1].setdefault((key[0], key[1], key[4]), {})[word, el] = bool(value)
+        self._learned_one()
+
+    def _learned_one(self) -> None:
+        self.count += 1
+        if self.count >= 2 * self.saved:
+            self.flush()
+        elif not self.at_exit:
+            import atexit
+            atexit.register(self.flush)
+            self.at_exit = True
+
+    def flush(self) -> None:
+        """Write what this process learned that the file may not have (nothing if it wrote it already)."""
+        if self.count > self.saved:
+            self.saved = self.count
+            self._store()
 
     def _load(self) -> None:
         if not self.loaded:
             self.loaded = True
-            self.ids, self.answers = self._read()
+            self.ids, self.buckets = self._read()
 
     def _read(self) -> tuple[dict, dict]:
-        """The file's (ids, answers); both empty when it is absent, unreadable or not this key's."""
+        """The file's (ids, buckets); both empty when it is absent, unreadable or not this key's."""
         if self.path is None:
             return {}, {}
         try:
@@ -135,24 +194,37 @@ class ProbeCache:
             return {}, {}
         if type(data) is not tuple or len(data) != 3 or data[0] != self.key:
             return {}, {}
-        ids, answers = data[1], data[2]
-        if type(ids) is not dict or type(answers) is not dict:
+        ids, buckets = data[1], data[2]
+        if type(ids) is not dict or type(buckets) is not dict:
             return {}, {}
-        return ids, answers
+        return ids, buckets
+
+    def _merged(self) -> tuple[dict, dict]:
+        """The file's ids and buckets as they are now with this process's added (the older dropped past
+        MAX_ANSWERS)."""
+        ids, buckets = self._read()
+        learned = self.learned[1]
+        if sum(len(b) // 8 for b in buckets.values() if type(b) is bytes) + sum(map(len, learned.values())) \
+                > MAX_ANSWERS:
+            buckets = {}
+        ids = {m: v for m, v in ids.items() if _valid_ids(v, self.id_names)}
+        ids.update(self.learned[0])
+        buckets = {b: v for b, v in buckets.items() if _entries(v) is not None}
+        for bucket, mine in learned.items():
+            buckets[bucket] = pack({**_unpack(buckets.get(bucket)), **mine})
+        return ids, buckets
 
     def _store(self) -> None:
         """Merge with the file as it is now and replace it atomically; a failure turns writing off."""
-        ids, answers = self._read() if self.writable else (self.ids, self.answers)
-        if len(answers) + len(self.learned[1]) > MAX_ANSWERS:
-            answers = {}
-        self.ids, self.answers = {**ids, **self.learned[0]}, {**answers, **self.learned[1]}
         if not self.writable:
             return
+        self.ids, self.buckets = self._merged()
+        self.views = {}
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "xb") as f:
-                f.write(marshal.dumps((self.key, self.ids, self.answers)))
+                f.write(marshal.dumps((self.key, self.ids, self.buckets)))
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             self.writable = False
@@ -165,5 +237,5 @@ class ProbeCache:
 def _file_name(key: tuple) -> str:
     """One file per Unicorn build (the key's Unicorn identity); the probe code's digest is checked inside."""
     h = _sha256()
-    h.update(repr(key[1]).encode())
+    h.update(repr(key[2]).encode())
     return f"unicorn-{h.hexdigest()[:16]}.marshal"

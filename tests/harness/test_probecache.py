@@ -109,21 +109,51 @@ def test_the_file_stays_bounded(tmp_path, monkeypatch):
     for i in range(10):
         ProbeCache(tmp_path, _key(), ID_REGS).add_answer(("max", 1, i, 1, False), True)
     c = ProbeCache(tmp_path, _key(), ID_REGS)
-    assert c.answer(("max", 1, 9, 1, False)) is True and len(c.answers) <= 4
+    assert c.answer(("max", 1, 9, 1, False)) is True
+    assert sum(len(b) for b in marshal.loads(c.path.read_bytes())[2].values()) <= 4 * 8
+
+
+def test_new_answers_are_written_at_the_first_second_fourth_and_at_flush(tmp_path):
+    """A process writes after 1, 2, 4, 8, ... new answers (a forked worker keeps at least half of them without
+    an exit handler) and the rest when flushed (at exit)."""
+    a = ProbeCache(tmp_path, _key(), ID_REGS)
+    stored = []
+    for i in range(6):
+        a.add_answer(("max", 1, i, 0, False), i % 2 == 0)
+        seen = ProbeCache(tmp_path, _key(), ID_REGS)
+        stored.append(sum(seen.answer(("max", 1, j, 0, False)) is not None for j in range(6)))
+    assert stored == [1, 2, 2, 4, 4, 4]
+    a.flush()
+    b = ProbeCache(tmp_path, _key(), ID_REGS)
+    assert [b.answer(("max", 1, j, 0, False)) for j in range(6)] == [True, False] * 3
+    assert b.answer(("max", 1, 0, 1, False)) is None and b.answer(("max", 2, 0, 0, False)) is None
+    assert b.answer(("max", 1, 0, 0, True)) is None and b.answer(("a72", 1, 0, 0, False)) is None
+
+
+def test_the_packed_answers_round_trip():
+    answers = {(0xD53E1100, 2): True, (0xD53E1100, 1): False, (0, 0): True, (0xFFFF_FFFF, 3): False}
+    blob = probecache.pack(answers)
+    assert len(blob) == 8 * len(answers) and probecache._unpack(blob) == answers
+
+
+HCR_AT_1 = {(mrs_word(HCR_EL2), 1): True}                   # MRS HCR_EL2 at EL1 of a vCPU started at EL1
 
 
 def _good(key: tuple) -> tuple:
-    return key, {"max": read_ids("max")}, {("max", 1, mrs_word(HCR_EL2), 1, False): True}
+    return key, {"max": read_ids("max")}, {("max", 1, False): probecache.pack(HCR_AT_1)}
 
 
 def _bad_files(key: tuple) -> dict[str, bytes]:
     ids = read_ids("max")
     good = marshal.dumps(_good(key))
-    answer = ("max", 1, mrs_word(HCR_EL2), 1, False)
+    bucket = ("max", 1, False)
+    others = probecache.pack({(mrs_word(HCR_EL2) + 1, 2): True, (mrs_word(HCR_EL2), 3): True})
     return {"garbage": b"\x00not marshal\xff" * 3, "truncated": good[:len(good) // 2], "empty": b"",
             "not a tuple": marshal.dumps([key, {}, {}]), "other key": marshal.dumps((key[:-1] + ((),), *_good(key)[1:])),
-            "answer not a bool": marshal.dumps((key, {}, {answer: 1})),
-            "answers not a dict": marshal.dumps((key, {}, [answer])),
+            "answers not packed": marshal.dumps((key, {}, {bucket: probecache.pack(HCR_AT_1)[:-1]})),
+            "answers not bytes": marshal.dumps((key, {}, {bucket: [True]})),
+            "answers of other words": marshal.dumps((key, {}, {bucket: others})),
+            "buckets not a dict": marshal.dumps((key, {}, [bucket])),
             "ids of a string": marshal.dumps((key, {"max": {**ids, "pfr0": "0"}}, {})),
             "ids missing one": marshal.dumps((key, {"max": {k: v for k, v in ids.items() if k != "midr"}}, {})),
             "ids too wide": marshal.dumps((key, {"max": {**ids, "pfr0": 1 << 64}}, {})),
@@ -144,8 +174,9 @@ def clear_after():
     probe_undefined.cache_clear()
 
 
-BAD = ["garbage", "truncated", "empty", "not a tuple", "other key", "answer not a bool", "answers not a dict",
-       "ids of a string", "ids missing one", "ids too wide", "ids not a dict"]
+BAD = ["garbage", "truncated", "empty", "not a tuple", "other key", "answers not packed", "answers not bytes",
+       "answers of other words", "buckets not a dict", "ids of a string", "ids missing one", "ids too wide",
+       "ids not a dict"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -161,6 +192,7 @@ def test_a_bad_file_falls_back_to_probing(tmp_path, monkeypatch, clear_after, ca
     assert features("max") == cpu.decode_features("max", read_ids("max"))
     assert probe_undefined("max", 1, word, 1) is fresh_probe("max", 1, word, 1) is True
     assert probe_undefined("max", 1, word, 2) is fresh_probe("max", 1, word, 2) is False
+    disk.flush()
     again = ProbeCache(tmp_path, key, ID_REGS)                            # rewritten whole by the fallback
     assert again.model_ids("max") == read_ids("max") and again.answer(("max", 1, word, 2, False)) is False
 
@@ -172,7 +204,8 @@ def test_the_good_file_is_used(tmp_path, monkeypatch, clear_after):
     disk = ProbeCache(tmp_path, key, ID_REGS)
     disk.path.parent.mkdir(parents=True)
     planted = {**read_ids("max"), "midr": 0x1234}
-    disk.path.write_bytes(marshal.dumps((key, {"max": planted}, {("max", 1, mrs_word(HCR_EL2), 2, False): True})))
+    wrong = probecache.pack({(mrs_word(HCR_EL2), 2): True})
+    disk.path.write_bytes(marshal.dumps((key, {"max": planted}, {("max", 1, False): wrong})))
     _use_cache(monkeypatch, disk)
     assert features("max").id("midr") == 0x1234 and probe_undefined("max", 1, mrs_word(HCR_EL2), 2) is True
 
@@ -206,7 +239,7 @@ def test_unknown_models_still_fail_with_a_file_that_names_them(tmp_path, monkeyp
     key = _key()
     disk = ProbeCache(tmp_path, key, ID_REGS)
     disk.path.parent.mkdir(parents=True)
-    disk.path.write_bytes(marshal.dumps((key, {"zz": read_ids("max")}, {("zz", 1, 1, 1, False): True})))
+    disk.path.write_bytes(marshal.dumps((key, {"zz": read_ids("max")}, {("zz", 1, False): probecache.pack({(1, 1): True})})))
     _use_cache(monkeypatch, disk)
     with pytest.raises(ValueError, match="unknown CPU model"):
         features("zz")
@@ -219,7 +252,7 @@ def test_the_key_follows_the_librarys_stat_the_code_and_the_other_inputs(tmp_pat
     src.write_text("one")
     base = cache_key((str(src),), ())
     assert base is not None and base == cache_key((str(src),), ())
-    lib = base[1][0][0]
+    lib = base[2][0][0]
     real = probecache.file_identity
 
     def touched(path):
