@@ -180,7 +180,11 @@ def probe_cache() -> ProbeCache:
     """This process's disk cache of `features` and `probe_undefined` (harness/probecache.py), keyed on this
     file's source and the PMU counter counts `reset_controls` writes besides the Unicorn build: read once."""
     extra = tuple(sorted((m, c.counters) for m, c in PMU_CONFIGS.items()))
-    return ProbeCache(cache_dir(), cache_key((__file__,), extra), ID_REGS)
+    try:
+        directory = cache_dir()
+    except (RuntimeError, KeyError, OSError):          # no home directory to name: probe, keep nothing
+        directory = None
+    return ProbeCache(directory, cache_key((__file__,), extra), ID_REGS)
 
 
 def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
