@@ -1,27 +1,26 @@
 """Unicorn's answers to harness/cpu.py's scratch-CPU questions, kept on disk between runs (start-up of `run`).
 
-`cpu.features(model)` reads a model's ID registers from a scratch Unicorn (~1.5 ms) and `cpu.probe_undefined`
-runs instructions on a scratch CPU (~1 ms to make it, ~0.05-0.1 ms a probe). Both answers are a pure function of
-the Unicorn build, the CPU model, the probe's arguments and the probe code, so they are kept in
-`<cache dir>/probes/unicorn-<digest>.marshal` (harness/locations.py `cache_dir`: `$SMMU_HARNESS_CACHE`, a
-checkout's `.guest-cache/`, else the user's cache directory). The key (`cache_key`) is the libunicorn the binding
-loaded (its path, size and st_mtime_ns: not a hash of its 24 MB), `unicorn.__version__`, the binding module's
-path, size and st_mtime_ns (these name the file: one per Unicorn build), a SHA-256 of the probe code's source and
-what else its answers read (harness/cpu.py passes its own source and the PMU counter counts its reset state
-writes; a file of other code is overwritten at the next new answer). Inside, `ids` maps a model to its ID
-register values and `answers` maps (model, start EL, permissive) to probe_undefined's answers there, packed
-as sorted native uint64s `word << 3 | EL << 1 | undefined` (`pack`): a lookup bisects a memoryview of them, so
-reading a file of thousands of answers (random-instruction guests probe many words) costs no decoding.
+`cpu.features(model)` reads a model's ID registers from a scratch Unicorn and `cpu.probe_undefined` runs
+instructions on another (~0.8 ms to make one, mostly `uc_init`; ~0.05-0.1 ms a probe). Both answers are a pure
+function of the Unicorn build, the CPU model, the probe's arguments and the probe code, so they are kept in
+`<cache dir>/probes/unicorn-<digest>.marshal` (harness/locations.py `cache_dir`: `$SMMU_HARNESS_CACHE`, a checkout's
+`.guest-cache/`, else the user's cache directory). The key (`cache_key`) is the libunicorn the binding loaded (its
+path, size and st_mtime_ns: not a hash of its 24 MB), `unicorn.__version__`, the binding module's path, size and
+st_mtime_ns (these name the file: one per Unicorn build), a SHA-256 of the probe code's source and what else its
+answers read (harness/cpu.py passes its own source and the PMU counter counts its reset state writes; a file of
+other code is overwritten at the next new answer). Inside, `ids` maps a model to its ID register values and
+`buckets` maps (model, start EL, permissive) to probe_undefined's answers there, packed as sorted native uint64s
+`word << 3 | EL << 1 | undefined` (`pack`): a lookup bisects a memoryview of them, so reading a file of thousands
+of answers (random-instruction guests probe many words) costs no decoding.
 
-The file is read once per process. A process's new answers are written when their count reaches 1, 2, 4, 8, ...
-(a forked worker, which runs no atexit handler, keeps at least half of them; a cold hello writes at once) and
-the rest at exit: merged with the file as it is then, written to a new temporary file in the same directory and
-renamed over it (`os.replace`), so concurrent runs lose at most each other's newest answers, never the file;
-past MAX_ANSWERS the file's older answers are dropped. marshal, not json or pickle: a run of hello imports
-neither (tests/harness/test_startup_imports.py). A file that is unreadable, truncated, corrupt, of another key or
-holding a value of the wrong type, and a cache directory that cannot be written, mean probing as without the
-cache: never an error, and never an answer for another question (every value is type-checked where it is used,
-a packed answer must carry the word and EL asked).
+The file is read once per process. A process's new answers are written when their count reaches 1, 2, 4, 8, ... (a
+forked worker, which runs no atexit handler, keeps at least half of them) and the rest at exit: merged with the
+file as it is then, written to a new temporary file in the same directory and renamed over it (`os.replace`), so
+concurrent runs lose at most each other's newest answers, never the file; past MAX_ANSWERS the file's older answers
+are dropped. marshal, not json or pickle: a run of hello imports neither (tests/harness/test_startup_imports.py). A
+file that is unreadable, truncated, corrupt, of another key or holding a value of the wrong type, and a cache
+directory that cannot be written, mean probing as without the cache: never an error, and never an answer for
+another question (every value is type-checked where it is used, a packed answer must carry the word and EL asked).
 """
 from __future__ import annotations
 

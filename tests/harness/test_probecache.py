@@ -149,7 +149,8 @@ def _bad_files(key: tuple) -> dict[str, bytes]:
     bucket = ("max", 1, False)
     others = probecache.pack({(mrs_word(HCR_EL2) + 1, 2): True, (mrs_word(HCR_EL2), 3): True})
     return {"garbage": b"\x00not marshal\xff" * 3, "truncated": good[:len(good) // 2], "empty": b"",
-            "not a tuple": marshal.dumps([key, {}, {}]), "other key": marshal.dumps((key[:-1] + ((),), *_good(key)[1:])),
+            "not a tuple": marshal.dumps([key, {}, {}]),
+            "other key": marshal.dumps((key[:-1] + ((),), *_good(key)[1:])),
             "answers not packed": marshal.dumps((key, {}, {bucket: probecache.pack(HCR_AT_1)[:-1]})),
             "answers not bytes": marshal.dumps((key, {}, {bucket: [True]})),
             "answers of other words": marshal.dumps((key, {}, {bucket: others})),
@@ -239,7 +240,8 @@ def test_unknown_models_still_fail_with_a_file_that_names_them(tmp_path, monkeyp
     key = _key()
     disk = ProbeCache(tmp_path, key, ID_REGS)
     disk.path.parent.mkdir(parents=True)
-    disk.path.write_bytes(marshal.dumps((key, {"zz": read_ids("max")}, {("zz", 1, False): probecache.pack({(1, 1): True})})))
+    answers = {("zz", 1, False): probecache.pack({(1, 1): True})}
+    disk.path.write_bytes(marshal.dumps((key, {"zz": read_ids("max")}, answers)))
     _use_cache(monkeypatch, disk)
     with pytest.raises(ValueError, match="unknown CPU model"):
         features("zz")
