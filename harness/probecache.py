@@ -102,6 +102,10 @@ def _unpack(blob: object) -> dict[tuple[int, int], bool]:
     return {} if packed is None else {(e >> 3, (e >> 1) & 3): bool(e & 1) for e in packed.tolist()}
 
 
+def _packable(word: object, el: object) -> bool:
+    return type(word) is int and type(el) is int and 0 <= word < _U32 and 0 <= el < 4
+
+
 def _entries(blob: object) -> memoryview | None:
     """The packed answers of a bucket, None if `blob` is not a whole number of uint64s."""
     if type(blob) is not bytes or len(blob) % 8:
@@ -132,13 +136,15 @@ class ProbeCache:
 
     def answer(self, key: tuple) -> bool | None:
         """The stored answer to (model, start EL, word, EL, permissive), None if there is none."""
-        self._load()
         bucket, word, el = (key[0], key[1], key[4]), key[2], key[3]
+        if not _packable(word, el):
+            return None
+        self._load()
         mine = self.learned[1].get(bucket)
         if mine and (word, el) in mine:
             return mine[word, el]
         view = self._view(bucket)
-        if view is None or not (0 <= word < _U32 and 0 <= el < 4):
+        if view is None:
             return None
         target = word << 3 | el << 1
         i = bisect_left(view, target)
@@ -157,7 +163,7 @@ class ProbeCache:
     def add_answer(self, key: tuple, value: bool) -> None:
         """Keep an answer (module docstring: written at the 1st, 2nd, 4th, ... new one, the rest at exit)."""
         word, el = key[2], key[3]
-        if type(word) is not int or type(el) is not int or not (0 <= word < _U32 and 0 <= el < 4):
+        if not _packable(word, el):
             return
         self._load()
         self.learned[1].setdefault((key[0], key[1], key[4]), {})[word, el] = bool(value)

@@ -277,3 +277,11 @@ def test_no_disk_cache_when_the_library_has_no_path(monkeypatch, tmp_path):
     disk = ProbeCache(tmp_path, None, ID_REGS)
     disk.add_answer(("max", 1, 1, 1, False), True)
     assert disk.path is None and list(tmp_path.iterdir()) == []
+
+
+def test_words_that_cannot_be_packed_are_neither_kept_nor_looked_up(tmp_path):
+    disk = ProbeCache(tmp_path, _key(), ID_REGS)
+    for word, el in ((1 << 32, 1), (-1, 1), (1, 4), (1.0, 1), (True, 1)):
+        disk.add_answer(("max", 1, word, el, False), True)
+        assert disk.answer(("max", 1, word, el, False)) is None
+    assert disk.count == 0 and not (tmp_path / "probes").exists()
