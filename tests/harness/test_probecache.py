@@ -285,3 +285,36 @@ def test_words_that_cannot_be_packed_are_neither_kept_nor_looked_up(tmp_path):
         disk.add_answer(("max", 1, word, el, False), True)
         assert disk.answer(("max", 1, word, el, False)) is None
     assert disk.count == 0 and not (tmp_path / "probes").exists()
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from harness import cpu
+from harness.probecache import ProbeCache, cache_key
+base = int(sys.argv[2])
+disk = ProbeCache(Path(sys.argv[1]), cache_key((cpu.__file__,), (("max", 6),)), cpu.ID_REGS)
+for i in range(150):
+    disk.add_answer(("max", 1, base + i, 0, False), i % 3 == 0)
+    disk.flush()                                   # a write each time: as many races as possible
+    assert disk.answer(("max", 1, base + i, 0, False)) is (i % 3 == 0) and disk.writable
+"""
+
+
+def test_concurrent_writers_never_leave_a_bad_file(tmp_path):
+    """Two processes adding answers to one file at once (the suites' 2 workers): every write replaces the file
+    whole, so it always loads; the last writer's answers are all there (the other's newest may be lost, never
+    the file); no temporary file is left."""
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(base)], cwd=ROOT)
+             for base in (0, 1000)]
+    reads = []
+    while any(p.poll() is None for p in procs):
+        f = next((tmp_path / "probes").glob("*.marshal"), None)
+        if f is not None:
+            data = marshal.loads(f.read_bytes())
+            reads.append(data[0] == _key() and type(data[2][("max", 1, False)]) is bytes)
+    assert [p.wait() for p in procs] == [0, 0] and reads and all(reads)
+    final = ProbeCache(tmp_path, _key(), ID_REGS)
+    have = [[final.answer(("max", 1, base + i, 0, False)) for i in range(150)] for base in (0, 1000)]
+    assert [i % 3 == 0 for i in range(150)] in have
+    assert [p.name for p in (tmp_path / "probes").iterdir()] == [final.path.name]
