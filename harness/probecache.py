@@ -1,7 +1,7 @@
 """Unicorn's answers to harness/cpu.py's scratch-CPU questions, kept on disk between runs (start-up of `run`).
 
 `cpu.features(model)` reads a model's ID registers from a scratch Unicorn and `cpu.probe_undefined` runs
-instructions on another (~0.8 ms to make one, mostly `uc_init`; ~0.05-0.1 ms a probe). Both answers are a pure
+instructions on another (~1 ms to make one, mostly `uc_init`; ~0.05-0.1 ms a probe). Both answers are a pure
 function of the Unicorn build, the CPU model, the probe's arguments and the probe code, so they are kept in
 `<cache dir>/probes/unicorn-<digest>.marshal` (harness/locations.py `cache_dir`: `$SMMU_HARNESS_CACHE`, a checkout's
 `.guest-cache/`, else the user's cache directory). The key (`cache_key`) is the libunicorn the binding loaded (its
