@@ -78,6 +78,10 @@ class CompactWriter:
             return self._render_mixed(data, write)
         return self._render(packed, write)
 
+    def render_packed(self, data: array, write: Callable[[Any], Any]) -> int:
+        """`render` of records already packed as int64s (`array("q")`)."""
+        return self._render(data, write)
+
     def _render(self, data: array, write: Callable[[Any], Any]) -> int:
         addr, n = data.buffer_info()
         index_addr, ntpl = self.index.buffer_info()
