@@ -17,6 +17,7 @@ from harness.cli import main
 from harness.trace import compact
 from harness.trace.catalog import load_all
 from harness.trace.sinks import JsonlSink, TextSink
+from harness.trap import NATIVE_RECORDS
 
 from trap_paths import PATHS, native_expected, use_path
 
@@ -128,32 +129,48 @@ def test_budget_mid_loop_same_trace_on_both_paths(fmt, tmp_path, monkeypatch, ca
         assert seqs == list(range(1, len(seqs) + 1))
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_interrupt_keeps_the_trace_so_far(path, tmp_path, monkeypatch, capsys):
-    """Ctrl-C in the middle of the loop (raised at the 3000th DVM Sync): exit 130 and a trace of whole lines,
-    valid JSON, seq without gaps, up to the interrupted iteration."""
+def _interrupted_trace(path: Path, at: int, monkeypatch, capsys) -> str:
+    """The bench loop's jsonl trace when Ctrl-C comes at its `at`th DVM Sync (exit 130); the native path hands
+    the Syncs of a batch to the receivers at once (`Interconnect.sync_repeat`): there it comes then."""
     from devmodel.dvm import Interconnect
 
-    use_path(monkeypatch, path)
     calls = []
-    orig = Interconnect.sync
+    orig, orig_repeat = Interconnect.sync, Interconnect.sync_repeat
 
     def sync(self, source, trace=True):
         calls.append(1)
-        if len(calls) == 3000:
+        if len(calls) == at:
             raise KeyboardInterrupt
         return orig(self, source, trace)
 
+    def sync_repeat(self, source, n):
+        calls.extend([1] * n)
+        if len(calls) >= at:
+            raise KeyboardInterrupt
+        return orig_repeat(self, source, n)
+
     monkeypatch.setattr(Interconnect, "sync", sync)
-    f = tmp_path / "t.jsonl"
-    assert main(["run", _loop_elf(), "--cpus", "2", "--trace", str(f), "--trace-events", "tlbi*,dvm*"]) == 130
+    monkeypatch.setattr(Interconnect, "sync_repeat", sync_repeat)
+    capsys.readouterr()
+    assert main(["run", _loop_elf(), "--cpus", "2", "--trace", str(path), "--trace-events", "tlbi*,dvm*"]) == 130
     assert "interrupted" in capsys.readouterr().err
-    text = f.read_text()
+    return path.read_text()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_interrupt_keeps_the_trace_so_far(path, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the middle of the loop (at the 3000th DVM Sync): exit 130 and a trace of whole lines, valid
+    JSON, seq without gaps, up to the interrupted iteration (native: the end of its batch, whose records are in
+    the log before the receivers get them), the bytes of a run interrupted later up to there."""
+    use_path(monkeypatch, path)
+    later = _interrupted_trace(tmp_path / "later.jsonl", 3000 + NATIVE_RECORDS, monkeypatch, capsys)
+    text = _interrupted_trace(tmp_path / "t.jsonl", 3000, monkeypatch, capsys)
     assert text.endswith("\n")
     recs = [json.loads(x) for x in text.splitlines()]
     assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
-    assert 4 * 2999 <= len(recs) <= 4 * 3000
+    assert 4 * 2999 <= len(recs) <= 4 * (3000 if path == "python" else 3000 + NATIVE_RECORDS // 2)
     assert [r["event"] for r in recs[:4]] == ["tlbi_trap", "dvm_tlbi", "tlbi_dsb", "dvm_sync"]
+    assert len(later) > len(text) and later.startswith(text)
 
 
 def test_group_takes_its_members_values():
@@ -190,3 +207,111 @@ def test_records_after_close_are_dropped(lib, tmp_path):
         tr.emit_payload(p, 3 + i)
     assert not sink.compact.data
     assert (tmp_path / "t.jsonl").read_text().count("\n") == 2
+
+
+# --- compact records made in C (harness/trap.py `_deliver_cx`, tlbi_trap.c `tt_cx_run`) ---------------------
+
+def _mixed_code(rounds: int, times: int) -> bytes:
+    """Two loops of `rounds` rounds of TLBIs and DSBs, run `times` times each: broadcast ones (VAE1IS with three
+    Xt values, VMALLE1IS) and the Outer Shareable form Unicorn lacks (the hook flushes the TLB itself); the
+    second loop adds a local TLBI and a DSB NSH (traced by Python in the middle of a C batch). Then SYSTEM_OFF."""
+    from devmodel.tlbi import encoding, sys_word
+
+    mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
+    words = mov(1, 0x40080) + mov(2, 0x2A0000) + mov(3, 0x7)
+    dsb_ish, dsb_nsh = 0xD5033B9F, 0xD503379F
+    for local in (False, True):
+        words += mov(4, times)
+        loop = len(words)
+        for i in range(rounds):
+            words.append(sys_word(*encoding("VAE1IS"), rt=1 + i % 3))
+            if i % 5 == 0:
+                words.append(sys_word(*encoding("VAE1OS"), rt=2))
+            if local and i % 7 == 0:
+                words += [sys_word(*encoding("VAE1"), rt=1), dsb_nsh]
+            if i % 11 == 0:
+                words.append(sys_word(*encoding("VMALLE1IS"), rt=31))
+            words.append(dsb_ish)
+        words.append(0xF1000484)                              # subs x4, x4, #1
+        words.append(0x54000001 | (((loop - len(words)) & 0x7FFFF) << 5))    # b.ne loop
+    words += mov(0, 0x84000008) + [0xD4000002]                # PSCI SYSTEM_OFF by HVC #0
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def _run_mixed(tmp_path: Path, tag: str, fmt: str) -> tuple[bytes, tuple]:
+    """The mixed code on a 3-vCPU VM traced to a file of the sink's own: (the file, every DVM counter)."""
+    from devmodel.trace import Tracer as _Tracer
+    from harness.machine import Machine
+    from harness.trap import TlbiTrap
+
+    m = Machine(tracer=_Tracer(events="tlbi*,dvm*"), console=lambda vm, d, s: None)
+    trap = TlbiTrap(m.interconnect, m.tracer)
+    m.add_plugin(trap)
+    f = tmp_path / f"{tag}.{fmt}"
+    sink = (JsonlSink if fmt == "jsonl" else TextSink)(f, where=trap.where)
+    m.tracer.add_sink(sink)
+    vm = m.add_vm(ncpus=3, vmid=5)
+    vm.load_code(0x4008_0000, _mixed_code(12, 300))
+    out = m.run(max_insns=200_000)
+    sink.close()
+    assert out.exit_code == 0, out.message
+    ic = m.interconnect
+    parts = tuple((c.part.received, c.part.flushes, c.part.dirty, c.vcpu.tlb_flushes, c.traps, c.pending)
+                  for c in trap.cpus)
+    return f.read_bytes(), (ic.tlbis, ic.syncs, ic.msgs, m.tracer.seq, parts)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_c_records_are_the_python_loops(fmt, tmp_path, monkeypatch):
+    """Batches of TLBIs and DSBs with Python-traced records among them: the records C makes (and the receivers
+    handed each plan's count at once) give the bytes and every counter of the Python loop over the same native
+    records, and of the pure-Python trap."""
+    from devmodel.dvm import Interconnect
+    from harness.trap import VcpuParticipant
+
+    repeats = []
+    orig = Interconnect.tlbi_repeat
+    monkeypatch.setattr(Interconnect, "tlbi_repeat",
+                        lambda self, op, src, n: repeats.append(n) or orig(self, op, src, n))
+    got = {}
+    for tag in ("cx", "loop", "python"):
+        use_path(monkeypatch, "python" if tag == "python" else "native")
+        monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", tag == "cx")
+        before = len(repeats)
+        got[tag] = _run_mixed(tmp_path, tag, fmt)
+        assert (len(repeats) > before) is (tag == "cx")      # the C records ran, and only there
+    assert max(repeats) > 100                                 # a plan met many times in one batch
+    text, counters = got["cx"]
+    assert text.count(b"\n") > 10_000 and counters[0] > 3000
+    assert got["loop"] == got["cx"] and got["python"] == got["cx"]
+
+
+@pytest.mark.parametrize("lazy, running, vmid", [(True, False, 5), (False, True, 5), (True, True, 5),
+                                                 (False, True, 6)])
+def test_repeat_is_n_deliveries(lazy, running, vmid):
+    """`Interconnect.tlbi_repeat`/`sync_repeat` to vCPU receivers (lazy or flushing at once, of the op's VMID or
+    not): the counters and receiver state of `n` separate deliveries."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+
+    from devmodel.dvm import Interconnect
+    from devmodel.tlbi import decode
+    from devmodel.tlbi_types import DecodeContext
+    from harness.trap import VcpuParticipant
+
+    op = decode(0, 8, 3, 1, 0x2A00000040080, DecodeContext(el=1, vmid=5))       # TLBI VAE1IS
+    state = []
+    for repeat in (False, True):
+        ic = Interconnect()
+        parts = [VcpuParticipant(Uc(UC_ARCH_ARM64, UC_MODE_ARM), i, lambda: vmid, lazy=lazy) for i in range(3)]
+        for p in parts:
+            p.running = running
+            ic.attach(p)
+        if repeat:
+            ic.tlbi_repeat(op, parts[0], 7)
+            ic.sync_repeat(parts[0], 7)
+        else:
+            for _ in range(7):
+                ic.tlbi(op, parts[0], trace=False)
+                ic.sync(parts[0], trace=False)
+        state.append((ic.tlbis, ic.syncs, ic.msgs, [(p.received, p.flushes, p.dirty) for p in parts]))
+    assert state[0] == state[1] and state[0][2] == 7 * 3
