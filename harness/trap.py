@@ -802,7 +802,7 @@ class TlbiTrap:
                 cpu.cx.clear()
             cpu.plans_for = now
         at = 0
-        if ic.receivers_say(cpu.part, "dvm_repeatable"):
+        if ic.quiet(cpu.part) and ic.receivers_say(cpu.part, "dvm_repeatable"):
             at = self._deliver_cx(cpu, data, vm)
         if at * native.RECORD_SIZE < len(data):
             self._compact_loop(cpu, data, vm, at * native.RECORD_SIZE)
@@ -873,9 +873,10 @@ class TlbiTrap:
             if why == native.TT_CX_UNKNOWN:
                 self._cx_plan(cpu, cx, data[at * native.RECORD_SIZE:(at + 1) * native.RECORD_SIZE], vm)
             elif why == native.TT_CX_PYTHON:
-                what, tlbi, emulated = cx.plans[st[native.TT_CX_PLAN]]
-                cpu.traps += tlbi
-                self._traced_record(cpu, data[at * native.RECORD_SIZE:(at + 1) * native.RECORD_SIZE], what)
+                raw = data[at * native.RECORD_SIZE:(at + 1) * native.RECORD_SIZE]
+                what, _kind, emulated = cx.plans[st[native.TT_CX_PLAN]]
+                cpu.traps += raw[16] == native.TT_REC_TLBI        # info's low byte: the record kind
+                self._traced_record(cpu, raw, what)
                 if emulated:
                     cpu.part.count_flush()
                 at += 1
@@ -893,26 +894,50 @@ class TlbiTrap:
         k = self.native_lib.tt_cx_counts(cx.ptr, cx.pairs_addr, cx.cap)
         pairs, plans = cx.pairs, cx.plans
         for i in range(0, 2 * k, 2):
-            what, tlbi, emulated = plans[pairs[i]]
+            what, kind, emulated = plans[pairs[i]]
             count = pairs[i + 1]
-            if tlbi:
+            if kind == 1:
                 ic.tlbi_repeat(what, part, count)
-            else:
+            elif kind == 2:
                 ic.sync_repeat(part, count)
             if emulated:
                 part.count_flush(count)       # the hook flushed the TLB itself (a TLBI Unicorn lacks)
 
     def _cx_plan(self, cpu: _Cpu, cx: "_Cx", raw: bytes, vm: int) -> None:
-        """The C plan of record `raw` (`_compact_plan`'s, with the messages it sends)."""
-        what, _vm, gid, n, msgs, tlbi, emulated = self._compact_plan(cpu, raw, vm)
-        adv = sum(p is not cpu.part for p in self.interconnect.participants) if tlbi else 1
+        """The C plan of record `raw`: the records the traced steps emit for it, as one group (with quiet
+        receivers they are contiguous: `_tlbi_plan`, `_dsb_plan`; a local TLBI or a DSB that sends no Sync
+        emits its own event alone), the messages it sends, how it moves `pending`. Python's traced steps take
+        it when the log cannot hold the group."""
         pc, xt, info = _RECORDS.unpack(raw)
-        args = (pc, xt, info, -1 if gid is None else gid, vm, n, msgs, adv, native.TT_PLAN_TLBI if tlbi else 0)
+        if info & 0xFF == native.TT_REC_TLBI:
+            what = self._replay_decode(cpu, info, xt, vm)
+            _op, _en, _gen, alone, group, nmsg = self._tlbi_plan(cpu, pc, (info >> 8) & 3, what)
+            sends = what.broadcast
+            adv = sum(p is not cpu.part for p in self.interconnect.participants) if sends else 0
+            flags = native.TT_PLAN_TLBI | (native.TT_PLAN_SETS if sends else 0)
+        else:
+            what = _DSB_OF_INFO[info]
+            _en, _gen, alone, group, nmsg = self._dsb_plan(cpu, pc, *what)
+            sends = what[2]
+            adv, flags = (1, native.TT_PLAN_CLEARS) if sends else (0, 0)
+        if not sends:
+            group, nmsg = (PayloadGroup([alone]) if alone is not None else None), 0
+        gid = -1                                  # nothing of it is traced
+        if group is not None:
+            self.where_now = (cpu.index, pc)
+            try:
+                got = self.tracer.compact_id(group)
+            finally:
+                self.where_now = None
+            gid, flags = (-1, flags | native.TT_PLAN_PYTHON) if got is None else (got, flags)
+        nseq = len(group.members) if group is not None else 0
+        args = (pc, xt, info, gid, vm, nseq, int(nmsg), adv, flags)
         idx = self.native_lib.tt_cx_add(cx.ptr, *args)
         if idx < 0:                               # the table is full (its counts were handed over)
             cx.clear()
             idx = self.native_lib.tt_cx_add(cx.ptr, *args)
-        cx.plans[idx:idx + 1] = [(what, int(tlbi), emulated)]
+        kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
+        cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]
 
     def _new_cx(self, cpu: _Cpu) -> "_Cx":
         cpu.cx = _Cx(self.native_lib)

@@ -45,7 +45,7 @@ TT_ENCODINGS = 2048
 TT_CX_SEQ, TT_CX_MSGS, TT_CX_TS, TT_CX_PENDING, TT_CX_TRAPS, TT_CX_OUT, TT_CX_WHY, TT_CX_VM, TT_CX_PLAN = range(9)
 TT_CX_STATE = 9                    # int64s of tt_cx_run's state
 TT_CX_DONE, TT_CX_UNKNOWN, TT_CX_PYTHON, TT_CX_FULL = 0, 1, 2, 3
-TT_PLAN_TLBI = 1
+TT_PLAN_TLBI, TT_PLAN_SETS, TT_PLAN_CLEARS, TT_PLAN_PYTHON = 1, 2, 4, 8
 
 
 class TtRecord(ctypes.Structure):

@@ -403,23 +403,27 @@ long tt_render(const int64_t *log, long n, const int64_t *index, long ntpl, cons
 }
 
 /*
- * Compact trace records straight from the trap's records (harness/trap.py `_deliver_compact`), for a vCPU whose
- * DVM receivers are all quiet and repeatable (devmodel/dvm.py): Python makes a plan once per raw record - the
- * compact template number of its group (`gid`), the group's records (`nseq`), the message numbers it shows
- * (`nmsg`) and the messages it sends (`adv`) - and `tt_cx_run` writes, for every record of a batch, the
- * `gid, seq, ts, the other members' seqs, message numbers` that the Python loop appended, counting how often
- * each plan was met. Python then hands each plan's count to the receivers at once (`Interconnect.tlbi_repeat`,
- * `sync_repeat`). It stops at a record it has no plan for (or one made for another VMID), at one whose plan
- * says Python traces it (gid < 0), and when `out` is full; `st` carries the trace and trap state in and out.
+ * Compact trace records straight from the trap's records (harness/trap.py `_deliver_cx`), for a vCPU whose DVM
+ * receivers are all quiet and repeatable (devmodel/dvm.py): Python makes a plan once per raw record - the
+ * compact template number of the records its traced steps emit (`gid`, a group), the group's records (`nseq`),
+ * the message numbers it shows (`nmsg`), the messages it sends (`adv`), how it moves `pending` - and
+ * `tt_cx_run` writes, for every record of a batch, the `gid, seq, ts, the other members' seqs, message numbers`
+ * the Python loop appended, counting how often each plan was met. Python then hands each plan's count to the
+ * receivers at once (`Interconnect.tlbi_repeat`, `sync_repeat`). It stops at a record it has no plan for (or
+ * one made for another VMID), at one whose plan says Python traces it (TT_PLAN_PYTHON), and when `out` is full;
+ * `st` carries the trace and trap state in and out.
  */
 enum { TT_CX_SEQ, TT_CX_MSGS, TT_CX_TS, TT_CX_PENDING, TT_CX_TRAPS, TT_CX_OUT, TT_CX_WHY, TT_CX_VM, TT_CX_PLAN,
        TT_CX_STATE };
 enum { TT_CX_DONE = 0, TT_CX_UNKNOWN = 1, TT_CX_PYTHON = 2, TT_CX_FULL = 3 };   /* st[TT_CX_WHY] */
-#define TT_PLAN_TLBI 1u               /* the record is a TLBI (else a DSB) */
+#define TT_PLAN_TLBI 1u               /* the record is a TLBI (counted in st[TT_CX_TRAPS]) */
+#define TT_PLAN_SETS 2u               /* it sets `pending` (a broadcast TLBI) */
+#define TT_PLAN_CLEARS 4u             /* it clears `pending` (a DSB that sends the DVM Sync) */
+#define TT_PLAN_PYTHON 8u             /* Python's traced steps take it */
 
 typedef struct {
     uint64_t pc, xt, info;            /* the raw record: the key */
-    int64_t gid;                      /* < 0: Python's traced steps */
+    int64_t gid;                      /* < 0: no trace record (no event of it enabled) */
     int64_t vm;                       /* the VMID the plan was made for */
     uint32_t nseq, nmsg, adv, flags;
     uint64_t count;                   /* times met since the last tt_cx_counts */
@@ -532,10 +536,10 @@ long tt_cx_run(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, int64
     int64_t pending = st[TT_CX_PENDING], traps = st[TT_CX_TRAPS], used = st[TT_CX_OUT], why = TT_CX_DONE;
     for (; i < n; i++) {
         const tt_rec *r = &recs[i];
-        uint32_t s, k, tlbi = (r->info & 0xFF) == TT_REC_TLBI;
+        uint32_t s, k;
         tt_plan *p;
         int64_t *o;
-        if (!tlbi && !pending)
+        if ((r->info & 0xFF) != TT_REC_TLBI && !pending)
             continue;                 /* a DSB with no broadcast TLBI before it: completes nothing */
         s = *tt_cx_find(cx, r->pc, r->xt, r->info);
         if (!s || cx->plan[s - 1].vm != vm) {
@@ -543,28 +547,33 @@ long tt_cx_run(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, int64
             break;
         }
         p = &cx->plan[s - 1];
-        if (p->gid < 0) {
+        if (p->flags & TT_PLAN_PYTHON) {
             why = TT_CX_PYTHON;
             st[TT_CX_PLAN] = s - 1;
             break;
         }
-        if (used + 2 + p->nseq + p->nmsg > cap) {
-            why = TT_CX_FULL;
-            break;
+        if (p->gid >= 0) {
+            if (used + 2 + p->nseq + p->nmsg > cap) {
+                why = TT_CX_FULL;
+                break;
+            }
+            o = out + used;
+            *o++ = p->gid;
+            *o++ = seq + 1;
+            *o++ = ts;
+            for (k = 2; k <= p->nseq; k++)
+                *o++ = seq + k;
+            for (k = 1; k <= p->nmsg; k++)
+                *o++ = msgs + k;
+            used = o - out;
+            seq += p->nseq;
         }
-        o = out + used;
-        *o++ = p->gid;
-        *o++ = seq + 1;
-        *o++ = ts;
-        for (k = 2; k <= p->nseq; k++)
-            *o++ = seq + k;
-        for (k = 1; k <= p->nmsg; k++)
-            *o++ = msgs + k;
-        used = o - out;
-        seq += p->nseq;
         msgs += p->adv;
-        pending = tlbi;
-        traps += tlbi;
+        if (p->flags & TT_PLAN_SETS)
+            pending = 1;
+        if (p->flags & TT_PLAN_CLEARS)
+            pending = 0;
+        traps += (p->flags & TT_PLAN_TLBI) != 0;
         if (p->count++ == 0)
             cx->touched[cx->ntouched++] = s - 1;
     }

@@ -214,7 +214,8 @@ def test_records_after_close_are_dropped(lib, tmp_path):
 def _mixed_code(rounds: int, times: int) -> bytes:
     """Two loops of `rounds` rounds of TLBIs and DSBs, run `times` times each: broadcast ones (VAE1IS with three
     Xt values, VMALLE1IS) and the Outer Shareable form Unicorn lacks (the hook flushes the TLB itself); the
-    second loop adds a local TLBI and a DSB NSH (traced by Python in the middle of a C batch). Then SYSTEM_OFF."""
+    second loop adds local TLBIs (at EL1 with HCR_EL2.FB=0), a DSB NSH and a DSB ISH after a local TLBI alone
+    (neither sends a DVM Sync). Then SYSTEM_OFF."""
     from devmodel.tlbi import encoding, sys_word
 
     mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
@@ -232,6 +233,8 @@ def _mixed_code(rounds: int, times: int) -> bytes:
             if i % 11 == 0:
                 words.append(sys_word(*encoding("VMALLE1IS"), rt=31))
             words.append(dsb_ish)
+            if local and i % 7 == 3:
+                words += [sys_word(*encoding("VAE1"), rt=3), dsb_ish]     # completes nothing remote: no Sync
         words.append(0xF1000484)                              # subs x4, x4, #1
         words.append(0x54000001 | (((loop - len(words)) & 0x7FFFF) << 5))    # b.ne loop
     words += mov(0, 0x84000008) + [0xD4000002]                # PSCI SYSTEM_OFF by HVC #0
@@ -252,6 +255,8 @@ def _run_mixed(tmp_path: Path, tag: str, fmt: str) -> tuple[bytes, tuple]:
     m.tracer.add_sink(sink)
     vm = m.add_vm(ncpus=3, vmid=5)
     vm.load_code(0x4008_0000, _mixed_code(12, 300))
+    for v in vm.vcpus:
+        v.hcr_fb = False                                      # TLBI VAE1 stays local
     out = m.run(max_insns=200_000)
     sink.close()
     assert out.exit_code == 0, out.message
@@ -263,27 +268,36 @@ def _run_mixed(tmp_path: Path, tag: str, fmt: str) -> tuple[bytes, tuple]:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "text"])
 def test_c_records_are_the_python_loops(fmt, tmp_path, monkeypatch):
-    """Batches of TLBIs and DSBs with Python-traced records among them: the records C makes (and the receivers
-    handed each plan's count at once) give the bytes and every counter of the Python loop over the same native
-    records, and of the pure-Python trap."""
+    """Batches of TLBIs and DSBs, local ones among them: the records C makes (and the receivers handed each
+    plan's count at once) give the bytes and every counter of the Python loop over the same native records
+    (receivers not repeatable), and of the pure-Python trap; also when some plans go to Python's traced steps
+    in the middle of a C batch (here: the log is made to refuse a DSB NSH's record)."""
     from devmodel.dvm import Interconnect
-    from harness.trap import VcpuParticipant
+    from harness.trap import TlbiTrap, VcpuParticipant
 
-    repeats = []
-    orig = Interconnect.tlbi_repeat
+    repeats, traced = [], []
+    orig, orig_id, orig_traced = Interconnect.tlbi_repeat, Tracer.compact_id, TlbiTrap._traced_record
     monkeypatch.setattr(Interconnect, "tlbi_repeat",
                         lambda self, op, src, n: repeats.append(n) or orig(self, op, src, n))
+    monkeypatch.setattr(TlbiTrap, "_traced_record",
+                        lambda self, *a: traced.append(1) or orig_traced(self, *a))
     got = {}
-    for tag in ("cx", "loop", "python"):
+    for tag in ("cx", "cx+python", "loop", "python"):
         use_path(monkeypatch, "python" if tag == "python" else "native")
-        monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", tag == "cx")
-        before = len(repeats)
+        monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", tag.startswith("cx"))
+        refuse = tag == "cx+python"
+        monkeypatch.setattr(Tracer, "compact_id", lambda self, g: None if refuse and g.members[0].event == "tlbi_dsb"
+                            and len(g.members) == 1 else orig_id(self, g))
+        before, traced_before = len(repeats), len(traced)
         got[tag] = _run_mixed(tmp_path, tag, fmt)
-        assert (len(repeats) > before) is (tag == "cx")      # the C records ran, and only there
-    assert max(repeats) > 100                                 # a plan met many times in one batch
+        assert (len(repeats) > before) is tag.startswith("cx")       # the C records ran, and only there
+        if tag.startswith("cx"):
+            assert (len(traced) > traced_before) is refuse            # Python's steps in between, only there
+    assert max(repeats) > 100                                       # a plan met many times in one batch
     text, counters = got["cx"]
     assert text.count(b"\n") > 10_000 and counters[0] > 3000
-    assert got["loop"] == got["cx"] and got["python"] == got["cx"]
+    assert b'"op":"VAE1","xt":' in text and b'"domain":"NSH"' in text if fmt == "jsonl" else b"op=VAE1 " in text
+    assert got["cx+python"] == got["cx"] and got["loop"] == got["cx"] and got["python"] == got["cx"]
 
 
 @pytest.mark.parametrize("lazy, running, vmid", [(True, False, 5), (False, True, 5), (True, True, 5),
