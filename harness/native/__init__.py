@@ -214,7 +214,7 @@ def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     lib.tt_free.argtypes = (ctypes.c_void_p,)
     lib.tt_render.restype = ctypes.c_long                 # trace lines from compact records (trace/sinks.py)
     lib.tt_render.argtypes = (ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                              ctypes.c_char_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
+                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
     lib.tt_cx_new.restype = ctypes.c_void_p              # compact records from trap records (harness/trap.py)
     lib.tt_cx_new.argtypes = (ctypes.c_uint32,)
     lib.tt_cx_free.restype = lib.tt_cx_clear.restype = None

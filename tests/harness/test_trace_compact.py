@@ -93,6 +93,18 @@ def test_writer_text_of_hex_and_decimal_holes(lib):
                                                               for i, v in enumerate(vals))
 
 
+def test_templates_added_between_renders(lib):
+    """Templates keep coming after records were rendered (a guest invalidating page by page: one per new Xt):
+    the blob the C code read is released after each render, and every template's text stays right."""
+    w = compact.CompactWriter(lib)
+    got = []
+    for i in range(300):
+        tid = w.add([f"t{i}=", "\n"], [0], [i % 2 == 1], lambda s, t, v: "")
+        w.render([tid, 1, 0, i], lambda b: got.append(bytes(b)))    # (b is a view of the writer's buffer)
+    assert b"".join(got).decode() == "".join(f"t{i}={i:#x}\n" if i % 2 else f"t{i}={i}\n"
+                                                              for i in range(300))
+
+
 def test_unknown_template_number_is_an_error_not_a_crash(lib):
     w = compact.CompactWriter(lib)
     w.add(["a", "\n"], ["seq"], [], lambda s, t, v: "")
