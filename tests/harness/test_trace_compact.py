@@ -341,3 +341,41 @@ def test_repeat_is_n_deliveries(lazy, running, vmid):
                 ic.sync(parts[0], trace=False)
         state.append((ic.tlbis, ic.syncs, ic.msgs, [(p.received, p.flushes, p.dirty) for p in parts]))
     assert state[0] == state[1] and state[0][2] == 7 * 3
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_configure_drops_the_compact_plans(path, tmp_path, monkeypatch):
+    """HCR_EL2.FB changed between two deliveries of the same records (`_Cpu.configure`): the compact plans hold
+    decoded ops, so TLBI VAE1 at EL1 is traced as broadcast before and as local after, on both paths."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+    from unicorn.arm64_const import UC_ARM64_REG_X0
+
+    from devmodel.dvm import Interconnect
+    from devmodel.tlbi import encoding, sys_word
+    from harness.trap import TlbiTrap
+
+    use_path(monkeypatch, path)
+    tr = Tracer("tlbi_trap,tlbi_dsb,dvm*")
+    tr.clock = lambda: 0
+    trap = TlbiTrap(Interconnect(tr), tr, hcr_fb=True)
+    f = tmp_path / "t.jsonl"
+    tr.add_sink(JsonlSink(f, where=trap.where))
+    code = b"".join(w.to_bytes(4, "little") for w in [sys_word(*encoding("VAE1"), rt=0), 0xD5033B9F] * 3)
+    ucs = [Uc(UC_ARCH_ARM64, UC_MODE_ARM) for _ in range(2)]
+    for i, uc in enumerate(ucs):
+        uc.mem_map(0x4000_0000, 0x10000)
+        uc.mem_write(0x4000_0000, code)
+        uc.cpr_write(3, 6, 1, 1, 0, 0x500)                    # SCR_EL3 = RW | HCE
+        trap.add_cpu(uc, i, lambda: 5)
+    trap.install_barriers([(0x4000_0000, code)])
+    for run in range(3):                                      # the first one wires the compact log
+        if run == 2:
+            trap.cpu(0).configure(hcr_fb=False)
+        ucs[0].reg_write(UC_ARM64_REG_X0, 0x40080)
+        ucs[0].emu_start(0x4000_0000, 0x4000_0000 + len(code))
+        trap.deliver()
+    tr.close()
+    recs = [json.loads(x) for x in f.read_text().splitlines()]
+    traps = [r["broadcast"] for r in recs if r["event"] == "tlbi_trap"]
+    assert traps == [True] * 6 + [False] * 3
+    assert [r["event"] for r in recs].count("dvm_sync") == 6 and trap.interconnect.syncs == 6
