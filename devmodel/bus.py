@@ -14,8 +14,9 @@ from __future__ import annotations
 import bisect
 import mmap
 import struct
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from .record import Frozen, assign
 
 __all__ = ["Bus", "BusError", "MmioDevice", "Ram", "Region"]
 
@@ -58,12 +59,18 @@ class Ram:
         self.mv = memoryview(self.buf)
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(Frozen):
+    __slots__ = ("base", "size", "name", "target")
     base: int
     size: int
     name: str
     target: Ram | MmioDevice
+
+    def __init__(self, base: int, size: int, name: str, target: Ram | MmioDevice) -> None:
+        assign(self, "base", base)
+        assign(self, "size", size)
+        assign(self, "name", name)
+        assign(self, "target", target)
 
     @property
     def end(self) -> int:

@@ -27,7 +27,6 @@ cannot carry (empty, containing NUL or '/').
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Iterator
 
 __all__ = ["FdtError", "Node", "Fdt", "parse", "flatten", "FDT_MAGIC", "FDT_VERSION", "FDT_LAST_COMP_VERSION", "MAX_DEPTH",
@@ -226,13 +225,18 @@ class Node:
         return f"<Node {self.name or '/'} props={len(self.props)} children={len(self.children)}>"
 
 
-@dataclass
 class Fdt:
     """A whole tree: the root node, the memory reservation entries and the header's boot_cpuid_phys."""
 
-    root: Node = field(default_factory=Node)
-    reserved: list[tuple[int, int]] = field(default_factory=list)
-    boot_cpuid_phys: int = 0
+    root: Node
+    reserved: list[tuple[int, int]]
+    boot_cpuid_phys: int
+
+    def __init__(self, root: Node | None = None, reserved: list[tuple[int, int]] | None = None,
+                 boot_cpuid_phys: int = 0) -> None:
+        self.root = Node() if root is None else root
+        self.reserved = [] if reserved is None else reserved
+        self.boot_cpuid_phys = boot_cpuid_phys
 
     def find(self, path: str) -> Node | None:
         return self.root.find(path)

@@ -14,10 +14,10 @@ bits (RES0/undefined bits included in `raw`, so validation can see them). Encodi
 """
 from __future__ import annotations
 
-import dataclasses
 import keyword
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
+
+from .record import Frozen, assign
 
 __all__ = ["Field", "Layout", "bits", "sext", "record_type", "record_decoder", "record_codec", "attr_name"]
 
@@ -40,16 +40,23 @@ def attr_name(field_name: str) -> str:
     return a + "_" if keyword.iskeyword(a) else a
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(Frozen):
     """`name` covers bits [lsb + width - 1 : lsb] of the record. `shift` re-positions the value on
     decode: a field holding address bits [51:6] is declared with shift=6 and decodes to a byte address."""
 
+    __slots__ = ("name", "lsb", "width", "shift", "doc")
     name: str
     lsb: int
     width: int
-    shift: int = 0
-    doc: str = ""
+    shift: int
+    doc: str
+
+    def __init__(self, name: str, lsb: int, width: int, shift: int = 0, doc: str = "") -> None:
+        assign(self, "name", name)
+        assign(self, "lsb", lsb)
+        assign(self, "width", width)
+        assign(self, "shift", shift)
+        assign(self, "doc", doc)
 
     @property
     def mask(self) -> int:
@@ -166,6 +173,7 @@ def record_type(name: str, layouts: Layout | Sequence[Layout], *, leading: Seque
 
     `raw` is computed at construction by `encoder(record)` (default: the single layout's `pack_record`); the
     decoder from `record_decoder` sets it to the bits it decoded instead."""
+    import dataclasses                  # the SMMU's records, not on `run`'s path (devmodel/record.py says why)
     layouts = (layouts,) if isinstance(layouts, Layout) else tuple(layouts)
     if encoder is None:
         if len(layouts) != 1:
@@ -198,6 +206,7 @@ def record_type(name: str, layouts: Layout | Sequence[Layout], *, leading: Seque
 def record_decoder(cls: type, layout: Layout, **fixed: Any) -> Callable[[int], Any]:
     """`decode(raw) -> cls` instance whose attributes are `layout`'s fields of `raw` (attributes of `cls`
     that the layout lacks are 0, `fixed` ones take the given values) and whose `raw` is `raw` itself."""
+    import dataclasses
     names = [f.name for f in dataclasses.fields(cls)]
     have = set(layout.by_attr)
     specs = tuple(s for s in layout.specs if s[0] in names and s[0] not in fixed)

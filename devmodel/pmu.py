@@ -46,7 +46,8 @@ filtering (M, SH), the export bus (PMCR.X), FEAT_PMUv3_TH, PMMIR.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+from .record import Frozen, assign
 
 __all__ = ["Pmu", "PmuConfig", "PmuContext", "IMPLEMENTED", "pmceid", "access", "OK", "TRAP_EL1", "TRAP_EL2",
            "PMCR_E", "PMCR_P", "PMCR_C", "PMCR_D", "PMCR_X", "PMCR_DP", "PMCR_LC", "PMCR_LP", "CYCLE", "PPI",
@@ -78,13 +79,20 @@ def pmceid(version: int) -> tuple[int, int]:
     return bits & M32, (bits >> 32) & M32
 
 
-@dataclass(frozen=True)
-class PmuConfig:
+class PmuConfig(Frozen):
     """What a PMU implements: PMUVer, PMCR_EL0's read-only IMP/IDCODE byte pair and N."""
-    version: int = PMUV3P5
-    implementer: int = 0x41                  # PMCR.IMP [31:24]
-    idcode: int = 0x01                       # PMCR.IDCODE [23:16]
-    counters: int = 6                        # PMCR.N [15:11]
+    __slots__ = ("version", "implementer", "idcode", "counters")
+    version: int
+    implementer: int                         # PMCR.IMP [31:24]
+    idcode: int                              # PMCR.IDCODE [23:16]
+    counters: int                            # PMCR.N [15:11]
+
+    def __init__(self, version: int = PMUV3P5, implementer: int = 0x41, idcode: int = 0x01,
+                 counters: int = 6) -> None:
+        assign(self, "version", version)
+        assign(self, "implementer", implementer)
+        assign(self, "idcode", idcode)
+        assign(self, "counters", counters)
 
     @staticmethod
     def qemu_max() -> "PmuConfig":
@@ -97,13 +105,18 @@ class PmuConfig:
         return self.version >= PMUV3P5
 
 
-@dataclass(frozen=True)
-class PmuContext:
+class PmuContext(Frozen):
     """What counting depends on outside the PMU: the current EL and the EL2 controls (MDCR_EL2) when EL2 is
     implemented (`has_el2`)."""
-    el: int = 1
-    has_el2: bool = False
-    mdcr_el2: int = 0
+    __slots__ = ("el", "has_el2", "mdcr_el2")
+    el: int
+    has_el2: bool
+    mdcr_el2: int
+
+    def __init__(self, el: int = 1, has_el2: bool = False, mdcr_el2: int = 0) -> None:
+        assign(self, "el", el)
+        assign(self, "has_el2", has_el2)
+        assign(self, "mdcr_el2", mdcr_el2)
 
     def hpmn(self, n: int) -> int:
         return min(self.mdcr_el2 & _MDCR_HPMN, n) if self.has_el2 else n
@@ -144,29 +157,36 @@ def _indexed(reg: str) -> tuple[bool, int] | None:
     return None if m is None else (m.group(1) == "CNTR", int(m.group(2)))
 
 
-@dataclass
 class _Counter:
-    value: int = 0
-    typer: int = 0
+    __slots__ = ("value", "typer")
+
+    def __init__(self, value: int = 0, typer: int = 0) -> None:
+        self.value = value
+        self.typer = typer
 
 
-@dataclass
 class Pmu:
     """One PE's PMU (see the module docstring)."""
-    config: PmuConfig = field(default_factory=PmuConfig)
-    pmcr: int = 0                            # E, D, X, DP, LC, LP as written
-    cnten: int = 0
-    ovs: int = 0
-    inten: int = 0
-    selr: int = 0
-    ccntr: int = 0
-    ccfiltr: int = 0
-    ctx: PmuContext = field(default_factory=PmuContext)
-    cycles: int = 0                          # the cycle count of the last `at`
-    counters: list[_Counter] = field(default_factory=list)
+    config: PmuConfig
+    pmcr: int                                # E, D, X, DP, LC, LP as written
+    cnten: int
+    ovs: int
+    inten: int
+    selr: int
+    ccntr: int
+    ccfiltr: int
+    ctx: PmuContext
+    cycles: int                              # the cycle count of the last `at`
+    counters: list[_Counter]                 # config.counters of them (a `counters` argument is not used)
 
-    def __post_init__(self) -> None:
-        self.counters = [_Counter() for _ in range(self.config.counters)]
+    def __init__(self, config: PmuConfig | None = None, pmcr: int = 0, cnten: int = 0, ovs: int = 0,
+                 inten: int = 0, selr: int = 0, ccntr: int = 0, ccfiltr: int = 0, ctx: PmuContext | None = None,
+                 cycles: int = 0, counters: list[_Counter] | None = None) -> None:
+        self.config = config = PmuConfig() if config is None else config
+        self.pmcr, self.cnten, self.ovs, self.inten, self.selr = pmcr, cnten, ovs, inten, selr
+        self.ccntr, self.ccfiltr, self.cycles = ccntr, ccfiltr, cycles
+        self.ctx = PmuContext() if ctx is None else ctx
+        self.counters = [_Counter() for _ in range(config.counters)]
 
     # -- masks -------------------------------------------------------------------------------------------------
     @property

@@ -16,10 +16,10 @@ CPU_FREEZE, OS-initiated mode, MEM_PROTECT, residency statistics (all return NOT
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable, Sequence
 
+from .record import Frozen, assign
 from .trace import NULL_TRACER, Tracer, define
 
 __all__ = ["PsciFn", "PsciRet", "PowerState", "Psci", "PsciResult", "CpuOn", "CpuOff", "SystemOff",
@@ -72,42 +72,56 @@ class PowerState(IntEnum):
 
 
 # Actions the harness carries out after the call.
-@dataclass(frozen=True)
-class CpuOn:
+class CpuOn(Frozen):
+    __slots__ = ("target", "entry", "context_id")
     target: int          # CPU index
     entry: int
     context_id: int
 
+    def __init__(self, target: int, entry: int, context_id: int) -> None:
+        assign(self, "target", target)
+        assign(self, "entry", entry)
+        assign(self, "context_id", context_id)
 
-@dataclass(frozen=True)
-class CpuOff:
+
+class CpuOff(Frozen):
+    __slots__ = ("cpu",)
     cpu: int
 
-
-@dataclass(frozen=True)
-class SystemOff:
-    pass
+    def __init__(self, cpu: int) -> None:
+        assign(self, "cpu", cpu)
 
 
-@dataclass(frozen=True)
-class SystemReset:
-    pass
+class SystemOff(Frozen):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Standby:
+class SystemReset(Frozen):
+    __slots__ = ()
+
+
+class Standby(Frozen):
     """CPU_SUSPEND: the caller waits for a wake-up event, as in WFI (the scheduler sleeps it)."""
+    __slots__ = ("cpu",)
     cpu: int
+
+    def __init__(self, cpu: int) -> None:
+        assign(self, "cpu", cpu)
 
 
 Action = CpuOn | CpuOff | SystemOff | SystemReset | Standby
 
 
-@dataclass(frozen=True)
-class PsciResult:
+class PsciResult(Frozen):
+    __slots__ = ("ret", "action", "name")
     ret: int | None                  # value for X0; None when the call does not return (CPU_OFF, SYSTEM_OFF)
-    action: Action | None = None
-    name: str = ""
+    action: Action | None
+    name: str
+
+    def __init__(self, ret: int | None, action: Action | None = None, name: str = "") -> None:
+        assign(self, "ret", ret)
+        assign(self, "action", action)
+        assign(self, "name", name)
 
     @property
     def ret_text(self) -> str:

@@ -14,11 +14,11 @@ MMIO dispatch (`read`/`write`) is generated from the table. Behaviour:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterable
 
 from .fields import Field
+from .record import Frozen, assign
 
 __all__ = ["Access", "RegField", "Reg", "RegisterFile"]
 
@@ -33,51 +33,71 @@ class Access(Enum):
 _WRITABLE = (Access.RW, Access.WO)
 
 
-@dataclass(frozen=True)
+def _masks(name: str, size: int, fields: tuple[RegField, ...], access: Access) -> tuple[int, int, int]:
+    """(writable, readable, unimplemented) bits of a register of `size` bytes with `fields` (or `access`)."""
+    full = (1 << (8 * size)) - 1
+    if not fields:
+        return (full if access in _WRITABLE else 0), (full if access in (Access.RW, Access.RO) else 0), 0
+    w = r = u = 0
+    for f in fields:
+        if f.msb >= 8 * size:
+            raise ValueError(f"{name}.{f.name} exceeds the register")
+        if f.access in _WRITABLE:
+            w |= f.mask
+        if f.access in (Access.RW, Access.RO):
+            r |= f.mask
+        if not f.implemented:
+            u |= f.mask
+    return w, r, u
+
+
 class RegField(Field):
-    access: Access = Access.RW
-    implemented: bool = True
+    __slots__ = ("access", "implemented")
+    access: Access
+    implemented: bool
+
+    def __init__(self, name: str, lsb: int, width: int, shift: int = 0, doc: str = "", access: Access = Access.RW,
+                 implemented: bool = True) -> None:
+        Field.__init__(self, name, lsb, width, shift, doc)
+        assign(self, "access", access)
+        assign(self, "implemented", implemented)
 
 
-@dataclass(frozen=True)
-class Reg:
+class Reg(Frozen, hidden=("by_field",)):
+    """A register of a window; `wmask`, `rmask` and `unimpl_mask` (the writable, readable and unimplemented
+    bits) and `by_field` (name -> field) are computed from `fields` (or `access`), never passed in."""
+    __slots__ = ("name", "offset", "size", "reset", "fields", "access", "doc", "wmask", "rmask", "unimpl_mask",
+                 "by_field")
     name: str
     offset: int
-    size: int = 4                   # 4 or 8 bytes
-    reset: int = 0
-    fields: tuple[RegField, ...] = ()
-    access: Access = Access.RW      # for bits not covered by `fields` when `fields` is empty
-    doc: str = ""
-    wmask: int = field(init=False, default=0)
-    rmask: int = field(init=False, default=0)
-    unimpl_mask: int = field(init=False, default=0)
-    by_field: dict[str, RegField] = field(init=False, default_factory=dict, repr=False, compare=False)
+    size: int                       # 4 or 8 bytes
+    reset: int
+    fields: tuple[RegField, ...]
+    access: Access                  # for bits not covered by `fields` when `fields` is empty
+    doc: str
+    wmask: int
+    rmask: int
+    unimpl_mask: int
+    by_field: dict[str, RegField]   # not in the repr nor compared
 
-    def __post_init__(self) -> None:
-        if self.size not in (4, 8):
-            raise ValueError(f"{self.name}: size {self.size} must be 4 or 8")
-        if self.offset % self.size:
-            raise ValueError(f"{self.name}: offset {self.offset:#x} not aligned to {self.size}")
-        full = (1 << (8 * self.size)) - 1
-        if not self.fields:
-            w = full if self.access in _WRITABLE else 0
-            r = full if self.access in (Access.RW, Access.RO) else 0
-            u = 0
-        else:
-            w = r = u = 0
-            for f in self.fields:
-                if f.msb >= 8 * self.size:
-                    raise ValueError(f"{self.name}.{f.name} exceeds the register")
-                if f.access in _WRITABLE:
-                    w |= f.mask
-                if f.access in (Access.RW, Access.RO):
-                    r |= f.mask
-                if not f.implemented:
-                    u |= f.mask
-        object.__setattr__(self, "wmask", w)
-        object.__setattr__(self, "rmask", r)
-        object.__setattr__(self, "unimpl_mask", u)
-        object.__setattr__(self, "by_field", {f.name: f for f in self.fields})
+    def __init__(self, name: str, offset: int, size: int = 4, reset: int = 0, fields: tuple[RegField, ...] = (),
+                 access: Access = Access.RW, doc: str = "") -> None:
+        if size not in (4, 8):
+            raise ValueError(f"{name}: size {size} must be 4 or 8")
+        if offset % size:
+            raise ValueError(f"{name}: offset {offset:#x} not aligned to {size}")
+        assign(self, "name", name)
+        assign(self, "offset", offset)
+        assign(self, "size", size)
+        assign(self, "reset", reset)
+        assign(self, "fields", fields)
+        assign(self, "access", access)
+        assign(self, "doc", doc)
+        w, r, u = _masks(name, size, fields, access)
+        assign(self, "wmask", w)
+        assign(self, "rmask", r)
+        assign(self, "unimpl_mask", u)
+        assign(self, "by_field", {f.name: f for f in fields})
 
     def field(self, name: str) -> RegField:
         f = self.by_field.get(name)

@@ -38,11 +38,11 @@ HCR_EL2.TTLB/TTLBIS/TTLBOS traps and FGT.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Callable
 
 from .fields import bits, sext
+from .record import Frozen, assign
 from .tlbi_types import DecodeContext, Regime, Scope, Share, Stage, TlbiOp, UndefinedTlbi
 
 __all__ = ["Operand", "Family", "TlbiDef", "TABLE", "BY_ENCODING", "BY_NAME", "decode", "decoder", "encoding", "sys_word",
@@ -81,9 +81,9 @@ class Family(str, Enum):
 _MIN_EL = {Family.E1: 1, Family.E1_HYP: 2, Family.E2: 2, Family.E3: 3, Family.GPT: 3}
 
 
-@dataclass(frozen=True, slots=True)
-class TlbiDef:
+class TlbiDef(Frozen):
     """One row of the table: a TLBI instruction as the Arm ARM names and encodes it."""
+    __slots__ = ("name", "op1", "crn", "crm", "op2", "operand", "share", "family", "scope", "stage", "leaf", "nxs")
     name: str
     op1: int
     crn: int
@@ -95,7 +95,22 @@ class TlbiDef:
     scope: Scope
     stage: Stage
     leaf: bool
-    nxs: bool = False
+    nxs: bool
+
+    def __init__(self, name: str, op1: int, crn: int, crm: int, op2: int, operand: Operand, share: Share,
+                 family: Family, scope: Scope, stage: Stage, leaf: bool, nxs: bool = False) -> None:
+        assign(self, "name", name)
+        assign(self, "op1", op1)
+        assign(self, "crn", crn)
+        assign(self, "crm", crm)
+        assign(self, "op2", op2)
+        assign(self, "operand", operand)
+        assign(self, "share", share)
+        assign(self, "family", family)
+        assign(self, "scope", scope)
+        assign(self, "stage", stage)
+        assign(self, "leaf", leaf)
+        assign(self, "nxs", nxs)
 
     @property
     def key(self) -> tuple[int, int, int, int]:

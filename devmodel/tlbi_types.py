@@ -11,8 +11,9 @@ on (`smmuv3/btm.py`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+
+from .record import Frozen, assign
 
 __all__ = ["Regime", "Security", "Stage", "Scope", "Share", "TlbiOp", "DecodeContext", "UndefinedTlbi"]
 
@@ -56,8 +57,10 @@ class Share(str, Enum):
     OSH = "OSH"
 
 
-@dataclass(frozen=True, slots=True)
-class TlbiOp:
+class TlbiOp(Frozen):
+    __slots__ = ("name", "op1", "crn", "crm", "op2", "xt", "shareability", "broadcast", "regime", "security",
+                 "stage", "scope", "vmid", "asid", "addr", "size", "leaf", "ttl", "tg", "scale", "num", "nxs",
+                 "ipa_ns")
     name: str                 # Arm ARM name, upper case: "VAE1IS", "RVALE1OS", "VAE1ISNXS"
     op1: int
     crn: int                  # 8, or 9 for the FEAT_XS nXS forms
@@ -74,13 +77,42 @@ class TlbiOp:
     asid: int | None          # ASIDV: None when the op covers all ASIDs
     addr: int | None          # AddrV: start byte address (VA sign-extended from bit 55, or IPA)
     size: int | None          # bytes covered by a range op; None for single-address ops
-    leaf: bool               # last-level-only (…L… forms)
+    leaf: bool                # last-level-only (…L… forms)
     ttl: int                  # TTL hint: 4-bit field for non-range ops, 2-bit level for range ops (0 = none)
-    tg: int | None = None     # range: TG (1=4K, 2=16K, 3=64K)
-    scale: int | None = None
-    num: int | None = None
-    nxs: bool = False
-    ipa_ns: bool | None = None  # IPAS2*: Xt[63] NS (selects the NS IPA space for Secure callers)
+    tg: int | None            # range: TG (1=4K, 2=16K, 3=64K)
+    scale: int | None
+    num: int | None
+    nxs: bool
+    ipa_ns: bool | None       # IPAS2*: Xt[63] NS (selects the NS IPA space for Secure callers)
+
+    def __init__(self, name: str, op1: int, crn: int, crm: int, op2: int, xt: int | None, shareability: Share,
+                 broadcast: bool, regime: Regime, security: Security, stage: Stage, scope: Scope,
+                 vmid: int | None, asid: int | None, addr: int | None, size: int | None, leaf: bool, ttl: int,
+                 tg: int | None = None, scale: int | None = None, num: int | None = None, nxs: bool = False,
+                 ipa_ns: bool | None = None) -> None:
+        assign(self, "name", name)
+        assign(self, "op1", op1)
+        assign(self, "crn", crn)
+        assign(self, "crm", crm)
+        assign(self, "op2", op2)
+        assign(self, "xt", xt)
+        assign(self, "shareability", shareability)
+        assign(self, "broadcast", broadcast)
+        assign(self, "regime", regime)
+        assign(self, "security", security)
+        assign(self, "stage", stage)
+        assign(self, "scope", scope)
+        assign(self, "vmid", vmid)
+        assign(self, "asid", asid)
+        assign(self, "addr", addr)
+        assign(self, "size", size)
+        assign(self, "leaf", leaf)
+        assign(self, "ttl", ttl)
+        assign(self, "tg", tg)
+        assign(self, "scale", scale)
+        assign(self, "num", num)
+        assign(self, "nxs", nxs)
+        assign(self, "ipa_ns", ipa_ns)
 
     @property
     def granule(self) -> int | None:
@@ -91,15 +123,24 @@ class TlbiOp:
         return {1: 4096, 2: 16384, 3: 65536}.get(tg) if self.ttl else None
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeContext:
+class DecodeContext(Frozen):
     """What hardware adds to the operation: the issuing PE's state."""
-    el: int = 1                     # current exception level of the issuing vCPU
-    vmid: int = 0                   # VTTBR_EL2.VMID of the issuing vCPU (its VM's current KVM VMID)
-    security: Security = Security.NS
-    hcr_fb: bool = True             # KVM sets HCR_EL2.FB for every guest
-    e2h: bool = False               # HCR_EL2.E2H (VHE host)
-    tge: bool = False               # HCR_EL2.TGE
+    __slots__ = ("el", "vmid", "security", "hcr_fb", "e2h", "tge")
+    el: int                         # current exception level of the issuing vCPU
+    vmid: int                       # VTTBR_EL2.VMID of the issuing vCPU (its VM's current KVM VMID)
+    security: Security
+    hcr_fb: bool                    # KVM sets HCR_EL2.FB for every guest
+    e2h: bool                       # HCR_EL2.E2H (VHE host)
+    tge: bool                       # HCR_EL2.TGE
+
+    def __init__(self, el: int = 1, vmid: int = 0, security: Security = Security.NS, hcr_fb: bool = True,
+                 e2h: bool = False, tge: bool = False) -> None:
+        assign(self, "el", el)
+        assign(self, "vmid", vmid)
+        assign(self, "security", security)
+        assign(self, "hcr_fb", hcr_fb)
+        assign(self, "e2h", e2h)
+        assign(self, "tge", tge)
 
 
 class UndefinedTlbi(Exception):

@@ -29,18 +29,24 @@ from __future__ import annotations
 
 import fnmatch
 from array import array
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
+
+from .record import Frozen, assign
 
 __all__ = ["EventDef", "Record", "Payload", "PayloadGroup", "CompactLog", "Sink", "ListSink", "Tracer", "NULL_TRACER", "define", "REGISTRY",
            "select"]
 
 
-@dataclass(frozen=True)
-class EventDef:
+class EventDef(Frozen):
+    __slots__ = ("name", "fields", "doc")
     name: str
     fields: tuple[str, ...]
-    doc: str = ""
+    doc: str
+
+    def __init__(self, name: str, fields: tuple[str, ...], doc: str = "") -> None:
+        assign(self, "name", name)
+        assign(self, "fields", fields)
+        assign(self, "doc", doc)
 
 
 REGISTRY: dict[str, EventDef] = {}

@@ -296,10 +296,6 @@ def wants_help(value: str | None) -> bool:
 def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: str | None,
                         expect: str | None = None, update: bool = False) -> None:
     """Trace options that would do nothing, or nothing visible, are usage errors (never silent no-ops)."""
-    from devmodel.trace import select
-
-    from .trace.catalog import load_all
-
     if fmt is not None and trace is None:
         raise UsageError(f"{PROG} {cmd}: --trace-format {fmt} needs --trace FILE")
     if expect is not None and update:
@@ -309,6 +305,10 @@ def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: st
                              + ("is a directory" if golden.is_dir() else f"no such directory {golden.parent}"))
     if events is None:
         return
+    from devmodel.trace import select
+
+    from .trace.catalog import load_all
+
     load_all()
     try:
         chosen = select(events)
@@ -344,15 +344,28 @@ def gdb_port(args: argparse.Namespace) -> int | None:
     return port
 
 
+#: the run options that make a trace session (without any, none is made and the trace package is not imported)
+TRACE_OPTIONS = ("trace", "trace_events", "expect_trace", "update_golden")
+
+
 def configure_machine(args: argparse.Namespace, machine) -> None:
     """Attach option-driven plugins (tracing, TLBI trapping, the gdb stub ...) to the machine before the guest
     runs."""
-    from .trace import TraceSession, for_machine
-    from .trace.sinks import format_for
     from .trap import TlbiTrap
 
     trap = TlbiTrap(machine.interconnect, machine.tracer)
     machine.add_plugin(trap)
+    if any(getattr(args, name, None) for name in TRACE_OPTIONS):
+        _attach_trace_session(args, machine, trap)
+    _attach_gdb_stub(args, machine)
+
+
+def _attach_trace_session(args: argparse.Namespace, machine, trap) -> None:
+    """The `--trace*`/`--expect-trace` options as a `TraceSession` on the machine's tracer (`args.trace_session`,
+    closed by `finish_tracing`)."""
+    from .trace import TraceSession, for_machine
+    from .trace.sinks import format_for
+
     try:
         trace = getattr(args, "trace", None)
         fmt = getattr(args, "trace_format", None) or (format_for(trace) if trace else "jsonl")
@@ -371,6 +384,9 @@ def configure_machine(args: argparse.Namespace, machine) -> None:
     except OSError as e:
         session.close()
         raise UsageError(f"{PROG} run: --trace {args.trace}: {e.strerror or e}") from None
+
+
+def _attach_gdb_stub(args: argparse.Namespace, machine) -> None:
     port = gdb_port(args)
     if port is not None:
         from .gdbstub import GdbStub, stderr_announce
@@ -488,9 +504,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .log import listing as log_listing
     from .locations import shipped_path      # not .build: its toolchain records are start-up of `run`
     from .machine import DEFAULT_QUANTUM, Machine
-    from .trace.catalog import listing as event_listing
 
     if wants_help(args.log_categories) or wants_help(args.trace) or wants_help(args.trace_events):
+        from .trace.catalog import listing as event_listing   # here: a run without trace options needs no trace package
         write_out(log_listing() if wants_help(args.log_categories) else event_listing())
         return 0
     image = str(shipped_path(_image_argument(args)))
@@ -698,50 +714,68 @@ UNITTESTS_HELP = "run a unittests.cfg suite (kvm-unit-tests' run_tests.sh, in-pr
 COMMANDS = ("run", "build", "dtb", "trace-events", "scenario", "unittests")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The command-line parser; with `command`, only that command's arguments are built in full (the others
-    are listed with their help line)."""
-    parser = _Parser(prog=PROG, description="Arm SMMUv3/KVM guest harness on Unicorn.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+def _run_parser(sub) -> None:
     run = sub.add_parser("run", help="run a guest ELF", description="Run an AArch64 guest ELF.")
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+
+def _build_parser(sub) -> None:
     build = sub.add_parser("build", help="build guests (ziglang by default; CC/CROSS_COMPILE override)",
                            description="Build a guest ELF from C/assembly sources with the guest runtime.")
     build.dash_value_options = frozenset({"--cflags"})
     add_build_arguments(build)
     build.set_defaults(func=cmd_build)
+
+
+def _dtb_parser(sub) -> None:
     dtb = sub.add_parser("dtb", help="write the device tree a guest gets (QEMU virt's layout)",
                          description="Write the DTB `run` gives a guest with the same options.")
     add_dtb_arguments(dtb)
     dtb.set_defaults(func=cmd_dtb)
+
+
+def _trace_events_parser(sub) -> None:
     events = sub.add_parser("trace-events", help="list the trace events and their fields",
                             description="List trace events (for --trace-events), optionally filtered by globs.")
     events.add_argument("globs", nargs="?", default=None, metavar="GLOBS",
                         help="comma-separated globs, e.g. 'tlbi*,dvm*,smmuv3_cmdq_*'")
     events.set_defaults(func=cmd_trace_events)
-    # The scenario and unittests parsers need their packages (every scenario module, the report): built only
-    # when the command line asks for them (or for the full parser), so `run` does not pay their imports.
-    if command in (None, "scenario"):
-        from .scenarios.cli import add_scenario_parser   # scenario list|run|report
-        add_scenario_parser(sub)
-    else:
-        sub.add_parser("scenario", help=SCENARIO_HELP)
-    if command in (None, "unittests"):
-        from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
-        add_unittests_parser(sub)
-    else:
-        sub.add_parser("unittests", help=UNITTESTS_HELP)
+
+
+def _scenario_parser(sub) -> None:
+    from .scenarios.cli import add_scenario_parser   # scenario list|run|report: imports every scenario module
+    add_scenario_parser(sub)
+
+
+def _unittests_parser(sub) -> None:
+    from .unittests import add_unittests_parser      # unittests [CFG] [-g GROUP] [-j N] [-t] [TEST ...]
+    add_unittests_parser(sub)
+
+
+#: each command's sub-parser, in the order --help lists them
+_SUBPARSERS = {"run": _run_parser, "build": _build_parser, "dtb": _dtb_parser,
+               "trace-events": _trace_events_parser, "scenario": _scenario_parser, "unittests": _unittests_parser}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. With `command` (the first word of the command line), only that command's
+    sub-parser is built: nothing else of the parser can be reached then (`--help` before the command, or a
+    word that is no command, gets the full parser, `command` None), and building the other five costs every
+    `run` a few milliseconds of argparse and gettext (the scenario and unittests parsers also import their
+    packages)."""
+    parser = _Parser(prog=PROG, description="Arm SMMUv3/KVM guest harness on Unicorn.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, add in _SUBPARSERS.items():
+        if command in (None, name):
+            add(sub)
     return parser
 
 
 def command_of(argv: Sequence[str]) -> str | None:
-    """The command an argument list names (its first word that is not an option), or None: the parser
-    `main` builds for it (None: the full parser, e.g. for `--help` or a word that is no command)."""
-    for word in argv:
-        if not word.startswith("-"):
-            return word if word in COMMANDS else None
-    return None
+    """The command an argument list starts with, or None: the parser `main` builds for it (None: the full
+    parser, e.g. for `--help`, an option before the command, or a word that is no command)."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 def silence_closed(stream: TextIO) -> None:

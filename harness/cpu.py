@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from devmodel.record import Frozen, assign
 
 from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
@@ -83,9 +83,10 @@ def _field(value: int, lsb: int, width: int = 4) -> int:
     return (value >> lsb) & ((1 << width) - 1)
 
 
-@dataclass(frozen=True)
-class CpuFeatures:
+class CpuFeatures(Frozen):
     """A model's ID register values and the features decoded from them (DDI 0487 D17.2 field names)."""
+    __slots__ = ("model", "ids", "sve", "pauth", "pan", "uao", "bti", "ssbs", "mte", "dit", "brps", "wrps", "tlb",
+                 "xs")
     model: str
     ids: tuple[tuple[str, int], ...]   # (name, value) of ID_REGS
     sve: bool          # ID_AA64PFR0_EL1.SVE [35:32]
@@ -100,6 +101,23 @@ class CpuFeatures:
     wrps: int          # watchpoints: ID_AA64DFR0_EL1.WRPs [23:20] + 1
     tlb: int           # ID_AA64ISAR0_EL1.TLB [59:56]: 1 = TLBI OS forms, 2 = OS and range forms
     xs: bool           # ID_AA64ISAR1_EL1.XS [59:56]: the nXS TLBIs
+
+    def __init__(self, model: str, ids: tuple[tuple[str, int], ...], sve: bool, pauth: bool, pan: bool, uao: bool,
+                 bti: bool, ssbs: bool, mte: bool, dit: bool, brps: int, wrps: int, tlb: int, xs: bool) -> None:
+        assign(self, "model", model)
+        assign(self, "ids", ids)
+        assign(self, "sve", sve)
+        assign(self, "pauth", pauth)
+        assign(self, "pan", pan)
+        assign(self, "uao", uao)
+        assign(self, "bti", bti)
+        assign(self, "ssbs", ssbs)
+        assign(self, "mte", mte)
+        assign(self, "dit", dit)
+        assign(self, "brps", brps)
+        assign(self, "wrps", wrps)
+        assign(self, "tlb", tlb)
+        assign(self, "xs", xs)
 
     def id(self, name: str) -> int:
         return dict(self.ids)[name]

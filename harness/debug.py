@@ -55,11 +55,12 @@ debug, MDCR_EL2/MDCR_EL3 traps of debug register accesses, AArch32.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_PROT, UC_HOOK_MEM_WRITE_PROT,
                      UC_MEM_WRITE_PROT, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE)
+
+from devmodel.record import Frozen, assign
 
 from . import syndrome as syn
 from .codescan import SYSTEM, words_with_top_byte
@@ -99,13 +100,20 @@ def dbgwcr(n: int) -> tuple[int, int, int, int, int]:
     return (2, 0, 0, n, 7)
 
 
-@dataclass(frozen=True)
-class DebugEvent:
+class DebugEvent(Frozen):
+    __slots__ = ("kind", "pc", "addr", "size", "write")
     kind: str                 # "breakpoint", "watchpoint", "step"
     pc: int                   # the instruction (breakpoint, watchpoint), or the next one (step)
-    addr: int | None = None   # watchpoint: the first watched byte the access touches
-    size: int = 0
-    write: bool = False
+    addr: int | None          # watchpoint: the first watched byte the access touches
+    size: int
+    write: bool
+
+    def __init__(self, kind: str, pc: int, addr: int | None = None, size: int = 0, write: bool = False) -> None:
+        assign(self, "kind", kind)
+        assign(self, "pc", pc)
+        assign(self, "addr", addr)
+        assign(self, "size", size)
+        assign(self, "write", write)
 
 
 Action = Callable[["Vcpu", DebugEvent], None]

@@ -34,9 +34,9 @@ fresh one goes first); padded to (file size + 10000) * 2 as QEMU's
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from devmodel.fdt import EMPTY, Fdt, FdtError, Node, cells, string, strings, u32
+from devmodel.record import Frozen, assign
 
 from .userfile import user_file
 
@@ -103,44 +103,77 @@ class BoardSpecError(ValueError):
     """A board the tree cannot describe (e.g. 9 CPUs on a GICv2); one line."""
 
 
-@dataclass(frozen=True)
-class SmmuSpec:
+class SmmuSpec(Frozen):
     """An SMMUv3 the guest sees: MMIO base and the first of its four consecutive wired SPIs."""
-    base: int = VIRT_SMMU[0]
-    spi: int = SMMU_SPI
-    msi_devid: int | None = None      # the DeviceID of its MSIs at the ITS (None: wired interrupts only)
+    __slots__ = ("base", "spi", "msi_devid")
+    base: int
+    spi: int
+    msi_devid: int | None             # the DeviceID of its MSIs at the ITS (None: wired interrupts only)
+
+    def __init__(self, base: int = VIRT_SMMU[0], spi: int = SMMU_SPI, msi_devid: int | None = None) -> None:
+        assign(self, "base", base)
+        assign(self, "spi", spi)
+        assign(self, "msi_devid", msi_devid)
 
 
-@dataclass(frozen=True)
-class DmaDeviceSpec:
+class DmaDeviceSpec(Frozen):
     """A DMA test device: its MMIO window and what translates its DMA: "smmu" (iommus = <&smmu sid>),
     "viommu" (iommus = <&viommu sid>, sid being the virtio-iommu endpoint ID) or None (no iommus)."""
-    base: int = 0x0910_0000
-    size: int = 0x1000
-    iommu: str | None = "smmu"
-    sid: int = 0
+    __slots__ = ("base", "size", "iommu", "sid")
+    base: int
+    size: int
+    iommu: str | None
+    sid: int
+
+    def __init__(self, base: int = 0x0910_0000, size: int = 0x1000, iommu: str | None = "smmu",
+                 sid: int = 0) -> None:
+        assign(self, "base", base)
+        assign(self, "size", size)
+        assign(self, "iommu", iommu)
+        assign(self, "sid", sid)
 
 
-@dataclass(frozen=True)
-class BoardSpec:
+class BoardSpec(Frozen):
     """What the guest's tree describes. `ram`: (base, size) ranges, the first being the boot RAM; `mpidrs`:
     one MPIDR per CPU (None: QEMU virt's numbering, `virt_mpidr`); `start_el` 1 or 2 picks the PSCI conduit;
     `gic_virt`: describe the GIC virtualization extensions (None: as QEMU, when the guest starts at EL2);
     `virtio_iommu`: index of the virtio-mmio transport that holds a virtio-iommu, or None."""
-    ram: tuple[tuple[int, int], ...] = ((VIRT_MEM, 128 << 20),)
-    cpus: int = 1
-    mpidrs: tuple[int, ...] | None = None
-    cpu_compatible: str = CPU_COMPATIBLE["max"]
-    start_el: int = 1
-    gic_version: int = 2
-    its: bool = True
-    gic_virt: bool | None = None
-    smmu: SmmuSpec | None = None
-    dma_devices: tuple[DmaDeviceSpec, ...] = ()
-    virtio_iommu: int | None = None
-    bootargs: str = ""
-    initrd: tuple[int, int] | None = None        # [start, end): /chosen linux,initrd-start / -end
-    pcie: bool = True                            # the generic ECAM host bridge (QEMU virt always has it)
+    __slots__ = ("ram", "cpus", "mpidrs", "cpu_compatible", "start_el", "gic_version", "its", "gic_virt", "smmu",
+                 "dma_devices", "virtio_iommu", "bootargs", "initrd", "pcie")
+    ram: tuple[tuple[int, int], ...]
+    cpus: int
+    mpidrs: tuple[int, ...] | None
+    cpu_compatible: str
+    start_el: int
+    gic_version: int
+    its: bool
+    gic_virt: bool | None
+    smmu: SmmuSpec | None
+    dma_devices: tuple[DmaDeviceSpec, ...]
+    virtio_iommu: int | None
+    bootargs: str
+    initrd: tuple[int, int] | None               # [start, end): /chosen linux,initrd-start / -end
+    pcie: bool                                   # the generic ECAM host bridge (QEMU virt always has it)
+
+    def __init__(self, ram: tuple[tuple[int, int], ...] = ((VIRT_MEM, 128 << 20),), cpus: int = 1,
+                 mpidrs: tuple[int, ...] | None = None, cpu_compatible: str = CPU_COMPATIBLE["max"], start_el: int = 1,
+                 gic_version: int = 2, its: bool = True, gic_virt: bool | None = None, smmu: SmmuSpec | None = None,
+                 dma_devices: tuple[DmaDeviceSpec, ...] = (), virtio_iommu: int | None = None, bootargs: str = "",
+                 initrd: tuple[int, int] | None = None, pcie: bool = True) -> None:
+        assign(self, "ram", ram)
+        assign(self, "cpus", cpus)
+        assign(self, "mpidrs", mpidrs)
+        assign(self, "cpu_compatible", cpu_compatible)
+        assign(self, "start_el", start_el)
+        assign(self, "gic_version", gic_version)
+        assign(self, "its", its)
+        assign(self, "gic_virt", gic_virt)
+        assign(self, "smmu", smmu)
+        assign(self, "dma_devices", dma_devices)
+        assign(self, "virtio_iommu", virtio_iommu)
+        assign(self, "bootargs", bootargs)
+        assign(self, "initrd", initrd)
+        assign(self, "pcie", pcie)
 
     def cpu_mpidrs(self) -> tuple[int, ...]:
         if self.mpidrs is None:

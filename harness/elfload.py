@@ -21,8 +21,9 @@ import bisect
 import os
 import struct
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Iterator
+
+from devmodel.record import Frozen, assign
 
 from .userfile import user_file
 
@@ -45,13 +46,20 @@ class ElfLoadError(Exception):
     """The file cannot be run: the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(Frozen):
+    __slots__ = ("vaddr", "paddr", "data", "memsz", "flags")
     vaddr: int
     paddr: int
     data: bytes           # p_filesz bytes from the file
     memsz: int            # data is followed by memsz - len(data) zero bytes
     flags: int
+
+    def __init__(self, vaddr: int, paddr: int, data: bytes, memsz: int, flags: int) -> None:
+        assign(self, "vaddr", vaddr)
+        assign(self, "paddr", paddr)
+        assign(self, "data", data)
+        assign(self, "memsz", memsz)
+        assign(self, "flags", flags)
 
     @property
     def executable(self) -> bool:
@@ -97,15 +105,21 @@ class Symbolizer:
         raise KeyError(f"no symbol {name!r}")
 
 
-@dataclass
 class ElfImage:
     path: str
     entry: int                          # physical (load) address of the entry point
     segments: list[Segment]
-    symbolizer: Symbolizer = field(default_factory=Symbolizer)
-    objects: dict[str, tuple[int, int]] = field(default_factory=dict)   # data symbols: name -> (vaddr, size)
+    symbolizer: Symbolizer
+    objects: dict[str, tuple[int, int]]  # data symbols: name -> (vaddr, size)
     #: absolute symbols (SHN_ABS), e.g. the link script's `GUEST_NR_CPUS = 256;`: name -> value
-    constants: dict[str, int] = field(default_factory=dict)
+    constants: dict[str, int]
+
+    def __init__(self, path: str, entry: int, segments: list[Segment], symbolizer: Symbolizer | None = None,
+                 objects: dict[str, tuple[int, int]] | None = None, constants: dict[str, int] | None = None) -> None:
+        self.path, self.entry, self.segments = path, entry, segments
+        self.symbolizer = Symbolizer() if symbolizer is None else symbolizer
+        self.objects = {} if objects is None else objects
+        self.constants = {} if constants is None else constants
 
     def symbol(self, name: str) -> int:
         return self.symbolizer.address_of(name)

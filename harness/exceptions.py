@@ -61,7 +61,6 @@ or instruction hook skips the instruction and resumes at the new PC.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -73,6 +72,8 @@ from unicorn.arm64_const import (UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_ELR_EL2, UC_
                                  UC_ARM64_REG_SP_EL1, UC_ARM64_REG_SP_EL2, UC_ARM64_REG_VBAR_EL1,
                                  UC_ARM64_REG_VBAR_EL2, UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2,
                                  UC_ARM64_REG_X3)
+
+from devmodel.record import Frozen, assign
 
 from . import syndrome as syn
 from .cpu import probe_undefined
@@ -117,14 +118,23 @@ SCTLR = {1: (3, 0, 1, 0, 0), 2: (3, 4, 1, 0, 0)}
 ZCR_ENCODINGS = {(3, 0, 1, 2, 0), (3, 4, 1, 2, 0), (3, 5, 1, 2, 0), (3, 6, 1, 2, 0)}   # ZCR_EL1/EL2/EL12/EL3
 
 
-@dataclass(frozen=True)
-class _EntryRegs:
+class _EntryRegs(Frozen):
+    __slots__ = ("esr", "elr", "far", "vbar", "sp", "spsr")
     esr: int
     elr: int
     far: int
     vbar: int
     sp: int
     spsr: tuple[int, int, int, int, int]     # no Unicorn register id: written as a system register (D17.2.124)
+
+    def __init__(self, esr: int, elr: int, far: int, vbar: int, sp: int,
+                 spsr: tuple[int, int, int, int, int]) -> None:
+        assign(self, "esr", esr)
+        assign(self, "elr", elr)
+        assign(self, "far", far)
+        assign(self, "vbar", vbar)
+        assign(self, "sp", sp)
+        assign(self, "spsr", spsr)
 
 
 _ENTRY_REGS = {1: _EntryRegs(UC_ARM64_REG_ESR_EL1, UC_ARM64_REG_ELR_EL1, UC_ARM64_REG_FAR_EL1, UC_ARM64_REG_VBAR_EL1,
@@ -145,18 +155,30 @@ class Vector(IntEnum):
     SERROR = 0x180
 
 
-@dataclass(frozen=True)
-class Taken:
+class Taken(Frozen):
     """A synchronous exception as the harness classified it."""
+    __slots__ = ("ec", "iss", "target", "elr", "pc", "far", "what", "detail", "il")
     ec: int
     iss: int
     target: int                # the EL it is taken to
     elr: int                   # preferred return address
     pc: int                    # the instruction it comes from (death lines, trace)
-    far: int | None = None     # FAR_ELx, None when not written
-    what: str = "exception"    # for the death line
-    detail: str = ""
-    il: bool = True
+    far: int | None            # FAR_ELx, None when not written
+    what: str                  # for the death line
+    detail: str
+    il: bool
+
+    def __init__(self, ec: int, iss: int, target: int, elr: int, pc: int, far: int | None = None,
+                 what: str = "exception", detail: str = "", il: bool = True) -> None:
+        assign(self, "ec", ec)
+        assign(self, "iss", iss)
+        assign(self, "target", target)
+        assign(self, "elr", elr)
+        assign(self, "pc", pc)
+        assign(self, "far", far)
+        assign(self, "what", what)
+        assign(self, "detail", detail)
+        assign(self, "il", il)
 
     @property
     def esr(self) -> int:
@@ -167,16 +189,23 @@ class Taken:
         return Kind.ABORT if syn.is_abort_class(self.ec) else Kind.UNDEF
 
 
-@dataclass(frozen=True)
-class TakenInterrupt:
+class TakenInterrupt(Frozen):
     """An IRQ or FIQ entered at the guest's vector (`Exceptions.take_interrupt`): what the death line says when
     the guest's runtime reports it unhandled. `esr` is ESR_ELx as the handler finds it (an interrupt does not
     write it): the guest runtime picks its exit status from it, and so does the death line."""
+    __slots__ = ("kind", "intid", "target", "elr", "esr")
     kind: "Vector"
     intid: int | None
     target: int
     elr: int
     esr: int
+
+    def __init__(self, kind: "Vector", intid: int | None, target: int, elr: int, esr: int) -> None:
+        assign(self, "kind", kind)
+        assign(self, "intid", intid)
+        assign(self, "target", target)
+        assign(self, "elr", elr)
+        assign(self, "esr", esr)
 
     @property
     def what(self) -> str:

@@ -22,8 +22,9 @@ The suite runner (harness/unittests.py) turns a status into run_tests.sh's verdi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import Enum
+
+from devmodel.record import Frozen, assign
 
 # Exception classes and ESR_ELx (Arm ARM D17.2.37) for the death lines, defined in harness/syndrome.py
 from .syndrome import (EC_BRK64, EC_DABT_CUR, EC_DABT_LOW, EC_HVC64, EC_IABT_CUR, EC_IABT_LOW, EC_NAMES, EC_SMC64,
@@ -86,15 +87,25 @@ class HarnessInputError(Exception):
     """Bad input the harness cannot run (exit status 125); the message is one line."""
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Frozen):
+    __slots__ = ("kind", "message", "status", "vcpu", "pc", "esr", "far")
     kind: Kind
     message: str                      # one line, for the user
-    status: int = 0                   # guest status for EXIT
-    vcpu: str | None = None           # dvm_name of the vCPU that caused it
-    pc: int | None = None
-    esr: int | None = None
-    far: int | None = None
+    status: int                       # guest status for EXIT
+    vcpu: str | None                  # dvm_name of the vCPU that caused it
+    pc: int | None
+    esr: int | None
+    far: int | None
+
+    def __init__(self, kind: Kind, message: str, status: int = 0, vcpu: str | None = None, pc: int | None = None,
+                 esr: int | None = None, far: int | None = None) -> None:
+        assign(self, "kind", kind)
+        assign(self, "message", message)
+        assign(self, "status", status)
+        assign(self, "vcpu", vcpu)
+        assign(self, "pc", pc)
+        assign(self, "esr", esr)
+        assign(self, "far", far)
 
     @property
     def exit_code(self) -> int:

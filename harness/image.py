@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
+
+from devmodel.record import Frozen, assign
 
 from .elfload import ElfImage, ElfLoadError, load_elf
 from .exits import HarnessInputError
@@ -62,27 +63,39 @@ class ImageError(ElfLoadError, HarnessInputError):
     """The image cannot be booted: the message is one line naming the file (bad input: status 125)."""
 
 
-@dataclass(frozen=True)
-class LoadSegment:
+class LoadSegment(Frozen):
     """`data` goes to `addr`, followed by `memsz - len(data)` zero bytes. `name` says what it is: "elf[i]"
     (program header i), "kernel" (a raw image), "bootloader" (QEMU's stub) or "dtb"."""
+    __slots__ = ("addr", "data", "memsz", "executable", "name")
     addr: int
     data: bytes
     memsz: int
     executable: bool
     name: str
 
+    def __init__(self, addr: int, data: bytes, memsz: int, executable: bool, name: str) -> None:
+        assign(self, "addr", addr)
+        assign(self, "data", data)
+        assign(self, "memsz", memsz)
+        assign(self, "executable", executable)
+        assign(self, "name", name)
+
     @property
     def end(self) -> int:
         return self.addr + self.memsz
 
 
-@dataclass(frozen=True)
-class LinuxImageHeader:
+class LinuxImageHeader(Frozen):
     """The arm64 Image header fields QEMU and a boot loader read (Linux booting.rst, little-endian)."""
+    __slots__ = ("text_offset", "image_size", "flags")
     text_offset: int
     image_size: int
     flags: int
+
+    def __init__(self, text_offset: int, image_size: int, flags: int) -> None:
+        assign(self, "text_offset", text_offset)
+        assign(self, "image_size", image_size)
+        assign(self, "flags", flags)
 
     @property
     def big_endian(self) -> bool:                       # flags bit 0: kernel endianness
@@ -97,8 +110,9 @@ class LinuxImageHeader:
         return bool(self.flags & 8)
 
 
-@dataclass(frozen=True)
-class BootPlan:
+class BootPlan(Frozen):
+    __slots__ = ("path", "kind", "segments", "entry", "kernel_entry", "regs", "dtb_addr", "elf", "header", "notes",
+                 "initrd")
     path: str
     kind: str                                   # "elf", "raw" or "linux-image"
     segments: tuple[LoadSegment, ...]           # every blob QEMU writes into RAM, the tree included
@@ -106,10 +120,26 @@ class BootPlan:
     kernel_entry: int                           # the image's own entry point
     regs: tuple[int, int, int, int]             # x0..x3 at kernel_entry (x0 = device tree address or 0)
     dtb_addr: int | None                        # None: the guest gets no device tree
-    elf: ElfImage | None = None
-    header: LinuxImageHeader | None = None
-    notes: tuple[str, ...] = ()                 # QEMU-consistent facts worth logging (e.g. why no tree)
-    initrd: tuple[int, int] | None = None       # [start, end) of the initrd (the tree's linux,initrd-*)
+    elf: ElfImage | None
+    header: LinuxImageHeader | None
+    notes: tuple[str, ...]                      # QEMU-consistent facts worth logging (e.g. why no tree)
+    initrd: tuple[int, int] | None              # [start, end) of the initrd (the tree's linux,initrd-*)
+
+    def __init__(self, path: str, kind: str, segments: tuple[LoadSegment, ...], entry: int, kernel_entry: int,
+                 regs: tuple[int, int, int, int], dtb_addr: int | None, elf: ElfImage | None = None,
+                 header: LinuxImageHeader | None = None, notes: tuple[str, ...] = (),
+                 initrd: tuple[int, int] | None = None) -> None:
+        assign(self, "path", path)
+        assign(self, "kind", kind)
+        assign(self, "segments", segments)
+        assign(self, "entry", entry)
+        assign(self, "kernel_entry", kernel_entry)
+        assign(self, "regs", regs)
+        assign(self, "dtb_addr", dtb_addr)
+        assign(self, "elf", elf)
+        assign(self, "header", header)
+        assign(self, "notes", notes)
+        assign(self, "initrd", initrd)
 
     def rom_regions(self) -> list[tuple[int, int]]:
         """(address, size) of every blob, sorted: what QEMU's ROM list holds after a -kernel boot."""

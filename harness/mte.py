@@ -40,7 +40,6 @@ Unicorn's does (kvm-unit-tests' mte with virtualization=on takes a data abort at
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_PROT, UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE_PROT, UC_PROT_ALL, \
@@ -162,7 +161,7 @@ class VcpuMte:
         self._pages: dict[int, tuple[int, ...]] = {}      # protected IPA page -> its hooks
         self._pass = False                                # the stepped instruction's accesses go through
         self.tco_after_eret = False                       # the stepped ERET restores SPSR.TCO = 1
-        vcpu.features = replace(vcpu.features, mte=True)  # PSTATE.TCO = 1 on exception entry
+        vcpu.features = vcpu.features._replace(mte=True)  # PSTATE.TCO = 1 on exception entry
         self._register()
 
     # -- system registers -----------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import ctypes
 import functools
 import struct
 import weakref
-from dataclasses import dataclass
+from devmodel.record import Frozen, assign
 from typing import Any, Callable, Iterable
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR
@@ -216,12 +216,18 @@ _DSB_OPTION = {1: "oshld", 2: "oshst", 3: "osh", 5: "nshld", 6: "nshst", 7: "nsh
                9: "ishld", 10: "ishst", 11: "ish", 13: "ld", 14: "st", 15: "sy"}
 
 
-@dataclass(frozen=True)
-class Barrier:
+class Barrier(Frozen):
+    __slots__ = ("addr", "text", "domain", "full")
     addr: int
     text: str          # the assembler text, e.g. "dsb ish" (as capstone prints it)
     domain: str        # OSH / NSH / ISH / SY
     full: bool         # waits for all accesses and maintenance (not the LD/ST-only forms)
+
+    def __init__(self, addr: int, text: str, domain: str, full: bool) -> None:
+        assign(self, "addr", addr)
+        assign(self, "text", text)
+        assign(self, "domain", domain)
+        assign(self, "full", full)
 
     @property
     def syncs(self) -> bool:

@@ -28,8 +28,9 @@ their IPA space is the Unicorn address space), contiguous-bit hints (they do not
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+
+from devmodel.record import Frozen, assign
 
 if TYPE_CHECKING:
     from devmodel.vmsa import FaultKind, S1Regime
@@ -47,17 +48,28 @@ _FAULT_NAMES = {"TRANSLATION": "translation", "ADDRESS_SIZE": "address size",   
 _PERM_ALL = 7      # devmodel.vmsa PERM_R | PERM_W | PERM_X (a test checks): the MMU off permits everything
 
 
-@dataclass(frozen=True)
-class TranslationRegs:
+class TranslationRegs(Frozen):
     """The registers a stage-1 walk of the vCPU depends on (raw values as Unicorn gives them)."""
+    __slots__ = ("el", "sctlr", "tcr", "ttbr0", "ttbr1", "mmfr0", "mmfr1", "mmfr2")
     el: int            # regime: 1 (EL1&0) or 2 (EL2)
     sctlr: int
     tcr: int
     ttbr0: int
-    ttbr1: int = 0
-    mmfr0: int = 5     # ID_AA64MMFR0_EL1 (default: 48-bit PARange)
-    mmfr1: int = 0     # ID_AA64MMFR1_EL1
-    mmfr2: int = 0     # ID_AA64MMFR2_EL1
+    ttbr1: int
+    mmfr0: int         # ID_AA64MMFR0_EL1 (default: 48-bit PARange)
+    mmfr1: int         # ID_AA64MMFR1_EL1
+    mmfr2: int         # ID_AA64MMFR2_EL1
+
+    def __init__(self, el: int, sctlr: int, tcr: int, ttbr0: int, ttbr1: int = 0, mmfr0: int = 5, mmfr1: int = 0,
+                 mmfr2: int = 0) -> None:
+        assign(self, "el", el)
+        assign(self, "sctlr", sctlr)
+        assign(self, "tcr", tcr)
+        assign(self, "ttbr0", ttbr0)
+        assign(self, "ttbr1", ttbr1)
+        assign(self, "mmfr0", mmfr0)
+        assign(self, "mmfr1", mmfr1)
+        assign(self, "mmfr2", mmfr2)
 
     @property
     def mmu_on(self) -> bool:
@@ -68,16 +80,28 @@ class TranslationRegs:
         return min(_PARANGE.get(self.mmfr0 & 0xF, 48), 48)
 
 
-@dataclass(frozen=True)
-class Walk:
+class Walk(Frozen):
+    __slots__ = ("ok", "ipa", "level", "fault", "kind", "perm_priv", "perm_user", "desc")
     ok: bool
-    ipa: int | None = None
-    level: int = 0          # level of the descriptor that ended the walk
-    fault: str = ""         # "", "translation", "address size", "access flag", "external abort on walk"
-    kind: FaultKind | None = None
-    perm_priv: int = _PERM_ALL  # devmodel.vmsa PERM_* of the leaf (MMU off: everything)
-    perm_user: int = _PERM_ALL
-    desc: int | None = None  # the leaf descriptor (None with the MMU off)
+    ipa: int | None
+    level: int              # level of the descriptor that ended the walk
+    fault: str              # "", "translation", "address size", "access flag", "external abort on walk"
+    kind: FaultKind | None
+    perm_priv: int          # devmodel.vmsa PERM_* of the leaf (MMU off: everything)
+    perm_user: int
+    desc: int | None        # the leaf descriptor (None with the MMU off)
+
+    def __init__(self, ok: bool, ipa: int | None = None, level: int = 0, fault: str = "",
+                 kind: FaultKind | None = None, perm_priv: int = _PERM_ALL, perm_user: int = _PERM_ALL,
+                 desc: int | None = None) -> None:
+        assign(self, "ok", ok)
+        assign(self, "ipa", ipa)
+        assign(self, "level", level)
+        assign(self, "fault", fault)
+        assign(self, "kind", kind)
+        assign(self, "perm_priv", perm_priv)
+        assign(self, "perm_user", perm_user)
+        assign(self, "desc", desc)
 
     @property
     def fsc(self) -> int:

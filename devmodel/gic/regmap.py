@@ -14,22 +14,34 @@ it as RAZ/WI and counts it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable
+
+from ..record import Frozen, assign
 
 __all__ = ["IrqArray", "IrqArrays", "array_read", "array_write", "common_arrays"]
 
 
-@dataclass(frozen=True)
-class IrqArray:
+class IrqArray(Frozen):
+    __slots__ = ("name", "offset", "bits", "attr", "write", "count", "base", "byte_ok")
     name: str             # e.g. "GICD_ISENABLER"
     offset: int           # offset of the field of INTID `base`
     bits: int             # field width per INTID: 1, 2, 8 or 64
     attr: str             # which attribute the field shows (the device's vocabulary)
-    write: str = "store"  # "store", "set" (write 1 to set), "clear" (write 1 to clear), "ro"
-    count: int = 1024     # INTIDs covered by the array's address block
-    base: int = 0         # INTID of the first field
-    byte_ok: bool = False
+    write: str            # "store", "set" (write 1 to set), "clear" (write 1 to clear), "ro"
+    count: int            # INTIDs covered by the array's address block
+    base: int             # INTID of the first field
+    byte_ok: bool
+
+    def __init__(self, name: str, offset: int, bits: int, attr: str, write: str = "store", count: int = 1024,
+                 base: int = 0, byte_ok: bool = False) -> None:
+        assign(self, "name", name)
+        assign(self, "offset", offset)
+        assign(self, "bits", bits)
+        assign(self, "attr", attr)
+        assign(self, "write", write)
+        assign(self, "count", count)
+        assign(self, "base", base)
+        assign(self, "byte_ok", byte_ok)
 
     @property
     def size(self) -> int:

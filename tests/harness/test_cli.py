@@ -306,3 +306,21 @@ def test_unittests_cfg_names_only_options_that_exist():
     comments = [line for line in (TESTS_DIR / "unittests.cfg").read_text().splitlines() if line.startswith("#")]
     options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", "\n".join(comments)))
     assert "--update-golden" in options and options <= added, options - added
+
+
+def _commands(parser) -> list[str]:
+    import argparse
+
+    return [name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices]
+
+
+def test_a_command_line_builds_only_its_commands_parser_and_help_gets_all():
+    from harness.cli import COMMANDS, build_parser, command_of
+
+    assert _commands(build_parser(command_of(["run", "hello.elf", "--cpus", "2"]))) == ["run"]
+    assert _commands(build_parser(command_of(["dtb", "-o", "x.dtb"]))) == ["dtb"]
+    for argv in (["--help"], ["-h", "run"], ["frobnicate"], []):      # help, or an error listing the commands
+        assert command_of(argv) is None, argv
+    assert _commands(build_parser(None)) == list(COMMANDS)
+    r = run_cli("-h", "run")
+    assert r.returncode == 0 and all(c in r.stdout for c in COMMANDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 
-from harness.cpu import (CPU_MODELS, DEFAULT_CPU, CpuFeatures, _Scratch, cpu_model, decode_features, features,
+from harness.cpu import (CPU_MODELS, DEFAULT_CPU, _Scratch, cpu_model, decode_features, features,
                          fresh_probe, new_uc, probe_undefined, reset_controls)
 from harness.machine import Machine
 from harness.sysregs import mrs_word, msr_word
@@ -39,7 +39,7 @@ def test_features_decode_the_id_registers():
     assert (mx.brps, mx.wrps) == (a72.brps, a72.wrps) == (6, 4)      # ID_AA64DFR0_EL1.BRPs = 5, WRPs = 3
     assert mx.tlb == 0 and not mx.xs                                 # no OS/range TLBIs in Unicorn's max
     ids = dict(mx.ids)
-    assert decode_features("x", ids) == CpuFeatures(**{**mx.__dict__, "model": "x"})
+    assert decode_features("x", ids) == mx._replace(model="x")
     assert decode_features("x", {**ids, "pfr0": ids["pfr0"] & ~(0xF << 32)}).sve is False
 
 

@@ -330,7 +330,6 @@ def test_pcie_host_node_windows_interrupts_and_msis():
 
 
 def test_msi_parents_name_the_its_and_the_device_ids():
-    from dataclasses import replace
     t = build_tree(SPECS[2])
     ph = phandle_targets(t)
     its = "/intc@8000000/its@8080000"
@@ -338,10 +337,10 @@ def test_msi_parents_name_the_its_and_the_device_ids():
     assert (ph[a.u32s("msi-parent")[0]], a.u32s("msi-parent")[1]) == (its, 0x10)     # DeviceID = StreamID
     assert (ph[b.u32s("msi-parent")[0]], b.u32s("msi-parent")[1]) == (its, 3)
     assert t.find("/smmuv3@9050000").get("msi-parent") is None                     # wired interrupts only
-    t = build_tree(replace(SPECS[2], smmu=SmmuSpec(msi_devid=0x1000)))
+    t = build_tree(SPECS[2]._replace(smmu=SmmuSpec(msi_devid=0x1000)))
     smmu = t.find("/smmuv3@9050000")
     assert (phandle_targets(t)[smmu.u32s("msi-parent")[0]], smmu.u32s("msi-parent")[1]) == (its, 0x1000)
-    for spec in (replace(SPECS[2], smmu=SmmuSpec(msi_devid=0x1000), gic_version=2),
-                 replace(SPECS[2], smmu=SmmuSpec(msi_devid=0x1000), its=False)):       # no ITS: no msi-parent
+    for spec in (SPECS[2]._replace(smmu=SmmuSpec(msi_devid=0x1000), gic_version=2),
+                 SPECS[2]._replace(smmu=SmmuSpec(msi_devid=0x1000), its=False)):       # no ITS: no msi-parent
         t = build_tree(spec)
         assert all(n.get("msi-parent") is None for _, n in t.root.walk())

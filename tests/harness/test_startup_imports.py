@@ -36,8 +36,9 @@ NOT_FOR_HELLO = {
     "traceback": "SMMU_HARNESS_DEBUG=1 after an internal error",
     "json": "a trace file or a golden comparison",
     "harness.build": "the builder (toolchain records): run needs only harness.locations (paths, cache dir)",
-    "harness.trace.golden": "--expect-trace / --update-golden",
+    "harness.trace": "the trace package (sessions, sinks, the catalogue): --trace, --trace-events, --expect-trace",
     "shlex": "build --cflags",
+    "dataclasses": "records on run's path are devmodel.record.Frozen (a dataclass is compiled at class creation)",
 }
 
 
@@ -63,6 +64,33 @@ def test_a_run_of_hello_imports_nothing_its_guest_does_not_use():
     code, mods = _modules_after("run", str(guest_elf("hello")))
     assert code == 0 and "harness.trap" in mods and "devmodel.gic.gicv2" in mods
     assert {m: why for m, why in NOT_FOR_HELLO.items() if _loaded(mods, m)} == {}
+
+
+_DATACLASS_SPY = """
+import contextlib, dataclasses, io, json, sys
+made, real = [], dataclasses.dataclass
+def spy(cls=None, /, **kw):                 # @dataclass, @dataclass(...) and make_dataclass all come here
+    def wrap(c):
+        made.append(f"{c.__module__}.{c.__qualname__}")
+        return real(c, **kw)
+    return wrap if cls is None else wrap(cls)
+dataclasses.dataclass = spy
+from harness.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "made": made}))
+"""
+
+
+def test_a_run_of_hello_creates_no_dataclass():
+    """A dataclass costs ~340 us at class creation (its methods are compiled with exec): a record on run's path
+    is a devmodel.record.Frozen class (docs/DESIGN.md "Records"). The spy sees every dataclass the run makes."""
+    p = subprocess.run([sys.executable, "-c", _DATACLASS_SPY, "run", str(guest_elf("hello"))], capture_output=True,
+                       text=True, timeout=120)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["code"] == 0
+    assert out["made"] == [], (f"{out['made']}: dataclasses created by `run hello.elf`; make them "
+                               "devmodel.record.Frozen records or import them where they are used")
 
 
 def test_a_gicv3_run_has_its_its_and_a_virtio_guest_its_chr_testdev():

@@ -295,7 +295,6 @@ def test_stage1_only_entries_are_tagged_with_s2vmid_when_s2_is_implemented(s2p: 
     """IHI 0070 3.17: for stage-1-only translation the VMID comes from STE.S2VMID when stage 2 is implemented;
     with IDR0.S2P=0 there is no VMID and broadcasts match as VMID 0. So a broadcast VAE1IS hits the context's
     entries only with that VMID."""
-    from dataclasses import replace
     from devmodel.dvm import Interconnect
     b = Bench(SmmuFeatures(btm=True, s2p=s2p))
     b.setup(enable=False)
@@ -310,9 +309,9 @@ def test_stage1_only_entries_are_tagged_with_s2vmid_when_s2_is_implemented(s2p: 
     b.put_ste(30, S.Ste(v=1, config=S.CONFIG_S1, s1contextptr=CDTAB, s2vmid=5 if s2p else 0))
     assert b.smmu.translate(30, None, 0x7010).pa == RAM + 0xA0_0010
     s1.map(0x7000, RAM + 0xB0_0000, 0x1000, PERM_R | PERM_W)        # remap, no invalidation yet
-    va_op = replace(OP, name="VAE1IS", crm=3, op2=1, scope=Scope.VA, asid=3, addr=0x7000)
+    va_op = OP._replace(name="VAE1IS", crm=3, op2=1, scope=Scope.VA, asid=3, addr=0x7000)
     for vmid in sorted({0, 5} - {tag}):                        # the other VMID: entries stay (stale)
-        ic.tlbi(replace(va_op, vmid=vmid), None)
+        ic.tlbi(va_op._replace(vmid=vmid), None)
         assert b.smmu.translate(30, None, 0x7010).pa == RAM + 0xA0_0010
-    ic.tlbi(replace(va_op, vmid=tag), None)
+    ic.tlbi(va_op._replace(vmid=tag), None)
     assert b.smmu.translate(30, None, 0x7010).pa == RAM + 0xB0_0010
