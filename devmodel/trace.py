@@ -28,7 +28,6 @@ has no template for) empties the log and takes the ordinary path, so the order o
 from __future__ import annotations
 
 import fnmatch
-from array import array
 from typing import Any, Callable, Iterable, Protocol
 
 from .record import Frozen, assign
@@ -178,6 +177,8 @@ class CompactLog:
 
     def __init__(self, learn: Callable[[Payload], Any], drain: Callable[[], None],
                  where: Callable[[], Any] | None = None, limit: int = 1 << 16):
+        from array import array                  # here: a run without a trace file does not import it
+
         self.data: list[int] = []
         self.packed = array("q")
         self.tids: dict[Payload, Any] = {}
