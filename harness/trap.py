@@ -946,7 +946,7 @@ class TlbiTrap:
             cx.clear()
             idx = self.native_lib.tt_cx_add(cx.ptr, *args)
         kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
-        cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]
+        cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
 
     def _new_cx(self, cpu: _Cpu) -> "_Cx":
         cpu.cx = _Cx(self.native_lib)
