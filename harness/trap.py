@@ -811,7 +811,7 @@ class TlbiTrap:
                 cpu.cx.clear()
             cpu.plans_for = now
         at = 0
-        if ic.quiet(cpu.part) and ic.receivers_say(cpu.part, "dvm_repeatable"):
+        if vm.__class__ is int and ic.quiet(cpu.part) and ic.receivers_say(cpu.part, "dvm_repeatable"):
             at = self._deliver_cx(cpu, data, vm)
         if at * native.RECORD_SIZE < len(data):
             self._compact_loop(cpu, data, vm, at * native.RECORD_SIZE)
@@ -945,6 +945,8 @@ class TlbiTrap:
         if idx < 0:                               # the table is full (its counts were handed over)
             cx.clear()
             idx = self.native_lib.tt_cx_add(cx.ptr, *args)
+            if idx < 0:
+                raise MemoryError("native TLBI trap: an empty plan table refused a plan")
         kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
         cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
 

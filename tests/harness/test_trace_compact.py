@@ -253,8 +253,9 @@ def _mixed_code(rounds: int, times: int) -> bytes:
     return b"".join(w.to_bytes(4, "little") for w in words)
 
 
-def _run_mixed(tmp_path: Path, tag: str, fmt: str) -> tuple[bytes, tuple]:
-    """The mixed code on a 3-vCPU VM traced to a file of the sink's own: (the file, every DVM counter)."""
+def _run_mixed(tmp_path: Path, tag: str, fmt: str, code: bytes | None = None) -> tuple[bytes, tuple]:
+    """`code` (default: the mixed loops) on a 3-vCPU VM traced to a file of the sink's own: (the file, every
+    DVM counter)."""
     from devmodel.trace import Tracer as _Tracer
     from harness.machine import Machine
     from harness.trap import TlbiTrap
@@ -266,7 +267,7 @@ def _run_mixed(tmp_path: Path, tag: str, fmt: str) -> tuple[bytes, tuple]:
     sink = (JsonlSink if fmt == "jsonl" else TextSink)(f, where=trap.where)
     m.tracer.add_sink(sink)
     vm = m.add_vm(ncpus=3, vmid=5)
-    vm.load_code(0x4008_0000, _mixed_code(12, 300))
+    vm.load_code(0x4008_0000, _mixed_code(12, 300) if code is None else code)
     for v in vm.vcpus:
         v.hcr_fb = False                                      # TLBI VAE1 stays local
     out = m.run(max_insns=200_000)
@@ -310,6 +311,29 @@ def test_c_records_are_the_python_loops(fmt, tmp_path, monkeypatch):
     assert text.count(b"\n") > 10_000 and counters[0] > 3000
     assert b'"op":"VAE1","xt":' in text and b'"domain":"NSH"' in text if fmt == "jsonl" else b"op=VAE1 " in text
     assert got["cx+python"] == got["cx"] and got["loop"] == got["cx"] and got["python"] == got["cx"]
+
+
+def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
+    """TLBI VAE1IS page by page, 7000 pages (a new Xt, so a new plan, each time: past the first batch, traced
+    before the log is wired, the C table of 4096 starts again): the bytes and counters of the pure-Python
+    trap."""
+    from devmodel.tlbi import encoding, sys_word
+    from harness.trap import _Cx
+
+    mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
+    words = mov(1, 0x40080) + mov(4, 7000) + [sys_word(*encoding("VAE1IS"), rt=1), 0xD5033B9F,
+                                               0x91000421,                    # add x1, x1, #1
+                                               0xF1000484, 0x54FFFF81]        # subs x4, x4, #1; b.ne loop
+    code = b"".join(w.to_bytes(4, "little") for w in words + mov(0, 0x84000008) + [0xD4000002])
+    clears = []
+    orig = _Cx.clear
+    monkeypatch.setattr(_Cx, "clear", lambda self: clears.append(len(self.plans)) or orig(self))
+    got = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        got[path] = _run_mixed(tmp_path, path, "jsonl", code)
+    assert _Cx.CAP in clears                                  # the full table started again
+    assert got["native"][0].count(b"\n") == 5 * 7000 and got["native"] == got["python"]    # 2 dvm_tlbi each
 
 
 @pytest.mark.parametrize("lazy, running, vmid", [(True, False, 5), (False, True, 5), (True, True, 5),
