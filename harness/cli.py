@@ -307,9 +307,9 @@ def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: st
         return
     from devmodel.trace import select
 
-    from .trace.catalog import load_all
+    from .trace.catalog import load_for
 
-    load_all()
+    load_for(events)
     try:
         chosen = select(events)
     except KeyError as e:
