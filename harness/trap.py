@@ -54,7 +54,7 @@ from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedT
 from devmodel.trace import NULL_TRACER, PayloadGroup, Tracer, define
 
 from . import native, observe
-from .codescan import BRANCH_REGISTER, SYSTEM, words_with_top_byte
+from .codescan import BRANCH_REGISTER, SYSTEM, words_at, words_with_top_byte
 from .exits import EXIT_UNDEF
 
 __all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "unicorn_native", "scan_barriers", "scan_erets", "Barrier",
@@ -239,7 +239,7 @@ def scan_barriers(regions: Iterable[tuple[int, bytes]]) -> list[Barrier]:
     """DSBs in executable `regions` [(address, bytes)], decoded from their encodings (no disassembler)."""
     out: list[Barrier] = []
     for base, data in regions:
-        for i, w in words_with_top_byte(bytes(data), SYSTEM):     # DSBs are system instructions
+        for i, w in words_at(bytes(data), SYSTEM):     # DSBs are system instructions
             if (w & _DSB_MASK) == _DSB_BITS:
                 crm = (w >> 8) & 0xF
                 if crm & 3 == 0:                     # SSBB / PSSBB / reserved: not a DSB
