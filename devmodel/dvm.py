@@ -8,6 +8,12 @@ TLBIs: every other participant completes the invalidations it received before ac
 synchronous, so a Sync completes when every `dvm_sync` call has returned; the number of acknowledgements is
 traced and returned.
 
+A receiver may say `dvm_repeatable = True`: what its `dvm_tlbi`/`dvm_sync` do depends neither on the message
+numbers nor on the order of the messages it gets between two points where other code runs, and it offers
+`dvm_tlbi_repeat(op, n)` / `dvm_sync_repeat(n)`, the same as `n` such calls. Then a caller that delivers a batch
+(the native TLBI trap's compact traces, harness/trap.py) may hand over each distinct message once with its count
+(`tlbi_repeat`, `sync_repeat`).
+
 A participant may refuse broadcasts (an SMMU with IDR0.BTM=0 or CR2.PTM=1): it still attaches, and decides in
 its own `dvm_tlbi`.
 
@@ -128,6 +134,27 @@ class Interconnect:
             self._tlbi_payloads.clear()
         self._tlbi_payloads[key] = (op, source, out)
         return out
+
+    def tlbi_repeat(self, op: TlbiOp, source: Participant | None, n: int) -> None:
+        """`n` times `tlbi(op, source, trace=False)`, when every receiver says `dvm_repeatable`: each gets one
+        `dvm_tlbi_repeat(op, n)`; the counters and message numbers advance as for the `n` calls."""
+        if not op.broadcast or n <= 0:
+            return
+        self.tlbis += n
+        for p in self.participants:
+            if p is not source:
+                self.msgs += n
+                p.dvm_tlbi_repeat(op, n)
+
+    def sync_repeat(self, source: Participant | None, n: int) -> None:
+        """`n` times `sync(source, trace=False)`, when every receiver says `dvm_repeatable`."""
+        if n <= 0:
+            return
+        self.syncs += n
+        self.msgs += n
+        for p in self.participants:
+            if p is not source:
+                p.dvm_sync_repeat(n)
 
     def sync(self, source: Participant | None, trace: bool = True) -> int:
         """DVM Sync from `source`; returns the number of acknowledgements (every other participant). With

@@ -166,16 +166,21 @@ class Record:
 
 
 class CompactLog:
-    """A sink's buffer of compact payload records (see the module docstring): `data` is a flat list of ints.
+    """A sink's buffer of compact payload records (see the module docstring): `data` is a flat list of ints,
+    after the records in `packed` (the same ints as int64s, from `add_packed`).
     `tids[payload]` is the template number of an anchored payload, False when the sink has none for it, or a
     dict `where() -> number`; `learn(payload)` makes the number for the current `where()` (or False);
-    `drain()` formats and writes `data` and empties it, at the latest when it holds more than `limit` ints."""
+    `drain()` formats and writes `packed` then `data` and empties them, at the latest when either holds more
+    than `limit` ints."""
 
-    __slots__ = ("data", "tids", "where", "learn", "drain", "limit")
+    __slots__ = ("data", "packed", "tids", "where", "learn", "drain", "limit")
 
     def __init__(self, learn: Callable[[Payload], Any], drain: Callable[[], None],
                  where: Callable[[], Any] | None = None, limit: int = 1 << 16):
+        from array import array                  # here: a run without a trace file does not import it
+
         self.data: list[int] = []
+        self.packed = array("q")
         self.tids: dict[Payload, Any] = {}
         self.where, self.learn, self.drain, self.limit = where, learn, drain, limit
 
@@ -194,6 +199,21 @@ class CompactLog:
         if len(self.data) > self.limit:
             self.drain()
         return True
+
+
+    def add_packed(self, ints: Any) -> None:
+        """Append records already made as int64s (a buffer of `tid, seq, ts, values...`), after every record
+        kept so far: `data` moves to `packed` first (or, holding an int beyond 64 bits, is drained)."""
+        if self.data:
+            try:
+                self.packed.fromlist(self.data)       # all or nothing
+            except OverflowError:
+                self.drain()
+            else:
+                del self.data[:]
+        self.packed.frombytes(ints)
+        if len(self.packed) > self.limit:
+            self.drain()
 
 
 class Sink(Protocol):

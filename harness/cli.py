@@ -296,10 +296,6 @@ def wants_help(value: str | None) -> bool:
 def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: str | None,
                         expect: str | None = None, update: bool = False) -> None:
     """Trace options that would do nothing, or nothing visible, are usage errors (never silent no-ops)."""
-    from devmodel.trace import select
-
-    from .trace.catalog import load_all
-
     if fmt is not None and trace is None:
         raise UsageError(f"{PROG} {cmd}: --trace-format {fmt} needs --trace FILE")
     if expect is not None and update:
@@ -309,7 +305,11 @@ def check_trace_options(cmd: str, trace: str | None, fmt: str | None, events: st
                              + ("is a directory" if golden.is_dir() else f"no such directory {golden.parent}"))
     if events is None:
         return
-    load_all()
+    from devmodel.trace import select
+
+    from .trace.catalog import load_for
+
+    load_for(events)
     try:
         chosen = select(events)
     except KeyError as e:
@@ -344,15 +344,28 @@ def gdb_port(args: argparse.Namespace) -> int | None:
     return port
 
 
+#: the run options that make a trace session (without any, none is made and the trace package is not imported)
+TRACE_OPTIONS = ("trace", "trace_events", "expect_trace", "update_golden")
+
+
 def configure_machine(args: argparse.Namespace, machine) -> None:
     """Attach option-driven plugins (tracing, TLBI trapping, the gdb stub ...) to the machine before the guest
     runs."""
-    from .trace import TraceSession, for_machine
-    from .trace.sinks import format_for
     from .trap import TlbiTrap
 
     trap = TlbiTrap(machine.interconnect, machine.tracer)
     machine.add_plugin(trap)
+    if any(getattr(args, name, None) for name in TRACE_OPTIONS):
+        _attach_trace_session(args, machine, trap)
+    _attach_gdb_stub(args, machine)
+
+
+def _attach_trace_session(args: argparse.Namespace, machine, trap) -> None:
+    """The `--trace*`/`--expect-trace` options as a `TraceSession` on the machine's tracer (`args.trace_session`,
+    closed by `finish_tracing`)."""
+    from .trace import TraceSession, for_machine
+    from .trace.sinks import format_for
+
     try:
         trace = getattr(args, "trace", None)
         fmt = getattr(args, "trace_format", None) or (format_for(trace) if trace else "jsonl")
@@ -371,6 +384,9 @@ def configure_machine(args: argparse.Namespace, machine) -> None:
     except OSError as e:
         session.close()
         raise UsageError(f"{PROG} run: --trace {args.trace}: {e.strerror or e}") from None
+
+
+def _attach_gdb_stub(args: argparse.Namespace, machine) -> None:
     port = gdb_port(args)
     if port is not None:
         from .gdbstub import GdbStub, stderr_announce
@@ -488,9 +504,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .log import listing as log_listing
     from .locations import shipped_path      # not .build: its toolchain records are start-up of `run`
     from .machine import DEFAULT_QUANTUM, Machine
-    from .trace.catalog import listing as event_listing
 
     if wants_help(args.log_categories) or wants_help(args.trace) or wants_help(args.trace_events):
+        from .trace.catalog import listing as event_listing   # here: a run without trace options needs no trace package
         write_out(log_listing() if wants_help(args.log_categories) else event_listing())
         return 0
     image = str(shipped_path(_image_argument(args)))

@@ -8,12 +8,14 @@ system instructions (DDI 0487 C4.1, "Branches, Exception Generating and System i
 barriers, hints, bits [31:22] = 0b1101010100) and 0xD6 for ERET and its pointer-authenticated forms
 ("Unconditional branch (register)"). `words_with_top_byte` finds those words with `bytes.find` (in C) and
 hands only them to the scan's own test, which is unchanged; tests/harness/test_codescan.py compares every scan
-with the word-by-word loop."""
+with the word-by-word loop. `words_at` keeps the answer for the last few images, so the three scans of the
+system instructions (DSBs, unmasking MSRs, debug registers) find them once per image."""
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
-__all__ = ["SYSTEM", "BRANCH_REGISTER", "words_with_top_byte"]
+__all__ = ["SYSTEM", "BRANCH_REGISTER", "words_with_top_byte", "words_at"]
 
 SYSTEM = 0xD5                # MSR, MRS, SYS, DSB/DMB/ISB, hints (bits [31:24] of the encoding)
 BRANCH_REGISTER = 0xD6       # BR, BLR, RET, ERET, ERETAA/ERETAB (and their pointer-authenticated forms)
@@ -34,3 +36,10 @@ def words_with_top_byte(data: bytes, top: int) -> Iterator[tuple[int, int]]:
             i = find(needle, i + 4, end)
         else:
             i = find(needle, i | 3, end)
+
+
+@functools.lru_cache(maxsize=16)
+def words_at(data: bytes, top: int) -> tuple[tuple[int, int], ...]:
+    """`words_with_top_byte(data, top)` as a tuple, kept for the last 16 (image, top byte) pairs (bytes hash
+    their contents once; a hit on the same image object compares by identity)."""
+    return tuple(words_with_top_byte(data, top))

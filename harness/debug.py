@@ -63,7 +63,7 @@ from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_PROT, UC_H
 from devmodel.record import Frozen, assign
 
 from . import syndrome as syn
-from .codescan import SYSTEM, words_with_top_byte
+from .codescan import SYSTEM, words_at
 from .exceptions import Taken, route
 
 if TYPE_CHECKING:
@@ -569,4 +569,4 @@ class Debug:
 
 def uses_debug_registers(code: bytes) -> bool:
     """Does `code` hold an MRS/MSR of a debug register (op0 = 0b10, DDI 0487 C5.3)?"""
-    return any((w & 0xFFD8_0000) == 0xD510_0000 for _, w in words_with_top_byte(bytes(code), SYSTEM))
+    return any((w & 0xFFD8_0000) == 0xD510_0000 for _, w in words_at(bytes(code), SYSTEM))

@@ -52,7 +52,7 @@ from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_PSTATE
 from devmodel.timer import PPI
 from devmodel.trace import define
 
-from .codescan import SYSTEM, words_with_top_byte
+from .codescan import SYSTEM, words_at
 from .exceptions import Vector
 from .sysregs import Encoding
 
@@ -117,7 +117,7 @@ def scan_unmask_sites(regions: Iterable[tuple[int, bytes]]) -> list[int]:
     """Addresses of the instruction after each MSR DAIFClr that clears I or F, and each MSR DAIF, Xt."""
     out = []
     for base, data in regions:
-        for i, w in words_with_top_byte(bytes(data), SYSTEM):         # MSRs are system instructions
+        for i, w in words_at(bytes(data), SYSTEM):         # MSRs are system instructions
             if ((w & _DAIFCLR_MASK) == _DAIFCLR and w & _DAIFCLR_IF) or (w & _MSR_DAIF_MASK) == _MSR_DAIF:
                 out.append(base + 4 * i + 4)
     return out

@@ -26,7 +26,9 @@ Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's 
 checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
 like the DSBs), every `UC_HOOK_INTR` and every slice start; under the machine, the flush a broadcast asks of
 another vCPU is done when that vCPU next runs (the scheduler runs one vCPU at a time, so nothing can observe
-the delay); the PC is read and trace fields are built only when tracing is on.
+the delay); the PC is read and trace fields are built only when tracing is on. Traced into a compact log with
+only vCPUs as receivers, C also makes a batch's trace records, and the receivers get each distinct message once
+with its count (`_deliver_cx`, docs/DESIGN.md "Compact trace records").
 
 Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
 over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
@@ -52,7 +54,7 @@ from devmodel.tlbi_types import DecodeContext, Regime, Share, TlbiOp, UndefinedT
 from devmodel.trace import NULL_TRACER, PayloadGroup, Tracer, define
 
 from . import native, observe
-from .codescan import BRANCH_REGISTER, SYSTEM, words_with_top_byte
+from .codescan import BRANCH_REGISTER, SYSTEM, words_at, words_with_top_byte
 from .exits import EXIT_UNDEF
 
 __all__ = ["TlbiTrap", "VcpuParticipant", "UNICORN_NATIVE", "unicorn_native", "scan_barriers", "scan_erets", "Barrier",
@@ -237,7 +239,7 @@ def scan_barriers(regions: Iterable[tuple[int, bytes]]) -> list[Barrier]:
     """DSBs in executable `regions` [(address, bytes)], decoded from their encodings (no disassembler)."""
     out: list[Barrier] = []
     for base, data in regions:
-        for i, w in words_with_top_byte(bytes(data), SYSTEM):     # DSBs are system instructions
+        for i, w in words_at(bytes(data), SYSTEM):     # DSBs are system instructions
             if (w & _DSB_MASK) == _DSB_BITS:
                 crm = (w >> 8) & 0xF
                 if crm & 3 == 0:                     # SSBB / PSSBB / reserved: not a DSB
@@ -301,11 +303,11 @@ class VcpuParticipant:
         self.dirty = False
         self.count_flush()
 
-    def count_flush(self) -> None:
-        """Count a flush of this vCPU's TLB (done by `flush`, or by the native TLBI hook itself)."""
-        self.flushes += 1
+    def count_flush(self, n: int = 1) -> None:
+        """Count `n` flushes of this vCPU's TLB (done by `flush`, or by the native TLBI hook itself)."""
+        self.flushes += n
         if self.vcpu is not None:
-            self.vcpu.tlb_flushes += 1
+            self.vcpu.tlb_flushes += n
 
     def flush_if_dirty(self) -> None:
         if self.dirty:
@@ -325,12 +327,57 @@ class VcpuParticipant:
         pass                                          # synchronous model: invalidations are already done
 
     dvm_quiet = True                  # dvm_tlbi / dvm_sync trace nothing and read no clock (Interconnect.quiet)
+    dvm_repeatable = True             # ... and ignore message numbers and order (devmodel/dvm.py)
+
+    def dvm_tlbi_repeat(self, op: TlbiOp, n: int) -> None:
+        """`n` times `dvm_tlbi(op, ...)`: the VMID filter once, one flush of Unicorn's TLB (a flush of an empty
+        TLB changes nothing) counted `n` times."""
+        self.received += n
+        vmid = op.vmid
+        if vmid is not None and op.regime is _EL10 and vmid != self._vmid():
+            return
+        if self.lazy and not self.running:
+            self.dirty = True
+        else:
+            self._flush_tlb()
+            self.dirty = False
+            self.count_flush(n)
+
+    def dvm_sync_repeat(self, n: int) -> None:
+        pass
+
+
+class _Cx:
+    """A vCPU's plans in C (harness/native/tlbi_trap.c `tt_cx`) and the buffers `tt_cx_run` fills: its state
+    (`native.TT_CX_*`), the compact records it makes, the (plan, count) pairs; `plans[i]` is plan i's (op or
+    the DSB's (domain, full, syncs), 1 for a TLBI else 0, did the hook flush the TLB)."""
+
+    CAP = 4096                        # plans before the table starts again (as `_Cpu.plans`)
+
+    def __init__(self, lib: Any):
+        self.lib, self.cap = lib, self.CAP
+        self.ptr = lib.tt_cx_new(self.cap)
+        if not self.ptr:
+            raise MemoryError("native TLBI trap: no memory for the compact plans")
+        weakref.finalize(self, lib.tt_cx_free, self.ptr)
+        self.st = (ctypes.c_int64 * native.TT_CX_STATE)()
+        self.out_cap = 8 * NATIVE_RECORDS
+        self.out = (ctypes.c_int64 * self.out_cap)()
+        self.out_bytes = memoryview(self.out).cast("B")
+        self.pairs = (ctypes.c_int64 * (2 * self.cap))()
+        self.st_addr, self.out_addr = ctypes.addressof(self.st), ctypes.addressof(self.out)
+        self.pairs_addr = ctypes.addressof(self.pairs)
+        self.plans: list[tuple[Any, int, bool]] = []
+
+    def clear(self) -> None:
+        self.lib.tt_cx_clear(self.ptr)
+        self.plans.clear()
 
 
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
                  "native", "tc", "tc_ptr", "replay", "decoders", "templates", "keep", "vmid", "payloads", "plans",
-                 "plans_for")
+                 "plans_for", "cx")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -350,6 +397,7 @@ class _Cpu:
         self.payloads: dict[tuple, Any] = {}   # trace payloads of this vCPU's TLBIs and DSBs, by PC
         self.plans: dict[tuple, Any] = {}      # native records -> their compact trace records (_deliver_compact)
         self.plans_for: Any = None             # (log, enabled, interconnect generation) the plans hold for
+        self.cx: _Cx | None = None             # the same plans in C (_deliver_cx), made at first use
 
     def configure(self, hcr_fb: bool | None = None, e2h: bool | None = None, tge: bool | None = None) -> None:
         """Change the HCR_EL2 bits the decoder sees (drops the decode cache)."""
@@ -363,6 +411,7 @@ class _Cpu:
         self.replay.clear()
         self.decoders.clear()
         self.templates.clear()
+        self.plans_for = None                     # the compact plans hold decoded ops too (_deliver_compact)
 
 
 class TlbiTrap:
@@ -752,21 +801,32 @@ class TlbiTrap:
     def _deliver_compact(self, cpu: _Cpu, data: bytes, vm: int) -> None:
         """`_deliver` while the trace goes to a compact log (devmodel/trace.py): a TLBI and its DVM messages,
         a DSB and its Sync, are one compact record each (a `PayloadGroup`, when no receiver traces anything:
-        `Interconnect.quiet`), appended here; anything else takes the traced steps of the Python hooks.
-        Plans are keyed by the raw record. The clock is read again only after those steps (a quiet receiver
-        does not move it)."""
-        tr, ic, part = self.tracer, self.interconnect, cpu.part
-        log = tr.compact
-        now = (log, tr.enabled, ic.generation)
+        `Interconnect.quiet`); anything else takes the traced steps of the Python hooks. Plans are keyed by
+        the raw record. When every receiver is also `dvm_repeatable`, C makes the records (`_deliver_cx`)."""
+        tr, ic = self.tracer, self.interconnect
+        now = (tr.compact, tr.enabled, ic.generation)
         if cpu.plans_for is None or any(a is not b for a, b in zip(cpu.plans_for, now)):
             cpu.plans.clear()
+            if cpu.cx is not None:
+                cpu.cx.clear()
             cpu.plans_for = now
+        at = 0
+        if vm.__class__ is int and ic.quiet(cpu.part) and ic.receivers_say(cpu.part, "dvm_repeatable"):
+            at = self._deliver_cx(cpu, data, vm)
+        if at * native.RECORD_SIZE < len(data):
+            self._compact_loop(cpu, data, vm, at * native.RECORD_SIZE)
+
+    def _compact_loop(self, cpu: _Cpu, data: bytes, vm: int, start: int) -> None:
+        """`_deliver_compact` in Python, record by record from byte offset `start`. The clock is read again
+        only after the traced steps (a quiet receiver does not move it)."""
+        tr, ic, part = self.tracer, self.interconnect, cpu.part
+        log = tr.compact
         plans, out, clock, size = cpu.plans, log.data, tr.clock, native.RECORD_SIZE
         get, ext, tlbi_to, sync_to = plans.get, out.extend, ic.tlbi, ic.sync
         ts = clock()
         seq, pending, traps = tr.seq, cpu.pending, 0      # kept here, written back before any other code reads them
         try:
-            for at in range(0, len(data), size):
+            for at in range(start, len(data), size):
                 raw = data[at:at + size]
                 plan = get(raw)
                 if plan is None or plan[1] != vm:
@@ -801,6 +861,98 @@ class TlbiTrap:
         finally:
             tr.seq, cpu.pending = seq, pending
             cpu.traps += traps
+
+    def _deliver_cx(self, cpu: _Cpu, data: bytes, vm: int) -> int:
+        """The records of `data` made by C (harness/native/tlbi_trap.c `tt_cx_run`) from the plans, handed to
+        the receivers once per plan and batch (`Interconnect.tlbi_repeat`/`sync_repeat`); a record whose plan
+        says Python traces it goes through the traced steps in between, in order. Returns the index of the
+        record the Python loop continues at (the clock gave a time that is not an int)."""
+        cx = cpu.cx if cpu.cx is not None else self._new_cx(cpu)
+        tr, st, n, at = self.tracer, cx.st, len(data) // native.RECORD_SIZE, 0
+        st[native.TT_CX_VM] = vm
+        while at < n:
+            ts = tr.clock()
+            if ts.__class__ is not int:
+                return at
+            st[native.TT_CX_SEQ], st[native.TT_CX_MSGS], st[native.TT_CX_TS] = tr.seq, self.interconnect.msgs, ts
+            st[native.TT_CX_PENDING], st[native.TT_CX_TRAPS], st[native.TT_CX_OUT] = cpu.pending, 0, 0
+            at = self.native_lib.tt_cx_run(cx.ptr, data, n, at, cx.st_addr, cx.out_addr, cx.out_cap)
+            self._cx_hand_over(cpu, cx)
+            why = st[native.TT_CX_WHY]
+            if why == native.TT_CX_UNKNOWN:
+                self._cx_plan(cpu, cx, data[at * native.RECORD_SIZE:(at + 1) * native.RECORD_SIZE], vm)
+            elif why == native.TT_CX_PYTHON:
+                raw = data[at * native.RECORD_SIZE:(at + 1) * native.RECORD_SIZE]
+                what, _kind, emulated = cx.plans[st[native.TT_CX_PLAN]]
+                cpu.traps += raw[16] == native.TT_REC_TLBI        # info's low byte: the record kind
+                self._traced_record(cpu, raw, what)
+                if emulated:
+                    cpu.part.count_flush()
+                at += 1
+        return n
+
+    def _cx_hand_over(self, cpu: _Cpu, cx: "_Cx") -> None:
+        """After `tt_cx_run`: the state back, its records into the log (first: kept if a receiver raises),
+        then each plan's count to the receivers."""
+        st, tr, ic, part = cx.st, self.tracer, self.interconnect, cpu.part
+        tr.seq, cpu.pending = st[native.TT_CX_SEQ], bool(st[native.TT_CX_PENDING])
+        cpu.traps += st[native.TT_CX_TRAPS]
+        used = st[native.TT_CX_OUT]
+        if used:
+            tr.compact.add_packed(cx.out_bytes[:used * 8])
+        k = self.native_lib.tt_cx_counts(cx.ptr, cx.pairs_addr, cx.cap)
+        pairs, plans = cx.pairs, cx.plans
+        for i in range(0, 2 * k, 2):
+            what, kind, emulated = plans[pairs[i]]
+            count = pairs[i + 1]
+            if kind == 1:
+                ic.tlbi_repeat(what, part, count)
+            elif kind == 2:
+                ic.sync_repeat(part, count)
+            if emulated:
+                part.count_flush(count)       # the hook flushed the TLB itself (a TLBI Unicorn lacks)
+
+    def _cx_plan(self, cpu: _Cpu, cx: "_Cx", raw: bytes, vm: int) -> None:
+        """The C plan of record `raw`: the records the traced steps emit for it, as one group (with quiet
+        receivers they are contiguous: `_tlbi_plan`, `_dsb_plan`; a local TLBI or a DSB that sends no Sync
+        emits its own event alone), the messages it sends, how it moves `pending`. Python's traced steps take
+        it when the log cannot hold the group."""
+        pc, xt, info = _RECORDS.unpack(raw)
+        if info & 0xFF == native.TT_REC_TLBI:
+            what = self._replay_decode(cpu, info, xt, vm)
+            _op, _en, _gen, alone, group, nmsg = self._tlbi_plan(cpu, pc, (info >> 8) & 3, what)
+            sends = what.broadcast
+            adv = sum(p is not cpu.part for p in self.interconnect.participants) if sends else 0
+            flags = native.TT_PLAN_TLBI | (native.TT_PLAN_SETS if sends else 0)
+        else:
+            what = _DSB_OF_INFO[info]
+            _en, _gen, alone, group, nmsg = self._dsb_plan(cpu, pc, *what)
+            sends = what[2]
+            adv, flags = (1, native.TT_PLAN_CLEARS) if sends else (0, 0)
+        if not sends:
+            group, nmsg = (PayloadGroup([alone]) if alone is not None else None), 0
+        gid = -1                                  # nothing of it is traced
+        if group is not None:
+            self.where_now = (cpu.index, pc)
+            try:
+                got = self.tracer.compact_id(group)
+            finally:
+                self.where_now = None
+            gid, flags = (-1, flags | native.TT_PLAN_PYTHON) if got is None else (got, flags)
+        nseq = len(group.members) if group is not None else 0
+        args = (pc, xt, info, gid, vm, nseq, int(nmsg), adv, flags)
+        idx = self.native_lib.tt_cx_add(cx.ptr, *args)
+        if idx < 0:                               # the table is full (its counts were handed over)
+            cx.clear()
+            idx = self.native_lib.tt_cx_add(cx.ptr, *args)
+            if idx < 0:
+                raise MemoryError("native TLBI trap: an empty plan table refused a plan")
+        kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
+        cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
+
+    def _new_cx(self, cpu: _Cpu) -> "_Cx":
+        cpu.cx = _Cx(self.native_lib)
+        return cpu.cx
 
     def _compact_plan(self, cpu: _Cpu, raw: bytes, vm: int) -> tuple:
         """(op or the DSB's (domain, full, syncs), VMID, the compact template number of its group or None,

@@ -42,6 +42,10 @@ TT_REC_TLBI, TT_REC_DSB = 1, 2
 TT_WHY_FULL, TT_WHY_UNDEFINED = 1, 2
 TT_DSB_SYNCS = 0x100
 TT_ENCODINGS = 2048
+TT_CX_SEQ, TT_CX_MSGS, TT_CX_TS, TT_CX_PENDING, TT_CX_TRAPS, TT_CX_OUT, TT_CX_WHY, TT_CX_VM, TT_CX_PLAN = range(9)
+TT_CX_STATE = 9                    # int64s of tt_cx_run's state
+TT_CX_DONE, TT_CX_UNKNOWN, TT_CX_PYTHON, TT_CX_FULL = 0, 1, 2, 3
+TT_PLAN_TLBI, TT_PLAN_SETS, TT_PLAN_CLEARS, TT_PLAN_PYTHON = 1, 2, 4, 8
 
 
 class TtRecord(ctypes.Structure):
@@ -110,10 +114,14 @@ def _library_path(cc: str, inc: Path, source: Path = SOURCE) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _headers_digest(inc: Path) -> bytes:
-    """The unicorn headers' names and contents, hashed once per process (every native library's name uses it)."""
+    """The unicorn headers' names, sizes and modification times, hashed once per process (every native
+    library's name uses it). Their stat, not their bytes: reading the ~30 headers cost ~0.9 ms of each run's
+    start-up, and a reinstalled or edited header gets a new mtime, so it still names a new library."""
     h = _sha256()
-    for f in sorted((inc / "unicorn").glob("*.h")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    with os.scandir(inc / "unicorn") as it:
+        for e in sorted((e for e in it if e.name.endswith(".h")), key=lambda e: e.name):
+            st = e.stat()
+            h.update(f"{e.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.digest()
 
 
@@ -210,7 +218,19 @@ def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     lib.tt_free.argtypes = (ctypes.c_void_p,)
     lib.tt_render.restype = ctypes.c_long                 # trace lines from compact records (trace/sinks.py)
     lib.tt_render.argtypes = (ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                              ctypes.c_char_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
+                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
+    lib.tt_cx_new.restype = ctypes.c_void_p              # compact records from trap records (harness/trap.py)
+    lib.tt_cx_new.argtypes = (ctypes.c_uint32,)
+    lib.tt_cx_free.restype = lib.tt_cx_clear.restype = None
+    lib.tt_cx_free.argtypes = lib.tt_cx_clear.argtypes = (ctypes.c_void_p,)
+    lib.tt_cx_add.restype = ctypes.c_long
+    lib.tt_cx_add.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64,
+                              ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)
+    lib.tt_cx_run.restype = ctypes.c_long
+    lib.tt_cx_run.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_long)
+    lib.tt_cx_counts.restype = ctypes.c_long
+    lib.tt_cx_counts.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long)
     return lib
 
 

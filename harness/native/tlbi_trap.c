@@ -401,3 +401,204 @@ long tt_render(const int64_t *log, long n, const int64_t *index, long ntpl, cons
     res[1] = recs;
     return i;
 }
+
+/*
+ * Compact trace records straight from the trap's records (harness/trap.py `_deliver_cx`), for a vCPU whose DVM
+ * receivers are all quiet and repeatable (devmodel/dvm.py): Python makes a plan once per raw record - the
+ * compact template number of the records its traced steps emit (`gid`, a group), the group's records (`nseq`),
+ * the message numbers it shows (`nmsg`), the messages it sends (`adv`), how it moves `pending` - and
+ * `tt_cx_run` writes, for every record of a batch, the `gid, seq, ts, the other members' seqs, message numbers`
+ * the Python loop appended, counting how often each plan was met. Python then hands each plan's count to the
+ * receivers at once (`Interconnect.tlbi_repeat`, `sync_repeat`). It stops at a record it has no plan for (or
+ * one made for another VMID), at one whose plan says Python traces it (TT_PLAN_PYTHON), and when `out` is full;
+ * `st` carries the trace and trap state in and out.
+ */
+enum { TT_CX_SEQ, TT_CX_MSGS, TT_CX_TS, TT_CX_PENDING, TT_CX_TRAPS, TT_CX_OUT, TT_CX_WHY, TT_CX_VM, TT_CX_PLAN,
+       TT_CX_STATE };
+enum { TT_CX_DONE = 0, TT_CX_UNKNOWN = 1, TT_CX_PYTHON = 2, TT_CX_FULL = 3 };   /* st[TT_CX_WHY] */
+#define TT_PLAN_TLBI 1u               /* the record is a TLBI (counted in st[TT_CX_TRAPS]) */
+#define TT_PLAN_SETS 2u               /* it sets `pending` (a broadcast TLBI) */
+#define TT_PLAN_CLEARS 4u             /* it clears `pending` (a DSB that sends the DVM Sync) */
+#define TT_PLAN_PYTHON 8u             /* Python's traced steps take it */
+
+typedef struct {
+    uint64_t pc, xt, info;            /* the raw record: the key */
+    int64_t gid;                      /* < 0: no trace record (no event of it enabled) */
+    int64_t vm;                       /* the VMID the plan was made for */
+    uint32_t nseq, nmsg, adv, flags;
+    uint64_t count;                   /* times met since the last tt_cx_counts */
+} tt_plan;
+
+typedef struct {
+    tt_plan *plan;
+    uint32_t n, cap;
+    uint32_t *slot;                   /* open addressing: plan index + 1, 0 = empty; 2 * cap slots (a power of 2) */
+    uint32_t mask;
+    uint32_t *touched;                /* plans met since the last tt_cx_counts, in first-met order */
+    uint32_t ntouched;
+} tt_cx;
+
+tt_cx *tt_cx_new(uint32_t cap)
+{
+    tt_cx *cx;
+    uint32_t slots = 16;
+    if (cap == 0 || cap > (1u << 24))
+        return NULL;
+    while (slots < 2 * cap)
+        slots <<= 1;
+    cx = (tt_cx *)calloc(1, sizeof(*cx));
+    if (!cx)
+        return NULL;
+    cx->plan = (tt_plan *)calloc(cap, sizeof(tt_plan));
+    cx->slot = (uint32_t *)calloc(slots, sizeof(uint32_t));
+    cx->touched = (uint32_t *)calloc(cap, sizeof(uint32_t));
+    if (!cx->plan || !cx->slot || !cx->touched) {
+        free(cx->plan);
+        free(cx->slot);
+        free(cx->touched);
+        free(cx);
+        return NULL;
+    }
+    cx->cap = cap;
+    cx->mask = slots - 1;
+    return cx;
+}
+
+void tt_cx_free(tt_cx *cx)
+{
+    if (!cx)
+        return;
+    free(cx->plan);
+    free(cx->slot);
+    free(cx->touched);
+    free(cx);
+}
+
+/* Forget every plan (their counts too: the caller takes them first). */
+void tt_cx_clear(tt_cx *cx)
+{
+    memset(cx->slot, 0, (size_t)(cx->mask + 1) * sizeof(uint32_t));
+    cx->n = 0;
+    cx->ntouched = 0;
+}
+
+static inline uint32_t tt_cx_hash(uint64_t pc, uint64_t xt, uint64_t info)
+{
+    uint64_t h = pc * 0x9E3779B97F4A7C15ull ^ xt * 0xC2B2AE3D27D4EB4Full ^ info * 0x165667B19E3779F9ull;
+    return (uint32_t)(h ^ (h >> 29) ^ (h >> 47));
+}
+
+/* The slot of record (pc, xt, info): holding its plan, or the empty one where it goes. */
+static uint32_t *tt_cx_find(tt_cx *cx, uint64_t pc, uint64_t xt, uint64_t info)
+{
+    uint32_t i = tt_cx_hash(pc, xt, info) & cx->mask;
+    for (;; i = (i + 1) & cx->mask) {
+        uint32_t s = cx->slot[i];
+        const tt_plan *p;
+        if (!s)
+            return &cx->slot[i];
+        p = &cx->plan[s - 1];
+        if (p->pc == pc && p->xt == xt && p->info == info)
+            return &cx->slot[i];
+    }
+}
+
+/* Make (or replace) the plan of a record: its index, or -1 when the table is full (clear it and add again). */
+long tt_cx_add(tt_cx *cx, uint64_t pc, uint64_t xt, uint64_t info, int64_t gid, int64_t vm, uint32_t nseq,
+               uint32_t nmsg, uint32_t adv, uint32_t flags)
+{
+    uint32_t *s = tt_cx_find(cx, pc, xt, info);
+    tt_plan *p;
+    if (*s) {
+        p = &cx->plan[*s - 1];
+    } else {
+        if (cx->n == cx->cap)
+            return -1;
+        p = &cx->plan[cx->n];
+        memset(p, 0, sizeof(*p));
+        *s = ++cx->n;
+        p->pc = pc;
+        p->xt = xt;
+        p->info = info;
+    }
+    p->gid = gid;
+    p->vm = vm;
+    p->nseq = nseq ? nseq : 1;        /* a group has one record at least */
+    p->nmsg = nmsg;
+    p->adv = adv;
+    p->flags = flags;
+    return (long)(p - cx->plan);
+}
+
+long tt_cx_run(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, int64_t *out, long cap)
+{
+    int64_t seq = st[TT_CX_SEQ], msgs = st[TT_CX_MSGS], ts = st[TT_CX_TS], vm = st[TT_CX_VM];
+    int64_t pending = st[TT_CX_PENDING], traps = st[TT_CX_TRAPS], used = st[TT_CX_OUT], why = TT_CX_DONE;
+    for (; i < n; i++) {
+        const tt_rec *r = &recs[i];
+        uint32_t s, k;
+        tt_plan *p;
+        int64_t *o;
+        if ((r->info & 0xFF) != TT_REC_TLBI && !pending)
+            continue;                 /* a DSB with no broadcast TLBI before it: completes nothing */
+        s = *tt_cx_find(cx, r->pc, r->xt, r->info);
+        if (!s || cx->plan[s - 1].vm != vm) {
+            why = TT_CX_UNKNOWN;
+            break;
+        }
+        p = &cx->plan[s - 1];
+        if (p->flags & TT_PLAN_PYTHON) {
+            why = TT_CX_PYTHON;
+            st[TT_CX_PLAN] = s - 1;
+            break;
+        }
+        if (p->gid >= 0) {
+            if (used + 2 + p->nseq + p->nmsg > cap) {
+                why = TT_CX_FULL;
+                break;
+            }
+            o = out + used;
+            *o++ = p->gid;
+            *o++ = seq + 1;
+            *o++ = ts;
+            for (k = 2; k <= p->nseq; k++)
+                *o++ = seq + k;
+            for (k = 1; k <= p->nmsg; k++)
+                *o++ = msgs + k;
+            used = o - out;
+            seq += p->nseq;
+        }
+        msgs += p->adv;
+        if (p->flags & TT_PLAN_SETS)
+            pending = 1;
+        if (p->flags & TT_PLAN_CLEARS)
+            pending = 0;
+        traps += (p->flags & TT_PLAN_TLBI) != 0;
+        if (p->count++ == 0)
+            cx->touched[cx->ntouched++] = s - 1;
+    }
+    st[TT_CX_SEQ] = seq;
+    st[TT_CX_MSGS] = msgs;
+    st[TT_CX_PENDING] = pending;
+    st[TT_CX_TRAPS] = traps;
+    st[TT_CX_OUT] = used;
+    st[TT_CX_WHY] = why;
+    return i;
+}
+
+/* The plans met since the last call, as (index, count) pairs in first-met order (at most `cap` pairs);
+ * returns the number of pairs and starts counting again. */
+long tt_cx_counts(tt_cx *cx, int64_t *pairs, long cap)
+{
+    long k, n = cx->ntouched < (uint32_t)cap ? (long)cx->ntouched : cap;
+    for (k = 0; k < n; k++) {
+        tt_plan *p = &cx->plan[cx->touched[k]];
+        pairs[2 * k] = cx->touched[k];
+        pairs[2 * k + 1] = (int64_t)p->count;
+        p->count = 0;
+    }
+    if (n < (long)cx->ntouched)       /* the rest for the next call */
+        memmove(cx->touched, cx->touched + n, (cx->ntouched - (uint32_t)n) * sizeof(uint32_t));
+    cx->ntouched -= (uint32_t)n;
+    return n;
+}

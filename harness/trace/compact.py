@@ -37,8 +37,7 @@ class CompactWriter:
         self.lib = lib
         self.index = array("q")            # template number -> its offset in prog
         self.prog = array("q")
-        self._blob = bytearray()
-        self._blob_bytes = b""
+        self._blob = bytearray()             # every template's pieces (not copied per template: see _render)
         self._python: list[tuple[Callable[..., str], int]] = []   # number -> (Python renderer, values)
         self._res = (ctypes.c_long * 2)()
         self._grow(cap)
@@ -62,7 +61,6 @@ class CompactWriter:
         for h in holes:
             self.prog.append(HOLE_SEQ if h == "seq" else HOLE_TS if h == "ts" else
                              (HOLE_VALUE + h) | (HOLE_HEX if hexes[h] else 0))
-        self._blob_bytes = bytes(self._blob)
         self._python.append((python, len(hexes)))
         need = 2 * (total + _INT_TEXT * len(holes))
         if need > self.cap:
@@ -78,20 +76,29 @@ class CompactWriter:
             return self._render_mixed(data, write)
         return self._render(packed, write)
 
+    def render_packed(self, data: array, write: Callable[[Any], Any]) -> int:
+        """`render` of records already packed as int64s (`array("q")`)."""
+        return self._render(data, write)
+
     def _render(self, data: array, write: Callable[[Any], Any]) -> int:
         addr, n = data.buffer_info()
         index_addr, ntpl = self.index.buffer_info()
         prog_addr = self.prog.buffer_info()[0]
         out = memoryview(self._out)
         off = records = 0
-        while off < n:
-            used = self.lib.tt_render(addr + off * data.itemsize, n - off, index_addr, ntpl, prog_addr,
-                                      self._blob_bytes, self._out_addr, self.cap, self._res)
-            if used <= 0:
-                raise ValueError(f"trace: compact record {data[off]} has no template")
-            write(out[:self._res[0]])
-            off += used
-            records += self._res[1]
+        blob = (ctypes.c_char * len(self._blob)).from_buffer(self._blob)   # no copy; `add` waits for its release
+        try:
+            blob_addr = ctypes.addressof(blob)
+            while off < n:
+                used = self.lib.tt_render(addr + off * data.itemsize, n - off, index_addr, ntpl, prog_addr,
+                                          blob_addr, self._out_addr, self.cap, self._res)
+                if used <= 0:
+                    raise ValueError(f"trace: compact record {data[off]} has no template")
+                write(out[:self._res[0]])
+                off += used
+                records += self._res[1]
+        finally:
+            del blob
         return records
 
     def _render_mixed(self, data: list[int], write: Callable[[Any], Any]) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from devmodel.trace import Record, Tracer, select
 
-from .catalog import load_all
+from .catalog import load_for
 from .sinks import Annotate, Where, open_sink, record_obj
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class TraceSession:
                 events = DEFAULT_EVENTS
         self.events = events
         if events:
-            load_all()
+            load_for(events)
         self.enabled: frozenset[str] = select(events) if events else frozenset()
         self.sinks: list[Any] = []
         self.collect: CollectSink | None = None

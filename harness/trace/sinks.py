@@ -260,7 +260,7 @@ class _LineSink(_FileSink):
         self._out(self._format(obj))
 
     def write(self, rec: Record) -> None:
-        if self.compact is not None and self.compact.data:
+        if self.compact is not None and (self.compact.data or self.compact.packed):
             self._drain_compact()
         if rec.payload is not None:
             self.write_payload(rec.payload, rec.seq, rec.ts, rec.values)
@@ -275,7 +275,7 @@ class _LineSink(_FileSink):
     def write_payload(self, p: Payload, seq: int, ts: Any, values: tuple[Any, ...]) -> None:
         if self.closed:
             return
-        if self.compact is not None and self.compact.data:
+        if self.compact is not None and (self.compact.data or self.compact.packed):
             self._drain_compact()
         self.count += 1
         t = self._templates.get(p)
@@ -327,13 +327,18 @@ class _LineSink(_FileSink):
 
     def _drain_compact(self) -> None:
         """Write the compact records (after the lines collected before them)."""
-        data = self.compact.data
-        if not data:
+        data, packed = self.compact.data, self.compact.packed
+        if not data and not packed:
             return
         if not self.closed:
             self._drain()
             self._f.flush()
-            self.count += self._writer.render(data, self._f.buffer.write)
+            write = self._f.buffer.write
+            if packed:
+                self.count += self._writer.render_packed(packed, write)
+            if data:
+                self.count += self._writer.render(data, write)
+        del packed[:]
         del data[:]
 
     def flush(self) -> None:

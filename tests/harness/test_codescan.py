@@ -76,3 +76,15 @@ def test_words_with_top_byte_in_order_whole_words_only():
     data = bytes.fromhex("000000d5 d5d5d5d4 112233d5 00000000 d50000d5 d5")
     assert list(codescan.words_with_top_byte(data, 0xD5)) == [(0, 0xD5000000), (2, 0xD5332211), (4, 0xD50000D5)]
     assert list(codescan.words_with_top_byte(b"\xd5\xd5\xd5", 0xD5)) == []
+
+
+def test_words_at_is_words_with_top_byte_kept_per_image():
+    rng = random.Random(7)
+    images = [bytes(rng.choice((0x00, 0xD5, 0xD6, 0x1F)) for _ in range(4 * 64 + 3)) for _ in range(3)]
+    for data in images + images:                             # the second pass answers from the cache
+        for top in (codescan.SYSTEM, codescan.BRANCH_REGISTER):
+            assert codescan.words_at(data, top) == tuple(codescan.words_with_top_byte(data, top))
+    a = images[0]
+    assert codescan.words_at(a, codescan.SYSTEM) is codescan.words_at(a, codescan.SYSTEM)
+    other = bytes(a[:4]) + b"\x00\x00\x00\xd5" + bytes(a[8:])                   # same length, other contents
+    assert codescan.words_at(other, codescan.SYSTEM) == tuple(codescan.words_with_top_byte(other, codescan.SYSTEM))

@@ -32,3 +32,36 @@ def test_disabled_helpers_say_so_alike(module, library, monkeypatch):
     monkeypatch.setenv(native.ENV, "0")
     monkeypatch.setattr(native, "open_library", lambda *a: pytest.fail("opened while disabled"))
     assert library() is None and module.status() == "disabled (SMMU_HARNESS_NATIVE=0)"
+
+
+def test_the_library_name_follows_the_unicorn_headers_and_the_source(tmp_path):
+    """A native library's cache name changes when a Unicorn header is edited or replaced (its size or mtime)
+    or when the C source changes, so a stale build is never loaded."""
+    import os
+
+    inc = tmp_path / "include"
+    (inc / "unicorn").mkdir(parents=True)
+    header = inc / "unicorn" / "unicorn.h"
+    header.write_text("int uc;\n")
+    (inc / "unicorn" / "README").write_text("not a header\n")
+    src = tmp_path / "x.c"
+    src.write_text("int x;\n")
+
+    def name() -> str:
+        native._headers_digest.cache_clear()
+        return native._library_path("cc", inc, src).name
+
+    first = name()
+    assert first == name()
+    (inc / "unicorn" / "README").write_text("still not a header\n")
+    assert name() == first                                   # only headers count
+    st = header.stat()
+    os.utime(header, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    touched = name()
+    assert touched != first
+    header.write_text("int uc; int more;\n")
+    os.utime(header, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))   # same mtime, other size
+    assert name() not in (first, touched)
+    edited = name()
+    src.write_text("int y;\n")
+    assert name() != edited

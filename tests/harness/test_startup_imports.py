@@ -36,7 +36,7 @@ NOT_FOR_HELLO = {
     "traceback": "SMMU_HARNESS_DEBUG=1 after an internal error",
     "json": "a trace file or a golden comparison",
     "harness.build": "the builder (toolchain records): run needs only harness.locations (paths, cache dir)",
-    "harness.trace.golden": "--expect-trace / --update-golden",
+    "harness.trace": "the trace package (sessions, sinks, the catalogue): --trace, --trace-events, --expect-trace",
     "shlex": "build --cflags",
     "dataclasses": "records on run's path are devmodel.record.Frozen (a dataclass is compiled at class creation)",
 }

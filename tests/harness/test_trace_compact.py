@@ -17,6 +17,7 @@ from harness.cli import main
 from harness.trace import compact
 from harness.trace.catalog import load_all
 from harness.trace.sinks import JsonlSink, TextSink
+from harness.trap import NATIVE_RECORDS
 
 from trap_paths import PATHS, native_expected, use_path
 
@@ -92,6 +93,18 @@ def test_writer_text_of_hex_and_decimal_holes(lib):
                                                               for i, v in enumerate(vals))
 
 
+def test_templates_added_between_renders(lib):
+    """Templates keep coming after records were rendered (a guest invalidating page by page: one per new Xt):
+    the blob the C code read is released after each render, and every template's text stays right."""
+    w = compact.CompactWriter(lib)
+    got = []
+    for i in range(300):
+        tid = w.add([f"t{i}=", "\n"], [0], [i % 2 == 1], lambda s, t, v: "")
+        w.render([tid, 1, 0, i], lambda b: got.append(bytes(b)))    # (b is a view of the writer's buffer)
+    assert b"".join(got).decode() == "".join(f"t{i}={i:#x}\n" if i % 2 else f"t{i}={i}\n"
+                                                              for i in range(300))
+
+
 def test_unknown_template_number_is_an_error_not_a_crash(lib):
     w = compact.CompactWriter(lib)
     w.add(["a", "\n"], ["seq"], [], lambda s, t, v: "")
@@ -128,32 +141,48 @@ def test_budget_mid_loop_same_trace_on_both_paths(fmt, tmp_path, monkeypatch, ca
         assert seqs == list(range(1, len(seqs) + 1))
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_interrupt_keeps_the_trace_so_far(path, tmp_path, monkeypatch, capsys):
-    """Ctrl-C in the middle of the loop (raised at the 3000th DVM Sync): exit 130 and a trace of whole lines,
-    valid JSON, seq without gaps, up to the interrupted iteration."""
+def _interrupted_trace(path: Path, at: int, monkeypatch, capsys) -> str:
+    """The bench loop's jsonl trace when Ctrl-C comes at its `at`th DVM Sync (exit 130); the native path hands
+    the Syncs of a batch to the receivers at once (`Interconnect.sync_repeat`): there it comes then."""
     from devmodel.dvm import Interconnect
 
-    use_path(monkeypatch, path)
     calls = []
-    orig = Interconnect.sync
+    orig, orig_repeat = Interconnect.sync, Interconnect.sync_repeat
 
     def sync(self, source, trace=True):
         calls.append(1)
-        if len(calls) == 3000:
+        if len(calls) == at:
             raise KeyboardInterrupt
         return orig(self, source, trace)
 
+    def sync_repeat(self, source, n):
+        calls.extend([1] * n)
+        if len(calls) >= at:
+            raise KeyboardInterrupt
+        return orig_repeat(self, source, n)
+
     monkeypatch.setattr(Interconnect, "sync", sync)
-    f = tmp_path / "t.jsonl"
-    assert main(["run", _loop_elf(), "--cpus", "2", "--trace", str(f), "--trace-events", "tlbi*,dvm*"]) == 130
+    monkeypatch.setattr(Interconnect, "sync_repeat", sync_repeat)
+    capsys.readouterr()
+    assert main(["run", _loop_elf(), "--cpus", "2", "--trace", str(path), "--trace-events", "tlbi*,dvm*"]) == 130
     assert "interrupted" in capsys.readouterr().err
-    text = f.read_text()
+    return path.read_text()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_interrupt_keeps_the_trace_so_far(path, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the middle of the loop (at the 3000th DVM Sync): exit 130 and a trace of whole lines, valid
+    JSON, seq without gaps, up to the interrupted iteration (native: the end of its batch, whose records are in
+    the log before the receivers get them), the bytes of a run interrupted later up to there."""
+    use_path(monkeypatch, path)
+    later = _interrupted_trace(tmp_path / "later.jsonl", 3000 + NATIVE_RECORDS, monkeypatch, capsys)
+    text = _interrupted_trace(tmp_path / "t.jsonl", 3000, monkeypatch, capsys)
     assert text.endswith("\n")
     recs = [json.loads(x) for x in text.splitlines()]
     assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
-    assert 4 * 2999 <= len(recs) <= 4 * 3000
+    assert 4 * 2999 <= len(recs) <= 4 * (3000 if path == "python" else 3000 + NATIVE_RECORDS // 2)
     assert [r["event"] for r in recs[:4]] == ["tlbi_trap", "dvm_tlbi", "tlbi_dsb", "dvm_sync"]
+    assert len(later) > len(text) and later.startswith(text)
 
 
 def test_group_takes_its_members_values():
@@ -190,3 +219,187 @@ def test_records_after_close_are_dropped(lib, tmp_path):
         tr.emit_payload(p, 3 + i)
     assert not sink.compact.data
     assert (tmp_path / "t.jsonl").read_text().count("\n") == 2
+
+
+# --- compact records made in C (harness/trap.py `_deliver_cx`, tlbi_trap.c `tt_cx_run`) ---------------------
+
+def _mixed_code(rounds: int, times: int) -> bytes:
+    """Two loops of `rounds` rounds of TLBIs and DSBs, run `times` times each: broadcast ones (VAE1IS with three
+    Xt values, VMALLE1IS) and the Outer Shareable form Unicorn lacks (the hook flushes the TLB itself); the
+    second loop adds local TLBIs (at EL1 with HCR_EL2.FB=0), a DSB NSH and a DSB ISH after a local TLBI alone
+    (neither sends a DVM Sync). Then SYSTEM_OFF."""
+    from devmodel.tlbi import encoding, sys_word
+
+    mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
+    words = mov(1, 0x40080) + mov(2, 0x2A0000) + mov(3, 0x7)
+    dsb_ish, dsb_nsh = 0xD5033B9F, 0xD503379F
+    for local in (False, True):
+        words += mov(4, times)
+        loop = len(words)
+        for i in range(rounds):
+            words.append(sys_word(*encoding("VAE1IS"), rt=1 + i % 3))
+            if i % 5 == 0:
+                words.append(sys_word(*encoding("VAE1OS"), rt=2))
+            if local and i % 7 == 0:
+                words += [sys_word(*encoding("VAE1"), rt=1), dsb_nsh]
+            if i % 11 == 0:
+                words.append(sys_word(*encoding("VMALLE1IS"), rt=31))
+            words.append(dsb_ish)
+            if local and i % 7 == 3:
+                words += [sys_word(*encoding("VAE1"), rt=3), dsb_ish]     # completes nothing remote: no Sync
+        words.append(0xF1000484)                              # subs x4, x4, #1
+        words.append(0x54000001 | (((loop - len(words)) & 0x7FFFF) << 5))    # b.ne loop
+    words += mov(0, 0x84000008) + [0xD4000002]                # PSCI SYSTEM_OFF by HVC #0
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def _run_mixed(tmp_path: Path, tag: str, fmt: str, code: bytes | None = None) -> tuple[bytes, tuple]:
+    """`code` (default: the mixed loops) on a 3-vCPU VM traced to a file of the sink's own: (the file, every
+    DVM counter)."""
+    from devmodel.trace import Tracer as _Tracer
+    from harness.machine import Machine
+    from harness.trap import TlbiTrap
+
+    m = Machine(tracer=_Tracer(events="tlbi*,dvm*"), console=lambda vm, d, s: None)
+    trap = TlbiTrap(m.interconnect, m.tracer)
+    m.add_plugin(trap)
+    f = tmp_path / f"{tag}.{fmt}"
+    sink = (JsonlSink if fmt == "jsonl" else TextSink)(f, where=trap.where)
+    m.tracer.add_sink(sink)
+    vm = m.add_vm(ncpus=3, vmid=5)
+    vm.load_code(0x4008_0000, _mixed_code(12, 300) if code is None else code)
+    for v in vm.vcpus:
+        v.hcr_fb = False                                      # TLBI VAE1 stays local
+    out = m.run(max_insns=200_000)
+    sink.close()
+    assert out.exit_code == 0, out.message
+    ic = m.interconnect
+    parts = tuple((c.part.received, c.part.flushes, c.part.dirty, c.vcpu.tlb_flushes, c.traps, c.pending)
+                  for c in trap.cpus)
+    return f.read_bytes(), (ic.tlbis, ic.syncs, ic.msgs, m.tracer.seq, parts)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_c_records_are_the_python_loops(fmt, tmp_path, monkeypatch):
+    """Batches of TLBIs and DSBs, local ones among them: the records C makes (and the receivers handed each
+    plan's count at once) give the bytes and every counter of the Python loop over the same native records
+    (receivers not repeatable), and of the pure-Python trap; also when some plans go to Python's traced steps
+    in the middle of a C batch (here: the log is made to refuse a DSB NSH's record)."""
+    from devmodel.dvm import Interconnect
+    from harness.trap import TlbiTrap, VcpuParticipant
+
+    repeats, traced = [], []
+    orig, orig_id, orig_traced = Interconnect.tlbi_repeat, Tracer.compact_id, TlbiTrap._traced_record
+    monkeypatch.setattr(Interconnect, "tlbi_repeat",
+                        lambda self, op, src, n: repeats.append(n) or orig(self, op, src, n))
+    monkeypatch.setattr(TlbiTrap, "_traced_record",
+                        lambda self, *a: traced.append(1) or orig_traced(self, *a))
+    got = {}
+    for tag in ("cx", "cx+python", "loop", "python"):
+        use_path(monkeypatch, "python" if tag == "python" else "native")
+        monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", tag.startswith("cx"))
+        refuse = tag == "cx+python"
+        monkeypatch.setattr(Tracer, "compact_id", lambda self, g: None if refuse and g.members[0].event == "tlbi_dsb"
+                            and len(g.members) == 1 else orig_id(self, g))
+        before, traced_before = len(repeats), len(traced)
+        got[tag] = _run_mixed(tmp_path, tag, fmt)
+        assert (len(repeats) > before) is tag.startswith("cx")       # the C records ran, and only there
+        if tag.startswith("cx"):
+            assert (len(traced) > traced_before) is refuse            # Python's steps in between, only there
+    assert max(repeats) > 100                                       # a plan met many times in one batch
+    text, counters = got["cx"]
+    assert text.count(b"\n") > 10_000 and counters[0] > 3000
+    assert b'"op":"VAE1","xt":' in text and b'"domain":"NSH"' in text if fmt == "jsonl" else b"op=VAE1 " in text
+    assert got["cx+python"] == got["cx"] and got["loop"] == got["cx"] and got["python"] == got["cx"]
+
+
+def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
+    """TLBI VAE1IS page by page, 7000 pages (a new Xt, so a new plan, each time: past the first batch, traced
+    before the log is wired, the C table of 4096 starts again): the bytes and counters of the pure-Python
+    trap."""
+    from devmodel.tlbi import encoding, sys_word
+    from harness.trap import _Cx
+
+    mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
+    words = mov(1, 0x40080) + mov(4, 7000) + [sys_word(*encoding("VAE1IS"), rt=1), 0xD5033B9F,
+                                               0x91000421,                    # add x1, x1, #1
+                                               0xF1000484, 0x54FFFF81]        # subs x4, x4, #1; b.ne loop
+    code = b"".join(w.to_bytes(4, "little") for w in words + mov(0, 0x84000008) + [0xD4000002])
+    clears = []
+    orig = _Cx.clear
+    monkeypatch.setattr(_Cx, "clear", lambda self: clears.append(len(self.plans)) or orig(self))
+    got = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        got[path] = _run_mixed(tmp_path, path, "jsonl", code)
+    assert _Cx.CAP in clears                                  # the full table started again
+    assert got["native"][0].count(b"\n") == 5 * 7000 and got["native"] == got["python"]    # 2 dvm_tlbi each
+
+
+@pytest.mark.parametrize("lazy, running, vmid", [(True, False, 5), (False, True, 5), (True, True, 5),
+                                                 (False, True, 6)])
+def test_repeat_is_n_deliveries(lazy, running, vmid):
+    """`Interconnect.tlbi_repeat`/`sync_repeat` to vCPU receivers (lazy or flushing at once, of the op's VMID or
+    not): the counters and receiver state of `n` separate deliveries."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+
+    from devmodel.dvm import Interconnect
+    from devmodel.tlbi import decode
+    from devmodel.tlbi_types import DecodeContext
+    from harness.trap import VcpuParticipant
+
+    op = decode(0, 8, 3, 1, 0x2A00000040080, DecodeContext(el=1, vmid=5))       # TLBI VAE1IS
+    state = []
+    for repeat in (False, True):
+        ic = Interconnect()
+        parts = [VcpuParticipant(Uc(UC_ARCH_ARM64, UC_MODE_ARM), i, lambda: vmid, lazy=lazy) for i in range(3)]
+        for p in parts:
+            p.running = running
+            ic.attach(p)
+        if repeat:
+            ic.tlbi_repeat(op, parts[0], 7)
+            ic.sync_repeat(parts[0], 7)
+        else:
+            for _ in range(7):
+                ic.tlbi(op, parts[0], trace=False)
+                ic.sync(parts[0], trace=False)
+        state.append((ic.tlbis, ic.syncs, ic.msgs, [(p.received, p.flushes, p.dirty) for p in parts]))
+    assert state[0] == state[1] and state[0][2] == 7 * 3
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_configure_drops_the_compact_plans(path, tmp_path, monkeypatch):
+    """HCR_EL2.FB changed between two deliveries of the same records (`_Cpu.configure`): the compact plans hold
+    decoded ops, so TLBI VAE1 at EL1 is traced as broadcast before and as local after, on both paths."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+    from unicorn.arm64_const import UC_ARM64_REG_X0
+
+    from devmodel.dvm import Interconnect
+    from devmodel.tlbi import encoding, sys_word
+    from harness.trap import TlbiTrap
+
+    use_path(monkeypatch, path)
+    tr = Tracer("tlbi_trap,tlbi_dsb,dvm*")
+    tr.clock = lambda: 0
+    trap = TlbiTrap(Interconnect(tr), tr, hcr_fb=True)
+    f = tmp_path / "t.jsonl"
+    tr.add_sink(JsonlSink(f, where=trap.where))
+    code = b"".join(w.to_bytes(4, "little") for w in [sys_word(*encoding("VAE1"), rt=0), 0xD5033B9F] * 3)
+    ucs = [Uc(UC_ARCH_ARM64, UC_MODE_ARM) for _ in range(2)]
+    for i, uc in enumerate(ucs):
+        uc.mem_map(0x4000_0000, 0x10000)
+        uc.mem_write(0x4000_0000, code)
+        uc.cpr_write(3, 6, 1, 1, 0, 0x500)                    # SCR_EL3 = RW | HCE
+        trap.add_cpu(uc, i, lambda: 5)
+    trap.install_barriers([(0x4000_0000, code)])
+    for run in range(3):                                      # the first one wires the compact log
+        if run == 2:
+            trap.cpu(0).configure(hcr_fb=False)
+        ucs[0].reg_write(UC_ARM64_REG_X0, 0x40080)
+        ucs[0].emu_start(0x4000_0000, 0x4000_0000 + len(code))
+        trap.deliver()
+    tr.close()
+    recs = [json.loads(x) for x in f.read_text().splitlines()]
+    traps = [r["broadcast"] for r in recs if r["event"] == "tlbi_trap"]
+    assert traps == [True] * 6 + [False] * 3
+    assert [r["event"] for r in recs].count("dvm_sync") == 6 and trap.interconnect.syncs == 6
