@@ -7,7 +7,8 @@
   "CPU models" lists the differences a guest can see).
 * Features (`features(model)`): the model's ID registers (Arm ARM DDI 0487 D17.2: ID_AA64PFR0/1, ID_AA64DFR0,
   ID_AA64ISAR0/1, ID_AA64MMFR0/1/2, MIDR) read once per process from a scratch Unicorn, and the fields the
-  harness acts on decoded from them (`decode_features`, pure).
+  harness acts on decoded from them (`decode_features`, pure). They and `probe_undefined`'s answers are kept on
+  disk for the next process (`probe_cache`, harness/probecache.py): a warm start makes no scratch Unicorn.
 * Reset (`reset_controls`): QEMU virt boots `-kernel` with EL3 absent (and EL2 absent unless
   `virtualization=on`); Unicorn's CPUs always have EL3 and EL2, so their controls are set to behave as absent
   (QEMU hw/arm/boot.c `do_cpu_reset`/`arm_emulate_firmware_reset`, target/arm/cpu.c `arm_cpu_reset`):
@@ -32,8 +33,11 @@ from unicorn.arm64_const import (UC_ARM64_REG_PSTATE, UC_CPU_ARM64_A53, UC_CPU_A
 
 from devmodel.pmu import PMUV3, PmuConfig
 
+from .locations import cache_dir
+from .probecache import ProbeCache, cache_key
+
 __all__ = ["CPU_MODELS", "DEFAULT_CPU", "CpuFeatures", "features", "decode_features", "new_uc", "advertised_isar0",
-           "reset_controls", "ID_REGS", "cpu_model", "probe_undefined", "PMU_CONFIGS"]
+           "reset_controls", "ID_REGS", "cpu_model", "probe_undefined", "PMU_CONFIGS", "probe_cache", "read_ids"]
 
 #: --cpu NAME -> Unicorn model
 CPU_MODELS = {"a53": UC_CPU_ARM64_A53, "a57": UC_CPU_ARM64_A57, "a72": UC_CPU_ARM64_A72, "max": UC_CPU_ARM64_MAX}
@@ -153,10 +157,34 @@ def new_uc(model: str) -> Uc:
 
 @functools.lru_cache(maxsize=None)
 def features(model: str) -> CpuFeatures:
-    """The features of `model`, read from a scratch Unicorn once per process."""
+    """The features of `model`, from its ID registers as the disk cache has them (`probe_cache`), else as read
+    from a scratch Unicorn (then stored); once per process."""
+    cpu_model(model)                                   # ValueError for a name no file may answer for
+    disk = probe_cache()
+    ids = disk.model_ids(model)
+    if ids is None:
+        ids = read_ids(model)
+        disk.add_ids(model, ids)
+    return decode_features(model, ids)
+
+
+def read_ids(model: str) -> dict[str, int]:
+    """The ID registers of `model` (ID_REGS) read from a new scratch Unicorn."""
     uc = new_uc(model)
     uc.ctl_set_tcg_buffer_size(1 << 20)
-    return decode_features(model, {name: uc.cpr_read(*enc) for name, enc in ID_REGS.items()})
+    return {name: uc.cpr_read(*enc) for name, enc in ID_REGS.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def probe_cache() -> ProbeCache:
+    """This process's disk cache of `features` and `probe_undefined` (harness/probecache.py), keyed on this
+    file's source and the PMU counter counts `reset_controls` writes besides the Unicorn build: read once."""
+    extra = tuple(sorted((m, c.counters) for m, c in PMU_CONFIGS.items()))
+    try:
+        directory = cache_dir()
+    except (RuntimeError, KeyError, OSError):          # no home directory to name: probe, keep nothing
+        directory = None
+    return ProbeCache(directory, cache_key((__file__,), extra), ID_REGS)
 
 
 def reset_controls(uc: Uc, feat: CpuFeatures, start_el: int) -> None:
@@ -190,8 +218,16 @@ def probe_undefined(model: str, start_el: int, word: int, el: int, permissive: b
     vCPU was trapped by a control the guest set (harness/exceptions.py). A memory access it makes to the empty
     scratch address space counts as "not undefined". Cached; the scratch CPU is made once per (model, start
     EL, permissive) and put back in its saved state before each probe (`_Scratch`): a new Unicorn per probe
-    cost ~1.5 ms, more than many catalogue guests' whole run."""
-    return _scratch(model, start_el, permissive).probe(word, el)
+    cost ~1.5 ms, more than many catalogue guests' whole run. Kept on disk too (`probe_cache`): a warm start
+    makes no scratch CPU."""
+    cpu_model(model)
+    key = (model, start_el, word, el, bool(permissive))
+    disk = probe_cache()
+    undef = disk.answer(key)
+    if undef is None:
+        undef = _scratch(model, start_el, permissive).probe(word, el)
+        disk.add_answer(key, undef)
+    return undef
 
 
 @functools.lru_cache(maxsize=None)

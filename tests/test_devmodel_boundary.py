@@ -327,11 +327,20 @@ class _Visitor:
                 return f"{ast.unparse(obj)}.{attr}: private member of devmodel {attr_types[obj.attr].__name__}"
         if isinstance(obj, ast.Name) and obj.id in local_types:
             return f"{obj.id}.{attr}: private member of devmodel {local_types[obj.id].__name__}"
-        if isinstance(obj, ast.Name) and str(self.names.get(obj.id, "")).startswith("module:"):
-            return None                                  # os._exit, sys._getframe: not a devmodel object
+        if isinstance(obj, ast.Name) and _foreign(self.names.get(obj.id)):
+            return None                                  # os._exit, sys._getframe, uclib._name: not devmodel's
         if attr in self.ck.dm.all_private and attr not in self.ck.harness_private:
             return f"{ast.unparse(obj)}.{attr}: private member of a devmodel class"
         return None
+
+
+def _foreign(bound: Any) -> bool:
+    """A name bound to a module from outside devmodel ("module:os"), or to an object imported from a package
+    other than devmodel and harness ("unicorn.unicorn_py3.unicorn.uclib": a ctypes library, whose `_name` and
+    `_handle` the ctypes documentation makes public): no devmodel object."""
+    if not isinstance(bound, str):
+        return False
+    return bound.startswith("module:") or bound.split(".")[0] not in ("devmodel", "harness")
 
 
 def _accesses(node: ast.AST) -> Iterator[tuple[ast.expr, str]]:

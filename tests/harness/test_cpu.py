@@ -149,3 +149,27 @@ def test_the_reused_scratch_cpu_answers_as_a_new_one(start_el, permissive):
     for el in (0, 1, 2):
         for w in words:
             assert scratch.probe(w, el) is fresh_probe("max", start_el, w, el, permissive), (hex(w), el)
+
+
+@pytest.mark.parametrize("start_el,permissive", [(1, False), (2, True)])
+def test_the_disk_cache_answers_as_a_new_one(tmp_path, monkeypatch, start_el, permissive):
+    """probe_undefined's answers and features' ID registers as a new process reads them back from the disk cache
+    (harness/probecache.py) are a new Unicorn's."""
+    from harness import cpu
+    from harness.probecache import ProbeCache, cache_key
+
+    key = cache_key((cpu.__file__,), (("test", start_el),))
+    words = _LEAKY + _GATED + _sample(start_el * 2 + permissive + 7, 12)
+    try:
+        for disk in (ProbeCache(tmp_path, key, cpu.ID_REGS), ProbeCache(tmp_path, key, cpu.ID_REGS)):
+            probe_undefined.cache_clear()
+            features.cache_clear()
+            monkeypatch.setattr(cpu, "probe_cache", lambda: disk)
+            got = [probe_undefined("max", start_el, w, el, permissive) for el in (0, 1, 2) for w in words]
+            assert features("max").ids == tuple(sorted(cpu.read_ids("max").items()))
+            disk.flush()
+        assert disk.count == 0 and disk.learned == ({}, {})                     # all read from the file
+        assert got == [fresh_probe("max", start_el, w, el, permissive) for el in (0, 1, 2) for w in words]
+    finally:
+        probe_undefined.cache_clear()
+        features.cache_clear()
