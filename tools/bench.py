@@ -11,6 +11,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
+#: the checkout this script is in: first on sys.path, so every bench measures this tree's code (the editable
+#: install may point at another checkout, e.g. the one a worktree was made from)
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path[:1] != [str(ROOT)]:
+    sys.path.insert(0, str(ROOT))
+
 NAMES = ("harness", "trap", "smmu", "vmid", "semihosting", "console", "gic", "suites", "qemu")
 
 

@@ -58,3 +58,20 @@ def test_timed_waits_without_polling_and_kills_at_the_timeout(tmp_path, monkeypa
         mod.timed([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "out", timeout=0.3)
     with pytest.raises(RuntimeError, match="exit status 3: oops"):
         mod.timed([sys.executable, "-c", "import sys; print('oops'); sys.exit(3)"], tmp_path / "out")
+
+
+def test_bench_py_measures_its_own_checkout(tmp_path):
+    """tools/bench.py puts its checkout first on sys.path: run from a worktree (or any directory), the benches
+    import that tree's harness, not the one the editable install points at."""
+    import subprocess
+    import sys
+
+    root = BENCH.parents[2]
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "__init__.py").write_text("")     # another tree's harness, first on sys.path here
+    probe = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='bench'); import harness; "
+             "print(harness.__file__)")
+    p = subprocess.run([sys.executable, "-c", probe, str(root / "tools" / "bench.py")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert Path(p.stdout.strip()).resolve().parent == (root / "harness").resolve()
