@@ -253,19 +253,20 @@ def _mixed_code(rounds: int, times: int) -> bytes:
     return b"".join(w.to_bytes(4, "little") for w in words)
 
 
-def _run_mixed(tmp_path: Path, tag: str, fmt: str, code: bytes | None = None) -> tuple[bytes, tuple]:
-    """`code` (default: the mixed loops) on a 3-vCPU VM traced to a file of the sink's own: (the file, every
-    DVM counter)."""
+def _run_mixed(tmp_path: Path, tag: str, fmt: str | None, code: bytes | None = None) -> tuple[bytes, tuple]:
+    """`code` (default: the mixed loops) on a 3-vCPU VM traced to a file of the sink's own (`fmt` None:
+    untraced): (the file, every DVM counter)."""
     from devmodel.trace import Tracer as _Tracer
     from harness.machine import Machine
     from harness.trap import TlbiTrap
 
-    m = Machine(tracer=_Tracer(events="tlbi*,dvm*"), console=lambda vm, d, s: None)
+    m = Machine(tracer=_Tracer(events="tlbi*,dvm*" if fmt else None), console=lambda vm, d, s: None)
     trap = TlbiTrap(m.interconnect, m.tracer)
     m.add_plugin(trap)
     f = tmp_path / f"{tag}.{fmt}"
-    sink = (JsonlSink if fmt == "jsonl" else TextSink)(f, where=trap.where)
-    m.tracer.add_sink(sink)
+    sink = (JsonlSink if fmt in ("jsonl", None) else TextSink)(f, where=trap.where)
+    if fmt is not None:
+        m.tracer.add_sink(sink)
     vm = m.add_vm(ncpus=3, vmid=5)
     vm.load_code(0x4008_0000, _mixed_code(12, 300) if code is None else code)
     for v in vm.vcpus:
@@ -334,6 +335,77 @@ def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
         got[path] = _run_mixed(tmp_path, path, "jsonl", code)
     assert _Cx.CAP in clears                                  # the full table started again
     assert got["native"][0].count(b"\n") == 5 * 7000 and got["native"] == got["python"]    # 2 dvm_tlbi each
+
+
+def _spy_repeats(monkeypatch) -> list:
+    """Record each `tlbi_repeat`/`sync_repeat` as ("tlbi" or "sync", count)."""
+    from devmodel.dvm import Interconnect
+
+    calls: list = []
+    tlbi, sync = Interconnect.tlbi_repeat, Interconnect.sync_repeat
+    monkeypatch.setattr(Interconnect, "tlbi_repeat",
+                        lambda self, op, src, n: calls.append(("tlbi", n)) or tlbi(self, op, src, n))
+    monkeypatch.setattr(Interconnect, "sync_repeat", lambda self, src, n: calls.append(("sync", n)) or sync(self, src, n))
+    return calls
+
+
+def test_untraced_batches_are_the_calls_one_by_one(tmp_path, monkeypatch):
+    """Untraced, the mixed loops (local TLBIs, DSB NSH, a DSB after a local TLBI alone, the OS form the hook
+    flushes for): the counts C makes for a batch (`_deliver_ux`, handed to the receivers once per plan) give
+    every DVM counter, message number, flush, dirty flag, trap count and `pending` of the per-record loop over
+    the same native records (receivers not repeatable) and of the pure-Python trap."""
+    from harness.trap import VcpuParticipant
+
+    calls = _spy_repeats(monkeypatch)
+    got = {}
+    for tag in ("ux", "loop", "python"):
+        use_path(monkeypatch, "python" if tag == "python" else "native")
+        monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", tag == "ux")
+        before = len(calls)
+        got[tag] = _run_mixed(tmp_path, tag, None)[1]
+        assert (len(calls) > before) is (tag == "ux")          # the batched path ran, and only there
+    assert max(n for _k, n in calls) > 100 and {k for k, _n in calls} == {"tlbi", "sync"}
+    assert got["ux"][0] > 3000 and got["ux"][3] == 0           # TLBIs sent; nothing traced
+    assert got["ux"] == got["loop"] == got["python"]
+
+
+@pytest.mark.parametrize("path", ["ux", "loop", "python"])
+def test_untraced_vmid_and_configure_between_deliveries(path, monkeypatch):
+    """The same native records delivered untraced three times: with VMID 5, then VMID 6 (the receiver, of VMID
+    5, ignores those: plans hold the VMID), then with VMID 6 after HCR_EL2.FB=0 (`configure` drops the plans:
+    TLBI VAE1 at EL1 is local, no message, no Sync): the counters of the three paths."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+    from unicorn.arm64_const import UC_ARM64_REG_X0
+
+    from devmodel.dvm import Interconnect
+    from devmodel.tlbi import encoding, sys_word
+    from harness.trap import TlbiTrap, VcpuParticipant
+
+    use_path(monkeypatch, "python" if path == "python" else "native")
+    monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", path == "ux")
+    calls = _spy_repeats(monkeypatch)
+    trap = TlbiTrap(Interconnect(), hcr_fb=True)
+    code = b"".join(w.to_bytes(4, "little") for w in [sys_word(*encoding("VAE1"), rt=0), 0xD5033B9F] * 3)
+    vmids = [5, 5]
+    ucs = [Uc(UC_ARCH_ARM64, UC_MODE_ARM) for _ in range(2)]
+    for i, uc in enumerate(ucs):
+        uc.mem_map(0x4000_0000, 0x10000)
+        uc.mem_write(0x4000_0000, code)
+        uc.cpr_write(3, 6, 1, 1, 0, 0x500)                    # SCR_EL3 = RW | HCE
+        trap.add_cpu(uc, i, lambda i=i: vmids[i])
+    trap.install_barriers([(0x4000_0000, code)])
+    ic, seen = trap.interconnect, []
+    for run in range(3):
+        vmids[0] = 5 if run == 0 else 6
+        if run == 2:
+            trap.cpu(0).configure(hcr_fb=False)
+        ucs[0].reg_write(UC_ARM64_REG_X0, 0x40080)
+        ucs[0].emu_start(0x4000_0000, 0x4000_0000 + len(code))
+        trap.deliver()
+        rx = trap.cpu(1).part
+        seen.append((ic.tlbis, ic.syncs, ic.msgs, rx.received, rx.flushes, trap.cpu(0).traps, trap.cpu(0).pending))
+    assert seen == [(3, 3, 6, 3, 3, 3, False), (6, 6, 12, 6, 3, 6, False), (6, 6, 12, 6, 3, 9, False)]
+    assert bool(calls) is (path == "ux")
 
 
 @pytest.mark.parametrize("lazy, running, vmid", [(True, False, 5), (False, True, 5), (True, True, 5),
