@@ -475,3 +475,187 @@ def test_configure_drops_the_compact_plans(path, tmp_path, monkeypatch):
     traps = [r["broadcast"] for r in recs if r["event"] == "tlbi_trap"]
     assert traps == [True] * 6 + [False] * 3
     assert [r["event"] for r in recs].count("dvm_sync") == 6 and trap.interconnect.syncs == 6
+
+
+# --- the writer thread (harness/trace/compact.py `submit`) --------------------------------------------------
+
+@pytest.fixture
+def slow_writer(monkeypatch):
+    """Small compact logs (every few hundred records a packed log goes to the writer thread) and a thread that
+    takes 5 ms a log, so that exits come while it holds one. Returns the sizes of the logs the thread took."""
+    import threading
+    import time
+
+    from devmodel.trace import CompactLog
+
+    init, render = CompactLog.__init__, compact.CompactWriter._render
+    jobs: list[int] = []
+
+    def small(self, *a, **k):
+        init(self, *a, **k)
+        self.limit = 2000
+
+    def slow(self, data, write):
+        if threading.current_thread() is not threading.main_thread():
+            jobs.append(len(data))
+            time.sleep(0.005)
+        return render(self, data, write)
+
+    monkeypatch.setattr(CompactLog, "__init__", small)
+    monkeypatch.setattr(compact.CompactWriter, "_render", slow)
+    return jobs
+
+
+def _cycles(text: str) -> list[dict]:
+    """The records of a tlbi-loop trace, checked: whole lines, seq without gaps, whole iterations."""
+    assert text.endswith("\n")
+    recs = [json.loads(x) for x in text.splitlines()]
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert [r["event"] for r in recs] == ["tlbi_trap", "dvm_tlbi", "tlbi_dsb", "dvm_sync"] * (len(recs) // 4)
+    return recs
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_writer_thread_budget_same_bytes(fmt, slow_writer, tmp_path, monkeypatch, capsys):
+    """The budget ends the bench loop while the writer thread renders: the bytes of the pure-Python trap."""
+    out = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        f = tmp_path / f"{path}.{fmt}"
+        assert main(["run", _loop_elf(), "--cpus", "2", "--max-insns", "20003", "--trace", str(f),
+                     "--trace-format", fmt, "--trace-events", "tlbi*,dvm*"]) == 124
+        out[path] = f.read_bytes()
+    capsys.readouterr()
+    assert len(slow_writer) >= 2 and out["native"].count(b"\n") > 10_000 and out["native"] == out["python"]
+
+
+def test_writer_thread_interrupt_and_timeout_keep_the_trace(slow_writer, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (exit 130) and --timeout (124) while the writer thread holds a log: whole iterations, and after
+    Ctrl-C the bytes of a run interrupted later, up to there."""
+    use_path(monkeypatch, "native")
+    got = []
+    for at in (10_000, 10_000 + NATIVE_RECORDS):
+        before = len(slow_writer)
+        with pytest.MonkeyPatch.context() as mp:             # each run its own Ctrl-C counter
+            got.append(_interrupted_trace(tmp_path / f"{at}.jsonl", at, mp, capsys))
+        assert len(slow_writer) - before >= 3
+    text, later = got
+    assert len(_cycles(text)) >= 4 * 9999 and later.startswith(text) and len(later) > len(text)
+    before, f = len(slow_writer), tmp_path / "timeout.jsonl"
+    code = main(["run", _loop_elf(), "--cpus", "2", "--timeout", "0.3", "--trace", str(f), "--trace-events",
+                 "tlbi*,dvm*"])
+    assert code == 124, capsys.readouterr().err
+    assert len(_cycles(f.read_text())) > 1000 and len(slow_writer) > before
+
+
+_ENOSPC_LINE = ("smmu-harness: internal error: OSError: [Errno 28] No space left on device "
+                "(SMMU_HARNESS_DEBUG=1 for a traceback)\n")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_full_disk_is_one_line(path, monkeypatch, capsys):
+    """A trace to /dev/full: the one-line error and exit status 125 on both paths."""
+    use_path(monkeypatch, path)
+    capsys.readouterr()
+    assert main(["run", _loop_elf(), "--cpus", "2", "--max-insns", "200000", "--trace", "/dev/full",
+                 "--trace-events", "tlbi*,dvm*"]) == 125
+    assert capsys.readouterr().err == _ENOSPC_LINE
+
+
+def test_write_error_in_the_thread_is_the_runs_error(slow_writer, tmp_path, monkeypatch, capsys):
+    """A write that fails on the writer thread (a full disk): raised on the guest's thread at the next hand-over,
+    the same one line and exit status as a write error there."""
+    import errno
+    import threading
+
+    render, failed = compact.CompactWriter._render, []
+
+    def full(self, data, write):
+        if threading.current_thread() is not threading.main_thread():
+            failed.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return render(self, data, write)
+
+    monkeypatch.setattr(compact.CompactWriter, "_render", full)
+    use_path(monkeypatch, "native")
+    capsys.readouterr()
+    assert main(["run", _loop_elf(), "--cpus", "2", "--max-insns", "200000", "--trace", str(tmp_path / "t.jsonl"),
+                 "--trace-events", "tlbi*,dvm*"]) == 125
+    assert failed and capsys.readouterr().err == _ENOSPC_LINE
+    assert not [t for t in threading.enumerate() if t.name == "trace-writer"]       # joined at close
+
+
+def test_template_added_while_the_thread_renders(lib):
+    """`add` while the thread holds a log (its write blocked for 0.2 s): it waits for the log, then the bytes of
+    both templates are right, in hand-over order; `stop` joins the thread."""
+    import threading
+    from array import array
+    from types import SimpleNamespace
+
+    w = compact.CompactWriter(lib)
+    t0 = w.add(["a=", "\n"], [0], [False], lambda s, t, v: "")
+    go, got, order = threading.Event(), [], []
+
+    def write(b):
+        go.wait(5)
+        got.append(bytes(b))
+        order.append("written")
+
+    threading.Timer(0.2, go.set).start()
+    log = SimpleNamespace(packed=array("q", [t0, 1, 0, 7] * 1000))
+    w.submit(log, write)
+    assert len(log.packed) == 0                               # given away
+    t1 = w.add(["b=", "\n"], [0], [True], lambda s, t, v: "")
+    order.append("added")
+    w.submit(SimpleNamespace(packed=array("q", [t1, 2, 0, 255, t0, 3, 0, 8])), write)
+    assert w.stop() == 1002 and order[:2] == ["written", "added"]
+    assert b"".join(got) == b"a=7\n" * 1000 + b"b=0xff\na=8\n"
+    assert not [t for t in threading.enumerate() if t.name == "trace-writer"]
+
+
+def test_thread_error_raised_once_by_settle(lib):
+    from array import array
+    from types import SimpleNamespace
+
+    w = compact.CompactWriter(lib)
+    tid = w.add(["a", "\n"], ["seq"], [], lambda s, t, v: "")
+    err = OSError(28, "No space left on device")
+
+    def fail(b):
+        raise err
+
+    w.submit(SimpleNamespace(packed=array("q", [tid, 1, 0])), fail)
+    with pytest.raises(OSError) as got:
+        w.settle()
+    assert got.value is err and w.settle() == 0 and w.stop() == 0
+
+
+def test_interpreter_exit_writes_the_threads_log(lib, tmp_path):
+    """A sink never closed, its last log on the writer thread (slow) at exit: the file is complete (atexit)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import time
+from array import array
+import devmodel.dvm  # defines dvm_sync
+from devmodel.trace import Tracer
+from harness.trace import compact
+from harness.trace.sinks import JsonlSink
+render = compact.CompactWriter._render
+compact.CompactWriter._render = lambda self, d, w: time.sleep(0.2) or render(self, d, w)
+tr = Tracer("dvm_sync")
+tr.clock = lambda: 0
+sink = JsonlSink({str(tmp_path / 't.jsonl')!r})
+tr.add_sink(sink)
+p = tr.payload("dvm_sync", ("msg",), src="a", acks=1, msg=None, acked="b")
+tr.emit_payload(p, 1)
+tr.emit_payload(p, 2)                                 # the first one wires the compact log
+tid = sink.compact.tids[p]
+sink.compact.add_packed(array("q", [x for s in range(3, 30003) for x in (tid, s, 0, s)]).tobytes())
+assert sink._writer._thread is not None
+"""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=root, timeout=60)
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert [json.loads(x)["msg"] for x in lines] == list(range(1, 30003))
