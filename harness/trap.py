@@ -26,9 +26,10 @@ Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's 
 checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
 like the DSBs), every `UC_HOOK_INTR` and every slice start; under the machine, the flush a broadcast asks of
 another vCPU is done when that vCPU next runs (the scheduler runs one vCPU at a time, so nothing can observe
-the delay); the PC is read and trace fields are built only when tracing is on. Traced into a compact log with
-only vCPUs as receivers, C also makes a batch's trace records, and the receivers get each distinct message once
-with its count (`_deliver_cx`, docs/DESIGN.md "Compact trace records").
+the delay); the PC is read and trace fields are built only when tracing is on. With only vCPUs as receivers, C
+also counts a batch's plans (and, traced into a compact log, makes its trace records), and the receivers get
+each distinct message once with its count (`_deliver_ux`, `_deliver_cx`, docs/DESIGN.md "Compact trace
+records").
 
 Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
 over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
