@@ -207,6 +207,7 @@ class _Thread:
                 n = self._render(*job)
             except BaseException as e:        # raised on the caller's thread by `settle`
                 err = e
+            job = None                        # not kept while waiting: the log and the file's write
             with cv:
                 self._job, self._done = None, self._done + n
                 if self._error is None:
