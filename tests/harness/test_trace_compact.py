@@ -317,9 +317,9 @@ def test_c_records_are_the_python_loops(fmt, tmp_path, monkeypatch):
 def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
     """TLBI VAE1IS page by page, 7000 pages (a new Xt, so a new plan, each time: past the first batch, traced
     before the log is wired, the C table of 4096 starts again): the bytes and counters of the pure-Python
-    trap."""
+    trap; untraced, with receivers that say they read the address, the same."""
     from devmodel.tlbi import encoding, sys_word
-    from harness.trap import _Cx
+    from harness.trap import VcpuParticipant, _Cx
 
     mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
     words = mov(1, 0x40080) + mov(4, 7000) + [sys_word(*encoding("VAE1IS"), rt=1), 0xD5033B9F,
@@ -335,6 +335,13 @@ def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
         got[path] = _run_mixed(tmp_path, path, "jsonl", code)
     assert _Cx.CAP in clears                                  # the full table started again
     assert got["native"][0].count(b"\n") == 5 * 7000 and got["native"] == got["python"]    # 2 dvm_tlbi each
+    clears.clear()
+    monkeypatch.setattr(VcpuParticipant, "addressless", False)   # untraced plans keyed by Xt too: 7000 of them
+    untraced = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        untraced[path] = _run_mixed(tmp_path, f"u{path}", None, code)[1]
+    assert _Cx.CAP in clears and untraced["native"] == untraced["python"] and untraced["native"][0] == 7000
 
 
 def _spy_repeats(monkeypatch) -> list:
