@@ -536,18 +536,34 @@ def test_writer_thread_budget_same_bytes(fmt, slow_writer, tmp_path, monkeypatch
     assert len(slow_writer) >= 2 and out["native"].count(b"\n") > 10_000 and out["native"] == out["python"]
 
 
-def test_writer_thread_interrupt_and_timeout_keep_the_trace(slow_writer, tmp_path, monkeypatch, capsys):
-    """Ctrl-C (exit 130) and --timeout (124) while the writer thread holds a log: whole iterations, and after
-    Ctrl-C the bytes of a run interrupted later, up to there."""
+def test_writer_thread_interrupt_keeps_the_trace(slow_writer, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (exit 130) while the writer thread holds a log: whole iterations, and the bytes of a run
+    interrupted later, up to there."""
     use_path(monkeypatch, "native")
     got = []
-    for at in (10_000, 10_000 + NATIVE_RECORDS):
+    for at in (6000, 6000 + NATIVE_RECORDS):
         before = len(slow_writer)
         with pytest.MonkeyPatch.context() as mp:             # each run its own Ctrl-C counter
             got.append(_interrupted_trace(tmp_path / f"{at}.jsonl", at, mp, capsys))
-        assert len(slow_writer) - before >= 3
+        assert len(slow_writer) - before >= 2
     text, later = got
-    assert len(_cycles(text)) >= 4 * 9999 and later.startswith(text) and len(later) > len(text)
+    assert len(_cycles(text)) >= 4 * 5999 and later.startswith(text) and len(later) > len(text)
+
+
+def test_writer_thread_timeout_keeps_the_trace(slow_writer, tmp_path, monkeypatch, capsys):
+    """--timeout (124) while the writer thread holds a log: whole iterations."""
+    import threading
+    import time
+
+    use_path(monkeypatch, "native")
+    render = compact.CompactWriter._render                   # slower still: a smaller file to read back
+
+    def slower(self, data, write):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.05)
+        return render(self, data, write)
+
+    monkeypatch.setattr(compact.CompactWriter, "_render", slower)
     before, f = len(slow_writer), tmp_path / "timeout.jsonl"
     code = main(["run", _loop_elf(), "--cpus", "2", "--timeout", "0.3", "--trace", str(f), "--trace-events",
                  "tlbi*,dvm*"])
