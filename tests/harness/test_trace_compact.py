@@ -571,6 +571,36 @@ def test_writer_thread_timeout_keeps_the_trace(slow_writer, tmp_path, monkeypatc
     assert len(_cycles(f.read_text())) > 1000 and len(slow_writer) > before
 
 
+def test_writer_thread_fault_keeps_the_trace(slow_writer, tmp_path, monkeypatch):
+    """A guest that dies of an abort after 20,000 TLBI+DSB iterations (a load from an address with nothing
+    there) while the writer thread holds a log: every iteration's lines, the bytes of the pure-Python trap."""
+    from devmodel.tlbi import encoding, sys_word
+    from devmodel.trace import Tracer as _Tracer
+    from harness.machine import Machine
+    from harness.trap import TlbiTrap
+
+    mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
+    words = mov(1, 0x40080) + mov(4, 20_000) + [sys_word(*encoding("VAE1IS"), rt=1), 0xD5033B9F,
+                                                 0xF1000484, 0x54FFFFA1]        # subs x4, x4, #1; b.ne loop
+    words += mov(5, 0x7FF0_0000) + [0xF94000A0]                # ldr x0, [x5]: far outside RAM and devices
+    code = b"".join(w.to_bytes(4, "little") for w in words)
+    out = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        m = Machine(tracer=_Tracer(events="tlbi*,dvm*"), console=lambda vm, d, s: None)
+        trap = TlbiTrap(m.interconnect, m.tracer)
+        m.add_plugin(trap)
+        sink = JsonlSink(tmp_path / f"{path}.jsonl", where=trap.where)
+        m.tracer.add_sink(sink)
+        vm = m.add_vm(ncpus=2, vmid=5)
+        vm.load_code(0x4008_0000, code)
+        outcome = m.run(max_insns=1_000_000)
+        sink.close()
+        assert outcome.exit_code == 139, outcome.message
+        out[path] = (tmp_path / f"{path}.jsonl").read_text()
+    assert len(slow_writer) >= 5 and len(_cycles(out["native"])) == 4 * 20_000 and out["native"] == out["python"]
+
+
 _ENOSPC_LINE = ("smmu-harness: internal error: OSError: [Errno 28] No space left on device "
                 "(SMMU_HARNESS_DEBUG=1 for a traceback)\n")
 
