@@ -352,18 +352,19 @@ class VcpuParticipant:
 class _Cx:
     """A vCPU's plans in C (harness/native/tlbi_trap.c `tt_cx`) and the buffers `tt_cx_run` fills: its state
     (`native.TT_CX_*`), the compact records it makes, the (plan, count) pairs; `plans[i]` is plan i's (op or
-    the DSB's (domain, full, syncs), 1 for a TLBI else 0, did the hook flush the TLB)."""
+    the DSB's (domain, full, syncs), 1 for a TLBI else 0, did the hook flush the TLB). `records=False`: the
+    untraced plans of `_deliver_ux` (no record buffer)."""
 
     CAP = 4096                        # plans before the table starts again (as `_Cpu.plans`)
 
-    def __init__(self, lib: Any):
+    def __init__(self, lib: Any, records: bool = True):
         self.lib, self.cap = lib, self.CAP
         self.ptr = lib.tt_cx_new(self.cap)
         if not self.ptr:
             raise MemoryError("native TLBI trap: no memory for the compact plans")
         weakref.finalize(self, lib.tt_cx_free, self.ptr)
         self.st = (ctypes.c_int64 * native.TT_CX_STATE)()
-        self.out_cap = 8 * NATIVE_RECORDS
+        self.out_cap = 8 * NATIVE_RECORDS if records else 1
         self.out = (ctypes.c_int64 * self.out_cap)()
         self.out_bytes = memoryview(self.out).cast("B")
         self.pairs = (ctypes.c_int64 * (2 * self.cap))()
@@ -969,7 +970,7 @@ class TlbiTrap:
         receivers at once (`_cx_counts`): the counters, flushes and message numbers of the calls one by one."""
         ux = cpu.ux
         if ux is None:
-            ux = cpu.ux = _Cx(self.native_lib)
+            ux = cpu.ux = _Cx(self.native_lib, records=False)
         ic, lib, size = self.interconnect, self.native_lib, native.RECORD_SIZE
         if cpu.ux_for != ic.generation:
             ux.clear()
