@@ -26,9 +26,10 @@ Hot path (tools/benches/trap.py): the decode is memoised per vCPU by the hook's 
 checked), PSTATE.EL is cached (reading it inside a hook costs ~2 us) and forgotten at every ERET (pre-scanned
 like the DSBs), every `UC_HOOK_INTR` and every slice start; under the machine, the flush a broadcast asks of
 another vCPU is done when that vCPU next runs (the scheduler runs one vCPU at a time, so nothing can observe
-the delay); the PC is read and trace fields are built only when tracing is on. Traced into a compact log with
-only vCPUs as receivers, C also makes a batch's trace records, and the receivers get each distinct message once
-with its count (`_deliver_cx`, docs/DESIGN.md "Compact trace records").
+the delay); the PC is read and trace fields are built only when tracing is on. With only vCPUs as receivers, C
+also counts a batch's plans (and, traced into a compact log, makes its trace records), and the receivers get
+each distinct message once with its count (`_deliver_ux`, `_deliver_cx`, docs/DESIGN.md "Compact trace
+records").
 
 Not modelled yet: per-entry invalidation of Unicorn's TLB (a whole-TLB flush is architecturally allowed
 over-invalidation), HCR_EL2.TTLB traps to EL2, HCR_EL2.{E2H,TGE} from the guest (settable with
@@ -149,6 +150,7 @@ class _FastUc:
 NATIVE_RECORDS = 4096              # records a vCPU's native buffer holds before the hook hands them to Python
 _RECORDS = struct.Struct("<QQQ")   # tt_rec: pc, xt, info
 _TLBI_EMULATED = 1 << 32           # record info: the hook skipped the TLBI itself (PC + 4, TLB flush)
+_ALL_BITS = (1 << 64) - 1
 _DOMAINS = ("OSH", "NSH", "ISH", "SY")
 _DSB_OF_INFO = {(d | (f << 2) | (native.TT_DSB_SYNCS if s else 0)) << 8 | native.TT_REC_DSB: (_DOMAINS[d], bool(f), s)
                 for d in range(4) for f in (0, 1) for s in (False, True)}
@@ -350,18 +352,19 @@ class VcpuParticipant:
 class _Cx:
     """A vCPU's plans in C (harness/native/tlbi_trap.c `tt_cx`) and the buffers `tt_cx_run` fills: its state
     (`native.TT_CX_*`), the compact records it makes, the (plan, count) pairs; `plans[i]` is plan i's (op or
-    the DSB's (domain, full, syncs), 1 for a TLBI else 0, did the hook flush the TLB)."""
+    the DSB's (domain, full, syncs), 1 for a TLBI else 0, did the hook flush the TLB). `records=False`: the
+    untraced plans of `_deliver_ux` (no record buffer)."""
 
     CAP = 4096                        # plans before the table starts again (as `_Cpu.plans`)
 
-    def __init__(self, lib: Any):
+    def __init__(self, lib: Any, records: bool = True):
         self.lib, self.cap = lib, self.CAP
         self.ptr = lib.tt_cx_new(self.cap)
         if not self.ptr:
             raise MemoryError("native TLBI trap: no memory for the compact plans")
         weakref.finalize(self, lib.tt_cx_free, self.ptr)
         self.st = (ctypes.c_int64 * native.TT_CX_STATE)()
-        self.out_cap = 8 * NATIVE_RECORDS
+        self.out_cap = 8 * NATIVE_RECORDS if records else 1
         self.out = (ctypes.c_int64 * self.out_cap)()
         self.out_bytes = memoryview(self.out).cast("B")
         self.pairs = (ctypes.c_int64 * (2 * self.cap))()
@@ -377,7 +380,7 @@ class _Cx:
 class _Cpu:
     __slots__ = ("uc", "index", "part", "vcpu", "pending", "hcr_fb", "e2h", "tge", "cache", "traps", "el",
                  "native", "tc", "tc_ptr", "replay", "decoders", "templates", "keep", "vmid", "payloads", "plans",
-                 "plans_for", "cx")
+                 "plans_for", "cx", "ux", "ux_for")
 
     def __init__(self, uc, index, part, vcpu, hcr_fb, native=UNICORN_NATIVE, vmid=lambda: 0):
         self.uc, self.index, self.part, self.vcpu, self.vmid = uc, index, part, vcpu, vmid
@@ -398,6 +401,8 @@ class _Cpu:
         self.plans: dict[tuple, Any] = {}      # native records -> their compact trace records (_deliver_compact)
         self.plans_for: Any = None             # (log, enabled, interconnect generation) the plans hold for
         self.cx: _Cx | None = None             # the same plans in C (_deliver_cx), made at first use
+        self.ux: _Cx | None = None             # untraced plans in C (_deliver_ux), made at first use
+        self.ux_for: Any = None                # the interconnect generation they hold for
 
     def configure(self, hcr_fb: bool | None = None, e2h: bool | None = None, tge: bool | None = None) -> None:
         """Change the HCR_EL2 bits the decoder sees (drops the decode cache)."""
@@ -412,6 +417,7 @@ class _Cpu:
         self.decoders.clear()
         self.templates.clear()
         self.plans_for = None                     # the compact plans hold decoded ops too (_deliver_compact)
+        self.ux_for = None                        # ... and the untraced ones (_deliver_ux)
 
 
 class TlbiTrap:
@@ -761,8 +767,10 @@ class TlbiTrap:
         traced = bool(self.tracer.enabled)
         if traced and self.tracer.compact is not None and self.tracer.clock is not None:
             return self._deliver_compact(cpu, data, vm)
-        replay = cpu.replay
         part = cpu.part
+        if not traced and vm.__class__ is int and self.interconnect.receivers_say(part, "dvm_repeatable"):
+            return self._deliver_ux(cpu, data, vm)
+        replay = cpu.replay
         tlbi, sync = self.interconnect.tlbi, self.interconnect.sync
         # untraced, with receivers that read only VMID and regime: one op per (encoding, EL, VMID) will do
         addressless = not traced and self.interconnect.receivers_say(part, "addressless")
@@ -894,12 +902,17 @@ class TlbiTrap:
     def _cx_hand_over(self, cpu: _Cpu, cx: "_Cx") -> None:
         """After `tt_cx_run`: the state back, its records into the log (first: kept if a receiver raises),
         then each plan's count to the receivers."""
-        st, tr, ic, part = cx.st, self.tracer, self.interconnect, cpu.part
+        st, tr = cx.st, self.tracer
         tr.seq, cpu.pending = st[native.TT_CX_SEQ], bool(st[native.TT_CX_PENDING])
         cpu.traps += st[native.TT_CX_TRAPS]
         used = st[native.TT_CX_OUT]
         if used:
             tr.compact.add_packed(cx.out_bytes[:used * 8])
+        self._cx_counts(cpu, cx)
+
+    def _cx_counts(self, cpu: _Cpu, cx: "_Cx") -> None:
+        """Each plan's count since the last call to the receivers at once (`tlbi_repeat`, `sync_repeat`)."""
+        ic, part = self.interconnect, cpu.part
         k = self.native_lib.tt_cx_counts(cx.ptr, cx.pairs_addr, cx.cap)
         pairs, plans = cx.pairs, cx.plans
         for i in range(0, 2 * k, 2):
@@ -949,6 +962,53 @@ class TlbiTrap:
                 raise MemoryError("native TLBI trap: an empty plan table refused a plan")
         kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
         cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
+
+    def _deliver_ux(self, cpu: _Cpu, data: bytes, vm: int) -> None:
+        """`_deliver` untraced, with every receiver `dvm_repeatable`: C (`tt_cx_tally`) counts each plan of a
+        batch - one per (Xt, record info), or per record info alone when the receivers are also `addressless`
+        (as the loop's `templates`) - and moves `pending` and the trap count; Python hands each count to the
+        receivers at once (`_cx_counts`): the counters, flushes and message numbers of the calls one by one."""
+        ux = cpu.ux
+        if ux is None:
+            ux = cpu.ux = _Cx(self.native_lib, records=False)
+        ic, lib, size = self.interconnect, self.native_lib, native.RECORD_SIZE
+        if cpu.ux_for != ic.generation:
+            ux.clear()
+            cpu.ux_for = ic.generation
+        xt_mask = 0 if ic.receivers_say(cpu.part, "addressless") else _ALL_BITS
+        st, n, at = ux.st, len(data) // size, 0
+        st[native.TT_CX_VM] = vm
+        while at < n:
+            st[native.TT_CX_PENDING], st[native.TT_CX_TRAPS] = cpu.pending, 0
+            at = lib.tt_cx_tally(ux.ptr, data, n, at, ux.st_addr, 0, xt_mask)
+            cpu.pending = bool(st[native.TT_CX_PENDING])
+            cpu.traps += st[native.TT_CX_TRAPS]
+            self._cx_counts(cpu, ux)
+            if st[native.TT_CX_WHY] == native.TT_CX_UNKNOWN:
+                self._ux_plan(cpu, ux, data[at * size:(at + 1) * size], vm, xt_mask)
+
+    def _ux_plan(self, cpu: _Cpu, ux: "_Cx", raw: bytes, vm: int, xt_mask: int) -> None:
+        """The untraced plan of record `raw` (keyed with PC 0 and `Xt & xt_mask`): what it sends, how it moves
+        `pending`."""
+        _pc, xt, info = _RECORDS.unpack(raw)
+        xt &= xt_mask
+        if info & 0xFF == native.TT_REC_TLBI:
+            what = self._replay_decode(cpu, info, xt, vm)
+            sends = what.broadcast
+            flags = native.TT_PLAN_TLBI | (native.TT_PLAN_SETS if sends else 0)
+        else:
+            what = _DSB_OF_INFO[info]
+            sends = what[2]
+            flags = native.TT_PLAN_CLEARS if sends else 0
+        args = (0, xt, info, -1, vm, 0, 0, 0, flags)
+        idx = self.native_lib.tt_cx_add(ux.ptr, *args)
+        if idx < 0:                               # the table is full (its counts were handed over)
+            ux.clear()
+            idx = self.native_lib.tt_cx_add(ux.ptr, *args)
+            if idx < 0:
+                raise MemoryError("native TLBI trap: an empty plan table refused a plan")
+        kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
+        ux.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
 
     def _new_cx(self, cpu: _Cpu) -> "_Cx":
         cpu.cx = _Cx(self.native_lib)

@@ -36,7 +36,7 @@ SOURCE = Path(__file__).resolve().parent / "tlbi_trap.c"
 CFLAGS = ("-O2", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
 
 # the constants of tlbi_trap.c
-TT_ABI = 2
+TT_ABI = 3
 TT_PASS, TT_NATIVE, TT_EMULATED, TT_UNDEFINED = 0, 1, 2, 3
 TT_REC_TLBI, TT_REC_DSB = 1, 2
 TT_WHY_FULL, TT_WHY_UNDEFINED = 1, 2
@@ -229,6 +229,9 @@ def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
     lib.tt_cx_run.restype = ctypes.c_long
     lib.tt_cx_run.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                               ctypes.c_void_p, ctypes.c_long)
+    lib.tt_cx_tally.restype = ctypes.c_long
+    lib.tt_cx_tally.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                ctypes.c_uint64, ctypes.c_uint64)
     lib.tt_cx_counts.restype = ctypes.c_long
     lib.tt_cx_counts.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long)
     return lib

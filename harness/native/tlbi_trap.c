@@ -35,7 +35,7 @@
 
 #include <unicorn/unicorn.h>
 
-#define TT_ABI 2
+#define TT_ABI 3
 
 enum { TT_PASS = 0, TT_NATIVE = 1, TT_EMULATED = 2, TT_UNDEFINED = 3 };   /* tt_cpu.cls values */
 enum { TT_REC_TLBI = 1, TT_REC_DSB = 2 };                                  /* record kinds */
@@ -582,6 +582,39 @@ long tt_cx_run(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, int64
     st[TT_CX_PENDING] = pending;
     st[TT_CX_TRAPS] = traps;
     st[TT_CX_OUT] = used;
+    st[TT_CX_WHY] = why;
+    return i;
+}
+
+/* `tt_cx_run` for an untraced delivery (harness/trap.py `_deliver_ux`): no trace records, only the trap state
+ * and each plan's count. The plans are keyed by (pc & pc_mask, xt & xt_mask, info): untraced, a record's PC
+ * changes nothing, nor its Xt when every receiver is `addressless` (what the per-record loop's `templates`
+ * rely on). Stops at a record without a plan (or one made for another VMID). */
+long tt_cx_tally(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, uint64_t pc_mask, uint64_t xt_mask)
+{
+    int64_t vm = st[TT_CX_VM], pending = st[TT_CX_PENDING], traps = st[TT_CX_TRAPS], why = TT_CX_DONE;
+    for (; i < n; i++) {
+        const tt_rec *r = &recs[i];
+        uint32_t s;
+        tt_plan *p;
+        if ((r->info & 0xFF) != TT_REC_TLBI && !pending)
+            continue;                 /* a DSB with no broadcast TLBI before it: completes nothing */
+        s = *tt_cx_find(cx, r->pc & pc_mask, r->xt & xt_mask, r->info);
+        if (!s || cx->plan[s - 1].vm != vm) {
+            why = TT_CX_UNKNOWN;
+            break;
+        }
+        p = &cx->plan[s - 1];
+        if (p->flags & TT_PLAN_SETS)
+            pending = 1;
+        if (p->flags & TT_PLAN_CLEARS)
+            pending = 0;
+        traps += (p->flags & TT_PLAN_TLBI) != 0;
+        if (p->count++ == 0)
+            cx->touched[cx->ntouched++] = s - 1;
+    }
+    st[TT_CX_PENDING] = pending;
+    st[TT_CX_TRAPS] = traps;
     st[TT_CX_WHY] = why;
     return i;
 }

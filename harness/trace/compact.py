@@ -8,10 +8,18 @@ which go straight to the file's binary buffer. Only integers are kept (the log r
 integer's text is what Python's `str()` or `%#x` gives, so the bytes are the Python template's
 (tests/harness/test_trace_compact.py compares them); a record with an int beyond 64 bits is formatted by the
 Python template.
+
+`submit` hands a packed log to the writer's thread (`_Thread`), which renders and writes it while the guest
+runs on (ctypes and the file's write release the GIL): one log at a time, so the bytes are in the order they
+were handed over, and the caller waits for it (`settle`) before it writes anything else to the file, before
+a template is added (`add`: the thread reads the template arrays) and at close (`stop` joins the thread).
+An exception in the thread is raised by the next `settle` on the caller's thread, where a write error of a
+synchronous `render` would have come.
 """
 from __future__ import annotations
 
 import ctypes
+import threading
 from array import array
 from typing import Any, Callable
 
@@ -40,6 +48,7 @@ class CompactWriter:
         self._blob = bytearray()             # every template's pieces (not copied per template: see _render)
         self._python: list[tuple[Callable[..., str], int]] = []   # number -> (Python renderer, values)
         self._res = (ctypes.c_long * 2)()
+        self._thread: _Thread | None = None
         self._grow(cap)
 
     def _grow(self, cap: int) -> None:
@@ -50,6 +59,8 @@ class CompactWriter:
     def add(self, pieces: list[str], holes: list[Any], hexes: list[bool], python: Callable[..., str]) -> int:
         """Register a template (holes: "seq", "ts" or a dynamic value's index; `hexes[i]`: value i in hex);
         `python(seq, ts, values)` is the same line in Python (for a value beyond 64 bits)."""
+        if self._thread is not None:
+            self._thread.idle()               # it reads index, prog and the blob: no change while it renders
         enc = [piece.encode("utf-8") for piece in pieces]
         total = sum(len(e) for e in enc)
         tid = len(self.index)
@@ -79,6 +90,23 @@ class CompactWriter:
     def render_packed(self, data: array, write: Callable[[Any], Any]) -> int:
         """`render` of records already packed as int64s (`array("q")`)."""
         return self._render(data, write)
+
+    def submit(self, log: Any, write: Callable[[Any], Any]) -> None:
+        """`render_packed(log.packed, write)` on the writer's thread (started at the first call), `log.packed`
+        given away for an empty array; returns once the log handed over before is done. The caller calls
+        `settle` before anything else reaches the file."""
+        if self._thread is None:
+            self._thread = _Thread(self._render)
+        self._thread.put(log, write)
+
+    def settle(self) -> int:
+        """Wait for the thread's log: the records it wrote since the last call; its exception, if it had one."""
+        return self._thread.settle() if self._thread is not None else 0
+
+    def stop(self) -> int:
+        """`settle`, then end the thread (joined)."""
+        t, self._thread = self._thread, None
+        return t.stop() if t is not None else 0
 
     def _render(self, data: array, write: Callable[[Any], Any]) -> int:
         addr, n = data.buffer_info()
@@ -120,3 +148,68 @@ class CompactWriter:
         if chunk:
             records += self._render(array("q", chunk), write)
         return records
+
+
+class _Thread:
+    """The thread of a `CompactWriter`: renders one handed-over log at a time (`put`)."""
+
+    def __init__(self, render: Callable[[array, Callable[[Any], Any]], int]):
+        self._render, self._cv = render, threading.Condition()
+        self._job: tuple[array, Callable[[Any], Any]] | None = None
+        self._done, self._error, self._end = 0, None, False
+        self._t = threading.Thread(target=self._run, name="trace-writer", daemon=True)
+        self._t.start()
+
+    def idle(self) -> None:
+        with self._cv:
+            self._idle()
+
+    def _idle(self) -> None:
+        """Wait (holding the lock) until the thread has no log. Every wait first wakes the thread: a Ctrl-C on
+        this thread may have come between a hand-over and its `notify_all`."""
+        self._cv.notify_all()
+        self._cv.wait_for(lambda: self._job is None)
+
+    def put(self, log: Any, write: Callable[[Any], Any]) -> None:
+        fresh = array("q")
+        with self._cv:
+            self._idle()
+            self._job, log.packed = (log.packed, write), fresh    # no call in between: Ctrl-C comes before or after
+            self._cv.notify_all()
+
+    def settle(self) -> int:
+        with self._cv:
+            self._idle()
+            done, err, self._done, self._error = self._done, self._error, 0, None
+        if err is not None:
+            raise err
+        return done
+
+    def stop(self) -> int:
+        try:
+            return self.settle()
+        finally:
+            with self._cv:
+                self._end = True
+                self._cv.notify_all()
+            self._t.join()
+
+    def _run(self) -> None:
+        cv = self._cv
+        while True:
+            with cv:
+                cv.wait_for(lambda: self._job is not None or self._end)
+                job = self._job
+            if job is None:
+                return
+            n, err = 0, None
+            try:
+                n = self._render(*job)
+            except BaseException as e:        # raised on the caller's thread by `settle`
+                err = e
+            job = None                        # not kept while waiting: the log and the file's write
+            with cv:
+                self._job, self._done = None, self._done + n
+                if self._error is None:
+                    self._error = err
+                cv.notify_all()

@@ -325,15 +325,25 @@ class _LineSink(_FileSink):
             keys.extend(m.dynamic)
         return pieces, holes, tuple(keys)
 
+    def _drain(self) -> None:
+        if self._writer is not None:
+            self.count += self._writer.settle()     # the writer thread's records come first
+        super()._drain()
+
     def _drain_compact(self) -> None:
-        """Write the compact records (after the lines collected before them)."""
-        data, packed = self.compact.data, self.compact.packed
+        """Write the compact records (after the lines collected before them). Packed records alone go to the
+        writer's thread (harness/trace/compact.py `submit`), given away: the log gets a new array."""
+        log = self.compact
+        data, packed = log.data, log.packed
         if not data and not packed:
             return
         if not self.closed:
             self._drain()
             self._f.flush()
             write = self._f.buffer.write
+            if not data and not log.limit < 0:      # not at close: the thread is joined there
+                self._writer.submit(log, write)
+                return
             if packed:
                 self.count += self._writer.render_packed(packed, write)
             if data:
@@ -351,11 +361,14 @@ class _LineSink(_FileSink):
             return
         try:
             if self.compact is not None:
+                self.compact.limit = -1          # records emitted after close are dropped at once
                 self._drain_compact()
         finally:
-            if self.compact is not None:
-                self.compact.limit = -1          # records emitted after close are dropped at once
-            super().close()
+            try:
+                if self._writer is not None:
+                    self.count += self._writer.stop()
+            finally:
+                super().close()
 
     def _int_hex(self, key: str) -> bool:
         """Does the line show an int value of `key` in hex (else in decimal)?"""

@@ -253,19 +253,20 @@ def _mixed_code(rounds: int, times: int) -> bytes:
     return b"".join(w.to_bytes(4, "little") for w in words)
 
 
-def _run_mixed(tmp_path: Path, tag: str, fmt: str, code: bytes | None = None) -> tuple[bytes, tuple]:
-    """`code` (default: the mixed loops) on a 3-vCPU VM traced to a file of the sink's own: (the file, every
-    DVM counter)."""
+def _run_mixed(tmp_path: Path, tag: str, fmt: str | None, code: bytes | None = None) -> tuple[bytes, tuple]:
+    """`code` (default: the mixed loops) on a 3-vCPU VM traced to a file of the sink's own (`fmt` None:
+    untraced): (the file, every DVM counter)."""
     from devmodel.trace import Tracer as _Tracer
     from harness.machine import Machine
     from harness.trap import TlbiTrap
 
-    m = Machine(tracer=_Tracer(events="tlbi*,dvm*"), console=lambda vm, d, s: None)
+    m = Machine(tracer=_Tracer(events="tlbi*,dvm*" if fmt else None), console=lambda vm, d, s: None)
     trap = TlbiTrap(m.interconnect, m.tracer)
     m.add_plugin(trap)
     f = tmp_path / f"{tag}.{fmt}"
-    sink = (JsonlSink if fmt == "jsonl" else TextSink)(f, where=trap.where)
-    m.tracer.add_sink(sink)
+    sink = (JsonlSink if fmt in ("jsonl", None) else TextSink)(f, where=trap.where)
+    if fmt is not None:
+        m.tracer.add_sink(sink)
     vm = m.add_vm(ncpus=3, vmid=5)
     vm.load_code(0x4008_0000, _mixed_code(12, 300) if code is None else code)
     for v in vm.vcpus:
@@ -316,9 +317,9 @@ def test_c_records_are_the_python_loops(fmt, tmp_path, monkeypatch):
 def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
     """TLBI VAE1IS page by page, 7000 pages (a new Xt, so a new plan, each time: past the first batch, traced
     before the log is wired, the C table of 4096 starts again): the bytes and counters of the pure-Python
-    trap."""
+    trap; untraced, with receivers that say they read the address, the same."""
     from devmodel.tlbi import encoding, sys_word
-    from harness.trap import _Cx
+    from harness.trap import VcpuParticipant, _Cx
 
     mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
     words = mov(1, 0x40080) + mov(4, 7000) + [sys_word(*encoding("VAE1IS"), rt=1), 0xD5033B9F,
@@ -334,6 +335,84 @@ def test_more_plans_than_the_c_table_holds(tmp_path, monkeypatch):
         got[path] = _run_mixed(tmp_path, path, "jsonl", code)
     assert _Cx.CAP in clears                                  # the full table started again
     assert got["native"][0].count(b"\n") == 5 * 7000 and got["native"] == got["python"]    # 2 dvm_tlbi each
+    clears.clear()
+    monkeypatch.setattr(VcpuParticipant, "addressless", False)   # untraced plans keyed by Xt too: 7000 of them
+    untraced = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        untraced[path] = _run_mixed(tmp_path, f"u{path}", None, code)[1]
+    assert _Cx.CAP in clears and untraced["native"] == untraced["python"] and untraced["native"][0] == 7000
+
+
+def _spy_repeats(monkeypatch) -> list:
+    """Record each `tlbi_repeat`/`sync_repeat` as ("tlbi" or "sync", count)."""
+    from devmodel.dvm import Interconnect
+
+    calls: list = []
+    tlbi, sync = Interconnect.tlbi_repeat, Interconnect.sync_repeat
+    monkeypatch.setattr(Interconnect, "tlbi_repeat",
+                        lambda self, op, src, n: calls.append(("tlbi", n)) or tlbi(self, op, src, n))
+    monkeypatch.setattr(Interconnect, "sync_repeat", lambda self, src, n: calls.append(("sync", n)) or sync(self, src, n))
+    return calls
+
+
+def test_untraced_batches_are_the_calls_one_by_one(tmp_path, monkeypatch):
+    """Untraced, the mixed loops (local TLBIs, DSB NSH, a DSB after a local TLBI alone, the OS form the hook
+    flushes for): the counts C makes for a batch (`_deliver_ux`, handed to the receivers once per plan) give
+    every DVM counter, message number, flush, dirty flag, trap count and `pending` of the per-record loop over
+    the same native records (receivers not repeatable) and of the pure-Python trap."""
+    from harness.trap import VcpuParticipant
+
+    calls = _spy_repeats(monkeypatch)
+    got = {}
+    for tag in ("ux", "loop", "python"):
+        use_path(monkeypatch, "python" if tag == "python" else "native")
+        monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", tag == "ux")
+        before = len(calls)
+        got[tag] = _run_mixed(tmp_path, tag, None)[1]
+        assert (len(calls) > before) is (tag == "ux")          # the batched path ran, and only there
+    assert max(n for _k, n in calls) > 100 and {k for k, _n in calls} == {"tlbi", "sync"}
+    assert got["ux"][0] > 3000 and got["ux"][3] == 0           # TLBIs sent; nothing traced
+    assert got["ux"] == got["loop"] == got["python"]
+
+
+@pytest.mark.parametrize("path", ["ux", "loop", "python"])
+def test_untraced_vmid_and_configure_between_deliveries(path, monkeypatch):
+    """The same native records delivered untraced three times: with VMID 5, then VMID 6 (the receiver, of VMID
+    5, ignores those: plans hold the VMID), then with VMID 6 after HCR_EL2.FB=0 (`configure` drops the plans:
+    TLBI VAE1 at EL1 is local, no message, no Sync): the counters of the three paths."""
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+    from unicorn.arm64_const import UC_ARM64_REG_X0
+
+    from devmodel.dvm import Interconnect
+    from devmodel.tlbi import encoding, sys_word
+    from harness.trap import TlbiTrap, VcpuParticipant
+
+    use_path(monkeypatch, "python" if path == "python" else "native")
+    monkeypatch.setattr(VcpuParticipant, "dvm_repeatable", path == "ux")
+    calls = _spy_repeats(monkeypatch)
+    trap = TlbiTrap(Interconnect(), hcr_fb=True)
+    code = b"".join(w.to_bytes(4, "little") for w in [sys_word(*encoding("VAE1"), rt=0), 0xD5033B9F] * 3)
+    vmids = [5, 5]
+    ucs = [Uc(UC_ARCH_ARM64, UC_MODE_ARM) for _ in range(2)]
+    for i, uc in enumerate(ucs):
+        uc.mem_map(0x4000_0000, 0x10000)
+        uc.mem_write(0x4000_0000, code)
+        uc.cpr_write(3, 6, 1, 1, 0, 0x500)                    # SCR_EL3 = RW | HCE
+        trap.add_cpu(uc, i, lambda i=i: vmids[i])
+    trap.install_barriers([(0x4000_0000, code)])
+    ic, seen = trap.interconnect, []
+    for run in range(3):
+        vmids[0] = 5 if run == 0 else 6
+        if run == 2:
+            trap.cpu(0).configure(hcr_fb=False)
+        ucs[0].reg_write(UC_ARM64_REG_X0, 0x40080)
+        ucs[0].emu_start(0x4000_0000, 0x4000_0000 + len(code))
+        trap.deliver()
+        rx = trap.cpu(1).part
+        seen.append((ic.tlbis, ic.syncs, ic.msgs, rx.received, rx.flushes, trap.cpu(0).traps, trap.cpu(0).pending))
+    assert seen == [(3, 3, 6, 3, 3, 3, False), (6, 6, 12, 6, 3, 6, False), (6, 6, 12, 6, 3, 9, False)]
+    assert bool(calls) is (path == "ux")
 
 
 @pytest.mark.parametrize("lazy, running, vmid", [(True, False, 5), (False, True, 5), (True, True, 5),
@@ -403,3 +482,233 @@ def test_configure_drops_the_compact_plans(path, tmp_path, monkeypatch):
     traps = [r["broadcast"] for r in recs if r["event"] == "tlbi_trap"]
     assert traps == [True] * 6 + [False] * 3
     assert [r["event"] for r in recs].count("dvm_sync") == 6 and trap.interconnect.syncs == 6
+
+
+# --- the writer thread (harness/trace/compact.py `submit`) --------------------------------------------------
+
+@pytest.fixture
+def slow_writer(monkeypatch):
+    """Small compact logs (every few hundred records a packed log goes to the writer thread) and a thread that
+    takes 5 ms a log, so that exits come while it holds one. Returns the sizes of the logs the thread took."""
+    import threading
+    import time
+
+    from devmodel.trace import CompactLog
+
+    init, render = CompactLog.__init__, compact.CompactWriter._render
+    jobs: list[int] = []
+
+    def small(self, *a, **k):
+        init(self, *a, **k)
+        self.limit = 2000
+
+    def slow(self, data, write):
+        if threading.current_thread() is not threading.main_thread():
+            jobs.append(len(data))
+            time.sleep(0.005)
+        return render(self, data, write)
+
+    monkeypatch.setattr(CompactLog, "__init__", small)
+    monkeypatch.setattr(compact.CompactWriter, "_render", slow)
+    return jobs
+
+
+def _cycles(text: str) -> list[dict]:
+    """The records of a tlbi-loop trace, checked: whole lines, seq without gaps, whole iterations."""
+    assert text.endswith("\n")
+    recs = [json.loads(x) for x in text.splitlines()]
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert [r["event"] for r in recs] == ["tlbi_trap", "dvm_tlbi", "tlbi_dsb", "dvm_sync"] * (len(recs) // 4)
+    return recs
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_writer_thread_budget_same_bytes(fmt, slow_writer, tmp_path, monkeypatch, capsys):
+    """The budget ends the bench loop while the writer thread renders: the bytes of the pure-Python trap."""
+    out = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        f = tmp_path / f"{path}.{fmt}"
+        assert main(["run", _loop_elf(), "--cpus", "2", "--max-insns", "20003", "--trace", str(f),
+                     "--trace-format", fmt, "--trace-events", "tlbi*,dvm*"]) == 124
+        out[path] = f.read_bytes()
+    capsys.readouterr()
+    assert len(slow_writer) >= 2 and out["native"].count(b"\n") > 10_000 and out["native"] == out["python"]
+
+
+def test_writer_thread_interrupt_keeps_the_trace(slow_writer, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (exit 130) while the writer thread holds a log: whole iterations, and the bytes of a run
+    interrupted later, up to there."""
+    use_path(monkeypatch, "native")
+    got = []
+    for at in (6000, 6000 + NATIVE_RECORDS):
+        before = len(slow_writer)
+        with pytest.MonkeyPatch.context() as mp:             # each run its own Ctrl-C counter
+            got.append(_interrupted_trace(tmp_path / f"{at}.jsonl", at, mp, capsys))
+        assert len(slow_writer) - before >= 2
+    text, later = got
+    assert len(_cycles(text)) >= 4 * 5999 and later.startswith(text) and len(later) > len(text)
+
+
+def test_writer_thread_timeout_keeps_the_trace(slow_writer, tmp_path, monkeypatch, capsys):
+    """--timeout (124) while the writer thread holds a log: whole iterations."""
+    import threading
+    import time
+
+    use_path(monkeypatch, "native")
+    render = compact.CompactWriter._render                   # slower still: a smaller file to read back
+
+    def slower(self, data, write):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.05)
+        return render(self, data, write)
+
+    monkeypatch.setattr(compact.CompactWriter, "_render", slower)
+    before, f = len(slow_writer), tmp_path / "timeout.jsonl"
+    code = main(["run", _loop_elf(), "--cpus", "2", "--timeout", "0.3", "--trace", str(f), "--trace-events",
+                 "tlbi*,dvm*"])
+    assert code == 124, capsys.readouterr().err
+    assert len(_cycles(f.read_text())) > 1000 and len(slow_writer) > before
+
+
+def test_writer_thread_fault_keeps_the_trace(slow_writer, tmp_path, monkeypatch):
+    """A guest that dies of an abort after 20,000 TLBI+DSB iterations (a load from an address with nothing
+    there) while the writer thread holds a log: every iteration's lines, the bytes of the pure-Python trap."""
+    from devmodel.tlbi import encoding, sys_word
+    from devmodel.trace import Tracer as _Tracer
+    from harness.machine import Machine
+    from harness.trap import TlbiTrap
+
+    mov = lambda rd, v: [0xD2800000 | ((v & 0xFFFF) << 5) | rd, 0xF2A00000 | (((v >> 16) & 0xFFFF) << 5) | rd]
+    words = mov(1, 0x40080) + mov(4, 20_000) + [sys_word(*encoding("VAE1IS"), rt=1), 0xD5033B9F,
+                                                 0xF1000484, 0x54FFFFA1]        # subs x4, x4, #1; b.ne loop
+    words += mov(5, 0x7FF0_0000) + [0xF94000A0]                # ldr x0, [x5]: far outside RAM and devices
+    code = b"".join(w.to_bytes(4, "little") for w in words)
+    out = {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        m = Machine(tracer=_Tracer(events="tlbi*,dvm*"), console=lambda vm, d, s: None)
+        trap = TlbiTrap(m.interconnect, m.tracer)
+        m.add_plugin(trap)
+        sink = JsonlSink(tmp_path / f"{path}.jsonl", where=trap.where)
+        m.tracer.add_sink(sink)
+        vm = m.add_vm(ncpus=2, vmid=5)
+        vm.load_code(0x4008_0000, code)
+        outcome = m.run(max_insns=1_000_000)
+        sink.close()
+        assert outcome.exit_code == 139, outcome.message
+        out[path] = (tmp_path / f"{path}.jsonl").read_text()
+    assert len(slow_writer) >= 5 and len(_cycles(out["native"])) == 4 * 20_000 and out["native"] == out["python"]
+
+
+_ENOSPC_LINE = ("smmu-harness: internal error: OSError: [Errno 28] No space left on device "
+                "(SMMU_HARNESS_DEBUG=1 for a traceback)\n")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_full_disk_is_one_line(path, monkeypatch, capsys):
+    """A trace to /dev/full: the one-line error and exit status 125 on both paths."""
+    use_path(monkeypatch, path)
+    capsys.readouterr()
+    assert main(["run", _loop_elf(), "--cpus", "2", "--max-insns", "200000", "--trace", "/dev/full",
+                 "--trace-events", "tlbi*,dvm*"]) == 125
+    assert capsys.readouterr().err == _ENOSPC_LINE
+
+
+def test_write_error_in_the_thread_is_the_runs_error(slow_writer, tmp_path, monkeypatch, capsys):
+    """A write that fails on the writer thread (a full disk): raised on the guest's thread at the next hand-over,
+    the same one line and exit status as a write error there."""
+    import errno
+    import threading
+
+    render, failed = compact.CompactWriter._render, []
+
+    def full(self, data, write):
+        if threading.current_thread() is not threading.main_thread():
+            failed.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return render(self, data, write)
+
+    monkeypatch.setattr(compact.CompactWriter, "_render", full)
+    use_path(monkeypatch, "native")
+    capsys.readouterr()
+    assert main(["run", _loop_elf(), "--cpus", "2", "--max-insns", "200000", "--trace", str(tmp_path / "t.jsonl"),
+                 "--trace-events", "tlbi*,dvm*"]) == 125
+    assert failed and capsys.readouterr().err == _ENOSPC_LINE
+    assert not [t for t in threading.enumerate() if t.name == "trace-writer"]       # joined at close
+
+
+def test_template_added_while_the_thread_renders(lib):
+    """`add` while the thread holds a log (its write blocked for 0.2 s): it waits for the log, then the bytes of
+    both templates are right, in hand-over order; `stop` joins the thread."""
+    import threading
+    from array import array
+    from types import SimpleNamespace
+
+    w = compact.CompactWriter(lib)
+    t0 = w.add(["a=", "\n"], [0], [False], lambda s, t, v: "")
+    go, got, order = threading.Event(), [], []
+
+    def write(b):
+        go.wait(5)
+        got.append(bytes(b))
+        order.append("written")
+
+    threading.Timer(0.2, go.set).start()
+    log = SimpleNamespace(packed=array("q", [t0, 1, 0, 7] * 1000))
+    w.submit(log, write)
+    assert len(log.packed) == 0                               # given away
+    t1 = w.add(["b=", "\n"], [0], [True], lambda s, t, v: "")
+    order.append("added")
+    w.submit(SimpleNamespace(packed=array("q", [t1, 2, 0, 255, t0, 3, 0, 8])), write)
+    assert w.stop() == 1002 and order[:2] == ["written", "added"]
+    assert b"".join(got) == b"a=7\n" * 1000 + b"b=0xff\na=8\n"
+    assert not [t for t in threading.enumerate() if t.name == "trace-writer"]
+
+
+def test_thread_error_raised_once_by_settle(lib):
+    from array import array
+    from types import SimpleNamespace
+
+    w = compact.CompactWriter(lib)
+    tid = w.add(["a", "\n"], ["seq"], [], lambda s, t, v: "")
+    err = OSError(28, "No space left on device")
+
+    def fail(b):
+        raise err
+
+    w.submit(SimpleNamespace(packed=array("q", [tid, 1, 0])), fail)
+    with pytest.raises(OSError) as got:
+        w.settle()
+    assert got.value is err and w.settle() == 0 and w.stop() == 0
+
+
+def test_interpreter_exit_writes_the_threads_log(lib, tmp_path):
+    """A sink never closed, its last log on the writer thread (slow) at exit: the file is complete (atexit)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import time
+from array import array
+import devmodel.dvm  # defines dvm_sync
+from devmodel.trace import Tracer
+from harness.trace import compact
+from harness.trace.sinks import JsonlSink
+render = compact.CompactWriter._render
+compact.CompactWriter._render = lambda self, d, w: time.sleep(0.2) or render(self, d, w)
+tr = Tracer("dvm_sync")
+tr.clock = lambda: 0
+sink = JsonlSink({str(tmp_path / 't.jsonl')!r})
+tr.add_sink(sink)
+p = tr.payload("dvm_sync", ("msg",), src="a", acks=1, msg=None, acked="b")
+tr.emit_payload(p, 1)
+tr.emit_payload(p, 2)                                 # the first one wires the compact log
+tid = sink.compact.tids[p]
+sink.compact.add_packed(array("q", [x for s in range(3, 30003) for x in (tid, s, 0, s)]).tobytes())
+assert sink._writer._thread is not None
+"""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=root, timeout=60)
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert [json.loads(x)["msg"] for x in lines] == list(range(1, 30003))
