@@ -953,15 +953,7 @@ class TlbiTrap:
                 self.where_now = None
             gid, flags = (-1, flags | native.TT_PLAN_PYTHON) if got is None else (got, flags)
         nseq = len(group.members) if group is not None else 0
-        args = (pc, xt, info, gid, vm, nseq, int(nmsg), adv, flags)
-        idx = self.native_lib.tt_cx_add(cx.ptr, *args)
-        if idx < 0:                               # the table is full (its counts were handed over)
-            cx.clear()
-            idx = self.native_lib.tt_cx_add(cx.ptr, *args)
-            if idx < 0:
-                raise MemoryError("native TLBI trap: an empty plan table refused a plan")
-        kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
-        cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
+        self._add_plan(cx, (pc, xt, info, gid, vm, nseq, int(nmsg), adv, flags), what, sends)
 
     def _deliver_ux(self, cpu: _Cpu, data: bytes, vm: int) -> None:
         """`_deliver` untraced, with every receiver `dvm_repeatable`: C (`tt_cx_tally`) counts each plan of a
@@ -1000,15 +992,20 @@ class TlbiTrap:
             what = _DSB_OF_INFO[info]
             sends = what[2]
             flags = native.TT_PLAN_CLEARS if sends else 0
-        args = (0, xt, info, -1, vm, 0, 0, 0, flags)
-        idx = self.native_lib.tt_cx_add(ux.ptr, *args)
+        self._add_plan(ux, (0, xt, info, -1, vm, 0, 0, 0, flags), what, sends)
+
+    def _add_plan(self, cx: "_Cx", args: tuple, what: Any, sends: bool) -> None:
+        """Add the plan `args` (tt_cx_add's: pc, xt, info, gid, vm, nseq, nmsg, adv, flags) to `cx`'s C table and
+        its Python side: (op or DSB, 1 TLBI / 2 DSB sent / 0 nothing sent, did the hook flush the TLB)."""
+        idx = self.native_lib.tt_cx_add(cx.ptr, *args)
         if idx < 0:                               # the table is full (its counts were handed over)
-            ux.clear()
-            idx = self.native_lib.tt_cx_add(ux.ptr, *args)
+            cx.clear()
+            idx = self.native_lib.tt_cx_add(cx.ptr, *args)
             if idx < 0:
                 raise MemoryError("native TLBI trap: an empty plan table refused a plan")
+        info, flags = args[2], args[8]
         kind = (1 if flags & native.TT_PLAN_TLBI else 2) if sends else 0
-        ux.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
+        cx.plans[idx:idx + 1] = [(what, kind, bool(info & _TLBI_EMULATED))]     # appended, or replaced (VMID)
 
     def _new_cx(self, cpu: _Cpu) -> "_Cx":
         cpu.cx = _Cx(self.native_lib)

@@ -530,6 +530,19 @@ long tt_cx_add(tt_cx *cx, uint64_t pc, uint64_t xt, uint64_t info, int64_t gid, 
     return (long)(p - cx->plan);
 }
 
+/* One met plan (index `k`): how it moves `pending` and the trap count, and its count (first met: touched). */
+static inline void tt_cx_step(tt_cx *cx, uint32_t k, int64_t *pending, int64_t *traps)
+{
+    tt_plan *p = &cx->plan[k];
+    if (p->flags & TT_PLAN_SETS)
+        *pending = 1;
+    if (p->flags & TT_PLAN_CLEARS)
+        *pending = 0;
+    *traps += (p->flags & TT_PLAN_TLBI) != 0;
+    if (p->count++ == 0)
+        cx->touched[cx->ntouched++] = k;
+}
+
 long tt_cx_run(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, int64_t *out, long cap)
 {
     int64_t seq = st[TT_CX_SEQ], msgs = st[TT_CX_MSGS], ts = st[TT_CX_TS], vm = st[TT_CX_VM];
@@ -569,13 +582,7 @@ long tt_cx_run(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, int64
             seq += p->nseq;
         }
         msgs += p->adv;
-        if (p->flags & TT_PLAN_SETS)
-            pending = 1;
-        if (p->flags & TT_PLAN_CLEARS)
-            pending = 0;
-        traps += (p->flags & TT_PLAN_TLBI) != 0;
-        if (p->count++ == 0)
-            cx->touched[cx->ntouched++] = s - 1;
+        tt_cx_step(cx, s - 1, &pending, &traps);
     }
     st[TT_CX_SEQ] = seq;
     st[TT_CX_MSGS] = msgs;
@@ -596,7 +603,6 @@ long tt_cx_tally(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, uin
     for (; i < n; i++) {
         const tt_rec *r = &recs[i];
         uint32_t s;
-        tt_plan *p;
         if ((r->info & 0xFF) != TT_REC_TLBI && !pending)
             continue;                 /* a DSB with no broadcast TLBI before it: completes nothing */
         s = *tt_cx_find(cx, r->pc & pc_mask, r->xt & xt_mask, r->info);
@@ -604,14 +610,7 @@ long tt_cx_tally(tt_cx *cx, const tt_rec *recs, long n, long i, int64_t *st, uin
             why = TT_CX_UNKNOWN;
             break;
         }
-        p = &cx->plan[s - 1];
-        if (p->flags & TT_PLAN_SETS)
-            pending = 1;
-        if (p->flags & TT_PLAN_CLEARS)
-            pending = 0;
-        traps += (p->flags & TT_PLAN_TLBI) != 0;
-        if (p->count++ == 0)
-            cx->touched[cx->ntouched++] = s - 1;
+        tt_cx_step(cx, s - 1, &pending, &traps);
     }
     st[TT_CX_PENDING] = pending;
     st[TT_CX_TRAPS] = traps;
