@@ -316,14 +316,7 @@ class VcpuParticipant:
             self.flush()
 
     def dvm_tlbi(self, op: TlbiOp, msg: int) -> None:
-        self.received += 1
-        vmid = op.vmid
-        if vmid is not None and op.regime is _EL10 and vmid != self._vmid():
-            return
-        if self.lazy and not self.running:
-            self.dirty = True
-        else:
-            self.flush()
+        self.dvm_tlbi_repeat(op, 1)
 
     def dvm_sync(self, sync: DvmSync) -> None:
         pass                                          # synchronous model: invalidations are already done
