@@ -336,9 +336,8 @@ def _ram_end_run(path: str, monkeypatch) -> tuple[bytes, str, list, int]:
 _LAST: dict = {}
 
 
-def test_the_last_byte_of_ram_is_native_and_the_next_is_python(monkeypatch, native_path):
-    """console.c's bounds (cn_ram_offset): SYS_WRITEC of RAM's last byte is done in C, the byte after it (one
-    past the host buffer) is left to Python, which reports it unmapped; both paths print and log the same."""
+def _keep_last_vcpu(monkeypatch) -> None:
+    """Each new VM's first vCPU goes to `_LAST["vcpu"]` (its native console's counters are read afterwards)."""
     real = Machine.add_vm
 
     def add_vm(self, *a, **k):
@@ -347,6 +346,12 @@ def test_the_last_byte_of_ram_is_native_and_the_next_is_python(monkeypatch, nati
         return vm
 
     monkeypatch.setattr(Machine, "add_vm", add_vm)
+
+
+def test_the_last_byte_of_ram_is_native_and_the_next_is_python(monkeypatch, native_path):
+    """console.c's bounds (cn_ram_offset): SYS_WRITEC of RAM's last byte is done in C, the byte after it (one
+    past the host buffer) is left to Python, which reports it unmapped; both paths print and log the same."""
+    _keep_last_vcpu(monkeypatch)
     native = _ram_end_run("native", monkeypatch)
     python = _ram_end_run("python", monkeypatch)
     assert native[:3] == python[:3] == (b"Z", native[1], [0xDEADBEEF] * 2)
@@ -374,14 +379,7 @@ def test_tt_writes_at_the_end_of_ram_answer_as_the_python_path(monkeypatch, nati
     """console.c's SYS_WRITE (cn_tt_write): a block and a buffer in RAM are done in C (X0 = 0); a buffer or a
     parameter block running past RAM's end is left to Python, which answers it (bytes not written, a guest-error
     line): both paths give the same output, X0 and log."""
-    real = Machine.add_vm
-
-    def add_vm(self, *a, **k):
-        vm = real(self, *a, **k)
-        _LAST["vcpu"] = vm.vcpus[0]
-        return vm
-
-    monkeypatch.setattr(Machine, "add_vm", add_vm)
+    _keep_last_vcpu(monkeypatch)
     native = _tt_write_run("native", monkeypatch)
     python = _tt_write_run("python", monkeypatch)
     assert native[:3] == python[:3] and native[0] == b":tt" and native[2][:2] == [0, 4], (native, python)

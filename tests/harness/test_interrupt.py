@@ -16,12 +16,18 @@ from guestbin import guest_elf
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _run(guest: str, native: str) -> subprocess.Popen:
+    """`smmu-harness run` of catalogue guest `guest` on the native path or not, with SIGINT at its default
+    (a test runner may have set it to be ignored in children)."""
+    env = dict(os.environ, SMMU_HARNESS_NATIVE=native)
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", str(guest_elf(guest))], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 @pytest.mark.parametrize("native", ["1", "0"])
 def test_sigint_ends_a_spinning_guest_with_130_after_its_output(native):
-    env = dict(os.environ, SMMU_HARNESS_NATIVE=native)
-    p = subprocess.Popen([sys.executable, "-m", "harness", "run", str(guest_elf("spin"))], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = _run("spin", native)
     try:
         assert select.select([p.stdout], [], [], 30)[0], "the guest printed nothing"
         first = p.stdout.readline()
@@ -54,11 +60,7 @@ def _spinning(pid: int, cpu: float = 1.2, wait: float = 60) -> None:
 def test_sigint_delivers_a_partial_line_first(native):
     """The guest's last bytes have no newline: on the native path they wait in console.c's buffer until the
     stopped emu_start returns; either way they are printed, then the interrupted line."""
-    env = dict(os.environ, SMMU_HARNESS_NATIVE=native)
-    elf = guest_elf("spin_partial")
-    p = subprocess.Popen([sys.executable, "-m", "harness", "run", str(elf)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = _run("spin_partial", native)
     try:
         _spinning(p.pid)
         p.send_signal(signal.SIGINT)
