@@ -204,7 +204,8 @@ class _Thread:
                 return
             n, err = 0, None
             try:
-                n = self._render(*job)
+                if self._error is None:       # after a failed write none: the file would have a gap
+                    n = self._render(*job)
             except BaseException as e:        # raised on the caller's thread by `settle`
                 err = e
             job = None                        # not kept while waiting: the log and the file's write
