@@ -14,7 +14,7 @@ runs on (ctypes and the file's write release the GIL): one log at a time, so the
 were handed over, and the caller waits for it (`settle`) before it writes anything else to the file, before
 a template is added (`add`: the thread reads the template arrays) and at close (`stop` joins the thread).
 An exception in the thread is raised by the next `settle` on the caller's thread, where a write error of a
-synchronous `render` would have come.
+synchronous `render` would have come; a log handed over after it is not written (no gap in the file).
 """
 from __future__ import annotations
 
