@@ -14,7 +14,7 @@ runs on (ctypes and the file's write release the GIL): one log at a time, so the
 were handed over, and the caller waits for it (`settle`) before it writes anything else to the file, before
 a template is added (`add`: the thread reads the template arrays) and at close (`stop` joins the thread).
 An exception in the thread is raised by the next `settle` on the caller's thread, where a write error of a
-synchronous `render` would have come.
+synchronous `render` would have come; a log handed over after it is not written (no gap in the file).
 """
 from __future__ import annotations
 
@@ -204,7 +204,8 @@ class _Thread:
                 return
             n, err = 0, None
             try:
-                n = self._render(*job)
+                if self._error is None:       # after a failed write none: the file would have a gap
+                    n = self._render(*job)
             except BaseException as e:        # raised on the caller's thread by `settle`
                 err = e
             job = None                        # not kept while waiting: the log and the file's write

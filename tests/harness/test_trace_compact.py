@@ -683,6 +683,29 @@ def test_thread_error_raised_once_by_settle(lib):
     assert got.value is err and w.settle() == 0 and w.stop() == 0
 
 
+def test_no_log_written_after_the_threads_write_error(lib):
+    """A log handed over after one whose write failed (its error not yet settled) is not written: the file
+    holds no bytes past a gap, as a synchronous render raising at the failed write would leave it."""
+    from array import array
+    from types import SimpleNamespace
+
+    w = compact.CompactWriter(lib)
+    tid = w.add(["a", "\n"], ["seq"], [], lambda s, t, v: "")
+    got, calls = [], []
+
+    def flaky(b):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        got.append(bytes(b))
+
+    w.submit(SimpleNamespace(packed=array("q", [tid, 1, 0])), flaky)
+    w.submit(SimpleNamespace(packed=array("q", [tid, 2, 0])), flaky)
+    with pytest.raises(OSError):
+        w.settle()
+    assert got == [] and w.stop() == 0
+
+
 def test_interpreter_exit_writes_the_threads_log(lib, tmp_path):
     """A sink never closed, its last log on the writer thread (slow) at exit: the file is complete (atexit)."""
     import subprocess
