@@ -36,7 +36,8 @@ Rules (D13.1 "About the Performance Monitors", AArch64.CountPMUEvents / Incremen
 * PMCR.P zeroes the event counters (at EL0/EL1 with EL2: only those < HPMN), PMCR.C the cycle counter; N
   reads as MDCR_EL2.HPMN at EL0/EL1 when EL2 is implemented.
 * The overflow interrupt request is asserted while a counter's PMOVSSET and PMINTENSET bits are both 1 and the
-  counter's enable (PMCR.E, or HPME above HPMN) is 1, as QEMU's pmu_update_irq.
+  counter's enable (PMCR.E, or HPME above HPMN) is 1 (Arm ARM CheckForPMUOverflow; QEMU's pmu_update_irq
+  looks at PMCR.E alone).
 * PMSWINC_EL0 adds 1 to each counter n < N whose bit is 1, that counts SW_INCR and that counts now.
 
 The EL a filter is evaluated with is the one of the last `at`: the owner calls it at every PMU register access
