@@ -34,13 +34,14 @@ fresh one goes first); padded to (file size + 10000) * 2 as QEMU's
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from devmodel.fdt import EMPTY, Fdt, FdtError, Node, cells, string, strings, u32
 from devmodel.record import Frozen, assign
 
 from .userfile import user_file
 
-__all__ = ["BoardSpec", "SmmuSpec", "DmaDeviceSpec", "BoardSpecError", "build_tree", "board_dtb",
+__all__ = ["BoardSpec", "SmmuSpec", "DmaDeviceSpec", "BoardSpecError", "build_tree", "board_dtb", "DeferredBoardDtb",
            "adjust_user_dtb", "load_user_dtb", "virt_mpidr", "psci_method", "CPU_COMPATIBLE",
            "QEMU_FDT_SIZE", "MAX_USER_DTB", "VIRT_MEM", "VIRT_GIC_DIST", "VIRT_GIC_CPU", "VIRT_GIC_HYP",
            "VIRT_GIC_VCPU", "VIRT_GIC_ITS", "VIRT_GIC_REDIST", "VIRT_UART", "VIRT_SMMU", "VIRT_MMIO",
@@ -296,6 +297,25 @@ def _set_initrd(chosen: Node, initrd: tuple[int, int] | None) -> None:
 def board_dtb(spec: BoardSpec) -> bytes:
     """The board's DTB as QEMU hands it to a guest: padded to QEMU_FDT_SIZE (1 MiB)."""
     return build_tree(spec).to_bytes(min_size=QEMU_FDT_SIZE)
+
+
+class DeferredBoardDtb:
+    """`board_dtb(spec)` for a boot plan (harness/image.py takes len() and bytes() of its `dtb`), built when
+    the plan needs the bytes: `len()` is the blob's size (the tree flattened without its padding, or
+    QEMU_FDT_SIZE), `bytes()` calls `build(spec)` (default board_dtb). An ELF with less room below it than
+    that size gets no tree, so its load pads no 1 MiB blob."""
+    __slots__ = ("spec", "build", "_size")
+
+    def __init__(self, spec: BoardSpec, build: Callable[[BoardSpec], bytes] | None = None) -> None:
+        self.spec, self.build, self._size = spec, build or board_dtb, None
+
+    def __len__(self) -> int:
+        if self._size is None:
+            self._size = max(len(build_tree(self.spec).to_bytes()), QEMU_FDT_SIZE)
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        return self.build(self.spec)
 
 
 def _ppi_flags(spec: BoardSpec) -> int:

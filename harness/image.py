@@ -206,8 +206,9 @@ def _read(spath: str, path, ram_size: int) -> bytes:
 def plan_boot(path: str | os.PathLike, *, ram_base: int, ram_size: int, dtb: bytes | None = None,
               initrd: bytes | None = None) -> BootPlan:
     """Plan the boot of `path` into RAM [ram_base, ram_base + ram_size) with the device tree blob `dtb`
-    (None: no tree) and the `initrd` bytes (QEMU's -initrd: raw and Image kernels only). Raises ImageError
-    with a one-line message naming the file."""
+    (None: no tree; bytes, or what gives its size with len() and its bytes with bytes() only if the plan
+    places it, such as harness/devicetree.py's DeferredBoardDtb) and the `initrd` bytes (QEMU's -initrd: raw
+    and Image kernels only). Raises ImageError with a one-line message naming the file."""
     spath = str(path)
     data = _read(spath, path, ram_size)
     if data[:4] == ELF_MAGIC:

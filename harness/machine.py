@@ -46,7 +46,7 @@ from .clock import VirtualClock
 from .console import SLICE_PLUGIN
 from .cpu import DEFAULT_CPU, cpu_model
 from .debug import Debug
-from .devicetree import BoardSpecError, board_dtb, load_user_dtb, psci_method
+from .devicetree import BoardSpecError, DeferredBoardDtb, board_dtb, load_user_dtb, psci_method
 from .elfload import ElfImage, Symbolizer
 from .exceptions import EXCEPTION_OPT_IN, Exceptions
 from .exits import HarnessInputError, Kind, Outcome, exit_line_status
@@ -169,6 +169,7 @@ class VM:
         self.initrd: tuple[int, int] | None = None   # [start, end) of the loaded initrd (-initrd), for the tree
         self.user_dtb: str | None = None             # --dtb FILE (None: the board's own tree)
         self.dtb: bytes | None = None                # the tree the guest got at boot (None: no tree)
+        self._board_dtb: tuple[Any, bytes] | None = None   # (BoardSpec, DTB) of the last board tree built
         self.vcpus: list[Vcpu] = []
         for i in range(ncpus):
             v = Vcpu(self, i)
@@ -280,14 +281,20 @@ class VM:
             log("guest_errors", f"{self.name}: {path}: {note}")
         return plan
 
-    def _planned_dtb(self) -> tuple[bytes | None, str]:
-        """The tree to plan the boot with (the board's is rebuilt at boot: same size), or None and why not."""
+    def _planned_dtb(self) -> tuple[bytes | DeferredBoardDtb | None, str]:
+        """The tree to plan the boot with (the board's is rebuilt at boot: same size), or None and why not.
+        The board's is built when the plan needs its bytes: an ELF with less room below it than the tree's
+        size gets none (harness/image.py), and its boot builds and pads no tree."""
         try:
-            return self.device_tree(), ""
+            if self.user_dtb is not None:
+                return self.device_tree(), ""
+            spec = board_spec(self, bootargs=self.bootargs, gic_version=self.gic_version, initrd=self.initrd)
+            spec.validate()
         except BoardSpecError as e:
             return None, str(e)
         except FdtError as e:
             raise HarnessInputError(str(e)) from None
+        return DeferredBoardDtb(spec, self._board_tree), ""
 
     def _place(self, plan: BootPlan) -> None:
         elf_vaddr = {f"elf[{i}]": s.vaddr for i, s in enumerate(plan.elf.segments)} if plan.elf else {}
@@ -309,7 +316,16 @@ class VM:
         if self.user_dtb is not None:
             return load_user_dtb(self.user_dtb, ram=((self.ram_ipa, self.ram.size),), bootargs=args,
                                  psci=psci_method(self.start_el), initrd=self.initrd)
-        return board_dtb(board_spec(self, bootargs=args, gic_version=self.gic_version, initrd=self.initrd))
+        return self._board_tree(board_spec(self, bootargs=args, gic_version=self.gic_version, initrd=self.initrd))
+
+    def _board_tree(self, spec: Any) -> bytes:
+        """board_dtb(spec), built once for a spec (BoardSpec is a value: a load and its boot share the tree)."""
+        last = self._board_dtb
+        if last is not None and last[0] == spec:
+            return last[1]
+        blob = board_dtb(spec)
+        self._board_dtb = (spec, blob)
+        return blob
 
     def write_device_tree(self) -> None:
         """At boot: the board's tree rebuilt from the devices the VM has now, written where the plan put it

@@ -168,3 +168,30 @@ def test_tlbi_trap_prescans_raw_images(tmp_path):
     o = m.run(timeout=30)
     assert o.exit_code == 0
     assert [r.fields["pc"] for r in sink.of("tlbi_dsb")] == [KERNEL + 4] and sink.of("dvm_sync")
+
+
+def test_the_board_tree_is_built_only_for_an_image_that_gets_it(fdt_probe, monkeypatch):
+    """An ELF at RAM + 0x80000 has no room for the 1 MiB tree, so its load and boot pad none; a raw
+    image's load and boot build it once while the board is unchanged, and again when a device came after the
+    load (the tree describes the board at boot)."""
+    import harness.machine as hm
+    built = []
+    real = hm.board_dtb
+    monkeypatch.setattr(hm, "board_dtb", lambda spec: built.append(spec) or real(spec))
+    m, _ = machine()
+    vm = m.add_vm()
+    plan = vm.load(guest_elf("hello"))
+    assert plan.dtb_addr is None and plan.notes == ("no device tree: its 0x100000 bytes do not fit below the "
+                                                    "image at 0x40080000",)
+    assert (m.run(timeout=60).exit_code, built) == (0, [])
+    m, _ = machine()
+    vm = m.add_vm()
+    vm.load(fdt_probe)
+    m.run(max_insns=1)
+    assert len(built) == 1 and vm.dtb == real(built[0]) == vm.ipa.read_bytes(vm.boot.dtb_addr, len(vm.dtb))
+    m, _ = machine()
+    vm = m.add_vm(ncpus=2)
+    vm.load(fdt_probe)
+    setup_nested_vm(m, vm)                                # a vSMMU after the load: the boot's tree differs
+    m.run(max_insns=1)
+    assert len(built) == 3 and built[1] != built[2] and Fdt.from_bytes(vm.dtb).find("/smmuv3@9050000")

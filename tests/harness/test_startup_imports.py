@@ -39,6 +39,9 @@ NOT_FOR_HELLO = {
     "harness.trace": "the trace package (sessions, sinks, the catalogue): --trace, --trace-events, --expect-trace",
     "shlex": "build --cflags",
     "dataclasses": "records on run's path are devmodel.record.Frozen (a dataclass is compiled at class creation)",
+    "inspect": "Unicorn's library loader asks it for a path only (harness/ucload.py)",
+    "importlib.resources": "Unicorn's library loader asks it for a path only (harness/ucload.py)",
+    "tempfile": "importlib.resources' (harness/ucload.py)",
 }
 
 
