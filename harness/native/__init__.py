@@ -199,15 +199,30 @@ def unicorn_entry_points(*names: str) -> list[int | None]:
     return [ctypes.cast(getattr(uclib, f), ctypes.c_void_p).value for f in names]
 
 
+def handshake(lib: ctypes.CDLL, path: Path, prefix: str, expected: dict[str, int], entry_points: tuple[str, ...]
+              ) -> str | None:
+    """The first step of every helper's `load`: each `<prefix>_<name>()` of `expected` (the ABI number, the
+    sizes of the structures Python shares with it) returns the value Python expects, then `<prefix>_init`
+    accepts the addresses of `entry_points` in the loaded libunicorn. None if both hold, else why not (one
+    line naming the file)."""
+    checks = [getattr(lib, f"{prefix}_{name}") for name in expected]
+    init = getattr(lib, f"{prefix}_init")
+    for f in (*checks, init):
+        f.restype = ctypes.c_int
+    got, want = tuple(f() for f in checks), tuple(expected.values())
+    if got != want:
+        return f"{path}: {'/'.join(expected)} {got}, expected {want}"
+    init.argtypes = (ctypes.c_void_p,) * len(entry_points)
+    if init(*unicorn_entry_points(*entry_points)) != 0:
+        return f"{path}: {prefix}_init refused Unicorn's entry points"
+    return None
+
+
 def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
-    lib.tt_abi.restype = lib.tt_sizeof.restype = ctypes.c_int
-    if lib.tt_abi() != TT_ABI or lib.tt_sizeof() != ctypes.sizeof(TtCpu):
-        return f"{path}: ABI {lib.tt_abi()}/{lib.tt_sizeof()} bytes, expected {TT_ABI}/{ctypes.sizeof(TtCpu)}"
-    lib.tt_init.restype = ctypes.c_int
-    lib.tt_init.argtypes = (ctypes.c_void_p,) * 5
-    entry = unicorn_entry_points("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add", "uc_hook_del")
-    if lib.tt_init(*entry) != 0:
-        return f"{path}: tt_init refused Unicorn's entry points"
+    why = handshake(lib, path, "tt", {"abi": TT_ABI, "sizeof": ctypes.sizeof(TtCpu)},
+                    ("uc_reg_read", "uc_reg_write", "uc_ctl", "uc_hook_add", "uc_hook_del"))
+    if why is not None:
+        return why
     lib.tt_new.restype = ctypes.POINTER(TtCpu)
     lib.tt_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK)
     lib.tt_add_dsb.restype = ctypes.c_int

@@ -12,7 +12,7 @@ import ctypes
 import sys
 from pathlib import Path
 
-from . import load_once, status_of, unicorn_entry_points
+from . import handshake, load_once, status_of
 
 __all__ = ["CnCpu", "CALLBACK", "library", "status", "CN_WHY_INTR", "CN_WHY_FULL", "CN_WHY_MMIO_READ",
            "CN_WHY_MMIO_WRITE", "CN_SRC_SEMIHOSTING", "CN_SRC_UART", "CN_SRC_SEMIHOSTING_ERR", "CN_SEMIHOSTING",
@@ -51,13 +51,10 @@ def status() -> str:
 
 
 def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
-    lib.cn_abi.restype = lib.cn_sizeof.restype = ctypes.c_int
-    if lib.cn_abi() != CN_ABI or lib.cn_sizeof() != ctypes.sizeof(CnCpu):
-        return f"{path}: ABI {lib.cn_abi()}/{lib.cn_sizeof()} bytes, expected {CN_ABI}/{ctypes.sizeof(CnCpu)}"
-    lib.cn_init.restype = ctypes.c_int
-    lib.cn_init.argtypes = (ctypes.c_void_p,) * 4
-    if lib.cn_init(*unicorn_entry_points("uc_reg_read", "uc_reg_write_batch", "uc_hook_add", "uc_mmio_map")) != 0:
-        return f"{path}: cn_init refused Unicorn's entry points"
+    why = handshake(lib, path, "cn", {"abi": CN_ABI, "sizeof": ctypes.sizeof(CnCpu)},
+                    ("uc_reg_read", "uc_reg_write_batch", "uc_hook_add", "uc_mmio_map"))
+    if why is not None:
+        return why
     lib.cn_new.restype = ctypes.POINTER(CnCpu)
     lib.cn_new.argtypes = (ctypes.c_void_p, ctypes.c_uint32, CALLBACK, ctypes.c_void_p, ctypes.c_uint64,
                            ctypes.c_uint64)

@@ -12,7 +12,7 @@ import ctypes
 import sys
 from pathlib import Path
 
-from . import load_once, status_of, unicorn_entry_points
+from . import handshake, load_once, status_of
 
 __all__ = ["SrClock", "SrCpu", "SrCpReg", "CALLBACK", "FAST_PCT", "FAST_VCT", "index", "library", "status"]
 
@@ -61,15 +61,11 @@ def status() -> str:
 
 
 def _load(lib: ctypes.CDLL, path: Path) -> ctypes.CDLL | str:
-    for f in ("sr_abi", "sr_sizeof_clock", "sr_sizeof_cpu", "sr_init"):
-        getattr(lib, f).restype = ctypes.c_int
-    sizes = (lib.sr_abi(), lib.sr_sizeof_clock(), lib.sr_sizeof_cpu())
-    want = (SR_ABI, ctypes.sizeof(SrClock), ctypes.sizeof(SrCpu))
-    if sizes != want:
-        return f"{path}: ABI/sizes {sizes}, expected {want}"
-    lib.sr_init.argtypes = (ctypes.c_void_p,) * 4
-    if lib.sr_init(*unicorn_entry_points("uc_reg_read", "uc_reg_write", "uc_hook_add", "uc_emu_stop")) != 0:
-        return f"{path}: sr_init refused Unicorn's entry points"
+    why = handshake(lib, path, "sr", {"abi": SR_ABI, "sizeof_clock": ctypes.sizeof(SrClock),
+                                      "sizeof_cpu": ctypes.sizeof(SrCpu)},
+                    ("uc_reg_read", "uc_reg_write", "uc_hook_add", "uc_emu_stop"))
+    if why is not None:
+        return why
     lib.sr_new.restype = ctypes.POINTER(SrCpu)
     lib.sr_new.argtypes = (ctypes.c_void_p, ctypes.POINTER(SrClock), CALLBACK)
     lib.sr_free.restype = None

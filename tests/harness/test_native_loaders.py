@@ -3,6 +3,8 @@
 disabled. No library is built here (`open_library` is replaced)."""
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 
 from harness import native
@@ -65,3 +67,36 @@ def test_the_library_name_follows_the_unicorn_headers_and_the_source(tmp_path):
     edited = name()
     src.write_text("int y;\n")
     assert name() != edited
+
+
+class _Fn:
+    def __init__(self, value: int):
+        self.value, self.calls = value, []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        return self.value
+
+
+class _Lib:
+    def __init__(self, **fns: int):
+        for name, value in fns.items():
+            setattr(self, name, _Fn(value))
+
+
+def test_every_helper_checks_its_abi_and_sizes_then_hands_over_unicorns_entry_points(tmp_path):
+    """`native.handshake`, the first step of the three loaders: a wrong ABI number or structure size is refused
+    with both tuples and the file's name before `init` runs; `init` gets the addresses of the named entry
+    points in the loaded libunicorn, and a non-zero answer is refused."""
+    path = tmp_path / "libx.so"
+    lib = _Lib(x_abi=2, x_sizeof=48, x_init=0)
+    assert native.handshake(lib, path, "x", {"abi": 2, "sizeof": 40}, ("uc_reg_read",)) == \
+        f"{path}: abi/sizeof (2, 48), expected (2, 40)"
+    assert lib.x_init.calls == []
+    assert native.handshake(lib, path, "x", {"abi": 2, "sizeof": 48}, ("uc_reg_read", "uc_hook_add")) is None
+    (args,) = lib.x_init.calls
+    assert list(args) == native.unicorn_entry_points("uc_reg_read", "uc_hook_add") and all(args)
+    assert lib.x_init.argtypes == (ctypes.c_void_p,) * 2 and lib.x_abi.restype is ctypes.c_int
+    lib.x_init.value = -1
+    assert native.handshake(lib, path, "x", {"abi": 2, "sizeof": 48}, ("uc_emu_stop",)) == \
+        f"{path}: x_init refused Unicorn's entry points"
