@@ -924,17 +924,13 @@ class TlbiTrap:
         emits its own event alone), the messages it sends, how it moves `pending`. Python's traced steps take
         it when the log cannot hold the group."""
         pc, xt, info = _RECORDS.unpack(raw)
-        if info & 0xFF == native.TT_REC_TLBI:
-            what = self._replay_decode(cpu, info, xt, vm)
+        what, sends, flags = self._record_plan(cpu, info, xt, vm)
+        if flags & native.TT_PLAN_TLBI:
             _op, _en, _gen, alone, group, nmsg = self._tlbi_plan(cpu, pc, (info >> 8) & 3, what)
-            sends = what.broadcast
             adv = sum(p is not cpu.part for p in self.interconnect.participants) if sends else 0
-            flags = native.TT_PLAN_TLBI | (native.TT_PLAN_SETS if sends else 0)
         else:
-            what = _DSB_OF_INFO[info]
             _en, _gen, alone, group, nmsg = self._dsb_plan(cpu, pc, *what)
-            sends = what[2]
-            adv, flags = (1, native.TT_PLAN_CLEARS) if sends else (0, 0)
+            adv = 1 if sends else 0
         if not sends:
             group, nmsg = (PayloadGroup([alone]) if alone is not None else None), 0
         gid = -1                                  # nothing of it is traced
@@ -977,15 +973,17 @@ class TlbiTrap:
         `pending`."""
         _pc, xt, info = _RECORDS.unpack(raw)
         xt &= xt_mask
-        if info & 0xFF == native.TT_REC_TLBI:
-            what = self._replay_decode(cpu, info, xt, vm)
-            sends = what.broadcast
-            flags = native.TT_PLAN_TLBI | (native.TT_PLAN_SETS if sends else 0)
-        else:
-            what = _DSB_OF_INFO[info]
-            sends = what[2]
-            flags = native.TT_PLAN_CLEARS if sends else 0
+        what, sends, flags = self._record_plan(cpu, info, xt, vm)
         self._add_plan(ux, (0, xt, info, -1, vm, 0, 0, 0, flags), what, sends)
+
+    def _record_plan(self, cpu: _Cpu, info: int, xt: int, vm: int) -> tuple[Any, bool, int]:
+        """What a trap record does, for both plan tables: (the TLBI's op or the DSB's (domain, full, syncs), does
+        it send a message, its plan flags TLBI / SETS (a broadcast TLBI makes a DSB pending) / CLEARS)."""
+        if info & 0xFF == native.TT_REC_TLBI:
+            op = self._replay_decode(cpu, info, xt, vm)
+            return op, op.broadcast, native.TT_PLAN_TLBI | (native.TT_PLAN_SETS if op.broadcast else 0)
+        dsb = _DSB_OF_INFO[info]
+        return dsb, dsb[2], native.TT_PLAN_CLEARS if dsb[2] else 0
 
     def _add_plan(self, cx: "_Cx", args: tuple, what: Any, sends: bool) -> None:
         """Add the plan `args` (tt_cx_add's: pc, xt, info, gid, vm, nseq, nmsg, adv, flags) to `cx`'s C table and
