@@ -40,7 +40,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from devmodel.gic import GICC_SIZE, GICD_SIZE, GicV2   # GICv3 and its ITS: imported for a GICv3 VM only
+from devmodel.gic.frames import GICC_SIZE, GICD_SIZE  # the models: GICv2 at first use, GICv3 and its ITS for a GICv3 VM
 
 from .devicetree import (GICV2_MAX_CPUS, GICV3_MAX_CPUS, MMIO_SPI, SMMU_SPI, UART_SPI, VIRT_GIC_CPU, VIRT_GIC_DIST,
                          VIRT_GIC_REDIST)
@@ -70,26 +70,54 @@ def default_gic_version(ncpus: int) -> int:
 
 
 class _GuestView:
-    """An MMIO device in front of one GIC frame: the guest's first access arms the VM's GIC."""
+    """An MMIO device in front of one GIC frame: the guest's first access arms the VM's GIC. `dev` is the frame's
+    device, or None and `frame` its name on the model (a GICv2's `frame(cpu)` is looked up at the first access,
+    which builds the model)."""
 
-    __slots__ = ("dev", "gic")
+    __slots__ = ("dev", "gic", "frame", "cpu")
 
-    def __init__(self, dev: Any, gic: "VmGic"):
-        self.dev, self.gic = dev, gic
+    def __init__(self, dev: Any, gic: "VmGic", frame: str = "", cpu: int = 0):
+        self.dev, self.gic, self.frame, self.cpu = dev, gic, frame, cpu
+
+    def _device(self) -> Any:
+        if self.dev is None:
+            self.dev = getattr(self.gic.model, self.frame)(self.cpu)
+        return self.dev
 
     def read(self, offset: int, size: int) -> int:
         if not self.gic.armed:
             self.gic.arm()
-        return self.dev.read(offset, size)
+        dev = self.dev
+        return (dev if dev is not None else self._device()).read(offset, size)
 
     def write(self, offset: int, value: int, size: int) -> None:
         if not self.gic.armed:
             self.gic.arm()
-        self.dev.write(offset, value, size)
+        dev = self.dev
+        (dev if dev is not None else self._device()).write(offset, value, size)
+
+
+class _SharedFrame:
+    """A GICv2 frame on the VM's IPA bus (Python's accesses: the view of the vCPU that runs): the model's
+    `distributor` or `cpu_interface`, looked up at each access (the first builds the model)."""
+
+    __slots__ = ("gic", "frame")
+
+    def __init__(self, gic: "VmGic", frame: str):
+        self.gic, self.frame = gic, frame
+
+    def read(self, offset: int, size: int) -> int:
+        return getattr(self.gic.model, self.frame).read(offset, size)
+
+    def write(self, offset: int, value: int, size: int) -> None:
+        getattr(self.gic.model, self.frame).write(offset, value, size)
 
 
 class VmGic:
-    """The GIC of `vm` (see the module docstring). `model` is the `devmodel.gic` object (GicV2 or GicV3)."""
+    """The GIC of `vm` (see the module docstring). `model` is the `devmodel.gic` object (GicV2 or GicV3). A
+    GICv2 model is built at its first use (an access to a frame, an input, `model`): until then nothing is
+    pending, as at its reset, and a guest that never uses its GIC does not pay for it (its import and
+    construction, ~2 ms of `run hello.elf`)."""
 
     def __init__(self, vm: "VM", version: int):
         if version not in (2, 3):
@@ -106,31 +134,40 @@ class VmGic:
         self.mapped: list[tuple[int, int]] = []
         self._icv_logged = False
         self._wired: set[int] = set()                # id() of the devices whose lines are wired here
-        if version == 2:
-            self.model: Any = GicV2(n, tracer=m.tracer, log=m.log, on_change=self._changed,
-                                    current_cpu=self._running_cpu, name=f"{vm.name}.gicv2")
-        else:
+        self._model: Any = None
+        if version == 3:
             from devmodel.gic import GicV3
-            self.model = GicV3(n, dma=vm.ipa, affinities=[_affinity(v.mpidr) for v in vm.vcpus], tracer=m.tracer,
-                               log=m.log, on_change=self._changed, name=f"{vm.name}.gicv3")
+            self._model = GicV3(n, dma=vm.ipa, affinities=[_affinity(v.mpidr) for v in vm.vcpus], tracer=m.tracer,
+                                log=m.log, on_change=self._changed, name=f"{vm.name}.gicv3")
         self._map()
         if version == 3:
             from .its import add_its
             self._serve_sysregs()
             add_its(self)                    # QEMU virt's ITS (harness/its.py), as `its=on` (the default)
 
+    @property
+    def model(self) -> Any:
+        model = self._model
+        if model is None:
+            from devmodel.gic import GicV2
+            m, vm = self.vm.machine, self.vm
+            model = self._model = GicV2(len(vm.vcpus), tracer=m.tracer, log=m.log, on_change=self._changed,
+                                        current_cpu=self._running_cpu, name=f"{vm.name}.gicv2")
+        return model
+
     # -- frames -----------------------------------------------------------------------------------------------
     def _map(self) -> None:
-        vm, model = self.vm, self.model
+        vm = self.vm
         if self.version == 2:
-            frames = ((VIRT_GIC_DIST[0], GICD_SIZE, model.distributor, model.distributor_for, "gicd"),
-                      (VIRT_GIC_CPU[0], GICC_SIZE, model.cpu_interface, model.cpu_interface_for, "gicc"))
-            for base, size, shared, per_cpu, name in frames:
-                vm.ipa.add_device(base, size, shared, name)
+            frames = ((VIRT_GIC_DIST[0], GICD_SIZE, "distributor", "gicd"),
+                      (VIRT_GIC_CPU[0], GICC_SIZE, "cpu_interface", "gicc"))
+            for base, size, frame, name in frames:
+                vm.ipa.add_device(base, size, _SharedFrame(self, frame), name)
                 for v in vm.vcpus:
-                    v.map_mmio(base, size, _GuestView(per_cpu(v.index), self))
+                    v.map_mmio(base, size, _GuestView(None, self, f"{frame}_for", v.index))
                 self.mapped.append((base, size))
             return
+        model = self.model
         from devmodel.gic import GICD_V3_SIZE, GICR_FRAME
         nframes = min(len(vm.vcpus), GICV3_MAX_CPUS)
         for base, size, dev, name in ((VIRT_GIC_DIST[0], GICD_V3_SIZE, model.distributor, "gicd"),
@@ -248,14 +285,17 @@ class VmGic:
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def irq_line(self, cpu: int) -> bool:
-        return self.model.irq_pending(cpu)
+        model = self._model                          # no model yet: nothing pending, as at its reset
+        return model is not None and model.irq_pending(cpu)
 
     def fiq_line(self, cpu: int) -> bool:
-        return self.model.fiq_pending(cpu)
+        model = self._model
+        return model is not None and model.fiq_pending(cpu)
 
     def hppi(self, cpu: int) -> int | None:
         """INTID of the highest-priority interrupt `cpu` is offered (what its acknowledge would return)."""
-        best = self.model.hppi(cpu)
+        model = self._model
+        best = None if model is None else model.hppi(cpu)
         return None if best is None else best.intid
 
     def _changed(self, cpu: int) -> None:

@@ -10,7 +10,8 @@ __all__ = ["GicV2", "GicV2CpuInterface", "GICD_SIZE", "GICC_SIZE", "GicV3", "GIC
            "ItsDoorbell", "ItsCmdError", "ITS_SIZE", "GITS_TRANSLATER"]
 
 _SUBMODULE = {name: mod for mod, names in (
-    ("gicv2", ("GICC_SIZE", "GICD_SIZE", "GicV2", "GicV2CpuInterface")),
+    ("frames", ("GICC_SIZE", "GICD_SIZE")),
+    ("gicv2", ("GicV2", "GicV2CpuInterface")),
     ("gicv3", ("GICD_V3_SIZE", "GicV3", "qemu_virt_affinity")),
     ("gicv3_cpuif", ("ICC_BY_NAME", "ICC_SYSREGS", "GicV3CpuInterface", "SysReg")),
     ("gicv3_redist", ("GICR_FRAME", "Redistributor")),

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from ..regs import Access, Reg, RegField, RegisterFile
 from ..trace import NULL_TRACER, Tracer
 from . import events  # noqa: F401  (declares the trace events)
+from .frames import GICC_SIZE, GICD_SIZE
 from .mmio import BadAccess, CpuView, CurrentCpuView, Log, id_regs
 from .prio import IDLE_PRIORITY, group_prio_mask, lowest_bit
 from .regmap import IrqArray, IrqArrays, common_arrays
@@ -37,8 +38,6 @@ from .state import NO_ACK_GROUP1, SPURIOUS, Irq, IrqEngine, field_get, field_set
 __all__ = ["GicV2", "GicV2CpuInterface", "GICD_SIZE", "GICC_SIZE", "GICV2_DIST_ARRAYS", "GICC_REGS",
            "GICV2_MAX_CPUS"]
 
-GICD_SIZE = 0x1000
-GICC_SIZE = 0x2000
 GICV2_MAX_CPUS = 8
 
 RO, RW, WO = Access.RO, Access.RW, Access.WO

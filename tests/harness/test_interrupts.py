@@ -92,6 +92,26 @@ def test_gic_version_can_change_before_the_run_and_the_frames_follow():
     assert vm9.gic_version == 3
 
 
+def test_a_gicv2_model_is_built_at_its_first_use_and_answers_as_at_reset_until_then():
+    """harness/gic.py: a guest that never touches its GICv2 never builds the model (hello's run); until it is
+    built nothing is pending, and a frame access, by the guest or by Python on the IPA bus, an input or `model`
+    builds it, once, with the state those accesses leave."""
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=2)
+    vm.load(guest_elf("hello"))
+    assert m.run(timeout=60).exit_code == 0 and vm.gic._model is None
+    assert (vm.gic.irq_line(0), vm.gic.fiq_line(1), vm.gic.hppi(0)) == (False, False, None)
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm(ncpus=2)
+    assert (vm.ipa.read(0x0800_0004, 4) >> 5) & 7 == 1 and vm.gic._model is not None    # GICD_TYPER.CPUNumber
+    model = vm.gic.model
+    vm.gic.set_spi(33, True)
+    assert vm.gic.model is model and vm.gic._model is model
+    vm2 = Machine(console=lambda vm, d, s: None).add_vm()
+    vm2.gic.line(33)(1)                                 # the PL011's line
+    assert vm2.gic._model is not None and vm2.gic.model.__class__.__name__ == "GicV2"
+
+
 # -- delivery ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("gic", [2, 3])
 def test_timer_ppi_is_taken_right_after_the_unmask(gic):
