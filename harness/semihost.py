@@ -12,7 +12,8 @@ Unicorn's `UC_HOOK_INTR` for an undefined-instruction exception:
    `Machine(semihosting_userspace=True)`);
 3. `vm.semihosting.call(op, param, port)`: the port is the model's `GuestMemory`, reading and writing by VA
    through the cache, guest RAM directly (`vm.ram.buf`), the VM's IPA bus otherwise (a write to a device is
-   dropped: QEMU's semihosting writes with address_space_write_rom, which skips MMIO);
+   dropped: QEMU's semihosting writes with address_space_write_rom, which skips MMIO; a write to RAM drops the
+   code Unicorn translated from those bytes, as QEMU's does);
 4. the result: X0 and PC + 4 in one batched write; an exit ends the VM; `fatal` (an unsupported
    operation: QEMU abort()s) is a death line with status 134; `blocked` (console input not there yet, or
    over) leaves PC on the HLT so that the call is made again, as QEMU re-executes it when input arrives
@@ -114,6 +115,7 @@ class SemihostingPort:
         self.mmu_el2 = RegBatch(uc, (TCR_EL2, TTBR0_EL2))
         self.finish = RegWriter(uc, (UC_ARM64_REG_X0, UC_ARM64_REG_PC))
         self.resume = RegWriter(uc, UC_ARM64_REG_PC)
+        self.remove_cache = uc.ctl_remove_cache
         self.cache = VaCache(vm.ipa.read64, tuple(uc.cpr_read(*r) for r in ID_AA64MMFR))
         self.pc = self.op = self.param = self.el = 0
 
@@ -157,6 +159,7 @@ class SemihostingPort:
             if self.ram_base <= ipa and ipa + size <= self.ram_end:
                 off = ipa - self.ram_base
                 self.ram[off:off + size] = data
+                self.remove_cache(va, va + size)   # the code translated from these bytes goes (QEMU's write does it)
             else:
                 r = self.bus.find(ipa)
                 if r is not None and not r.is_ram and ipa + size <= r.end:

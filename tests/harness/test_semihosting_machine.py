@@ -215,3 +215,11 @@ def test_writes_into_a_device_are_dropped_as_qemu_does():
     assert m.run(timeout=10).kind == Kind.EXIT
     assert struct.unpack("<2Q", vm.ipa.read_bytes(res, 16)) == (0, 0)
     assert bytes(vm.output) == b"" and vm.pl011.transmitted == 0
+
+
+def test_code_a_semihosting_read_puts_over_code_that_ran_is_the_code_run_next(tmp_path, capsys):
+    """guest_fw/tests/sh_code_load.S: SYS_READ over a function that already ran, then IC IALLU and a call: the
+    new code runs (QEMU invalidates the translated code of the pages semihosting writes): status 12, as QEMU's."""
+    (tmp_path / "code.bin").write_bytes(words(0x52800040, 0xD65F03C0))     # mov w0, #2; ret
+    code, _, err = cli(capsys, "run", guest_elf("sh_code_load"), "--semihosting-root", tmp_path)
+    assert (code, err) == (12, "")
