@@ -159,7 +159,7 @@ class SemihostingPort:
             if self.ram_base <= ipa and ipa + size <= self.ram_end:
                 off = ipa - self.ram_base
                 self.ram[off:off + size] = data
-                self.remove_cache(va, va + size)   # the code translated from these bytes goes (QEMU's write does it)
+                self.remove_cache(va, min(va + size, _MASK64))   # their translated code goes (as QEMU's write)
             else:
                 r = self.bus.find(ipa)
                 if r is not None and not r.is_ram and ipa + size <= r.end:

@@ -223,3 +223,9 @@ def test_code_a_semihosting_read_puts_over_code_that_ran_is_the_code_run_next(tm
     (tmp_path / "code.bin").write_bytes(words(0x52800040, 0xD65F03C0))     # mov w0, #2; ret
     code, _, err = cli(capsys, "run", guest_elf("sh_code_load"), "--semihosting-root", tmp_path)
     assert (code, err) == (12, "")
+
+
+def test_a_write_ending_at_the_top_of_the_va_space_succeeds(capsys):
+    """guest_fw/tests/sh_va_top.S: SYS_ELAPSED into the last 8 bytes of the 64-bit VA space (TTBR1_EL1): X0 = 0
+    and the guest exits 0, as under QEMU, with no harness error."""
+    assert cli(capsys, "run", guest_elf("sh_va_top")) == (0, "", "")
