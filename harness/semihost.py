@@ -11,7 +11,9 @@ Unicorn's `UC_HOOK_INTR` for an undefined-instruction exception:
    nor is one at EL0 (QEMU 7.2 treats it as undefined unless `-semihosting-config userspace=on`, here
    `Machine(semihosting_userspace=True)`);
 3. `vm.semihosting.call(op, param, port)`: the port is the model's `GuestMemory`, reading and writing by VA
-   through the cache, guest RAM directly (`vm.ram.buf`), the VM's IPA bus otherwise;
+   through the cache, guest RAM directly (`vm.ram.buf`), the VM's IPA bus otherwise (a write to a device is
+   dropped: QEMU's semihosting writes with address_space_write_rom, which skips MMIO; a write to RAM drops the
+   code Unicorn translated from those bytes, as QEMU's does);
 4. the result: X0 and PC + 4 in one batched write; an exit ends the VM; `fatal` (an unsupported
    operation: QEMU abort()s) is a death line with status 134; `blocked` (console input not there yet, or
    over) leaves PC on the HLT so that the call is made again, as QEMU re-executes it when input arrives
@@ -113,6 +115,7 @@ class SemihostingPort:
         self.mmu_el2 = RegBatch(uc, (TCR_EL2, TTBR0_EL2))
         self.finish = RegWriter(uc, (UC_ARM64_REG_X0, UC_ARM64_REG_PC))
         self.resume = RegWriter(uc, UC_ARM64_REG_PC)
+        self.remove_cache = uc.ctl_remove_cache
         self.cache = VaCache(vm.ipa.read64, tuple(uc.cpr_read(*r) for r in ID_AA64MMFR))
         self.pc = self.op = self.param = self.el = 0
 
@@ -156,7 +159,11 @@ class SemihostingPort:
             if self.ram_base <= ipa and ipa + size <= self.ram_end:
                 off = ipa - self.ram_base
                 self.ram[off:off + size] = data
+                self.remove_cache(va, min(va + size, _MASK64))   # their translated code goes (as QEMU's write)
             else:
+                r = self.bus.find(ipa)
+                if r is not None and not r.is_ram and ipa + size <= r.end:
+                    return                       # a device: QEMU's address_space_write_rom skips MMIO
                 self.bus.write_bytes(ipa, data)
             return
         done = 0

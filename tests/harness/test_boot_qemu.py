@@ -96,3 +96,19 @@ def test_semihosting_from_el0_with_userspace_on(harness):
     same(q, harness(image, "--semihosting-userspace"))
     assert q.returncode == 0 and q.stdout == "semihosting at EL0\n"
     assert qemu(image).returncode == 3                    # without it: undefined instruction (EL1 vector)
+
+
+def test_code_loaded_by_semihosting_and_a_write_at_the_top_of_the_va_space_like_qemu(tmp_path, harness):
+    """sh_code_load.S (SYS_READ over code that ran: the new code runs, status 12) and sh_va_top.S (SYS_ELAPSED
+    into the last 8 bytes of the VA space: status 0): the same status under QEMU and the harness."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "code.bin").write_bytes(bytes.fromhex("40008052c0035fd6"))      # mov w0, #2; ret
+    load = build_test_guest("sh_code_load").path
+    q, h = qemu(load, cwd=root), harness(load, "--semihosting-root", root)
+    same(q, h)
+    assert h.returncode == 12
+    top = build_test_guest("sh_va_top").path
+    q, h = qemu(top), harness(top)
+    same(q, h)
+    assert h.returncode == 0

@@ -186,3 +186,46 @@ def test_clock_is_the_machine_virtual_time():
     ns_per_tick = 1_000_000_000 // m.clock.hz
     assert t1 > t0 and (t1 - t0) % ns_per_tick == 0 and 2000 <= (t1 - t0) // ns_per_tick <= 2300
     assert vm.semihosting.clock() == m.virtual_ns() == m.clock.now() * ns_per_tick
+
+
+def _mov(rd, v):                                                   # movz/movk xd, 4 x 16 bits
+    return [(0xD2800000 if i == 0 else 0xF2800000) | (i << 21) | (((v >> (16 * i)) & 0xFFFF) << 5) | rd
+            for i in range(4)]
+
+
+def test_writes_into_a_device_are_dropped_as_qemu_does():
+    """SYS_READ (4 bytes of `:semihosting-features`) and SYS_ELAPSED with their buffer on the PL011's UARTDR:
+    QEMU's semihosting writes guest memory with address_space_write_rom, which skips MMIO, so the device sees
+    nothing (no byte transmitted) and both calls succeed (0); a guest must not reach a device's side effects
+    through a semihosting buffer."""
+    uartdr, res = 0x0900_0000, BASE + 0x300
+    code = [*_mov(0, 1), *_mov(1, BASE + 0x200), 0xD45E0000,       # SYS_OPEN(":semihosting-features", "r")
+            *_mov(2, BASE + 0x220), 0xF9000040,                    # str x0, [x2]: the handle into the block
+            *_mov(0, 6), *_mov(1, BASE + 0x220), 0xD45E0000,       # SYS_READ {h, UARTDR, 4}
+            *_mov(2, res), 0xF9000040,
+            *_mov(0, 0x30), *_mov(1, uartdr), 0xD45E0000,          # SYS_ELAPSED at UARTDR
+            *_mov(2, res + 8), 0xF9000040,
+            *_mov(0, 0x8400_0008), 0xD4000002]                     # PSCI SYSTEM_OFF
+    blob = words(*code).ljust(0x200, b"\0") + struct.pack("<3Q", BASE + 0x240, 0, 21)
+    blob = blob.ljust(0x220, b"\0") + struct.pack("<3Q", 0, uartdr, 4)
+    blob = blob.ljust(0x240, b"\0") + b":semihosting-features\0"
+    m = Machine(console=lambda vm, d, s: None)
+    vm = m.add_vm()
+    vm.load_code(BASE, blob.ljust(0x310, b"\xff"))
+    assert m.run(timeout=10).kind == Kind.EXIT
+    assert struct.unpack("<2Q", vm.ipa.read_bytes(res, 16)) == (0, 0)
+    assert bytes(vm.output) == b"" and vm.pl011.transmitted == 0
+
+
+def test_code_a_semihosting_read_puts_over_code_that_ran_is_the_code_run_next(tmp_path, capsys):
+    """guest_fw/tests/sh_code_load.S: SYS_READ over a function that already ran, then IC IALLU and a call: the
+    new code runs (QEMU invalidates the translated code of the pages semihosting writes): status 12, as QEMU's."""
+    (tmp_path / "code.bin").write_bytes(words(0x52800040, 0xD65F03C0))     # mov w0, #2; ret
+    code, _, err = cli(capsys, "run", guest_elf("sh_code_load"), "--semihosting-root", tmp_path)
+    assert (code, err) == (12, "")
+
+
+def test_a_write_ending_at_the_top_of_the_va_space_succeeds(capsys):
+    """guest_fw/tests/sh_va_top.S: SYS_ELAPSED into the last 8 bytes of the 64-bit VA space (TTBR1_EL1): X0 = 0
+    and the guest exits 0, as under QEMU, with no harness error."""
+    assert cli(capsys, "run", guest_elf("sh_va_top")) == (0, "", "")
