@@ -114,6 +114,7 @@ class SemihostingResult(NamedTuple):
     name: str = ""
     blocked: bool = False            # no console input (SYS_READC, SYS_READ of :tt): re-issue the HLT later
     fatal: str | None = None         # why an unsupported operation ends the run (QEMU's message)
+    interrupted: bool = False        # `overdue()` cut a call without end short: stop the vCPU on the HLT
 
 
 class HeapInfo(NamedTuple):
@@ -270,6 +271,9 @@ class Semihosting:
     `cmdline`: the SYS_GET_CMDLINE string (see `qemu_cmdline`). `heap`: the SYS_HEAPINFO answer (see
     `heapinfo_for_layout`; None: zeros). `time()`: seconds since 1970 for SYS_TIME instead of the default
     `epoch + clock() // tick_freq`. `tmpnam_pid`: the number SYS_TMPNAM puts where QEMU puts its pid.
+    `overdue()`: whether the run is out of wall time, asked between the 1 MiB pieces of a SYS_WRITE0 string
+    (one whose NUL never comes - the VA space wraps, and pages may alias - is as unbounded under QEMU): when it
+    says so the call ends `interrupted`, its output so far written (default: never).
     """
 
     def __init__(self, output: Callable[[bytes, int], None], *, clock: Callable[[], int] = lambda: 0,
@@ -278,7 +282,7 @@ class Semihosting:
                  stdin: Callable[[int], bytes] | None = None, readc_eof: int | None = None,
                  isatty: Callable[[int], bool] | None = None, cmdline: str | bytes = "",
                  heap: HeapInfo | None = None, time: Callable[[], int] | None = None, epoch: int = 0,
-                 tmpnam_pid: int = 0):
+                 tmpnam_pid: int = 0, overdue: Callable[[], bool] | None = None):
         self.output = output
         self.clock = clock
         self.tick_freq = tick_freq
@@ -294,6 +298,7 @@ class Semihosting:
         self.time = time
         self.epoch = epoch
         self.tmpnam_pid = tmpnam_pid
+        self.overdue = overdue
         self.errno = 0
         self.handles: dict[int, _Handle] = {}
         self._pending = b""                          # console input read but not yet delivered
@@ -467,6 +472,8 @@ class Semihosting:
             s, ok = self._cstring(mem, addr, _STRING_HOLD)
             while not ok:                            # longer than we hold: stream it
                 self.output(s, 1)
+                if self.overdue is not None and self.overdue():
+                    return SemihostingResult(None, None, "SYS_WRITE0", interrupted=True)
                 addr += len(s)
                 s, ok = self._cstring(mem, addr, _STRING_HOLD)
         except BusError:

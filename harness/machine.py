@@ -444,9 +444,13 @@ class Machine:
         try:
             return Semihosting(vm._console, clock=self.virtual_ns, log=self.log, tracer=self.tracer,
                                root=self.semihosting_root, allow_system=self.semihosting_allow_system,
-                               stdin=self.console_input.read, isatty=self.isatty)
+                               stdin=self.console_input.read, isatty=self.isatty, overdue=self._overdue)
         except OSError as e:
             raise HarnessInputError(f"semihosting root {self.semihosting_root}: {e.strerror or e}") from None
+
+    def _overdue(self) -> bool:
+        """The run's --timeout has passed (a semihosting call without end stops then: harness/semihost.py)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def close(self) -> None:
         """Release what the VMs hold on the host (semihosting files left open, the semihosting root)."""
@@ -599,6 +603,8 @@ class Machine:
                                     res.exit_status, vcpu.dvm_name, pc))
         elif res.blocked:
             self._semihosting_wait(vcpu, res.name, pc)
+        elif res.interrupted:                           # out of time inside the call: the timeout ends the run
+            vcpu.uc.emu_stop()
         elif res.ret is None:
             port.resume.write(pc + 4)
         else:

@@ -104,3 +104,23 @@ def test_random_calls_never_raise_nor_escape(calls, stdin_data):
 @given(CALLS, st.binary(max_size=64))
 def test_random_calls_long_campaign(calls, stdin_data):
     _run(calls, stdin_data)
+
+
+class _Endless:
+    """Guest memory with no NUL anywhere: the VA space wraps, so a SYS_WRITE0 there never ends by itself."""
+
+    def read_bytes(self, addr: int, size: int) -> bytes:
+        return b"A" * size
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        raise BusError(addr, len(data), "read-only")
+
+
+def test_a_string_without_end_stops_when_the_run_is_overdue():
+    """SYS_WRITE0 of a string whose NUL never comes streams it 1 MiB at a time and asks `overdue()` after each
+    piece: the call ends `interrupted` (no X0, the vCPU stops on its HLT) with what it streamed written."""
+    out, asked = [], []
+    sh = Semihosting(lambda data, stream: out.append(len(data)), overdue=lambda: asked.append(1) or len(asked) >= 3)
+    res = sh.call(int(SysOp.SYS_WRITE0), 0xFFFF_FFFF_FFFF_F000, _Endless())
+    assert (res.interrupted, res.ret, res.exit_status, res.blocked) == (True, None, None, False)
+    assert len(asked) == 3 and out == [1 << 20] * 3

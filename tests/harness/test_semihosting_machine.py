@@ -229,3 +229,23 @@ def test_a_write_ending_at_the_top_of_the_va_space_succeeds(capsys):
     """guest_fw/tests/sh_va_top.S: SYS_ELAPSED into the last 8 bytes of the 64-bit VA space (TTBR1_EL1): X0 = 0
     and the guest exits 0, as under QEMU, with no harness error."""
     assert cli(capsys, "run", guest_elf("sh_va_top")) == (0, "", "")
+
+
+def test_a_semihosting_string_without_end_ends_with_the_timeout(monkeypatch):
+    """SYS_WRITE0 of 64 MiB of RAM without a NUL, streamed in 4 KiB pieces here (`_STRING_HOLD`), under a
+    10 ms --timeout: the call stops at the deadline (Machine._overdue) instead of running to the end of RAM, and
+    the run ends 124 with the output so far kept. QEMU has no bound here: a string whose NUL never comes (the VA
+    space wraps, pages alias) would hang the process, which no --timeout could stop inside the call."""
+    import devmodel.semihosting as dsh
+    monkeypatch.setattr(dsh, "_STRING_HOLD", 4096)
+    out = bytearray()
+    m = Machine(console=lambda vm, data, stream: out.extend(data))
+    vm = m.add_vm(ram_size=64 << 20)
+    start = vm.ram_ipa + 0x1000
+    vm.ram.buf[0x1000:] = b"A" * (len(vm.ram.buf) - 0x1000)
+    vm.load_code(vm.ram_ipa, words(*_mov(0, 4), *_mov(1, start), 0xD45E0000, *_mov(0, 0x8400_0008), 0xD4000002))
+    t = time.monotonic()
+    o = m.run(timeout=0.01)
+    assert o.kind == Kind.TIMEOUT and o.exit_code == 124 and time.monotonic() - t < 5
+    assert 0 < len(out) < (64 << 20) - 0x2000 and set(out) == {ord("A")}
+    assert vm.vcpus[0].pc == vm.ram_ipa + 32                      # on the HLT
