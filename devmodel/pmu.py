@@ -149,12 +149,12 @@ def access(kind: str, write: bool, el: int, pmuserenr: int, mdcr_el2: int = 0, h
     return OK
 
 
-_INDEXED = re.compile(r"PMEV(CNTR|TYPER)(\d+)$")
+_INDEXED = r"PMEV(CNTR|TYPER)(\d+)$"      # compiled at its first use (re's cache): not at start-up
 
 
 def _indexed(reg: str) -> tuple[bool, int] | None:
     """("PMEVCNTR5") -> (True, 5), ("PMEVTYPER0") -> (False, 0); None for the other registers."""
-    m = _INDEXED.match(reg)
+    m = re.match(_INDEXED, reg)
     return None if m is None else (m.group(1) == "CNTR", int(m.group(2)))
 
 

@@ -117,13 +117,13 @@ def _seconds(text: str) -> float:
     return v
 
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)B?", re.I)
+_SIZE = r"(\d+(?:\.\d+)?)([KMGT]?)B?"       # compiled at its first use (re's cache): not at start-up
 _SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}
 
 
 def _qemu_mib(text: str) -> int:
     """QEMU's -m SIZE (softmmu/vl.c: a plain number is MiB; suffixes K, M, G, T) as a whole number of MiB."""
-    m = _SIZE.fullmatch(text.strip().removeprefix("size="))
+    m = re.fullmatch(_SIZE, text.strip().removeprefix("size="), re.I)
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 256, 256M, 1G)")
     num, unit = m.group(1), m.group(2).upper()
@@ -417,7 +417,7 @@ def finish_tracing(args: argparse.Namespace, code: int | None) -> int | None:
 class KtapReport:
     """Collects `PASS:/FAIL:/SKIP:` lines from the console and renders KTAP v1 (kernel ktap.rst)."""
 
-    LINE = re.compile(r"^(PASS|FAIL|SKIP|XFAIL|XPASS): (.*)$")
+    LINE = r"^(PASS|FAIL|SKIP|XFAIL|XPASS): (.*)$"          # compiled at its first use (re's cache)
 
     def __init__(self) -> None:
         self.results: list[tuple[str, str]] = []
@@ -427,7 +427,7 @@ class KtapReport:
         self._partial += data
         *lines, self._partial = self._partial.split(b"\n")
         for raw in lines:
-            m = self.LINE.match(raw.decode("utf-8", "replace").rstrip("\r"))
+            m = re.match(self.LINE, raw.decode("utf-8", "replace").rstrip("\r"))
             if m:
                 self.results.append((m.group(1), m.group(2)))
 

@@ -45,7 +45,7 @@ EXIT_ABORT = 139
 MAX_GUEST_STATUS = 123
 EXIT_SKIP = 77                # kvm-unit-tests: every test skipped (run_tests.sh prints SKIP)
 
-_EXIT_LINE = re.compile(rb"^EXIT: .*STATUS=([0-9]+)", re.M)
+_EXIT_LINE = rb"^EXIT: .*STATUS=([0-9]+)"       # compiled at its first use (re's cache): not at start-up
 
 
 def kut_status(qemu_status: int) -> int:
@@ -64,7 +64,7 @@ def exit_line_status(output: bytes) -> int | None:
     `STATUS=N`), 1 -> 0; None without such a line."""
     for line in output.split(b"\n"):
         if line.startswith(b"EXIT: "):
-            m = _EXIT_LINE.match(line)
+            m = re.match(_EXIT_LINE, line, re.M)
             if m is None:
                 return None
             n = int(m.group(1))
