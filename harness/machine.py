@@ -275,7 +275,8 @@ class VM:
         self.exception_ecs_ipa = ipa if ipa is not None and self.in_ram(ipa, 8) else None
         sh = self.semihosting
         sh.heap = heapinfo_for_layout(self.ram_ipa, self.ram.size, plan.rom_regions())
-        sh.cmdline = qemu_cmdline(str(path), append).encode()
+        # argv's bytes as given (a path or --append that is not UTF-8 arrives as surrogate escapes), as QEMU
+        sh.cmdline = qemu_cmdline(str(path), append).encode("utf-8", "surrogateescape")
         log = self.machine.log
         for note in plan.notes + ((f"no device tree: {why_none}",) if why_none else ()):
             log("guest_errors", f"{self.name}: {path}: {note}")

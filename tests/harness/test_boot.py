@@ -195,3 +195,14 @@ def test_the_board_tree_is_built_only_for_an_image_that_gets_it(fdt_probe, monke
     setup_nested_vm(m, vm)                                # a vSMMU after the load: the boot's tree differs
     m.run(max_insns=1)
     assert len(built) == 3 and built[1] != built[2] and Fdt.from_bytes(vm.dtb).find("/smmuv3@9050000")
+
+
+def test_a_command_line_that_is_not_utf8_reaches_the_guest_as_given(fdt_probe):
+    """--append from argv bytes that are not UTF-8 (Python's surrogate escapes): SYS_GET_CMDLINE and
+    /chosen/bootargs get those bytes, as QEMU passes -append on; it used to end the run with an encoding error."""
+    m, _ = machine()
+    vm = m.add_vm()
+    vm.load(fdt_probe, append="a\udcffb")
+    assert vm.semihosting.cmdline == f"{fdt_probe} ".encode() + b"a\xffb"
+    m.run(max_insns=1)
+    assert Fdt.from_bytes(vm.dtb).find("/chosen").get("bootargs") == b"a\xffb\0"
